@@ -1,0 +1,109 @@
+# sdrt - Stable Diffusion inference runtime in C.
+#
+#   make            build build/sdrt and build/libsdrt.a
+#   make deps       install the Debian packages sdrt needs (as root; no-op if present)
+#   make check      deps + build + every test (normal and ASan+UBSan builds)
+#   make demo       deps + build + the main job on the built-in tiny model
+#   make bench      op/phase benchmarks (medians, GFLOP/s, machine sgemm peak)
+#   make fuzz       run the safetensors fuzz target for FUZZ_SECONDS
+#
+# snprintf truncation is intended everywhere it happens (names, messages),
+# hence -Wno-format-truncation.
+# Variables: BUILD (output dir), SAN=1 (ASan+UBSan), ARCH (default native), V=1.
+
+BUILD   ?= build
+ARCH    ?= native
+CC      ?= cc
+ifeq ($(CC),cc)
+CC      := gcc
+endif
+
+WARN    := -Wall -Wextra -Werror -Wno-unknown-pragmas -Wno-format-truncation
+CSTD    := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -DCL_TARGET_OPENCL_VERSION=120
+OPT     := -O3 -march=$(ARCH) -fno-math-errno
+ifeq ($(SAN),1)
+OPT     := -O1 -g -march=$(ARCH) -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+CFLAGS  += $(CSTD) $(OPT) $(WARN) -fopenmp -MMD -MP -Ihost -Icpu -Icl
+LDLIBS  += -ldnnl -lclblast -lOpenCL -lpng -lz -lm -fopenmp
+ifeq ($(SAN),1)
+LDLIBS  += -fsanitize=address,undefined
+endif
+
+LIB_SRC  := $(filter-out host/main.c host/cmd_%.c,$(wildcard host/*.c)) $(wildcard cpu/*.c) $(wildcard cl/*.c)
+CMD_SRC  := host/main.c $(wildcard host/cmd_*.c)
+TEST_SRC := $(wildcard tests/test_*.c)
+BENCH_SRC:= $(wildcard bench/bench_*.c)
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+LIB      := $(BUILD)/libsdrt.a
+
+DEB_PKGS := gcc make libc6-dev libdnnl-dev libclblast-dev ocl-icd-opencl-dev opencl-headers \
+            pocl-opencl-icd clinfo libpng-dev zlib1g-dev clang libclang-rt-14-dev python3 python3-venv python3-pip
+
+.PHONY: all deps check test test-asan demo bench fuzz clean tests benches
+
+all: $(BUILD)/sdrt $(LIB)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/sdrt: $(CMD_OBJ) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $(CMD_OBJ) $(LIB) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/test.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Ibench -o $@ $< $(LIB) $(LDLIBS)
+
+tests: $(TEST_BIN)
+benches: $(BENCH_BIN)
+
+# Installs missing Debian packages (needs root). Both `check` and `demo` use it.
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "deps: all Debian packages present"; fi
+
+test: all tests
+	@tests/run.sh $(BUILD)
+
+test-asan:
+	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 all tests
+
+check: deps
+	@$(MAKE) --no-print-directory all tests
+	@$(MAKE) --no-print-directory test-asan
+	@SDRT_TEST_SAN=1 tests/run.sh $(BUILD) build/asan
+
+demo: deps all
+	@$(BUILD)/sdrt demo
+
+bench: all benches
+	@for b in $(BENCH_BIN); do $$b || exit 1; done
+
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@mkdir -p $(BUILD)/fuzz
+	clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -Ihost -o $(BUILD)/fuzz/fuzz_safetensors \
+	  tests/fuzz/fuzz_safetensors.c host/safetensors.c host/error.c host/tensor.c
+	@mkdir -p $(BUILD)/fuzz/corpus
+	$(BUILD)/fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(BUILD)/fuzz/corpus tests/fuzz/corpus
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJ:.o=.d) $(CMD_OBJ:.o=.d)

@@ -1,0 +1,72 @@
+/* cpu.h - the CPU backend: oneDNN primitives and OpenMP kernels.
+ *
+ * One function per op, `int sd_cpu_<op>(struct sd_cpu *cpu, struct sd_tensor *node)`,
+ * each in its own file cpu/op_<op>.c, listed once in the dispatch table in
+ * cpu_backend.c. An op reads node->src[i]->data and writes node->data (host
+ * memory, f32 contiguous unless noted) and returns SD_OK or an error set on
+ * cpu->ctx. Ops never allocate per call on the hot path; scratch comes from
+ * sd_cpu_scratch() and oneDNN primitives/reordered weights from the caches
+ * in cpu_dnnl.c.
+ */
+#ifndef SDRT_CPU_H
+#define SDRT_CPU_H
+
+#include "../host/backend.h"
+
+struct sd_cpu_dnnl; /* oneDNN engine, stream and caches (cpu_dnnl.c) */
+
+struct sd_cpu {
+    struct sd_ctx *ctx;
+    int n_threads;
+    void *arena;
+    size_t arena_size;
+    void *scratch;          /* per-backend scratch, grown on demand */
+    size_t scratch_size;
+    struct sd_cpu_dnnl *dnnl;
+    unsigned disabled_ops[(SD_OP_COUNT + 31) / 32]; /* SDRT_CPU_DISABLE (tests) */
+    double op_time[SD_OP_COUNT];  /* accumulated seconds per op when profiling */
+    int op_calls[SD_OP_COUNT];
+    int profile;
+};
+
+typedef int (*sd_cpu_op_fn)(struct sd_cpu *cpu, struct sd_tensor *node);
+
+/* Returns a new CPU backend (the host backend) using n_threads OpenMP
+ * threads (0 = all cores). Owned by the caller; free with sd_backend_free. */
+struct sd_backend *sd_cpu_backend_new(struct sd_ctx *ctx, int n_threads);
+struct sd_cpu *sd_cpu_of(struct sd_backend *b);
+
+/* Returns a scratch buffer of at least n bytes valid until the next call
+ * (NULL with ctx set on allocation failure). Not thread-safe: call from the
+ * op's serial part and partition it among threads. */
+void *sd_cpu_scratch(struct sd_cpu *cpu, size_t n);
+
+/* Runs one node on the CPU (used by tests and by other backends' fallbacks). */
+int sd_cpu_run_node(struct sd_cpu *cpu, struct sd_tensor *node);
+
+/* oneDNN plumbing (cpu_dnnl.c). */
+int sd_cpu_dnnl_init(struct sd_cpu *cpu);
+void sd_cpu_dnnl_free(struct sd_cpu *cpu);
+
+/* The ops. */
+int sd_cpu_conv2d(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_linear(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_matmul(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_group_norm(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_layer_norm(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_softmax(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_attention(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_gelu(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_quick_gelu(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_silu(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_geglu(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_add(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_mul(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_scale(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_concat(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_upsample(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_embedding(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_timestep_embed(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_permute(struct sd_cpu *cpu, struct sd_tensor *node);
+
+#endif

@@ -1,0 +1,169 @@
+/* cpu_backend.c - the CPU backend's vtable and its op dispatch table.
+ *
+ * The CPU backend is the host backend: its arena is host memory. It runs
+ * every op in the table (f32); a NULL entry would mean unsupported.
+ * SDRT_CPU_DISABLE=op1,op2 disables ops (for testing the scheduler's
+ * "no backend" error path only; the CPU is normally the fallback of last
+ * resort).
+ */
+#include "cpu.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const sd_cpu_op_fn cpu_ops[SD_OP_COUNT] = {
+    [SD_OP_CONV2D] = sd_cpu_conv2d,
+    [SD_OP_LINEAR] = sd_cpu_linear,
+    [SD_OP_MATMUL] = sd_cpu_matmul,
+    [SD_OP_GROUP_NORM] = sd_cpu_group_norm,
+    [SD_OP_LAYER_NORM] = sd_cpu_layer_norm,
+    [SD_OP_SOFTMAX] = sd_cpu_softmax,
+    [SD_OP_ATTENTION] = sd_cpu_attention,
+    [SD_OP_GELU] = sd_cpu_gelu,
+    [SD_OP_QUICK_GELU] = sd_cpu_quick_gelu,
+    [SD_OP_SILU] = sd_cpu_silu,
+    [SD_OP_GEGLU] = sd_cpu_geglu,
+    [SD_OP_ADD] = sd_cpu_add,
+    [SD_OP_MUL] = sd_cpu_mul,
+    [SD_OP_SCALE] = sd_cpu_scale,
+    [SD_OP_CONCAT] = sd_cpu_concat,
+    [SD_OP_UPSAMPLE] = sd_cpu_upsample,
+    [SD_OP_EMBEDDING] = sd_cpu_embedding,
+    [SD_OP_TIMESTEP_EMBED] = sd_cpu_timestep_embed,
+    [SD_OP_PERMUTE] = sd_cpu_permute,
+};
+
+struct sd_cpu *sd_cpu_of(struct sd_backend *b) { return b ? (struct sd_cpu *)b->impl : NULL; }
+
+static bool op_disabled(const struct sd_cpu *cpu, enum sd_op op) {
+    return (cpu->disabled_ops[op / 32] >> (op % 32)) & 1u;
+}
+
+static bool cpu_supports(struct sd_backend *b, const struct sd_tensor *node, char *why, size_t why_n) {
+    struct sd_cpu *cpu = sd_cpu_of(b);
+    if (node->op == SD_OP_NONE || node->op == SD_OP_RESHAPE) return true;
+    if ((unsigned)node->op >= SD_OP_COUNT || !cpu_ops[node->op]) {
+        snprintf(why, why_n, "unsupported(op)");
+        return false;
+    }
+    if (op_disabled(cpu, node->op)) {
+        snprintf(why, why_n, "disabled");
+        return false;
+    }
+    for (int i = 0; i < SD_MAX_SRC; i++) {
+        const struct sd_tensor *s = node->src[i];
+        if (!s) continue;
+        bool ok = s->type == SD_F32 || (node->op == SD_OP_EMBEDDING && i == 0 && s->type == SD_I32);
+        if (!ok) {
+            snprintf(why, why_n, "unsupported(%s)", sd_dtype_name(s->type));
+            return false;
+        }
+    }
+    return true;
+}
+
+static int cpu_arena_reserve(struct sd_backend *b, size_t size, void **host) {
+    struct sd_cpu *cpu = sd_cpu_of(b);
+    if (size > cpu->arena_size || !cpu->arena) {
+        void *p = sd_malloc_aligned(size);
+        if (!p)
+            return sd_errorf(cpu->ctx, SD_ERR_NOMEM, "cpu: cannot allocate a %.1f MiB activation arena",
+                             (double)size / 1048576.0);
+        sd_free_aligned(cpu->arena);
+        cpu->arena = p;
+        cpu->arena_size = size;
+    }
+    *host = cpu->arena;
+    return SD_OK;
+}
+
+int sd_cpu_run_node(struct sd_cpu *cpu, struct sd_tensor *node) {
+    if (node->op == SD_OP_NONE || node->op == SD_OP_RESHAPE) return SD_OK;
+    sd_cpu_op_fn fn = (unsigned)node->op < SD_OP_COUNT ? cpu_ops[node->op] : NULL;
+    if (!fn) return sd_errorf(cpu->ctx, SD_ERR_UNSUPPORTED, "cpu: op %s not supported", sd_op_name(node->op));
+    double t0 = cpu->profile ? sd_time_s() : 0;
+    int rc = fn(cpu, node);
+    if (rc != SD_OK) return sd_error_wrap(cpu->ctx, "cpu %s [%s]", sd_op_name(node->op), node->name);
+    if (cpu->profile) {
+        cpu->op_time[node->op] += sd_time_s() - t0;
+        cpu->op_calls[node->op]++;
+    }
+    return SD_OK;
+}
+
+static int cpu_compute(struct sd_backend *b, struct sd_graph *g, int i0, int i1) {
+    struct sd_cpu *cpu = sd_cpu_of(b);
+    omp_set_num_threads(cpu->n_threads);
+    for (int i = i0; i < i1; i++) {
+        int rc = sd_cpu_run_node(cpu, g->nodes[i]);
+        if (rc != SD_OK) return rc;
+    }
+    return SD_OK;
+}
+
+static void cpu_free(struct sd_backend *b) {
+    struct sd_cpu *cpu = sd_cpu_of(b);
+    if (cpu) {
+        sd_cpu_dnnl_free(cpu);
+        sd_free_aligned(cpu->arena);
+        sd_free_aligned(cpu->scratch);
+        free(cpu);
+    }
+    free(b);
+}
+
+static const struct sd_backend_i cpu_iface = {
+    .version = SD_BACKEND_IFACE_VERSION,
+    .name = "cpu",
+    .supports = cpu_supports,
+    .arena_reserve = cpu_arena_reserve,
+    .compute = cpu_compute,
+    .free = cpu_free,
+};
+
+void *sd_cpu_scratch(struct sd_cpu *cpu, size_t n) {
+    if (n > cpu->scratch_size) {
+        void *p = sd_malloc_aligned(n);
+        if (!p) {
+            sd_errorf(cpu->ctx, SD_ERR_NOMEM, "cpu: cannot allocate %.1f MiB of scratch", (double)n / 1048576.0);
+            return NULL;
+        }
+        sd_free_aligned(cpu->scratch);
+        cpu->scratch = p;
+        cpu->scratch_size = n;
+    }
+    return cpu->scratch;
+}
+
+static void parse_disabled(struct sd_cpu *cpu, const char *list) {
+    if (!list) return;
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+        for (int op = 0; op < SD_OP_COUNT; op++)
+            if (strcmp(tok, sd_op_name((enum sd_op)op)) == 0) cpu->disabled_ops[op / 32] |= 1u << (op % 32);
+}
+
+struct sd_backend *sd_cpu_backend_new(struct sd_ctx *ctx, int n_threads) {
+    struct sd_backend *b = calloc(1, sizeof *b);
+    struct sd_cpu *cpu = calloc(1, sizeof *cpu);
+    if (!b || !cpu) {
+        free(b);
+        free(cpu);
+        sd_errorf(ctx, SD_ERR_NOMEM, "cpu backend: out of memory");
+        return NULL;
+    }
+    b->iface = &cpu_iface;
+    b->ctx = ctx;
+    b->impl = cpu;
+    b->is_host = 1;
+    cpu->ctx = ctx;
+    cpu->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
+    parse_disabled(cpu, getenv("SDRT_CPU_DISABLE"));
+    if (sd_cpu_dnnl_init(cpu) != SD_OK) {
+        cpu_free(b);
+        return NULL;
+    }
+    return b;
+}

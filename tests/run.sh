@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# run.sh BUILD_DIR [BUILD_DIR...] - runs every test binary of each build and
+# prints the total as the last line: "N passed, N failed".
+# Each test binary prints "ok <name>" or "FAIL <name>: ..." per case and exits
+# non-zero on any failure; a binary that crashes counts as one failure.
+set -u
+pass=0; fail=0
+for dir in "$@"; do
+  for t in "$dir"/tests/test_*; do
+    [ -x "$t" ] || continue
+    name="$(basename "$t") [$dir]"
+    out=$(mktemp)
+    start=$(date +%s%N)
+    "$t" > "$out" 2>&1
+    rc=$?
+    p=$(grep -c '^ok ' "$out"); f=$(grep -c '^FAIL ' "$out")
+    if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; echo "FAIL $name: exited with status $rc" >> "$out"; fi
+    if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then f=1; echo "FAIL $name: ran no test case" >> "$out"; fi
+    ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    printf '%-44s %4d passed, %d failed  (%d.%03ds)\n' "$name" "$p" "$f" $((ms / 1000)) $((ms % 1000))
+    if [ "$f" -gt 0 ]; then grep -v '^ok ' "$out" | tail -40 | sed 's/^/    /'; fi
+    pass=$((pass + p)); fail=$((fail + f))
+    rm -f "$out"
+  done
+done
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,93 @@
+/* test.h - the tiny test harness shared by tests/test_*.c.
+ *
+ * Each case prints "ok <name>" or "FAIL <name>: why"; tests/run.sh counts
+ * them. check_close() compares arrays with |got-ref| <= atol + rtol*|ref|,
+ * checks NaN/Inf first, and prints the first mismatches and the max error.
+ */
+#ifndef SDRT_TEST_H
+#define SDRT_TEST_H
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int test_failures;
+
+static void test_ok(const char *fmt, ...) __attribute__((format(printf, 1, 2), unused));
+static void test_ok(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("ok ");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+}
+
+static void test_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), unused));
+static void test_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("FAIL ");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    test_failures++;
+}
+
+/* CHECK(cond, "name fmt", ...): one test case. */
+#define CHECK(cond, ...)                                                              \
+    do {                                                                              \
+        if (cond) test_ok(__VA_ARGS__);                                               \
+        else { printf("FAIL %s:%d: (%s) ", __FILE__, __LINE__, #cond); printf(__VA_ARGS__); printf("\n"); test_failures++; } \
+    } while (0)
+
+/* Returns 0 when got matches ref within atol + rtol*|ref| everywhere and
+ * has no NaN/Inf; otherwise prints details and returns 1. Always prints the
+ * max abs / rel error into *max_abs when non-NULL. */
+static int check_close(const char *name, const float *got, const float *ref, int64_t n, double atol, double rtol,
+                       double *max_abs) __attribute__((unused));
+static int check_close(const char *name, const float *got, const float *ref, int64_t n, double atol, double rtol,
+                       double *max_abs) {
+    double mx = 0, mr = 0;
+    int64_t bad = 0, first_bad = -1;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(got[i])) {
+            printf("  %s: non-finite value %f at %lld\n", name, got[i], (long long)i);
+            if (max_abs) *max_abs = INFINITY;
+            return 1;
+        }
+        double d = fabs((double)got[i] - (double)ref[i]);
+        if (d > mx) mx = d;
+        double r = d / (fabs((double)ref[i]) + 1e-12);
+        if (r > mr && fabs(ref[i]) > atol) mr = r;
+        if (d > atol + rtol * fabs((double)ref[i])) {
+            if (bad < 5) printf("  %s[%lld]: got %.8g ref %.8g (diff %.3g)\n", name, (long long)i, got[i], ref[i], d);
+            if (first_bad < 0) first_bad = i;
+            bad++;
+        }
+    }
+    if (max_abs) *max_abs = mx;
+    if (bad) printf("  %s: %lld of %lld mismatched, max abs err %.3g, max rel err %.3g\n", name, (long long)bad,
+                    (long long)n, mx, mr);
+    return bad ? 1 : 0;
+}
+
+/* Deterministic uniform [-1, 1) floats (xorshift). */
+static void fill_random(float *x, int64_t n, uint64_t seed) __attribute__((unused));
+static void fill_random(float *x, int64_t n, uint64_t seed) {
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int64_t i = 0; i < n; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        x[i] = (float)((double)(s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+    }
+}
+
+static int test_summary(void) __attribute__((unused));
+static int test_summary(void) { return test_failures ? 1 : 0; }
+
+#endif
