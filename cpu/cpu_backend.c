@@ -122,20 +122,6 @@ static const struct sd_backend_i cpu_iface = {
     .free = cpu_free,
 };
 
-void *sd_cpu_scratch(struct sd_cpu *cpu, size_t n) {
-    if (n > cpu->scratch_size) {
-        void *p = sd_malloc_aligned(n);
-        if (!p) {
-            sd_errorf(cpu->ctx, SD_ERR_NOMEM, "cpu: cannot allocate %.1f MiB of scratch", (double)n / 1048576.0);
-            return NULL;
-        }
-        sd_free_aligned(cpu->scratch);
-        cpu->scratch = p;
-        cpu->scratch_size = n;
-    }
-    return cpu->scratch;
-}
-
 static void parse_disabled(struct sd_cpu *cpu, const char *list) {
     if (!list) return;
     char buf[512];
