@@ -87,7 +87,8 @@ void sd_sched_free(struct sd_sched *s);
 
 /* Places the nodes of a planned graph, builds splits, reserves every used
  * backend's arena and sets tensor->data for activations (host arena). After
- * this the caller writes inputs through tensor->data. */
+ * this the caller writes inputs through tensor->data, before every compute:
+ * input memory is reused once the input is dead. */
 int sd_sched_alloc(struct sd_sched *s, struct sd_graph *g);
 
 /* Runs the graph; on return every output is current in host memory

@@ -196,7 +196,10 @@ int sd_sched_compute(struct sd_sched *s, struct sd_graph *g) {
             for (int j = 0; j < SD_MAX_SRC; j++) {
                 struct sd_tensor *src = t->src[j];
                 if (!src || !sd_tensor_in_arena(base_of(src))) continue;
-                if ((rc = make_current(s, base_of(src), b)) != SD_OK) return rc;
+                struct sd_tensor *bs = base_of(src);
+                /* produced earlier in this same split: current once it runs */
+                if (bs->index >= i0 && bs->index < i1 && !(bs->flags & SD_TF_INPUT)) continue;
+                if ((rc = make_current(s, bs, b)) != SD_OK) return rc;
             }
         }
         double t0 = s->profile ? sd_time_s() : 0;
