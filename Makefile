@@ -51,9 +51,12 @@ DEB_PKGS := gcc make libc6-dev libdnnl-dev libclblast-dev ocl-icd-opencl-dev ope
 
 all: $(BUILD)/sdrt $(LIB)
 
+Q := $(if $(V),,@)
+
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/gen/cl_kernels.c: $(CL_KERNELS) cl/embed_kernels.sh
 	@mkdir -p $(dir $@)
@@ -65,18 +68,21 @@ $(BUILD)/obj/gen/cl_kernels.o: $(BUILD)/gen/cl_kernels.c
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/sdrt: $(CMD_OBJ) $(LIB)
-	$(CC) $(CFLAGS) -o $@ $(CMD_OBJ) $(LIB) $(LDLIBS)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $(CMD_OBJ) $(LIB) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/test.h $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDLIBS)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Ibench -o $@ $< $(LIB) $(LDLIBS)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -Ibench -o $@ $< $(LIB) $(LDLIBS)
 
 tests: $(TEST_BIN)
 benches: $(BENCH_BIN)

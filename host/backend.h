@@ -86,8 +86,11 @@ struct sd_sched *sd_sched_new(struct sd_ctx *ctx, struct sd_backend **backends, 
 void sd_sched_free(struct sd_sched *s);
 
 /* Places the nodes of a planned graph, builds splits, reserves every used
- * backend's arena and sets tensor->data for activations (host arena). After
- * this the caller writes inputs through tensor->data. */
+ * backend's arena and sets tensor->data for activations (host arena). Call
+ * it again (cheap) before writing inputs whenever other graphs have run on
+ * the same backends since: they share each backend's arena. After
+ * this the caller writes inputs through tensor->data, before every compute:
+ * input memory is reused once the input is dead. */
 int sd_sched_alloc(struct sd_sched *s, struct sd_graph *g);
 
 /* Runs the graph; on return every output is current in host memory

@@ -87,4 +87,14 @@ struct sd_tensor *sd_vae_decode_build(struct sd_graph *g, const struct sd_vae_co
 struct sd_tensor *sd_vae_encode_build(struct sd_graph *g, const struct sd_vae_config *c, struct sd_weights *w,
                                       struct sd_tensor *x);
 
+
+
+/* model_config.c */
+void sd_model_config_defaults(struct sd_model *m);  /* family defaults into m->clip/unet/vae */
+int sd_model_infer_unet(struct sd_ctx *ctx, struct sd_unet_config *c, struct sd_weights *w);
+int sd_model_infer_vae(struct sd_ctx *ctx, struct sd_vae_config *c, struct sd_weights *w);
+int sd_model_infer_clip(struct sd_ctx *ctx, struct sd_clip_config *c, struct sd_weights *w);
+/* Overrides heads/groups/eps/activation/scaling/prediction/pad from a
+ * diffusers folder's config files (absent files are fine). */
+int sd_model_read_configs(struct sd_ctx *ctx, struct sd_model *m, const char *dir);
 #endif
