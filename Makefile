@@ -60,11 +60,13 @@ $(BUILD)/obj/%.o: %.c
 
 $(BUILD)/gen/cl_kernels.c: $(CL_KERNELS) cl/embed_kernels.sh
 	@mkdir -p $(dir $@)
-	sh cl/embed_kernels.sh $(CL_KERNELS) > $@.tmp && mv $@.tmp $@
+	@$(if $(V),,echo "  GEN     $@")
+	$(Q)sh cl/embed_kernels.sh $(CL_KERNELS) > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/obj/gen/cl_kernels.o: $(BUILD)/gen/cl_kernels.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)

@@ -183,8 +183,8 @@ static bool need_program(struct sd_cl *cl, const char *name) {
     if (cl->progs[pi].state == SD_CL_PROG_OK) return true;
     bool first = cl->progs[pi].state == SD_CL_PROG_UNTRIED;
     if (sd_cl_program_ensure(cl, pi) == SD_OK) return true;
-    if (first) fprintf(stderr, "cl: program %s unavailable on %s; its ops run on the cpu: %s\n", name, cl->info.name,
-                       cl->ctx->msg);
+    if (first) fprintf(stderr, "cl: program %s unavailable on %s; its ops run on the cpu: %.*s\n", name, cl->info.name,
+                       (int)strcspn(cl->ctx->msg, "\n"), cl->ctx->msg);
     sd_ctx_clear(cl->ctx);
     return false;
 }
@@ -392,6 +392,7 @@ struct sd_backend *sd_cl_backend_new(struct sd_ctx *ctx, int device_index) {
     cl->log = env_on("SDRT_CL_LOG");
     cl->precompiled_dir = env_dir("SDRT_CL_PRECOMPILED");
     cl->export_dir = env_dir("SDRT_CL_EXPORT");
+    if (env_dir("SDRT_CL_TEST_BREAK")) snprintf(cl->test_break, sizeof cl->test_break, "%s", getenv("SDRT_CL_TEST_BREAK"));
     const char *gemm = getenv("SDRT_CL_GEMM");
     cl->gemm_own = (gemm && strcmp(gemm, "own") == 0) || cl->precompiled_dir != NULL;
     if (gemm && *gemm && strcmp(gemm, "own") && strcmp(gemm, "clblast")) {

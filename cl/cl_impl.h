@@ -66,6 +66,7 @@ struct sd_cl {
     int log;                     /* SDRT_CL_LOG */
     const char *precompiled_dir; /* SDRT_CL_PRECOMPILED */
     const char *export_dir;      /* SDRT_CL_EXPORT */
+    char test_break[128];        /* SDRT_CL_TEST_BREAK (tests) */
     struct sd_backend *cpu;      /* for nodes that fail on the device (lazy) */
     char build_opts[256];
 };

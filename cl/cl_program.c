@@ -161,8 +161,7 @@ int sd_cl_program_ensure(struct sd_cl *cl, int prog) {
         const char *common = source_text("common");
         const char *text = sd_cl_sources[prog].text;
         char *broken = NULL;
-        const char *brk = getenv("SDRT_CL_TEST_BREAK");
-        if (brk && strstr(brk, name) && (broken = malloc(strlen(text) + 64))) {
+        if (cl->test_break[0] && strstr(cl->test_break, name) && (broken = malloc(strlen(text) + 64))) {
             sprintf(broken, "%s\nthis is not OpenCL C;\n", text);
             text = broken;
         }
