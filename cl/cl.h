@@ -6,13 +6,14 @@
  * OpenCL device: one cl_context per platform per process, one in-order
  * queue per backend, one arena cl_mem addressed by byte offsets, weights
  * uploaded once and kept resident (keyed by the weight tensor). GEMMs go
- * through CLBlast (or our own kernel, SDRT_CL_GEMM=own, always in
- * precompiled mode); every other op is a kernel of ours in cl/kernels/.
+ * through CLBlast on GPUs/accelerators and our kernels/gemm.cl on CPU-type
+ * devices (SDRT_CL_GEMM overrides; always ours in precompiled mode); every
+ * other op is a kernel of ours in cl/kernels/.
  *
  * Environment (read when a backend is created):
  *   SDRT_CL_DEVICE=P:D        platform P, device D (default: first GPU, else first device)
  *   SDRT_CL_DISABLE=a,b       ops the backend refuses (scheduler runs them on the CPU)
- *   SDRT_CL_GEMM=clblast|own  GEMM engine (default clblast)
+ *   SDRT_CL_GEMM=clblast|own  GEMM engine (default: own on CPU devices, else clblast)
  *   SDRT_CL_LOG=1             print "cl: built N programs, loaded M from cache" and fallbacks
  *   SDRT_CACHE_DIR=DIR        program-binary cache root (default $XDG_CACHE_HOME/sdrt, ~/.cache/sdrt); files go to DIR/cl
  *   SDRT_CL_CACHE=0           no program-binary cache

@@ -393,16 +393,22 @@ struct sd_backend *sd_cl_backend_new(struct sd_ctx *ctx, int device_index) {
     cl->precompiled_dir = env_dir("SDRT_CL_PRECOMPILED");
     cl->export_dir = env_dir("SDRT_CL_EXPORT");
     if (env_dir("SDRT_CL_TEST_BREAK")) snprintf(cl->test_break, sizeof cl->test_break, "%s", getenv("SDRT_CL_TEST_BREAK"));
-    const char *gemm = getenv("SDRT_CL_GEMM");
-    cl->gemm_own = (gemm && strcmp(gemm, "own") == 0) || cl->precompiled_dir != NULL;
-    if (gemm && *gemm && strcmp(gemm, "own") && strcmp(gemm, "clblast")) {
-        sd_errorf(ctx, SD_ERR_INVALID, "SDRT_CL_GEMM=%s: want clblast or own", gemm);
-        goto fail;
-    }
     if (parse_ops(cl, "SDRT_CL_DISABLE", cl->disabled_ops) != SD_OK ||
         parse_ops(cl, "SDRT_CL_TEST_FAIL", cl->test_fail_ops) != SD_OK)
         goto fail;
     if (sd_cl_device_open(ctx, device_index, &cl->info, &cl->platform, &cl->dev, &cl->context) != SD_OK) goto fail;
+    /* GEMM engine: CLBlast compiles its kernels at run time (tens of seconds
+     * per variant on PoCL, never cached on disk) and is untuned on CPU
+     * devices, where our register-blocked kernels measure faster
+     * (docs/opencl.md); so CPU-type devices default to ours. */
+    const char *gemm = getenv("SDRT_CL_GEMM");
+    if (gemm && *gemm && strcmp(gemm, "own") && strcmp(gemm, "clblast")) {
+        sd_errorf(ctx, SD_ERR_INVALID, "SDRT_CL_GEMM=%s: want clblast or own", gemm);
+        goto fail;
+    }
+    if (cl->precompiled_dir) cl->gemm_own = 1;
+    else if (gemm && *gemm) cl->gemm_own = strcmp(gemm, "own") == 0;
+    else cl->gemm_own = strcmp(cl->info.type, "cpu") == 0;
     snprintf(cl->build_opts, sizeof cl->build_opts, "-cl-std=CL1.2 -DSD_DV_MAX=%d", SD_CL_ATTN_DV_MAX);
     cl_int err = CL_SUCCESS;
     cl->queue = clCreateCommandQueue(cl->context, cl->dev, 0, &err);
@@ -410,9 +416,10 @@ struct sd_backend *sd_cl_backend_new(struct sd_ctx *ctx, int device_index) {
     cl->flag = clCreateBuffer(cl->context, CL_MEM_READ_WRITE, sizeof(cl_int), NULL, &err);
     if (sd_cl_check(ctx, err, "clCreateBuffer", "flag") != SD_OK) goto fail;
     if (cl->log)
-        fprintf(stderr, "cl: device %d:%d %s (%s, %s, %u CUs, %.0f MiB)%s%s\n", cl->info.platform, cl->info.device,
-                cl->info.name, cl->info.type, cl->info.cl_version, cl->info.compute_units,
-                (double)cl->info.global_mem / 1048576.0, cl->precompiled_dir ? ", precompiled from " : "",
+        fprintf(stderr, "cl: device %d:%d %s (%s, %s, %u CUs, %.0f MiB), gemm %s%s%s\n", cl->info.platform,
+                cl->info.device, cl->info.name, cl->info.type, cl->info.cl_version, cl->info.compute_units,
+                (double)cl->info.global_mem / 1048576.0, cl->gemm_own ? "gemm.cl" : "CLBlast",
+                cl->precompiled_dir ? ", precompiled from " : "",
                 cl->precompiled_dir ? cl->precompiled_dir : "");
     return b;
 fail:

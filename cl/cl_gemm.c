@@ -38,7 +38,32 @@ static int gemm_clblast(struct sd_cl *cl, const struct sd_cl_gemm *g) {
     return SD_OK;
 }
 
+/* Our kernels: the register-blocked NT kernel when both operands are
+ * k-contiguous, the NN kernel when B is n-contiguous, else the tiled one. */
 static int gemm_own(struct sd_cl *cl, const struct sd_cl_gemm *g) {
+    if (!g->trans_a && g->trans_b) {
+        cl_kernel k = sd_cl_kernel(cl, "gemm", "kernel_gemm_nt_f32");
+        if (!k) return SD_ERR_CL;
+        struct sd_cl_arg args[] = {
+            SD_CL_BUF(g->a), SD_CL_BUF(g->b), SD_CL_BUF(g->c), SD_CL_I32(g->m), SD_CL_I32(g->n), SD_CL_I32(g->k),
+            SD_CL_I32(g->lda), SD_CL_I32(g->ldb), SD_CL_I32(g->ldc), SD_CL_U64(g->stride_a), SD_CL_U64(g->stride_b),
+            SD_CL_U64(g->stride_c), SD_CL_F32(g->alpha), SD_CL_F32(g->beta),
+        };
+        size_t global[3] = {(g->n + 3) / 4, (g->m + 3) / 4, g->batch};
+        return sd_cl_run(cl, k, g->what, args, SD_CL_NARGS(args), 3, global, NULL);
+    }
+    if (!g->trans_b) {
+        cl_kernel k = sd_cl_kernel(cl, "gemm", "kernel_gemm_nn_f32");
+        if (!k) return SD_ERR_CL;
+        int sam = g->trans_a ? 1 : (int)g->lda, sak = g->trans_a ? (int)g->lda : 1;
+        struct sd_cl_arg args[] = {
+            SD_CL_BUF(g->a), SD_CL_BUF(g->b), SD_CL_BUF(g->c), SD_CL_I32(g->m), SD_CL_I32(g->n), SD_CL_I32(g->k),
+            SD_CL_I32(sam), SD_CL_I32(sak), SD_CL_I32(g->ldb), SD_CL_I32(g->ldc), SD_CL_U64(g->stride_a),
+            SD_CL_U64(g->stride_b), SD_CL_U64(g->stride_c), SD_CL_F32(g->alpha), SD_CL_F32(g->beta),
+        };
+        size_t global[3] = {(g->n + 7) / 8, (g->m + 7) / 8, g->batch};
+        return sd_cl_run(cl, k, g->what, args, SD_CL_NARGS(args), 3, global, NULL);
+    }
     cl_kernel k = sd_cl_kernel(cl, "gemm", "kernel_gemm_f32");
     if (!k) return SD_ERR_CL;
     int sam = g->trans_a ? 1 : (int)g->lda, sak = g->trans_a ? (int)g->lda : 1;

@@ -148,11 +148,7 @@ int sd_cl_program_ensure(struct sd_cl *cl, int prog) {
         size_t n = 0;
         snprintf(path, sizeof path, "%s/%s.bin", cl->precompiled_dir, name);
         rc = sd_cl_file_read(cl->ctx, path, &bin, &n);
-        if (rc != SD_OK) {
-            sd_error_wrap(cl->ctx, "SDRT_CL_PRECOMPILED: binary for program %s missing", name);
-            fprintf(stderr, "cl: %s\n", cl->ctx->msg);
-            return rc;
-        }
+        if (rc != SD_OK) return sd_error_wrap(cl->ctx, "SDRT_CL_PRECOMPILED: binary for program %s missing", name);
         rc = from_binary(cl, name, bin, n, "precompiled", &p, false);
         free(bin);
         if (rc != SD_OK) return sd_error_wrap(cl->ctx, "SDRT_CL_PRECOMPILED=%s", cl->precompiled_dir);

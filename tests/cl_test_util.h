@@ -83,6 +83,8 @@ typedef struct sd_tensor *(*tc_build_fn)(struct sd_graph *g, struct tc *tc);
  * of the output (NULL on error, message printed). *n_out gets its size and
  * *on_first the number of compute nodes placed on backends[0]. */
 static float *tc_run(struct sd_ctx *ctx, struct sd_backend **backends, int n, tc_build_fn build, struct tc *tc,
+                     int64_t *n_out, int *on_first, int *n_compute) __attribute__((unused));
+static float *tc_run(struct sd_ctx *ctx, struct sd_backend **backends, int n, tc_build_fn build, struct tc *tc,
                      int64_t *n_out, int *on_first, int *n_compute) {
     tc->cur_w = 0;
     tc->n_in = 0;

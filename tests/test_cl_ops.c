@@ -94,6 +94,8 @@ static void check_fallback(struct sd_ctx *ctx, struct sd_backend *cpu, const cha
 int main(void) {
     const char *sv = getenv("SDRT_TEST_SAN");
     cl_cases_small = sv && *sv && *sv != '0';
+    /* Program binaries: a test-only cache (kept across runs for speed). */
+    if (!getenv("SDRT_CACHE_DIR")) setenv("SDRT_CACHE_DIR", "/tmp/sdrt-test-cache", 1);
     struct sd_ctx ctx = {0};
     struct sd_backend *cpu = sd_cpu_backend_new(&ctx, 0);
     CHECK(cpu != NULL, "cpu backend (%s)", ctx.msg);
