@@ -3,7 +3,8 @@
  * engines (CLBlast and kernels/gemm.cl) against the CPU (oneDNN), and a
  * small search over CLBlast Xgemm parameter sets (CLBlastOverrideParameters).
  *
- *   bench_cl [ops] [gemm] [tune] [-n REPS]     (default: ops gemm, 3 reps)
+ *   bench_cl [ops] [gemm] [tune [--from SET]] [-n REPS] [--size N]
+ *   (default: ops gemm, 3 reps, N = 1024)
  *
  * Times are medians of REPS runs of the backend's compute over the graph
  * after one warm-up run (which compiles programs, uploads weights and copies
@@ -117,7 +118,11 @@ static const size_t xgemm_sets[][16] = {
     {0, 1, 16, 2, 8, 8, 64, 8, 8, 128, 0, 0, 0, 0, 8, 16},     /* 16-wide (AVX-512) */
     {0, 1, 32, 2, 16, 16, 128, 16, 16, 128, 0, 0, 0, 0, 8, 8}, /* 256-item groups */
     {0, 1, 32, 8, 8, 8, 64, 8, 8, 64, 1, 1, 0, 0, 4, 4},       /* local-memory tiles */
+    {0, 1, 16, 8, 8, 8, 64, 8, 8, 128, 1, 1, 0, 0, 8, 16},     /* 3 + 5 combined */
+    {0, 1, 32, 8, 8, 8, 64, 8, 8, 128, 1, 1, 0, 0, 4, 16},
+    {0, 1, 32, 2, 8, 8, 64, 8, 8, 128, 0, 0, 0, 0, 4, 16},
 };
+static int tune_from = 0;
 
 static void bench_tune(struct sd_ctx *ctx, struct sd_backend *cpu, struct sd_backend *cl_blast) {
     struct tc tc = {0};
@@ -126,7 +131,7 @@ static void bench_tune(struct sd_ctx *ctx, struct sd_backend *cpu, struct sd_bac
     struct sd_cl *cl = cl_blast->impl;
     dev = cl->dev;
     printf("CLBlast Xgemm parameter search, linear %lld^3 (each set recompiles CLBlast's kernel):\n", (long long)gemm_n);
-    for (size_t s = 0; s < sizeof xgemm_sets / sizeof xgemm_sets[0]; s++) {
+    for (size_t s = tune_from; s < sizeof xgemm_sets / sizeof xgemm_sets[0]; s++) {
         CLBlastStatusCode st = CLBlastOverrideParameters(dev, "Xgemm", CLBlastPrecisionSingle, 16, xgemm_names,
                                                          xgemm_sets[s]);
         printf("  set %zu {", s);
@@ -152,8 +157,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "tune")) do_tune = 1;
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--size") && i + 1 < argc) gemm_n = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--from") && i + 1 < argc) tune_from = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: bench_cl [ops] [gemm] [tune] [-n REPS] [--size N]\n");
+            fprintf(stderr, "usage: bench_cl [ops] [gemm] [tune [--from SET]] [-n REPS] [--size N]\n");
             return 2;
         }
     }

@@ -409,6 +409,7 @@ struct sd_backend *sd_cl_backend_new(struct sd_ctx *ctx, int device_index) {
     if (cl->precompiled_dir) cl->gemm_own = 1;
     else if (gemm && *gemm) cl->gemm_own = strcmp(gemm, "own") == 0;
     else cl->gemm_own = strcmp(cl->info.type, "cpu") == 0;
+    sd_cl_gemm_init(cl);
     snprintf(cl->build_opts, sizeof cl->build_opts, "-cl-std=CL1.2 -DSD_DV_MAX=%d", SD_CL_ATTN_DV_MAX);
     cl_int err = CL_SUCCESS;
     cl->queue = clCreateCommandQueue(cl->context, cl->dev, 0, &err);

@@ -153,6 +153,9 @@ struct sd_cl_gemm {
     const char *what;
 };
 int sd_cl_gemm(struct sd_cl *cl, const struct sd_cl_gemm *g);
+/* Applies tuned CLBlast parameters where we have them (CPU-type devices;
+ * SDRT_CL_XGEMM=default keeps CLBlast's). */
+void sd_cl_gemm_init(struct sd_cl *cl);
 /* Adds bias[(i / inner) % channels] to n elements of y. */
 int sd_cl_bias(struct sd_cl *cl, struct sd_cl_buf y, struct sd_cl_buf bias, size_t n, size_t inner, size_t channels,
                const char *what);

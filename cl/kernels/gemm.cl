@@ -70,11 +70,24 @@ void kernel_gemm_f32(global const float *ab, ulong ao, global const float *bb, u
 /* Register-blocked kernels without local memory or barriers, for the two
  * layouts the ops produce; they suit devices where work-items are SIMD lanes
  * of a CPU core (PoCL) and are plain correct elsewhere. No work-group size
- * is required (local = NULL). */
+ * is required (local = NULL). VW is the vector width (8 or 16). */
+#define VW 16
+#if VW == 16
+typedef float16 floatv;
+#define VLOADV vload16
+#define VSTOREV vstore16
+#define HSUM(v) (HSUM8((v).lo) + HSUM8((v).hi))
+#else
+typedef float8 floatv;
+#define VLOADV vload8
+#define VSTOREV vstore8
+#define HSUM(v) HSUM8(v)
+#endif
+#define HSUM8(v) ((((v).s0 + (v).s1) + ((v).s2 + (v).s3)) + (((v).s4 + (v).s5) + ((v).s6 + (v).s7)))
 
 /* C = alpha * A * B^T: A[M, K] and B[N, K] both k-contiguous (linear, q.k^T).
  * Work-item (j, i) computes the 4x4 block rows 4i.., cols 4j.., as dot
- * products over k with 8-wide vectors. Global (ceil(N/4), ceil(M/4), batch). */
+ * products over k with VW-wide vectors. Global (ceil(N/4), ceil(M/4), batch). */
 kernel void kernel_gemm_nt_f32(global const float *ab, ulong ao, global const float *bb, ulong bo, global float *cb,
                                ulong co, int M, int N, int K, int lda, int ldb, int ldc, ulong bsa, ulong bsb,
                                ulong bsc, float alpha, float beta) {
@@ -89,13 +102,13 @@ kernel void kernel_gemm_nt_f32(global const float *ab, ulong ao, global const fl
         a[r] = A + (size_t)min(i0 + r, M - 1) * lda;
         b[r] = B + (size_t)min(j0 + r, N - 1) * ldb;
     }
-    float8 acc[4][4];
+    floatv acc[4][4];
     for (int r = 0; r < 4; r++)
-        for (int c = 0; c < 4; c++) acc[r][c] = (float8)(0.0f);
+        for (int c = 0; c < 4; c++) acc[r][c] = (floatv)(0.0f);
     int k = 0;
-    for (; k + 8 <= K; k += 8) {
-        float8 av[4], bv[4];
-        for (int r = 0; r < 4; r++) av[r] = vload8(0, a[r] + k), bv[r] = vload8(0, b[r] + k);
+    for (; k + VW <= K; k += VW) {
+        floatv av[4], bv[4];
+        for (int r = 0; r < 4; r++) av[r] = VLOADV(0, a[r] + k), bv[r] = VLOADV(0, b[r] + k);
         for (int r = 0; r < 4; r++)
             for (int c = 0; c < 4; c++) acc[r][c] = fma(av[r], bv[c], acc[r][c]);
     }
@@ -105,8 +118,7 @@ kernel void kernel_gemm_nt_f32(global const float *ab, ulong ao, global const fl
         for (int c = 0; c < 4; c++) {
             int jj = j0 + c;
             if (jj >= N) break;
-            float8 v = acc[r][c];
-            float s = ((v.s0 + v.s1) + (v.s2 + v.s3)) + ((v.s4 + v.s5) + (v.s6 + v.s7));
+            float s = HSUM(acc[r][c]);
             for (int kk = k; kk < K; kk++) s = fma(a[r][kk], b[c][kk], s);
             size_t idx = (size_t)i * ldc + jj;
             float out = alpha * s;
@@ -118,11 +130,11 @@ kernel void kernel_gemm_nt_f32(global const float *ab, ulong ao, global const fl
 
 /* C = alpha * op(A) * B: B[K, N] n-contiguous (conv as GEMM, attn.v), A read
  * as A(m, k) = a[m*sam + k*sak]. Work-item (j, i) computes rows 8i..8i+7 and
- * 8 columns 8j.. as one float8 per row. Global (ceil(N/8), ceil(M/8), batch). */
+ * 8 columns 8j.. as one floatv per row. Global (ceil(N/8), ceil(M/8), batch). */
 kernel void kernel_gemm_nn_f32(global const float *ab, ulong ao, global const float *bb, ulong bo, global float *cb,
                                ulong co, int M, int N, int K, int sam, int sak, int ldb, int ldc, ulong bsa,
                                ulong bsb, ulong bsc, float alpha, float beta) {
-    int j0 = get_global_id(0) * 8, i0 = get_global_id(1) * 8;
+    int j0 = get_global_id(0) * VW, i0 = get_global_id(1) * 8;
     size_t batch = get_global_id(2);
     if (i0 >= M || j0 >= N) return;
     global const float *A = CPTR(float, ab, ao) + batch * bsa;
@@ -130,33 +142,33 @@ kernel void kernel_gemm_nn_f32(global const float *ab, ulong ao, global const fl
     global float *C = GPTR(float, cb, co) + batch * bsc;
     global const float *a[8];
     for (int r = 0; r < 8; r++) a[r] = A + (size_t)min(i0 + r, M - 1) * sam;
-    float8 acc[8];
-    for (int r = 0; r < 8; r++) acc[r] = (float8)(0.0f);
-    bool full = j0 + 8 <= N;
+    floatv acc[8];
+    for (int r = 0; r < 8; r++) acc[r] = (floatv)(0.0f);
+    bool full = j0 + VW <= N;
     for (int k = 0; k < K; k++) {
         global const float *brow = B + (size_t)k * ldb + j0;
-        float8 bv;
-        if (full) bv = vload8(0, brow);
+        floatv bv;
+        if (full) bv = VLOADV(0, brow);
         else {
-            float t[8];
-            for (int c = 0; c < 8; c++) t[c] = j0 + c < N ? brow[c] : 0.0f;
-            bv = vload8(0, t);
+            float t[VW];
+            for (int c = 0; c < VW; c++) t[c] = j0 + c < N ? brow[c] : 0.0f;
+            bv = VLOADV(0, t);
         }
         size_t ko = (size_t)k * sak;
-        for (int r = 0; r < 8; r++) acc[r] = fma((float8)(a[r][ko]), bv, acc[r]);
+        for (int r = 0; r < 8; r++) acc[r] = fma((floatv)(a[r][ko]), bv, acc[r]);
     }
     for (int r = 0; r < 8; r++) {
         int i = i0 + r;
         if (i >= M) break;
         global float *crow = C + (size_t)i * ldc + j0;
-        float8 v = alpha * acc[r];
+        floatv v = alpha * acc[r];
         if (full) {
-            if (beta != 0.0f) v += beta * vload8(0, crow);
-            vstore8(v, 0, crow);
+            if (beta != 0.0f) v += beta * VLOADV(0, crow);
+            VSTOREV(v, 0, crow);
         } else {
-            float t[8];
-            vstore8(v, 0, t);
-            for (int c = 0; c < 8 && j0 + c < N; c++) crow[c] = t[c] + (beta != 0.0f ? beta * crow[c] : 0.0f);
+            float t[VW];
+            VSTOREV(v, 0, t);
+            for (int c = 0; c < VW && j0 + c < N; c++) crow[c] = t[c] + (beta != 0.0f ? beta * crow[c] : 0.0f);
         }
     }
 }
