@@ -90,30 +90,46 @@ static int weights_grow(struct sd_cl *cl) {
     return SD_OK;
 }
 
-static int weight_buf(struct sd_cl *cl, const struct sd_tensor *t, cl_mem *out) {
+/* Device copy of weight t, transposed ([R, C] -> [C, R] over the inner two
+ * dims) when `transposed`; the transposed copy has its own table entry,
+ * keyed by the tensor address + 1 (tensors are aligned, so it is unique). */
+static int weight_buf(struct sd_cl *cl, const struct sd_tensor *t, bool transposed, cl_mem *out) {
     size_t nbytes = sd_tensor_nbytes(t);
+    const struct sd_tensor *key = transposed ? (const struct sd_tensor *)((const char *)t + 1) : t;
     if (!t->data) return sd_errorf(cl->ctx, SD_ERR_INVALID, "cl: weight %s has no data", t->name);
     if ((cl->n_weights + 1) * 2 > cl->cap_weights) {
         int rc = weights_grow(cl);
         if (rc != SD_OK) return rc;
     }
-    size_t j = hash_ptr(t) & (cl->cap_weights - 1);
-    while (cl->weights[j].key && cl->weights[j].key != t) j = (j + 1) & (cl->cap_weights - 1);
+    size_t j = hash_ptr(key) & (cl->cap_weights - 1);
+    while (cl->weights[j].key && cl->weights[j].key != key) j = (j + 1) & (cl->cap_weights - 1);
     struct sd_cl_weight *w = &cl->weights[j];
-    if (w->key == t && w->data == t->data && w->nbytes == nbytes) {
+    if (w->key == key && w->data == t->data && w->nbytes == nbytes) {
         *out = w->mem;
         return SD_OK;
     }
+    const void *src = t->data;
+    float *tr = NULL;
+    if (transposed) {
+        const size_t R = t->ne[2], C = t->ne[3], outer = (size_t)(t->ne[0] * t->ne[1]);
+        if (!(tr = malloc(nbytes))) return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory (transposing %s)", t->name);
+        const float *x = t->data;
+        for (size_t o = 0; o < outer; o++)
+            for (size_t r = 0; r < R; r++)
+                for (size_t c = 0; c < C; c++) tr[o * R * C + c * R + r] = x[o * R * C + r * C + c];
+        src = tr;
+    }
     cl_int err = CL_SUCCESS;
-    cl_mem m = clCreateBuffer(cl->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nbytes, t->data, &err);
+    cl_mem m = clCreateBuffer(cl->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nbytes, (void *)src, &err);
+    free(tr);
     if (err != CL_SUCCESS) return sd_cl_check(cl->ctx, err, "clCreateBuffer", t->name);
-    if (w->key == t) { /* same tensor, new data: replace */
+    if (w->key == key) { /* same tensor, new data: replace */
         clReleaseMemObject(w->mem);
         cl->weight_bytes -= w->nbytes;
     } else {
         cl->n_weights++;
     }
-    *w = (struct sd_cl_weight){t, t->data, nbytes, m};
+    *w = (struct sd_cl_weight){key, t->data, nbytes, m};
     cl->weight_bytes += nbytes;
     *out = m;
     return SD_OK;
@@ -128,7 +144,14 @@ int sd_cl_buf_of(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *
         return SD_OK;
     }
     out->offs = 0;
-    return weight_buf(cl, b, &out->mem);
+    return weight_buf(cl, b, false, &out->mem);
+}
+
+int sd_cl_weight_transposed(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *out) {
+    if (sd_tensor_in_arena(t) || t->view_src)
+        return sd_errorf(cl->ctx, SD_ERR_INVALID, "cl: %s is not a weight", t->name);
+    out->offs = 0;
+    return weight_buf(cl, t, true, &out->mem);
 }
 
 int sd_cl_scratch(struct sd_cl *cl, size_t n, cl_mem *out) {

@@ -129,6 +129,9 @@ int sd_cl_file_write(struct sd_ctx *ctx, const char *path, const unsigned char *
 /* --- cl_backend.c --------------------------------------------------------- */
 /* Device address of a tensor: weights are uploaded on first use. */
 int sd_cl_buf_of(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *out);
+/* Device copy of weight t with its inner two dims transposed, uploaded once
+ * and kept like the weight itself (linear with our GEMM kernels). */
+int sd_cl_weight_transposed(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *out);
 /* Returns a scratch buffer of at least n bytes (grown on demand). */
 int sd_cl_scratch(struct sd_cl *cl, size_t n, cl_mem *out);
 /* Sets args and enqueues k over global[0..dims) with local (or NULL). */

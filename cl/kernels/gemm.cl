@@ -88,7 +88,7 @@ typedef float8 floatv;
 /* C = alpha * A * B^T: A[M, K] and B[N, K] both k-contiguous (linear, q.k^T).
  * Work-item (j, i) computes the 4x4 block rows 4i.., cols 4j.., as dot
  * products over k with VW-wide vectors. Global (ceil(N/4), ceil(M/4), batch). */
-kernel void kernel_gemm_nt_f32(global const float *ab, ulong ao, global const float *bb, ulong bo, global float *cb,
+kernel __attribute__((vec_type_hint(floatv))) void kernel_gemm_nt_f32(global const float *ab, ulong ao, global const float *bb, ulong bo, global float *cb,
                                ulong co, int M, int N, int K, int lda, int ldb, int ldc, ulong bsa, ulong bsb,
                                ulong bsc, float alpha, float beta) {
     int j0 = get_global_id(0) * 4, i0 = get_global_id(1) * 4;
@@ -131,7 +131,7 @@ kernel void kernel_gemm_nt_f32(global const float *ab, ulong ao, global const fl
 /* C = alpha * op(A) * B: B[K, N] n-contiguous (conv as GEMM, attn.v), A read
  * as A(m, k) = a[m*sam + k*sak]. Work-item (j, i) computes rows 8i..8i+7 and
  * 8 columns 8j.. as one floatv per row. Global (ceil(N/8), ceil(M/8), batch). */
-kernel void kernel_gemm_nn_f32(global const float *ab, ulong ao, global const float *bb, ulong bo, global float *cb,
+kernel __attribute__((vec_type_hint(floatv))) void kernel_gemm_nn_f32(global const float *ab, ulong ao, global const float *bb, ulong bo, global float *cb,
                                ulong co, int M, int N, int K, int sam, int sak, int ldb, int ldc, ulong bsa,
                                ulong bsb, ulong bsc, float alpha, float beta) {
     int j0 = get_global_id(0) * VW, i0 = get_global_id(1) * 8;
