@@ -1,9 +1,10 @@
 /* bench_cl.c - OpenCL vs CPU: per-op times on the 1-node graphs of
  * tests/cl_op_cases.h side by side, SGEMM GFLOP/s of both OpenCL GEMM
- * engines (CLBlast and kernels/gemm.cl) against the CPU (oneDNN), and a
- * small search over CLBlast Xgemm parameter sets (CLBlastOverrideParameters).
+ * engines (CLBlast and kernels/gemm.cl) against the CPU (oneDNN), conv2d as
+ * im2col + GEMM against CLBlastSconvgemm, and a small search over CLBlast
+ * Xgemm parameter sets (CLBlastOverrideParameters).
  *
- *   bench_cl [ops] [gemm] [tune [--from SET]] [-n REPS] [--size N]
+ *   bench_cl [ops] [gemm] [conv] [tune [--from SET]] [-n REPS] [--size N]
  *   (default: ops gemm, 3 reps, N = 1024)
  *
  * Times are medians of REPS runs of the backend's compute over the graph
@@ -149,22 +150,65 @@ static void bench_tune(struct sd_ctx *ctx, struct sd_backend *cpu, struct sd_bac
     }
 }
 
+/* conv2d 3x3 [1,320,32,32]: our im2col + GEMM (the conv2d op) against
+ * CLBlastSconvgemm on the same buffers (NCHW input, [Co,Ci,kh,kw] kernel). */
+static void bench_conv(struct sd_ctx *ctx, struct sd_backend *cpu, struct sd_backend *cl_own) {
+    const size_t C = 320, H = 32, W = 32, Co = 320;
+    struct tc tc = {0};
+    int on = 0;
+    struct sd_backend *b2[2] = {cl_own, cpu};
+    double t_ours = time_graph(ctx, b2, 2, b_conv3x3, &tc, &on);
+    double flop = 2.0 * Co * H * W * C * 9;
+    struct sd_cl *cl = cl_own->impl;
+    size_t nx = C * H * W, nw = Co * C * 9, ny = Co * H * W;
+    float *x = malloc(nx * 4), *w = malloc(nw * 4);
+    fill_random(x, nx, 1), fill_random(w, nw, 2);
+    cl_int err;
+    cl_mem bx = clCreateBuffer(cl->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nx * 4, x, &err);
+    cl_mem bw = clCreateBuffer(cl->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nw * 4, w, &err);
+    cl_mem by = clCreateBuffer(cl->context, CL_MEM_READ_WRITE, ny * 4, NULL, &err);
+    double ts[32], t0 = sd_time_s(), first = 0;
+    int st = 0;
+    for (int r = 0; r <= reps && st == 0; r++) {
+        double t1 = sd_time_s();
+        cl_event ev = NULL;
+        st = CLBlastSconvgemm(CLBlastKernelModeCrossCorrelation, C, H, W, 3, 3, 1, 1, 1, 1, 1, 1, Co, 1, bx, 0, bw, 0,
+                              by, 0, &cl->queue, &ev);
+        if (ev) clReleaseEvent(ev);
+        clFinish(cl->queue);
+        if (r == 0) first = sd_time_s() - t0;
+        else ts[r - 1] = sd_time_s() - t1;
+    }
+    double t_cg = -1;
+    if (st == 0) {
+        qsort(ts, reps, sizeof ts[0], cmp_d);
+        t_cg = ts[reps / 2];
+    }
+    printf("conv2d 3x3 [1,320,32,32] -> 320 (GFLOP/s): im2col + gemm.cl %.1f (%.1f ms)   CLBlastSconvgemm %.1f (%.1f ms, "
+           "status %d, first call incl. compile %.1f s)\n",
+           flop / t_ours / 1e9, t_ours * 1e3, t_cg > 0 ? flop / t_cg / 1e9 : 0, t_cg * 1e3, st, first);
+    clReleaseMemObject(bx), clReleaseMemObject(bw), clReleaseMemObject(by);
+    free(x), free(w);
+    tc_free(&tc);
+}
+
 int main(int argc, char **argv) {
-    int do_ops = 0, do_gemm = 0, do_tune = 0;
+    int do_ops = 0, do_gemm = 0, do_tune = 0, do_conv = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "ops")) do_ops = 1;
         else if (!strcmp(argv[i], "gemm")) do_gemm = 1;
         else if (!strcmp(argv[i], "tune")) do_tune = 1;
+        else if (!strcmp(argv[i], "conv")) do_conv = 1;
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--size") && i + 1 < argc) gemm_n = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--from") && i + 1 < argc) tune_from = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: bench_cl [ops] [gemm] [tune [--from SET]] [-n REPS] [--size N]\n");
+            fprintf(stderr, "usage: bench_cl [ops] [gemm] [conv] [tune [--from SET]] [-n REPS] [--size N]\n");
             return 2;
         }
     }
     if (reps < 1 || reps > 32) reps = 3;
-    if (!do_ops && !do_gemm && !do_tune) do_ops = do_gemm = 1;
+    if (!do_ops && !do_gemm && !do_tune && !do_conv) do_ops = do_gemm = 1;
     struct sd_ctx ctx = {0};
     struct sd_backend *cpu = sd_cpu_backend_new(&ctx, 0);
     if (!cpu) {
@@ -176,6 +220,7 @@ int main(int argc, char **argv) {
     printf("device: %s (%s)\n", sd_cl_device_of(cl_own)->name, sd_cl_device_of(cl_own)->driver_version);
     if (do_ops) bench_ops(&ctx, cpu, getenv("SDRT_CL_GEMM") && !strcmp(getenv("SDRT_CL_GEMM"), "clblast") ? cl_blast : cl_own);
     if (do_gemm) bench_gemm(&ctx, cpu, cl_blast, cl_own);
+    if (do_conv) bench_conv(&ctx, cpu, cl_own);
     if (do_tune) bench_tune(&ctx, cpu, cl_blast);
     sd_backend_free(cl_blast);
     sd_backend_free(cl_own);
