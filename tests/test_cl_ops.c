@@ -11,6 +11,7 @@
  * the table: 1e-5-ish for elementwise ops, looser for reductions and GEMMs
  * whose summation order differs). The max error is printed.
  */
+#include "cl_impl.h"
 #include "cl_op_cases.h"
 
 /* Naive double-precision attention (independent of both backends). */
@@ -91,6 +92,42 @@ static void check_fallback(struct sd_ctx *ctx, struct sd_backend *cpu, const cha
     tc_free(&tc);
 }
 
+/* Device listing, SDRT_CL_DEVICE parsing and the error-code mapping. */
+static void check_devices(struct sd_ctx *ctx) {
+    struct sd_cl_device_info d[8];
+    int n = 0;
+    int rc = sd_cl_list_devices(ctx, d, 8, &n);
+    CHECK(rc == SD_OK && n >= 1 && d[0].name[0] && d[0].global_mem > 0 && d[0].compute_units > 0 &&
+              !strncmp(d[0].cl_version, "OpenCL ", 7) && d[0].driver_version[0] && d[0].type,
+          "sd_cl_list_devices: %d device(s); 0: %s, %s, %u CUs, %.0f MiB, fp16 %d, %s, driver %s", n,
+          n ? d[0].name : "-", n ? d[0].type : "-", n ? d[0].compute_units : 0, n ? d[0].global_mem / 1048576.0 : 0,
+          n ? d[0].fp16 : 0, n ? d[0].cl_version : "-", n ? d[0].driver_version : "-");
+    setenv("SDRT_CL_DEVICE", "9:9", 1);
+    struct sd_backend *b = sd_cl_backend_new(ctx, -1);
+    CHECK(!b && strstr(ctx->msg, "SDRT_CL_DEVICE=9:9: no such device"), "SDRT_CL_DEVICE=9:9 refused: %s", ctx->msg);
+    sd_backend_free(b);
+    setenv("SDRT_CL_DEVICE", "first", 1);
+    b = sd_cl_backend_new(ctx, -1);
+    CHECK(!b && strstr(ctx->msg, "want PLATFORM:DEVICE"), "SDRT_CL_DEVICE=first refused: %s", ctx->msg);
+    sd_backend_free(b);
+    char pd[16];
+    snprintf(pd, sizeof pd, "%d:%d", d[0].platform, d[0].device);
+    setenv("SDRT_CL_DEVICE", pd, 1);
+    b = sd_cl_backend_new(ctx, -1);
+    CHECK(b && !strcmp(sd_cl_device_of(b)->name, d[0].name), "SDRT_CL_DEVICE=%s picks %s", pd, d[0].name);
+    sd_backend_free(b);
+    unsetenv("SDRT_CL_DEVICE");
+    setenv("SDRT_CL_DISABLE", "group_norm,nonsense", 1);
+    b = sd_cl_backend_new(ctx, -1);
+    CHECK(!b && strstr(ctx->msg, "unknown op 'nonsense'"), "SDRT_CL_DISABLE with an unknown op refused: %s", ctx->msg);
+    unsetenv("SDRT_CL_DISABLE");
+    sd_backend_free(b);
+    rc = sd_cl_check(ctx, CL_OUT_OF_RESOURCES, "clEnqueueNDRangeKernel", "group_norm");
+    CHECK(rc == SD_ERR_CL && !strcmp(ctx->msg, "clEnqueueNDRangeKernel(group_norm) = -5 CL_OUT_OF_RESOURCES"),
+          "CL error mapped with call and code: %s", ctx->msg);
+    sd_ctx_clear(ctx);
+}
+
 int main(void) {
     const char *sv = getenv("SDRT_TEST_SAN");
     cl_cases_small = sv && *sv && *sv != '0';
@@ -102,6 +139,7 @@ int main(void) {
     struct sd_backend *cl = sd_cl_backend_new(&ctx, -1);
     CHECK(cl != NULL, "opencl backend on %s (%s)", cl ? sd_cl_device_of(cl)->name : "-", ctx.msg);
     if (!cpu || !cl) return 1;
+    check_devices(&ctx);
     struct sd_backend *both[2] = {cl, cpu};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const struct op_case *c = &cases[i];
