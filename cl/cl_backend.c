@@ -36,7 +36,7 @@ static const struct cl_op cl_ops[SD_OP_COUNT] = {
     [SD_OP_GROUP_NORM] = {sd_cl_group_norm, {"group_norm"}, 0},
     [SD_OP_LAYER_NORM] = {sd_cl_layer_norm, {"layer_norm"}, 0},
     [SD_OP_SOFTMAX] = {sd_cl_softmax, {"softmax"}, 0},
-    [SD_OP_ATTENTION] = {sd_cl_attention, {"attention"}, 0},
+    [SD_OP_ATTENTION] = {sd_cl_attention, {NULL}, 0}, /* programs: see cl_supports */
     [SD_OP_GELU] = {sd_cl_gelu, {"gelu"}, 0},
     [SD_OP_QUICK_GELU] = {sd_cl_quick_gelu, {"quick_gelu"}, 0},
     [SD_OP_SILU] = {sd_cl_silu, {"silu"}, 0},
@@ -235,6 +235,11 @@ static bool cl_supports(struct sd_backend *b, const struct sd_tensor *node, char
         if (node->src[0]->ne[3] / h > SD_CL_ATTN_DV_MAX || node->src[2]->ne[3] / h > SD_CL_ATTN_DV_MAX)
             return set_why(why, why_n, "unsupported(head dim)");
     }
+    if (node->op == SD_OP_ATTENTION) {
+        bool ok = cl->attn_gemm ? need_program(cl, "softmax") && (!cl->gemm_own || need_program(cl, "gemm"))
+                                : need_program(cl, "attention");
+        if (!ok) return set_why(why, why_n, "build-failed");
+    }
     const struct cl_op *o = &cl_ops[node->op];
     for (int i = 0; i < 3 && o->progs[i]; i++)
         if (!need_program(cl, o->progs[i])) return set_why(why, why_n, "build-failed");
@@ -432,6 +437,16 @@ struct sd_backend *sd_cl_backend_new(struct sd_ctx *ctx, int device_index) {
     if (cl->precompiled_dir) cl->gemm_own = 1;
     else if (gemm && *gemm) cl->gemm_own = strcmp(gemm, "own") == 0;
     else cl->gemm_own = strcmp(cl->info.type, "cpu") == 0;
+    /* CPU-type devices (PoCL): work-item-per-row softmax and attention as
+     * blocked GEMMs measure far faster than the work-group-reduction and
+     * flash kernels there (docs/opencl.md). */
+    cl->rowwise = strcmp(cl->info.type, "cpu") == 0;
+    const char *attn = getenv("SDRT_CL_ATTN");
+    if (attn && *attn && strcmp(attn, "flash") && strcmp(attn, "gemm")) {
+        sd_errorf(ctx, SD_ERR_INVALID, "SDRT_CL_ATTN=%s: want flash or gemm", attn);
+        goto fail;
+    }
+    cl->attn_gemm = attn && *attn ? !strcmp(attn, "gemm") : cl->rowwise;
     sd_cl_gemm_init(cl);
     snprintf(cl->build_opts, sizeof cl->build_opts, "-cl-std=CL1.2 -DSD_DV_MAX=%d", SD_CL_ATTN_DV_MAX);
     cl_int err = CL_SUCCESS;

@@ -63,6 +63,8 @@ struct sd_cl {
     unsigned failed_ops[(SD_OP_COUNT + 31) / 32];   /* device error at run time */
     unsigned test_fail_ops[(SD_OP_COUNT + 31) / 32]; /* SDRT_CL_TEST_FAIL (tests) */
     int gemm_own;                /* our gemm kernel instead of CLBlast */
+    int rowwise;                 /* CPU-type device: one work-item per softmax row */
+    int attn_gemm;               /* attention as blocked GEMMs (CPU-type devices, SDRT_CL_ATTN) */
     int log;                     /* SDRT_CL_LOG */
     const char *precompiled_dir; /* SDRT_CL_PRECOMPILED */
     const char *export_dir;      /* SDRT_CL_EXPORT */
@@ -183,6 +185,11 @@ int sd_cl_upsample(struct sd_cl *cl, struct sd_tensor *node);
 int sd_cl_embedding(struct sd_cl *cl, struct sd_tensor *node);
 int sd_cl_timestep_embed(struct sd_cl *cl, struct sd_tensor *node);
 int sd_cl_permute(struct sd_cl *cl, struct sd_tensor *node);
+
+/* Softmax of scale*x over rows of C, one work-item per row (op_softmax.c);
+ * causal row r is query q0 + r % L. */
+int sd_cl_softmax_rows(struct sd_cl *cl, struct sd_cl_buf x, struct sd_cl_buf y, size_t rows, size_t C, size_t L,
+                       size_t q0, float scale, int causal, const char *what);
 
 /* Attention limits (kernels/attention.cl SD_DV_MAX). */
 #define SD_CL_ATTN_DV_MAX 512

@@ -73,13 +73,22 @@ static void cache_path(struct sd_backend *b, const char *program, char *path, si
 
 static int child_warm(void) {
     struct sd_ctx ctx = {0};
-    struct sd_backend *cl = sd_cl_backend_new(&ctx, -1);
-    if (!cl) return printf("child: %s\n", ctx.msg), 1;
+    double t0 = sd_time_s();
+    struct sd_backend *cl = sd_cl_backend_new(&ctx, -1), *cpu = sd_cpu_backend_new(&ctx, 0);
+    if (!cl || !cpu) return printf("child: %s\n", ctx.msg), 1;
     int ok = touch_all(cl);
+    double t1 = sd_time_s();
+    struct tc tc = {0};
+    int64_t n = 0;
+    int on_cl = 0, nc = 0;
+    free(run_graph(&ctx, cl, cpu, &tc, &n, &on_cl, &nc));
     struct sd_cl_counts c;
     sd_cl_counts_get(&c);
-    printf("child ok=%d built=%d cached=%d\n", ok, c.built, c.cached);
+    printf("child ok=%d built=%d cached=%d load=%.2fs first_run=%.2fs\n", ok, c.built, c.cached, t1 - t0,
+           sd_time_s() - t1);
+    tc_free(&tc);
     sd_backend_free(cl);
+    sd_backend_free(cpu);
     return 0;
 }
 
@@ -117,8 +126,10 @@ int main(int argc, char **argv) {
           N, c.built, c.cached, t_cold);
     CHECK(count_files(sd_cl_cache_dir(), ".clbin") == N, "cold start stored %d cache files in %s (%d)", N,
           sd_cl_cache_dir(), count_files(sd_cl_cache_dir(), ".clbin"));
+    t0 = sd_time_s();
     float *ref = run_graph(&ctx, cl, cpu, &tc, &n0, &on_cl, &nc);
-    CHECK(ref && on_cl == nc, "graph runs on opencl (%d of %d nodes)", on_cl, nc);
+    double t_cold_run = sd_time_s() - t0;
+    CHECK(ref && on_cl == nc, "graph runs on opencl (%d of %d nodes, first run %.2f s)", on_cl, nc, t_cold_run);
     CHECK(sd_cl_export_programs(cl, exp) == SD_OK && count_files(exp, ".bin") == N, "export wrote %d binaries (%s)", N,
           ctx.msg);
     sd_backend_free(cl);
@@ -132,8 +143,11 @@ int main(int argc, char **argv) {
     sd_cl_counts_get(&c);
     CHECK(ok == N && c.built == 0 && c.cached == N, "warm start builds 0 programs, loads %d from cache (built %d, cached %d, %.2f s vs cold %.2f s)",
           N, c.built, c.cached, t_warm, t_cold);
+    t0 = sd_time_s();
     float *got = cl ? run_graph(&ctx, cl, cpu, &tc, &n1, &on_cl, &nc) : NULL;
-    CHECK(ref && got && n0 == n1 && !memcmp(ref, got, n0 * sizeof(float)), "warm start result identical to cold start");
+    double t_warm_run = sd_time_s() - t0;
+    CHECK(ref && got && n0 == n1 && !memcmp(ref, got, n0 * sizeof(float)),
+          "warm start result identical to cold start (first run %.2f s, cold %.2f s)", t_warm_run, t_cold_run);
     free(got);
 
     /* Warm start in a second process. */
@@ -141,13 +155,17 @@ int main(int argc, char **argv) {
     FILE *p = popen(cmd, "r");
     char line[256] = "";
     int cok = -1, cbuilt = -1, ccached = -1;
+    double cload = 0, crun = 0;
     if (p) {
         while (fgets(line, sizeof line, p))
-            if (sscanf(line, "child ok=%d built=%d cached=%d", &cok, &cbuilt, &ccached) == 3) break;
+            if (sscanf(line, "child ok=%d built=%d cached=%d load=%lfs first_run=%lfs", &cok, &cbuilt, &ccached, &cload,
+                       &crun) == 5)
+                break;
         pclose(p);
     }
-    CHECK(cok == N && cbuilt == 0 && ccached == N, "second process compiles nothing (ok %d, built %d, cached %d)", cok,
-          cbuilt, ccached);
+    CHECK(cok == N && cbuilt == 0 && ccached == N,
+          "second process compiles nothing (ok %d, built %d, cached %d; start %.2f s, first graph run %.2f s)", cok,
+          cbuilt, ccached, cload, crun);
 
     /* Corrupted entries are ignored and rebuilt. */
     const char *victims[3] = {"softmax", "group_norm", "gemm"};

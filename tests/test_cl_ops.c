@@ -128,6 +128,24 @@ static void check_devices(struct sd_ctx *ctx) {
     sd_ctx_clear(ctx);
 }
 
+static void run_case(struct sd_ctx *ctx, struct sd_backend *cl, struct sd_backend *cpu, const struct op_case *c,
+                     const char *tag) {
+    struct sd_backend *both[2] = {cl, cpu};
+    struct tc tc = {0};
+    int64_t n0 = 0, n1 = 0;
+    int on_cl = 0, nc = 0;
+    double t0 = sd_time_s();
+    float *ref = tc_run(ctx, &cpu, 1, c->build, &tc, &n0, NULL, NULL);
+    double t1 = sd_time_s();
+    float *got = tc_run(ctx, both, 2, c->build, &tc, &n1, &on_cl, &nc);
+    double t2 = sd_time_s(), mx = 0;
+    CHECK(ref && got && n0 == n1 && on_cl == nc && check_close(c->name, got, ref, n0, c->atol, c->rtol, &mx) == 0,
+          "%s%s: opencl matches cpu (max abs err %.2g, limit %.0e + %.0e*|ref|; cpu %.0f ms, cl %.0f ms)", c->name, tag,
+          mx, c->atol, c->rtol, (t1 - t0) * 1e3, (t2 - t1) * 1e3);
+    free(ref), free(got);
+    tc_free(&tc);
+}
+
 int main(void) {
     const char *sv = getenv("SDRT_TEST_SAN");
     cl_cases_small = sv && *sv && *sv != '0';
@@ -140,23 +158,18 @@ int main(void) {
     CHECK(cl != NULL, "opencl backend on %s (%s)", cl ? sd_cl_device_of(cl)->name : "-", ctx.msg);
     if (!cpu || !cl) return 1;
     check_devices(&ctx);
-    struct sd_backend *both[2] = {cl, cpu};
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        const struct op_case *c = &cases[i];
-        struct tc tc = {0};
-        int64_t n0 = 0, n1 = 0;
-        int on_cl = 0, nc = 0;
-        double t0 = sd_time_s();
-        float *ref = tc_run(&ctx, &cpu, 1, c->build, &tc, &n0, NULL, NULL);
-        double t1 = sd_time_s();
-        float *got = tc_run(&ctx, both, 2, c->build, &tc, &n1, &on_cl, &nc);
-        double t2 = sd_time_s(), mx = 0;
-        CHECK(ref && got && n0 == n1 && on_cl == nc && check_close(c->name, got, ref, n0, c->atol, c->rtol, &mx) == 0,
-              "%s: opencl matches cpu (max abs err %.2g, limit %.0e + %.0e*|ref|; cpu %.0f ms, cl %.0f ms)", c->name,
-              mx, c->atol, c->rtol, (t1 - t0) * 1e3, (t2 - t1) * 1e3);
-        free(ref), free(got);
-        tc_free(&tc);
-    }
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&ctx, cl, cpu, &cases[i], "");
+    /* The other attention path (flash kernel vs blocked GEMMs). */
+    const char *other = ((struct sd_cl *)cl->impl)->attn_gemm ? "flash" : "gemm";
+    setenv("SDRT_CL_ATTN", other, 1);
+    struct sd_backend *cl2 = sd_cl_backend_new(&ctx, -1);
+    unsetenv("SDRT_CL_ATTN");
+    char tag[32];
+    snprintf(tag, sizeof tag, " [%s]", other);
+    for (size_t i = 0; cl2 && i < sizeof cases / sizeof cases[0]; i++)
+        if (!strncmp(cases[i].name, "attention", 9)) run_case(&ctx, cl2, cpu, &cases[i], tag);
+    if (cl2) check_attention_naive(&ctx, cl2, cpu);
+    sd_backend_free(cl2);
     check_attention_naive(&ctx, cl, cpu);
     check_fallback(&ctx, cpu, "SDRT_CL_DISABLE", "group_norm,softmax", "SDRT_CL_DISABLE=group_norm,softmax", 3);
     check_fallback(&ctx, cpu, "SDRT_CL_TEST_BREAK", "softmax", "softmax program fails to build", 4);
