@@ -171,7 +171,7 @@ int sd_weights_add_file(struct sd_weights *w, struct sd_st_file *f, const char *
         e->from = s->desc;
         /* Conversions get a 64-byte aligned slot in this file's arena; the
          * offset is kept in dst until the arena exists. */
-        int zero_copy = t->type == SD_F32 && ((uintptr_t)t->data & 3) == 0;
+        int zero_copy = (t->type == SD_F32 && ((uintptr_t)t->data & 3) == 0) || t->nbytes == 0;
         if (!zero_copy && t->type != SD_DTYPE_COUNT && e->n_dims <= 4) {
             e->dst = (float *)(uintptr_t)(arena_bytes + 1);
             arena_bytes += ((size_t)sd_tensor_nelements(&e->t) * sizeof(float) + 63) & ~(size_t)63;
@@ -212,7 +212,7 @@ static int entry_load(struct sd_weights *w, struct w_entry *e) {
     if (e->n_dims > 4)
         return sd_errorf(w->ctx, SD_ERR_UNSUPPORTED, "tensor '%s' in %s has %d dims; sdrt tensors hold at most 4",
                          e->name, e->from, e->n_dims);
-    if (!e->dst) {
+    if (!e->dst) { /* aligned F32, or empty */
         e->t.data = (void *)t->data; /* read-only: see weights.h */
     } else {
         const struct sd_st_file *f = e->file;

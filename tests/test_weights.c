@@ -230,6 +230,20 @@ static void test_misaligned(void) {
     sd_st_close(f);
     sd_weights_free(w);
     free(raw);
+    /* A file whose only conversion is an empty tensor (found by fuzzing). */
+    const char *zh = "{\"z\": {\"dtype\": \"F16\", \"shape\": [0, 3], \"data_offsets\": [0, 0]}}";
+    h = strlen(zh);
+    raw = malloc(8 + h);
+    for (int k = 0; k < 8; k++) raw[k] = (unsigned char)((uint64_t)h >> (8 * k));
+    memcpy(raw + 8, zh, h);
+    w = sd_weights_new(&ctx);
+    rc = sd_st_open_memory(&ctx, "empty.safetensors", raw, 8 + h, &f);
+    if (rc == SD_OK) rc = sd_weights_add_file(w, f, NULL, NULL, NULL);
+    t = sd_weights_get(w, "z", 2, (int64_t[]){0, 3});
+    CHECK(rc == SD_OK && t && t->data && sd_tensor_nelements(t) == 0, "empty F16 tensor loads (%s)", ctx.msg);
+    sd_st_close(f);
+    sd_weights_free(w);
+    free(raw);
     w = sd_weights_new(&ctx);
     CHECK(!sd_weights_get(w, "x", -1, NULL) && strstr(ctx.msg, "missing tensor 'x' in weights (no files)"),
           "empty container: %s", ctx.msg);
