@@ -104,8 +104,8 @@ bench: all benches
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	@mkdir -p $(BUILD)/fuzz
-	clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -Ihost -o $(BUILD)/fuzz/fuzz_safetensors \
-	  tests/fuzz/fuzz_safetensors.c host/safetensors.c host/error.c host/tensor.c
+	clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Ihost -o $(BUILD)/fuzz/fuzz_safetensors \
+	  tests/fuzz/fuzz_safetensors.c host/safetensors.c host/json.c host/weights.c host/error.c host/tensor.c
 	@mkdir -p $(BUILD)/fuzz/corpus
 	$(BUILD)/fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(BUILD)/fuzz/corpus tests/fuzz/corpus
 
