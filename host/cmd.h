@@ -11,5 +11,6 @@ struct sd_cmd {
 };
 
 int sd_cmd_info(int argc, char **argv);
+int sd_cmd_bench(int argc, char **argv);
 
 #endif

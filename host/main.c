@@ -11,6 +11,7 @@
 
 static const struct sd_cmd cmds[] = {
     {"info", "show a model's family, dtype, tensor and parameter counts", sd_cmd_info},
+    {"bench", "time CLIP, a UNet CFG step and a VAE decode per backend", sd_cmd_bench},
 };
 
 static void usage(FILE *f) {

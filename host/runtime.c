@@ -28,6 +28,8 @@ struct sd_runtime {
     struct rt_entry cache[RT_CACHE];
     uint64_t tick;
     size_t peak_arena;
+    int profile;
+    struct sd_op_profile prof[SD_MAX_BACKENDS][SD_OP_COUNT];
 };
 
 int sd_backend_kind_parse(const char *s) {
@@ -72,6 +74,37 @@ void sd_runtime_free(struct sd_runtime *rt) {
 }
 
 struct sd_ctx *sd_runtime_ctx(struct sd_runtime *rt) { return rt->ctx; }
+
+void sd_runtime_set_profile(struct sd_runtime *rt, int on) {
+    rt->profile = on;
+    memset(rt->prof, 0, sizeof rt->prof);
+}
+
+const struct sd_op_profile *sd_runtime_profile(const struct sd_runtime *rt, int backend, enum sd_op op) {
+    return backend >= 0 && backend < rt->n_backends && (unsigned)op < SD_OP_COUNT ? &rt->prof[backend][op] : NULL;
+}
+
+int sd_runtime_n_backends(const struct sd_runtime *rt) { return rt->n_backends; }
+const char *sd_runtime_backend_name(const struct sd_runtime *rt, int i) {
+    return i >= 0 && i < rt->n_backends ? sd_backend_name(rt->backends[i]) : "?";
+}
+
+void sd_runtime_profile_print(const struct sd_runtime *rt, FILE *f) {
+    double total = 0, total_flops = 0;
+    for (int b = 0; b < rt->n_backends; b++)
+        for (int op = 0; op < SD_OP_COUNT; op++) total += rt->prof[b][op].seconds, total_flops += rt->prof[b][op].flops;
+    fprintf(f, "%-8s %-20s %7s %10s %7s %10s\n", "backend", "op", "calls", "seconds", "share", "GFLOP/s");
+    for (int b = 0; b < rt->n_backends; b++)
+        for (int op = 0; op < SD_OP_COUNT; op++) {
+            const struct sd_op_profile *p = &rt->prof[b][op];
+            if (!p->calls) continue;
+            fprintf(f, "%-8s %-20s %7d %10.3f %6.1f%% %10.1f\n", sd_backend_name(rt->backends[b]), sd_op_name((enum sd_op)op),
+                    p->calls, p->seconds, total > 0 ? 100.0 * p->seconds / total : 0.0,
+                    p->seconds > 0 ? p->flops / p->seconds * 1e-9 : 0.0);
+        }
+    fprintf(f, "%-8s %-20s %7s %10.3f %6.1f%% %10.1f\n", "all", "total", "", total, 100.0,
+            total > 0 ? total_flops / total * 1e-9 : 0.0);
+}
 size_t sd_runtime_arena_bytes(const struct sd_runtime *rt) { return rt->peak_arena; }
 
 static struct rt_entry *lookup(struct sd_runtime *rt, int kind, const struct sd_model *m, const int64_t key[6]) {
@@ -125,8 +158,18 @@ static int run(struct sd_runtime *rt, struct rt_entry *e, const void *const *inp
     int rc;
     if ((rc = sd_sched_alloc(e->s, e->g)) != SD_OK) return rc;
     for (int i = 0; i < 3 && e->in[i]; i++) memcpy(e->in[i]->data, inputs[i], sd_tensor_nbytes(e->in[i]));
+    e->s->profile = rt->profile;
     if ((rc = sd_sched_compute(e->s, e->g)) != SD_OK) return rc;
     memcpy(out, e->out->data, sd_tensor_nbytes(e->out));
+    if (rt->profile)
+        for (int i = 0; i < e->g->n_nodes; i++) {
+            const struct sd_tensor *t = e->g->nodes[i];
+            if (t->op == SD_OP_NONE || t->op == SD_OP_RESHAPE) continue;
+            struct sd_op_profile *p = &rt->prof[t->backend][t->op];
+            p->seconds += e->s->node_time[i];
+            p->flops += sd_node_flops(t);
+            p->calls++;
+        }
     return SD_OK;
 }
 

@@ -22,6 +22,20 @@ const char *sd_op_name(enum sd_op op) {
 }
 int sd_op_max_src(enum sd_op op) { return (unsigned)op < SD_OP_COUNT ? op_nsrc[op] : 0; }
 
+double sd_node_flops(const struct sd_tensor *t) {
+    const struct sd_tensor *a = t->src[0], *b = t->src[1];
+    double out = (double)sd_tensor_nelements(t);
+    switch (t->op) {
+    case SD_OP_CONV2D: return 2.0 * out * (double)(b->ne[1] * b->ne[2] * b->ne[3]);
+    case SD_OP_LINEAR: return 2.0 * out * (double)b->ne[3];
+    case SD_OP_MATMUL: return 2.0 * out * (double)(t->p.matmul.trans_a ? a->ne[2] : a->ne[3]);
+    case SD_OP_ATTENTION: /* QK^T and PV: 2*B*Lq*Lk*(d + dv) */
+        return 2.0 * (double)(a->ne[1] * a->ne[2]) * (double)b->ne[2] * (double)(a->ne[3] + t->src[2]->ne[3]);
+    case SD_OP_NONE: case SD_OP_RESHAPE: return 0;
+    default: return out;
+    }
+}
+
 static const char *dtype_names[SD_DTYPE_COUNT] = {"f32", "f16", "bf16", "i32", "i64"};
 static const size_t dtype_sizes[SD_DTYPE_COUNT] = {4, 2, 2, 4, 8};
 
