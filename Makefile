@@ -24,7 +24,7 @@ OPT     := -O3 -march=$(ARCH) -fno-math-errno
 ifeq ($(SAN),1)
 OPT     := -O1 -g -march=$(ARCH) -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 endif
-CFLAGS  += $(CSTD) $(OPT) $(WARN) -fopenmp -MMD -MP -Ihost -Icpu -Icl
+CFLAGS  += $(CSTD) $(OPT) $(WARN) -fopenmp -MMD -MP -Ihost -Icpu -Icl -I$(BUILD)/gen
 LDLIBS  += -ldnnl -lclblast -lOpenCL -lpng -lz -lm -fopenmp
 ifeq ($(SAN),1)
 LDLIBS  += -fsanitize=address,undefined
@@ -51,6 +51,12 @@ all: $(BUILD)/sdrt $(LIB)
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# Unicode tables for the tokenizer, generated from Python's unicodedata (never committed).
+$(BUILD)/gen/unicode_tables.h: host/gen_unicode.py
+	@mkdir -p $(dir $@)
+	python3 $< $@.tmp && mv $@.tmp $@
+$(BUILD)/obj/host/unicode.o: $(BUILD)/gen/unicode_tables.h
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
