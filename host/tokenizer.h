@@ -9,8 +9,9 @@
  *
  * Reference: transformers' slow CLIPTokenizer (the class SD's model_index.json
  * names) as it runs when the `ftfy` package is NOT installed, which is the case
- * in a plain `pip install diffusers transformers`: ids are identical to it for
- * every input (tests/golden/tokenizer_ids.txt, >500 prompts). What it does:
+ * in a plain `pip install diffusers transformers`. It is meant to give the
+ * same ids for any input; tests/golden/tokenizer_ids.txt checks 581 prompts
+ * (SD1 and SD2 configs, transformers 4.46.3). What it does:
  *
  *   1. Split the raw text on the literal special tokens "<|startoftext|>" and
  *      "<|endoftext|>" (exact, case-sensitive); they become 49406 / 49407.
@@ -45,7 +46,9 @@
  * Other notes:
  * - Input is UTF-8; malformed bytes become U+FFFD and are thus dropped (Python
  *   would never see them). Unicode tables come from the build machine's
- *   Python unicodedata (sd_unicode_version()), which is what transformers uses.
+ *   Python unicodedata (sd_unicode_version()), which is what transformers uses
+ *   (its `regex` module's \p{L}/\p{N} agreed with unicodedata 14.0 on every
+ *   character that survives step 2 when checked).
  * - Vocabulary: the OpenAI .gz (read with zlib, a plain-text file works too)
  *   builds the 49408 ids of §1.1; the diffusers files give the same ids. Only
  *   the first 48894 merges are used, as in both references.

@@ -233,6 +233,18 @@ static void test_encode_api(struct sd_tokenizer *tok) {
     int ok = n == 100 && ids[0] == 49406 && ids[76] == 49407;
     for (int i = 1; i < 76; i++) ok &= ids[i] == 2368;
     CHECK(ok, "truncation: 100 tokens -> BOS + 75 + EOS (*n_tokens = %d)", n);
+    /* Overflow the pre-token cache (it clears itself); the goldens are
+     * checked again afterwards (test_diffusers). */
+    int first[SD_TOKENIZER_CTX], again[SD_TOKENIZER_CTX];
+    sd_tokenizer_encode_clip(tok, "qx1zz quokka zebra", first, NULL);
+    for (int i = 0; i < 3000; i++) {
+        char w[64] = "qx";
+        for (int v = i, k = 2; v; v /= 26) w[k++] = (char)('a' + v % 26), w[k] = 0;  /* distinct letter runs */
+        strcat(w, i % 3 ? " quokka zebra" : "");
+        sd_tokenizer_encode_clip(tok, w, ids, NULL);
+    }
+    sd_tokenizer_encode_clip(tok, "qx1zz quokka zebra", again, NULL);
+    CHECK(!memcmp(first, again, sizeof first), "3000 distinct pre-tokens through the cache change nothing");
 }
 
 /* JSON-quotes s with every non-ASCII code point as \uXXXX (exercises the
