@@ -62,6 +62,7 @@ struct sd_model {
     void *files[8];                 /* open safetensors files backing the weights */
     int n_files;
     double load_seconds;
+    uint64_t id;                    /* unique per loaded model (cache keys; pointers get reused) */
 };
 
 const char *sd_family_name(enum sd_family f);

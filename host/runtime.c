@@ -13,7 +13,7 @@ enum rt_kind { RT_CLIP = 1, RT_UNET, RT_VAE_DEC, RT_VAE_ENC };
 
 struct rt_entry {
     int kind;
-    const struct sd_model *model;
+    uint64_t model;
     int64_t key[6];
     struct sd_graph *g;
     struct sd_sched *s;
@@ -75,6 +75,11 @@ void sd_runtime_free(struct sd_runtime *rt) {
 
 struct sd_ctx *sd_runtime_ctx(struct sd_runtime *rt) { return rt->ctx; }
 
+void sd_runtime_release_model(struct sd_runtime *rt, const struct sd_model *m) {
+    for (int i = 0; rt && m && i < RT_CACHE; i++)
+        if (rt->cache[i].g && rt->cache[i].model == m->id) entry_clear(&rt->cache[i]);
+}
+
 void sd_runtime_set_profile(struct sd_runtime *rt, int on) {
     rt->profile = on;
     memset(rt->prof, 0, sizeof rt->prof);
@@ -111,7 +116,7 @@ static struct rt_entry *lookup(struct sd_runtime *rt, int kind, const struct sd_
     rt->tick++;
     for (int i = 0; i < RT_CACHE; i++) {
         struct rt_entry *e = &rt->cache[i];
-        if (e->g && e->kind == kind && e->model == m && !memcmp(e->key, key, sizeof e->key)) {
+        if (e->g && e->kind == kind && e->model == m->id && !memcmp(e->key, key, sizeof e->key)) {
             e->last_used = rt->tick;
             return e;
         }
@@ -179,7 +184,7 @@ int sd_run_clip(struct sd_runtime *rt, struct sd_model *m, const int32_t *ids, i
     struct rt_entry *e = lookup(rt, RT_CLIP, m, key);
     if (!e) {
         e = slot(rt);
-        *e = (struct rt_entry){.kind = RT_CLIP, .model = m, .key = {B, clip_skip, m->clip.max_pos}};
+        *e = (struct rt_entry){.kind = RT_CLIP, .model = m->id, .key = {B, clip_skip, m->clip.max_pos}};
         if (!(e->g = sd_graph_new(rt->ctx))) return rt->ctx->status;
         e->in[0] = sd_graph_input(e->g, "ids", SD_I32, 2, (int64_t[]){B, m->clip.max_pos});
         int rc = finish(rt, e, sd_clip_build(e->g, &m->clip, m->te, e->in[0], clip_skip));
@@ -195,7 +200,7 @@ int sd_run_unet(struct sd_runtime *rt, struct sd_model *m, const float *x, int B
     struct rt_entry *e = lookup(rt, RT_UNET, m, key);
     if (!e) {
         e = slot(rt);
-        *e = (struct rt_entry){.kind = RT_UNET, .model = m, .key = {B, h, w, ctx_len}};
+        *e = (struct rt_entry){.kind = RT_UNET, .model = m->id, .key = {B, h, w, ctx_len}};
         if (!(e->g = sd_graph_new(rt->ctx))) return rt->ctx->status;
         e->in[0] = sd_graph_input(e->g, "latent", SD_F32, 4, (int64_t[]){B, m->unet.in_channels, h, w});
         e->in[1] = sd_graph_input(e->g, "timestep", SD_F32, 1, (int64_t[]){B});
@@ -213,7 +218,7 @@ int sd_run_vae_decode(struct sd_runtime *rt, struct sd_model *m, const float *z,
     struct rt_entry *e = lookup(rt, RT_VAE_DEC, m, key);
     if (!e) {
         e = slot(rt);
-        *e = (struct rt_entry){.kind = RT_VAE_DEC, .model = m, .key = {B, h, w}};
+        *e = (struct rt_entry){.kind = RT_VAE_DEC, .model = m->id, .key = {B, h, w}};
         if (!(e->g = sd_graph_new(rt->ctx))) return rt->ctx->status;
         e->in[0] = sd_graph_input(e->g, "z", SD_F32, 4, (int64_t[]){B, m->vae.latent_channels, h, w});
         int rc = finish(rt, e, sd_vae_decode_build(e->g, &m->vae, m->va, e->in[0]));
@@ -229,7 +234,7 @@ int sd_run_vae_encode(struct sd_runtime *rt, struct sd_model *m, const float *im
     struct rt_entry *e = lookup(rt, RT_VAE_ENC, m, key);
     if (!e) {
         e = slot(rt);
-        *e = (struct rt_entry){.kind = RT_VAE_ENC, .model = m, .key = {B, H, W}};
+        *e = (struct rt_entry){.kind = RT_VAE_ENC, .model = m->id, .key = {B, H, W}};
         if (!(e->g = sd_graph_new(rt->ctx))) return rt->ctx->status;
         e->in[0] = sd_graph_input(e->g, "image", SD_F32, 4, (int64_t[]){B, 3, H, W});
         int rc = finish(rt, e, sd_vae_encode_build(e->g, &m->vae, m->va, e->in[0]));

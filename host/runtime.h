@@ -38,6 +38,8 @@ int sd_run_vae_encode(struct sd_runtime *rt, struct sd_model *m, const float *im
 /* Peak activation arena over the graphs built so far, in bytes. */
 size_t sd_runtime_arena_bytes(const struct sd_runtime *rt);
 struct sd_ctx *sd_runtime_ctx(struct sd_runtime *rt);
+/* Drops the cached graphs of m (call before sd_model_free(m)). */
+void sd_runtime_release_model(struct sd_runtime *rt, const struct sd_model *m);
 
 /* Profiling: when on, every run times each node (synchronised; a little
  * slower) and accumulates seconds, FLOPs and calls per (backend, op). */

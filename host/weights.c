@@ -405,3 +405,20 @@ const char *sd_weights_name(const struct sd_weights *w, int i) {
 }
 
 int sd_weights_used(const struct sd_weights *w, int i) { return w && i >= 0 && i < w->n ? w->e[i]->used : 0; }
+
+int sd_weights_reshape(struct sd_weights *w, const char *name, int n_dims, const int64_t *dims) {
+    struct w_entry *e = lookup(w, name);
+    if (!e) return sd_errorf(w->ctx, SD_ERR_INVALID, "reshape: missing tensor '%s'", name);
+    int64_t a = 1, b = 1;
+    for (int i = 0; i < e->n_dims; i++) a *= e->shape[i];
+    for (int i = 0; i < n_dims; i++) b *= dims[i];
+    if (n_dims < 1 || n_dims > 4 || a != b)
+        return sd_errorf(w->ctx, SD_ERR_INVALID, "reshape: tensor '%s' has %lld elements, target %lld", name, (long long)a,
+                         (long long)b);
+    e->n_dims = n_dims;
+    memcpy(e->shape, dims, (size_t)n_dims * sizeof *dims);
+    void *data = e->t.data;
+    sd_tensor_set_shape(&e->t, SD_F32, n_dims, dims);
+    e->t.data = data;
+    return SD_OK;
+}
