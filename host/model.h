@@ -16,7 +16,6 @@
 struct sd_weights;
 
 enum sd_family { SD_FAMILY_UNKNOWN = 0, SD_FAMILY_SD1, SD_FAMILY_SD1_INPAINT, SD_FAMILY_SD2, SD_FAMILY_SD2_INPAINT };
-enum sd_prediction { SD_PRED_EPSILON = 0, SD_PRED_V };
 
 #define SD_MAX_LEVELS 6
 
