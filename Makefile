@@ -3,6 +3,7 @@
 #   make            build build/sdrt and build/libsdrt.a
 #   make deps       install the Debian packages sdrt needs (as root; no-op if present)
 #   make check      deps + build + every test (normal and ASan+UBSan builds)
+#   make vocab      fetch the CLIP BPE vocabulary into build/vocab/ (tests need it)
 #   make demo       deps + build + the main job on the built-in tiny model
 #   make bench      op/phase benchmarks (medians, GFLOP/s, machine sgemm peak)
 #   make fuzz       run the safetensors fuzz target for FUZZ_SECONDS
@@ -24,7 +25,7 @@ OPT     := -O3 -march=$(ARCH) -fno-math-errno
 ifeq ($(SAN),1)
 OPT     := -O1 -g -march=$(ARCH) -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 endif
-CFLAGS  += $(CSTD) $(OPT) $(WARN) -fopenmp -MMD -MP -Ihost -Icpu -Icl
+CFLAGS  += $(CSTD) $(OPT) $(WARN) -fopenmp -MMD -MP -Ihost -Icpu -Icl -I$(BUILD)/gen
 LDLIBS  += -ldnnl -lclblast -lOpenCL -lpng -lz -lm -fopenmp
 ifeq ($(SAN),1)
 LDLIBS  += -fsanitize=address,undefined
@@ -44,31 +45,61 @@ LIB      := $(BUILD)/libsdrt.a
 DEB_PKGS := gcc make libc6-dev libdnnl-dev libclblast-dev ocl-icd-opencl-dev opencl-headers \
             pocl-opencl-icd clinfo libpng-dev zlib1g-dev clang libclang-rt-14-dev python3 python3-venv python3-pip
 
-.PHONY: all deps check test test-asan demo bench fuzz clean tests benches
+.PHONY: all deps check test test-asan demo bench fuzz clean tests benches vocab
 
 all: $(BUILD)/sdrt $(LIB)
 
+Q := $(if $(V),,@)
+
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+# Unicode tables for the tokenizer, generated from Python's unicodedata (never committed).
+$(BUILD)/gen/unicode_tables.h: host/gen_unicode.py
+	@mkdir -p $(dir $@)
+	python3 $< $@.tmp && mv $@.tmp $@
+$(BUILD)/obj/host/unicode.o: $(BUILD)/gen/unicode_tables.h
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/sdrt: $(CMD_OBJ) $(LIB)
-	$(CC) $(CFLAGS) -o $@ $(CMD_OBJ) $(LIB) $(LDLIBS)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $(CMD_OBJ) $(LIB) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/test.h $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDLIBS)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Ibench -o $@ $< $(LIB) $(LDLIBS)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -Ibench -o $@ $< $(LIB) $(LDLIBS)
 
-tests: $(TEST_BIN)
+tests: vocab $(TEST_BIN)
 benches: $(BENCH_BIN)
+
+# OpenAI's CLIP BPE vocabulary, taken from the open_clip wheel on PyPI and checked
+# against its known sha256; never committed. Programs may use another copy via SDRT_VOCAB.
+VOCAB_PKG    := open-clip-torch==2.24.0
+VOCAB_GZ     := build/vocab/bpe_simple_vocab_16e6.txt.gz
+VOCAB_SHA256 := 924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a
+vocab: $(VOCAB_GZ)
+$(VOCAB_GZ):
+	@mkdir -p build/vocab/wheel
+	@echo "vocab: $(VOCAB_PKG) from PyPI -> $@"
+	@python3 -m pip download --no-deps --disable-pip-version-check -q -d build/vocab/wheel $(VOCAB_PKG)
+	@python3 -c 'import glob, hashlib, sys, zipfile; \
+	  whl = glob.glob("build/vocab/wheel/open_clip_torch-*.whl")[0]; \
+	  d = zipfile.ZipFile(whl).read("open_clip/$(notdir $@)"); \
+	  h = hashlib.sha256(d).hexdigest(); \
+	  h == "$(VOCAB_SHA256)" or sys.exit("vocab: %s has sha256 %s, expected $(VOCAB_SHA256)" % (whl, h)); \
+	  open("$@.tmp", "wb").write(d)'
+	@mv $@.tmp $@ && rm -rf build/vocab/wheel
 
 # Installs missing Debian packages (needs root). Both `check` and `demo` use it.
 deps:
@@ -98,8 +129,8 @@ bench: all benches
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	@mkdir -p $(BUILD)/fuzz
-	clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -Ihost -o $(BUILD)/fuzz/fuzz_safetensors \
-	  tests/fuzz/fuzz_safetensors.c host/safetensors.c host/error.c host/tensor.c
+	clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Ihost -o $(BUILD)/fuzz/fuzz_safetensors \
+	  tests/fuzz/fuzz_safetensors.c host/safetensors.c host/json.c host/weights.c host/error.c host/tensor.c
 	@mkdir -p $(BUILD)/fuzz/corpus
 	$(BUILD)/fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(BUILD)/fuzz/corpus tests/fuzz/corpus
 

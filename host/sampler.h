@@ -40,7 +40,6 @@ enum sd_sampler_kind {
     SD_SAMPLER_COUNT
 };
 
-enum sd_prediction { SD_PRED_EPSILON = 0, SD_PRED_V };
 
 struct sd_sampler_params {
     enum sd_sampler_kind kind;

@@ -68,22 +68,52 @@ void sd_sched_free(struct sd_sched *s) {
     free(s->cause);
     free(s->split_start);
     free(s->split_time);
+    free(s->node_time);
     free(s);
 }
 
 static bool is_free_node(const struct sd_tensor *t) { return t->op == SD_OP_NONE || t->op == SD_OP_RESHAPE; }
 
+/* Reserves every used backend's arena (and always the host's) and points
+ * activations at the host arena. Cheap when nothing grew; several graphs
+ * (CLIP, UNet, VAE) share each backend's one arena, so a graph's data
+ * pointers are refreshed here whenever another graph made the arena grow. */
+static int reserve_arenas(struct sd_sched *s, struct sd_graph *g) {
+    int rc;
+    for (int b = 0; b < s->n_backends; b++) {
+        bool used = b == s->host;
+        for (int k = 0; k < s->n_splits && !used; k++) used = g->nodes[s->split_start[k]]->backend == b;
+        if (!used) continue;
+        void *host = NULL;
+        if ((rc = s->backends[b]->iface->arena_reserve(s->backends[b], g->arena_size, &host)) != SD_OK) return rc;
+        if (b == s->host) s->host_arena = host;
+    }
+    if (!s->host_arena && g->arena_size) return sd_errorf(s->ctx, SD_ERR_BACKEND, "scheduler: host backend gave no arena");
+    for (int i = 0; i < g->n_nodes; i++) {
+        struct sd_tensor *t = g->nodes[i];
+        if (sd_tensor_in_arena(t)) t->data = (char *)s->host_arena + t->offs;
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+        struct sd_tensor *t = g->nodes[i];
+        if (t->op == SD_OP_RESHAPE) t->data = t->view_src->data;
+    }
+    return SD_OK;
+}
+
 int sd_sched_alloc(struct sd_sched *s, struct sd_graph *g) {
     int rc;
+    if (s->graph == g && g->planned) return reserve_arenas(s, g);
     if (!g->planned && (rc = sd_graph_plan(g)) != SD_OK) return rc;
     const int n = g->n_nodes;
     free(s->cause);
     free(s->split_start);
     free(s->split_time);
+    free(s->node_time);
+    s->node_time = calloc((size_t)n + 1, sizeof(double));
     s->cause = calloc((size_t)n + 1, sizeof *s->cause);
     s->split_start = malloc(((size_t)n + 2) * sizeof(int));
     s->split_time = calloc((size_t)n + 1, sizeof(double));
-    if (!s->cause || !s->split_start || !s->split_time) return sd_errorf(s->ctx, SD_ERR_NOMEM, "scheduler: out of memory");
+    if (!s->cause || !s->split_start || !s->split_time || !s->node_time) return sd_errorf(s->ctx, SD_ERR_NOMEM, "scheduler: out of memory");
 
     int prev = s->host;
     for (int i = 0; i < n; i++) {
@@ -125,24 +155,7 @@ int sd_sched_alloc(struct sd_sched *s, struct sd_graph *g) {
     s->split_start[s->n_splits] = n;
     if (s->n_splits == 0) s->split_start[0] = 0;
 
-    /* Arenas: every backend that runs a split, and always the host. */
-    for (int b = 0; b < s->n_backends; b++) {
-        bool used = b == s->host;
-        for (int k = 0; k < s->n_splits && !used; k++) used = g->nodes[s->split_start[k]]->backend == b;
-        if (!used) continue;
-        void *host = NULL;
-        if ((rc = s->backends[b]->iface->arena_reserve(s->backends[b], g->arena_size, &host)) != SD_OK) return rc;
-        if (b == s->host) s->host_arena = host;
-    }
-    if (!s->host_arena && g->arena_size) return sd_errorf(s->ctx, SD_ERR_BACKEND, "scheduler: host backend gave no arena");
-    for (int i = 0; i < n; i++) {
-        struct sd_tensor *t = g->nodes[i];
-        if (sd_tensor_in_arena(t)) t->data = (char *)s->host_arena + t->offs;
-    }
-    for (int i = 0; i < n; i++) {
-        struct sd_tensor *t = g->nodes[i];
-        if (t->op == SD_OP_RESHAPE) t->data = t->view_src->data;
-    }
+    if ((rc = reserve_arenas(s, g)) != SD_OK) return rc;
     s->graph = g;
     if (s->debug) sd_sched_print(s, stderr);
     return SD_OK;
@@ -179,7 +192,7 @@ static int make_current(struct sd_sched *s, struct sd_tensor *t, int b) {
 
 int sd_sched_compute(struct sd_sched *s, struct sd_graph *g) {
     int rc;
-    if (s->graph != g && (rc = sd_sched_alloc(s, g)) != SD_OK) return rc;
+    if ((rc = sd_sched_alloc(s, g)) != SD_OK) return rc; /* cheap if placed; refreshes pointers */
     s->bytes_copied = 0;
     s->n_copies = 0;
     for (int i = 0; i < g->n_nodes; i++) {
@@ -196,18 +209,28 @@ int sd_sched_compute(struct sd_sched *s, struct sd_graph *g) {
             for (int j = 0; j < SD_MAX_SRC; j++) {
                 struct sd_tensor *src = t->src[j];
                 if (!src || !sd_tensor_in_arena(base_of(src))) continue;
-                if ((rc = make_current(s, base_of(src), b)) != SD_OK) return rc;
+                struct sd_tensor *bs = base_of(src);
+                /* produced earlier in this same split: current once it runs */
+                if (bs->index >= i0 && bs->index < i1 && !(bs->flags & SD_TF_INPUT)) continue;
+                if ((rc = make_current(s, bs, b)) != SD_OK) return rc;
             }
         }
         double t0 = s->profile ? sd_time_s() : 0;
-        if ((rc = be->iface->compute(be, g, i0, i1)) != SD_OK) {
+        if (s->profile) { /* node by node, synchronised, to time each one */
+            for (int i = i0; i < i1 && rc == SD_OK; i++) {
+                if (is_free_node(g->nodes[i])) continue;
+                double tn = sd_time_s();
+                if ((rc = be->iface->compute(be, g, i, i + 1)) == SD_OK) rc = sd_backend_synchronize(be);
+                s->node_time[i] = sd_time_s() - tn;
+            }
+        } else {
+            rc = be->iface->compute(be, g, i0, i1);
+        }
+        if (rc != SD_OK) {
             if (s->ctx && s->ctx->status == SD_OK) sd_errorf(s->ctx, rc, "%s backend failed", sd_backend_name(be));
             return sd_error_wrap(s->ctx, "split %d (%s, nodes %d..%d)", k, sd_backend_name(be), i0, i1 - 1);
         }
-        if (s->profile) {
-            if ((rc = sd_backend_synchronize(be)) != SD_OK) return rc;
-            s->split_time[k] = sd_time_s() - t0;
-        }
+        if (s->profile) s->split_time[k] = sd_time_s() - t0;
         for (int i = i0; i < i1; i++) {
             struct sd_tensor *t = g->nodes[i];
             if (sd_tensor_in_arena(t) && !is_free_node(t)) t->valid = 1u << b;

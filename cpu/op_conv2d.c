@@ -1,0 +1,329 @@
+/* op_conv2d.c - 2-d convolution on the CPU: y = conv(x, w) + b.
+ *
+ * Contract: x [N,Ci,H,W], w [Co,Ci,kh,kw], optional b [Co], y [N,Co,OH,OW],
+ * all contiguous f32 (plain NCHW in our arena). Stride and per-side padding
+ * come from node->p.conv2d (the VAE downsampler pads (t,l,b,r) = (0,0,1,1)
+ * with stride 2); OH = (H + pad_t + pad_b - kh) / stride_h + 1, likewise OW.
+ * Returns SD_OK or SD_ERR_* on cpu->ctx; never allocates per call once a
+ * shape has been seen (primitives and reordered weights are cached in
+ * cpu_dnnl.c; intermediate buffers come from sd_cpu_scratch).
+ *
+ * Four algorithms, one picked per shape when its entry is created:
+ *
+ *   direct  oneDNN's direct conv (brgconv on AVX-512) in its blocked layout.
+ *           Our activations are plain NCHW, so src and dst are reordered to
+ *           and from the blocked layout on every call (counted in the
+ *           timings below); weights are reordered once (weights cache).
+ *   wino    the same with oneDNN's Winograd algorithm (3x3, stride 1 only);
+ *   nchw    oneDNN conv on plain NCHW src/dst: it picks its gemm-based
+ *           implementation (im2col + sgemm internally), no reorders;
+ *   gemm    ours: im2col of a band of output rows into a per-thread scratch
+ *           tile (CONV_TILE_BYTES, at least one row), then a sequential
+ *           dnnl_sgemm w[Co,K] x col[K,rows*OW] into y, threads working on
+ *           different bands; 1x1 stride-1 unpadded convs skip the im2col
+ *           (NCHW already is the [Ci, H*W] matrix).
+ *
+ * SDRT_CONV_ALGO=<name> (or sd_cpu_dnnl_set_conv_algo) forces one; an
+ * algorithm oneDNN cannot build for a shape falls back to direct. The
+ * per-shape rule (conv_pick) comes from `build/bench/bench_ops --conv`,
+ * which times every algorithm on SD's conv shapes; see the table there.
+ */
+#include "cpu_dnnl.h"
+
+#include <omp.h>
+#include <string.h>
+
+#define CONV_TILE_BYTES ((size_t)2 << 20) /* im2col tile per thread (about L2) */
+
+/* Memory slots of a oneDNN conv entry. */
+enum { M_SRC_USER, M_SRC, M_BIAS, M_DST, M_DST_USER };
+
+struct conv_shape {
+    int64_t N, Ci, H, W, Co, kh, kw, OH, OW;
+    int sh, sw, pt, pl, pb, pr, bias;
+};
+
+static int is_pointwise(const struct conv_shape *s) {
+    return s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 && !s->pt && !s->pl && !s->pb && !s->pr;
+}
+
+/* The per-shape rule, from the measurements in the header comment. */
+static int conv_pick(const struct conv_shape *s) {
+    (void)s;
+    return SD_CONV_DIRECT;
+}
+
+/* ---- oneDNN convolution (direct, wino, nchw) ---- */
+
+static int conv_plan_dnnl(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const struct conv_shape *s, int algo) {
+    struct sd_cpu_dnnl *d = cpu->dnnl;
+    int rc = SD_OK;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_dims_t sdims = {s->N, s->Ci, s->H, s->W}, wdims = {s->Co, s->Ci, s->kh, s->kw}, bdims = {s->Co},
+                ddims = {s->N, s->Co, s->OH, s->OW};
+    dnnl_dims_t strides = {s->sh, s->sw}, pad_l = {s->pt, s->pl}, pad_r = {s->pb, s->pr};
+    dnnl_memory_desc_t src_user, dst_user, w_user, b_md, src_md, w_md, dst_md, src_want, dst_want;
+    SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&src_user, 4, sdims, dnnl_f32, dnnl_nchw));
+    SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&dst_user, 4, ddims, dnnl_f32, dnnl_nchw));
+    SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&w_user, 4, wdims, dnnl_f32, dnnl_oihw));
+    SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&b_md, 1, bdims, dnnl_f32, dnnl_x));
+    SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&w_md, 4, wdims, dnnl_f32, dnnl_format_tag_any));
+    for (;;) {
+        dnnl_format_tag_t act = algo == SD_CONV_NCHW ? dnnl_nchw : dnnl_format_tag_any;
+        SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&src_md, 4, sdims, dnnl_f32, act));
+        SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&dst_md, 4, ddims, dnnl_f32, act));
+        dnnl_convolution_desc_t cd;
+        dnnl_alg_kind_t kind = algo == SD_CONV_WINO ? dnnl_convolution_winograd : dnnl_convolution_direct;
+        dnnl_status_t st = dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, kind, &src_md, &w_md,
+                                                             s->bias ? &b_md : NULL, &dst_md, strides, pad_l, pad_r);
+        if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &cd, NULL, d->engine, NULL);
+        if (st == dnnl_success) break;
+        if (algo != SD_CONV_DIRECT && st == dnnl_unimplemented) {
+            algo = SD_CONV_DIRECT; /* e.g. Winograd asked for a stride-2 conv */
+            continue;
+        }
+        rc = sd_dnnl_check(cpu, st, "dnnl_convolution_forward_desc_init/dnnl_primitive_desc_create");
+        goto fail;
+    }
+    /* Copy the chosen layouts out before pd goes away. */
+    src_want = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    dst_want = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    e->weights_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    e->user_weights_md = w_user;
+    e->algo = algo;
+    rc = sd_dnnl_prim_from_pd(cpu, pd, &e->prim, e->impl, sizeof e->impl);
+    pd = NULL;
+    if (rc != SD_OK) goto fail;
+
+    SD_TRY(sd_dnnl_mem_new(cpu, &src_user, &e->mem[M_SRC_USER]));
+    SD_TRY(sd_dnnl_mem_new(cpu, &dst_user, &e->mem[M_DST_USER]));
+    if (s->bias) SD_TRY(sd_dnnl_mem_new(cpu, &b_md, &e->mem[M_BIAS]));
+    if (!dnnl_memory_desc_equal(&src_want, &src_user)) {
+        SD_TRY(sd_dnnl_mem_new(cpu, &src_want, &e->mem[M_SRC]));
+        SD_TRY(sd_dnnl_reorder_new(cpu, &src_user, &src_want, &e->pre));
+        e->scratch[0] = (dnnl_memory_desc_get_size(&src_want) + 63) & ~(size_t)63;
+    }
+    if (!dnnl_memory_desc_equal(&dst_want, &dst_user)) {
+        SD_TRY(sd_dnnl_mem_new(cpu, &dst_want, &e->mem[M_DST]));
+        SD_TRY(sd_dnnl_reorder_new(cpu, &dst_want, &dst_user, &e->post));
+        e->scratch[1] = (dnnl_memory_desc_get_size(&dst_want) + 63) & ~(size_t)63;
+    }
+    return SD_OK;
+fail:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    return rc;
+}
+
+static int conv_run_dnnl(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const float *x, const float *w,
+                         const float *b, float *y) {
+    int rc = SD_OK;
+    dnnl_memory_t wmem;
+    SD_TRY(sd_dnnl_weights_get(cpu, w, &e->user_weights_md, &e->weights_md, &wmem));
+    char *scratch = NULL;
+    if (e->scratch[0] + e->scratch[1]) {
+        scratch = sd_cpu_scratch(cpu, e->scratch[0] + e->scratch[1]);
+        if (!scratch) return cpu->ctx ? cpu->ctx->status : SD_ERR_NOMEM;
+    }
+    dnnl_memory_t src = e->mem[M_SRC_USER], dst = e->mem[M_DST_USER];
+    SD_TRY(sd_dnnl_bind(cpu, e->mem[M_SRC_USER], (void *)x));
+    SD_TRY(sd_dnnl_bind(cpu, e->mem[M_DST_USER], y));
+    if (e->pre) {
+        src = e->mem[M_SRC];
+        SD_TRY(sd_dnnl_bind(cpu, src, scratch));
+        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, e->mem[M_SRC_USER]}, {DNNL_ARG_TO, src}};
+        SD_TRY(sd_dnnl_exec(cpu, e->pre, 2, a, 0));
+    }
+    if (e->post) {
+        dst = e->mem[M_DST];
+        SD_TRY(sd_dnnl_bind(cpu, dst, scratch + e->scratch[0]));
+    }
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wmem}, {DNNL_ARG_DST, dst}};
+    int nargs = 3;
+    if (b) {
+        SD_TRY(sd_dnnl_bind(cpu, e->mem[M_BIAS], (void *)b));
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, e->mem[M_BIAS]};
+    }
+    SD_TRY(sd_dnnl_exec(cpu, e->prim, nargs, args, !e->post));
+    if (e->post) {
+        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, e->mem[M_DST_USER]}};
+        SD_TRY(sd_dnnl_exec(cpu, e->post, 2, a, 1));
+    }
+fail:
+    return rc;
+}
+
+/* ---- ours: tiled im2col + sgemm ---- */
+
+/* Writes rows kk0..kk1 of the im2col matrix of image xn for output rows
+ * [oy0, oy1): col[kk][(oy-oy0)*OW + ox] = x[c][oy*sh-pt+ky][ox*sw-pl+kx]
+ * (0 outside the image), kk = (c*kh + ky)*kw + kx. */
+static void im2col_band(const float *xn, const struct conv_shape *s, int64_t oy0, int64_t oy1, float *col) {
+    const int64_t H = s->H, W = s->W, OW = s->OW, kh = s->kh, kw = s->kw, K = s->Ci * kh * kw;
+    const int64_t nt = (oy1 - oy0) * OW;
+    const int sw = s->sw;
+    for (int64_t kk = 0; kk < K; kk++) {
+        const int64_t c = kk / (kh * kw), ky = (kk / kw) % kh, kx = kk % kw;
+        const float *xc = xn + c * H * W;
+        float *dst = col + kk * nt;
+        /* Output columns whose input column ox*sw - pl + kx is inside [0, W). */
+        const int64_t off = s->pl - kx;
+        int64_t lo = off > 0 ? (off + sw - 1) / sw : 0;
+        int64_t hi = W - 1 + off >= 0 ? (W - 1 + off) / sw + 1 : 0;
+        if (hi > OW) hi = OW;
+        if (lo > hi) lo = hi;
+        for (int64_t oy = oy0; oy < oy1; oy++, dst += OW) {
+            const int64_t iy = oy * s->sh - s->pt + ky;
+            if (iy < 0 || iy >= H) {
+                memset(dst, 0, (size_t)OW * sizeof *dst);
+                continue;
+            }
+            const float *xr = xc + iy * W - off;
+            for (int64_t ox = 0; ox < lo; ox++) dst[ox] = 0.0f;
+            if (sw == 1) memcpy(dst + lo, xr + lo, (size_t)(hi - lo) * sizeof *dst);
+            else
+                for (int64_t ox = lo; ox < hi; ox++) dst[ox] = xr[ox * sw];
+            for (int64_t ox = hi; ox < OW; ox++) dst[ox] = 0.0f;
+        }
+    }
+}
+
+static int conv_plan_gemm(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const struct conv_shape *s) {
+    (void)cpu;
+    const int nth = e->key.n_threads;
+    const int64_t K = s->Ci * s->kh * s->kw, P = s->OH * s->OW;
+    /* Enough jobs (images x bands) for every thread. */
+    const int64_t per_image = (nth + s->N - 1) / s->N;
+    e->algo = SD_CONV_GEMM;
+    snprintf(e->impl, sizeof e->impl, "sdrt:im2col+sgemm");
+    if (is_pointwise(s)) {
+        int64_t cols = (P + per_image - 1) / per_image;
+        e->iparam[0] = (cols + 15) / 16 * 16; /* columns per job, no scratch */
+        return SD_OK;
+    }
+    int64_t rows = (int64_t)(CONV_TILE_BYTES / ((size_t)K * (size_t)s->OW * sizeof(float)));
+    int64_t rows_jobs = (s->OH + per_image - 1) / per_image;
+    if (rows > rows_jobs) rows = rows_jobs;
+    if (rows < 1) rows = 1;
+    e->iparam[0] = rows;
+    e->scratch[0] = ((size_t)(rows * s->OW * K) * sizeof(float) + 63) & ~(size_t)63;
+    return SD_OK;
+}
+
+static int conv_run_gemm(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const struct conv_shape *s, const float *x,
+                         const float *w, const float *b, float *y) {
+    const int nth = e->key.n_threads;
+    const int64_t K = s->Ci * s->kh * s->kw, P = s->OH * s->OW, Co = s->Co, N = s->N;
+    const int64_t band = e->iparam[0];
+    const int pointwise = is_pointwise(s);
+    const int64_t per_image = pointwise ? (P + band - 1) / band : (s->OH + band - 1) / band;
+    const int64_t jobs = N * per_image;
+    char *scratch = NULL;
+    if (!pointwise) {
+        scratch = sd_cpu_scratch(cpu, e->scratch[0] * (size_t)nth);
+        if (!scratch) return cpu->ctx ? cpu->ctx->status : SD_ERR_NOMEM;
+    }
+    int err = dnnl_success;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
+    for (int64_t j = 0; j < jobs; j++) {
+        const int64_t n = j / per_image, t = j % per_image;
+        const float *xn = x + n * s->Ci * s->H * s->W;
+        float *yn = y + n * Co * P;
+        int64_t p0, nt;
+        const float *bmat;
+        int64_t ldb;
+        if (pointwise) {
+            p0 = t * band;
+            nt = P - p0 < band ? P - p0 : band;
+            bmat = xn + p0;
+            ldb = P;
+        } else {
+            const int64_t oy0 = t * band, oy1 = oy0 + band < s->OH ? oy0 + band : s->OH;
+            float *col = (float *)(scratch + e->scratch[0] * (size_t)omp_get_thread_num());
+            im2col_band(xn, s, oy0, oy1, col);
+            p0 = oy0 * s->OW;
+            nt = (oy1 - oy0) * s->OW;
+            bmat = col;
+            ldb = nt;
+        }
+        /* Inside a parallel region dnnl_sgemm runs on the calling thread. */
+        dnnl_status_t st = dnnl_sgemm('N', 'N', Co, nt, K, 1.0f, w, K, bmat, ldb, 0.0f, yn + p0, P);
+        if (st != dnnl_success) {
+#pragma omp atomic write
+            err = st;
+        }
+        if (b)
+            for (int64_t co = 0; co < Co; co++) {
+                float *yr = yn + co * P + p0;
+                const float bv = b[co];
+                for (int64_t i = 0; i < nt; i++) yr[i] += bv;
+            }
+    }
+    return sd_dnnl_check(cpu, (dnnl_status_t)err, "dnnl_sgemm");
+}
+
+/* ---- entry ---- */
+
+static int conv_check(struct sd_cpu *cpu, const struct sd_tensor *node, struct conv_shape *s) {
+    const struct sd_tensor *x = node->src[0], *w = node->src[1], *b = node->src[2];
+    char sx[64], sw[64], sy[64];
+    if (!x || !w) return sd_errorf(cpu->ctx, SD_ERR_INVALID, "conv2d: missing x or w");
+    const struct sd_conv2d_params *p = &node->p.conv2d;
+    *s = (struct conv_shape){
+        .N = x->ne[0], .Ci = x->ne[1], .H = x->ne[2], .W = x->ne[3], .Co = w->ne[0], .kh = w->ne[2], .kw = w->ne[3],
+        .sh = p->stride_h, .sw = p->stride_w, .pt = p->pad_t, .pl = p->pad_l, .pb = p->pad_b, .pr = p->pad_r,
+        .bias = b != NULL,
+    };
+    int ok = x->type == SD_F32 && w->type == SD_F32 && node->type == SD_F32 && x->n_dims == 4 && w->n_dims == 4 &&
+             sd_tensor_is_contiguous(x) && sd_tensor_is_contiguous(w) && sd_tensor_is_contiguous(node) &&
+             w->ne[1] == s->Ci && s->sh >= 1 && s->sw >= 1 && s->pt >= 0 && s->pl >= 0 && s->pb >= 0 && s->pr >= 0;
+    if (ok) {
+        s->OH = (s->H + s->pt + s->pb - s->kh) / s->sh + 1;
+        s->OW = (s->W + s->pl + s->pr - s->kw) / s->sw + 1;
+        ok = s->OH >= 1 && s->OW >= 1 && node->ne[0] == s->N && node->ne[1] == s->Co && node->ne[2] == s->OH &&
+             node->ne[3] == s->OW;
+    }
+    if (ok && b) ok = b->type == SD_F32 && sd_tensor_nelements(b) == s->Co && sd_tensor_is_contiguous(b);
+    if (!ok)
+        return sd_errorf(cpu->ctx, SD_ERR_INVALID,
+                         "conv2d(%s): x %s, w %s, y %s, stride %dx%d, pad t%d l%d b%d r%d are not a contiguous f32 "
+                         "convolution",
+                         node->name, sd_tensor_shape_str(x, sx, sizeof sx), sd_tensor_shape_str(w, sw, sizeof sw),
+                         sd_tensor_shape_str(node, sy, sizeof sy), p->stride_h, p->stride_w, p->pad_t, p->pad_l,
+                         p->pad_b, p->pad_r);
+    return SD_OK;
+}
+
+int sd_cpu_conv2d(struct sd_cpu *cpu, struct sd_tensor *node) {
+    struct conv_shape s;
+    int rc = conv_check(cpu, node, &s);
+    if (rc != SD_OK) return rc;
+    const float *x = node->src[0]->data, *w = node->src[1]->data;
+    const float *b = node->src[2] ? node->src[2]->data : NULL;
+    float *y = node->data;
+
+    struct sd_dnnl_key key;
+    memset(&key, 0, sizeof key);
+    key.version = SD_DNNL_KEY_VERSION;
+    key.kind = SD_DNNL_CONV;
+    key.algo = cpu->dnnl->conv_algo;
+    key.flags = s.bias;
+    int64_t dims[] = {s.N, s.Ci, s.H, s.W, s.Co, s.kh, s.kw, s.OH, s.OW};
+    memcpy(key.dims, dims, sizeof dims);
+    int64_t geo[] = {s.sh, s.sw, s.pt, s.pl, s.pb, s.pr};
+    memcpy(key.strides, geo, sizeof geo);
+    key.n_threads = omp_get_max_threads();
+
+    int created;
+    struct sd_dnnl_prim *e = sd_dnnl_prim_get(cpu, &key, &created);
+    if (!e) return SD_ERR_NOMEM;
+    if (created) {
+        int algo = key.algo != SD_CONV_AUTO ? key.algo : conv_pick(&s);
+        rc = algo == SD_CONV_GEMM ? conv_plan_gemm(cpu, e, &s) : conv_plan_dnnl(cpu, e, &s, algo);
+        if (rc != SD_OK) {
+            sd_dnnl_prim_drop(cpu, e);
+            return rc;
+        }
+    }
+    if (e->algo == SD_CONV_GEMM) return conv_run_gemm(cpu, e, &s, x, w, b, y);
+    return conv_run_dnnl(cpu, e, x, w, b, y);
+}

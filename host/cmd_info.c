@@ -1,0 +1,78 @@
+/* cmd_info.c - `sdrt info MODEL [--config DIR] [--json]`: identifies a
+ * checkpoint (layout, family, dtype) and counts tensors and parameters per
+ * component, reading headers only (weights load lazily). */
+#include "cmd.h"
+#include "model_load.h"
+#include "weights.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void component(const char *name, struct sd_weights *w, int json, int *first) {
+    if (json) {
+        printf("%s\"%s\": {\"tensors\": %d, \"parameters\": %lld}", *first ? "" : ", ", name, w ? sd_weights_count(w) : 0,
+               (long long)(w ? sd_weights_n_params(w) : 0));
+        *first = 0;
+    } else if (w) {
+        printf("  %-13s %5d tensors  %13lld parameters\n", name, sd_weights_count(w), (long long)sd_weights_n_params(w));
+    } else {
+        printf("  %-13s absent\n", name);
+    }
+}
+
+int sd_cmd_info(int argc, char **argv) {
+    const char *path = NULL, *config = NULL;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: sdrt info MODEL [--config DIFFUSERS_DIR] [--json]\n"
+                   "  MODEL  a single-file .safetensors checkpoint (LDM key names) or a diffusers folder\n");
+            return 0;
+        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
+            config = argv[++i];
+        } else if (!strcmp(argv[i], "--json")) {
+            json = 1;
+        } else if (argv[i][0] == '-' || path) {
+            fprintf(stderr, "sdrt info: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        } else {
+            path = argv[i];
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "sdrt info: missing MODEL (see sdrt info --help)\n");
+        return 2;
+    }
+    struct sd_ctx ctx = {0};
+    struct sd_model *m = NULL;
+    if (sd_model_load(&ctx, path, config, &m) != SD_OK) {
+        fprintf(stderr, "sdrt: %s\n", ctx.msg);
+        return 1;
+    }
+    const char *layout = m->single_file ? "single-file (LDM names)" : "diffusers folder";
+    const char *pred = m->prediction == SD_PRED_V ? "v_prediction" : "epsilon";
+    if (json) {
+        int first = 1;
+        printf("{\"path\": \"%s\", \"layout\": \"%s\", \"family\": \"%s\", \"dtype\": \"%s\", \"prediction\": \"%s\", ", path,
+               m->single_file ? "single-file" : "diffusers", sd_family_name(m->family), sd_dtype_name(m->file_dtype), pred);
+        component("text_encoder", m->te, 1, &first);
+        component("unet", m->un, 1, &first);
+        component("vae", m->va, 1, &first);
+        printf("}\n");
+    } else {
+        printf("%s\n  layout        %s\n  family        %s\n  dtype         %s\n  prediction    %s%s\n", path, layout,
+               sd_family_name(m->family), sd_dtype_name(m->file_dtype), pred,
+               m->single_file && m->family >= SD_FAMILY_SD2 ? " (not stored in the file; pass --prediction v for 768-px SD2 models)" : "");
+        component("text encoder", m->te, 0, NULL);
+        component("unet", m->un, 0, NULL);
+        component("vae", m->va, 0, NULL);
+        printf("  unet          %d levels %s, %d layers/block, context %d, %s projections, in %d ch\n", m->unet.n_levels,
+               "(widths from weights)", m->unet.layers_per_block, m->unet.context_dim, m->unet.linear_proj ? "linear" : "conv",
+               m->unet.in_channels);
+        if (m->te)
+            printf("  text encoder  %d layers, width %d, %d heads, %s\n", m->clip.layers, m->clip.hidden, m->clip.heads,
+                   m->clip.quick_gelu ? "quick_gelu" : "gelu");
+    }
+    sd_model_free(m);
+    return 0;
+}

@@ -1,0 +1,202 @@
+/* model_config.c - model configs: family defaults, diffusers config.json,
+ * and the structural numbers read from the weights themselves.
+ *
+ * Structure (levels, widths, layers per block, which levels have attention,
+ * in/out channels, context width, linear vs conv projections) is always
+ * inferred from tensor names and shapes, so any SD-architecture model loads
+ * whatever its size. What shapes cannot tell (attention heads, GroupNorm
+ * groups, eps, activation, VAE scaling factor) comes from the diffusers
+ * config.json files when the model has them, else from the family defaults.
+ */
+#include "model_util.h"
+#include "json.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *sd_family_name(enum sd_family f) {
+    switch (f) {
+    case SD_FAMILY_SD1: return "SD1.x";
+    case SD_FAMILY_SD1_INPAINT: return "SD1.x inpainting";
+    case SD_FAMILY_SD2: return "SD2.x";
+    case SD_FAMILY_SD2_INPAINT: return "SD2.x inpainting";
+    default: return "unknown";
+    }
+}
+
+static bool is_sd2(enum sd_family f) { return f == SD_FAMILY_SD2 || f == SD_FAMILY_SD2_INPAINT; }
+
+void sd_model_config_defaults(struct sd_model *m) {
+    bool v2 = is_sd2(m->family);
+    m->clip = (struct sd_clip_config){
+        .hidden = v2 ? 1024 : 768, .layers = v2 ? 23 : 12, .heads = v2 ? 16 : 12, .intermediate = v2 ? 4096 : 3072,
+        .max_pos = 77, .vocab = 49408, .quick_gelu = !v2, .eps = 1e-5f, .pad_id = v2 ? 0 : 49407,
+    };
+    memset(&m->unet, 0, sizeof m->unet);
+    m->unet.norm_groups = 32;
+    m->unet.norm_eps = 1e-5f;
+    for (int i = 0; i < SD_MAX_LEVELS; i++) m->unet.heads[i] = 8;
+    m->unet.head_dim = v2 ? 64 : 0;
+    memset(&m->vae, 0, sizeof m->vae);
+    m->vae.norm_groups = 32;
+    m->vae.scaling_factor = 0.18215f;
+}
+
+static const struct sd_tensor *find(struct sd_weights *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static const struct sd_tensor *find(struct sd_weights *w, const char *fmt, ...) {
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return w ? sd_weights_find(w, name) : NULL;
+}
+
+/* Size of PyTorch dim d of a weight. */
+static int64_t dim(const struct sd_tensor *t, int d) { return t ? sd_tensor_dim(t, d) : 0; }
+
+int sd_model_infer_unet(struct sd_ctx *ctx, struct sd_unet_config *c, struct sd_weights *w) {
+    const struct sd_tensor *t;
+    if (!(t = find(w, "conv_in.weight"))) return sd_errorf(ctx, SD_ERR_FORMAT, "unet: missing tensor 'conv_in.weight'");
+    c->in_channels = (int)dim(t, 1);
+    if (!(t = find(w, "conv_out.weight"))) return sd_errorf(ctx, SD_ERR_FORMAT, "unet: missing tensor 'conv_out.weight'");
+    c->out_channels = (int)dim(t, 0);
+    int nl = 0;
+    while (nl < SD_MAX_LEVELS && (t = find(w, "down_blocks.%d.resnets.0.conv1.weight", nl))) c->block_out[nl++] = (int)dim(t, 0);
+    if (nl == 0) return sd_errorf(ctx, SD_ERR_FORMAT, "unet: missing tensor 'down_blocks.0.resnets.0.conv1.weight'");
+    c->n_levels = nl;
+    int L = 0;
+    while (find(w, "down_blocks.0.resnets.%d.conv1.weight", L)) L++;
+    c->layers_per_block = L;
+    for (int i = 0; i < nl; i++) {
+        c->down_attn[i] = find(w, "down_blocks.%d.attentions.0.norm.weight", i) != NULL;
+        c->up_attn[i] = find(w, "up_blocks.%d.attentions.0.norm.weight", i) != NULL;
+    }
+    if (!(t = find(w, "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight")))
+        return sd_errorf(ctx, SD_ERR_FORMAT, "unet: missing tensor 'mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight'");
+    c->context_dim = (int)dim(t, 1);
+    t = find(w, "mid_block.attentions.0.proj_in.weight");
+    c->linear_proj = t && t->n_dims == 2;
+    if (!(t = find(w, "time_embedding.linear_1.weight")))
+        return sd_errorf(ctx, SD_ERR_FORMAT, "unet: missing tensor 'time_embedding.linear_1.weight'");
+    c->time_embed_dim = (int)dim(t, 0);
+    return SD_OK;
+}
+
+int sd_model_infer_vae(struct sd_ctx *ctx, struct sd_vae_config *c, struct sd_weights *w) {
+    const struct sd_tensor *t;
+    c->has_decoder = find(w, "decoder.conv_in.weight") != NULL;
+    c->has_encoder = find(w, "encoder.conv_in.weight") != NULL;
+    if (!c->has_decoder) return sd_errorf(ctx, SD_ERR_FORMAT, "vae: missing tensor 'decoder.conv_in.weight'");
+    c->latent_channels = (int)dim(find(w, "decoder.conv_in.weight"), 1);
+    int nl = 0;
+    while (nl < SD_MAX_LEVELS && (t = find(w, "decoder.up_blocks.%d.resnets.0.conv1.weight", nl))) nl++;
+    if (nl == 0) return sd_errorf(ctx, SD_ERR_FORMAT, "vae: missing tensor 'decoder.up_blocks.0.resnets.0.conv1.weight'");
+    c->n_levels = nl;
+    for (int i = 0; i < nl; i++) /* encoder order: widths of decoder up blocks reversed */
+        c->block_out[i] = (int)dim(find(w, "decoder.up_blocks.%d.resnets.0.conv1.weight", nl - 1 - i), 0);
+    int L = 0;
+    while (find(w, "decoder.up_blocks.0.resnets.%d.conv1.weight", L)) L++;
+    c->layers_per_block = L - 1;
+    if (c->layers_per_block < 1) return sd_errorf(ctx, SD_ERR_FORMAT, "vae: decoder up blocks have %d resnets", L);
+    c->in_channels = 3;
+    return SD_OK;
+}
+
+int sd_model_infer_clip(struct sd_ctx *ctx, struct sd_clip_config *c, struct sd_weights *w) {
+    const struct sd_tensor *t;
+    if (!(t = find(w, "text_model.embeddings.token_embedding.weight")))
+        return sd_errorf(ctx, SD_ERR_FORMAT, "text encoder: missing tensor 'text_model.embeddings.token_embedding.weight'");
+    c->vocab = (int)dim(t, 0);
+    c->hidden = (int)dim(t, 1);
+    if ((t = find(w, "text_model.embeddings.position_embedding.weight"))) c->max_pos = (int)dim(t, 0);
+    int l = 0;
+    while (find(w, "text_model.encoder.layers.%d.layer_norm1.weight", l)) l++;
+    if (l == 0) return sd_errorf(ctx, SD_ERR_FORMAT, "text encoder: no layers (text_model.encoder.layers.0.*)");
+    c->layers = l;
+    if ((t = find(w, "text_model.encoder.layers.0.mlp.fc1.weight"))) c->intermediate = (int)dim(t, 0);
+    if (c->hidden % c->heads) c->heads = c->hidden / 64 > 0 ? c->hidden / 64 : 1;
+    return SD_OK;
+}
+
+/* Reads dir/name into a JSON DOM; returns NULL (no error) if absent. */
+static struct sd_json *read_json(struct sd_ctx *ctx, const char *dir, const char *name, int *rc) {
+    char path[2048];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    *rc = SD_OK;
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = n > 0 && n < (64 << 20) ? malloc((size_t)n) : NULL;
+    struct sd_json *doc = NULL;
+    if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        *rc = sd_errorf(ctx, SD_ERR_IO, "cannot read %s", path);
+    } else if ((*rc = sd_json_parse(ctx, buf, (size_t)n, &doc)) != SD_OK) {
+        sd_error_wrap(ctx, "%s", path);
+    }
+    free(buf);
+    fclose(f);
+    return doc;
+}
+
+static void int_list(const struct sd_json *v, int *out, int n) {
+    if (!v) return;
+    if (v->type == SD_JSON_NUM) {
+        for (int i = 0; i < n; i++) out[i] = (int)sd_json_int(v, out[i]);
+    } else {
+        for (int i = 0; i < n && i < (int)sd_json_len(v); i++) out[i] = (int)sd_json_int(sd_json_at(v, (size_t)i), out[i]);
+    }
+}
+
+int sd_model_read_configs(struct sd_ctx *ctx, struct sd_model *m, const char *dir) {
+    int rc;
+    struct sd_json *j = read_json(ctx, dir, "unet/config.json", &rc);
+    if (rc) return rc;
+    if (j) {
+        const struct sd_json *h = sd_json_get(j, "num_attention_heads");
+        if (!h || h->type == SD_JSON_NULL) h = sd_json_get(j, "attention_head_dim");
+        if (h) {
+            int_list(h, m->unet.heads, SD_MAX_LEVELS);
+            m->unet.head_dim = 0;
+        }
+        m->unet.norm_groups = (int)sd_json_int(sd_json_get(j, "norm_num_groups"), m->unet.norm_groups);
+        m->unet.norm_eps = (float)sd_json_num(sd_json_get(j, "norm_eps"), m->unet.norm_eps);
+        sd_json_free(j);
+    }
+    j = read_json(ctx, dir, "vae/config.json", &rc);
+    if (rc) return rc;
+    if (j) {
+        m->vae.norm_groups = (int)sd_json_int(sd_json_get(j, "norm_num_groups"), m->vae.norm_groups);
+        m->vae.scaling_factor = (float)sd_json_num(sd_json_get(j, "scaling_factor"), m->vae.scaling_factor);
+        sd_json_free(j);
+    }
+    j = read_json(ctx, dir, "text_encoder/config.json", &rc);
+    if (rc) return rc;
+    if (j) {
+        m->clip.heads = (int)sd_json_int(sd_json_get(j, "num_attention_heads"), m->clip.heads);
+        m->clip.eps = (float)sd_json_num(sd_json_get(j, "layer_norm_eps"), m->clip.eps);
+        const char *act = sd_json_str(sd_json_get(j, "hidden_act"));
+        if (act) m->clip.quick_gelu = strcmp(act, "quick_gelu") == 0;
+        sd_json_free(j);
+    }
+    j = read_json(ctx, dir, "scheduler/scheduler_config.json", &rc);
+    if (rc) return rc;
+    if (j) {
+        const char *pt = sd_json_str(sd_json_get(j, "prediction_type"));
+        if (pt && strcmp(pt, "v_prediction") == 0) m->prediction = SD_PRED_V;
+        sd_json_free(j);
+    }
+    j = read_json(ctx, dir, "tokenizer/tokenizer_config.json", &rc);
+    if (rc) return rc;
+    if (j) {
+        const struct sd_json *pad = sd_json_get(j, "pad_token");
+        const char *ps = sd_json_str(pad);
+        if (!ps) ps = sd_json_str(sd_json_get(pad, "content"));
+        if (ps) m->clip.pad_id = strcmp(ps, "!") == 0 ? 0 : 49407;
+        sd_json_free(j);
+    }
+    return SD_OK;
+}

@@ -1,0 +1,245 @@
+/* runtime.c - backends + a cache of planned graphs per component and shape
+ * (see runtime.h). */
+#include "runtime.h"
+
+#include "cpu.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum rt_kind { RT_CLIP = 1, RT_UNET, RT_VAE_DEC, RT_VAE_ENC };
+
+#define RT_CACHE 8
+
+struct rt_entry {
+    int kind;
+    uint64_t model;
+    int64_t key[6];
+    struct sd_graph *g;
+    struct sd_sched *s;
+    struct sd_tensor *in[3], *out;
+    uint64_t last_used;
+};
+
+struct sd_runtime {
+    struct sd_ctx *ctx;
+    struct sd_backend *backends[SD_MAX_BACKENDS];
+    int n_backends;
+    struct rt_entry cache[RT_CACHE];
+    uint64_t tick;
+    size_t peak_arena;
+    int profile;
+    struct sd_op_profile prof[SD_MAX_BACKENDS][SD_OP_COUNT];
+};
+
+int sd_backend_kind_parse(const char *s) {
+    if (!strcmp(s, "cpu")) return SD_BACKEND_CPU;
+    if (!strcmp(s, "opencl")) return SD_BACKEND_OPENCL;
+    if (!strcmp(s, "auto")) return SD_BACKEND_AUTO;
+    return -1;
+}
+
+struct sd_runtime *sd_runtime_new(struct sd_ctx *ctx, enum sd_backend_kind kind, int n_threads) {
+    struct sd_runtime *rt = calloc(1, sizeof *rt);
+    if (!rt) {
+        sd_errorf(ctx, SD_ERR_NOMEM, "runtime: out of memory");
+        return NULL;
+    }
+    rt->ctx = ctx;
+    if (kind != SD_BACKEND_CPU) {
+        sd_runtime_free(rt);
+        sd_errorf(ctx, SD_ERR_UNSUPPORTED, "runtime: the opencl backend is not built into this sdrt");
+        return NULL;
+    }
+    struct sd_backend *cpu = sd_cpu_backend_new(ctx, n_threads);
+    if (!cpu) {
+        sd_runtime_free(rt);
+        return NULL;
+    }
+    rt->backends[rt->n_backends++] = cpu;
+    return rt;
+}
+
+static void entry_clear(struct rt_entry *e) {
+    sd_sched_free(e->s);
+    sd_graph_free(e->g);
+    memset(e, 0, sizeof *e);
+}
+
+void sd_runtime_free(struct sd_runtime *rt) {
+    if (!rt) return;
+    for (int i = 0; i < RT_CACHE; i++) entry_clear(&rt->cache[i]);
+    for (int i = 0; i < rt->n_backends; i++) sd_backend_free(rt->backends[i]);
+    free(rt);
+}
+
+struct sd_ctx *sd_runtime_ctx(struct sd_runtime *rt) { return rt->ctx; }
+
+void sd_runtime_release_model(struct sd_runtime *rt, const struct sd_model *m) {
+    for (int i = 0; rt && m && i < RT_CACHE; i++)
+        if (rt->cache[i].g && rt->cache[i].model == m->id) entry_clear(&rt->cache[i]);
+}
+
+void sd_runtime_set_profile(struct sd_runtime *rt, int on) {
+    rt->profile = on;
+    memset(rt->prof, 0, sizeof rt->prof);
+}
+
+const struct sd_op_profile *sd_runtime_profile(const struct sd_runtime *rt, int backend, enum sd_op op) {
+    return backend >= 0 && backend < rt->n_backends && (unsigned)op < SD_OP_COUNT ? &rt->prof[backend][op] : NULL;
+}
+
+int sd_runtime_n_backends(const struct sd_runtime *rt) { return rt->n_backends; }
+const char *sd_runtime_backend_name(const struct sd_runtime *rt, int i) {
+    return i >= 0 && i < rt->n_backends ? sd_backend_name(rt->backends[i]) : "?";
+}
+
+void sd_runtime_profile_print(const struct sd_runtime *rt, FILE *f) {
+    double total = 0, total_flops = 0;
+    for (int b = 0; b < rt->n_backends; b++)
+        for (int op = 0; op < SD_OP_COUNT; op++) total += rt->prof[b][op].seconds, total_flops += rt->prof[b][op].flops;
+    fprintf(f, "%-8s %-20s %7s %10s %7s %10s\n", "backend", "op", "calls", "seconds", "share", "GFLOP/s");
+    for (int b = 0; b < rt->n_backends; b++)
+        for (int op = 0; op < SD_OP_COUNT; op++) {
+            const struct sd_op_profile *p = &rt->prof[b][op];
+            if (!p->calls) continue;
+            fprintf(f, "%-8s %-20s %7d %10.3f %6.1f%% %10.1f\n", sd_backend_name(rt->backends[b]), sd_op_name((enum sd_op)op),
+                    p->calls, p->seconds, total > 0 ? 100.0 * p->seconds / total : 0.0,
+                    p->seconds > 0 ? p->flops / p->seconds * 1e-9 : 0.0);
+        }
+    fprintf(f, "%-8s %-20s %7s %10.3f %6.1f%% %10.1f\n", "all", "total", "", total, 100.0,
+            total > 0 ? total_flops / total * 1e-9 : 0.0);
+}
+size_t sd_runtime_arena_bytes(const struct sd_runtime *rt) { return rt->peak_arena; }
+
+static struct rt_entry *lookup(struct sd_runtime *rt, int kind, const struct sd_model *m, const int64_t key[6]) {
+    rt->tick++;
+    for (int i = 0; i < RT_CACHE; i++) {
+        struct rt_entry *e = &rt->cache[i];
+        if (e->g && e->kind == kind && e->model == m->id && !memcmp(e->key, key, sizeof e->key)) {
+            e->last_used = rt->tick;
+            return e;
+        }
+    }
+    return NULL;
+}
+
+static struct rt_entry *slot(struct sd_runtime *rt) {
+    struct rt_entry *best = &rt->cache[0];
+    for (int i = 0; i < RT_CACHE; i++) {
+        if (!rt->cache[i].g) return &rt->cache[i];
+        if (rt->cache[i].last_used < best->last_used) best = &rt->cache[i];
+    }
+    entry_clear(best);
+    return best;
+}
+
+/* Plans and places a freshly built graph in e; on failure clears e. */
+static int finish(struct sd_runtime *rt, struct rt_entry *e, struct sd_tensor *out) {
+    int rc;
+    if (!out) {
+        rc = e->g->status ? e->g->status : SD_ERR_INVALID;
+        goto fail;
+    }
+    sd_graph_output(e->g, out);
+    e->out = out;
+    if ((rc = sd_graph_plan(e->g)) != SD_OK) goto fail;
+    if (!(e->s = sd_sched_new(rt->ctx, rt->backends, rt->n_backends))) {
+        rc = rt->ctx->status;
+        goto fail;
+    }
+    if ((rc = sd_sched_alloc(e->s, e->g)) != SD_OK) goto fail;
+    if (e->g->arena_size > rt->peak_arena) rt->peak_arena = e->g->arena_size;
+    if (getenv("SDRT_GRAPH_DEBUG")) sd_graph_print(e->g, stderr, atoi(getenv("SDRT_GRAPH_DEBUG")) > 1);
+    e->last_used = rt->tick;
+    return SD_OK;
+fail:
+    entry_clear(e);
+    return rc;
+}
+
+static int run(struct sd_runtime *rt, struct rt_entry *e, const void *const *inputs, float *out) {
+    (void)rt;
+    int rc;
+    if ((rc = sd_sched_alloc(e->s, e->g)) != SD_OK) return rc;
+    for (int i = 0; i < 3 && e->in[i]; i++) memcpy(e->in[i]->data, inputs[i], sd_tensor_nbytes(e->in[i]));
+    e->s->profile = rt->profile;
+    if ((rc = sd_sched_compute(e->s, e->g)) != SD_OK) return rc;
+    memcpy(out, e->out->data, sd_tensor_nbytes(e->out));
+    if (rt->profile)
+        for (int i = 0; i < e->g->n_nodes; i++) {
+            const struct sd_tensor *t = e->g->nodes[i];
+            if (t->op == SD_OP_NONE || t->op == SD_OP_RESHAPE) continue;
+            struct sd_op_profile *p = &rt->prof[t->backend][t->op];
+            p->seconds += e->s->node_time[i];
+            p->flops += sd_node_flops(t);
+            p->calls++;
+        }
+    return SD_OK;
+}
+
+int sd_run_clip(struct sd_runtime *rt, struct sd_model *m, const int32_t *ids, int B, int clip_skip, float *out) {
+    if (!m->te) return sd_errorf(rt->ctx, SD_ERR_INVALID, "%s: the model has no text encoder", m->path);
+    int64_t key[6] = {B, clip_skip, m->clip.max_pos};
+    struct rt_entry *e = lookup(rt, RT_CLIP, m, key);
+    if (!e) {
+        e = slot(rt);
+        *e = (struct rt_entry){.kind = RT_CLIP, .model = m->id, .key = {B, clip_skip, m->clip.max_pos}};
+        if (!(e->g = sd_graph_new(rt->ctx))) return rt->ctx->status;
+        e->in[0] = sd_graph_input(e->g, "ids", SD_I32, 2, (int64_t[]){B, m->clip.max_pos});
+        int rc = finish(rt, e, sd_clip_build(e->g, &m->clip, m->te, e->in[0], clip_skip));
+        if (rc) return sd_error_wrap(rt->ctx, "text encoder");
+    }
+    const void *in[1] = {ids};
+    return run(rt, e, in, out);
+}
+
+int sd_run_unet(struct sd_runtime *rt, struct sd_model *m, const float *x, int B, int h, int w, const float *t,
+                const float *context, int ctx_len, float *out) {
+    int64_t key[6] = {B, h, w, ctx_len};
+    struct rt_entry *e = lookup(rt, RT_UNET, m, key);
+    if (!e) {
+        e = slot(rt);
+        *e = (struct rt_entry){.kind = RT_UNET, .model = m->id, .key = {B, h, w, ctx_len}};
+        if (!(e->g = sd_graph_new(rt->ctx))) return rt->ctx->status;
+        e->in[0] = sd_graph_input(e->g, "latent", SD_F32, 4, (int64_t[]){B, m->unet.in_channels, h, w});
+        e->in[1] = sd_graph_input(e->g, "timestep", SD_F32, 1, (int64_t[]){B});
+        e->in[2] = sd_graph_input(e->g, "context", SD_F32, 3, (int64_t[]){B, ctx_len, m->unet.context_dim});
+        int rc = finish(rt, e, sd_unet_build(e->g, &m->unet, m->un, e->in[0], e->in[1], e->in[2]));
+        if (rc) return sd_error_wrap(rt->ctx, "unet");
+    }
+    const void *in[3] = {x, t, context};
+    return run(rt, e, in, out);
+}
+
+int sd_run_vae_decode(struct sd_runtime *rt, struct sd_model *m, const float *z, int B, int h, int w, float *img) {
+    if (!m->va) return sd_errorf(rt->ctx, SD_ERR_INVALID, "%s: the model has no VAE", m->path);
+    int64_t key[6] = {B, h, w};
+    struct rt_entry *e = lookup(rt, RT_VAE_DEC, m, key);
+    if (!e) {
+        e = slot(rt);
+        *e = (struct rt_entry){.kind = RT_VAE_DEC, .model = m->id, .key = {B, h, w}};
+        if (!(e->g = sd_graph_new(rt->ctx))) return rt->ctx->status;
+        e->in[0] = sd_graph_input(e->g, "z", SD_F32, 4, (int64_t[]){B, m->vae.latent_channels, h, w});
+        int rc = finish(rt, e, sd_vae_decode_build(e->g, &m->vae, m->va, e->in[0]));
+        if (rc) return sd_error_wrap(rt->ctx, "vae decoder");
+    }
+    const void *in[1] = {z};
+    return run(rt, e, in, img);
+}
+
+int sd_run_vae_encode(struct sd_runtime *rt, struct sd_model *m, const float *img, int B, int H, int W, float *moments) {
+    if (!m->va || !m->vae.has_encoder) return sd_errorf(rt->ctx, SD_ERR_INVALID, "%s: the model has no VAE encoder", m->path);
+    int64_t key[6] = {B, H, W};
+    struct rt_entry *e = lookup(rt, RT_VAE_ENC, m, key);
+    if (!e) {
+        e = slot(rt);
+        *e = (struct rt_entry){.kind = RT_VAE_ENC, .model = m->id, .key = {B, H, W}};
+        if (!(e->g = sd_graph_new(rt->ctx))) return rt->ctx->status;
+        e->in[0] = sd_graph_input(e->g, "image", SD_F32, 4, (int64_t[]){B, 3, H, W});
+        int rc = finish(rt, e, sd_vae_encode_build(e->g, &m->vae, m->va, e->in[0]));
+        if (rc) return sd_error_wrap(rt->ctx, "vae encoder");
+    }
+    const void *in[1] = {img};
+    return run(rt, e, in, moments);
+}

@@ -1,0 +1,424 @@
+/* weights.c - a model's f32 tensors by name, loaded lazily from safetensors
+ * files (see weights.h for the contract). */
+#include "weights.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+enum { W_FILE, W_ADDED, W_SLICE };
+
+struct w_entry {
+    struct sd_tensor t;              /* f32; t.data is NULL until loaded */
+    char *name;                      /* full name (t.name may be truncated) */
+    int kind;                        /* W_FILE, W_ADDED (data owned), W_SLICE (aliases another) */
+    int loaded, used;
+    int n_dims;                      /* logical shape, also for > 4 dims */
+    int64_t shape[SD_ST_MAX_DIMS];
+    const struct sd_st_tensor *src;  /* W_FILE: the file's tensor */
+    struct sd_st_file *file;         /* W_FILE: borrowed from w->files */
+    const char *from;                /* description of the source, for messages */
+    float *dst;                      /* W_FILE: arena slot to convert into, NULL for zero copy */
+};
+
+struct w_source {
+    struct sd_st_file *file;         /* one reference held */
+    char *desc;                      /* "path" or "path (prefix 'p.')" */
+    float *arena;                    /* conversions of this file's tensors (sd_malloc_aligned) */
+};
+
+struct sd_weights {
+    struct sd_ctx *ctx;
+    struct w_entry **e;
+    int n, cap;
+    uint32_t *index;                 /* open addressing: entry position + 1 */
+    uint32_t index_cap;
+    struct w_source *src;
+    int n_src;
+};
+
+static uint32_t hash_name(const char *s) {
+    uint32_t h = 2166136261u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h ^ (h >> 15);
+}
+
+static struct w_entry *lookup(const struct sd_weights *w, const char *name) {
+    if (!w->index_cap) return NULL;
+    uint32_t mask = w->index_cap - 1;
+    for (uint32_t s = hash_name(name) & mask, k; (k = w->index[s]) != 0; s = (s + 1) & mask)
+        if (strcmp(w->e[k - 1]->name, name) == 0) return w->e[k - 1];
+    return NULL;
+}
+
+static void index_insert(struct sd_weights *w, int pos) {
+    uint32_t mask = w->index_cap - 1, s = hash_name(w->e[pos]->name) & mask;
+    while (w->index[s]) s = (s + 1) & mask;
+    w->index[s] = (uint32_t)pos + 1;
+}
+
+/* Rebuilds the index for entries [0, w->n) with room for `want` entries. */
+static int index_rebuild(struct sd_weights *w, int want) {
+    uint32_t cap = 64;
+    while (cap < 2u * (uint32_t)want) cap *= 2;
+    uint32_t *idx = calloc(cap, sizeof *idx);
+    if (!idx) return sd_errorf(w->ctx, SD_ERR_NOMEM, "weights: out of memory for the index");
+    free(w->index);
+    w->index = idx;
+    w->index_cap = cap;
+    for (int k = 0; k < w->n; k++) index_insert(w, k);
+    return SD_OK;
+}
+
+static void entry_free(struct w_entry *e) {
+    if (!e) return;
+    if (e->kind == W_ADDED) free(e->t.data);
+    free(e->name);
+    free(e);
+}
+
+/* Appends a new entry named `name` (must be new); returns it or NULL. */
+static struct w_entry *entry_new(struct sd_weights *w, const char *name, int n_dims, const int64_t *shape) {
+    struct w_entry *e = calloc(1, sizeof *e);
+    if (!e || !(e->name = strdup(name))) goto nomem;
+    if (w->n == w->cap) {
+        int cap = w->cap ? w->cap * 2 : 256;
+        struct w_entry **p = realloc(w->e, (size_t)cap * sizeof *p);
+        if (!p) goto nomem;
+        w->e = p;
+        w->cap = cap;
+    }
+    if (2u * (uint32_t)(w->n + 1) > w->index_cap && index_rebuild(w, w->cap)) goto fail;
+    e->n_dims = n_dims;
+    memcpy(e->shape, shape, (size_t)n_dims * sizeof *shape);
+    if (n_dims <= 4) sd_tensor_set_shape(&e->t, SD_F32, n_dims, shape);
+    e->t.flags = SD_TF_WEIGHT;
+    e->t.index = -1;
+    snprintf(e->t.name, sizeof e->t.name, "%s", name);
+    w->e[w->n] = e;
+    index_insert(w, w->n++);
+    return e;
+nomem:
+    sd_errorf(w->ctx, SD_ERR_NOMEM, "weights: out of memory adding '%s'", name);
+fail:
+    entry_free(e);
+    return NULL;
+}
+
+struct sd_weights *sd_weights_new(struct sd_ctx *ctx) {
+    struct sd_weights *w = calloc(1, sizeof *w);
+    if (!w) sd_errorf(ctx, SD_ERR_NOMEM, "weights: out of memory");
+    else w->ctx = ctx;
+    return w;
+}
+
+void sd_weights_free(struct sd_weights *w) {
+    if (!w) return;
+    for (int k = 0; k < w->n; k++) entry_free(w->e[k]);
+    for (int k = 0; k < w->n_src; k++) {
+        sd_free_aligned(w->src[k].arena);
+        free(w->src[k].desc);
+        sd_st_close(w->src[k].file);
+    }
+    free(w->src);
+    free(w->e);
+    free(w->index);
+    free(w);
+}
+
+int sd_weights_add_file(struct sd_weights *w, struct sd_st_file *f, const char *strip_prefix,
+                        sd_weights_rename_fn rename, void *user) {
+    struct sd_ctx *ctx = w->ctx;
+    size_t plen = strip_prefix ? strlen(strip_prefix) : 0;
+    int n0 = w->n, rc = SD_OK;
+    size_t arena_bytes = 0;
+    char buf[512];
+    struct w_source *srcs = realloc(w->src, (size_t)(w->n_src + 1) * sizeof *srcs);
+    if (!srcs) return sd_errorf(ctx, SD_ERR_NOMEM, "weights: out of memory");
+    w->src = srcs;
+    struct w_source *s = &w->src[w->n_src];
+    memset(s, 0, sizeof *s);
+    size_t dlen = strlen(f->path) + plen + 32;
+    if (!(s->desc = malloc(dlen))) return sd_errorf(ctx, SD_ERR_NOMEM, "weights: out of memory");
+    if (plen) snprintf(s->desc, dlen, "%s (prefix '%s')", f->path, strip_prefix);
+    else snprintf(s->desc, dlen, "%s", f->path);
+    for (int k = 0; k < f->n_tensors; k++) {
+        const struct sd_st_tensor *t = &f->tensors[k];
+        if (plen && strncmp(t->name, strip_prefix, plen) != 0) continue;
+        const char *name = t->name + plen;
+        if (rename) {
+            buf[0] = 0;
+            name = rename(name, buf, sizeof buf, user);
+            if (!name) continue;
+        }
+        struct w_entry *old = lookup(w, name);
+        if (old) {
+            rc = sd_errorf(ctx, SD_ERR_FORMAT, "weights: tensor '%s' from %s (as '%s') is already present (%s%s)",
+                           name, s->desc, t->name, old->from ? "from " : "added at load time",
+                           old->from ? old->from : "");
+            goto fail;
+        }
+        struct w_entry *e = entry_new(w, name, t->n_dims, t->shape);
+        if (!e) {
+            rc = ctx && ctx->status ? ctx->status : SD_ERR_NOMEM;
+            goto fail;
+        }
+        e->kind = W_FILE;
+        e->src = t;
+        e->file = f;
+        e->from = s->desc;
+        /* Conversions get a 64-byte aligned slot in this file's arena; the
+         * offset is kept in dst until the arena exists. */
+        int zero_copy = (t->type == SD_F32 && ((uintptr_t)t->data & 3) == 0) || t->nbytes == 0;
+        if (!zero_copy && t->type != SD_DTYPE_COUNT && e->n_dims <= 4) {
+            e->dst = (float *)(uintptr_t)(arena_bytes + 1);
+            arena_bytes += ((size_t)sd_tensor_nelements(&e->t) * sizeof(float) + 63) & ~(size_t)63;
+        }
+    }
+    if (arena_bytes) {
+        s->arena = sd_malloc_aligned(arena_bytes);
+        if (!s->arena) {
+            rc = sd_errorf(ctx, SD_ERR_NOMEM, "weights: cannot reserve %.1f MiB for converting %s",
+                           (double)arena_bytes / 1048576.0, s->desc);
+            goto fail;
+        }
+    }
+    for (int k = n0; k < w->n; k++)
+        if (w->e[k]->dst) w->e[k]->dst = (float *)((char *)s->arena + ((uintptr_t)w->e[k]->dst - 1));
+    s->file = sd_st_ref(f);
+    w->n_src++;
+    return SD_OK;
+fail:
+    for (int k = n0; k < w->n; k++) entry_free(w->e[k]);
+    w->n = n0;
+    if (w->index_cap) { /* re-insert the survivors in place: no allocation */
+        memset(w->index, 0, w->index_cap * sizeof *w->index);
+        for (int k = 0; k < w->n; k++) index_insert(w, k);
+    }
+    free(s->desc);
+    return rc;
+}
+
+/* Converts e's data into place, or points it into the mapping. Errors go
+ * to ctx (may be NULL: the message is dropped). */
+static int entry_load(struct sd_ctx *ctx, struct w_entry *e) {
+    if (e->loaded) return SD_OK;
+    const struct sd_st_tensor *t = e->src;
+    if (t->type == SD_DTYPE_COUNT)
+        return sd_errorf(ctx, SD_ERR_UNSUPPORTED,
+                         "tensor '%s' in %s has unsupported dtype %s (sdrt loads F32, F16, BF16, I32, I64)", e->name,
+                         e->from, t->dtype);
+    if (e->n_dims > 4)
+        return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "tensor '%s' in %s has %d dims; sdrt tensors hold at most 4",
+                         e->name, e->from, e->n_dims);
+    if (!e->dst) { /* aligned F32, or empty */
+        e->t.data = (void *)t->data; /* read-only: see weights.h */
+    } else {
+        const struct sd_st_file *f = e->file;
+        long page = sysconf(_SC_PAGESIZE);
+        uintptr_t a = (uintptr_t)t->data, b = a + t->nbytes;
+        if (f->mapped && t->nbytes >= (1u << 20)) madvise((void *)(a & ~(uintptr_t)(page - 1)), b - (a & ~(uintptr_t)(page - 1)), MADV_WILLNEED);
+        const void *from = t->data;
+        void *tmp = NULL;
+        if ((uintptr_t)from % sd_dtype_size(t->type)) {
+            /* Misaligned (only in hand-made files): sd_convert_to_f32 reads
+             * whole elements, so convert from an aligned copy. */
+            if (!(tmp = sd_malloc_aligned(t->nbytes)))
+                return sd_errorf(ctx, SD_ERR_NOMEM, "weights: out of memory loading '%s'", e->name);
+            memcpy(tmp, from, t->nbytes);
+            from = tmp;
+        }
+        sd_convert_to_f32(e->dst, from, t->type, sd_tensor_nelements(&e->t));
+        sd_free_aligned(tmp);
+        e->t.data = e->dst;
+        /* Drop the whole pages of source data we no longer need from the
+         * resident set; they come back from the page cache if read again. */
+        uintptr_t pa = (a + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1), pb = b & ~(uintptr_t)(page - 1);
+        if (f->mapped && pb > pa) madvise((void *)pa, pb - pa, MADV_DONTNEED);
+    }
+    e->loaded = 1;
+    return SD_OK;
+}
+
+static int load(struct sd_weights *w, struct w_entry *e) {
+    e->used = 1;
+    return e->kind == W_FILE ? entry_load(w->ctx, e) : SD_OK;
+}
+
+struct sd_tensor *sd_weights_find(struct sd_weights *w, const char *name) {
+    struct w_entry *e = w && name ? lookup(w, name) : NULL;
+    if (!e || load(w, e)) return NULL;
+    return &e->t;
+}
+
+static const char *sources(const struct sd_weights *w, char *buf, size_t n) {
+    size_t o = 0;
+    buf[0] = 0;
+    for (int k = 0; k < w->n_src && o < n; k++)
+        o += (size_t)snprintf(buf + o, n - o, "%s%s", k ? ", " : "", w->src[k].desc);
+    if (!w->n_src) snprintf(buf, n, "weights (no files)");
+    return buf;
+}
+
+static char *dims_str(int n_dims, const int64_t *dims, char *buf, size_t n) {
+    size_t o = (size_t)snprintf(buf, n, "[");
+    for (int d = 0; d < n_dims && o < n; d++) {
+        if (dims[d] < 0) o += (size_t)snprintf(buf + o, n - o, "%s*", d ? ", " : "");
+        else o += (size_t)snprintf(buf + o, n - o, "%s%lld", d ? ", " : "", (long long)dims[d]);
+    }
+    if (o < n) snprintf(buf + o, n - o, "]");
+    return buf;
+}
+
+struct sd_tensor *sd_weights_get(struct sd_weights *w, const char *name, int n_dims, const int64_t *dims) {
+    if (!w) return NULL;
+    struct w_entry *e = name ? lookup(w, name) : NULL;
+    char a[256], b[256];
+    if (!e) {
+        sd_errorf(w->ctx, SD_ERR_FORMAT, "missing tensor '%s' in %s", name ? name : "(null)", sources(w, a, sizeof a));
+        return NULL;
+    }
+    if (n_dims >= 0) {
+        int ok = n_dims == e->n_dims;
+        for (int d = 0; ok && d < n_dims; d++)
+            if (dims[d] != -1 && dims[d] != e->shape[d]) ok = 0;
+        if (!ok) {
+            sd_errorf(w->ctx, SD_ERR_FORMAT, "tensor '%s' in %s has shape %s, expected %s", name,
+                      e->from ? e->from : "weights", dims_str(e->n_dims, e->shape, a, sizeof a),
+                      dims_str(n_dims, dims, b, sizeof b));
+            return NULL;
+        }
+    }
+    return load(w, e) ? NULL : &e->t;
+}
+
+int sd_weights_shape(const struct sd_weights *w, const char *name, int64_t dims[SD_ST_MAX_DIMS]) {
+    const struct w_entry *e = w && name ? lookup(w, name) : NULL;
+    if (!e) return -1;
+    memcpy(dims, e->shape, (size_t)e->n_dims * sizeof *dims);
+    return e->n_dims;
+}
+
+static int check_new_name(struct sd_weights *w, const char *name) {
+    if (!name || !*name) return sd_errorf(w->ctx, SD_ERR_INVALID, "weights: empty tensor name");
+    struct w_entry *old = lookup(w, name);
+    if (old)
+        return sd_errorf(w->ctx, SD_ERR_INVALID, "weights: tensor '%s' is already present (%s%s)", name,
+                         old->from ? "from " : "added at load time", old->from ? old->from : "");
+    return SD_OK;
+}
+
+struct sd_tensor *sd_weights_add(struct sd_weights *w, const char *name, int n_dims, const int64_t *dims, float *data) {
+    if (!w) {
+        free(data);
+        return NULL;
+    }
+    char a[256];
+    int bad = n_dims < 0 || n_dims > 4 || !data;
+    for (int d = 0; !bad && d < n_dims; d++) bad = dims[d] < 0;
+    if (bad) {
+        sd_errorf(w->ctx, SD_ERR_INVALID, "weights: cannot add '%s' with shape %s%s", name ? name : "(null)",
+                  n_dims >= 0 && n_dims <= 4 ? dims_str(n_dims, dims, a, sizeof a) : "(rank out of 0..4)",
+                  data ? "" : " and no data");
+        free(data);
+        return NULL;
+    }
+    struct w_entry *e = check_new_name(w, name) ? NULL : entry_new(w, name, n_dims, dims);
+    if (!e) {
+        free(data);
+        return NULL;
+    }
+    e->kind = W_ADDED;
+    e->t.data = data;
+    e->loaded = 1;
+    return &e->t;
+}
+
+struct sd_tensor *sd_weights_add_slice(struct sd_weights *w, const char *name, const char *src, int64_t begin,
+                                       int64_t end) {
+    if (!w) return NULL;
+    struct sd_tensor *s = sd_weights_get(w, src, -1, NULL);
+    if (!s) return NULL;
+    struct w_entry *se = lookup(w, src);
+    char a[256];
+    if (se->n_dims < 1 || begin < 0 || end < begin || end > se->shape[0]) {
+        sd_errorf(w->ctx, SD_ERR_INVALID, "weights: cannot slice rows [%lld, %lld) of '%s' with shape %s for '%s'",
+                  (long long)begin, (long long)end, src, dims_str(se->n_dims, se->shape, a, sizeof a),
+                  name ? name : "(null)");
+        return NULL;
+    }
+    if (check_new_name(w, name)) return NULL;
+    int64_t shape[SD_ST_MAX_DIMS];
+    memcpy(shape, se->shape, sizeof shape);
+    shape[0] = end - begin;
+    struct w_entry *e = entry_new(w, name, se->n_dims, shape);
+    if (!e) return NULL;
+    /* entry_new may have moved w->e, not the entries: se is still valid. */
+    size_t row = (size_t)(sd_tensor_nelements(s) / (se->shape[0] ? se->shape[0] : 1));
+    e->kind = W_SLICE;
+    e->from = se->from;
+    e->t.data = (float *)s->data + (size_t)begin * row;
+    e->loaded = e->used = 1;
+    return &e->t;
+}
+
+int sd_weights_load_all(struct sd_weights *w) {
+    /* One parallel region over the tensors (each conversion then runs on one
+     * thread) instead of one region per tensor: fewer barriers, and the
+     * page faults of different tensors overlap. Messages are recorded by a
+     * serial pass over whatever failed. */
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (int k = 0; k < w->n; k++)
+        if (w->e[k]->kind == W_FILE) entry_load(NULL, w->e[k]);
+    for (int k = 0; k < w->n; k++) {
+        struct w_entry *e = w->e[k];
+        if (e->kind == W_FILE && entry_load(w->ctx, e)) return w->ctx && w->ctx->status ? w->ctx->status : SD_ERR_FORMAT;
+    }
+    return SD_OK;
+}
+
+int sd_weights_count(const struct sd_weights *w) { return w ? w->n : 0; }
+
+int64_t sd_weights_n_params(const struct sd_weights *w) {
+    int64_t n = 0;
+    for (int k = 0; w && k < w->n; k++) {
+        const struct w_entry *e = w->e[k];
+        if (e->kind == W_SLICE) continue;
+        int64_t c = 1;
+        for (int d = 0; d < e->n_dims; d++) c *= e->shape[d];
+        n += c;
+    }
+    return n;
+}
+
+size_t sd_weights_nbytes(const struct sd_weights *w) {
+    size_t n = 0;
+    for (int k = 0; w && k < w->n; k++)
+        if (w->e[k]->kind != W_SLICE && w->e[k]->loaded) n += sd_tensor_nbytes(&w->e[k]->t);
+    return n;
+}
+
+const char *sd_weights_name(const struct sd_weights *w, int i) {
+    return w && i >= 0 && i < w->n ? w->e[i]->name : NULL;
+}
+
+int sd_weights_used(const struct sd_weights *w, int i) { return w && i >= 0 && i < w->n ? w->e[i]->used : 0; }
+
+int sd_weights_reshape(struct sd_weights *w, const char *name, int n_dims, const int64_t *dims) {
+    struct w_entry *e = lookup(w, name);
+    if (!e) return sd_errorf(w->ctx, SD_ERR_INVALID, "reshape: missing tensor '%s'", name);
+    int64_t a = 1, b = 1;
+    for (int i = 0; i < e->n_dims; i++) a *= e->shape[i];
+    for (int i = 0; i < n_dims; i++) b *= dims[i];
+    if (n_dims < 1 || n_dims > 4 || a != b)
+        return sd_errorf(w->ctx, SD_ERR_INVALID, "reshape: tensor '%s' has %lld elements, target %lld", name, (long long)a,
+                         (long long)b);
+    e->n_dims = n_dims;
+    memcpy(e->shape, dims, (size_t)n_dims * sizeof *dims);
+    void *data = e->t.data;
+    sd_tensor_set_shape(&e->t, SD_F32, n_dims, dims);
+    e->t.data = data;
+    return SD_OK;
+}

@@ -1,0 +1,101 @@
+/* weights.h - the set of tensors a model owns, as f32 sd_tensors by name.
+ *
+ *   struct sd_weights *w = sd_weights_new(ctx);
+ *   if (sd_weights_add_file(w, f, "model.diffusion_model.", ldm_to_diffusers, NULL)) goto fail;
+ *   sd_st_close(f);                          // w keeps its own reference
+ *   struct sd_tensor *k = sd_weights_get(w, "conv_in.weight", 4, (int64_t[]){320, -1, 3, 3});
+ *   if (!k) goto fail;                       // ctx: "tensor 'conv_in.weight' in ... has shape ..."
+ *
+ * Contract:
+ * - Every tensor is f32 (flags SD_TF_WEIGHT, index -1, PyTorch-order shape
+ *   via sd_tensor_set_shape). Tensor pointers stay valid until
+ *   sd_weights_free. The data is read-only: F32 data may point straight into
+ *   a PROT_READ file mapping.
+ * - Loading is lazy: sd_weights_add_file only registers names and shapes; a
+ *   tensor's data is produced on its first sd_weights_get (or by
+ *   sd_weights_load_all). F32 tensors whose data is 4-byte aligned are used in
+ *   place (zero copy; the file stays mapped while w lives); F16/BF16/I32/I64
+ *   and misaligned F32 are converted once (sd_convert_to_f32, OpenMP) into
+ *   one arena per added file, reserved up front but only touched - and so
+ *   only resident - as tensors are loaded. After converting from a mapped
+ *   file, the source pages are dropped from our resident set
+ *   (madvise DONTNEED), so a model never holds both the f16 and f32 copies.
+ *   Tensors never asked for cost no memory.
+ * - Not thread-safe: build a model's weights from one thread.
+ * - Errors (NULL / status with ctx set) name the tensor and the source:
+ *   "missing tensor 'x.y.weight' in FILE", "tensor 'x' in FILE has shape
+ *   [320, 4, 3, 3], expected [320, 9, 3, 3]", "tensor 'x' in FILE has
+ *   unsupported dtype F64".
+ */
+#ifndef SDRT_WEIGHTS_H
+#define SDRT_WEIGHTS_H
+
+#include "safetensors.h"
+#include "tensor.h"
+
+struct sd_weights;
+
+/* Maps a file's tensor name (already stripped of the prefix) to the name the
+ * model uses. Returns `name` itself, a string written into buf[0..size), or
+ * NULL to skip the tensor. */
+typedef const char *(*sd_weights_rename_fn)(const char *name, char *buf, size_t size, void *user);
+
+/* Returns an empty container owned by the caller, or NULL (ctx set). */
+struct sd_weights *sd_weights_new(struct sd_ctx *ctx);
+/* Frees every tensor and releases the files. NULL-safe. */
+void sd_weights_free(struct sd_weights *w);
+
+/* Registers the tensors of f whose name starts with strip_prefix (NULL or ""
+ * for all), under the name with the prefix removed, passed through rename
+ * when given. Takes its own reference to f. Tensors of unsupported dtype or
+ * more than 4 dims are registered too and fail only when asked for. Returns
+ * SD_OK, or SD_ERR_FORMAT on a name clash with a tensor already in w (w is
+ * then unchanged), SD_ERR_NOMEM. */
+int sd_weights_add_file(struct sd_weights *w, struct sd_st_file *f, const char *strip_prefix,
+                        sd_weights_rename_fn rename, void *user);
+
+/* The tensor `name`, loaded, after checking its shape: n_dims < 0 skips the
+ * check; otherwise the rank must be n_dims and each dims[i] must match unless
+ * it is -1. Returns NULL with ctx set on a missing tensor, a wrong shape, an
+ * unsupported dtype or rank, or out of memory. Marks the tensor used. */
+struct sd_tensor *sd_weights_get(struct sd_weights *w, const char *name, int n_dims, const int64_t *dims);
+/* Like sd_weights_get without a shape check, but a missing tensor returns
+ * NULL without recording an error (for optional tensors). */
+struct sd_tensor *sd_weights_find(struct sd_weights *w, const char *name);
+/* Rank of `name` with its dims (outermost first) in dims[0..8), without
+ * loading it; -1 when absent. For model detection (SD1 vs SD2, inpainting). */
+int sd_weights_shape(const struct sd_weights *w, const char *name, int64_t dims[SD_ST_MAX_DIMS]);
+
+/* Adds a tensor computed at load time. Takes ownership of data (allocated
+ * with malloc or sd_malloc_aligned, n elements for the shape), also on
+ * failure. Returns the tensor, or NULL (duplicate name, bad shape, no memory). */
+struct sd_tensor *sd_weights_add(struct sd_weights *w, const char *name, int n_dims, const int64_t *dims, float *data);
+/* Adds `name` as rows [begin, end) along dim 0 of tensor `src` (loading it):
+ * e.g. OpenCLIP's in_proj_weight [3d, d] split into q, k and v. The slice
+ * aliases src's data (no copy). Returns the tensor, or NULL with ctx set. */
+struct sd_tensor *sd_weights_add_slice(struct sd_weights *w, const char *name, const char *src, int64_t begin,
+                                       int64_t end);
+
+/* Changes the shape of `name` to one with the same number of elements (no
+ * data moves): e.g. LDM VAE attention 1x1 convs [C, C, 1, 1] used as Linear
+ * [C, C]. Returns SD_OK or SD_ERR_INVALID (missing, element count). */
+int sd_weights_reshape(struct sd_weights *w, const char *name, int n_dims, const int64_t *dims);
+
+/* Loads every registered tensor now, in parallel over tensors (e.g. to time
+ * loading or fail early; tensors no one asks for then cost memory too).
+ * Returns SD_OK, or the first error (every loadable tensor is loaded). */
+int sd_weights_load_all(struct sd_weights *w);
+
+/* Number of tensors, including slices. */
+int sd_weights_count(const struct sd_weights *w);
+/* Total elements of all tensors except slices (which alias their source). */
+int64_t sd_weights_n_params(const struct sd_weights *w);
+/* Bytes of f32 data currently held: converted and added tensors, plus
+ * zero-copy tensors mapped from files (not slices). */
+size_t sd_weights_nbytes(const struct sd_weights *w);
+/* Name of the i-th tensor (in insertion order) and whether it was asked for
+ * by sd_weights_get/find/add_slice - a model loader can list unused tensors. */
+const char *sd_weights_name(const struct sd_weights *w, int i);
+int sd_weights_used(const struct sd_weights *w, int i);
+
+#endif
