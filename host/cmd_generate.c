@@ -8,6 +8,7 @@
  * error, 2 bad usage or bad input; nothing is written on failure.
  */
 #include "cmd.h"
+#include "infotext.h"
 #include "model_load.h"
 #include "pipeline.h"
 #include "png_io.h"
@@ -52,7 +53,7 @@ static void usage(enum mode mode, FILE *f) {
             "usage: sdrt %s --model MODEL --prompt TEXT [options]\n"
             "  --model PATH          single-file .safetensors (LDM names) or diffusers folder\n"
             "  --config DIR          diffusers folder whose config.json files describe a single-file model\n"
-            "  --prompt TEXT         the prompt (A1111 syntax for weights is not parsed yet)\n"
+            "  --prompt TEXT         the prompt; A1111 syntax: (word), (word:1.3), [word], \\( \\), BREAK\n"
             "  --negative-prompt T   the negative prompt (default empty)\n"
             "  --steps N             sampling steps (default 20)\n"
             "  --cfg-scale X         classifier-free guidance scale (default 7.5; <= 1 disables CFG)\n"
@@ -355,12 +356,31 @@ static int generate(struct opts *o) {
     r.t_start = sd_time_s();
     if ((rc = sd_generate(&p, &g, images))) goto rc_fail;
     for (int b = 0; b < g.batch; b++) {
-        char path[PATH_MAX], params[4096];
+        char path[PATH_MAX], model_name[256];
         output_path(o->output, b, g.batch, path, sizeof path);
-        snprintf(params, sizeof params, "%s\nNegative prompt: %s\nSteps: %d, Sampler: %s, CFG scale: %g, Seed: %lld, Size: %dx%d%s",
-                 g.prompt, g.negative_prompt, g.sampler.steps, sd_sampler_display_name(g.sampler.kind, g.sampler.karras),
-                 (double)g.cfg_scale, o->seed + b * 0, g.width, g.height, "");
-        if (sd_png_write(&ctx, path, images + (size_t)b * 3 * g.width * g.height, g.width, g.height, params)) goto fail;
+        const char *base = strrchr(o->model, '/');
+        snprintf(model_name, sizeof model_name, "%s", base && base[1] ? base + 1 : o->model);
+        char *dot = strrchr(model_name, '.');
+        if (dot && !strcmp(dot, ".safetensors")) *dot = 0;
+        struct sd_infotext it;
+        sd_infotext_init(&it);
+        it.prompt = g.prompt;
+        it.negative_prompt = g.negative_prompt;
+        it.steps = g.sampler.steps;
+        it.sampler = sd_sampler_display_name(g.sampler.kind, false);
+        it.schedule_type = g.sampler.karras ? "Karras" : NULL;
+        it.cfg_scale = g.cfg_scale;
+        it.seed = (uint64_t)o->seed;
+        it.width = g.width, it.height = g.height;
+        it.model = model_name;
+        it.denoising_strength = o->mode == MODE_TXT2IMG ? -1 : g.strength;
+        it.clip_skip = g.clip_skip;
+        it.rng = "CPU";
+        it.version = "sdrt " SDRT_VERSION;
+        char *params = sd_infotext_format(&it);
+        int wrc = sd_png_write(&ctx, path, images + (size_t)b * 3 * g.width * g.height, g.width, g.height, params);
+        free(params);
+        if (wrc) goto fail;
         if (o->json) {
             printf("{\"event\": \"image\", \"path\": ");
             json_str(stdout, path);

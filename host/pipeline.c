@@ -1,12 +1,15 @@
 /* pipeline.c - txt2img / img2img / inpaint (see pipeline.h; sd-reference §6).
  *
- * Prompts are tokenised into 75-token chunks (A1111's convention for long
- * prompts; a prompt of <= 75 tokens is exactly diffusers' 77-id input), each
- * chunk encoded by CLIP as its own 77-token sequence, and the chunk outputs
- * concatenated along the sequence axis. The positive and negative prompts are
- * padded to the same number of chunks with empty chunks.
+ * Prompts use A1111's syntax: emphasis weights `(word:1.2)`, `[word]`,
+ * BREAK, and long prompts as 75-token chunks (a plain prompt of <= 75
+ * tokens is exactly diffusers' 77-id input). Each chunk is encoded by CLIP
+ * as its own 77-token sequence, weights are applied with A1111's
+ * mean-preserving rescale, and the chunk outputs are concatenated along the
+ * sequence axis. The positive and negative prompts are padded to the same
+ * number of chunks with empty chunks.
  */
 #include "pipeline.h"
+#include "prompt.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -23,47 +26,67 @@ void sd_gen_params_init(struct sd_gen_params *g) {
     sd_sampler_params_init(&g->sampler);
 }
 
-/* Chunks of 77 ids for one prompt: *ids is malloc'd [n_chunks * 77]. */
-static int tokenize_chunks(struct sd_pipeline *p, const char *text, int32_t **ids, int *n_chunks) {
-    int n = 0, rc;
-    if ((rc = sd_tokenizer_encode(p->tok, text, NULL, 0, &n))) return rc;
-    int *raw = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
-    if (!raw) return sd_errorf(p->ctx, SD_ERR_NOMEM, "prompt: out of memory");
-    if ((rc = sd_tokenizer_encode(p->tok, text, raw, n, &n))) {
-        free(raw);
-        return rc;
-    }
-    const int L = p->model->clip.max_pos, per = L - 2;
-    int chunks = n == 0 ? 1 : (n + per - 1) / per;
-    int32_t *out = malloc(sizeof(int32_t) * (size_t)chunks * L);
-    if (!out) {
-        free(raw);
-        return sd_errorf(p->ctx, SD_ERR_NOMEM, "prompt: out of memory");
-    }
-    for (int c = 0; c < chunks; c++) {
-        int32_t *o = out + (size_t)c * L;
+/* A1111 prompt -> chunks of 77 ids and per-token weights: the emphasis
+ * syntax is parsed (prompt.c), each fragment tokenised, and the tokens cut
+ * into 75-token chunks (comma backtracking, BREAK). *ids and *w are
+ * malloc'd [n_chunks * 77]. */
+static int tokenize_chunks(struct sd_pipeline *p, const char *text, int32_t **ids, float **w, int *n_chunks) {
+    struct sd_prompt *pr = sd_prompt_parse(p->ctx, text);
+    if (!pr) return p->ctx->status ? p->ctx->status : SD_ERR_INVALID;
+    int cap = 256, n = 0, rc = SD_OK;
+    int32_t *all = malloc(sizeof(int32_t) * (size_t)cap);
+    float *wt = malloc(sizeof(float) * (size_t)cap);
+    int *tmp = NULL;
+    if (!all || !wt) rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "prompt: out of memory");
+    for (int f = 0; f < pr->n_frags && !rc; f++) {
+        const struct sd_prompt_frag *fr = &pr->frags[f];
         int k = 0;
-        o[k++] = p->tok->bos_id;
-        for (int i = c * per; i < n && i < (c + 1) * per; i++) o[k++] = raw[i];
-        o[k++] = p->tok->eos_id;
-        while (k < L) o[k++] = p->tok->pad_id;
+        if (!fr->is_break && (rc = sd_tokenizer_encode(p->tok, fr->text, NULL, 0, &k))) break;
+        int need = n + (fr->is_break ? 1 : k);
+        if (need > cap) {
+            while (cap < need) cap *= 2;
+            int32_t *na = realloc(all, sizeof(int32_t) * (size_t)cap);
+            if (na) all = na;
+            float *nw = realloc(wt, sizeof(float) * (size_t)cap);
+            if (nw) wt = nw;
+            if (!na || !nw) { rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "prompt: out of memory"); break; }
+        }
+        if (fr->is_break) {
+            all[n] = SD_PROMPT_BREAK_ID;
+            wt[n++] = 1.0f;
+            continue;
+        }
+        free(tmp);
+        if (!(tmp = malloc(sizeof(int) * (size_t)(k > 0 ? k : 1)))) { rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "prompt: out of memory"); break; }
+        if ((rc = sd_tokenizer_encode(p->tok, fr->text, tmp, k, &k))) break;
+        for (int i = 0; i < k; i++) all[n] = tmp[i], wt[n++] = (float)fr->weight;
     }
-    free(raw);
-    *ids = out;
-    *n_chunks = chunks;
-    return SD_OK;
+    if (!rc) {
+        struct sd_chunk_params cp;
+        sd_chunk_params_init(&cp, p->tok->pad_id == 0);
+        cp.chunk_len = p->model->clip.max_pos - 2;
+        rc = sd_prompt_chunk(p->ctx, all, wt, n, &cp, ids, w, n_chunks);
+    }
+    free(tmp);
+    free(all);
+    free(wt);
+    sd_prompt_free(pr);
+    return rc;
 }
 
 int sd_encode_prompt(struct sd_pipeline *p, const char *prompt, int clip_skip, float **emb, int *n_chunks, int *cached) {
     int32_t *ids = NULL;
-    int rc = tokenize_chunks(p, prompt, &ids, n_chunks);
+    float *w = NULL;
+    int rc = tokenize_chunks(p, prompt, &ids, &w, n_chunks);
     if (rc) return rc;
     const int L = p->model->clip.max_pos, d = p->model->clip.hidden, nid = *n_chunks * L;
     int64_t n = 0;
+    /* The cache holds the unweighted CLIP output, keyed by the ids. */
     const float *hit = sd_embed_cache_get(p->cache, p->model->id, clip_skip, ids, nid, &n);
     *emb = malloc(sizeof(float) * (size_t)nid * d);
     if (!*emb) {
         free(ids);
+        free(w);
         return sd_errorf(p->ctx, SD_ERR_NOMEM, "prompt: out of memory");
     }
     if (hit) {
@@ -74,7 +97,13 @@ int sd_encode_prompt(struct sd_pipeline *p, const char *prompt, int clip_skip, f
         if ((rc = sd_run_clip(p->rt, p->model, ids, *n_chunks, clip_skip, *emb)) == SD_OK)
             sd_embed_cache_put(p->cache, p->model->id, clip_skip, ids, nid, *emb, (int64_t)nid * d);
     }
+    if (!rc) {
+        bool weighted = false;
+        for (int i = 0; i < nid; i++) weighted |= w[i] != 1.0f;
+        if (weighted) sd_prompt_apply_weights(*emb, w, *n_chunks, L, d);
+    }
     free(ids);
+    free(w);
     if (rc) {
         free(*emb);
         *emb = NULL;
