@@ -31,6 +31,7 @@ struct opts {
     enum mode mode;
     const char *model, *config, *prompt, *negative, *sampler, *scheduler, *output, *init, *mask, *vocab;
     const char *preview_dir, *backend;
+    int n_iter;
     int steps, width, height, batch, clip_skip, threads, preview_every, quiet, json, width_given, height_given;
     float cfg, strength, eta;
     long long seed;
@@ -62,7 +63,9 @@ static void usage(enum mode mode, FILE *f) {
             "  --scheduler NAME      karras | normal (Karras sigmas for Euler, LMS, DPM++)\n"
             "  --eta X               DDIM eta (default 0)\n"
             "  --width N --height N  image size, multiples of 8 (default 512x512)\n"
-            "  --batch N             images per run (default 1)\n"
+            "  --batch N             images per run, denoised together (default 1)\n"
+            "  --n-iter N            runs one after another with seeds seed, seed+1, ... (A1111 batch count);\n"
+            "                        later runs reuse the prompt embeddings (no CLIP time)\n"
             "  --clip-skip N         A1111 clip skip (1 = last layer, 2 = penultimate)\n"
             "  --prediction epsilon|v  override the model's prediction type (SD2 768 models: v)\n"
             "%s"
@@ -124,6 +127,7 @@ static int parse(int argc, char **argv, struct opts *o) {
         else if (!strcmp(a, "--width") || !strcmp(a, "-W")) { NUM(width, (int)strtol(v, &end, 10)); o->width_given = 1; }
         else if (!strcmp(a, "--height") || !strcmp(a, "-H")) { NUM(height, (int)strtol(v, &end, 10)); o->height_given = 1; }
         else if (!strcmp(a, "--batch")) NUM(batch, (int)strtol(v, &end, 10));
+        else if (!strcmp(a, "--n-iter") || !strcmp(a, "--batch-count")) NUM(n_iter, (int)strtol(v, &end, 10));
         else if (!strcmp(a, "--clip-skip")) NUM(clip_skip, (int)strtol(v, &end, 10));
         else if (!strcmp(a, "--threads")) NUM(threads, (int)strtol(v, &end, 10));
         else if (!strcmp(a, "--preview-every")) NUM(preview_every, (int)strtol(v, &end, 10));
@@ -169,7 +173,7 @@ static int on_event(void *user, const struct sd_gen_event *ev) {
     if (ev->kind == SD_EV_PHASE) {
         if (o->json) {
             printf("{\"event\": \"phase\", \"phase\": \"%s\", \"seconds\": %.4f%s}\n", ev->phase, ev->seconds,
-                   !strcmp(ev->phase, "clip") ? (ev->cached ? ", \"cached\": true" : ", \"cached\": false") : "");
+                   strcmp(ev->phase, "vae_decode") ? (ev->cached ? ", \"cached\": true" : ", \"cached\": false") : "");
             fflush(stdout);
         } else if (!o->quiet && isatty(2) && strcmp(ev->phase, "clip")) {
             fprintf(stderr, "\n");
@@ -281,6 +285,7 @@ static int generate(struct opts *o) {
     }
     g.sampler.eta = o->eta;
     if (sd_gen_params_check(&ctx, &g)) goto usage_err;
+    if (o->n_iter < 1 || o->n_iter > 10000) { sd_errorf(&ctx, SD_ERR_INVALID, "--n-iter must be 1..10000 (got %d)", o->n_iter); goto usage_err; }
     if (o->mode != MODE_TXT2IMG && !o->init) { sd_errorf(&ctx, SD_ERR_INVALID, "--init-image is required"); goto usage_err; }
     if (o->mode == MODE_INPAINT && !o->mask) { sd_errorf(&ctx, SD_ERR_INVALID, "--mask is required"); goto usage_err; }
     if (!o->output) o->output = "out.png";
@@ -354,10 +359,15 @@ static int generate(struct opts *o) {
     if (!images) { sd_errorf(&ctx, SD_ERR_NOMEM, "out of memory for %d images", g.batch); goto fail; }
     struct sd_pipeline p = {.ctx = &ctx, .model = m, .rt = rt, .tok = tok, .cache = cache};
     r.t_start = sd_time_s();
+    for (int iter = 0; iter < o->n_iter; iter++) {
+    const long long seed = o->seed + iter; /* A1111 batch count: seed + i per run */
+    g.seed = (uint64_t)seed;
+    r.steps_done = 0, r.step_sum = 0;
+    if (o->json && o->n_iter > 1) printf("{\"event\": \"run\", \"run\": %d, \"runs\": %d, \"seed\": %lld}\n", iter + 1, o->n_iter, seed);
     if ((rc = sd_generate(&p, &g, images))) goto rc_fail;
     for (int b = 0; b < g.batch; b++) {
         char path[PATH_MAX], model_name[256];
-        output_path(o->output, b, g.batch, path, sizeof path);
+        output_path(o->output, iter * g.batch + b, g.batch * o->n_iter, path, sizeof path);
         const char *base = strrchr(o->model, '/');
         snprintf(model_name, sizeof model_name, "%s", base && base[1] ? base + 1 : o->model);
         char *dot = strrchr(model_name, '.');
@@ -370,7 +380,7 @@ static int generate(struct opts *o) {
         it.sampler = sd_sampler_display_name(g.sampler.kind, false);
         it.schedule_type = g.sampler.karras ? "Karras" : NULL;
         it.cfg_scale = g.cfg_scale;
-        it.seed = (uint64_t)o->seed;
+        it.seed = (uint64_t)seed;
         it.width = g.width, it.height = g.height;
         it.model = model_name;
         it.denoising_strength = o->mode == MODE_TXT2IMG ? -1 : g.strength;
@@ -384,10 +394,11 @@ static int generate(struct opts *o) {
         if (o->json) {
             printf("{\"event\": \"image\", \"path\": ");
             json_str(stdout, path);
-            printf(", \"seed\": %lld, \"width\": %d, \"height\": %d}\n", o->seed, g.width, g.height);
+            printf(", \"seed\": %lld, \"width\": %d, \"height\": %d}\n", seed, g.width, g.height);
         } else if (!o->quiet) {
             fprintf(stderr, "%swrote %s\n", isatty(2) ? "\n" : "", path);
         }
+    }
     }
     if (o->json) printf("{\"event\": \"done\", \"seconds\": %.4f, \"seed\": %lld}\n", sd_time_s() - r.t_start, o->seed);
     else if (!o->quiet) fprintf(stderr, "seed %lld, %.2f s\n", o->seed, sd_time_s() - r.t_start);
@@ -420,6 +431,7 @@ static void defaults(struct opts *o, enum mode mode) {
     o->steps = 20;
     o->width = o->height = 512;
     o->batch = 1;
+    o->n_iter = 1;
     o->cfg = 7.5f;
     o->strength = mode == MODE_INPAINT ? 1.0f : 0.75f;
     o->seed = -1;

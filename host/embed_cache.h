@@ -1,9 +1,11 @@
-/* embed_cache.h - LRU cache of text embeddings, bounded in bytes.
+/* embed_cache.h - LRU cache of text embeddings (and VAE encodes), bounded
+ * in bytes.
  *
  * Key: (model id, clip skip, the 77-id sequences); value: the CLIP output
  * [n_chunks * 77, hidden]. A repeated prompt costs no CLIP time. Shared by
  * every pipeline and backend (the embedding does not depend on the backend
- * beyond rounding).
+ * beyond rounding). The pipeline also keeps VAE-encode moments here, keyed
+ * by the image's bytes under a negative "clip skip" tag (pipeline.c).
  */
 #ifndef SDRT_EMBED_CACHE_H
 #define SDRT_EMBED_CACHE_H

@@ -125,6 +125,7 @@ struct gen {
     struct sd_sampler *s;
     double t_step;
     int cfg;
+    int vae_cached;         /* an encode came from the cache */
 };
 
 static int denoise(void *user, const float *x, float t, float *out) {
@@ -190,6 +191,26 @@ static int phase(struct gen *G, const char *name, double seconds, int cached) {
     return SD_OK;
 }
 
+/* The VAE-encode cache shares the embedding cache's store: the key is the
+ * image's bytes (compared in full, as int32 words) under a tag that cannot
+ * collide with a CLIP key (clip_skip slot = -(H * 65536 + W)). */
+static int vae_encode_cached(struct gen *G, const float *img, float *moments) {
+    struct sd_pipeline *p = G->p;
+    const int H = G->g->height, W = G->g->width;
+    const int tag = -(H * 65536 + W), n_words = 3 * H * W;
+    const size_t n_mom = (size_t)2 * p->model->vae.latent_channels * G->h * G->w;
+    int64_t n = 0;
+    const float *hit = sd_embed_cache_get(p->cache, p->model->id, tag, (const int32_t *)(const void *)img, n_words, &n);
+    if (hit && (size_t)n == n_mom) {
+        memcpy(moments, hit, n_mom * sizeof(float));
+        G->vae_cached = 1;
+        return SD_OK;
+    }
+    int rc = sd_run_vae_encode(p->rt, p->model, img, 1, H, W, moments);
+    if (!rc) sd_embed_cache_put(p->cache, p->model->id, tag, (const int32_t *)(const void *)img, n_words, moments, (int64_t)n_mom);
+    return rc;
+}
+
 /* UNet-space latents of images [B, 3, H, W]: scaling * (mean + std * randn)
  * (diffusers retrieve_latents with a generator samples the posterior). */
 static int encode_images(struct gen *G, const float *img, int B, struct sd_rng *rng, float *out) {
@@ -200,7 +221,7 @@ static int encode_images(struct gen *G, const float *img, int B, struct sd_rng *
     int rc = mom && eps ? SD_OK : sd_errorf(G->p->ctx, SD_ERR_NOMEM, "vae encode: out of memory");
     if (!rc) sd_rng_randn(rng, eps, (int64_t)B * lc * hw); /* one randn_tensor(mean.shape) call */
     for (int b = 0; b < B && !rc; b++) {
-        if ((rc = sd_run_vae_encode(G->p->rt, m, img + (size_t)b * 3 * H * W, 1, H, W, mom))) break;
+        if ((rc = vae_encode_cached(G, img + (size_t)b * 3 * H * W, mom))) break;
         for (int c = 0; c < lc; c++)
             for (size_t i = 0; i < hw; i++) {
                 float mean = mom[c * hw + i], logvar = mom[(lc + c) * hw + i];
@@ -341,7 +362,7 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
         }
         free(imgs);
         if (rc) goto done;
-        if ((rc = phase(&G, "vae_encode", sd_time_s() - t0, 0))) goto done;
+        if ((rc = phase(&G, "vae_encode", sd_time_s() - t0, G.vae_cached))) goto done;
     }
 
     /* 3. Denoising loop. */
