@@ -96,6 +96,7 @@ struct sd_dnnl_prim *sd_dnnl_prim_get(struct sd_cpu *cpu, const struct sd_dnnl_k
         for (struct sd_dnnl_prim *e = d->prim_buckets[h % d->n_prim_buckets]; e; e = e->next)
             if (e->hash == h && memcmp(&e->key, key, sizeof *key) == 0) {
                 d->prim_hits++;
+                d->last = e;
                 return e;
             }
     }
@@ -112,6 +113,7 @@ struct sd_dnnl_prim *sd_dnnl_prim_get(struct sd_cpu *cpu, const struct sd_dnnl_k
     d->prim_buckets[h % d->n_prim_buckets] = e;
     d->n_prims++;
     d->prims_created++;
+    d->last = e;
     *created = 1;
     return e;
 }
@@ -122,6 +124,7 @@ void sd_dnnl_prim_drop(struct sd_cpu *cpu, struct sd_dnnl_prim *e) {
     for (struct sd_dnnl_prim **pp = &d->prim_buckets[e->hash % d->n_prim_buckets]; *pp; pp = &(*pp)->next)
         if (*pp == e) {
             *pp = e->next;
+            if (d->last == e) d->last = NULL;
             d->n_prims--;
             prim_destroy(e);
             return;

@@ -13,7 +13,12 @@ int sd_cpu_geglu(struct sd_cpu *cpu, struct sd_tensor *node) {
     for (int64_t r = 0; r < rows; r++) {
         const float *a = x + r * 2 * C, *g = a + C;
         float *yr = y + r * C;
-        for (int64_t i = 0; i < C; i++) yr[i] = a[i] * sd_geluf(g[i]);
+        int64_t i = 0;
+#if SD_HAVE_AVX512
+        for (; i + 16 <= C; i += 16)
+            _mm512_storeu_ps(yr + i, _mm512_mul_ps(_mm512_loadu_ps(a + i), sd_gelu16(_mm512_loadu_ps(g + i))));
+#endif
+        for (; i < C; i++) yr[i] = a[i] * sd_geluf(g[i]);
     }
     return SD_OK;
 }

@@ -70,10 +70,16 @@ int sd_cpu_group_norm(struct sd_cpu *cpu, struct sd_tensor *node) {
                 const float b = (float)((beta ? beta[ch] : 0.0f) - mu * rstd * (gamma ? gamma[ch] : 1.0f));
                 const float *xs = x + off + c * S;
                 float *ys = y + off + c * S;
+                int64_t i = 0;
                 if (silu) {
-                    for (int64_t i = 0; i < S; i++) ys[i] = sd_siluf(xs[i] * a + b);
+#if SD_HAVE_AVX512
+                    const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
+                    for (; i + 16 <= S; i += 16)
+                        _mm512_storeu_ps(ys + i, sd_silu16(_mm512_fmadd_ps(_mm512_loadu_ps(xs + i), va, vb)));
+#endif
+                    for (; i < S; i++) ys[i] = sd_siluf(xs[i] * a + b);
                 } else {
-                    for (int64_t i = 0; i < S; i++) ys[i] = xs[i] * a + b;
+                    for (; i < S; i++) ys[i] = xs[i] * a + b;
                 }
             }
         }

@@ -10,14 +10,47 @@
  *   - otherwise it is a (batched) transpose between the innermost output
  *     dim and the output dim that is innermost in the input; it runs in
  *     SD_PERM_TILE x SD_PERM_TILE tiles so that reads and writes both stay
- *     in cache lines. Tiles of all outer indices run in parallel.
+ *     in cache lines. Tiles of all outer indices run in parallel. With
+ *     AVX-512, full 16x16 sub-tiles are transposed in registers (the
+ *     usual unpack / shuffle / shuffle_f32x4 network); edges use the scalar
+ *     loop, which is also the reference.
  * Element type: any 4-byte type (f32, i32).
  */
 #include "cpu.h"
 
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #define SD_PERM_TILE 32
+
+#if defined(__AVX512F__)
+/* dst[c*ld + r] = src[r*ls + c] for r, c in 0..15 (4-byte elements). */
+static inline void perm_tr16(const uint32_t *src, int64_t ls, uint32_t *dst, int64_t ld) {
+    __m512 r[16], t[16];
+    for (int k = 0; k < 16; k++) r[k] = _mm512_loadu_ps((const float *)(src + k * ls));
+    for (int k = 0; k < 16; k += 2) {
+        t[k] = _mm512_unpacklo_ps(r[k], r[k + 1]);
+        t[k + 1] = _mm512_unpackhi_ps(r[k], r[k + 1]);
+    }
+    for (int k = 0; k < 16; k += 4) {
+        r[k] = _mm512_shuffle_ps(t[k], t[k + 2], 0x44);
+        r[k + 1] = _mm512_shuffle_ps(t[k], t[k + 2], 0xEE);
+        r[k + 2] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+        r[k + 3] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+    }
+    for (int k = 0; k < 16; k += 8)
+        for (int j = 0; j < 4; j++) {
+            t[k + j] = _mm512_shuffle_f32x4(r[k + j], r[k + j + 4], 0x88);
+            t[k + j + 4] = _mm512_shuffle_f32x4(r[k + j], r[k + j + 4], 0xDD);
+        }
+    for (int j = 0; j < 8; j++) {
+        _mm512_storeu_ps((float *)(dst + j * ld), _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88));
+        _mm512_storeu_ps((float *)(dst + (j + 8) * ld), _mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD));
+    }
+}
+#endif
 
 /* A simplified view: up to 4 output dims (outermost first), each with its
  * size and its element stride in the input. */
@@ -98,8 +131,14 @@ int sd_cpu_permute(struct sd_cpu *cpu, struct sd_tensor *node) {
                     const int64_t k0 = bk * SD_PERM_TILE, m0 = bm * SD_PERM_TILE;
                     const int64_t k1 = k0 + SD_PERM_TILE < K ? k0 + SD_PERM_TILE : K;
                     const int64_t m1 = m0 + SD_PERM_TILE < M ? m0 + SD_PERM_TILE : M;
+                    int64_t kf = k0, mf = m0; /* end of the part done in 16x16 blocks */
+#if defined(__AVX512F__)
+                    kf = k0 + (k1 - k0) / 16 * 16, mf = m0 + (m1 - m0) / 16 * 16;
+                    for (int64_t i = k0; i < kf; i += 16)
+                        for (int64_t j = m0; j < mf; j += 16) perm_tr16(xs + j * tM + i, tM, ys + i * sK + j, sK);
+#endif
                     for (int64_t i = k0; i < k1; i++)
-                        for (int64_t j = m0; j < m1; j++) ys[i * sK + j] = xs[j * tM + i];
+                        for (int64_t j = i < kf ? mf : m0; j < m1; j++) ys[i * sK + j] = xs[j * tM + i];
                 }
             }
         }

@@ -25,6 +25,7 @@ int sd_cpu_softmax(struct sd_cpu *cpu, struct sd_tensor *node) {
         const int64_t i = r % R;
         const int64_t n = causal ? (i + 1 < L ? i + 1 : L) : L;
         float mx = -INFINITY;
+        #pragma omp simd reduction(max:mx)
         for (int64_t j = 0; j < n; j++) mx = xr[j] * scale > mx ? xr[j] * scale : mx;
         float s = 0;
         #pragma omp simd reduction(+:s)

@@ -61,9 +61,6 @@ int sd_backend_synchronize(struct sd_backend *b);
 void sd_backend_free(struct sd_backend *b); /* NULL is a no-op */
 const char *sd_backend_name(const struct sd_backend *b);
 
-/* Per-node profile filled by the scheduler when profiling is on. */
-struct sd_node_time { double seconds; int backend; };
-
 struct sd_sched {
     struct sd_ctx *ctx;
     struct sd_backend *backends[SD_MAX_BACKENDS];
@@ -75,6 +72,7 @@ struct sd_sched {
     char (*cause)[48];         /* per node: why it is where it is */
     int *split_start, n_splits;
     double *split_time;        /* seconds per split of the last compute (when profile) */
+    double *node_time;         /* seconds per node of the last compute (when profile) */
     size_t bytes_copied;       /* by the last compute */
     int n_copies;
 };

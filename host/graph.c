@@ -23,8 +23,10 @@ struct sd_graph *sd_graph_new(struct sd_ctx *ctx) {
 
 void sd_graph_free(struct sd_graph *g) {
     if (!g) return;
-    for (int i = 0; i < g->n_nodes; i++)
-        if (!(g->nodes[i]->flags & SD_TF_WEIGHT)) free(g->nodes[i]);
+    /* Only the tensors this graph created; weights belong to their model,
+     * which may already be gone, so they are not even looked at. */
+    for (int i = 0; i < g->n_owned; i++) free(g->owned[i]);
+    free(g->owned);
     free(g->nodes);
     free(g->outputs);
     free(g->life_first);
@@ -62,11 +64,17 @@ static int push(struct sd_graph *g, struct sd_tensor *t) {
 static struct sd_tensor *new_tensor(struct sd_graph *g, enum sd_op op, enum sd_dtype type, int n_dims,
                                     const int64_t *dims) {
     struct sd_tensor *t = calloc(1, sizeof *t);
-    if (!t || push(g, t) != 0) {
+    if (t && g->n_owned == g->cap_owned) {
+        int cap = g->cap_owned ? g->cap_owned * 2 : 256;
+        struct sd_tensor **o = realloc(g->owned, (size_t)cap * sizeof *o);
+        if (o) g->owned = o, g->cap_owned = cap;
+    }
+    if (!t || g->n_owned == g->cap_owned || push(g, t) != 0) {
         free(t);
         if (g->status == SD_OK) g->status = sd_errorf(g->ctx, SD_ERR_NOMEM, "graph: out of memory");
         return NULL;
     }
+    g->owned[g->n_owned++] = t;
     t->op = op;
     sd_tensor_set_shape(t, type, n_dims, dims);
     snprintf(t->name, sizeof t->name, "%s_%d", sd_op_name(op), t->index);

@@ -28,6 +28,8 @@ struct sd_graph {
     int status;                 /* first build error (message in ctx) */
     struct sd_tensor **nodes;   /* every tensor created by this graph, in creation order */
     int n_nodes, cap_nodes;
+    struct sd_tensor **owned;   /* the tensors created (and freed) by this graph */
+    int n_owned, cap_owned;
     struct sd_tensor **outputs;
     int n_outputs, cap_outputs;
     size_t arena_size;          /* activation bytes needed (after sd_graph_plan) */

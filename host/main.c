@@ -11,6 +11,10 @@
 
 static const struct sd_cmd cmds[] = {
     {"info", "show a model's family, dtype, tensor and parameter counts", sd_cmd_info},
+    {"txt2img", "generate images from a prompt", sd_cmd_txt2img},
+    {"img2img", "generate from a prompt and an init image", sd_cmd_img2img},
+    {"inpaint", "repaint the masked part of an image", sd_cmd_inpaint},
+    {"bench", "time CLIP, a UNet CFG step and a VAE decode per backend", sd_cmd_bench},
 };
 
 static void usage(FILE *f) {

@@ -16,7 +16,6 @@
 struct sd_weights;
 
 enum sd_family { SD_FAMILY_UNKNOWN = 0, SD_FAMILY_SD1, SD_FAMILY_SD1_INPAINT, SD_FAMILY_SD2, SD_FAMILY_SD2_INPAINT };
-enum sd_prediction { SD_PRED_EPSILON = 0, SD_PRED_V };
 
 #define SD_MAX_LEVELS 6
 
@@ -62,6 +61,7 @@ struct sd_model {
     void *files[8];                 /* open safetensors files backing the weights */
     int n_files;
     double load_seconds;
+    uint64_t id;                    /* unique per loaded model (cache keys; pointers get reused) */
 };
 
 const char *sd_family_name(enum sd_family f);

@@ -91,9 +91,9 @@ static void vae_attn_to_linear(struct sd_weights *w) {
     for (int p = 0; p < 2; p++)
         for (int i = 0; i < 4; i++) {
             snprintf(n, sizeof n, "%s.mid_block.attentions.0.%s.weight", parts[p], names[i]);
-            struct sd_tensor *t = sd_weights_find(w, n);
-            if (t && t->n_dims == 4 && t->ne[2] == 1 && t->ne[3] == 1)
-                sd_tensor_set_shape(t, SD_F32, 2, (int64_t[]){t->ne[0], t->ne[1]});
+            int64_t d[SD_ST_MAX_DIMS];
+            if (sd_weights_shape(w, n, d) == 4 && d[2] == 1 && d[3] == 1)
+                sd_weights_reshape(w, n, 2, (int64_t[]){d[0], d[1]});
         }
 }
 
@@ -230,6 +230,8 @@ int sd_model_load(struct sd_ctx *ctx, const char *path, const char *config_dir, 
     if (m->va && (rc = sd_model_infer_vae(ctx, &m->vae, m->va))) goto fail;
     if (m->te && (rc = sd_model_infer_clip(ctx, &m->clip, m->te))) goto fail;
     m->load_seconds = sd_time_s() - t0;
+    static _Atomic uint64_t next_id = 1;
+    m->id = next_id++;
     *out = m;
     return SD_OK;
 fail:

@@ -14,7 +14,7 @@ enum rt_kind { RT_CLIP = 1, RT_UNET, RT_VAE_DEC, RT_VAE_ENC };
 
 struct rt_entry {
     int kind;
-    const struct sd_model *model;
+    uint64_t model;
     int64_t key[6];
     struct sd_graph *g;
     struct sd_sched *s;
@@ -29,6 +29,8 @@ struct sd_runtime {
     struct rt_entry cache[RT_CACHE];
     uint64_t tick;
     size_t peak_arena;
+    int profile;
+    struct sd_op_profile prof[SD_MAX_BACKENDS][SD_OP_COUNT];
 };
 
 int sd_backend_kind_parse(const char *s) {
@@ -80,13 +82,49 @@ void sd_runtime_free(struct sd_runtime *rt) {
 }
 
 struct sd_ctx *sd_runtime_ctx(struct sd_runtime *rt) { return rt->ctx; }
+
+void sd_runtime_release_model(struct sd_runtime *rt, const struct sd_model *m) {
+    for (int i = 0; rt && m && i < RT_CACHE; i++)
+        if (rt->cache[i].g && rt->cache[i].model == m->id) entry_clear(&rt->cache[i]);
+}
+
+void sd_runtime_set_profile(struct sd_runtime *rt, int on) {
+    rt->profile = on;
+    memset(rt->prof, 0, sizeof rt->prof);
+}
+
+const struct sd_op_profile *sd_runtime_profile(const struct sd_runtime *rt, int backend, enum sd_op op) {
+    return backend >= 0 && backend < rt->n_backends && (unsigned)op < SD_OP_COUNT ? &rt->prof[backend][op] : NULL;
+}
+
+int sd_runtime_n_backends(const struct sd_runtime *rt) { return rt->n_backends; }
+const char *sd_runtime_backend_name(const struct sd_runtime *rt, int i) {
+    return i >= 0 && i < rt->n_backends ? sd_backend_name(rt->backends[i]) : "?";
+}
+
+void sd_runtime_profile_print(const struct sd_runtime *rt, FILE *f) {
+    double total = 0, total_flops = 0;
+    for (int b = 0; b < rt->n_backends; b++)
+        for (int op = 0; op < SD_OP_COUNT; op++) total += rt->prof[b][op].seconds, total_flops += rt->prof[b][op].flops;
+    fprintf(f, "%-8s %-20s %7s %10s %7s %10s\n", "backend", "op", "calls", "seconds", "share", "GFLOP/s");
+    for (int b = 0; b < rt->n_backends; b++)
+        for (int op = 0; op < SD_OP_COUNT; op++) {
+            const struct sd_op_profile *p = &rt->prof[b][op];
+            if (!p->calls) continue;
+            fprintf(f, "%-8s %-20s %7d %10.3f %6.1f%% %10.1f\n", sd_backend_name(rt->backends[b]), sd_op_name((enum sd_op)op),
+                    p->calls, p->seconds, total > 0 ? 100.0 * p->seconds / total : 0.0,
+                    p->seconds > 0 ? p->flops / p->seconds * 1e-9 : 0.0);
+        }
+    fprintf(f, "%-8s %-20s %7s %10.3f %6.1f%% %10.1f\n", "all", "total", "", total, 100.0,
+            total > 0 ? total_flops / total * 1e-9 : 0.0);
+}
 size_t sd_runtime_arena_bytes(const struct sd_runtime *rt) { return rt->peak_arena; }
 
 static struct rt_entry *lookup(struct sd_runtime *rt, int kind, const struct sd_model *m, const int64_t key[6]) {
     rt->tick++;
     for (int i = 0; i < RT_CACHE; i++) {
         struct rt_entry *e = &rt->cache[i];
-        if (e->g && e->kind == kind && e->model == m && !memcmp(e->key, key, sizeof e->key)) {
+        if (e->g && e->kind == kind && e->model == m->id && !memcmp(e->key, key, sizeof e->key)) {
             e->last_used = rt->tick;
             return e;
         }
@@ -133,8 +171,18 @@ static int run(struct sd_runtime *rt, struct rt_entry *e, const void *const *inp
     int rc;
     if ((rc = sd_sched_alloc(e->s, e->g)) != SD_OK) return rc;
     for (int i = 0; i < 3 && e->in[i]; i++) memcpy(e->in[i]->data, inputs[i], sd_tensor_nbytes(e->in[i]));
+    e->s->profile = rt->profile;
     if ((rc = sd_sched_compute(e->s, e->g)) != SD_OK) return rc;
     memcpy(out, e->out->data, sd_tensor_nbytes(e->out));
+    if (rt->profile)
+        for (int i = 0; i < e->g->n_nodes; i++) {
+            const struct sd_tensor *t = e->g->nodes[i];
+            if (t->op == SD_OP_NONE || t->op == SD_OP_RESHAPE) continue;
+            struct sd_op_profile *p = &rt->prof[t->backend][t->op];
+            p->seconds += e->s->node_time[i];
+            p->flops += sd_node_flops(t);
+            p->calls++;
+        }
     return SD_OK;
 }
 
@@ -144,7 +192,7 @@ int sd_run_clip(struct sd_runtime *rt, struct sd_model *m, const int32_t *ids, i
     struct rt_entry *e = lookup(rt, RT_CLIP, m, key);
     if (!e) {
         e = slot(rt);
-        *e = (struct rt_entry){.kind = RT_CLIP, .model = m, .key = {B, clip_skip, m->clip.max_pos}};
+        *e = (struct rt_entry){.kind = RT_CLIP, .model = m->id, .key = {B, clip_skip, m->clip.max_pos}};
         if (!(e->g = sd_graph_new(rt->ctx))) return rt->ctx->status;
         e->in[0] = sd_graph_input(e->g, "ids", SD_I32, 2, (int64_t[]){B, m->clip.max_pos});
         int rc = finish(rt, e, sd_clip_build(e->g, &m->clip, m->te, e->in[0], clip_skip));
@@ -160,7 +208,7 @@ int sd_run_unet(struct sd_runtime *rt, struct sd_model *m, const float *x, int B
     struct rt_entry *e = lookup(rt, RT_UNET, m, key);
     if (!e) {
         e = slot(rt);
-        *e = (struct rt_entry){.kind = RT_UNET, .model = m, .key = {B, h, w, ctx_len}};
+        *e = (struct rt_entry){.kind = RT_UNET, .model = m->id, .key = {B, h, w, ctx_len}};
         if (!(e->g = sd_graph_new(rt->ctx))) return rt->ctx->status;
         e->in[0] = sd_graph_input(e->g, "latent", SD_F32, 4, (int64_t[]){B, m->unet.in_channels, h, w});
         e->in[1] = sd_graph_input(e->g, "timestep", SD_F32, 1, (int64_t[]){B});
@@ -178,7 +226,7 @@ int sd_run_vae_decode(struct sd_runtime *rt, struct sd_model *m, const float *z,
     struct rt_entry *e = lookup(rt, RT_VAE_DEC, m, key);
     if (!e) {
         e = slot(rt);
-        *e = (struct rt_entry){.kind = RT_VAE_DEC, .model = m, .key = {B, h, w}};
+        *e = (struct rt_entry){.kind = RT_VAE_DEC, .model = m->id, .key = {B, h, w}};
         if (!(e->g = sd_graph_new(rt->ctx))) return rt->ctx->status;
         e->in[0] = sd_graph_input(e->g, "z", SD_F32, 4, (int64_t[]){B, m->vae.latent_channels, h, w});
         int rc = finish(rt, e, sd_vae_decode_build(e->g, &m->vae, m->va, e->in[0]));
@@ -194,7 +242,7 @@ int sd_run_vae_encode(struct sd_runtime *rt, struct sd_model *m, const float *im
     struct rt_entry *e = lookup(rt, RT_VAE_ENC, m, key);
     if (!e) {
         e = slot(rt);
-        *e = (struct rt_entry){.kind = RT_VAE_ENC, .model = m, .key = {B, H, W}};
+        *e = (struct rt_entry){.kind = RT_VAE_ENC, .model = m->id, .key = {B, H, W}};
         if (!(e->g = sd_graph_new(rt->ctx))) return rt->ctx->status;
         e->in[0] = sd_graph_input(e->g, "image", SD_F32, 4, (int64_t[]){B, 3, H, W});
         int rc = finish(rt, e, sd_vae_encode_build(e->g, &m->vae, m->va, e->in[0]));

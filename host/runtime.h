@@ -9,6 +9,8 @@
 #ifndef SDRT_RUNTIME_H
 #define SDRT_RUNTIME_H
 
+#include <stdio.h>
+
 #include "backend.h"
 #include "model.h"
 
@@ -35,7 +37,17 @@ int sd_run_vae_encode(struct sd_runtime *rt, struct sd_model *m, const float *im
 
 /* Peak activation arena over the graphs built so far, in bytes. */
 size_t sd_runtime_arena_bytes(const struct sd_runtime *rt);
-/* Prints the last-run graph of a component (verbose = per node). */
 struct sd_ctx *sd_runtime_ctx(struct sd_runtime *rt);
+/* Drops the cached graphs of m (call before sd_model_free(m)). */
+void sd_runtime_release_model(struct sd_runtime *rt, const struct sd_model *m);
+
+/* Profiling: when on, every run times each node (synchronised; a little
+ * slower) and accumulates seconds, FLOPs and calls per (backend, op). */
+struct sd_op_profile { double seconds, flops; int calls; };
+void sd_runtime_set_profile(struct sd_runtime *rt, int on); /* also resets the counters */
+const struct sd_op_profile *sd_runtime_profile(const struct sd_runtime *rt, int backend, enum sd_op op);
+int sd_runtime_n_backends(const struct sd_runtime *rt);
+const char *sd_runtime_backend_name(const struct sd_runtime *rt, int i);
+void sd_runtime_profile_print(const struct sd_runtime *rt, FILE *f);
 
 #endif

@@ -68,6 +68,7 @@ void sd_sched_free(struct sd_sched *s) {
     free(s->cause);
     free(s->split_start);
     free(s->split_time);
+    free(s->node_time);
     free(s);
 }
 
@@ -107,10 +108,12 @@ int sd_sched_alloc(struct sd_sched *s, struct sd_graph *g) {
     free(s->cause);
     free(s->split_start);
     free(s->split_time);
+    free(s->node_time);
+    s->node_time = calloc((size_t)n + 1, sizeof(double));
     s->cause = calloc((size_t)n + 1, sizeof *s->cause);
     s->split_start = malloc(((size_t)n + 2) * sizeof(int));
     s->split_time = calloc((size_t)n + 1, sizeof(double));
-    if (!s->cause || !s->split_start || !s->split_time) return sd_errorf(s->ctx, SD_ERR_NOMEM, "scheduler: out of memory");
+    if (!s->cause || !s->split_start || !s->split_time || !s->node_time) return sd_errorf(s->ctx, SD_ERR_NOMEM, "scheduler: out of memory");
 
     int prev = s->host;
     for (int i = 0; i < n; i++) {
@@ -213,14 +216,21 @@ int sd_sched_compute(struct sd_sched *s, struct sd_graph *g) {
             }
         }
         double t0 = s->profile ? sd_time_s() : 0;
-        if ((rc = be->iface->compute(be, g, i0, i1)) != SD_OK) {
+        if (s->profile) { /* node by node, synchronised, to time each one */
+            for (int i = i0; i < i1 && rc == SD_OK; i++) {
+                if (is_free_node(g->nodes[i])) continue;
+                double tn = sd_time_s();
+                if ((rc = be->iface->compute(be, g, i, i + 1)) == SD_OK) rc = sd_backend_synchronize(be);
+                s->node_time[i] = sd_time_s() - tn;
+            }
+        } else {
+            rc = be->iface->compute(be, g, i0, i1);
+        }
+        if (rc != SD_OK) {
             if (s->ctx && s->ctx->status == SD_OK) sd_errorf(s->ctx, rc, "%s backend failed", sd_backend_name(be));
             return sd_error_wrap(s->ctx, "split %d (%s, nodes %d..%d)", k, sd_backend_name(be), i0, i1 - 1);
         }
-        if (s->profile) {
-            if ((rc = sd_backend_synchronize(be)) != SD_OK) return rc;
-            s->split_time[k] = sd_time_s() - t0;
-        }
+        if (s->profile) s->split_time[k] = sd_time_s() - t0;
         for (int i = i0; i < i1; i++) {
             struct sd_tensor *t = g->nodes[i];
             if (sd_tensor_in_arena(t) && !is_free_node(t)) t->valid = 1u << b;

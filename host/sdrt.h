@@ -29,6 +29,9 @@ enum sd_status {
     SD_ERR_COUNT
 };
 
+/* What a diffusion model predicts (not recoverable from weights). */
+enum sd_prediction { SD_PRED_EPSILON = 0, SD_PRED_V };
+
 /* Error context: one per thread of control (a command, a server job). */
 struct sd_ctx {
     int status;      /* last error status, SD_OK when none */

@@ -81,6 +81,8 @@ struct sd_tensor {
 };
 
 const char *sd_op_name(enum sd_op op);
+/* Floating-point operations of a node (multiply-add = 2), for GFLOP/s. */
+double sd_node_flops(const struct sd_tensor *node);
 int sd_op_max_src(enum sd_op op);
 const char *sd_dtype_name(enum sd_dtype t);
 size_t sd_dtype_size(enum sd_dtype t);

@@ -171,7 +171,7 @@ int sd_weights_add_file(struct sd_weights *w, struct sd_st_file *f, const char *
         e->from = s->desc;
         /* Conversions get a 64-byte aligned slot in this file's arena; the
          * offset is kept in dst until the arena exists. */
-        int zero_copy = t->type == SD_F32 && ((uintptr_t)t->data & 3) == 0;
+        int zero_copy = (t->type == SD_F32 && ((uintptr_t)t->data & 3) == 0) || t->nbytes == 0;
         if (!zero_copy && t->type != SD_DTYPE_COUNT && e->n_dims <= 4) {
             e->dst = (float *)(uintptr_t)(arena_bytes + 1);
             arena_bytes += ((size_t)sd_tensor_nelements(&e->t) * sizeof(float) + 63) & ~(size_t)63;
@@ -201,18 +201,19 @@ fail:
     return rc;
 }
 
-/* Converts e's data into place, or points it into the mapping. */
-static int entry_load(struct sd_weights *w, struct w_entry *e) {
+/* Converts e's data into place, or points it into the mapping. Errors go
+ * to ctx (may be NULL: the message is dropped). */
+static int entry_load(struct sd_ctx *ctx, struct w_entry *e) {
     if (e->loaded) return SD_OK;
     const struct sd_st_tensor *t = e->src;
     if (t->type == SD_DTYPE_COUNT)
-        return sd_errorf(w->ctx, SD_ERR_UNSUPPORTED,
+        return sd_errorf(ctx, SD_ERR_UNSUPPORTED,
                          "tensor '%s' in %s has unsupported dtype %s (sdrt loads F32, F16, BF16, I32, I64)", e->name,
                          e->from, t->dtype);
     if (e->n_dims > 4)
-        return sd_errorf(w->ctx, SD_ERR_UNSUPPORTED, "tensor '%s' in %s has %d dims; sdrt tensors hold at most 4",
+        return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "tensor '%s' in %s has %d dims; sdrt tensors hold at most 4",
                          e->name, e->from, e->n_dims);
-    if (!e->dst) {
+    if (!e->dst) { /* aligned F32, or empty */
         e->t.data = (void *)t->data; /* read-only: see weights.h */
     } else {
         const struct sd_st_file *f = e->file;
@@ -225,7 +226,7 @@ static int entry_load(struct sd_weights *w, struct w_entry *e) {
             /* Misaligned (only in hand-made files): sd_convert_to_f32 reads
              * whole elements, so convert from an aligned copy. */
             if (!(tmp = sd_malloc_aligned(t->nbytes)))
-                return sd_errorf(w->ctx, SD_ERR_NOMEM, "weights: out of memory loading '%s'", e->name);
+                return sd_errorf(ctx, SD_ERR_NOMEM, "weights: out of memory loading '%s'", e->name);
             memcpy(tmp, from, t->nbytes);
             from = tmp;
         }
@@ -243,7 +244,7 @@ static int entry_load(struct sd_weights *w, struct w_entry *e) {
 
 static int load(struct sd_weights *w, struct w_entry *e) {
     e->used = 1;
-    return e->kind == W_FILE ? entry_load(w, e) : SD_OK;
+    return e->kind == W_FILE ? entry_load(w->ctx, e) : SD_OK;
 }
 
 struct sd_tensor *sd_weights_find(struct sd_weights *w, const char *name) {
@@ -364,9 +365,16 @@ struct sd_tensor *sd_weights_add_slice(struct sd_weights *w, const char *name, c
 }
 
 int sd_weights_load_all(struct sd_weights *w) {
+    /* One parallel region over the tensors (each conversion then runs on one
+     * thread) instead of one region per tensor: fewer barriers, and the
+     * page faults of different tensors overlap. Messages are recorded by a
+     * serial pass over whatever failed. */
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (int k = 0; k < w->n; k++)
+        if (w->e[k]->kind == W_FILE) entry_load(NULL, w->e[k]);
     for (int k = 0; k < w->n; k++) {
         struct w_entry *e = w->e[k];
-        if (e->kind == W_FILE && entry_load(w, e)) return w->ctx && w->ctx->status ? w->ctx->status : SD_ERR_FORMAT;
+        if (e->kind == W_FILE && entry_load(w->ctx, e)) return w->ctx && w->ctx->status ? w->ctx->status : SD_ERR_FORMAT;
     }
     return SD_OK;
 }
@@ -397,3 +405,20 @@ const char *sd_weights_name(const struct sd_weights *w, int i) {
 }
 
 int sd_weights_used(const struct sd_weights *w, int i) { return w && i >= 0 && i < w->n ? w->e[i]->used : 0; }
+
+int sd_weights_reshape(struct sd_weights *w, const char *name, int n_dims, const int64_t *dims) {
+    struct w_entry *e = lookup(w, name);
+    if (!e) return sd_errorf(w->ctx, SD_ERR_INVALID, "reshape: missing tensor '%s'", name);
+    int64_t a = 1, b = 1;
+    for (int i = 0; i < e->n_dims; i++) a *= e->shape[i];
+    for (int i = 0; i < n_dims; i++) b *= dims[i];
+    if (n_dims < 1 || n_dims > 4 || a != b)
+        return sd_errorf(w->ctx, SD_ERR_INVALID, "reshape: tensor '%s' has %lld elements, target %lld", name, (long long)a,
+                         (long long)b);
+    e->n_dims = n_dims;
+    memcpy(e->shape, dims, (size_t)n_dims * sizeof *dims);
+    void *data = e->t.data;
+    sd_tensor_set_shape(&e->t, SD_F32, n_dims, dims);
+    e->t.data = data;
+    return SD_OK;
+}

@@ -76,8 +76,14 @@ struct sd_tensor *sd_weights_add(struct sd_weights *w, const char *name, int n_d
 struct sd_tensor *sd_weights_add_slice(struct sd_weights *w, const char *name, const char *src, int64_t begin,
                                        int64_t end);
 
-/* Loads every registered tensor now (e.g. to time loading or fail early).
- * Returns SD_OK or the first error. */
+/* Changes the shape of `name` to one with the same number of elements (no
+ * data moves): e.g. LDM VAE attention 1x1 convs [C, C, 1, 1] used as Linear
+ * [C, C]. Returns SD_OK or SD_ERR_INVALID (missing, element count). */
+int sd_weights_reshape(struct sd_weights *w, const char *name, int n_dims, const int64_t *dims);
+
+/* Loads every registered tensor now, in parallel over tensors (e.g. to time
+ * loading or fail early; tensors no one asks for then cost memory too).
+ * Returns SD_OK, or the first error (every loadable tensor is loaded). */
 int sd_weights_load_all(struct sd_weights *w);
 
 /* Number of tensors, including slices. */

@@ -46,28 +46,39 @@ static void tensor_free(struct sd_tensor *t) {
 
 /* ---- references ---- */
 
+/* Direct convolution: the input is first copied into a zero-padded double
+ * buffer, then each output plane (n, co) is accumulated in double over the
+ * taps (ci, ky, kx). */
 static void ref_conv2d(const float *x, const float *w, const float *b, float *y, int64_t N, int64_t Ci, int64_t H,
                        int64_t W, int64_t Co, int64_t kh, int64_t kw, struct sd_conv2d_params p, int64_t OH,
                        int64_t OW) {
-#pragma omp parallel for collapse(2)
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t co = 0; co < Co; co++)
-            for (int64_t oy = 0; oy < OH; oy++)
-                for (int64_t ox = 0; ox < OW; ox++) {
-                    double acc = b ? b[co] : 0.0;
-                    for (int64_t ci = 0; ci < Ci; ci++)
-                        for (int64_t ky = 0; ky < kh; ky++) {
-                            int64_t iy = oy * p.stride_h - p.pad_t + ky;
-                            if (iy < 0 || iy >= H) continue;
-                            for (int64_t kx = 0; kx < kw; kx++) {
-                                int64_t ix = ox * p.stride_w - p.pad_l + kx;
-                                if (ix < 0 || ix >= W) continue;
-                                acc += (double)x[((n * Ci + ci) * H + iy) * W + ix] *
-                                       (double)w[((co * Ci + ci) * kh + ky) * kw + kx];
-                            }
+    const int64_t HP = H + p.pad_t + p.pad_b, WP = W + p.pad_l + p.pad_r;
+    double *xp = calloc((size_t)(N * Ci * HP * WP), sizeof *xp);
+    for (int64_t nc = 0; nc < N * Ci; nc++)
+        for (int64_t iy = 0; iy < H; iy++)
+            for (int64_t ix = 0; ix < W; ix++)
+                xp[(nc * HP + iy + p.pad_t) * WP + ix + p.pad_l] = x[(nc * H + iy) * W + ix];
+#pragma omp parallel
+    {
+        double *acc = malloc((size_t)(OH * OW) * sizeof *acc);
+#pragma omp for collapse(2)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t co = 0; co < Co; co++) {
+                for (int64_t i = 0; i < OH * OW; i++) acc[i] = b ? b[co] : 0.0;
+                for (int64_t ci = 0; ci < Ci; ci++)
+                    for (int64_t ky = 0; ky < kh; ky++)
+                        for (int64_t kx = 0; kx < kw; kx++) {
+                            const double wv = w[((co * Ci + ci) * kh + ky) * kw + kx];
+                            const double *xc = xp + (n * Ci + ci) * HP * WP + ky * WP + kx;
+                            for (int64_t oy = 0; oy < OH; oy++)
+                                for (int64_t ox = 0; ox < OW; ox++)
+                                    acc[oy * OW + ox] += wv * xc[oy * p.stride_h * WP + ox * p.stride_w];
                         }
-                    y[((n * Co + co) * OH + oy) * OW + ox] = (float)acc;
-                }
+                for (int64_t i = 0; i < OH * OW; i++) y[(n * Co + co) * OH * OW + i] = (float)acc[i];
+            }
+        free(acc);
+    }
+    free(xp);
 }
 
 /* y[r][o] = sum_i x[r][i] w[o][i] + b[o] */

@@ -243,6 +243,7 @@ static void test_attention(void) {
     test_attention_case(1, 300, 300, 1, 512, 512, 0, 1, "1 head x 512 (VAE-like)");
     test_attention_case(2, 77, 77, 12, 64, 64, 1, 1, "CLIP causal");
     test_attention_case(1, 130, 97, 3, 24, 16, 1, 1, "causal Lq>Lk, d!=dv");
+    test_attention_case(3, 300, 300, 5, 32, 32, 1, 1, "causal, several query and key blocks");
     test_attention_case(2, 70, 1, 2, 8, 8, 0, 1, "Lk=1");
     test_attention_case(2, 1024, 77, 8, 80, 80, 0, 7, "cross-attention");
     if (san) test_attention_case(2, 1024, 1024, 8, 40, 40, 0, 37, "self-attention (shrunk for ASan)");

@@ -204,6 +204,41 @@ static void test_load(void) {
     sd_weights_free(NULL);
 }
 
+/* Every one of the 65536 halves (and bfloats) converts exactly through the
+ * container's bulk path, against the independent double decoder. */
+static void test_all_halves(void) {
+    uint16_t *bits = malloc(65536 * sizeof *bits);
+    for (int k = 0; k < 65536; k++) bits[k] = (uint16_t)k;
+    struct sd_st_tensor ts[2] = {
+        {.name = "h", .type = SD_F16, .n_dims = 2, .shape = {256, 256}, .nbytes = 131072, .data = bits},
+        {.name = "b", .type = SD_BF16, .n_dims = 1, .shape = {65536}, .nbytes = 131072, .data = bits},
+    };
+    char p[64];
+    snprintf(p, sizeof p, "/tmp/sdrt_test_w_%d.halves.safetensors", (int)getpid());
+    struct sd_st_file *f = NULL;
+    struct sd_weights *w = sd_weights_new(&ctx);
+    int rc = sd_st_write(&ctx, p, ts, 2, NULL);
+    if (rc == SD_OK) rc = sd_st_open(&ctx, p, &f);
+    if (rc == SD_OK) rc = sd_weights_add_file(w, f, NULL, NULL, NULL);
+    sd_st_close(f);
+    unlink(p);
+    int rc2 = sd_weights_load_all(w);
+    CHECK(rc2 == SD_OK && sd_weights_nbytes(w) == 2 * 65536 * sizeof(float), "load_all converts both tensors (%s)",
+          ctx.msg);
+    struct sd_tensor *h = sd_weights_get(w, "h", 2, (int64_t[]){256, 256}), *b = sd_weights_get(w, "b", 1, (int64_t[]){65536});
+    int bad_h = 0, bad_b = 0;
+    for (int k = 0; h && b && k < 65536; k++) {
+        float g = ((float *)h->data)[k], gb = ((float *)b->data)[k];
+        double r = ref_f16((uint16_t)k), rb = ref_bf16((uint16_t)k);
+        if (isnan(r) ? !isnan(g) : (double)g != r || !signbit(g) != !signbit(r)) bad_h++;
+        if (isnan(rb) ? !isnan(gb) : (double)gb != rb || !signbit(gb) != !signbit(rb)) bad_b++;
+    }
+    CHECK(rc == SD_OK && h && b && bad_h == 0 && bad_b == 0, "all 65536 f16 and bf16 values convert exactly (%d, %d bad)",
+          bad_h, bad_b);
+    sd_weights_free(w);
+    free(bits);
+}
+
 /* Misaligned F32 and F16 tensors (in memory) are copied/converted safely. */
 static void test_misaligned(void) {
     const char *hdr = "{\"a\": {\"dtype\": \"F32\", \"shape\": [3], \"data_offsets\": [0, 12]},"
@@ -230,6 +265,20 @@ static void test_misaligned(void) {
     sd_st_close(f);
     sd_weights_free(w);
     free(raw);
+    /* A file whose only conversion is an empty tensor (found by fuzzing). */
+    const char *zh = "{\"z\": {\"dtype\": \"F16\", \"shape\": [0, 3], \"data_offsets\": [0, 0]}}";
+    h = strlen(zh);
+    raw = malloc(8 + h);
+    for (int k = 0; k < 8; k++) raw[k] = (unsigned char)((uint64_t)h >> (8 * k));
+    memcpy(raw + 8, zh, h);
+    w = sd_weights_new(&ctx);
+    rc = sd_st_open_memory(&ctx, "empty.safetensors", raw, 8 + h, &f);
+    if (rc == SD_OK) rc = sd_weights_add_file(w, f, NULL, NULL, NULL);
+    t = sd_weights_get(w, "z", 2, (int64_t[]){0, 3});
+    CHECK(rc == SD_OK && t && t->data && sd_tensor_nelements(t) == 0, "empty F16 tensor loads (%s)", ctx.msg);
+    sd_st_close(f);
+    sd_weights_free(w);
+    free(raw);
     w = sd_weights_new(&ctx);
     CHECK(!sd_weights_get(w, "x", -1, NULL) && strstr(ctx.msg, "missing tensor 'x' in weights (no files)"),
           "empty container: %s", ctx.msg);
@@ -240,6 +289,7 @@ int main(void) {
     snprintf(path, sizeof path, "/tmp/sdrt_test_w_%d.model.safetensors", (int)getpid());
     test_load();
     test_misaligned();
+    test_all_halves();
     unlink(path);
     return test_summary();
 }

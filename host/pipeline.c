@@ -1,0 +1,386 @@
+/* pipeline.c - txt2img / img2img / inpaint (see pipeline.h; sd-reference §6).
+ *
+ * Prompts use A1111's syntax: emphasis weights `(word:1.2)`, `[word]`,
+ * BREAK, and long prompts as 75-token chunks (a plain prompt of <= 75
+ * tokens is exactly diffusers' 77-id input). Each chunk is encoded by CLIP
+ * as its own 77-token sequence, weights are applied with A1111's
+ * mean-preserving rescale, and the chunk outputs are concatenated along the
+ * sequence axis. The positive and negative prompts are padded to the same
+ * number of chunks with empty chunks.
+ */
+#include "pipeline.h"
+#include "prompt.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sd_gen_params_init(struct sd_gen_params *g) {
+    memset(g, 0, sizeof *g);
+    g->prompt = "";
+    g->negative_prompt = "";
+    g->width = g->height = 512;
+    g->batch = 1;
+    g->cfg_scale = 7.5f;
+    g->strength = 0.75f;
+    sd_sampler_params_init(&g->sampler);
+}
+
+/* A1111 prompt -> chunks of 77 ids and per-token weights: the emphasis
+ * syntax is parsed (prompt.c), each fragment tokenised, and the tokens cut
+ * into 75-token chunks (comma backtracking, BREAK). *ids and *w are
+ * malloc'd [n_chunks * 77]. */
+static int tokenize_chunks(struct sd_pipeline *p, const char *text, int32_t **ids, float **w, int *n_chunks) {
+    struct sd_prompt *pr = sd_prompt_parse(p->ctx, text);
+    if (!pr) return p->ctx->status ? p->ctx->status : SD_ERR_INVALID;
+    int cap = 256, n = 0, rc = SD_OK;
+    int32_t *all = malloc(sizeof(int32_t) * (size_t)cap);
+    float *wt = malloc(sizeof(float) * (size_t)cap);
+    int *tmp = NULL;
+    if (!all || !wt) rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "prompt: out of memory");
+    for (int f = 0; f < pr->n_frags && !rc; f++) {
+        const struct sd_prompt_frag *fr = &pr->frags[f];
+        int k = 0;
+        if (!fr->is_break && (rc = sd_tokenizer_encode(p->tok, fr->text, NULL, 0, &k))) break;
+        int need = n + (fr->is_break ? 1 : k);
+        if (need > cap) {
+            while (cap < need) cap *= 2;
+            int32_t *na = realloc(all, sizeof(int32_t) * (size_t)cap);
+            if (na) all = na;
+            float *nw = realloc(wt, sizeof(float) * (size_t)cap);
+            if (nw) wt = nw;
+            if (!na || !nw) { rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "prompt: out of memory"); break; }
+        }
+        if (fr->is_break) {
+            all[n] = SD_PROMPT_BREAK_ID;
+            wt[n++] = 1.0f;
+            continue;
+        }
+        free(tmp);
+        if (!(tmp = malloc(sizeof(int) * (size_t)(k > 0 ? k : 1)))) { rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "prompt: out of memory"); break; }
+        if ((rc = sd_tokenizer_encode(p->tok, fr->text, tmp, k, &k))) break;
+        for (int i = 0; i < k; i++) all[n] = tmp[i], wt[n++] = (float)fr->weight;
+    }
+    if (!rc) {
+        struct sd_chunk_params cp;
+        sd_chunk_params_init(&cp, p->tok->pad_id == 0);
+        cp.chunk_len = p->model->clip.max_pos - 2;
+        rc = sd_prompt_chunk(p->ctx, all, wt, n, &cp, ids, w, n_chunks);
+    }
+    free(tmp);
+    free(all);
+    free(wt);
+    sd_prompt_free(pr);
+    return rc;
+}
+
+int sd_encode_prompt(struct sd_pipeline *p, const char *prompt, int clip_skip, float **emb, int *n_chunks, int *cached) {
+    int32_t *ids = NULL;
+    float *w = NULL;
+    int rc = tokenize_chunks(p, prompt, &ids, &w, n_chunks);
+    if (rc) return rc;
+    const int L = p->model->clip.max_pos, d = p->model->clip.hidden, nid = *n_chunks * L;
+    int64_t n = 0;
+    /* The cache holds the unweighted CLIP output, keyed by the ids. */
+    const float *hit = sd_embed_cache_get(p->cache, p->model->id, clip_skip, ids, nid, &n);
+    *emb = malloc(sizeof(float) * (size_t)nid * d);
+    if (!*emb) {
+        free(ids);
+        free(w);
+        return sd_errorf(p->ctx, SD_ERR_NOMEM, "prompt: out of memory");
+    }
+    if (hit) {
+        memcpy(*emb, hit, sizeof(float) * (size_t)n);
+        *cached = 1;
+    } else {
+        *cached = 0;
+        if ((rc = sd_run_clip(p->rt, p->model, ids, *n_chunks, clip_skip, *emb)) == SD_OK)
+            sd_embed_cache_put(p->cache, p->model->id, clip_skip, ids, nid, *emb, (int64_t)nid * d);
+    }
+    if (!rc) {
+        bool weighted = false;
+        for (int i = 0; i < nid; i++) weighted |= w[i] != 1.0f;
+        if (weighted) sd_prompt_apply_weights(*emb, w, *n_chunks, L, d);
+    }
+    free(ids);
+    free(w);
+    if (rc) {
+        free(*emb);
+        *emb = NULL;
+    }
+    return rc;
+}
+
+struct gen {
+    struct sd_pipeline *p;
+    const struct sd_gen_params *g;
+    int B, h, w, cin, chunks;
+    size_t lat;             /* floats per latent image (4*h*w) */
+    float *context;         /* [2B or B, chunks*77, d]: uncond first */
+    float *xin, *tin, *eps; /* UNet batch buffers */
+    float *mask_lat;        /* inpaint: [B, 1, h, w] */
+    float *masked_lat;      /* inpaint (9-channel): [B, 4, h, w] */
+    float *init_lat;        /* img2img/inpaint: [B, 4, h, w] */
+    float *noise;           /* inpaint blending noise */
+    struct sd_sampler *s;
+    double t_step;
+    int cfg;
+    int vae_cached;         /* an encode came from the cache */
+};
+
+static int denoise(void *user, const float *x, float t, float *out) {
+    struct gen *G = user;
+    const int B = G->B, nb = G->cfg ? 2 * B : B;
+    const size_t lat = G->lat, hw = (size_t)G->h * G->w;
+    for (int r = 0; r < nb; r++) {
+        int b = r % B;
+        float *dst = G->xin + (size_t)r * G->cin * hw;
+        memcpy(dst, x + b * lat, lat * sizeof(float));
+        if (G->cin == 9) {
+            memcpy(dst + 4 * hw, G->mask_lat + b * hw, hw * sizeof(float));
+            memcpy(dst + 5 * hw, G->masked_lat + b * lat, lat * sizeof(float));
+        }
+        G->tin[r] = t;
+    }
+    const int L = G->chunks * G->p->model->clip.max_pos;
+    int rc = sd_run_unet(G->p->rt, G->p->model, G->xin, nb, G->h, G->w, G->tin, G->context, L, G->eps);
+    if (rc) return rc;
+    if (!G->cfg) {
+        memcpy(out, G->eps, (size_t)B * lat * sizeof(float));
+        return SD_OK;
+    }
+    const float cfg = G->g->cfg_scale;
+    const float *u = G->eps, *c = G->eps + (size_t)B * lat;
+    for (size_t i = 0; i < (size_t)B * lat; i++) out[i] = u[i] + cfg * (c[i] - u[i]);
+    return SD_OK;
+}
+
+static int on_step(void *user, const struct sd_step_info *info) {
+    struct gen *G = user;
+    /* Inpainting with an ordinary (4-channel) model: keep the unmasked area
+     * on the init image's trajectory (diffusers' latent blending). */
+    if (G->mask_lat && G->cin == 4) {
+        const size_t hw = (size_t)G->h * G->w;
+        int next = info->index + 1;
+        float *proper = G->xin; /* scratch of >= B*lat floats */
+        if (next < sd_sampler_n_timesteps(G->s)) {
+            int rc = sd_sampler_add_noise(G->s, next, G->init_lat, G->noise, proper);
+            if (rc) return rc;
+        } else {
+            memcpy(proper, G->init_lat, (size_t)G->B * G->lat * sizeof(float));
+        }
+        for (int b = 0; b < G->B; b++)
+            for (int c = 0; c < 4; c++)
+                for (size_t i = 0; i < hw; i++) {
+                    size_t k = (size_t)b * G->lat + c * hw + i;
+                    float m = G->mask_lat[b * hw + i];
+                    info->x[k] = (1 - m) * proper[k] + m * info->x[k];
+                }
+    }
+    double now = sd_time_s();
+    struct sd_gen_event ev = {.kind = SD_EV_STEP, .step = info->step, .n_steps = info->n_steps, .t = info->t,
+                              .seconds = now - G->t_step, .x0 = info->x0, .batch = G->B, .h = G->h, .w = G->w};
+    G->t_step = now;
+    if (G->g->on_event && G->g->on_event(G->g->user, &ev)) return 1;
+    return 0;
+}
+
+static int phase(struct gen *G, const char *name, double seconds, int cached) {
+    struct sd_gen_event ev = {.kind = SD_EV_PHASE, .phase = name, .seconds = seconds, .cached = cached};
+    if (G->g->on_event && G->g->on_event(G->g->user, &ev)) return sd_errorf(G->p->ctx, SD_ERR_CANCELLED, "cancelled");
+    return SD_OK;
+}
+
+/* The VAE-encode cache shares the embedding cache's store: the key is the
+ * image's bytes (compared in full, as int32 words) under a tag that cannot
+ * collide with a CLIP key (clip_skip slot = -(H * 65536 + W)). */
+static int vae_encode_cached(struct gen *G, const float *img, float *moments) {
+    struct sd_pipeline *p = G->p;
+    const int H = G->g->height, W = G->g->width;
+    const int tag = -(H * 65536 + W), n_words = 3 * H * W;
+    const size_t n_mom = (size_t)2 * p->model->vae.latent_channels * G->h * G->w;
+    int64_t n = 0;
+    const float *hit = sd_embed_cache_get(p->cache, p->model->id, tag, (const int32_t *)(const void *)img, n_words, &n);
+    if (hit && (size_t)n == n_mom) {
+        memcpy(moments, hit, n_mom * sizeof(float));
+        G->vae_cached = 1;
+        return SD_OK;
+    }
+    int rc = sd_run_vae_encode(p->rt, p->model, img, 1, H, W, moments);
+    if (!rc) sd_embed_cache_put(p->cache, p->model->id, tag, (const int32_t *)(const void *)img, n_words, moments, (int64_t)n_mom);
+    return rc;
+}
+
+/* UNet-space latents of images [B, 3, H, W]: scaling * (mean + std * randn)
+ * (diffusers retrieve_latents with a generator samples the posterior). */
+static int encode_images(struct gen *G, const float *img, int B, struct sd_rng *rng, float *out) {
+    struct sd_model *m = G->p->model;
+    const int H = G->g->height, W = G->g->width, lc = m->vae.latent_channels;
+    const size_t hw = (size_t)G->h * G->w;
+    float *mom = malloc(sizeof(float) * (size_t)2 * lc * hw), *eps = malloc(sizeof(float) * (size_t)B * lc * hw);
+    int rc = mom && eps ? SD_OK : sd_errorf(G->p->ctx, SD_ERR_NOMEM, "vae encode: out of memory");
+    if (!rc) sd_rng_randn(rng, eps, (int64_t)B * lc * hw); /* one randn_tensor(mean.shape) call */
+    for (int b = 0; b < B && !rc; b++) {
+        if ((rc = vae_encode_cached(G, img + (size_t)b * 3 * H * W, mom))) break;
+        for (int c = 0; c < lc; c++)
+            for (size_t i = 0; i < hw; i++) {
+                float mean = mom[c * hw + i], logvar = mom[(lc + c) * hw + i];
+                logvar = logvar < -30 ? -30 : logvar > 20 ? 20 : logvar;
+                float std = expf(0.5f * logvar);
+                size_t k = ((size_t)b * lc + c) * hw + i;
+                out[k] = m->vae.scaling_factor * (mean + std * eps[k]);
+            }
+    }
+    free(mom);
+    free(eps);
+    return rc;
+}
+
+int sd_gen_params_check(struct sd_ctx *ctx, const struct sd_gen_params *g) {
+    if (g->width < 8 || g->height < 8 || g->width % 8 || g->height % 8)
+        return sd_errorf(ctx, SD_ERR_INVALID, "width and height must be positive multiples of 8 (got %dx%d)", g->width, g->height);
+    if (g->width > 4096 || g->height > 4096)
+        return sd_errorf(ctx, SD_ERR_INVALID, "%dx%d is too large (at most 4096 per side)", g->width, g->height);
+    if (g->batch < 1 || g->batch > 64) return sd_errorf(ctx, SD_ERR_INVALID, "batch must be 1..64 (got %d)", g->batch);
+    if (g->sampler.steps < 1 || g->sampler.steps > 1000)
+        return sd_errorf(ctx, SD_ERR_INVALID, "steps must be 1..1000 (got %d)", g->sampler.steps);
+    if (!(g->strength > 0 && g->strength <= 1))
+        return sd_errorf(ctx, SD_ERR_INVALID, "strength must be in (0, 1] (got %g)", (double)g->strength);
+    if (!(g->cfg_scale >= 0 && g->cfg_scale <= 100))
+        return sd_errorf(ctx, SD_ERR_INVALID, "cfg scale must be in [0, 100] (got %g)", (double)g->cfg_scale);
+    return SD_OK;
+}
+
+static int validate(struct sd_pipeline *p, const struct sd_gen_params *g) {
+    struct sd_ctx *ctx = p->ctx;
+    int rc = sd_gen_params_check(ctx, g);
+    if (rc) return rc;
+    if (!p->model->te || !p->model->va) return sd_errorf(ctx, SD_ERR_INVALID, "%s: generation needs a text encoder and a VAE", p->model->path);
+    if (g->mask && !g->init_image) return sd_errorf(ctx, SD_ERR_INVALID, "a mask needs an init image");
+    if (p->model->unet.in_channels == 9 && !g->mask)
+        return sd_errorf(ctx, SD_ERR_INVALID, "%s is an inpainting model: give an init image and a mask", p->model->path);
+    if (p->model->unet.in_channels != 4 && p->model->unet.in_channels != 9)
+        return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "UNet with %d input channels", p->model->unet.in_channels);
+    return SD_OK;
+}
+
+int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *images) {
+    int rc = validate(p, g);
+    if (rc) return rc;
+    struct sd_model *m = p->model;
+    struct gen G = {.p = p, .g = g, .B = g->batch, .h = g->height / 8, .w = g->width / 8, .cin = m->unet.in_channels};
+    G.cfg = g->cfg_scale > 1.0f;
+    G.lat = (size_t)4 * G.h * G.w;
+    const size_t hw = (size_t)G.h * G.w;
+    const int d = m->clip.hidden, L = m->clip.max_pos;
+    float *cond = NULL, *unc = NULL, *x = NULL;
+    struct sd_rng rng;
+    sd_rng_seed(&rng, g->seed);
+
+    /* 1. Prompts. */
+    double t0 = sd_time_s();
+    int nc = 0, nu = 0, cached_c = 0, cached_u = 1;
+    if ((rc = sd_encode_prompt(p, g->prompt, g->clip_skip, &cond, &nc, &cached_c))) goto done;
+    if (G.cfg && (rc = sd_encode_prompt(p, g->negative_prompt ? g->negative_prompt : "", g->clip_skip, &unc, &nu, &cached_u)))
+        goto done;
+    G.chunks = nc > nu ? nc : nu;
+    float *empty = NULL;
+    if (G.cfg && nc != nu) { /* pad the shorter with empty chunks */
+        int ne = 0, ce = 0;
+        if ((rc = sd_encode_prompt(p, "", g->clip_skip, &empty, &ne, &ce))) goto done;
+    }
+    const int nb = G.cfg ? 2 * G.B : G.B;
+    const size_t per = (size_t)G.chunks * L * d;
+    G.context = malloc(sizeof(float) * per * nb);
+    G.xin = malloc(sizeof(float) * (size_t)nb * G.cin * hw);
+    G.tin = malloc(sizeof(float) * (size_t)nb);
+    G.eps = malloc(sizeof(float) * (size_t)nb * G.lat);
+    x = malloc(sizeof(float) * (size_t)G.B * G.lat);
+    if (!G.context || !G.xin || !G.tin || !G.eps || !x) { free(empty); rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory"); goto done; }
+    for (int r = 0; r < nb; r++) {
+        int is_cond = !G.cfg || r >= G.B;
+        const float *src = is_cond ? cond : unc;
+        int have = is_cond ? nc : nu;
+        for (int c = 0; c < G.chunks; c++)
+            memcpy(G.context + r * per + (size_t)c * L * d, c < have ? src + (size_t)c * L * d : empty,
+                   sizeof(float) * (size_t)L * d);
+    }
+    free(empty);
+    if ((rc = phase(&G, "clip", sd_time_s() - t0, cached_c && cached_u))) goto done;
+
+    /* 2. Sampler and starting latents. */
+    struct sd_sampler_params sp = g->sampler;
+    sp.prediction = m->prediction;
+    if (!(G.s = sd_sampler_new(p->ctx, &sp, NULL, (int64_t)G.B * G.lat))) { rc = p->ctx->status; goto done; }
+    int start = 0;
+    if (!g->init_image) {
+        sd_sampler_init_latents(G.s, &rng, x);
+    } else {
+        const size_t img = (size_t)3 * g->height * g->width;
+        float *imgs = malloc(sizeof(float) * img * G.B);
+        G.init_lat = malloc(sizeof(float) * (size_t)G.B * G.lat);
+        G.noise = malloc(sizeof(float) * (size_t)G.B * G.lat);
+        if (!imgs || !G.init_lat || !G.noise) { free(imgs); rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory"); goto done; }
+        for (int b = 0; b < G.B; b++) memcpy(imgs + b * img, g->init_image, sizeof(float) * img);
+        t0 = sd_time_s();
+        bool full = g->strength >= 1.0f;
+        start = full ? 0 : sd_sampler_start_index(G.s, g->strength);
+        if (start < 0) { free(imgs); rc = p->ctx->status; goto done; }
+        if (!g->mask || G.cin == 4 || !full) rc = encode_images(&G, imgs, G.B, &rng, G.init_lat);
+        if (!rc) {
+            sd_rng_randn(&rng, G.noise, (int64_t)G.B * G.lat);
+            if (full) {
+                float sigma = sd_sampler_init_noise_sigma(G.s);
+                for (size_t i = 0; i < (size_t)G.B * G.lat; i++) x[i] = G.noise[i] * sigma;
+            } else {
+                rc = sd_sampler_add_noise(G.s, start, G.init_lat, G.noise, x);
+            }
+        }
+        if (!rc && g->mask) {
+            /* Binarised mask, nearest-resized to the latent grid; masked image = image where mask < 0.5. */
+            G.mask_lat = malloc(sizeof(float) * (size_t)G.B * hw);
+            if (!G.mask_lat) rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
+            for (int y = 0; !rc && y < G.h; y++)
+                for (int xx = 0; xx < G.w; xx++) {
+                    float v = g->mask[(size_t)(y * 8) * g->width + xx * 8] >= 0.5f ? 1.0f : 0.0f;
+                    for (int b = 0; b < G.B; b++) G.mask_lat[b * hw + (size_t)y * G.w + xx] = v;
+                }
+            if (!rc && G.cin == 9) {
+                for (int b = 0; b < G.B; b++)
+                    for (int c = 0; c < 3; c++)
+                        for (size_t i = 0; i < (size_t)g->height * g->width; i++)
+                            imgs[b * img + c * (size_t)g->height * g->width + i] =
+                                g->mask[i] >= 0.5f ? 0.0f : g->init_image[c * (size_t)g->height * g->width + i];
+                G.masked_lat = malloc(sizeof(float) * (size_t)G.B * G.lat);
+                rc = G.masked_lat ? encode_images(&G, imgs, G.B, &rng, G.masked_lat) : sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
+            } else if (!rc) {
+                /* diffusers also encodes (samples) the masked image for 4-channel
+                 * models and then ignores it: draw the same numbers to keep the
+                 * generator in step for ancestral samplers. */
+                sd_rng_randn(&rng, G.eps, (int64_t)G.B * G.lat);
+            }
+        }
+        free(imgs);
+        if (rc) goto done;
+        if ((rc = phase(&G, "vae_encode", sd_time_s() - t0, G.vae_cached))) goto done;
+    }
+
+    /* 3. Denoising loop. */
+    G.t_step = sd_time_s();
+    rc = sd_sampler_run(G.s, x, start, denoise, &G, &rng, on_step, &G);
+    if (rc) goto done;
+
+    /* 4. Decode. */
+    t0 = sd_time_s();
+    const float inv = 1.0f / m->vae.scaling_factor;
+    for (size_t i = 0; i < (size_t)G.B * G.lat; i++) x[i] *= inv;
+    for (int b = 0; b < G.B && !rc; b++)
+        rc = sd_run_vae_decode(p->rt, m, x + b * G.lat, 1, G.h, G.w, images + (size_t)b * 3 * g->height * g->width);
+    if (!rc) rc = phase(&G, "vae_decode", sd_time_s() - t0, 0);
+done:
+    sd_sampler_free(G.s);
+    free(cond); free(unc); free(x);
+    free(G.context); free(G.xin); free(G.tin); free(G.eps);
+    free(G.mask_lat); free(G.masked_lat); free(G.init_lat); free(G.noise);
+    return rc;
+}

@@ -1,0 +1,76 @@
+/* pipeline.h - txt2img, img2img and inpainting on one model and runtime
+ * (sd-reference §6).
+ *
+ * Classifier-free guidance runs as one batch-2B UNet pass ([uncond, cond]
+ * like diffusers); cfg_scale <= 1 skips the unconditional branch. Random
+ * draws follow diffusers' order on a CPU torch generator seeded with `seed`
+ * (posterior sample of the init image, then the starting noise, then the
+ * masked-image posterior for inpainting), so the same seed gives the same
+ * image as diffusers on CPU, on every run, thread count and backend.
+ */
+#ifndef SDRT_PIPELINE_H
+#define SDRT_PIPELINE_H
+
+#include "embed_cache.h"
+#include "model.h"
+#include "runtime.h"
+#include "sampler.h"
+#include "tokenizer.h"
+
+enum sd_gen_event_kind {
+    SD_EV_PHASE,   /* a phase finished: phase ("clip", "vae_encode", "vae_decode"), seconds, cached */
+    SD_EV_STEP,    /* a sampling step finished: step, n_steps, t, seconds; x0 = current prediction */
+};
+
+struct sd_gen_event {
+    enum sd_gen_event_kind kind;
+    const char *phase;
+    double seconds;
+    int cached;             /* PHASE clip: every embedding came from the cache */
+    int step, n_steps;
+    float t;
+    const float *x0;        /* STEP: predicted clean latents [batch, 4, h, w] (UNet space) */
+    int batch, h, w;        /* latent size */
+};
+
+/* Returns non-zero to cancel the generation. */
+typedef int (*sd_gen_event_fn)(void *user, const struct sd_gen_event *ev);
+
+struct sd_gen_params {
+    const char *prompt, *negative_prompt;
+    int width, height, batch;
+    float cfg_scale;
+    uint64_t seed;
+    struct sd_sampler_params sampler;   /* kind, steps, karras, eta, spacing; prediction from the model */
+    int clip_skip;                      /* A1111 numbering: 0/1 = last layer */
+    /* img2img / inpaint: init_image [3, height, width] in [-1, 1] */
+    const float *init_image;
+    float strength;                     /* (0, 1]; 1 = start from pure noise */
+    const float *mask;                  /* [height, width] in [0, 1]; >= 0.5 repaints */
+    sd_gen_event_fn on_event;
+    void *user;
+};
+
+void sd_gen_params_init(struct sd_gen_params *g); /* 512x512, batch 1, cfg 7.5, 20 steps Euler a, strength 0.75 */
+/* Checks what needs no model: sizes multiples of 8 and <= 4096, batch 1..64,
+ * steps 1..1000, strength in (0, 1], cfg in [0, 100]. */
+int sd_gen_params_check(struct sd_ctx *ctx, const struct sd_gen_params *g);
+
+struct sd_pipeline {
+    struct sd_ctx *ctx;
+    struct sd_model *model;
+    struct sd_runtime *rt;
+    struct sd_tokenizer *tok;
+    struct sd_embed_cache *cache;
+};
+
+/* Validates g against the model (sizes multiples of 8, steps, strength,
+ * batch) and generates; images is [batch, 3, height, width] in [-1, 1].
+ * Returns SD_OK or SD_ERR_* with ctx set. */
+int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *images);
+
+/* Tokenises and encodes one prompt into [n_chunks * 77, hidden] (75-token
+ * chunks, BOS/EOS/pad per chunk); *emb is malloc'd. Uses the cache. */
+int sd_encode_prompt(struct sd_pipeline *p, const char *prompt, int clip_skip, float **emb, int *n_chunks, int *cached);
+
+#endif

@@ -1,0 +1,25 @@
+/* preview.h - cheap latent -> RGB previews (sd-reference §8.1).
+ *
+ * A fixed linear map per latent pixel: rgb = sum_c latent[c] * F[c] + bias,
+ * then clamp((rgb + 1) / 2, 0, 1) * 255 rounded half to even (ComfyUI
+ * truncates instead; we round like the final image postprocess). We use
+ * ComfyUI's factors (comfy/latent_formats.py), not A1111's "Approx cheap":
+ * ComfyUI's fit is newer and has an SDXL variant; both are rough. Feed the
+ * sampler's x0 prediction (sd_step_info.x0), not the noisy latents, and not
+ * divided by the VAE scale factor.
+ */
+#ifndef SDRT_PREVIEW_H
+#define SDRT_PREVIEW_H
+
+#include "sdrt.h"
+
+enum sd_preview_kind {
+    SD_PREVIEW_SD15 = 0, /* SD 1.x / 2.x latents (ComfyUI class SD15) */
+    SD_PREVIEW_SDXL,     /* SDXL latents (ComfyUI class SDXL, with bias) */
+};
+
+/* latent: one image, [4, h, w] channel planes. rgb: h*w*3 bytes, interleaved,
+ * an h x w image (latent resolution, 1/8 of the decoded image). */
+void sd_preview_rgb8(const float *latent, int w, int h, enum sd_preview_kind kind, uint8_t *rgb);
+
+#endif
