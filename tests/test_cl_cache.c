@@ -71,6 +71,15 @@ static void cache_path(struct sd_backend *b, const char *program, char *path, si
     snprintf(path, n, "%s/%s.clbin", sd_cl_cache_dir(), hex);
 }
 
+static unsigned long long hash_floats(const float *x, int64_t n) {
+    unsigned long long h = 1469598103934665603ull;
+    const unsigned char *p = (const unsigned char *)x;
+    for (int64_t i = 0; i < n * (int64_t)sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+/* Child process: a fresh start that makes every program and runs the graph;
+ * prints the counts, times and a hash of the output. */
 static int child_warm(void) {
     struct sd_ctx ctx = {0};
     double t0 = sd_time_s();
@@ -81,15 +90,32 @@ static int child_warm(void) {
     struct tc tc = {0};
     int64_t n = 0;
     int on_cl = 0, nc = 0;
-    free(run_graph(&ctx, cl, cpu, &tc, &n, &on_cl, &nc));
+    float *out = run_graph(&ctx, cl, cpu, &tc, &n, &on_cl, &nc);
     struct sd_cl_counts c;
     sd_cl_counts_get(&c);
-    printf("child ok=%d built=%d cached=%d load=%.2fs first_run=%.2fs\n", ok, c.built, c.cached, t1 - t0,
-           sd_time_s() - t1);
+    printf("child ok=%d built=%d cached=%d precompiled=%d load=%.2fs first_run=%.2fs hash=%llx\n", ok, c.built,
+           c.cached, c.precompiled, t1 - t0, sd_time_s() - t1, out ? hash_floats(out, n) : 0ull);
+    free(out);
     tc_free(&tc);
     sd_backend_free(cl);
     sd_backend_free(cpu);
     return 0;
+}
+
+struct child { int ok, built, cached, precompiled; double load, run; unsigned long long hash; };
+
+static struct child run_child(void) {
+    struct child r = {-1, -1, -1, -1, 0, 0, 0};
+    char cmd[64], line[512];
+    snprintf(cmd, sizeof cmd, "/proc/%d/exe --child-warm", (int)getpid());
+    FILE *p = popen(cmd, "r");
+    if (!p) return r;
+    while (fgets(line, sizeof line, p))
+        if (sscanf(line, "child ok=%d built=%d cached=%d precompiled=%d load=%lfs first_run=%lfs hash=%llx", &r.ok,
+                   &r.built, &r.cached, &r.precompiled, &r.load, &r.run, &r.hash) == 7)
+            break;
+    pclose(p);
+    return r;
 }
 
 int main(int argc, char **argv) {
@@ -97,6 +123,7 @@ int main(int argc, char **argv) {
     char root[] = "/tmp/sdrt_cl_cache_XXXXXX";
     if (!mkdtemp(root)) return printf("FAIL mkdtemp\n"), 1;
     char cache[300], exp[300], exp2[300], cmd[700];
+    struct child r;
     snprintf(cache, sizeof cache, "%s/cache", root);
     snprintf(exp, sizeof exp, "%s/export", root);
     snprintf(exp2, sizeof exp2, "%s/export2", root);
@@ -151,21 +178,10 @@ int main(int argc, char **argv) {
     free(got);
 
     /* Warm start in a second process. */
-    snprintf(cmd, sizeof cmd, "/proc/%d/exe --child-warm", (int)getpid());
-    FILE *p = popen(cmd, "r");
-    char line[256] = "";
-    int cok = -1, cbuilt = -1, ccached = -1;
-    double cload = 0, crun = 0;
-    if (p) {
-        while (fgets(line, sizeof line, p))
-            if (sscanf(line, "child ok=%d built=%d cached=%d load=%lfs first_run=%lfs", &cok, &cbuilt, &ccached, &cload,
-                       &crun) == 5)
-                break;
-        pclose(p);
-    }
-    CHECK(cok == N && cbuilt == 0 && ccached == N,
-          "second process compiles nothing (ok %d, built %d, cached %d; start %.2f s, first graph run %.2f s)", cok,
-          cbuilt, ccached, cload, crun);
+    r = run_child();
+    CHECK(r.ok == N && r.built == 0 && r.cached == N && r.hash == hash_floats(ref, n0),
+          "second process compiles nothing, same result (ok %d, built %d, cached %d; start %.2f s, first graph run %.2f s)",
+          r.ok, r.built, r.cached, r.load, r.run);
 
     /* Corrupted entries are ignored and rebuilt. */
     const char *victims[3] = {"softmax", "group_norm", "gemm"};
@@ -221,6 +237,10 @@ int main(int argc, char **argv) {
           nc, mx);
     free(got);
     sd_backend_free(cl);
+    r = run_child();
+    CHECK(r.ok == N && r.built == 0 && r.cached == 0 && r.precompiled == N && r.hash == hash_floats(ref, n0),
+          "precompiled mode in another process: %d programs from binaries, none compiled, bit-identical result",
+          r.precompiled);
 
     /* A missing binary: only its ops fall back. */
     char missing[400];
