@@ -64,15 +64,25 @@ static struct sd_backend *cl_with_gemm(struct sd_ctx *ctx, const char *engine) {
     return b;
 }
 
+/* All CPU timings first, then all OpenCL ones: PoCL's worker threads stay
+ * busy for a while after OpenCL work and would slow the CPU backend's
+ * OpenMP threads if the two alternated (seen as an ~8 ms floor per op). */
 static void bench_ops(struct sd_ctx *ctx, struct sd_backend *cpu, struct sd_backend *cl) {
     struct sd_backend *both[2] = {cl, cpu};
-    printf("%-40s %10s %10s %8s\n", "op (1-node graph)", "cpu ms", "opencl ms", "cl/cpu");
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const size_t n = sizeof cases / sizeof cases[0];
+    double t_cpu[sizeof cases / sizeof cases[0]];
+    int on = 0;
+    for (size_t i = 0; i < n; i++) {
         struct tc tc = {0};
-        int on = 0, on_cl = 0;
-        double tc_cpu = time_graph(ctx, &cpu, 1, cases[i].build, &tc, &on);
+        t_cpu[i] = time_graph(ctx, &cpu, 1, cases[i].build, &tc, &on);
+        tc_free(&tc);
+    }
+    printf("%-40s %10s %10s %8s\n", "op (1-node graph)", "cpu ms", "opencl ms", "cl/cpu");
+    for (size_t i = 0; i < n; i++) {
+        struct tc tc = {0};
+        int on_cl = 0;
         double tc_cl = time_graph(ctx, both, 2, cases[i].build, &tc, &on_cl);
-        printf("%-40s %10.2f %10.2f %8.1f%s\n", cases[i].name, tc_cpu * 1e3, tc_cl * 1e3, tc_cl / tc_cpu,
+        printf("%-40s %10.2f %10.2f %8.1f%s\n", cases[i].name, t_cpu[i] * 1e3, tc_cl * 1e3, tc_cl / t_cpu[i],
                on_cl ? "" : "  (not all on opencl)");
         fflush(stdout);
         tc_free(&tc);

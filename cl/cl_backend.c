@@ -179,6 +179,11 @@ int sd_cl_run(struct sd_cl *cl, cl_kernel k, const char *what, const struct sd_c
     }
     for (int d = 0; d < dims; d++)
         if (global[d] == 0) return SD_OK; /* empty */
+    /* 1-d launches without a work-group size get 64 when it divides: PoCL
+     * picks small groups by itself, and each group costs it a fixed
+     * overhead (elementwise ops measured up to 1.9x faster). */
+    size_t l64 = 64;
+    if (!local && dims == 1 && global[0] % 64 == 0) local = &l64;
     cl_int err = clEnqueueNDRangeKernel(cl->queue, k, (cl_uint)dims, NULL, global, local, 0, NULL, NULL);
     return sd_cl_check(cl->ctx, err, "clEnqueueNDRangeKernel", what);
 }

@@ -14,6 +14,7 @@ static int binary(struct sd_cl *cl, struct sd_tensor *t, const char *prog, const
     struct sd_cl_arg args[] = {
         SD_CL_BUF(ab), SD_CL_BUF(bb), SD_CL_BUF(yb), SD_CL_I32(n), SD_CL_I32(a->ne[1]), SD_CL_I32(a->ne[2]),
         SD_CL_I32(a->ne[3]), SD_CL_I32(bs[0]), SD_CL_I32(bs[1]), SD_CL_I32(bs[2]), SD_CL_I32(bs[3]),
+        SD_CL_I32(sd_tensor_nelements(b) == (int64_t)n),
     };
     size_t global = sd_cl_round_up(n, 256);
     return sd_cl_run(cl, k, t->name, args, SD_CL_NARGS(args), 1, &global, NULL);

@@ -42,8 +42,8 @@ int sd_cl_conv2d(struct sd_cl *cl, struct sd_tensor *t) {
                     SD_CL_I32(kw), SD_CL_I32(p.stride_h), SD_CL_I32(p.stride_w), SD_CL_I32(p.pad_t),
                     SD_CL_I32(p.pad_l), SD_CL_I32(OW), SD_CL_I32(p0), SD_CL_I32(np), SD_CL_I32(K),
                 };
-                size_t global[2] = {sd_cl_round_up(np, 16), sd_cl_round_up(K, 4)};
-                if ((rc = sd_cl_run(cl, k, t->name, args, SD_CL_NARGS(args), 2, global, NULL)) != SD_OK) return rc;
+                size_t local[2] = {64, 1}, global[2] = {sd_cl_round_up((np + 15) / 16, 64), K}; /* IM2COL_PX */
+                if ((rc = sd_cl_run(cl, k, t->name, args, SD_CL_NARGS(args), 2, global, local)) != SD_OK) return rc;
                 struct sd_cl_gemm g = {.m = Co, .n = np, .k = K, .alpha = 1, .a = wb, .b = {col, 0},
                                        .c = {yb.mem, yb.offs + (n * Co * P + p0) * 4}, .lda = K, .ldb = np,
                                        .ldc = P, .batch = 1, .what = t->name};
