@@ -241,7 +241,8 @@ static bool cl_supports(struct sd_backend *b, const struct sd_tensor *node, char
             return set_why(why, why_n, "unsupported(head dim)");
     }
     if (node->op == SD_OP_ATTENTION) {
-        bool ok = cl->attn_gemm ? need_program(cl, "softmax") && (!cl->gemm_own || need_program(cl, "gemm"))
+        bool ok = cl->attn_gemm ? need_program(cl, "softmax") && need_program(cl, "permute") &&
+                                      (!cl->gemm_own || need_program(cl, "gemm"))
                                 : need_program(cl, "attention");
         if (!ok) return set_why(why, why_n, "build-failed");
     }

@@ -7,9 +7,10 @@
  *
  * blocked GEMMs (the default on CPU-type devices, where the flash kernel's
  * per-work-item private arrays defeat PoCL's vectorizer: ~30x slower than
- * this): per batch and block of qb queries, S = Q K^T for all heads at once
- * (strided batched GEMM), row softmax in place, O = P V (batched GEMM) into
- * the output's head columns. The score block is H*qb*Lk floats, qb chosen to
+ * this): per batch, K is transposed per head ([H, d, Lk], permute kernel) so
+ * that both products are n-contiguous GEMMs; per block of qb queries,
+ * S = Q K^T for all heads at once (strided batched GEMM), row softmax in
+ * place, O = P V (batched GEMM) into the output's head columns. The score block is H*qb*Lk floats, qb chosen to
  * keep it under 64 MiB, so the full score matrix is never held either.
  * SDRT_CL_ATTN=flash|gemm forces one (tests run both).
  */
@@ -26,31 +27,43 @@ static int attention_gemm(struct sd_cl *cl, struct sd_tensor *t, struct sd_cl_bu
     const struct sd_attention_params p = t->p.attention;
     const size_t B = q->ne[1], Lq = q->ne[2], Lk = k->ne[2], H = p.n_heads;
     const size_t d = q->ne[3] / H, dv = v->ne[3] / H;
+    cl_kernel perm = sd_cl_kernel(cl, "permute", "kernel_permute_f32");
+    if (!perm) return SD_ERR_CL;
     size_t blk = SCORE_BYTES_MAX / (H * Lk * sizeof(float));
     if (blk < 1) blk = 1;
     if (blk > Lq) blk = Lq;
+    /* scratch: K^T per head [H, d, Lk], then the score block [H, blk, Lk] */
+    const size_t kt_bytes = sd_cl_round_up(H * d * Lk * sizeof(float), 64);
     cl_mem S;
-    int rc = sd_cl_scratch(cl, H * blk * Lk * sizeof(float), &S);
+    int rc = sd_cl_scratch(cl, kt_bytes + H * blk * Lk * sizeof(float), &S);
     if (rc != SD_OK) return rc;
-    for (size_t b = 0; b < B; b++)
+    struct sd_cl_buf kt = {S, 0}, sb = {S, kt_bytes};
+    for (size_t b = 0; b < B; b++) {
+        /* K^T: out [1, H, d, Lk] reads k[b][j][h*d + c] (strides 0, d, 1, H*d) */
+        struct sd_cl_buf kbb = {kb.mem, kb.offs + b * Lk * H * d * sizeof(float)};
+        size_t n = H * d * Lk;
+        struct sd_cl_arg args[] = {SD_CL_BUF(kbb), SD_CL_BUF(kt), SD_CL_I32(n), SD_CL_I32(H), SD_CL_I32(d),
+                                   SD_CL_I32(Lk), SD_CL_I32(0), SD_CL_I32(d), SD_CL_I32(1), SD_CL_I32(H * d)};
+        size_t global = sd_cl_round_up(n, 64);
+        if ((rc = sd_cl_run(cl, perm, t->name, args, SD_CL_NARGS(args), 1, &global, NULL)) != SD_OK) return rc;
         for (size_t q0 = 0; q0 < Lq; q0 += blk) {
             size_t nq = Lq - q0 < blk ? Lq - q0 : blk;
             struct sd_cl_gemm s = {
-                .trans_b = 1, .m = nq, .n = Lk, .k = d, .alpha = 1,
+                .m = nq, .n = Lk, .k = d, .alpha = 1,
                 .a = {qb.mem, qb.offs + (b * Lq + q0) * H * d * sizeof(float)}, .lda = H * d, .stride_a = d,
-                .b = {kb.mem, kb.offs + b * Lk * H * d * sizeof(float)}, .ldb = H * d, .stride_b = d,
-                .c = {S, 0}, .ldc = Lk, .stride_c = nq * Lk, .batch = H, .what = t->name};
+                .b = kt, .ldb = Lk, .stride_b = d * Lk,
+                .c = sb, .ldc = Lk, .stride_c = nq * Lk, .batch = H, .what = t->name};
             if ((rc = sd_cl_gemm(cl, &s)) != SD_OK) return rc;
-            struct sd_cl_buf sb = {S, 0};
             if ((rc = sd_cl_softmax_rows(cl, sb, sb, H * nq, Lk, nq, q0, p.scale, p.causal, t->name)) != SD_OK)
                 return rc;
             struct sd_cl_gemm o = {
-                .m = nq, .n = dv, .k = Lk, .alpha = 1, .a = {S, 0}, .lda = Lk, .stride_a = nq * Lk,
+                .m = nq, .n = dv, .k = Lk, .alpha = 1, .a = sb, .lda = Lk, .stride_a = nq * Lk,
                 .b = {vb.mem, vb.offs + b * Lk * H * dv * sizeof(float)}, .ldb = H * dv, .stride_b = dv,
                 .c = {ob.mem, ob.offs + (b * Lq + q0) * H * dv * sizeof(float)}, .ldc = H * dv, .stride_c = dv,
                 .batch = H, .what = t->name};
             if ((rc = sd_cl_gemm(cl, &o)) != SD_OK) return rc;
         }
+    }
     return SD_OK;
 }
 
