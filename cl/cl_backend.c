@@ -446,7 +446,8 @@ struct sd_backend *sd_cl_backend_new(struct sd_ctx *ctx, int device_index) {
     /* CPU-type devices (PoCL): work-item-per-row softmax and attention as
      * blocked GEMMs measure far faster than the work-group-reduction and
      * flash kernels there (docs/opencl.md). */
-    cl->rowwise = strcmp(cl->info.type, "cpu") == 0;
+    const char *rw = getenv("SDRT_CL_ROWWISE");
+    cl->rowwise = rw && *rw ? strcmp(rw, "0") != 0 : strcmp(cl->info.type, "cpu") == 0;
     const char *attn = getenv("SDRT_CL_ATTN");
     if (attn && *attn && strcmp(attn, "flash") && strcmp(attn, "gemm")) {
         sd_errorf(ctx, SD_ERR_INVALID, "SDRT_CL_ATTN=%s: want flash or gemm", attn);

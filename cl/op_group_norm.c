@@ -1,5 +1,6 @@
 /* op_group_norm.c - GroupNorm (+ fused SiLU) on OpenCL: one work-group per
- * (sample, group) over x[N, C, S...]; gamma/beta optional. */
+ * (sample, group) over x[N, C, S...], or one work-item per (sample, group)
+ * with vector loops on CPU-type devices; gamma/beta optional. */
 #include "cl_impl.h"
 
 int sd_cl_group_norm(struct sd_cl *cl, struct sd_tensor *t) {
@@ -13,6 +14,17 @@ int sd_cl_group_norm(struct sd_cl *cl, struct sd_tensor *t) {
     if ((rc = sd_cl_buf_of(cl, x, &xb)) || (rc = sd_cl_buf_of(cl, t, &yb))) return rc;
     if (gm && (rc = sd_cl_buf_of(cl, gm, &gb))) return rc;
     if (bt && (rc = sd_cl_buf_of(cl, bt, &bb))) return rc;
+    if (cl->rowwise) {
+        cl_kernel kr = sd_cl_kernel(cl, "group_norm", "kernel_group_norm_rows_f32");
+        if (!kr) return SD_ERR_CL;
+        struct sd_cl_arg args[] = {
+            SD_CL_BUF(xb), SD_CL_BUF(yb), SD_CL_BUF(gb), SD_CL_BUF(bb), SD_CL_I32(N * p.groups), SD_CL_I32(p.groups),
+            SD_CL_I32(C / p.groups), SD_CL_I32(S), SD_CL_F32(p.eps), SD_CL_I32(gm != NULL), SD_CL_I32(bt != NULL),
+            SD_CL_I32(p.silu),
+        };
+        size_t global = sd_cl_round_up(N * p.groups, 8), local = 1;
+        return sd_cl_run(cl, kr, t->name, args, SD_CL_NARGS(args), 1, &global, &local);
+    }
     size_t wg = sd_cl_wg_size(cl, k, 256);
     struct sd_cl_arg args[] = {
         SD_CL_BUF(xb), SD_CL_BUF(yb), SD_CL_BUF(gb), SD_CL_BUF(bb), SD_CL_I32(p.groups), SD_CL_I32(C / p.groups),

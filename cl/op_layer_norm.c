@@ -1,5 +1,5 @@
 /* op_layer_norm.c - LayerNorm over the last dim on OpenCL: one work-group
- * per row; gamma/beta optional. */
+ * per row (one work-item per row on CPU-type devices); gamma/beta optional. */
 #include "cl_impl.h"
 
 int sd_cl_layer_norm(struct sd_cl *cl, struct sd_tensor *t) {
@@ -12,6 +12,16 @@ int sd_cl_layer_norm(struct sd_cl *cl, struct sd_tensor *t) {
     if ((rc = sd_cl_buf_of(cl, x, &xb)) || (rc = sd_cl_buf_of(cl, t, &yb))) return rc;
     if (gm && (rc = sd_cl_buf_of(cl, gm, &gb))) return rc;
     if (bt && (rc = sd_cl_buf_of(cl, bt, &bb))) return rc;
+    if (cl->rowwise) {
+        cl_kernel kr = sd_cl_kernel(cl, "layer_norm", "kernel_layer_norm_rows_f32");
+        if (!kr) return SD_ERR_CL;
+        struct sd_cl_arg args[] = {
+            SD_CL_BUF(xb), SD_CL_BUF(yb), SD_CL_BUF(gb), SD_CL_BUF(bb), SD_CL_I32(rows), SD_CL_I32(C),
+            SD_CL_F32(t->p.layer_norm.eps), SD_CL_I32(gm != NULL), SD_CL_I32(bt != NULL),
+        };
+        size_t global = sd_cl_round_up(rows, 16);
+        return sd_cl_run(cl, kr, t->name, args, SD_CL_NARGS(args), 1, &global, NULL);
+    }
     size_t wg = sd_cl_wg_size(cl, k, C < 256 ? C : 256);
     struct sd_cl_arg args[] = {
         SD_CL_BUF(xb), SD_CL_BUF(yb), SD_CL_BUF(gb), SD_CL_BUF(bb), SD_CL_I32(C), SD_CL_F32(t->p.layer_norm.eps),

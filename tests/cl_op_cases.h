@@ -44,6 +44,9 @@ static struct sd_tensor *b_matmul_nt(struct sd_graph *g, struct tc *tc) {
 static struct sd_tensor *b_matmul_tn(struct sd_graph *g, struct tc *tc) {
     return sd_matmul(g, IN(tc, g, 4, 2, 3, 40, 50), IN(tc, g, 4, 2, 3, 40, 30), 1, 0, 1.0f);
 }
+static struct sd_tensor *b_matmul_tt(struct sd_graph *g, struct tc *tc) {
+    return sd_matmul(g, IN(tc, g, 3, 3, 70, 33), IN(tc, g, 3, 3, 90, 70), 1, 1, 0.5f);
+}
 static struct sd_tensor *b_group_norm(struct sd_graph *g, struct tc *tc) {
     int64_t hw = S(32, 16);
     return sd_group_norm(g, IN(tc, g, 4, 2, 320, hw, hw), W(tc, 1, 320), W(tc, 1, 320), 32, 1e-5f, 0);
@@ -170,6 +173,7 @@ static const struct op_case cases[] __attribute__((unused)) = {
     {"linear [1,1024,320]x1280", b_linear_big, 5e-4, 1e-4},
     {"matmul q.k^T [16,256,40]", b_matmul_nt, 1e-4, 1e-4},
     {"matmul a^T.b [2,3,40,50]", b_matmul_tn, 1e-4, 1e-4},
+    {"matmul a^T.b^T [3,70,33]x[3,90,70]", b_matmul_tt, 1e-4, 1e-4},
     {"group_norm [2,320,32,32] g32", b_group_norm, 1e-4, 1e-4},
     {"group_norm+silu [1,640,16,16]", b_group_norm_silu, 1e-4, 1e-4},
     {"group_norm no affine [2,64,100]", b_group_norm_plain, 1e-4, 1e-4},

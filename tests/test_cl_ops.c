@@ -159,15 +159,23 @@ int main(void) {
     if (!cpu || !cl) return 1;
     check_devices(&ctx);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&ctx, cl, cpu, &cases[i], "");
-    /* The other attention path (flash kernel vs blocked GEMMs). */
-    const char *other = ((struct sd_cl *)cl->impl)->attn_gemm ? "flash" : "gemm";
-    setenv("SDRT_CL_ATTN", other, 1);
+    /* The other kernel family: on a CPU-type device the defaults are the
+     * per-row kernels and GEMM attention, so also run the work-group
+     * reduction kernels and the flash attention kernel (GPU defaults), and
+     * vice versa. */
+    struct sd_cl *c1 = cl->impl;
+    setenv("SDRT_CL_ATTN", c1->attn_gemm ? "flash" : "gemm", 1);
+    setenv("SDRT_CL_ROWWISE", c1->rowwise ? "0" : "1", 1);
     struct sd_backend *cl2 = sd_cl_backend_new(&ctx, -1);
     unsetenv("SDRT_CL_ATTN");
-    char tag[32];
-    snprintf(tag, sizeof tag, " [%s]", other);
+    unsetenv("SDRT_CL_ROWWISE");
+    char tag[48];
+    snprintf(tag, sizeof tag, " [%s, %s kernels]", c1->attn_gemm ? "flash" : "gemm",
+             c1->rowwise ? "work-group" : "per-row");
+    static const char *families[] = {"attention", "softmax", "group_norm", "layer_norm"};
     for (size_t i = 0; cl2 && i < sizeof cases / sizeof cases[0]; i++)
-        if (!strncmp(cases[i].name, "attention", 9)) run_case(&ctx, cl2, cpu, &cases[i], tag);
+        for (size_t f = 0; f < 4; f++)
+            if (!strncmp(cases[i].name, families[f], strlen(families[f]))) run_case(&ctx, cl2, cpu, &cases[i], tag);
     if (cl2) check_attention_naive(&ctx, cl2, cpu);
     sd_backend_free(cl2);
     check_attention_naive(&ctx, cl, cpu);

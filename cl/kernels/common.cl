@@ -47,3 +47,33 @@ float gelu_erf(float x) {
 }
 
 float gelu_f(float x) { return 0.5f * x * (1.0f + gelu_erf(x * M_SQRT1_2_F)); }
+
+/* Sums of a contiguous run with 16-wide vectors (per-work-item kernels on
+ * CPU-type devices): sum of x[0..n) and of (x[i] - mean)^2. */
+float run_sum(global const float *x, uint n) {
+    uint nv = n / 16, i;
+    float16 a = (float16)(0.0f);
+    for (i = 0; i < nv; i++) a += vload16(i, x);
+    float8 a8 = a.lo + a.hi;
+    float4 a4 = a8.lo + a8.hi;
+    float s = (a4.s0 + a4.s1) + (a4.s2 + a4.s3);
+    for (i = nv * 16; i < n; i++) s += x[i];
+    return s;
+}
+
+float run_sqdev(global const float *x, uint n, float mean) {
+    uint nv = n / 16, i;
+    float16 a = (float16)(0.0f);
+    for (i = 0; i < nv; i++) {
+        float16 d = vload16(i, x) - mean;
+        a = fma(d, d, a);
+    }
+    float8 a8 = a.lo + a.hi;
+    float4 a4 = a8.lo + a8.hi;
+    float s = (a4.s0 + a4.s1) + (a4.s2 + a4.s3);
+    for (i = nv * 16; i < n; i++) {
+        float d = x[i] - mean;
+        s += d * d;
+    }
+    return s;
+}

@@ -31,3 +31,39 @@ kernel void kernel_group_norm_f32(global const float *xb, ulong xo, global float
         y[i] = v;
     }
 }
+
+/* One work-item per (n, group) (CPU-type devices): the same two passes with
+ * 16-wide vector sums over the group's contiguous cpg*S values. Global
+ * (N*groups). */
+kernel void kernel_group_norm_rows_f32(global const float *xb, ulong xo, global float *yb, ulong yo,
+                                       global const float *gb, ulong go, global const float *bb, ulong bo,
+                                       uint n_groups, uint groups, uint cpg, uint S, float eps, int has_gamma,
+                                       int has_beta, int silu) {
+    uint grp = get_global_id(0);
+    if (grp >= n_groups) return;
+    uint count = cpg * S;
+    size_t base = (size_t)grp * count;
+    global const float *x = CPTR(float, xb, xo) + base;
+    global float *y = GPTR(float, yb, yo) + base;
+    float mean = run_sum(x, count) / (float)count;
+    float rstd = rsqrt(run_sqdev(x, count, mean) / (float)count + eps);
+    uint c0 = (grp % groups) * cpg;
+    global const float *gamma = CPTR(float, gb, go), *beta = CPTR(float, bb, bo);
+    for (uint c = 0; c < cpg; c++) {
+        float g = has_gamma ? gamma[c0 + c] * rstd : rstd;
+        float b = (has_beta ? beta[c0 + c] : 0.0f) - mean * g;
+        global const float *xc = x + (size_t)c * S;
+        global float *yc = y + (size_t)c * S;
+        uint nv = S / 16, i;
+        for (i = 0; i < nv; i++) {
+            float16 v = fma(vload16(i, xc), g, b);
+            if (silu) v = v / (1.0f + exp(-v));
+            vstore16(v, i, yc);
+        }
+        for (i = nv * 16; i < S; i++) {
+            float v = fma(xc[i], g, b);
+            if (silu) v = v / (1.0f + exp(-v));
+            yc[i] = v;
+        }
+    }
+}

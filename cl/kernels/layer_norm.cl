@@ -23,3 +23,22 @@ kernel void kernel_layer_norm_f32(global const float *xb, ulong xo, global float
         y[i] = v;
     }
 }
+
+/* One work-item per row (CPU-type devices), 16-wide vector sums. Global (rows). */
+kernel void kernel_layer_norm_rows_f32(global const float *xb, ulong xo, global float *yb, ulong yo,
+                                       global const float *gb, ulong go, global const float *bb, ulong bo,
+                                       uint rows, uint C, float eps, int has_gamma, int has_beta) {
+    uint row = get_global_id(0);
+    if (row >= rows) return;
+    global const float *x = CPTR(float, xb, xo) + (size_t)row * C;
+    global float *y = GPTR(float, yb, yo) + (size_t)row * C;
+    float mean = run_sum(x, C) / (float)C;
+    float rstd = rsqrt(run_sqdev(x, C, mean) / (float)C + eps);
+    global const float *gamma = CPTR(float, gb, go), *beta = CPTR(float, bb, bo);
+    for (uint i = 0; i < C; i++) {
+        float v = (x[i] - mean) * rstd;
+        if (has_gamma) v *= gamma[i];
+        if (has_beta) v += beta[i];
+        y[i] = v;
+    }
+}
