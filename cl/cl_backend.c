@@ -8,8 +8,9 @@
  * op on the CPU). The activation arena is one cl_mem; tensors are addressed
  * by (buffer, byte offset) passed to kernels and CLBlast. Weights are
  * uploaded on first use into their own cl_mem and stay resident, keyed by the
- * weight tensor's address (and re-uploaded if its data pointer or size
- * changed), so later graphs over the same model upload nothing.
+ * weight tensor's address (and re-uploaded if its data pointer, size or a
+ * fingerprint of its bytes changed), so later graphs over the same model
+ * upload nothing.
  *
  * Device errors: if an op fails on the device (an SD_ERR_CL from enqueue or
  * CLBlast), the backend says so once on stderr, marks the op failed
@@ -90,6 +91,18 @@ static int weights_grow(struct sd_cl *cl) {
     return SD_OK;
 }
 
+/* A cheap fingerprint of a weight's bytes (first and last 32): a tensor
+ * struct and data reused at the same addresses by a different model (free,
+ * then load) would otherwise hit the old device copy. */
+static uint64_t weight_probe(const void *data, size_t n) {
+    const unsigned char *p = data;
+    uint64_t h = 1469598103934665603ull ^ n;
+    size_t k = n < 32 ? n : 32;
+    for (size_t i = 0; i < k; i++) h = (h ^ p[i]) * 1099511628211ull;
+    for (size_t i = n - k; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
 /* Device copy of weight t, transposed ([R, C] -> [C, R] over the inner two
  * dims) when `transposed`; the transposed copy has its own table entry,
  * keyed by the tensor address + 1 (tensors are aligned, so it is unique). */
@@ -104,7 +117,8 @@ static int weight_buf(struct sd_cl *cl, const struct sd_tensor *t, bool transpos
     size_t j = hash_ptr(key) & (cl->cap_weights - 1);
     while (cl->weights[j].key && cl->weights[j].key != key) j = (j + 1) & (cl->cap_weights - 1);
     struct sd_cl_weight *w = &cl->weights[j];
-    if (w->key == key && w->data == t->data && w->nbytes == nbytes) {
+    const uint64_t probe = weight_probe(t->data, nbytes);
+    if (w->key == key && w->data == t->data && w->nbytes == nbytes && w->probe == probe) {
         *out = w->mem;
         return SD_OK;
     }
@@ -129,7 +143,7 @@ static int weight_buf(struct sd_cl *cl, const struct sd_tensor *t, bool transpos
     } else {
         cl->n_weights++;
     }
-    *w = (struct sd_cl_weight){key, t->data, nbytes, m};
+    *w = (struct sd_cl_weight){key, t->data, nbytes, probe, m};
     cl->weight_bytes += nbytes;
     *out = m;
     return SD_OK;

@@ -38,6 +38,7 @@ struct sd_cl_weight {
     const struct sd_tensor *key; /* NULL: empty slot */
     const void *data;
     size_t nbytes;
+    uint64_t probe;              /* fingerprint of the bytes (cl_backend.c) */
     cl_mem mem;
 };
 

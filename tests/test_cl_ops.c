@@ -146,6 +146,34 @@ static void run_case(struct sd_ctx *ctx, struct sd_backend *cl, struct sd_backen
     tc_free(&tc);
 }
 
+/* Weights stay resident across graphs (no second upload) and a weight
+ * whose bytes changed under the same tensor and pointer is uploaded again. */
+static struct sd_tensor *b_lin_small(struct sd_graph *g, struct tc *tc) {
+    return sd_linear(g, IN(tc, g, 2, 4, 64), W(tc, 2, 32, 64), W(tc, 1, 32));
+}
+
+static void check_weights_resident(struct sd_ctx *ctx, struct sd_backend *cpu) {
+    struct sd_backend *cl = sd_cl_backend_new(ctx, -1);
+    struct sd_backend *both[2] = {cl, cpu};
+    struct sd_cl *c = cl ? cl->impl : NULL;
+    struct tc tc = {0};
+    int64_t n = 0;
+    float *a = cl ? tc_run(ctx, both, 2, b_lin_small, &tc, &n, NULL, NULL) : NULL;
+    size_t w1 = c ? c->n_weights : 0, bytes1 = c ? c->weight_bytes : 0;
+    float *b = cl ? tc_run(ctx, both, 2, b_lin_small, &tc, &n, NULL, NULL) : NULL;
+    CHECK(a && b && w1 >= 2 && c->n_weights == w1 && c->weight_bytes == bytes1 && !memcmp(a, b, n * sizeof(float)),
+          "weights resident across graphs: %zu weights, %zu bytes uploaded once", w1, bytes1);
+    ((float *)tc.w[0]->data)[0] += 1.0f; /* same tensor, same pointer, new bytes */
+    float *r = tc_run(ctx, &cpu, 1, b_lin_small, &tc, &n, NULL, NULL);
+    float *d = cl ? tc_run(ctx, both, 2, b_lin_small, &tc, &n, NULL, NULL) : NULL;
+    double mx = 0;
+    CHECK(r && d && memcmp(a, d, n * sizeof(float)) && check_close("reupload", d, r, n, 1e-5, 1e-5, &mx) == 0,
+          "a weight changed in place is uploaded again (matches cpu, max abs err %.2g)", mx);
+    free(a), free(b), free(r), free(d);
+    tc_free(&tc);
+    sd_backend_free(cl);
+}
+
 int main(void) {
     const char *sv = getenv("SDRT_TEST_SAN");
     cl_cases_small = sv && *sv && *sv != '0';
@@ -158,6 +186,7 @@ int main(void) {
     CHECK(cl != NULL, "opencl backend on %s (%s)", cl ? sd_cl_device_of(cl)->name : "-", ctx.msg);
     if (!cpu || !cl) return 1;
     check_devices(&ctx);
+    check_weights_resident(&ctx, cpu);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&ctx, cl, cpu, &cases[i], "");
     /* The other kernel family: on a CPU-type device the defaults are the
      * per-row kernels and GEMM attention, so also run the work-group
