@@ -66,6 +66,21 @@ MODELS = {
 }
 
 
+def smoke(spec):
+    """Same code path at small widths (seconds instead of minutes), for testing this
+    script: --smoke. Not a model anyone should use."""
+    s = dict(spec)
+    s["text"] = dict(spec["text"], hidden_size=64, intermediate_size=256, num_attention_heads=2,
+                     projection_dim=64)
+    s["text_layers"] = 2 + spec["text_layers"] - spec["used_layers"]
+    s["used_layers"] = 2
+    heads = 2 if isinstance(spec["unet"]["attention_head_dim"], int) else [1, 2, 4, 4]
+    s["unet"] = dict(spec["unet"], block_out_channels=[32, 32, 64, 64], norm_num_groups=8,
+                     cross_attention_dim=64, attention_head_dim=heads)
+    s["vae"] = dict(VAE, block_out_channels=[16, 16, 32, 32], norm_num_groups=8)
+    return s
+
+
 def log(msg, t0=[time.time()]):
     print(f"[{time.time() - t0[0]:7.1f}s] {msg}", flush=True)
 
@@ -91,6 +106,7 @@ def text_part(spec, golden):
     sd = {k: v for k, v in text.state_dict().items()}
     if spec["used_layers"] < spec["text_layers"]:
         text.text_model.encoder.layers = text.text_model.encoder.layers[:spec["used_layers"]]
+        text.config.num_hidden_layers = spec["used_layers"]
     ids = token_ids(spec["pad"])
     out = text(input_ids=ids)
     golden.update({"clip.input_ids": ids.to(torch.int32),
@@ -121,7 +137,7 @@ def unet_part(spec, context, golden):
 @torch.no_grad()
 def vae_part(spec, golden):
     torch.manual_seed(0)
-    vae = model_io.randomise(AutoencoderKL(**VAE), spec["seed"] + 3).eval()
+    vae = model_io.randomise(AutoencoderKL(**spec.get("vae", VAE)), spec["seed"] + 3).eval()
     g = torch.Generator().manual_seed(spec["seed"] + 11)
     latent = torch.randn(1, 4, 64, 64, generator=g)
     golden.update({"vae.latent": latent, "vae.z": latent / SCALE,
@@ -175,11 +191,12 @@ def main():
     ap.add_argument("--folder", action="store_true", help="also write a diffusers folder")
     ap.add_argument("--no-verify", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true", help="small widths: test this script quickly")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    spec = MODELS[args.model]
+    spec = smoke(MODELS[args.model]) if args.smoke else MODELS[args.model]
     dtype = torch.float16 if args.dtype == "f16" else torch.float32
-    name = f"{args.model}-random"
+    name = f"{args.model}-random" + ("-smoke" if args.smoke else "")
     golden = {}
 
     text, text_ldm, context = text_part(spec, golden)
@@ -197,8 +214,8 @@ def main():
     if args.model == "sd15":
         ldm.update(model_io.schedule_buffers())
     path = os.path.join(args.out, f"{name}-{args.dtype}.safetensors")
-    model_io.save_tensors(path, model_io.cast_floats(ldm, dtype),
-                          {"sdrt_note": "random-weight full-size model (tests/reference/gen_full.py)"})
+    model_io.save_tensors(path, ldm, {"sdrt_note": "random-weight SD model (tests/reference/gen_full.py)"},
+                          float_dtype=dtype)
     del ldm, text_ldm
     log(f"wrote {path} ({os.path.getsize(path) / 2**30:.2f} GiB)")
     gpath = os.path.join(args.out, f"{name}-golden.safetensors")
