@@ -38,6 +38,9 @@ TEST_SRC := $(wildcard tests/test_*.c)
 BENCH_SRC:= $(wildcard bench/bench_*.c)
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+# OpenCL kernel sources are embedded into the library (cl/embed_kernels.sh).
+CL_KERNELS := $(sort $(wildcard cl/kernels/*.cl))
+LIB_OBJ  += $(BUILD)/obj/gen/cl_kernels.o
 CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
@@ -53,6 +56,16 @@ all: $(BUILD)/sdrt $(LIB)
 Q := $(if $(V),,@)
 
 $(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/gen/cl_kernels.c: $(CL_KERNELS) cl/embed_kernels.sh
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  GEN     $@")
+	$(Q)sh cl/embed_kernels.sh $(CL_KERNELS) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/gen/cl_kernels.o: $(BUILD)/gen/cl_kernels.c
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
