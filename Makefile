@@ -7,6 +7,8 @@
 #   make demo       deps + build + the main job on the built-in tiny model
 #   make bench      op/phase benchmarks (medians, GFLOP/s, machine sgemm peak)
 #   make fuzz       run the safetensors fuzz target for FUZZ_SECONDS
+#   make parity-full  full-size random SD1.5/SD2.1 checkpoints through sdrt and diffusers
+#   make reference-venv  .venv/ with PyTorch/diffusers for tests/reference/ (tooling only)
 #
 # snprintf truncation is intended everywhere it happens (names, messages),
 # hence -Wno-format-truncation.
@@ -48,7 +50,7 @@ LIB      := $(BUILD)/libsdrt.a
 DEB_PKGS := gcc make libc6-dev libdnnl-dev libclblast-dev ocl-icd-opencl-dev opencl-headers \
             pocl-opencl-icd clinfo libpng-dev zlib1g-dev clang libclang-rt-14-dev python3 python3-venv python3-pip
 
-.PHONY: all deps check test test-asan demo bench fuzz clean tests benches vocab
+.PHONY: all deps check test test-asan demo bench fuzz clean tests benches vocab reference-venv parity-full
 
 all: $(BUILD)/sdrt $(LIB)
 
@@ -156,5 +158,36 @@ fuzz: deps
 
 clean:
 	rm -rf build
+
+# PyTorch/diffusers reference tooling (tests/reference/README.md); never linked into sdrt.
+# torch is Debian's CPU-only python3-torch, seen through --system-site-packages, hence
+# Debian's own python3 (not whatever python3 is first on PATH). Idempotent: redone only
+# when requirements.txt changes.
+REF_DEB_PKGS := python3 python3-venv python3-pip python3-torch python3-numpy
+
+reference-venv: .venv/.reference-stamp
+
+.venv/.reference-stamp: tests/reference/requirements.txt
+	@missing=$$(for p in $(REF_DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@grep -qs 'include-system-site-packages = true' .venv/pyvenv.cfg || \
+	  { rm -rf .venv && /usr/bin/python3 -m venv --system-site-packages .venv; }
+	.venv/bin/pip install -q --disable-pip-version-check -r tests/reference/requirements.txt
+	@touch $@
+
+# Full-size parity: random-weight SD1.5 and SD2.1 checkpoints (generated on
+# demand into models/, never committed) through sdrt and diffusers.
+PARITY_MODELS ?= sd15 sd21
+$(BUILD)/tests/parity_full: tests/parity/parity_full.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+parity-full: deps reference-venv all $(BUILD)/tests/parity_full
+	@for m in $(PARITY_MODELS); do \
+	  [ -f models/$$m-random-f16.safetensors ] || nice -n 10 .venv/bin/python tests/reference/gen_full.py --model $$m --dtype f16 || exit 1; \
+	  $(BUILD)/tests/parity_full models/$$m-random-f16.safetensors models/$$m-random-golden.safetensors || exit 1; \
+	done
 
 -include $(LIB_OBJ:.o=.d) $(CMD_OBJ:.o=.d)

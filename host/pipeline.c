@@ -211,26 +211,27 @@ static int vae_encode_cached(struct gen *G, const float *img, float *moments) {
     return rc;
 }
 
-/* UNet-space latents of images [B, 3, H, W]: scaling * (mean + std * randn)
- * (diffusers retrieve_latents with a generator samples the posterior). */
-static int encode_images(struct gen *G, const float *img, int B, struct sd_rng *rng, float *out) {
+/* UNet-space latents of one image [3, H, W], repeated for the batch:
+ * out[b] = scaling * (mean + std * eps) for every b with ONE eps. diffusers
+ * encodes the single init image once (retrieve_latents with a generator
+ * samples the posterior: one randn_tensor(mean.shape) = [1, 4, h, w] call)
+ * and then repeats the latents to the batch size, so every image of a batch
+ * starts from the same posterior sample. */
+static int encode_image(struct gen *G, const float *img, struct sd_rng *rng, float *out) {
     struct sd_model *m = G->p->model;
-    const int H = G->g->height, W = G->g->width, lc = m->vae.latent_channels;
-    const size_t hw = (size_t)G->h * G->w;
-    float *mom = malloc(sizeof(float) * (size_t)2 * lc * hw), *eps = malloc(sizeof(float) * (size_t)B * lc * hw);
+    const int lc = m->vae.latent_channels;
+    const size_t hw = (size_t)G->h * G->w, n = (size_t)lc * hw;
+    float *mom = malloc(sizeof(float) * 2 * n), *eps = malloc(sizeof(float) * n);
     int rc = mom && eps ? SD_OK : sd_errorf(G->p->ctx, SD_ERR_NOMEM, "vae encode: out of memory");
-    if (!rc) sd_rng_randn(rng, eps, (int64_t)B * lc * hw); /* one randn_tensor(mean.shape) call */
-    for (int b = 0; b < B && !rc; b++) {
-        if ((rc = vae_encode_cached(G, img + (size_t)b * 3 * H * W, mom))) break;
-        for (int c = 0; c < lc; c++)
-            for (size_t i = 0; i < hw; i++) {
-                float mean = mom[c * hw + i], logvar = mom[(lc + c) * hw + i];
-                logvar = logvar < -30 ? -30 : logvar > 20 ? 20 : logvar;
-                float std = expf(0.5f * logvar);
-                size_t k = ((size_t)b * lc + c) * hw + i;
-                out[k] = m->vae.scaling_factor * (mean + std * eps[k]);
-            }
+    if (!rc) sd_rng_randn(rng, eps, (int64_t)n);
+    if (!rc) rc = vae_encode_cached(G, img, mom);
+    for (size_t k = 0; !rc && k < n; k++) {
+        float mean = mom[k], logvar = mom[n + k];
+        logvar = logvar < -30 ? -30 : logvar > 20 ? 20 : logvar;
+        float std = expf(0.5f * logvar);
+        out[k] = m->vae.scaling_factor * (mean + std * eps[k]);
     }
+    for (int b = 1; !rc && b < G->B; b++) memcpy(out + b * n, out, n * sizeof(float));
     free(mom);
     free(eps);
     return rc;
@@ -316,20 +317,24 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
     if (!g->init_image) {
         sd_sampler_init_latents(G.s, &rng, x);
     } else {
-        const size_t img = (size_t)3 * g->height * g->width;
-        float *imgs = malloc(sizeof(float) * img * G.B);
+        /* diffusers' draw order: the image posterior sample (img2img; inpaint
+         * with a 4-channel model or strength < 1), the starting noise, then
+         * the masked image's posterior sample (inpaint, both model kinds). */
+        const size_t HW = (size_t)g->height * g->width;
         G.init_lat = malloc(sizeof(float) * (size_t)G.B * G.lat);
         G.noise = malloc(sizeof(float) * (size_t)G.B * G.lat);
-        if (!imgs || !G.init_lat || !G.noise) { free(imgs); rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory"); goto done; }
-        for (int b = 0; b < G.B; b++) memcpy(imgs + b * img, g->init_image, sizeof(float) * img);
+        if (!G.init_lat || !G.noise) { rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory"); goto done; }
         t0 = sd_time_s();
-        bool full = g->strength >= 1.0f;
-        start = full ? 0 : sd_sampler_start_index(G.s, g->strength);
-        if (start < 0) { free(imgs); rc = p->ctx->status; goto done; }
-        if (!g->mask || G.cin == 4 || !full) rc = encode_images(&G, imgs, G.B, &rng, G.init_lat);
+        /* img2img always starts from add_noise(image, noise, timesteps[0]),
+         * also at strength 1; only the inpaint pipeline starts from pure
+         * noise * init_noise_sigma at strength 1 (is_strength_max). */
+        const bool pure_noise = g->mask && g->strength >= 1.0f;
+        start = sd_sampler_start_index(G.s, g->strength);
+        if (start < 0) { rc = p->ctx->status; goto done; }
+        if (!pure_noise || G.cin == 4) rc = encode_image(&G, g->init_image, &rng, G.init_lat);
         if (!rc) {
             sd_rng_randn(&rng, G.noise, (int64_t)G.B * G.lat);
-            if (full) {
+            if (pure_noise) {
                 float sigma = sd_sampler_init_noise_sigma(G.s);
                 for (size_t i = 0; i < (size_t)G.B * G.lat; i++) x[i] = G.noise[i] * sigma;
             } else {
@@ -337,7 +342,7 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
             }
         }
         if (!rc && g->mask) {
-            /* Binarised mask, nearest-resized to the latent grid; masked image = image where mask < 0.5. */
+            /* Binarised mask, nearest-resized to the latent grid (pixel (8y, 8x)). */
             G.mask_lat = malloc(sizeof(float) * (size_t)G.B * hw);
             if (!G.mask_lat) rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
             for (int y = 0; !rc && y < G.h; y++)
@@ -346,21 +351,21 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
                     for (int b = 0; b < G.B; b++) G.mask_lat[b * hw + (size_t)y * G.w + xx] = v;
                 }
             if (!rc && G.cin == 9) {
-                for (int b = 0; b < G.B; b++)
-                    for (int c = 0; c < 3; c++)
-                        for (size_t i = 0; i < (size_t)g->height * g->width; i++)
-                            imgs[b * img + c * (size_t)g->height * g->width + i] =
-                                g->mask[i] >= 0.5f ? 0.0f : g->init_image[c * (size_t)g->height * g->width + i];
+                /* masked image = image where mask < 0.5, else 0 (mid grey) */
+                float *masked = malloc(sizeof(float) * 3 * HW);
                 G.masked_lat = malloc(sizeof(float) * (size_t)G.B * G.lat);
-                rc = G.masked_lat ? encode_images(&G, imgs, G.B, &rng, G.masked_lat) : sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
+                if (!masked || !G.masked_lat) rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
+                for (int c = 0; !rc && c < 3; c++)
+                    for (size_t i = 0; i < HW; i++) masked[c * HW + i] = g->mask[i] >= 0.5f ? 0.0f : g->init_image[c * HW + i];
+                if (!rc) rc = encode_image(&G, masked, &rng, G.masked_lat);
+                free(masked);
             } else if (!rc) {
                 /* diffusers also encodes (samples) the masked image for 4-channel
-                 * models and then ignores it: draw the same numbers to keep the
-                 * generator in step for ancestral samplers. */
-                sd_rng_randn(&rng, G.eps, (int64_t)G.B * G.lat);
+                 * models and then ignores it: draw the same numbers (one image's
+                 * worth) to keep the generator in step for ancestral samplers. */
+                sd_rng_randn(&rng, G.eps, (int64_t)G.lat);
             }
         }
-        free(imgs);
         if (rc) goto done;
         if ((rc = phase(&G, "vae_encode", sd_time_s() - t0, G.vae_cached))) goto done;
     }
@@ -372,6 +377,7 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
 
     /* 4. Decode. */
     t0 = sd_time_s();
+    if (g->latents_out) memcpy(g->latents_out, x, sizeof(float) * (size_t)G.B * G.lat);
     const float inv = 1.0f / m->vae.scaling_factor;
     for (size_t i = 0; i < (size_t)G.B * G.lat; i++) x[i] *= inv;
     for (int b = 0; b < G.B && !rc; b++)

@@ -49,6 +49,9 @@ struct sd_gen_params {
     const float *mask;                  /* [height, width] in [0, 1]; >= 0.5 repaints */
     sd_gen_event_fn on_event;
     void *user;
+    /* Optional: receives the final latents [batch, 4, height/8, width/8] in
+     * UNet space (before 1/scaling_factor; diffusers output_type="latent"). */
+    float *latents_out;
 };
 
 void sd_gen_params_init(struct sd_gen_params *g); /* 512x512, batch 1, cfg 7.5, 20 steps Euler a, strength 0.75 */
