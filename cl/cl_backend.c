@@ -161,6 +161,17 @@ int sd_cl_buf_of(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *
     return weight_buf(cl, b, false, &out->mem);
 }
 
+void sd_cl_release_weights(struct sd_backend *b) {
+    if (!sd_cl_is_backend(b)) return;
+    struct sd_cl *cl = b->impl;
+    if (cl->queue) clFinish(cl->queue);
+    for (size_t i = 0; i < cl->cap_weights; i++)
+        if (cl->weights[i].key) clReleaseMemObject(cl->weights[i].mem);
+    memset(cl->weights, 0, cl->cap_weights * sizeof *cl->weights);
+    cl->n_weights = 0;
+    cl->weight_bytes = 0;
+}
+
 int sd_cl_weight_transposed(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *out) {
     if (sd_tensor_in_arena(t) || t->view_src)
         return sd_errorf(cl->ctx, SD_ERR_INVALID, "cl: %s is not a weight", t->name);

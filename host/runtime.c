@@ -86,6 +86,7 @@ struct sd_ctx *sd_runtime_ctx(struct sd_runtime *rt) { return rt->ctx; }
 void sd_runtime_release_model(struct sd_runtime *rt, const struct sd_model *m) {
     for (int i = 0; rt && m && i < RT_CACHE; i++)
         if (rt->cache[i].g && rt->cache[i].model == m->id) entry_clear(&rt->cache[i]);
+    for (int i = 0; rt && m && i < rt->n_backends; i++) sd_cl_release_weights(rt->backends[i]); /* device copies */
 }
 
 void sd_runtime_set_profile(struct sd_runtime *rt, int on) {

@@ -1,0 +1,124 @@
+/* test_cl_models.c - the tiny SD models (tests/models, seeded random
+ * weights) run end to end on the OpenCL backend (PoCL here) through the
+ * runtime, against the diffusers/transformers goldens of tests/golden (the
+ * same ones test_models.c checks the CPU against): CLIP last_hidden_state,
+ * UNet at batch 2 on a 16x16 and a 9x11 latent, VAE decode and encode.
+ * Every node must run on OpenCL (no silent CPU fallback); tolerance
+ * |got - ref| <= 2e-4 + 2e-3*|ref| as for the CPU.
+ */
+#include "cl.h"
+#include "model_load.h"
+#include "runtime.h"
+#include "safetensors.h"
+#include "test.h"
+
+/* See cl_test_util.h: PoCL/LLVM-internal allocations are not our leaks. */
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_suppressions(void) { return "leak:libpocl.so\nleak:libLLVM\nleak:libclang\n"; }
+
+static const double ATOL = 2e-4, RTOL = 2e-3;
+
+static struct sd_st_file *golden(const char *name) {
+    char path[256];
+    struct sd_ctx ctx = {0};
+    struct sd_st_file *f = NULL;
+    snprintf(path, sizeof path, "tests/golden/%s.safetensors", name);
+    if (sd_st_open(&ctx, path, &f)) test_fail("open golden %s: %s", path, ctx.msg);
+    return f;
+}
+
+static const struct sd_st_tensor *gt(struct sd_st_file *f, const char *name) {
+    const struct sd_st_tensor *t = f ? sd_st_find(f, name) : NULL;
+    if (!t) test_fail("golden %s has no tensor %s", f ? f->path : "?", name);
+    return t;
+}
+
+static int64_t numel(const struct sd_st_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->n_dims; i++) n *= t->shape[i];
+    return n;
+}
+
+static void compare(struct sd_runtime *rt, int rc, const char *what, float *got, const struct sd_st_tensor *ref) {
+    double mx = 0;
+    if (rc) test_fail("%s: %s", what, sd_runtime_ctx(rt)->msg);
+    else if (check_close(what, got, ref->data, numel(ref), ATOL, RTOL, &mx)) test_fail("%s (max abs err %.3g)", what, mx);
+    else test_ok("%s on opencl matches diffusers (max abs err %.3g)", what, mx);
+    free(got);
+}
+
+static float *buf(const struct sd_st_tensor *t) { return malloc(sizeof(float) * (size_t)numel(t)); }
+
+static void run_model(struct sd_runtime *rt, struct sd_model *m, const char *label, const char *clip_g,
+                      const char *unet_g) {
+    char what[160];
+    struct sd_st_file *g = golden(clip_g);
+    const struct sd_st_tensor *ids = gt(g, "input_ids"), *last = gt(g, "last_hidden_state");
+    if (ids && last) {
+        float *out = buf(last);
+        snprintf(what, sizeof what, "%s clip last_hidden_state", label);
+        compare(rt, sd_run_clip(rt, m, ids->data, (int)ids->shape[0], 0, out), what, out, last);
+    }
+    sd_st_close(g);
+    g = golden(unet_g);
+    static const char *cs[2] = {"a", "b"};
+    for (int c = 0; c < 2 && g; c++) {
+        char n[4][32];
+        snprintf(n[0], 32, "%s.sample", cs[c]), snprintf(n[1], 32, "%s.timestep", cs[c]);
+        snprintf(n[2], 32, "%s.context", cs[c]), snprintf(n[3], 32, "%s.out", cs[c]);
+        const struct sd_st_tensor *x = gt(g, n[0]), *t = gt(g, n[1]), *cx = gt(g, n[2]), *ref = gt(g, n[3]);
+        if (!x || !t || !cx || !ref) continue;
+        float *out = buf(ref);
+        snprintf(what, sizeof what, "%s unet %lldx%lld batch %lld", label, (long long)x->shape[2],
+                 (long long)x->shape[3], (long long)x->shape[0]);
+        compare(rt, sd_run_unet(rt, m, x->data, (int)x->shape[0], (int)x->shape[2], (int)x->shape[3], t->data, cx->data,
+                                (int)cx->shape[1], out),
+                what, out, ref);
+    }
+    sd_st_close(g);
+    g = golden("vae");
+    const struct sd_st_tensor *z = gt(g, "decode.z"), *img = gt(g, "decode.image");
+    const struct sd_st_tensor *ein = gt(g, "encode.image"), *mom = gt(g, "encode.moments");
+    if (z && img) {
+        float *out = buf(img);
+        snprintf(what, sizeof what, "%s vae decode", label);
+        compare(rt, sd_run_vae_decode(rt, m, z->data, (int)z->shape[0], (int)z->shape[2], (int)z->shape[3], out), what,
+                out, img);
+    }
+    if (ein && mom) {
+        float *out = buf(mom);
+        snprintf(what, sizeof what, "%s vae encode moments", label);
+        compare(rt, sd_run_vae_encode(rt, m, ein->data, (int)ein->shape[0], (int)ein->shape[2], (int)ein->shape[3], out),
+                what, out, mom);
+    }
+    sd_st_close(g);
+}
+
+int main(void) {
+    if (!getenv("SDRT_CACHE_DIR")) setenv("SDRT_CACHE_DIR", "/tmp/sdrt-test-cache", 1);
+    /* Any node the OpenCL backend refused would run on the CPU silently
+     * here; refuse that by disabling every op on the CPU backend, so a
+     * placement on it is an error ("no backend runs ..."). */
+    setenv("SDRT_CPU_DISABLE", "conv2d,linear,matmul,group_norm,layer_norm,softmax,attention,gelu,quick_gelu,silu,"
+                               "geglu,add,mul,scale,concat,upsample_nearest,embedding,timestep_embedding,permute", 1);
+    struct sd_ctx ctx = {0};
+    struct sd_runtime *rt = sd_runtime_new(&ctx, SD_BACKEND_OPENCL, 0);
+    CHECK(rt != NULL, "opencl runtime (%s)", ctx.msg);
+    if (!rt) return test_summary();
+    static const struct { const char *path, *label, *clip, *unet; } models[] = {
+        {"tests/models/tiny-sd1", "tiny-sd1", "clip_sd1", "unet_sd1"},
+        {"tests/models/tiny-sd2", "tiny-sd2", "clip_sd2", "unet_sd2"},
+    };
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+        struct sd_model *m = NULL;
+        if (sd_model_load(&ctx, models[i].path, NULL, &m)) {
+            test_fail("%s: load: %s", models[i].label, ctx.msg);
+            continue;
+        }
+        run_model(rt, m, models[i].label, models[i].clip, models[i].unet);
+        sd_runtime_release_model(rt, m);
+        sd_model_free(m);
+    }
+    sd_runtime_free(rt);
+    return test_summary();
+}
