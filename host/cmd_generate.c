@@ -81,11 +81,19 @@ static void usage(enum mode mode, FILE *f) {
             name,
             mode == MODE_TXT2IMG ? ""
             : mode == MODE_IMG2IMG
-                ? "  --init-image PNG      the image to start from (resized? no: must be width x height if given)\n"
+                ? "  --init-image PNG      the image to start from; its size is the output size (multiples of 8)\n"
                   "  --strength X          how much to change it, (0, 1] (default 0.75)\n"
                 : "  --init-image PNG      the image to repaint\n"
                   "  --mask PNG            white = repaint, black = keep (same size as the image)\n"
                   "  --strength X          (0, 1] (default 1.0)\n");
+}
+
+static int int_of(long x) {
+    if (x > INT_MAX || x < INT_MIN) {
+        errno = ERANGE;
+        return 0;
+    }
+    return (int)x;
 }
 
 static int parse(int argc, char **argv, struct opts *o) {
@@ -106,6 +114,8 @@ static int parse(int argc, char **argv, struct opts *o) {
             return 2;                                                                        \
         }                                                                                    \
     } while (0)
+/* strtol into an int: out-of-range values set errno like strtol's own. */
+#define INT(v, end) int_of(strtol(v, end, 10))
         if (!strcmp(a, "--model") || !strcmp(a, "-m")) o->model = v;
         else if (!strcmp(a, "--config")) o->config = v;
         else if (!strcmp(a, "--prompt") || !strcmp(a, "-p")) o->prompt = v;
@@ -123,20 +133,21 @@ static int parse(int argc, char **argv, struct opts *o) {
             else if (!strcmp(v, "epsilon") || !strcmp(v, "eps")) o->prediction = SD_PRED_EPSILON;
             else { fprintf(stderr, "sdrt: --prediction is epsilon or v, got '%s'\n", v); return 2; }
         }
-        else if (!strcmp(a, "--steps")) NUM(steps, (int)strtol(v, &end, 10));
-        else if (!strcmp(a, "--width") || !strcmp(a, "-W")) { NUM(width, (int)strtol(v, &end, 10)); o->width_given = 1; }
-        else if (!strcmp(a, "--height") || !strcmp(a, "-H")) { NUM(height, (int)strtol(v, &end, 10)); o->height_given = 1; }
-        else if (!strcmp(a, "--batch")) NUM(batch, (int)strtol(v, &end, 10));
-        else if (!strcmp(a, "--n-iter") || !strcmp(a, "--batch-count")) NUM(n_iter, (int)strtol(v, &end, 10));
-        else if (!strcmp(a, "--clip-skip")) NUM(clip_skip, (int)strtol(v, &end, 10));
-        else if (!strcmp(a, "--threads")) NUM(threads, (int)strtol(v, &end, 10));
-        else if (!strcmp(a, "--preview-every")) NUM(preview_every, (int)strtol(v, &end, 10));
+        else if (!strcmp(a, "--steps")) NUM(steps, INT(v, &end));
+        else if (!strcmp(a, "--width") || !strcmp(a, "-W")) { NUM(width, INT(v, &end)); o->width_given = 1; }
+        else if (!strcmp(a, "--height") || !strcmp(a, "-H")) { NUM(height, INT(v, &end)); o->height_given = 1; }
+        else if (!strcmp(a, "--batch")) NUM(batch, INT(v, &end));
+        else if (!strcmp(a, "--n-iter") || !strcmp(a, "--batch-count")) NUM(n_iter, INT(v, &end));
+        else if (!strcmp(a, "--clip-skip")) NUM(clip_skip, INT(v, &end));
+        else if (!strcmp(a, "--threads")) NUM(threads, INT(v, &end));
+        else if (!strcmp(a, "--preview-every")) NUM(preview_every, INT(v, &end));
         else if (!strcmp(a, "--cfg-scale") || !strcmp(a, "--cfg")) NUM(cfg, strtof(v, &end));
         else if (!strcmp(a, "--strength")) NUM(strength, strtof(v, &end));
         else if (!strcmp(a, "--eta")) NUM(eta, strtof(v, &end));
         else if (!strcmp(a, "--seed")) NUM(seed, strtoll(v, &end, 10));
         else { fprintf(stderr, "sdrt: unknown option %s (see --help)\n", a); return 2; }
 #undef NUM
+#undef INT
     }
     return 0;
 }
@@ -197,8 +208,11 @@ static int on_event(void *user, const struct sd_gen_event *ev) {
         snprintf(path, sizeof path, "%s/preview-%03d.png", r->preview_path, ev->step + 1);
         if (rgb) {
             sd_preview_rgb8(ev->x0, ev->w, ev->h, SD_PREVIEW_SD15, rgb);
-            if (sd_png_write_rgb8(r->ctx, path, rgb, ev->w, ev->h, NULL) == SD_OK && o->json)
-                printf("{\"event\": \"preview\", \"step\": %d, \"path\": \"%s\"}\n", ev->step + 1, path);
+            if (sd_png_write_rgb8(r->ctx, path, rgb, ev->w, ev->h, NULL) == SD_OK && o->json) {
+                printf("{\"event\": \"preview\", \"step\": %d, \"path\": ", ev->step + 1);
+                json_str(stdout, path);
+                printf("}\n");
+            }
             free(rgb);
         }
     }
@@ -249,10 +263,20 @@ static int check_output_dir(struct sd_ctx *ctx, const char *path) {
     else if (slash == dir) dir[1] = 0;
     else *slash = 0;
     struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return sd_errorf(ctx, SD_ERR_IO, "output directory %s does not exist", dir);
+    if (stat(dir, &st) != 0) return sd_errorf(ctx, SD_ERR_IO, "output directory %s does not exist", dir);
+    if (!S_ISDIR(st.st_mode)) return sd_errorf(ctx, SD_ERR_IO, "output directory %s is not a directory", dir);
     if (access(dir, W_OK) != 0) return sd_errorf(ctx, SD_ERR_IO, "output directory %s is not writable", dir);
     return SD_OK;
+}
+
+/* Reads the image (or mask) a user named, with what it is in the message:
+ * "init image: cannot open 'x.png': ...", "mask x is a directory". */
+static int read_input_png(struct sd_ctx *ctx, const char *what, const char *path, float **out, int *w, int *h, int is_mask) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return sd_errorf(ctx, SD_ERR_INVALID, "%s %s is a directory", what, path);
+    int rc = is_mask ? sd_png_read_mask(ctx, path, out, w, h) : sd_png_read(ctx, path, out, w, h);
+    if (rc) sd_error_wrap(ctx, "%s", what);
+    return rc;
 }
 
 static int generate(struct opts *o) {
@@ -292,24 +316,24 @@ static int generate(struct opts *o) {
     if (check_output_dir(&ctx, o->output)) goto usage_err;
     if (o->init) {
         int w, h;
-        if (sd_png_read(&ctx, o->init, &init, &w, &h)) goto usage_err;
-        if (w != g.width || h != g.height) {
-            if (o->width_given || o->height_given) {
-                sd_errorf(&ctx, SD_ERR_INVALID, "init image %s is %dx%d but --width/--height ask for %dx%d", o->init, w, h,
-                          g.width, g.height);
-                goto usage_err;
-            }
-            g.width = w, g.height = h;
+        if (read_input_png(&ctx, "init image", o->init, &init, &w, &h, 0)) goto usage_err;
+        /* The size comes from the image; --width/--height, if given, must agree. */
+        if ((o->width_given && w != g.width) || (o->height_given && h != g.height)) {
+            sd_errorf(&ctx, SD_ERR_INVALID, "init image %s is %dx%d but --width/--height ask for %dx%d", o->init, w, h,
+                      o->width_given ? g.width : w, o->height_given ? g.height : h);
+            goto usage_err;
         }
+        g.width = w, g.height = h;
         if (w % 8 || h % 8) {
             sd_errorf(&ctx, SD_ERR_INVALID, "init image %s is %dx%d: width and height must be multiples of 8", o->init, w, h);
             goto usage_err;
         }
+        if (sd_gen_params_check(&ctx, &g)) { sd_error_wrap(&ctx, "init image %s", o->init); goto usage_err; }
         g.init_image = init;
     }
     if (o->mask) {
         int w, h;
-        if (sd_png_read_mask(&ctx, o->mask, &mask, &w, &h)) goto usage_err;
+        if (read_input_png(&ctx, "mask", o->mask, &mask, &w, &h, 1)) goto usage_err;
         if (w != g.width || h != g.height) {
             sd_errorf(&ctx, SD_ERR_INVALID, "mask %s is %dx%d but the image is %dx%d", o->mask, w, h, g.width, g.height);
             goto usage_err;
@@ -326,7 +350,11 @@ static int generate(struct opts *o) {
     if (kind < 0) { sd_errorf(&ctx, SD_ERR_INVALID, "unknown backend '%s' (cpu, opencl, auto)", o->backend); goto usage_err; }
 
     double t0 = sd_time_s();
-    if (sd_model_load(&ctx, o->model, o->config, &m)) goto fail;
+    /* A model that is missing, unreadable, malformed or unsupported is bad input (2). */
+    if ((rc = sd_model_load(&ctx, o->model, o->config, &m))) {
+        if (rc == SD_ERR_NOMEM) goto fail;
+        goto usage_err;
+    }
     if (o->prediction >= 0) m->prediction = (enum sd_prediction)o->prediction;
     if (!(tok = load_tokenizer(&ctx, o, m))) goto fail;
     if (!(rt = sd_runtime_new(&ctx, (enum sd_backend_kind)kind, o->threads))) goto fail;
