@@ -254,18 +254,37 @@ static struct sd_tokenizer *load_tokenizer(struct sd_ctx *ctx, const struct opts
     return tok;
 }
 
-/* Checks that the output's directory exists and is writable before any work. */
-static int check_output_dir(struct sd_ctx *ctx, const char *path) {
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
+/* The directory part of path ("." when there is none, "/" for "/x"). */
+static void dir_of(const char *path, char *dir, size_t size) {
+    snprintf(dir, size, "%s", path);
     char *slash = strrchr(dir, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
+    if (!slash) snprintf(dir, size, ".");
     else if (slash == dir) dir[1] = 0;
     else *slash = 0;
+}
+
+/* Checks that dir exists, is a directory and is writable; `what` names it
+ * in the message ("output directory x does not exist"). */
+static int check_dir(struct sd_ctx *ctx, const char *what, const char *dir) {
     struct stat st;
-    if (stat(dir, &st) != 0) return sd_errorf(ctx, SD_ERR_IO, "output directory %s does not exist", dir);
-    if (!S_ISDIR(st.st_mode)) return sd_errorf(ctx, SD_ERR_IO, "output directory %s is not a directory", dir);
-    if (access(dir, W_OK) != 0) return sd_errorf(ctx, SD_ERR_IO, "output directory %s is not writable", dir);
+    if (stat(dir, &st) != 0) return sd_errorf(ctx, SD_ERR_IO, "%s %s does not exist", what, dir);
+    if (!S_ISDIR(st.st_mode)) return sd_errorf(ctx, SD_ERR_IO, "%s %s is not a directory", what, dir);
+    if (access(dir, W_OK) != 0) return sd_errorf(ctx, SD_ERR_IO, "%s %s is not writable", what, dir);
+    return SD_OK;
+}
+
+/* Before any work: the output's directory is writable and the output is
+ * not itself a directory. */
+static int check_output_path(struct sd_ctx *ctx, const char *path) {
+    char dir[PATH_MAX];
+    dir_of(path, dir, sizeof dir);
+    int rc = check_dir(ctx, "output directory", dir);
+    if (rc) return rc;
+    struct stat st;
+    size_t n = strlen(path);
+    if (n == 0 || path[n - 1] == '/' || (stat(path, &st) == 0 && S_ISDIR(st.st_mode)))
+        return sd_errorf(ctx, SD_ERR_IO, "output '%s' is a directory; give a file name such as %s%sout.png", path, path,
+                         n && path[n - 1] == '/' ? "" : "/");
     return SD_OK;
 }
 
@@ -313,7 +332,12 @@ static int generate(struct opts *o) {
     if (o->mode != MODE_TXT2IMG && !o->init) { sd_errorf(&ctx, SD_ERR_INVALID, "--init-image is required"); goto usage_err; }
     if (o->mode == MODE_INPAINT && !o->mask) { sd_errorf(&ctx, SD_ERR_INVALID, "--mask is required"); goto usage_err; }
     if (!o->output) o->output = "out.png";
-    if (check_output_dir(&ctx, o->output)) goto usage_err;
+    if (check_output_path(&ctx, o->output)) goto usage_err;
+    if (o->preview_every > 0) {
+        if (o->preview_dir) snprintf(r.preview_path, sizeof r.preview_path, "%s", o->preview_dir);
+        else dir_of(o->output, r.preview_path, sizeof r.preview_path);
+        if (check_dir(&ctx, "preview directory", r.preview_path)) goto usage_err;
+    }
     if (o->init) {
         int w, h;
         if (read_input_png(&ctx, "init image", o->init, &init, &w, &h, 0)) goto usage_err;
@@ -364,22 +388,6 @@ static int generate(struct opts *o) {
         fprintf(stderr, "sdrt: %s (%s), %dx%d, %d steps %s, cfg %.1f, seed %lld\n", o->model, sd_family_name(m->family),
                 g.width, g.height, g.sampler.steps, sd_sampler_display_name(g.sampler.kind, g.sampler.karras),
                 (double)g.cfg_scale, o->seed);
-    if (o->preview_every > 0) {
-        const char *d = o->preview_dir;
-        char dir[PATH_MAX];
-        if (!d) {
-            snprintf(dir, sizeof dir, "%s", o->output);
-            char *slash = strrchr(dir, '/');
-            if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
-            d = dir;
-        }
-        snprintf(r.preview_path, sizeof r.preview_path, "%s", d);
-        if (check_output_dir(&ctx, r.preview_path[0] ? r.preview_path : ".") == SD_OK) {
-            char probe[PATH_MAX + 8];
-            snprintf(probe, sizeof probe, "%s/x", r.preview_path);
-            if (check_output_dir(&ctx, probe)) goto usage_err;
-        } else goto usage_err;
-    }
     g.on_event = on_event;
     g.user = &r;
     r.m = m;

@@ -83,6 +83,7 @@ int sd_encode_prompt(struct sd_pipeline *p, const char *prompt, int clip_skip, f
     int64_t n = 0;
     /* The cache holds the unweighted CLIP output, keyed by the ids. */
     const float *hit = sd_embed_cache_get(p->cache, p->model->id, clip_skip, ids, nid, &n);
+    if (hit && n != (int64_t)nid * d) hit = NULL;
     *emb = malloc(sizeof(float) * (size_t)nid * d);
     if (!*emb) {
         free(ids);

@@ -45,7 +45,9 @@ struct sd_gen_params {
     int clip_skip;                      /* A1111 numbering: 0/1 = last layer */
     /* img2img / inpaint: init_image [3, height, width] in [-1, 1] */
     const float *init_image;
-    float strength;                     /* (0, 1]; 1 = start from pure noise */
+    float strength;                     /* (0, 1]: steps run = floor(steps * strength). img2img
+                                         * starts from the image noised to the first step's level
+                                         * (also at 1, as diffusers); inpaint at 1 from pure noise */
     const float *mask;                  /* [height, width] in [0, 1]; >= 0.5 repaints */
     sd_gen_event_fn on_event;
     void *user;

@@ -174,6 +174,9 @@ static void test_bad_inputs(void) {
               under_file);
     bad_input("output under /etc/hostname", ARGS(T2I, "-o", "/etc/hostname/out.png"), ARGS("output directory /etc/hostname"),
               "/etc/hostname/out.png");
+    bad_input("output is a directory", ARGS(T2I, "-o", tmp_dir), ARGS("output", tmp_dir, "is a directory"), out);
+    bad_input("preview directory missing", ARGS(T2I, "-o", out, "--preview-every", "1", "--preview-dir", no_dir),
+              ARGS("preview directory", "does not exist"), out);
     bad_input("img2img without --init-image", ARGS(I2I, "-o", out), ARGS("--init-image is required"), out);
     bad_input("unreadable init image", ARGS(I2I, "--init-image", no_init, "-o", out), ARGS("init image", no_init), out);
     bad_input("init image is a directory", ARGS(I2I, "--init-image", tmp_dir, "-o", out), ARGS("init image", "directory"), out);
