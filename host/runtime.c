@@ -2,6 +2,7 @@
  * (see runtime.h). */
 #include "runtime.h"
 
+#include "cl.h"
 #include "cpu.h"
 
 #include <stdlib.h>
@@ -47,9 +48,16 @@ struct sd_runtime *sd_runtime_new(struct sd_ctx *ctx, enum sd_backend_kind kind,
     }
     rt->ctx = ctx;
     if (kind != SD_BACKEND_CPU) {
-        sd_runtime_free(rt);
-        sd_errorf(ctx, SD_ERR_UNSUPPORTED, "runtime: the opencl backend is not built into this sdrt");
-        return NULL;
+        /* OpenCL first, the CPU last (host and per-op fallback). auto
+         * quietly runs on the CPU alone when no OpenCL device works. */
+        struct sd_backend *cl = sd_cl_backend_new(ctx, -1);
+        if (!cl && kind == SD_BACKEND_OPENCL) {
+            sd_runtime_free(rt);
+            sd_error_wrap(ctx, "runtime: --backend opencl");
+            return NULL;
+        }
+        if (cl) rt->backends[rt->n_backends++] = cl;
+        else sd_ctx_clear(ctx);
     }
     struct sd_backend *cpu = sd_cpu_backend_new(ctx, n_threads);
     if (!cpu) {

@@ -13,7 +13,6 @@ import math
 import os
 
 import torch
-from safetensors.torch import save as st_save
 
 GOLDEN_FORMAT = "sdrt-golden"
 GOLDEN_VERSION = "1"
@@ -132,28 +131,53 @@ def write_json(path, obj):
         f.write("\n")
 
 
-def save_file(tensors, path, metadata):
-    """safetensors.torch.save_file with a reproducible header: the library keeps
-    __metadata__ in a hash map whose order changes from run to run, so the header
-    JSON is re-serialised with sorted keys (offsets and data untouched)."""
-    raw = memoryview(st_save(tensors, metadata=metadata))
-    n = int.from_bytes(raw[:8], "little")
-    header = json.dumps(json.loads(bytes(raw[8:8 + n])), sort_keys=True,
-                        separators=(",", ":")).encode()
-    header += b" " * (-len(header) % 8)
+_ST_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16",
+              torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32",
+              torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def save_file(tensors, path, metadata, float_dtype=None):
+    """Streaming safetensors writer with a reproducible layout: header JSON with sorted
+    keys, data ordered by element size (largest first, so every tensor is aligned to
+    its element size: the header is padded to 8 bytes) then by name. With float_dtype,
+    floating tensors are cast one at a time while writing (no second copy of a
+    multi-GB state dict in memory). Files are read back with the safetensors library
+    in gen_tiny.py / gen_full.py."""
+    def dtype_of(t):
+        return float_dtype if float_dtype is not None and t.is_floating_point() else t.dtype
+
+    def size_of(dt):
+        return torch.empty((), dtype=dt).element_size()
+
+    names = sorted(tensors, key=lambda k: (-size_of(dtype_of(tensors[k])), k))
+    header, off = {}, 0
+    for k in names:
+        t = tensors[k]
+        n = t.numel() * size_of(dtype_of(t))
+        header[k] = {"dtype": _ST_DTYPES[dtype_of(t)], "shape": list(t.shape),
+                     "data_offsets": [off, off + n]}
+        off += n
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    h = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
-        f.write(len(header).to_bytes(8, "little"))
-        f.write(header)
-        f.write(raw[8 + n:])
+        f.write(len(h).to_bytes(8, "little"))
+        f.write(h)
+        for k in names:
+            t = tensors[k].detach().to("cpu", dtype_of(tensors[k])).contiguous().reshape(-1)
+            if t.dtype == torch.bfloat16:
+                t = t.view(torch.int16)
+            f.write(t.numpy().data)
     os.replace(tmp, path)
 
 
-def save_tensors(path, tensors, metadata=None):
+def save_tensors(path, tensors, metadata=None, float_dtype=None):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     meta = {"format": "pt"}
     meta.update(metadata or {})
-    save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=meta)
+    save_file(tensors, path, meta, float_dtype)
 
 
 def save_golden(path, tensors, what, extra=None):
@@ -165,7 +189,7 @@ def save_golden(path, tensors, what, extra=None):
             "transformers": transformers.__version__}
     meta.update(extra or {})
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, path, metadata=meta)
+    save_file(tensors, path, meta)
 
 
 def schedule_buffers():

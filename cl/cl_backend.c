@@ -1,0 +1,472 @@
+/* cl_backend.c - the OpenCL backend's vtable, op dispatch table, arena,
+ * resident weights and fallbacks.
+ *
+ * supports(): an op runs here if it has an entry in cl_ops, its sources are
+ * f32 (embedding ids i32), it is within the kernels' limits, it is not in
+ * SDRT_CL_DISABLE, and the programs it needs are available (made on first
+ * ask; a failed build gives cause "build-failed" and the scheduler runs the
+ * op on the CPU). The activation arena is one cl_mem; tensors are addressed
+ * by (buffer, byte offset) passed to kernels and CLBlast. Weights are
+ * uploaded on first use into their own cl_mem and stay resident, keyed by the
+ * weight tensor's address (and re-uploaded if its data pointer or size
+ * changed), so later graphs over the same model upload nothing.
+ *
+ * Device errors: if an op fails on the device (an SD_ERR_CL from enqueue or
+ * CLBlast), the backend says so once on stderr, marks the op failed
+ * (supports() then answers "device-error") and runs that node on the CPU
+ * through host copies, so the result stays the CPU's. If even the copies
+ * fail, the error is returned: `--backend opencl` never silently gives a
+ * different result. SDRT_CL_TEST_FAIL=op,... (tests only) makes those ops
+ * fail as if the device had returned an error.
+ */
+#include "cl_impl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu.h"
+
+struct cl_op { sd_cl_op_fn fn; const char *progs[3]; int gemm; };
+
+static const struct cl_op cl_ops[SD_OP_COUNT] = {
+    [SD_OP_CONV2D] = {sd_cl_conv2d, {"im2col", "bias"}, 1},
+    [SD_OP_LINEAR] = {sd_cl_linear, {"bias"}, 1},
+    [SD_OP_MATMUL] = {sd_cl_matmul, {NULL}, 1},
+    [SD_OP_GROUP_NORM] = {sd_cl_group_norm, {"group_norm"}, 0},
+    [SD_OP_LAYER_NORM] = {sd_cl_layer_norm, {"layer_norm"}, 0},
+    [SD_OP_SOFTMAX] = {sd_cl_softmax, {"softmax"}, 0},
+    [SD_OP_ATTENTION] = {sd_cl_attention, {NULL}, 0}, /* programs: see cl_supports */
+    [SD_OP_GELU] = {sd_cl_gelu, {"gelu"}, 0},
+    [SD_OP_QUICK_GELU] = {sd_cl_quick_gelu, {"quick_gelu"}, 0},
+    [SD_OP_SILU] = {sd_cl_silu, {"silu"}, 0},
+    [SD_OP_GEGLU] = {sd_cl_geglu, {"geglu"}, 0},
+    [SD_OP_ADD] = {sd_cl_add, {"add"}, 0},
+    [SD_OP_MUL] = {sd_cl_mul, {"mul"}, 0},
+    [SD_OP_SCALE] = {sd_cl_scale, {"scale"}, 0},
+    [SD_OP_CONCAT] = {sd_cl_concat, {"concat"}, 0},
+    [SD_OP_UPSAMPLE] = {sd_cl_upsample, {"upsample"}, 0},
+    [SD_OP_EMBEDDING] = {sd_cl_embedding, {"embedding"}, 0},
+    [SD_OP_TIMESTEP_EMBED] = {sd_cl_timestep_embed, {"timestep_embed"}, 0},
+    [SD_OP_PERMUTE] = {sd_cl_permute, {"permute"}, 0},
+};
+
+static const struct sd_backend_i cl_iface;
+
+bool sd_cl_is_backend(const struct sd_backend *b) { return b && b->iface == &cl_iface; }
+
+const struct sd_cl_device_info *sd_cl_device_of(struct sd_backend *b) {
+    return sd_cl_is_backend(b) ? &((struct sd_cl *)b->impl)->info : NULL;
+}
+
+static bool bit_get(const unsigned *m, int i) { return (m[i / 32] >> (i % 32)) & 1u; }
+static void bit_set(unsigned *m, int i) { m[i / 32] |= 1u << (i % 32); }
+
+static struct sd_tensor *base_of(const struct sd_tensor *t) {
+    return (struct sd_tensor *)(t->view_src ? t->view_src : t);
+}
+
+/* --- helpers for the ops ------------------------------------------------- */
+
+static size_t hash_ptr(const void *p) {
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 33, x *= 0xff51afd7ed558ccdull, x ^= x >> 33;
+    return (size_t)x;
+}
+
+static int weights_grow(struct sd_cl *cl) {
+    size_t cap = cl->cap_weights ? cl->cap_weights * 2 : 256;
+    struct sd_cl_weight *w = calloc(cap, sizeof *w);
+    if (!w) return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory (weight table)");
+    for (size_t i = 0; i < cl->cap_weights; i++) {
+        if (!cl->weights[i].key) continue;
+        size_t j = hash_ptr(cl->weights[i].key) & (cap - 1);
+        while (w[j].key) j = (j + 1) & (cap - 1);
+        w[j] = cl->weights[i];
+    }
+    free(cl->weights);
+    cl->weights = w;
+    cl->cap_weights = cap;
+    return SD_OK;
+}
+
+/* Device copy of weight t, transposed ([R, C] -> [C, R] over the inner two
+ * dims) when `transposed`; the transposed copy has its own table entry,
+ * keyed by the tensor address + 1 (tensors are aligned, so it is unique). */
+static int weight_buf(struct sd_cl *cl, const struct sd_tensor *t, bool transposed, cl_mem *out) {
+    size_t nbytes = sd_tensor_nbytes(t);
+    const struct sd_tensor *key = transposed ? (const struct sd_tensor *)((const char *)t + 1) : t;
+    if (!t->data) return sd_errorf(cl->ctx, SD_ERR_INVALID, "cl: weight %s has no data", t->name);
+    if ((cl->n_weights + 1) * 2 > cl->cap_weights) {
+        int rc = weights_grow(cl);
+        if (rc != SD_OK) return rc;
+    }
+    size_t j = hash_ptr(key) & (cl->cap_weights - 1);
+    while (cl->weights[j].key && cl->weights[j].key != key) j = (j + 1) & (cl->cap_weights - 1);
+    struct sd_cl_weight *w = &cl->weights[j];
+    if (w->key == key && w->data == t->data && w->nbytes == nbytes) {
+        *out = w->mem;
+        return SD_OK;
+    }
+    const void *src = t->data;
+    float *tr = NULL;
+    if (transposed) {
+        const size_t R = t->ne[2], C = t->ne[3], outer = (size_t)(t->ne[0] * t->ne[1]);
+        if (!(tr = malloc(nbytes))) return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory (transposing %s)", t->name);
+        const float *x = t->data;
+        for (size_t o = 0; o < outer; o++)
+            for (size_t r = 0; r < R; r++)
+                for (size_t c = 0; c < C; c++) tr[o * R * C + c * R + r] = x[o * R * C + r * C + c];
+        src = tr;
+    }
+    cl_int err = CL_SUCCESS;
+    cl_mem m = clCreateBuffer(cl->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nbytes, (void *)src, &err);
+    free(tr);
+    if (err != CL_SUCCESS) return sd_cl_check(cl->ctx, err, "clCreateBuffer", t->name);
+    if (w->key == key) { /* same tensor, new data: replace */
+        clReleaseMemObject(w->mem);
+        cl->weight_bytes -= w->nbytes;
+    } else {
+        cl->n_weights++;
+    }
+    *w = (struct sd_cl_weight){key, t->data, nbytes, m};
+    cl->weight_bytes += nbytes;
+    *out = m;
+    return SD_OK;
+}
+
+int sd_cl_buf_of(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *out) {
+    const struct sd_tensor *b = base_of(t);
+    if (sd_tensor_in_arena(b)) {
+        if (!cl->arena || b->offs + sd_tensor_nbytes(b) > cl->arena_size)
+            return sd_errorf(cl->ctx, SD_ERR_BACKEND, "cl: %s is outside the arena", t->name);
+        *out = (struct sd_cl_buf){cl->arena, b->offs};
+        return SD_OK;
+    }
+    out->offs = 0;
+    return weight_buf(cl, b, false, &out->mem);
+}
+
+int sd_cl_weight_transposed(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *out) {
+    if (sd_tensor_in_arena(t) || t->view_src)
+        return sd_errorf(cl->ctx, SD_ERR_INVALID, "cl: %s is not a weight", t->name);
+    out->offs = 0;
+    return weight_buf(cl, t, true, &out->mem);
+}
+
+int sd_cl_scratch(struct sd_cl *cl, size_t n, cl_mem *out) {
+    if (n > cl->scratch_size || !cl->scratch) {
+        cl_int err = CL_SUCCESS;
+        cl_mem m = clCreateBuffer(cl->context, CL_MEM_READ_WRITE, n ? n : 64, NULL, &err);
+        if (err != CL_SUCCESS) return sd_cl_check(cl->ctx, err, "clCreateBuffer", "scratch");
+        if (cl->scratch) clReleaseMemObject(cl->scratch); /* deferred until queued users finish */
+        cl->scratch = m;
+        cl->scratch_size = n;
+    }
+    *out = cl->scratch;
+    return SD_OK;
+}
+
+int sd_cl_run(struct sd_cl *cl, cl_kernel k, const char *what, const struct sd_cl_arg *args, int n_args, int dims,
+              const size_t *global, const size_t *local) {
+    for (int i = 0; i < n_args; i++) {
+        cl_int err = clSetKernelArg(k, (cl_uint)i, args[i].size, args[i].ptr);
+        if (err != CL_SUCCESS) {
+            char w[96];
+            snprintf(w, sizeof w, "%s, arg %d", what, i);
+            return sd_cl_check(cl->ctx, err, "clSetKernelArg", w);
+        }
+    }
+    for (int d = 0; d < dims; d++)
+        if (global[d] == 0) return SD_OK; /* empty */
+    /* 1-d launches without a work-group size get 64 when it divides: PoCL
+     * picks small groups by itself, and each group costs it a fixed
+     * overhead (elementwise ops measured up to 1.9x faster). */
+    size_t l64 = 64;
+    if (!local && dims == 1 && global[0] % 64 == 0) local = &l64;
+    cl_int err = clEnqueueNDRangeKernel(cl->queue, k, (cl_uint)dims, NULL, global, local, 0, NULL, NULL);
+    return sd_cl_check(cl->ctx, err, "clEnqueueNDRangeKernel", what);
+}
+
+size_t sd_cl_wg_size(struct sd_cl *cl, cl_kernel k, size_t want) {
+    size_t kmax = 0;
+    if (clGetKernelWorkGroupInfo(k, cl->dev, CL_KERNEL_WORK_GROUP_SIZE, sizeof kmax, &kmax, NULL) != CL_SUCCESS)
+        kmax = 64;
+    if (cl->info.max_work_group && kmax > cl->info.max_work_group) kmax = cl->info.max_work_group;
+    size_t w = 1;
+    while (w * 2 <= want && w * 2 <= kmax) w *= 2;
+    return w;
+}
+
+/* --- vtable -------------------------------------------------------------- */
+
+static bool set_why(char *why, size_t n, const char *s) {
+    if (n) snprintf(why, n, "%s", s);
+    return false;
+}
+
+static bool need_program(struct sd_cl *cl, const char *name) {
+    int pi = sd_cl_program_index(name);
+    if (pi < 0) return false;
+    if (cl->progs[pi].state == SD_CL_PROG_OK) return true;
+    bool first = cl->progs[pi].state == SD_CL_PROG_UNTRIED;
+    if (sd_cl_program_ensure(cl, pi) == SD_OK) return true;
+    if (first) fprintf(stderr, "cl: program %s unavailable on %s; its ops run on the cpu: %.*s\n", name, cl->info.name,
+                       (int)strcspn(cl->ctx->msg, "\n"), cl->ctx->msg);
+    sd_ctx_clear(cl->ctx);
+    return false;
+}
+
+static bool cl_supports(struct sd_backend *b, const struct sd_tensor *node, char *why, size_t why_n) {
+    struct sd_cl *cl = b->impl;
+    if (node->op == SD_OP_NONE || node->op == SD_OP_RESHAPE) return true;
+    if ((unsigned)node->op >= SD_OP_COUNT || !cl_ops[node->op].fn) return set_why(why, why_n, "unsupported(op)");
+    if (bit_get(cl->disabled_ops, node->op)) return set_why(why, why_n, "disabled");
+    if (bit_get(cl->failed_ops, node->op)) return set_why(why, why_n, "device-error");
+    if (node->type != SD_F32) return set_why(why, why_n, "unsupported(out dtype)");
+    for (int i = 0; i < SD_MAX_SRC; i++) {
+        const struct sd_tensor *s = node->src[i];
+        if (!s) continue;
+        bool ok = s->type == SD_F32 || (node->op == SD_OP_EMBEDDING && i == 0 && s->type == SD_I32);
+        if (!ok) {
+            if (why_n) snprintf(why, why_n, "unsupported(%s)", sd_dtype_name(s->type));
+            return false;
+        }
+        if (sd_tensor_nelements(s) >= (int64_t)1 << 31) return set_why(why, why_n, "unsupported(size)");
+    }
+    if (sd_tensor_nelements(node) >= (int64_t)1 << 31) return set_why(why, why_n, "unsupported(size)");
+    if (node->op == SD_OP_ATTENTION) {
+        int h = node->p.attention.n_heads;
+        if (node->src[0]->ne[3] / h > SD_CL_ATTN_DV_MAX || node->src[2]->ne[3] / h > SD_CL_ATTN_DV_MAX)
+            return set_why(why, why_n, "unsupported(head dim)");
+    }
+    if (node->op == SD_OP_ATTENTION) {
+        bool ok = cl->attn_gemm ? need_program(cl, "softmax") && (!cl->gemm_own || need_program(cl, "gemm"))
+                                : need_program(cl, "attention");
+        if (!ok) return set_why(why, why_n, "build-failed");
+    }
+    const struct cl_op *o = &cl_ops[node->op];
+    for (int i = 0; i < 3 && o->progs[i]; i++)
+        if (!need_program(cl, o->progs[i])) return set_why(why, why_n, "build-failed");
+    if (o->gemm && cl->gemm_own && !need_program(cl, "gemm")) return set_why(why, why_n, "build-failed");
+    return true;
+}
+
+static int cl_arena_reserve(struct sd_backend *b, size_t size, void **host) {
+    struct sd_cl *cl = b->impl;
+    (void)host;
+    if (size <= cl->arena_size && cl->arena) return SD_OK;
+    if (cl->info.max_alloc && size > cl->info.max_alloc)
+        return sd_errorf(cl->ctx, SD_ERR_CL, "cl: activation arena of %.1f MiB exceeds the device's max allocation %.1f MiB",
+                         (double)size / 1048576.0, (double)cl->info.max_alloc / 1048576.0);
+    cl_int err = CL_SUCCESS;
+    cl_mem m = clCreateBuffer(cl->context, CL_MEM_READ_WRITE, size ? size : 64, NULL, &err);
+    if (err != CL_SUCCESS) return sd_cl_check(cl->ctx, err, "clCreateBuffer", "arena");
+    if (cl->arena) clReleaseMemObject(cl->arena);
+    cl->arena = m;
+    cl->arena_size = size;
+    return SD_OK;
+}
+
+static int cl_tensor_set(struct sd_backend *b, const struct sd_tensor *t, const void *host) {
+    struct sd_cl *cl = b->impl;
+    size_t n = sd_tensor_nbytes(t);
+    if (!cl->arena || t->offs + n > cl->arena_size)
+        return sd_errorf(cl->ctx, SD_ERR_BACKEND, "cl: tensor_set(%s) outside the arena", t->name);
+    /* Blocking: the host arena region may be reused right after. */
+    cl_int err = clEnqueueWriteBuffer(cl->queue, cl->arena, CL_TRUE, t->offs, n, host, 0, NULL, NULL);
+    return sd_cl_check(cl->ctx, err, "clEnqueueWriteBuffer", t->name);
+}
+
+static int cl_tensor_get(struct sd_backend *b, const struct sd_tensor *t, void *host) {
+    struct sd_cl *cl = b->impl;
+    size_t n = sd_tensor_nbytes(t);
+    if (!cl->arena || t->offs + n > cl->arena_size)
+        return sd_errorf(cl->ctx, SD_ERR_BACKEND, "cl: tensor_get(%s) outside the arena", t->name);
+    cl_int err = clEnqueueReadBuffer(cl->queue, cl->arena, CL_TRUE, t->offs, n, host, 0, NULL, NULL);
+    return sd_cl_check(cl->ctx, err, "clEnqueueReadBuffer", t->name);
+}
+
+static int cl_synchronize(struct sd_backend *b) {
+    struct sd_cl *cl = b->impl;
+    return sd_cl_check(cl->ctx, clFinish(cl->queue), "clFinish", "");
+}
+
+/* Runs one node on the CPU with host copies of its arena inputs (device
+ * error fallback). */
+static int run_on_cpu(struct sd_cl *cl, struct sd_tensor *t) {
+    int rc = SD_OK;
+    void *saved[SD_MAX_SRC], *bufs[SD_MAX_SRC] = {0}, *out = NULL, *saved_out = t->data;
+    int n_saved = 0;
+    if (!cl->cpu && !(cl->cpu = sd_cpu_backend_new(cl->ctx, 0))) return SD_ERR_BACKEND;
+    if ((rc = sd_cl_check(cl->ctx, clFinish(cl->queue), "clFinish", t->name)) != SD_OK) return rc;
+    for (int i = 0; i < SD_MAX_SRC; i++, n_saved++) {
+        struct sd_tensor *s = t->src[i];
+        saved[i] = s ? s->data : NULL;
+        if (!s || !sd_tensor_in_arena(base_of(s))) continue;
+        struct sd_tensor *bs = base_of(s);
+        size_t n = sd_tensor_nbytes(bs);
+        if (!(bufs[i] = sd_malloc_aligned(n))) { rc = sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory"); goto done; }
+        cl_int err = clEnqueueReadBuffer(cl->queue, cl->arena, CL_TRUE, bs->offs, n, bufs[i], 0, NULL, NULL);
+        if ((rc = sd_cl_check(cl->ctx, err, "clEnqueueReadBuffer", s->name)) != SD_OK) goto done;
+    }
+    for (int i = 0; i < SD_MAX_SRC; i++)
+        if (bufs[i]) t->src[i]->data = bufs[i];
+    if (!(out = sd_malloc_aligned(sd_tensor_nbytes(t)))) { rc = sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory"); goto done; }
+    t->data = out;
+    if ((rc = sd_cpu_run_node(sd_cpu_of(cl->cpu), t)) != SD_OK) goto done;
+    cl_int err = clEnqueueWriteBuffer(cl->queue, cl->arena, CL_TRUE, t->offs, sd_tensor_nbytes(t), out, 0, NULL, NULL);
+    rc = sd_cl_check(cl->ctx, err, "clEnqueueWriteBuffer", t->name);
+done:
+    t->data = saved_out;
+    for (int i = n_saved - 1; i >= 0; i--)
+        if (t->src[i]) t->src[i]->data = saved[i];
+    for (int i = 0; i < SD_MAX_SRC; i++) sd_free_aligned(bufs[i]);
+    sd_free_aligned(out);
+    return rc;
+}
+
+static int cl_compute(struct sd_backend *b, struct sd_graph *g, int i0, int i1) {
+    struct sd_cl *cl = b->impl;
+    for (int i = i0; i < i1; i++) {
+        struct sd_tensor *t = g->nodes[i];
+        if (t->op == SD_OP_NONE || t->op == SD_OP_RESHAPE) continue;
+        sd_cl_op_fn fn = (unsigned)t->op < SD_OP_COUNT ? cl_ops[t->op].fn : NULL;
+        if (!fn) return sd_errorf(cl->ctx, SD_ERR_UNSUPPORTED, "cl: op %s not supported", sd_op_name(t->op));
+        int rc;
+        if (bit_get(cl->failed_ops, t->op)) rc = SD_ERR_CL;
+        else if (bit_get(cl->test_fail_ops, t->op))
+            rc = sd_errorf(cl->ctx, SD_ERR_CL, "injected device error (SDRT_CL_TEST_FAIL)");
+        else rc = fn(cl, t);
+        if (rc == SD_OK) continue;
+        if (rc != SD_ERR_CL) return sd_error_wrap(cl->ctx, "cl %s [%s]", sd_op_name(t->op), t->name);
+        if (!bit_get(cl->failed_ops, t->op)) {
+            fprintf(stderr, "cl: %s [%s] failed on %s: %s; running %s on the cpu from now on\n", sd_op_name(t->op),
+                    t->name, cl->info.name, cl->ctx->msg, sd_op_name(t->op));
+            bit_set(cl->failed_ops, t->op);
+        }
+        sd_ctx_clear(cl->ctx);
+        if ((rc = run_on_cpu(cl, t)) != SD_OK)
+            return sd_error_wrap(cl->ctx, "cl %s [%s]: cpu fallback after a device error", sd_op_name(t->op), t->name);
+    }
+    return SD_OK;
+}
+
+static void cl_free(struct sd_backend *b) {
+    if (!b) return;
+    struct sd_cl *cl = b->impl;
+    if (cl) {
+        if (cl->queue) clFinish(cl->queue);
+        sd_cl_log_counts(cl);
+        for (size_t i = 0; i < cl->cap_weights; i++)
+            if (cl->weights[i].key) clReleaseMemObject(cl->weights[i].mem);
+        free(cl->weights);
+        if (cl->arena) clReleaseMemObject(cl->arena);
+        if (cl->scratch) clReleaseMemObject(cl->scratch);
+        if (cl->flag) clReleaseMemObject(cl->flag);
+        sd_cl_programs_free(cl);
+        if (cl->queue) clReleaseCommandQueue(cl->queue);
+        sd_cl_context_release(cl->context);
+        sd_backend_free(cl->cpu);
+        free(cl);
+    }
+    free(b);
+}
+
+static const struct sd_backend_i cl_iface = {
+    .version = SD_BACKEND_IFACE_VERSION,
+    .name = "opencl",
+    .supports = cl_supports,
+    .arena_reserve = cl_arena_reserve,
+    .compute = cl_compute,
+    .tensor_set = cl_tensor_set,
+    .tensor_get = cl_tensor_get,
+    .synchronize = cl_synchronize,
+    .free = cl_free,
+};
+
+static int parse_ops(struct sd_cl *cl, const char *env, unsigned *mask) {
+    const char *list = getenv(env);
+    if (!list || !*list) return SD_OK;
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int found = 0;
+        for (int op = 1; op < SD_OP_COUNT; op++)
+            if (strcmp(tok, sd_op_name((enum sd_op)op)) == 0) bit_set(mask, op), found = 1;
+        if (!found) return sd_errorf(cl->ctx, SD_ERR_INVALID, "%s: unknown op '%s'", env, tok);
+    }
+    return SD_OK;
+}
+
+static bool env_on(const char *name) {
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+static const char *env_dir(const char *name) {
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+struct sd_backend *sd_cl_backend_new(struct sd_ctx *ctx, int device_index) {
+    struct sd_backend *b = calloc(1, sizeof *b);
+    struct sd_cl *cl = calloc(1, sizeof *cl);
+    if (!b || !cl) {
+        free(b);
+        free(cl);
+        sd_errorf(ctx, SD_ERR_NOMEM, "cl backend: out of memory");
+        return NULL;
+    }
+    b->iface = &cl_iface;
+    b->ctx = ctx;
+    b->impl = cl;
+    cl->ctx = ctx;
+    cl->log = env_on("SDRT_CL_LOG");
+    cl->precompiled_dir = env_dir("SDRT_CL_PRECOMPILED");
+    cl->export_dir = env_dir("SDRT_CL_EXPORT");
+    if (env_dir("SDRT_CL_TEST_BREAK")) snprintf(cl->test_break, sizeof cl->test_break, "%s", getenv("SDRT_CL_TEST_BREAK"));
+    if (parse_ops(cl, "SDRT_CL_DISABLE", cl->disabled_ops) != SD_OK ||
+        parse_ops(cl, "SDRT_CL_TEST_FAIL", cl->test_fail_ops) != SD_OK)
+        goto fail;
+    if (sd_cl_device_open(ctx, device_index, &cl->info, &cl->platform, &cl->dev, &cl->context) != SD_OK) goto fail;
+    /* GEMM engine: CLBlast compiles its kernels at run time (tens of seconds
+     * per variant on PoCL, never cached on disk) and is untuned on CPU
+     * devices, where our register-blocked kernels measure faster
+     * (docs/opencl.md); so CPU-type devices default to ours. */
+    const char *gemm = getenv("SDRT_CL_GEMM");
+    if (gemm && *gemm && strcmp(gemm, "own") && strcmp(gemm, "clblast")) {
+        sd_errorf(ctx, SD_ERR_INVALID, "SDRT_CL_GEMM=%s: want clblast or own", gemm);
+        goto fail;
+    }
+    if (cl->precompiled_dir) cl->gemm_own = 1;
+    else if (gemm && *gemm) cl->gemm_own = strcmp(gemm, "own") == 0;
+    else cl->gemm_own = strcmp(cl->info.type, "cpu") == 0;
+    /* CPU-type devices (PoCL): work-item-per-row softmax and attention as
+     * blocked GEMMs measure far faster than the work-group-reduction and
+     * flash kernels there (docs/opencl.md). */
+    cl->rowwise = strcmp(cl->info.type, "cpu") == 0;
+    const char *attn = getenv("SDRT_CL_ATTN");
+    if (attn && *attn && strcmp(attn, "flash") && strcmp(attn, "gemm")) {
+        sd_errorf(ctx, SD_ERR_INVALID, "SDRT_CL_ATTN=%s: want flash or gemm", attn);
+        goto fail;
+    }
+    cl->attn_gemm = attn && *attn ? !strcmp(attn, "gemm") : cl->rowwise;
+    sd_cl_gemm_init(cl);
+    snprintf(cl->build_opts, sizeof cl->build_opts, "-cl-std=CL1.2 -DSD_DV_MAX=%d", SD_CL_ATTN_DV_MAX);
+    cl_int err = CL_SUCCESS;
+    cl->queue = clCreateCommandQueue(cl->context, cl->dev, 0, &err);
+    if (sd_cl_check(ctx, err, "clCreateCommandQueue", cl->info.name) != SD_OK) goto fail;
+    cl->flag = clCreateBuffer(cl->context, CL_MEM_READ_WRITE, sizeof(cl_int), NULL, &err);
+    if (sd_cl_check(ctx, err, "clCreateBuffer", "flag") != SD_OK) goto fail;
+    if (cl->log)
+        fprintf(stderr, "cl: device %d:%d %s (%s, %s, %u CUs, %.0f MiB), gemm %s%s%s\n", cl->info.platform,
+                cl->info.device, cl->info.name, cl->info.type, cl->info.cl_version, cl->info.compute_units,
+                (double)cl->info.global_mem / 1048576.0, cl->gemm_own ? "gemm.cl" : "CLBlast",
+                cl->precompiled_dir ? ", precompiled from " : "",
+                cl->precompiled_dir ? cl->precompiled_dir : "");
+    return b;
+fail:
+    cl_free(b);
+    return NULL;
+}

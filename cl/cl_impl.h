@@ -1,0 +1,197 @@
+/* cl_impl.h - private state and helpers of the OpenCL backend, shared by
+ * cl_*.c and the per-op host files cl/op_*.c.
+ *
+ * An op is `int sd_cl_<op>(struct sd_cl *cl, struct sd_tensor *node)`: it
+ * enqueues its kernels (or CLBlast calls) on cl->queue, reading sources and
+ * writing node's bytes in device memory (sd_cl_buf_of), and returns SD_OK or
+ * SD_ERR_CL with the call, the kernel and the code on cl->ctx. Ops never
+ * block except where noted; the queue is in order.
+ */
+#ifndef SDRT_CL_IMPL_H
+#define SDRT_CL_IMPL_H
+
+#include <CL/cl.h>
+
+#include "cl.h"
+
+struct sd_cpu;
+
+/* Kernel sources embedded at build time (build/gen/cl_kernels.c, from
+ * the .cl files in cl/kernels by cl/embed_kernels.sh). "common" is prepended to all. */
+struct sd_cl_source { const char *name; const char *text; };
+extern const struct sd_cl_source sd_cl_sources[];
+extern const int sd_cl_n_sources;
+
+#define SD_CL_MAX_PROGRAMS 32
+#define SD_CL_MAX_KERNELS 48
+
+enum { SD_CL_PROG_UNTRIED = 0, SD_CL_PROG_OK = 1, SD_CL_PROG_FAILED = -1 };
+
+struct sd_cl_program {
+    cl_program prog;
+    int state;
+};
+
+struct sd_cl_kernel_slot { int prog; char name[48]; cl_kernel k; };
+
+struct sd_cl_weight {
+    const struct sd_tensor *key; /* NULL: empty slot */
+    const void *data;
+    size_t nbytes;
+    cl_mem mem;
+};
+
+struct sd_cl {
+    struct sd_ctx *ctx;
+    struct sd_cl_device_info info;
+    cl_platform_id platform;
+    cl_device_id dev;
+    cl_context context;
+    cl_command_queue queue;
+    cl_mem arena;
+    size_t arena_size;
+    cl_mem scratch;              /* im2col columns etc., grown on demand */
+    size_t scratch_size;
+    cl_mem flag;                 /* one int for kernels that report errors (embedding) */
+    struct sd_cl_weight *weights; /* open addressing, power-of-two capacity */
+    size_t n_weights, cap_weights;
+    size_t weight_bytes;
+    struct sd_cl_program progs[SD_CL_MAX_PROGRAMS];
+    struct sd_cl_kernel_slot kernels[SD_CL_MAX_KERNELS];
+    int n_kernels;
+    unsigned disabled_ops[(SD_OP_COUNT + 31) / 32]; /* SDRT_CL_DISABLE */
+    unsigned failed_ops[(SD_OP_COUNT + 31) / 32];   /* device error at run time */
+    unsigned test_fail_ops[(SD_OP_COUNT + 31) / 32]; /* SDRT_CL_TEST_FAIL (tests) */
+    int gemm_own;                /* our gemm kernel instead of CLBlast */
+    int rowwise;                 /* CPU-type device: one work-item per softmax row */
+    int attn_gemm;               /* attention as blocked GEMMs (CPU-type devices, SDRT_CL_ATTN) */
+    int log;                     /* SDRT_CL_LOG */
+    const char *precompiled_dir; /* SDRT_CL_PRECOMPILED */
+    const char *export_dir;      /* SDRT_CL_EXPORT */
+    char test_break[128];        /* SDRT_CL_TEST_BREAK (tests) */
+    struct sd_backend *cpu;      /* for nodes that fail on the device (lazy) */
+    char build_opts[256];
+};
+
+typedef int (*sd_cl_op_fn)(struct sd_cl *cl, struct sd_tensor *node);
+
+/* A buffer address: cl_mem plus byte offset. */
+struct sd_cl_buf { cl_mem mem; size_t offs; };
+
+/* A kernel argument (see SD_CL_MEM/U64/I32/F32). */
+struct sd_cl_arg { size_t size; const void *ptr; };
+#define SD_CL_MEM(m) ((struct sd_cl_arg){sizeof(cl_mem), &(cl_mem){(m)}})
+#define SD_CL_U64(v) ((struct sd_cl_arg){sizeof(cl_ulong), &(cl_ulong){(cl_ulong)(v)}})
+#define SD_CL_I32(v) ((struct sd_cl_arg){sizeof(cl_int), &(cl_int){(cl_int)(v)}})
+#define SD_CL_F32(v) ((struct sd_cl_arg){sizeof(cl_float), &(cl_float){(cl_float)(v)}})
+#define SD_CL_LOCAL(bytes) ((struct sd_cl_arg){(bytes), NULL})
+#define SD_CL_BUF(b) SD_CL_MEM((b).mem), SD_CL_U64((b).offs)
+#define SD_CL_NARGS(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* --- cl_device.c ---------------------------------------------------------- */
+const char *sd_cl_err_name(int code);
+/* Returns SD_OK if err is CL_SUCCESS, else SD_ERR_CL with
+ * "call(what) = code NAME" on ctx. */
+int sd_cl_check(struct sd_ctx *ctx, cl_int err, const char *call, const char *what);
+/* Resolves device_index (or SDRT_CL_DEVICE / default) and fills the ids,
+ * info and a retained reference to the process-wide context of its platform. */
+int sd_cl_device_open(struct sd_ctx *ctx, int device_index, struct sd_cl_device_info *info,
+                      cl_platform_id *platform, cl_device_id *dev, cl_context *context);
+void sd_cl_context_release(cl_context context);
+
+/* --- cl_program.c --------------------------------------------------------- */
+int sd_cl_program_index(const char *name); /* -1 if no such source */
+/* Makes program `name` available (cache, precompiled dir or source build).
+ * Returns SD_OK, or an error (also remembered: the program is then FAILED
+ * and never tried again). */
+int sd_cl_program_ensure(struct sd_cl *cl, int prog);
+/* Returns the kernel `kname` of program `prog` (built on demand, cached on cl). */
+cl_kernel sd_cl_kernel(struct sd_cl *cl, const char *prog, const char *kname);
+void sd_cl_programs_free(struct sd_cl *cl);
+void sd_cl_log_counts(const struct sd_cl *cl);
+
+/* --- cl_cache.c ----------------------------------------------------------- */
+/* The key covers source, options, device name, driver, platform version
+ * and SD_CL_CACHE_FORMAT. Writes 33 chars (32 hex + NUL) into hex. */
+void sd_cl_cache_key(const char *const *srcs, int n_srcs, const char *opts, const struct sd_cl_device_info *info,
+                     char hex[33]);
+/* Returns the directory (created if needed) or NULL if the cache is off or
+ * unusable. Static storage. */
+const char *sd_cl_cache_dir(void);
+/* Reads a cached binary for key: malloc'd bytes in *bin, size in *n, or
+ * returns false (missing, corrupt, mismatching: *rejected set if a file
+ * existed but was not valid). */
+bool sd_cl_cache_load(const char *dir, const char *hex, unsigned char **bin, size_t *n, bool *rejected);
+/* Stores a binary (tmp file then rename); failures are silent. */
+void sd_cl_cache_store(const char *dir, const char *hex, const unsigned char *bin, size_t n);
+/* Reads/writes a whole file (for precompiled dir / export). */
+int sd_cl_file_read(struct sd_ctx *ctx, const char *path, unsigned char **bin, size_t *n);
+int sd_cl_file_write(struct sd_ctx *ctx, const char *path, const unsigned char *bin, size_t n);
+
+/* --- cl_backend.c --------------------------------------------------------- */
+/* Device address of a tensor: weights are uploaded on first use. */
+int sd_cl_buf_of(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *out);
+/* Device copy of weight t with its inner two dims transposed, uploaded once
+ * and kept like the weight itself (linear with our GEMM kernels). */
+int sd_cl_weight_transposed(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *out);
+/* Returns a scratch buffer of at least n bytes (grown on demand). */
+int sd_cl_scratch(struct sd_cl *cl, size_t n, cl_mem *out);
+/* Sets args and enqueues k over global[0..dims) with local (or NULL). */
+int sd_cl_run(struct sd_cl *cl, cl_kernel k, const char *what, const struct sd_cl_arg *args, int n_args, int dims,
+              const size_t *global, const size_t *local);
+/* Rounds n up to a multiple of m. */
+static inline size_t sd_cl_round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
+/* Work-group size for a 1-d reduction kernel (power of two <= want). */
+size_t sd_cl_wg_size(struct sd_cl *cl, cl_kernel k, size_t want);
+
+/* --- cl_gemm.c ------------------------------------------------------------ */
+/* Row-major batched C = alpha*op(A)*op(B) (+ C if accumulate), leading
+ * dimensions lda/ldb/ldc, batch strides in elements; offsets are bytes. */
+struct sd_cl_gemm {
+    int trans_a, trans_b;
+    size_t m, n, k;
+    float alpha, beta;
+    struct sd_cl_buf a, b, c;
+    size_t lda, ldb, ldc;
+    size_t stride_a, stride_b, stride_c; /* elements */
+    size_t batch;
+    const char *what;
+};
+int sd_cl_gemm(struct sd_cl *cl, const struct sd_cl_gemm *g);
+/* Applies tuned CLBlast parameters where we have them (CPU-type devices;
+ * SDRT_CL_XGEMM=default keeps CLBlast's). */
+void sd_cl_gemm_init(struct sd_cl *cl);
+/* Adds bias[(i / inner) % channels] to n elements of y. */
+int sd_cl_bias(struct sd_cl *cl, struct sd_cl_buf y, struct sd_cl_buf bias, size_t n, size_t inner, size_t channels,
+               const char *what);
+
+/* --- the ops (cl/op_*.c) -------------------------------------------------- */
+int sd_cl_conv2d(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_linear(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_matmul(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_group_norm(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_layer_norm(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_softmax(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_attention(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_gelu(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_quick_gelu(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_silu(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_geglu(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_add(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_mul(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_scale(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_concat(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_upsample(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_embedding(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_timestep_embed(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_permute(struct sd_cl *cl, struct sd_tensor *node);
+
+/* Softmax of scale*x over rows of C, one work-item per row (op_softmax.c);
+ * causal row r is query q0 + r % L. */
+int sd_cl_softmax_rows(struct sd_cl *cl, struct sd_cl_buf x, struct sd_cl_buf y, size_t rows, size_t C, size_t L,
+                       size_t q0, float scale, int causal, const char *what);
+
+/* Attention limits (kernels/attention.cl SD_DV_MAX). */
+#define SD_CL_ATTN_DV_MAX 512
+
+#endif

@@ -1,0 +1,180 @@
+/* test_cl_ops.c - every op on the OpenCL backend (PoCL here) against the CPU
+ * backend, at SD shapes (reduced where PoCL on 2 cores is slow; shrunk
+ * further under SDRT_TEST_SAN=1), plus an independent double-precision
+ * reference for attention, and the fallback paths: ops disabled with
+ * SDRT_CL_DISABLE, a program that fails to build (SDRT_CL_TEST_BREAK) and a
+ * device error (SDRT_CL_TEST_FAIL) all run on the CPU and give the CPU's
+ * result.
+ *
+ * Per case: every compute node must be placed on OpenCL, the result must be
+ * finite, and |cl - cpu| <= atol + rtol*|cpu| everywhere (limits per op in
+ * the table: 1e-5-ish for elementwise ops, looser for reductions and GEMMs
+ * whose summation order differs). The max error is printed.
+ */
+#include "cl_impl.h"
+#include "cl_op_cases.h"
+
+/* Naive double-precision attention (independent of both backends). */
+static void attention_ref(const float *q, const float *k, const float *v, float *o, int B, int Lq, int Lk, int H,
+                          int d, int dv, double scale, int causal) {
+    double *s = malloc(sizeof(double) * Lk);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < Lq; i++) {
+                const float *qr = q + ((size_t)b * Lq + i) * H * d + h * d;
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j < Lk; j++) {
+                    const float *kr = k + ((size_t)b * Lk + j) * H * d + h * d;
+                    double acc = 0;
+                    for (int c = 0; c < d; c++) acc += (double)qr[c] * kr[c];
+                    s[j] = causal && j > i ? -INFINITY : acc * scale;
+                    if (s[j] > mx) mx = s[j];
+                }
+                for (int j = 0; j < Lk; j++) sum += s[j] = exp(s[j] - mx);
+                for (int c = 0; c < dv; c++) {
+                    double acc = 0;
+                    for (int j = 0; j < Lk; j++) acc += s[j] * v[((size_t)b * Lk + j) * H * dv + h * dv + c];
+                    o[((size_t)b * Lq + i) * H * dv + h * dv + c] = (float)(acc / sum);
+                }
+            }
+    free(s);
+}
+
+static void check_attention_naive(struct sd_ctx *ctx, struct sd_backend *cl, struct sd_backend *cpu) {
+    struct sd_backend *both[2] = {cl, cpu};
+    struct tc tc = {0};
+    int64_t n = 0;
+    float *got = tc_run(ctx, both, 2, b_attn_clip, &tc, &n, NULL, NULL);
+    /* Inputs are regenerated deterministically: same seeds as tc_fill_inputs. */
+    float *q = malloc(sizeof(float) * 77 * 768 * 3), *k = q + 77 * 768, *v = k + 77 * 768;
+    float *ref = malloc(sizeof(float) * 77 * 768);
+    float *ins[3] = {q, k, v};
+    for (int i = 0; i < 3; i++) {
+        fill_random(ins[i], 77 * 768, 17 + i);
+        for (int j = 0; j < 77 * 768; j++) ins[i][j] *= 2;
+    }
+    attention_ref(q, k, v, ref, 1, 77, 77, 12, 64, 64, 0.125, 1);
+    double mx = 0;
+    CHECK(got && n == 77 * 768 && check_close("attention", got, ref, n, 1e-5, 1e-4, &mx) == 0,
+          "attention causal clip vs naive double reference (max abs err %.2g)", mx);
+    free(got), free(q), free(ref);
+    tc_free(&tc);
+}
+
+/* A graph mixing both backends: conv -> group_norm+silu -> add -> reshape ->
+ * softmax -> linear, with the given ops refused by OpenCL. */
+static struct sd_tensor *b_mixed(struct sd_graph *g, struct tc *tc) {
+    struct sd_tensor *x = IN(tc, g, 4, 1, 32, 16, 16);
+    struct sd_tensor *h = sd_conv2d(g, x, W(tc, 4, 32, 32, 3, 3), W(tc, 1, 32), 1, 1);
+    h = sd_group_norm(g, h, W(tc, 1, 32), W(tc, 1, 32), 8, 1e-5f, 1);
+    h = sd_add(g, h, x);
+    h = sd_reshape(g, h, 3, D(1, 32, 256));
+    h = sd_softmax(g, h, 1.0f, 0);
+    return sd_linear(g, h, W(tc, 2, 64, 256), W(tc, 1, 64));
+}
+
+static void check_fallback(struct sd_ctx *ctx, struct sd_backend *cpu, const char *env, const char *val,
+                           const char *what, int want_on_cl) {
+    struct tc tc = {0};
+    int64_t n0 = 0, n1 = 0;
+    float *ref = tc_run(ctx, &cpu, 1, b_mixed, &tc, &n0, NULL, NULL);
+    setenv(env, val, 1);
+    struct sd_backend *cl = sd_cl_backend_new(ctx, -1);
+    unsetenv(env);
+    struct sd_backend *both[2] = {cl, cpu};
+    int on_cl = 0, nc = 0;
+    float *got = cl ? tc_run(ctx, both, 2, b_mixed, &tc, &n1, &on_cl, &nc) : NULL;
+    double mx = 0;
+    CHECK(ref && got && n0 == n1 && on_cl == want_on_cl && check_close(what, got, ref, n0, 1e-4, 1e-4, &mx) == 0,
+          "%s: %d of %d nodes on opencl, result equals cpu-only (max abs err %.2g)", what, on_cl, nc, mx);
+    sd_backend_free(cl);
+    free(ref), free(got);
+    tc_free(&tc);
+}
+
+/* Device listing, SDRT_CL_DEVICE parsing and the error-code mapping. */
+static void check_devices(struct sd_ctx *ctx) {
+    struct sd_cl_device_info d[8];
+    int n = 0;
+    int rc = sd_cl_list_devices(ctx, d, 8, &n);
+    CHECK(rc == SD_OK && n >= 1 && d[0].name[0] && d[0].global_mem > 0 && d[0].compute_units > 0 &&
+              !strncmp(d[0].cl_version, "OpenCL ", 7) && d[0].driver_version[0] && d[0].type,
+          "sd_cl_list_devices: %d device(s); 0: %s, %s, %u CUs, %.0f MiB, fp16 %d, %s, driver %s", n,
+          n ? d[0].name : "-", n ? d[0].type : "-", n ? d[0].compute_units : 0, n ? d[0].global_mem / 1048576.0 : 0,
+          n ? d[0].fp16 : 0, n ? d[0].cl_version : "-", n ? d[0].driver_version : "-");
+    setenv("SDRT_CL_DEVICE", "9:9", 1);
+    struct sd_backend *b = sd_cl_backend_new(ctx, -1);
+    CHECK(!b && strstr(ctx->msg, "SDRT_CL_DEVICE=9:9: no such device"), "SDRT_CL_DEVICE=9:9 refused: %s", ctx->msg);
+    sd_backend_free(b);
+    setenv("SDRT_CL_DEVICE", "first", 1);
+    b = sd_cl_backend_new(ctx, -1);
+    CHECK(!b && strstr(ctx->msg, "want PLATFORM:DEVICE"), "SDRT_CL_DEVICE=first refused: %s", ctx->msg);
+    sd_backend_free(b);
+    char pd[16];
+    snprintf(pd, sizeof pd, "%d:%d", d[0].platform, d[0].device);
+    setenv("SDRT_CL_DEVICE", pd, 1);
+    b = sd_cl_backend_new(ctx, -1);
+    CHECK(b && !strcmp(sd_cl_device_of(b)->name, d[0].name), "SDRT_CL_DEVICE=%s picks %s", pd, d[0].name);
+    sd_backend_free(b);
+    unsetenv("SDRT_CL_DEVICE");
+    setenv("SDRT_CL_DISABLE", "group_norm,nonsense", 1);
+    b = sd_cl_backend_new(ctx, -1);
+    CHECK(!b && strstr(ctx->msg, "unknown op 'nonsense'"), "SDRT_CL_DISABLE with an unknown op refused: %s", ctx->msg);
+    unsetenv("SDRT_CL_DISABLE");
+    sd_backend_free(b);
+    rc = sd_cl_check(ctx, CL_OUT_OF_RESOURCES, "clEnqueueNDRangeKernel", "group_norm");
+    CHECK(rc == SD_ERR_CL && !strcmp(ctx->msg, "clEnqueueNDRangeKernel(group_norm) = -5 CL_OUT_OF_RESOURCES"),
+          "CL error mapped with call and code: %s", ctx->msg);
+    sd_ctx_clear(ctx);
+}
+
+static void run_case(struct sd_ctx *ctx, struct sd_backend *cl, struct sd_backend *cpu, const struct op_case *c,
+                     const char *tag) {
+    struct sd_backend *both[2] = {cl, cpu};
+    struct tc tc = {0};
+    int64_t n0 = 0, n1 = 0;
+    int on_cl = 0, nc = 0;
+    double t0 = sd_time_s();
+    float *ref = tc_run(ctx, &cpu, 1, c->build, &tc, &n0, NULL, NULL);
+    double t1 = sd_time_s();
+    float *got = tc_run(ctx, both, 2, c->build, &tc, &n1, &on_cl, &nc);
+    double t2 = sd_time_s(), mx = 0;
+    CHECK(ref && got && n0 == n1 && on_cl == nc && check_close(c->name, got, ref, n0, c->atol, c->rtol, &mx) == 0,
+          "%s%s: opencl matches cpu (max abs err %.2g, limit %.0e + %.0e*|ref|; cpu %.0f ms, cl %.0f ms)", c->name, tag,
+          mx, c->atol, c->rtol, (t1 - t0) * 1e3, (t2 - t1) * 1e3);
+    free(ref), free(got);
+    tc_free(&tc);
+}
+
+int main(void) {
+    const char *sv = getenv("SDRT_TEST_SAN");
+    cl_cases_small = sv && *sv && *sv != '0';
+    /* Program binaries: a test-only cache (kept across runs for speed). */
+    if (!getenv("SDRT_CACHE_DIR")) setenv("SDRT_CACHE_DIR", "/tmp/sdrt-test-cache", 1);
+    struct sd_ctx ctx = {0};
+    struct sd_backend *cpu = sd_cpu_backend_new(&ctx, 0);
+    CHECK(cpu != NULL, "cpu backend (%s)", ctx.msg);
+    struct sd_backend *cl = sd_cl_backend_new(&ctx, -1);
+    CHECK(cl != NULL, "opencl backend on %s (%s)", cl ? sd_cl_device_of(cl)->name : "-", ctx.msg);
+    if (!cpu || !cl) return 1;
+    check_devices(&ctx);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&ctx, cl, cpu, &cases[i], "");
+    /* The other attention path (flash kernel vs blocked GEMMs). */
+    const char *other = ((struct sd_cl *)cl->impl)->attn_gemm ? "flash" : "gemm";
+    setenv("SDRT_CL_ATTN", other, 1);
+    struct sd_backend *cl2 = sd_cl_backend_new(&ctx, -1);
+    unsetenv("SDRT_CL_ATTN");
+    char tag[32];
+    snprintf(tag, sizeof tag, " [%s]", other);
+    for (size_t i = 0; cl2 && i < sizeof cases / sizeof cases[0]; i++)
+        if (!strncmp(cases[i].name, "attention", 9)) run_case(&ctx, cl2, cpu, &cases[i], tag);
+    if (cl2) check_attention_naive(&ctx, cl2, cpu);
+    sd_backend_free(cl2);
+    check_attention_naive(&ctx, cl, cpu);
+    check_fallback(&ctx, cpu, "SDRT_CL_DISABLE", "group_norm,softmax", "SDRT_CL_DISABLE=group_norm,softmax", 3);
+    check_fallback(&ctx, cpu, "SDRT_CL_TEST_BREAK", "softmax", "softmax program fails to build", 4);
+    check_fallback(&ctx, cpu, "SDRT_CL_TEST_FAIL", "group_norm", "device error in group_norm", 5);
+    sd_backend_free(cl);
+    sd_backend_free(cpu);
+    return test_summary();
+}

@@ -1,0 +1,164 @@
+/* test_models.c - model parity with diffusers/transformers on the tiny
+ * SD-architecture models in tests/models (seeded random weights), against
+ * goldens in tests/golden written by tests/reference/gen_tiny.py.
+ *
+ * Every model is loaded in each layout it is stored in (diffusers folder,
+ * single-file LDM names in f32/f16/bf16) and must reproduce, by tensor name:
+ * CLIP last_hidden_state and clip skip (diffusers clip_skip=1 = A1111 2),
+ * the UNet output at batch 2 for a 16x16 and a 9x11 latent (the latter
+ * exercises the nearest-resize upsampler), the VAE decode and the VAE encode
+ * moments. Tolerance: |got - ref| <= atol + rtol*|ref|, looser for f16/bf16
+ * files (the goldens come from the f32 weights).
+ */
+#include "model_load.h"
+#include "runtime.h"
+#include "safetensors.h"
+#include "test.h"
+
+static struct sd_st_file *golden(const char *name) {
+    char path[256];
+    struct sd_ctx ctx = {0};
+    struct sd_st_file *f = NULL;
+    snprintf(path, sizeof path, "tests/golden/%s.safetensors", name);
+    if (sd_st_open(&ctx, path, &f)) test_fail("open golden %s: %s", path, ctx.msg);
+    return f;
+}
+
+static const struct sd_st_tensor *gt(struct sd_st_file *f, const char *name) {
+    const struct sd_st_tensor *t = f ? sd_st_find(f, name) : NULL;
+    if (!t) test_fail("golden %s has no tensor %s", f ? f->path : "?", name);
+    return t;
+}
+
+static int64_t numel(const struct sd_st_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->n_dims; i++) n *= t->shape[i];
+    return n;
+}
+
+struct tol { double atol, rtol; };
+
+static void compare(const char *what, const float *got, const struct sd_st_tensor *ref, struct tol tol) {
+    double mx = 0;
+    int bad = check_close(what, got, ref->data, numel(ref), tol.atol, tol.rtol, &mx);
+    if (bad) test_fail("%s (max abs err %.3g)", what, mx);
+    else test_ok("%s matches diffusers (max abs err %.3g)", what, mx);
+}
+
+static void test_clip(struct sd_runtime *rt, struct sd_model *m, const char *label, const char *gname, struct tol tol) {
+    struct sd_st_file *g = golden(gname);
+    const struct sd_st_tensor *ids = gt(g, "input_ids"), *last = gt(g, "last_hidden_state"), *skip = gt(g, "clip_skip_1");
+    if (!ids || !last || !skip) { sd_st_close(g); return; }
+    int B = (int)ids->shape[0];
+    float *out = malloc(sizeof(float) * (size_t)numel(last));
+    char what[160];
+    struct sd_ctx *ctx = sd_runtime_ctx(rt);
+    snprintf(what, sizeof what, "%s clip last_hidden_state", label);
+    if (sd_run_clip(rt, m, ids->data, B, 0, out)) test_fail("%s: %s", what, ctx->msg);
+    else compare(what, out, last, tol);
+    snprintf(what, sizeof what, "%s clip skip 2 (diffusers clip_skip=1)", label);
+    if (sd_run_clip(rt, m, ids->data, B, 2, out)) test_fail("%s: %s", what, ctx->msg);
+    else compare(what, out, skip, tol);
+    free(out);
+    sd_st_close(g);
+}
+
+static void test_unet(struct sd_runtime *rt, struct sd_model *m, const char *label, const char *gname, struct tol tol) {
+    struct sd_st_file *g = golden(gname);
+    static const char *cases[2] = {"a", "b"};
+    for (int c = 0; c < 2 && g; c++) {
+        char n[64], what[160];
+        snprintf(n, sizeof n, "%s.sample", cases[c]);
+        const struct sd_st_tensor *x = gt(g, n);
+        snprintf(n, sizeof n, "%s.timestep", cases[c]);
+        const struct sd_st_tensor *t = gt(g, n);
+        snprintf(n, sizeof n, "%s.context", cases[c]);
+        const struct sd_st_tensor *cx = gt(g, n);
+        snprintf(n, sizeof n, "%s.out", cases[c]);
+        const struct sd_st_tensor *ref = gt(g, n);
+        if (!x || !t || !cx || !ref) continue;
+        float *out = malloc(sizeof(float) * (size_t)numel(ref));
+        snprintf(what, sizeof what, "%s unet %lldx%lld batch %lld", label, (long long)x->shape[2], (long long)x->shape[3],
+                 (long long)x->shape[0]);
+        if (sd_run_unet(rt, m, x->data, (int)x->shape[0], (int)x->shape[2], (int)x->shape[3], t->data, cx->data,
+                        (int)cx->shape[1], out))
+            test_fail("%s: %s", what, sd_runtime_ctx(rt)->msg);
+        else
+            compare(what, out, ref, tol);
+        free(out);
+    }
+    sd_st_close(g);
+}
+
+static void test_vae(struct sd_runtime *rt, struct sd_model *m, const char *label, struct tol tol) {
+    struct sd_st_file *g = golden("vae");
+    const struct sd_st_tensor *z = gt(g, "decode.z"), *img = gt(g, "decode.image");
+    const struct sd_st_tensor *ein = gt(g, "encode.image"), *mom = gt(g, "encode.moments");
+    char what[160];
+    if (z && img) {
+        float *out = malloc(sizeof(float) * (size_t)numel(img));
+        snprintf(what, sizeof what, "%s vae decode", label);
+        if (sd_run_vae_decode(rt, m, z->data, (int)z->shape[0], (int)z->shape[2], (int)z->shape[3], out))
+            test_fail("%s: %s", what, sd_runtime_ctx(rt)->msg);
+        else
+            compare(what, out, img, tol);
+        free(out);
+    }
+    if (ein && mom) {
+        float *out = malloc(sizeof(float) * (size_t)numel(mom));
+        snprintf(what, sizeof what, "%s vae encode moments", label);
+        if (sd_run_vae_encode(rt, m, ein->data, (int)ein->shape[0], (int)ein->shape[2], (int)ein->shape[3], out))
+            test_fail("%s: %s", what, sd_runtime_ctx(rt)->msg);
+        else
+            compare(what, out, mom, tol);
+        free(out);
+    }
+    sd_st_close(g);
+}
+
+struct model_case {
+    const char *path, *config, *label, *clip_golden, *unet_golden;
+    enum sd_family family;
+    int single_file;
+    struct tol tol;
+};
+
+int main(void) {
+    /* The f16/bf16 files hold the same (representable) values as the f32 ones,
+     * so every layout meets the f32 tolerance. */
+    const struct tol f32 = {2e-4, 2e-3}, half = f32;
+    const struct model_case cases[] = {
+        {"tests/models/tiny-sd1", NULL, "tiny-sd1 (diffusers)", "clip_sd1", "unet_sd1", SD_FAMILY_SD1, 0, f32},
+        {"tests/models/tiny-sd1.safetensors", "tests/models/tiny-sd1", "tiny-sd1 (single file f32)", "clip_sd1", "unet_sd1",
+         SD_FAMILY_SD1, 1, f32},
+        {"tests/models/tiny-sd1-f16.safetensors", "tests/models/tiny-sd1", "tiny-sd1 (single file f16)", "clip_sd1",
+         "unet_sd1", SD_FAMILY_SD1, 1, half},
+        {"tests/models/tiny-sd2", NULL, "tiny-sd2 (diffusers)", "clip_sd2", "unet_sd2", SD_FAMILY_SD2, 0, f32},
+        {"tests/models/tiny-sd2.safetensors", "tests/models/tiny-sd2", "tiny-sd2 (single file f32)", "clip_sd2", "unet_sd2",
+         SD_FAMILY_SD2, 1, f32},
+        {"tests/models/tiny-sd1-inpaint", NULL, "tiny-sd1-inpaint (diffusers)", NULL, "unet_sd1_inpaint",
+         SD_FAMILY_SD1_INPAINT, 0, f32},
+        {"tests/models/tiny-sd1-inpaint-bf16.safetensors", "tests/models/tiny-sd1-inpaint", "tiny-sd1-inpaint (single file bf16)",
+         NULL, "unet_sd1_inpaint", SD_FAMILY_SD1_INPAINT, 1, half},
+    };
+    struct sd_ctx ctx = {0};
+    struct sd_runtime *rt = sd_runtime_new(&ctx, SD_BACKEND_CPU, 0);
+    CHECK(rt != NULL, "cpu runtime (%s)", ctx.msg);
+    for (size_t i = 0; rt && i < sizeof cases / sizeof cases[0]; i++) {
+        const struct model_case *c = &cases[i];
+        struct sd_model *m = NULL;
+        if (sd_model_load(&ctx, c->path, c->config, &m)) {
+            test_fail("%s: load: %s", c->label, ctx.msg);
+            continue;
+        }
+        CHECK(m->family == c->family && m->single_file == c->single_file, "%s detected as %s, %s", c->label,
+              sd_family_name(m->family), m->single_file ? "single file" : "diffusers folder");
+        if (c->clip_golden) test_clip(rt, m, c->label, c->clip_golden, c->tol);
+        test_unet(rt, m, c->label, c->unet_golden, c->tol);
+        test_vae(rt, m, c->label, c->tol);
+        sd_runtime_release_model(rt, m);
+        sd_model_free(m);
+    }
+    sd_runtime_free(rt);
+    return test_summary();
+}
