@@ -311,8 +311,8 @@ static int generate(struct opts *o) {
     struct run r = {.o = o, .ctx = &ctx};
 
     /* Usage and input checks before loading anything. */
-    if (!o->model) { fprintf(stderr, "sdrt: --model is required (see --help)\n"); return 2; }
-    if (!o->prompt) { fprintf(stderr, "sdrt: --prompt is required (see --help)\n"); return 2; }
+    if (!o->model) { sd_errorf(&ctx, SD_ERR_INVALID, "--model is required (see --help)"); goto usage_err; }
+    if (!o->prompt) { sd_errorf(&ctx, SD_ERR_INVALID, "--prompt is required (see --help)"); goto usage_err; }
     g.prompt = o->prompt;
     g.negative_prompt = o->negative ? o->negative : "";
     g.width = o->width, g.height = o->height, g.batch = o->batch, g.cfg_scale = o->cfg, g.clip_skip = o->clip_skip;

@@ -12,7 +12,8 @@
  * within one 8-bit level, with the A1111 "parameters" text; --json prints
  * one valid JSON object per line (load, clip, every step, vae_decode, image,
  * done). img2img with --batch 2 writes out-0.png and out-1.png and reports
- * the vae_encode phase.
+ * the vae_encode phase. With --json a bad input is also one error event on
+ * stdout.
  */
 #include "json.h"
 #include "png_io.h"
@@ -326,6 +327,21 @@ static void test_img2img(void) {
     result_free(&r);
 }
 
+/* --json and bad input: exit 2, and stdout is one error event naming it. */
+static void test_json_error(void) {
+    char out[PATH_MAX];
+    path_in(out, sizeof out, "json-err.png");
+    struct result r = run(ARGS("txt2img", "--model", MODEL, "--prompt", "x", "--width", "65", "--json", "-o", out));
+    struct sd_json *docs[4] = {0};
+    int bad, n = json_lines(r.out, docs, 4, &bad);
+    const char *ev = n == 1 ? ev_str(docs[0], "event") : NULL, *msg = n == 1 ? ev_str(docs[0], "message") : NULL;
+    CHECK(r.status == 2 && !bad && n == 1 && ev && !strcmp(ev, "error") && msg && strstr(msg, "multiples of 8") &&
+              !exists(out),
+          "cli --json bad input: exit 2 and one {\"event\": \"error\"} line ('%.80s')", msg ? msg : r.out);
+    for (int i = 0; i < n; i++) sd_json_free(docs[i]);
+    result_free(&r);
+}
+
 /* Removes the temporary directory (only files the test and sdrt made). */
 static void cleanup(void) {
     DIR *d = opendir(tmp_dir);
@@ -366,6 +382,7 @@ int main(int argc, char **argv) {
     test_bad_inputs();
     test_txt2img();
     test_img2img();
+    test_json_error();
     cleanup();
     return test_summary();
 }

@@ -271,7 +271,7 @@ static void test_repeat_and_cache(struct env envs[3], const struct sd_st_file *g
     const struct pcase *c = &cases[1]; /* t2i_euler_a: ancestral, uses the RNG every step */
     struct env *e = env_get(envs, c->model);
     if (!e) { test_fail("repeat: no model"); return; }
-    struct sd_env_stats { int hits, misses; size_t bytes; } s0, s1;
+    struct { int hits, misses; size_t bytes; } s0, s1;
     sd_embed_cache_stats(e->cache, &s0.hits, &s0.misses, &s0.bytes);
     float *l1 = NULL, *i1 = NULL, *l2 = NULL, *i2 = NULL, *l3 = NULL, *i3 = NULL;
     int cached = -1;
