@@ -58,7 +58,8 @@ struct sd_gen_params {
 
 void sd_gen_params_init(struct sd_gen_params *g); /* 512x512, batch 1, cfg 7.5, 20 steps Euler a, strength 0.75 */
 /* Checks what needs no model: sizes multiples of 8 and <= 4096, batch 1..64,
- * steps 1..1000, strength in (0, 1], cfg in [0, 100]. */
+ * steps 1..1000, strength in (0, 1], cfg in [0, 100], clip skip >= 0
+ * (sd_generate also checks it against the model's layer count). */
 int sd_gen_params_check(struct sd_ctx *ctx, const struct sd_gen_params *g);
 
 struct sd_pipeline {

@@ -162,6 +162,8 @@ static void test_bad_inputs(void) {
     bad_input("steps beyond int", ARGS(T2I, "--steps", "4294967297", "-o", out), ARGS("--steps", "4294967297"), out);
     bad_input("steps abc", ARGS(T2I, "--steps", "abc", "-o", out), ARGS("--steps expects a number", "'abc'"), out);
     bad_input("cfg 1e9", ARGS(T2I, "--cfg-scale", "1e9", "-o", out), ARGS("cfg scale"), out);
+    bad_input("clip skip -3", ARGS(T2I, "--clip-skip", "-3", "-o", out), ARGS("clip skip", "-3"), out);
+    bad_input("clip skip beyond the layers", ARGS(T2I, "--clip-skip", "5", "-o", out), ARGS("clip skip 5", "3 layers"), out);
     bad_input("option without value", ARGS(T2I, "-o", out, "--steps"), ARGS("--steps needs a value"), out);
     bad_input("unknown option", ARGS(T2I, "-o", out, "--stepz", "3"), ARGS("unknown option --stepz"), out);
     bad_input("missing --prompt", ARGS("txt2img", "--model", MODEL, "-o", out), ARGS("--prompt is required"), out);
