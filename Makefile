@@ -184,7 +184,10 @@ PARITY_MODELS ?= sd15 sd21
 $(BUILD)/tests/parity_full: tests/parity/parity_full.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
-parity-full: deps reference-venv all $(BUILD)/tests/parity_full
+$(BUILD)/tests/random_like: tests/parity/random_like.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+parity-full: deps reference-venv all $(BUILD)/tests/parity_full $(BUILD)/tests/random_like
 	@for m in $(PARITY_MODELS); do \
 	  [ -f models/$$m-random-f16.safetensors ] || nice -n 10 .venv/bin/python tests/reference/gen_full.py --model $$m --dtype f16 || exit 1; \
 	  $(BUILD)/tests/parity_full models/$$m-random-f16.safetensors models/$$m-random-golden.safetensors || exit 1; \

@@ -5,8 +5,8 @@ plus full-size goldens (one CLIP encode, one UNet call at 64x64 latents batch 2,
 VAE decode), all written to models/ (gitignored: never commit these).
 
 Contract: deterministic in (--model, seed); weights are f16/bf16-exact, so one golden
-file serves the f32 and the f16 checkpoint. Needs ~10 GB RAM for SD1.5 (~12 GB for
-SD2.1) and minutes on 2 cores. Exits non-zero if the diffusers converters do not
+file serves the f32 and the f16 checkpoint. SD1.5 measured: 9.5 GB peak RSS, ~7 min
+of CPU (reference BLAS), 14 min wall under load on 2 cores; SD2.1 is ~20% larger. Exits non-zero if the diffusers converters do not
 map the written file back to exactly the generated weights. Run from the repo root:
     .venv/bin/python tests/reference/gen_full.py --model sd15 --dtype f16
 File contents: tests/reference/README.md. Reference tooling only.
