@@ -81,11 +81,19 @@ static void usage(enum mode mode, FILE *f) {
             name,
             mode == MODE_TXT2IMG ? ""
             : mode == MODE_IMG2IMG
-                ? "  --init-image PNG      the image to start from (resized? no: must be width x height if given)\n"
+                ? "  --init-image PNG      the image to start from; its size is the output size (multiples of 8)\n"
                   "  --strength X          how much to change it, (0, 1] (default 0.75)\n"
                 : "  --init-image PNG      the image to repaint\n"
                   "  --mask PNG            white = repaint, black = keep (same size as the image)\n"
                   "  --strength X          (0, 1] (default 1.0)\n");
+}
+
+static int int_of(long x) {
+    if (x > INT_MAX || x < INT_MIN) {
+        errno = ERANGE;
+        return 0;
+    }
+    return (int)x;
 }
 
 static int parse(int argc, char **argv, struct opts *o) {
@@ -106,6 +114,8 @@ static int parse(int argc, char **argv, struct opts *o) {
             return 2;                                                                        \
         }                                                                                    \
     } while (0)
+/* strtol into an int: out-of-range values set errno like strtol's own. */
+#define INT(v, end) int_of(strtol(v, end, 10))
         if (!strcmp(a, "--model") || !strcmp(a, "-m")) o->model = v;
         else if (!strcmp(a, "--config")) o->config = v;
         else if (!strcmp(a, "--prompt") || !strcmp(a, "-p")) o->prompt = v;
@@ -123,20 +133,21 @@ static int parse(int argc, char **argv, struct opts *o) {
             else if (!strcmp(v, "epsilon") || !strcmp(v, "eps")) o->prediction = SD_PRED_EPSILON;
             else { fprintf(stderr, "sdrt: --prediction is epsilon or v, got '%s'\n", v); return 2; }
         }
-        else if (!strcmp(a, "--steps")) NUM(steps, (int)strtol(v, &end, 10));
-        else if (!strcmp(a, "--width") || !strcmp(a, "-W")) { NUM(width, (int)strtol(v, &end, 10)); o->width_given = 1; }
-        else if (!strcmp(a, "--height") || !strcmp(a, "-H")) { NUM(height, (int)strtol(v, &end, 10)); o->height_given = 1; }
-        else if (!strcmp(a, "--batch")) NUM(batch, (int)strtol(v, &end, 10));
-        else if (!strcmp(a, "--n-iter") || !strcmp(a, "--batch-count")) NUM(n_iter, (int)strtol(v, &end, 10));
-        else if (!strcmp(a, "--clip-skip")) NUM(clip_skip, (int)strtol(v, &end, 10));
-        else if (!strcmp(a, "--threads")) NUM(threads, (int)strtol(v, &end, 10));
-        else if (!strcmp(a, "--preview-every")) NUM(preview_every, (int)strtol(v, &end, 10));
+        else if (!strcmp(a, "--steps")) NUM(steps, INT(v, &end));
+        else if (!strcmp(a, "--width") || !strcmp(a, "-W")) { NUM(width, INT(v, &end)); o->width_given = 1; }
+        else if (!strcmp(a, "--height") || !strcmp(a, "-H")) { NUM(height, INT(v, &end)); o->height_given = 1; }
+        else if (!strcmp(a, "--batch")) NUM(batch, INT(v, &end));
+        else if (!strcmp(a, "--n-iter") || !strcmp(a, "--batch-count")) NUM(n_iter, INT(v, &end));
+        else if (!strcmp(a, "--clip-skip")) NUM(clip_skip, INT(v, &end));
+        else if (!strcmp(a, "--threads")) NUM(threads, INT(v, &end));
+        else if (!strcmp(a, "--preview-every")) NUM(preview_every, INT(v, &end));
         else if (!strcmp(a, "--cfg-scale") || !strcmp(a, "--cfg")) NUM(cfg, strtof(v, &end));
         else if (!strcmp(a, "--strength")) NUM(strength, strtof(v, &end));
         else if (!strcmp(a, "--eta")) NUM(eta, strtof(v, &end));
         else if (!strcmp(a, "--seed")) NUM(seed, strtoll(v, &end, 10));
         else { fprintf(stderr, "sdrt: unknown option %s (see --help)\n", a); return 2; }
 #undef NUM
+#undef INT
     }
     return 0;
 }
@@ -197,8 +208,11 @@ static int on_event(void *user, const struct sd_gen_event *ev) {
         snprintf(path, sizeof path, "%s/preview-%03d.png", r->preview_path, ev->step + 1);
         if (rgb) {
             sd_preview_rgb8(ev->x0, ev->w, ev->h, SD_PREVIEW_SD15, rgb);
-            if (sd_png_write_rgb8(r->ctx, path, rgb, ev->w, ev->h, NULL) == SD_OK && o->json)
-                printf("{\"event\": \"preview\", \"step\": %d, \"path\": \"%s\"}\n", ev->step + 1, path);
+            if (sd_png_write_rgb8(r->ctx, path, rgb, ev->w, ev->h, NULL) == SD_OK && o->json) {
+                printf("{\"event\": \"preview\", \"step\": %d, \"path\": ", ev->step + 1);
+                json_str(stdout, path);
+                printf("}\n");
+            }
             free(rgb);
         }
     }
@@ -240,19 +254,48 @@ static struct sd_tokenizer *load_tokenizer(struct sd_ctx *ctx, const struct opts
     return tok;
 }
 
-/* Checks that the output's directory exists and is writable before any work. */
-static int check_output_dir(struct sd_ctx *ctx, const char *path) {
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
+/* The directory part of path ("." when there is none, "/" for "/x"). */
+static void dir_of(const char *path, char *dir, size_t size) {
+    snprintf(dir, size, "%s", path);
     char *slash = strrchr(dir, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
+    if (!slash) snprintf(dir, size, ".");
     else if (slash == dir) dir[1] = 0;
     else *slash = 0;
+}
+
+/* Checks that dir exists, is a directory and is writable; `what` names it
+ * in the message ("output directory x does not exist"). */
+static int check_dir(struct sd_ctx *ctx, const char *what, const char *dir) {
     struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return sd_errorf(ctx, SD_ERR_IO, "output directory %s does not exist", dir);
-    if (access(dir, W_OK) != 0) return sd_errorf(ctx, SD_ERR_IO, "output directory %s is not writable", dir);
+    if (stat(dir, &st) != 0) return sd_errorf(ctx, SD_ERR_IO, "%s %s does not exist", what, dir);
+    if (!S_ISDIR(st.st_mode)) return sd_errorf(ctx, SD_ERR_IO, "%s %s is not a directory", what, dir);
+    if (access(dir, W_OK) != 0) return sd_errorf(ctx, SD_ERR_IO, "%s %s is not writable", what, dir);
     return SD_OK;
+}
+
+/* Before any work: the output's directory is writable and the output is
+ * not itself a directory. */
+static int check_output_path(struct sd_ctx *ctx, const char *path) {
+    char dir[PATH_MAX];
+    dir_of(path, dir, sizeof dir);
+    int rc = check_dir(ctx, "output directory", dir);
+    if (rc) return rc;
+    struct stat st;
+    size_t n = strlen(path);
+    if (n == 0 || path[n - 1] == '/' || (stat(path, &st) == 0 && S_ISDIR(st.st_mode)))
+        return sd_errorf(ctx, SD_ERR_IO, "output '%s' is a directory; give a file name such as %s%sout.png", path, path,
+                         n && path[n - 1] == '/' ? "" : "/");
+    return SD_OK;
+}
+
+/* Reads the image (or mask) a user named, with what it is in the message:
+ * "init image: cannot open 'x.png': ...", "mask x is a directory". */
+static int read_input_png(struct sd_ctx *ctx, const char *what, const char *path, float **out, int *w, int *h, int is_mask) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return sd_errorf(ctx, SD_ERR_INVALID, "%s %s is a directory", what, path);
+    int rc = is_mask ? sd_png_read_mask(ctx, path, out, w, h) : sd_png_read(ctx, path, out, w, h);
+    if (rc) sd_error_wrap(ctx, "%s", what);
+    return rc;
 }
 
 static int generate(struct opts *o) {
@@ -268,8 +311,8 @@ static int generate(struct opts *o) {
     struct run r = {.o = o, .ctx = &ctx};
 
     /* Usage and input checks before loading anything. */
-    if (!o->model) { fprintf(stderr, "sdrt: --model is required (see --help)\n"); return 2; }
-    if (!o->prompt) { fprintf(stderr, "sdrt: --prompt is required (see --help)\n"); return 2; }
+    if (!o->model) { sd_errorf(&ctx, SD_ERR_INVALID, "--model is required (see --help)"); goto usage_err; }
+    if (!o->prompt) { sd_errorf(&ctx, SD_ERR_INVALID, "--prompt is required (see --help)"); goto usage_err; }
     g.prompt = o->prompt;
     g.negative_prompt = o->negative ? o->negative : "";
     g.width = o->width, g.height = o->height, g.batch = o->batch, g.cfg_scale = o->cfg, g.clip_skip = o->clip_skip;
@@ -289,27 +332,32 @@ static int generate(struct opts *o) {
     if (o->mode != MODE_TXT2IMG && !o->init) { sd_errorf(&ctx, SD_ERR_INVALID, "--init-image is required"); goto usage_err; }
     if (o->mode == MODE_INPAINT && !o->mask) { sd_errorf(&ctx, SD_ERR_INVALID, "--mask is required"); goto usage_err; }
     if (!o->output) o->output = "out.png";
-    if (check_output_dir(&ctx, o->output)) goto usage_err;
+    if (check_output_path(&ctx, o->output)) goto usage_err;
+    if (o->preview_every > 0) {
+        if (o->preview_dir) snprintf(r.preview_path, sizeof r.preview_path, "%s", o->preview_dir);
+        else dir_of(o->output, r.preview_path, sizeof r.preview_path);
+        if (check_dir(&ctx, "preview directory", r.preview_path)) goto usage_err;
+    }
     if (o->init) {
         int w, h;
-        if (sd_png_read(&ctx, o->init, &init, &w, &h)) goto usage_err;
-        if (w != g.width || h != g.height) {
-            if (o->width_given || o->height_given) {
-                sd_errorf(&ctx, SD_ERR_INVALID, "init image %s is %dx%d but --width/--height ask for %dx%d", o->init, w, h,
-                          g.width, g.height);
-                goto usage_err;
-            }
-            g.width = w, g.height = h;
+        if (read_input_png(&ctx, "init image", o->init, &init, &w, &h, 0)) goto usage_err;
+        /* The size comes from the image; --width/--height, if given, must agree. */
+        if ((o->width_given && w != g.width) || (o->height_given && h != g.height)) {
+            sd_errorf(&ctx, SD_ERR_INVALID, "init image %s is %dx%d but --width/--height ask for %dx%d", o->init, w, h,
+                      o->width_given ? g.width : w, o->height_given ? g.height : h);
+            goto usage_err;
         }
+        g.width = w, g.height = h;
         if (w % 8 || h % 8) {
             sd_errorf(&ctx, SD_ERR_INVALID, "init image %s is %dx%d: width and height must be multiples of 8", o->init, w, h);
             goto usage_err;
         }
+        if (sd_gen_params_check(&ctx, &g)) { sd_error_wrap(&ctx, "init image %s", o->init); goto usage_err; }
         g.init_image = init;
     }
     if (o->mask) {
         int w, h;
-        if (sd_png_read_mask(&ctx, o->mask, &mask, &w, &h)) goto usage_err;
+        if (read_input_png(&ctx, "mask", o->mask, &mask, &w, &h, 1)) goto usage_err;
         if (w != g.width || h != g.height) {
             sd_errorf(&ctx, SD_ERR_INVALID, "mask %s is %dx%d but the image is %dx%d", o->mask, w, h, g.width, g.height);
             goto usage_err;
@@ -326,7 +374,11 @@ static int generate(struct opts *o) {
     if (kind < 0) { sd_errorf(&ctx, SD_ERR_INVALID, "unknown backend '%s' (cpu, opencl, auto)", o->backend); goto usage_err; }
 
     double t0 = sd_time_s();
-    if (sd_model_load(&ctx, o->model, o->config, &m)) goto fail;
+    /* A model that is missing, unreadable, malformed or unsupported is bad input (2). */
+    if ((rc = sd_model_load(&ctx, o->model, o->config, &m))) {
+        if (rc == SD_ERR_NOMEM) goto fail;
+        goto usage_err;
+    }
     if (o->prediction >= 0) m->prediction = (enum sd_prediction)o->prediction;
     if (!(tok = load_tokenizer(&ctx, o, m))) goto fail;
     if (!(rt = sd_runtime_new(&ctx, (enum sd_backend_kind)kind, o->threads))) goto fail;
@@ -336,22 +388,6 @@ static int generate(struct opts *o) {
         fprintf(stderr, "sdrt: %s (%s), %dx%d, %d steps %s, cfg %.1f, seed %lld\n", o->model, sd_family_name(m->family),
                 g.width, g.height, g.sampler.steps, sd_sampler_display_name(g.sampler.kind, g.sampler.karras),
                 (double)g.cfg_scale, o->seed);
-    if (o->preview_every > 0) {
-        const char *d = o->preview_dir;
-        char dir[PATH_MAX];
-        if (!d) {
-            snprintf(dir, sizeof dir, "%s", o->output);
-            char *slash = strrchr(dir, '/');
-            if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
-            d = dir;
-        }
-        snprintf(r.preview_path, sizeof r.preview_path, "%s", d);
-        if (check_output_dir(&ctx, r.preview_path[0] ? r.preview_path : ".") == SD_OK) {
-            char probe[PATH_MAX + 8];
-            snprintf(probe, sizeof probe, "%s/x", r.preview_path);
-            if (check_output_dir(&ctx, probe)) goto usage_err;
-        } else goto usage_err;
-    }
     g.on_event = on_event;
     g.user = &r;
     r.m = m;

@@ -83,6 +83,7 @@ int sd_encode_prompt(struct sd_pipeline *p, const char *prompt, int clip_skip, f
     int64_t n = 0;
     /* The cache holds the unweighted CLIP output, keyed by the ids. */
     const float *hit = sd_embed_cache_get(p->cache, p->model->id, clip_skip, ids, nid, &n);
+    if (hit && n != (int64_t)nid * d) hit = NULL;
     *emb = malloc(sizeof(float) * (size_t)nid * d);
     if (!*emb) {
         free(ids);
@@ -249,6 +250,7 @@ int sd_gen_params_check(struct sd_ctx *ctx, const struct sd_gen_params *g) {
         return sd_errorf(ctx, SD_ERR_INVALID, "strength must be in (0, 1] (got %g)", (double)g->strength);
     if (!(g->cfg_scale >= 0 && g->cfg_scale <= 100))
         return sd_errorf(ctx, SD_ERR_INVALID, "cfg scale must be in [0, 100] (got %g)", (double)g->cfg_scale);
+    if (g->clip_skip < 0) return sd_errorf(ctx, SD_ERR_INVALID, "clip skip must be >= 0 (got %d; 1 = last layer)", g->clip_skip);
     return SD_OK;
 }
 
@@ -260,6 +262,9 @@ static int validate(struct sd_pipeline *p, const struct sd_gen_params *g) {
     if (g->mask && !g->init_image) return sd_errorf(ctx, SD_ERR_INVALID, "a mask needs an init image");
     if (p->model->unet.in_channels == 9 && !g->mask)
         return sd_errorf(ctx, SD_ERR_INVALID, "%s is an inpainting model: give an init image and a mask", p->model->path);
+    if (g->clip_skip > p->model->clip.layers)
+        return sd_errorf(ctx, SD_ERR_INVALID, "clip skip %d is too large for %s: its text encoder has %d layers (1 = last layer)",
+                         g->clip_skip, p->model->path, p->model->clip.layers);
     if (p->model->unet.in_channels != 4 && p->model->unet.in_channels != 9)
         return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "UNet with %d input channels", p->model->unet.in_channels);
     return SD_OK;

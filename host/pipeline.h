@@ -45,7 +45,9 @@ struct sd_gen_params {
     int clip_skip;                      /* A1111 numbering: 0/1 = last layer */
     /* img2img / inpaint: init_image [3, height, width] in [-1, 1] */
     const float *init_image;
-    float strength;                     /* (0, 1]; 1 = start from pure noise */
+    float strength;                     /* (0, 1]: steps run = floor(steps * strength). img2img
+                                         * starts from the image noised to the first step's level
+                                         * (also at 1, as diffusers); inpaint at 1 from pure noise */
     const float *mask;                  /* [height, width] in [0, 1]; >= 0.5 repaints */
     sd_gen_event_fn on_event;
     void *user;
@@ -56,7 +58,8 @@ struct sd_gen_params {
 
 void sd_gen_params_init(struct sd_gen_params *g); /* 512x512, batch 1, cfg 7.5, 20 steps Euler a, strength 0.75 */
 /* Checks what needs no model: sizes multiples of 8 and <= 4096, batch 1..64,
- * steps 1..1000, strength in (0, 1], cfg in [0, 100]. */
+ * steps 1..1000, strength in (0, 1], cfg in [0, 100], clip skip >= 0
+ * (sd_generate also checks it against the model's layer count). */
 int sd_gen_params_check(struct sd_ctx *ctx, const struct sd_gen_params *g);
 
 struct sd_pipeline {

@@ -99,6 +99,7 @@ CASES = [
     ("t2i_neg", "txt2img", "tiny-sd1", "DPM++ 2M", 4, 64, 64, 7.5, P_ROBOT, NEG, 1, 1.0, 20),
     ("t2i_batch2", "txt2img", "tiny-sd1", "Euler a", 3, 64, 48, 7.5, P_CAT, NEG, 2, 1.0, 21),
     ("t2i_sd2_v", "txt2img", "tiny-sd2", "Euler", 4, 64, 64, 7.5, P_LIGHT, "", 1, 1.0, 22),
+    ("t2i_clip_skip2", "txt2img", "tiny-sd1", "Euler", 4, 64, 64, 1.0, P_ROBOT, "", 1, 1.0, 32),
     ("i2i_euler_a_s05", "img2img", "tiny-sd1", "Euler a", 6, 64, 48, 7.5, P_LIGHT, "", 1, 0.5, 23),
     ("i2i_euler_a_s10", "img2img", "tiny-sd1", "Euler a", 4, 64, 48, 7.5, P_LIGHT, "", 1, 1.0, 24),
     ("i2i_ddim_s05", "img2img", "tiny-sd1", "DDIM", 6, 64, 48, 7.5, P_CAT, "", 1, 0.5, 25),
@@ -127,6 +128,12 @@ def _get_attention_scores_zeroed(self, query, key, attention_mask=None):
 
 
 Attention.get_attention_scores = _get_attention_scores_zeroed
+
+
+# A1111 "Clip skip" per case (default 1 = last layer). diffusers' clip_skip=k is
+# A1111's k+1, and diffusers does not apply it to the negative prompt while
+# A1111 (and sdrt) do, so the clip-skip case runs without CFG.
+CLIP_SKIP = {"t2i_clip_skip2": 2}
 
 
 def build_vocab(folder):
@@ -211,6 +218,10 @@ def main():
             pipe.set_progress_bar_config(disable=True)
             kw = dict(prompt=prompt, negative_prompt=neg or None, num_inference_steps=steps, guidance_scale=cfg,
                       num_images_per_prompt=batch)
+            clip_skip = CLIP_SKIP.get(name, 1)
+            if clip_skip > 1:
+                assert cfg <= 1.0, "diffusers applies clip_skip to the prompt only"
+                kw.update(clip_skip=clip_skip - 1)
             if mode != "img2img":  # img2img takes the size from the image
                 kw.update(height=h, width=w)
             if mode != "txt2img":
@@ -237,7 +248,7 @@ def main():
             out[f"{name}.image"] = torch.from_numpy(np.ascontiguousarray(img.transpose(0, 3, 1, 2)))
             meta_cases.append(dict(name=name, mode=mode, model=model, sampler=sampler, steps=steps, width=w, height=h,
                                    cfg=cfg, prompt=prompt, negative=neg, batch=batch, strength=strength, seed=seed,
-                                   prediction=prediction))
+                                   prediction=prediction, clip_skip=clip_skip))
             print(f"{name}: latents {tuple(lat.shape)} |max| {lat.abs().max():.3f}")
     finally:
         shutil.rmtree(tmp)
