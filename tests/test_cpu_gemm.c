@@ -281,6 +281,9 @@ static void test_conv_rule(struct sd_cpu *cpu) {
               sd_conv_algo_name(cases[i].policy), (long long)cases[i].N, (long long)cases[i].Ci,
               (long long)cases[i].H, (long long)cases[i].W, (long long)cases[i].Co, (long long)cases[i].k, s,
               sd_conv_algo_name(want), sd_conv_algo_name(got));
+        if (cases[i].policy == SD_CONV_LOWMEM)
+            CHECK(cpu->dnnl->weight_bytes == 0, "conv2d rule: lowmem keeps no weight copy (%zu bytes)",
+                  cpu->dnnl->weight_bytes);
         sd_cpu_dnnl_weights_forget(cpu);
         tensor_free(x), tensor_free(w), tensor_free(y);
     }
