@@ -10,7 +10,9 @@
  *               cached primitive allocates nothing.
  *   weights     keyed by (weight data pointer, element count, the layout
  *               wanted). Holds the weight reordered ONCE into the layout a
- *               primitive prefers. The contract: a weight's bytes do not
+ *               primitive prefers (one copy per layout asked for: a Linear
+ *               run at two batch sizes may get two; weight_bytes counts
+ *               them). The contract: a weight's bytes do not
  *               change while it is cached. Whoever changes weights in place
  *               (a LoRA merge) or frees and reuses their memory must call
  *               sd_cpu_dnnl_weights_forget() first. As a soft guard, each
