@@ -8,8 +8,9 @@
  * weights are cached once each, so the caches are bounded by the model
  * (sd_cpu_dnnl_free releases everything).
  *
- * SDRT_CONV_ALGO=auto|direct|nchw|gemm|wino forces the conv2d algorithm (read at
- * init; for experiments, see op_conv2d.c).
+ * SDRT_CONV_ALGO=auto|lowmem|direct|nchw|gemm|wino picks the conv2d policy or
+ * forces one algorithm (read at init; see op_conv2d.c). `lowmem` avoids the
+ * reordered weight copies (Winograd's are 1.8-4x the weights).
  */
 #include "cpu_dnnl.h"
 
@@ -25,10 +26,11 @@ struct sd_dnnl_weight {
     size_t src_bytes;
     dnnl_memory_desc_t user_md, want_md;
     dnnl_memory_t mem;       /* owns its buffer unless it wraps src */
+    size_t bytes;            /* of that buffer (0 when it wraps src) */
     uint64_t fingerprint;    /* of src's bytes at reorder time (soft guard) */
 };
 
-static const char *conv_algo_names[SD_CONV_ALGO_COUNT] = {"auto", "direct", "nchw", "gemm", "wino"};
+static const char *conv_algo_names[SD_CONV_ALGO_COUNT] = {"auto", "lowmem", "direct", "nchw", "gemm", "wino"};
 
 const char *sd_conv_algo_name(int algo) {
     return algo >= 0 && algo < SD_CONV_ALGO_COUNT ? conv_algo_names[algo] : "?";
@@ -173,9 +175,16 @@ int sd_dnnl_exec(struct sd_cpu *cpu, dnnl_primitive_t p, int nargs, const dnnl_e
 
 /* ---- weights cache ---- */
 
-static void weight_destroy(struct sd_dnnl_weight *w) {
-    if (!w) return;
+static void weight_release(struct sd_cpu_dnnl *d, struct sd_dnnl_weight *w) {
     if (w->mem) dnnl_memory_destroy(w->mem);
+    w->mem = NULL;
+    d->weight_bytes -= w->bytes;
+    w->bytes = 0;
+}
+
+static void weight_destroy(struct sd_cpu_dnnl *d, struct sd_dnnl_weight *w) {
+    if (!w) return;
+    weight_release(d, w);
     free(w);
 }
 
@@ -185,12 +194,13 @@ static int weight_fill(struct sd_cpu *cpu, struct sd_dnnl_weight *w, const dnnl_
     dnnl_memory_t user = NULL;
     dnnl_primitive_t r = NULL;
     int rc = SD_OK;
-    if (w->mem) dnnl_memory_destroy(w->mem);
-    w->mem = NULL;
+    weight_release(d, w);
     if (dnnl_memory_desc_equal(user_md, &w->want_md)) {
         SD_DNNL_TRY(cpu, dnnl_memory_create(&w->mem, user_md, d->engine, (void *)w->src));
     } else {
         SD_DNNL_TRY(cpu, dnnl_memory_create(&w->mem, &w->want_md, d->engine, DNNL_MEMORY_ALLOCATE));
+        w->bytes = dnnl_memory_desc_get_size(&w->want_md);
+        d->weight_bytes += w->bytes;
         SD_DNNL_TRY(cpu, dnnl_memory_create(&user, user_md, d->engine, (void *)w->src));
         SD_TRY(sd_dnnl_reorder_new(cpu, user_md, &w->want_md, &r));
         dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, w->mem}};
@@ -204,8 +214,7 @@ static int weight_fill(struct sd_cpu *cpu, struct sd_dnnl_weight *w, const dnnl_
 fail:
     if (r) dnnl_primitive_destroy(r);
     if (user) dnnl_memory_destroy(user);
-    if (w->mem) dnnl_memory_destroy(w->mem);
-    w->mem = NULL;
+    weight_release(d, w);
     return rc;
 }
 
@@ -244,7 +253,7 @@ int sd_dnnl_weights_get(struct sd_cpu *cpu, const float *src, const dnnl_memory_
     w->want_md = *want_md;
     int rc = weight_fill(cpu, w, user_md);
     if (rc != SD_OK) {
-        weight_destroy(w);
+        weight_destroy(d, w);
         return rc;
     }
     w->next = d->w_buckets[h % d->n_w_buckets];
@@ -260,7 +269,7 @@ void sd_cpu_dnnl_weights_forget(struct sd_cpu *cpu) {
     for (size_t i = 0; i < d->n_w_buckets; i++) {
         for (struct sd_dnnl_weight *w = d->w_buckets[i], *n; w; w = n) {
             n = w->next;
-            weight_destroy(w);
+            weight_destroy(d, w);
         }
         d->w_buckets[i] = NULL;
     }
@@ -286,7 +295,7 @@ int sd_cpu_dnnl_init(struct sd_cpu *cpu) {
         for (int i = 0; i < SD_CONV_ALGO_COUNT; i++)
             if (strcmp(algo, conv_algo_names[i]) == 0) a = i;
         if (a < 0) {
-            rc = sd_errorf(cpu->ctx, SD_ERR_INVALID, "SDRT_CONV_ALGO=%s: want auto, direct, nchw, gemm or wino", algo);
+            rc = sd_errorf(cpu->ctx, SD_ERR_INVALID, "SDRT_CONV_ALGO=%s: want auto, lowmem, direct, nchw, gemm or wino", algo);
             goto fail;
         }
         d->conv_algo = a;

@@ -10,7 +10,9 @@
  *               cached primitive allocates nothing.
  *   weights     keyed by (weight data pointer, element count, the layout
  *               wanted). Holds the weight reordered ONCE into the layout a
- *               primitive prefers. The contract: a weight's bytes do not
+ *               primitive prefers (one copy per layout asked for: a Linear
+ *               run at two batch sizes may get two; weight_bytes counts
+ *               them). The contract: a weight's bytes do not
  *               change while it is cached. Whoever changes weights in place
  *               (a LoRA merge) or frees and reuses their memory must call
  *               sd_cpu_dnnl_weights_forget() first. As a soft guard, each
@@ -39,9 +41,10 @@ enum sd_dnnl_kind {
     SD_DNNL_MATMUL,     /* batched matmul primitive on two activations */
 };
 
-/* Conv2d algorithms (see op_conv2d.c for how one is picked). */
+/* Conv2d algorithms and policies (see op_conv2d.c for how one is picked). */
 enum sd_conv_algo {
-    SD_CONV_AUTO = 0,   /* per-shape rule */
+    SD_CONV_AUTO = 0,   /* policy: the per-shape rule (default) */
+    SD_CONV_LOWMEM,     /* policy: the rule restricted to algorithms that keep no weight copy */
     SD_CONV_DIRECT,     /* oneDNN direct conv in its blocked layout, src/dst reordered per call */
     SD_CONV_NCHW,       /* oneDNN conv on plain NCHW src/dst (its gemm-based implementation) */
     SD_CONV_GEMM,       /* our tiled im2col + dnnl_sgemm on NCHW */
@@ -92,6 +95,7 @@ struct sd_cpu_dnnl {
     struct sd_dnnl_prim *last;        /* entry of the latest sd_dnnl_prim_get (bench/ prints its impl) */
     /* Counters (tests and profiling). */
     long prims_created, prim_hits, weight_reorders, weight_hits;
+    size_t weight_bytes;              /* bytes held by reordered weight copies */
 };
 
 /* Returns SD_OK when s is dnnl_success; otherwise sets SD_ERR_DNNL on
@@ -141,7 +145,7 @@ int sd_dnnl_exec(struct sd_cpu *cpu, dnnl_primitive_t p, int nargs, const dnnl_e
 int sd_dnnl_prim_from_pd(struct sd_cpu *cpu, dnnl_primitive_desc_t pd, dnnl_primitive_t *out, char *impl,
                          size_t impl_n);
 
-/* Forces a conv2d algorithm (SD_CONV_AUTO restores the per-shape rule).
+/* Forces a conv2d algorithm or policy (SD_CONV_AUTO restores the rule).
  * Entries already cached keep theirs; the algorithm is part of the key, so
  * a forced run creates its own. For tests and bench/. */
 void sd_cpu_dnnl_set_conv_algo(struct sd_cpu *cpu, enum sd_conv_algo algo);

@@ -8,25 +8,75 @@
  * shape has been seen (primitives and reordered weights are cached in
  * cpu_dnnl.c; intermediate buffers come from sd_cpu_scratch).
  *
- * Four algorithms, one picked per shape when its entry is created:
+ * Four algorithms; one is picked per shape when the shape's entry is created:
  *
  *   direct  oneDNN's direct conv (brgconv on AVX-512) in its blocked layout.
  *           Our activations are plain NCHW, so src and dst are reordered to
- *           and from the blocked layout on every call (counted in the
- *           timings below); weights are reordered once (weights cache).
- *   wino    the same with oneDNN's Winograd algorithm (3x3, stride 1 only);
- *   nchw    oneDNN conv on plain NCHW src/dst: it picks its gemm-based
- *           implementation (im2col + sgemm internally), no reorders;
- *   gemm    ours: im2col of a band of output rows into a per-thread scratch
- *           tile (CONV_TILE_BYTES, at least one row), then a sequential
- *           dnnl_sgemm w[Co,K] x col[K,rows*OW] into y, threads working on
- *           different bands; 1x1 stride-1 unpadded convs skip the im2col
- *           (NCHW already is the [Ci, H*W] matrix).
+ *           and from that layout on every call (in the figures below), via
+ *           scratch of the size of src + dst; weights are reordered once.
+ *   wino    the same with oneDNN's Winograd algorithm (3x3 stride 1, AVX-512
+ *           only; F(4x4,3x3), or F(2x2,3x3) on small planes).
+ *   nchw    oneDNN conv on plain NCHW src/dst: its gemm-based implementation
+ *           (im2col + sgemm inside oneDNN), no reorders, weights used as is.
+ *   gemm    ours: im2col of a band of output rows into a per-thread tile
+ *           (CONV_TILE_BYTES, at least one row), then a sequential
+ *           dnnl_sgemm w[Co,K] x col[K,rows*OW] straight into y, threads on
+ *           different bands; a 1x1 stride-1 unpadded conv skips the im2col
+ *           (NCHW already is the [Ci, H*W] matrix). Weights used as is.
  *
- * SDRT_CONV_ALGO=<name> (or sd_cpu_dnnl_set_conv_algo) forces one; an
- * algorithm oneDNN cannot build for a shape falls back to direct. The
- * per-shape rule (conv_pick) comes from `build/bench/bench_ops --conv`,
- * which times every algorithm on SD's conv shapes; see the table there.
+ * The rule (conv_pick), from `bench_ops --conv --cpu-time` on this machine
+ * (2 vCPUs of an AVX-512 Xeon, shared with other jobs, so timed as process
+ * CPU time / threads with OMP_WAIT_POLICY=passive; best of interleaved
+ * rounds; GFLOP/s at direct-conv FLOPs; dnnl_sgemm 1024^3 = 276 GFLOP/s):
+ *
+ *   shape (N,Ci,H,W -> Co)        direct   wino   nchw   gemm   picked
+ *   2,320,64,64 -> 320  3x3 s1       262    688    233    259   wino
+ *   2,640,32,32 -> 640  3x3 s1       291    726    225    206   wino
+ *   2,1280,16,16 -> 1280 3x3 s1      235    543    268    170   wino
+ *   2,2560,16,16 -> 1280 3x3 s1      196    466    216     91   wino
+ *   2,1280,8,8 -> 1280  3x3 s1       195    245    188    141   nchw
+ *   2,2560,8,8 -> 1280  3x3 s1       157    231    206    105   nchw
+ *   1,512,128,128 -> 512 3x3 s1      226    677    206    212   wino
+ *   1,128,256,256 -> 128 3x3 s1      244    319    184    215   wino
+ *   2,320,64,64 -> 320  3x3 s2       214      -    193    199   direct
+ *   2,640,32,32 -> 640  3x3 s2       270      -    243    249   direct
+ *   2,1280,16,16 -> 1280 3x3 s2      187      -    198    150   direct
+ *   1,512,64,64 -> 512  3x3 s2       229      -    202    207   direct
+ *   2,320,64,64 -> 320  1x1          197      -    238    257   gemm
+ *   2,1280,16,16 -> 1280 1x1         260      -    288    310   gemm
+ *   1,512,256,256 -> 256 1x1         167      -    202    220   gemm
+ *   2,4,64,64 -> 320    3x3 conv_in   67     69    120    154   gemm
+ *   2,320,64,64 -> 4    3x3 conv_out  51     31     19     45   gemm
+ *   1,128,256,256 -> 3  3x3           31     18     12     42   gemm
+ *
+ * A second --cpu-time run agreed within ~15%. Wall-clock runs swung 3x with
+ * the neighbours' load but ranked the same where the machine was quiet
+ * (e.g. 2,320,64,64 3x3 s1: direct 268, wino 642, nchw 229, gemm 263; its
+ * 1x1: direct 42, nchw 44, gemm 114 - there the per-call src/dst reorders
+ * of `direct` cost more than the conv). So:
+ *   1x1 stride-1 unpadded, Ci*kh*kw < 64 (conv_in) or Co < 16 (conv_out): gemm
+ *   3x3 stride 1, Ci and Co >= 64, output plane >= 16x16: wino (2-2.8x direct)
+ *   3x3 stride 1 on smaller planes (the UNet's 8x8): nchw
+ *   otherwise (the stride-2 downsamplers): direct
+ *
+ * Winograd's price is its weight copies and their one-time transform.
+ * F(4x4,3x3) keeps 4x the weight's bytes (F(2x2,3x3), used at 8x8, 1.8x),
+ * and oneDNN's wino_reorder is serial and slow: ~100 ns per weight element
+ * (1.5 s for 1280x1280x3x3, vs 0.07 s for direct's reorder). At 8x8 that
+ * bought only 1.25x over direct, so small planes take nchw (no copy, within
+ * 10% of direct). For SD1.5's UNet at 64x64 latents the wino layers hold
+ * about 270M weights: ~4.3 GB of copies and ~30 s spent once, on the first
+ * step, against ~1.7 s saved per step (~730 GFLOP of such convs per batch-2
+ * step, ~250 -> ~600 GFLOP/s): a win from ~20 steps on, and for a server
+ * that keeps its model. Accuracy is not the issue: 6e-6 max abs error vs
+ * 3.5e-6 for direct on O(1) outputs (tests/test_cpu_gemm.c).
+ * SDRT_CONV_ALGO=lowmem keeps the rule but never copies weights: gemm as
+ * above, nchw otherwise. Without AVX-512 oneDNN has no Winograd and wino
+ * falls back to direct (the rule was measured here, with AVX-512 only).
+ *
+ * SDRT_CONV_ALGO=<name> (or sd_cpu_dnnl_set_conv_algo) forces one
+ * algorithm; one that oneDNN cannot build for a shape falls back to direct.
+ * `build/bench/bench_ops --conv [--cpu-time]` re-measures the table.
  */
 #include "cpu_dnnl.h"
 
@@ -47,9 +97,14 @@ static int is_pointwise(const struct conv_shape *s) {
     return s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 && !s->pt && !s->pl && !s->pb && !s->pr;
 }
 
-/* The per-shape rule, from the measurements in the header comment. */
-static int conv_pick(const struct conv_shape *s) {
-    (void)s;
+/* The per-shape rule, from the measurements in the header comment.
+ * `policy` is SD_CONV_AUTO or SD_CONV_LOWMEM. */
+static int conv_pick(const struct conv_shape *s, int policy) {
+    const int tiny = s->Ci * s->kh * s->kw < 64 || s->Co < 16; /* conv_in / conv_out */
+    if (is_pointwise(s) || tiny) return SD_CONV_GEMM;
+    if (policy == SD_CONV_LOWMEM) return SD_CONV_NCHW;
+    if (s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1 && s->Ci >= 64 && s->Co >= 64)
+        return s->OH * s->OW >= 256 ? SD_CONV_WINO : SD_CONV_NCHW;
     return SD_CONV_DIRECT;
 }
 
@@ -317,7 +372,7 @@ int sd_cpu_conv2d(struct sd_cpu *cpu, struct sd_tensor *node) {
     struct sd_dnnl_prim *e = sd_dnnl_prim_get(cpu, &key, &created);
     if (!e) return SD_ERR_NOMEM;
     if (created) {
-        int algo = key.algo != SD_CONV_AUTO ? key.algo : conv_pick(&s);
+        int algo = key.algo == SD_CONV_AUTO || key.algo == SD_CONV_LOWMEM ? conv_pick(&s, key.algo) : key.algo;
         rc = algo == SD_CONV_GEMM ? conv_plan_gemm(cpu, e, &s) : conv_plan_dnnl(cpu, e, &s, algo);
         if (rc != SD_OK) {
             sd_dnnl_prim_drop(cpu, e);

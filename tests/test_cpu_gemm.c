@@ -248,6 +248,50 @@ static void test_conv_cache(struct sd_cpu *cpu) {
     tensor_free(x), tensor_free(w), tensor_free(b), tensor_free(y), tensor_free(x2), tensor_free(y2);
 }
 
+/* The per-shape rule (op_conv2d.c) picks what its table says. */
+static void test_conv_rule(struct sd_cpu *cpu) {
+    static const struct {
+        int64_t N, Ci, H, W, Co, k;
+        int s, pad, policy, want;
+    } cases[] = {
+        {2, 64, 16, 16, 64, 3, 1, 1, SD_CONV_AUTO, SD_CONV_WINO},
+        {2, 64, 8, 8, 64, 3, 1, 1, SD_CONV_AUTO, SD_CONV_NCHW},
+        {1, 64, 9, 9, 64, 3, 2, 1, SD_CONV_AUTO, SD_CONV_DIRECT},
+        {1, 64, 8, 8, 32, 1, 1, 0, SD_CONV_AUTO, SD_CONV_GEMM},
+        {1, 4, 8, 8, 64, 3, 1, 1, SD_CONV_AUTO, SD_CONV_GEMM},
+        {1, 64, 8, 8, 4, 3, 1, 1, SD_CONV_AUTO, SD_CONV_GEMM},
+        {2, 64, 8, 8, 64, 3, 1, 1, SD_CONV_LOWMEM, SD_CONV_NCHW},
+        {1, 64, 8, 8, 32, 1, 1, 0, SD_CONV_LOWMEM, SD_CONV_GEMM},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct sd_tensor *x = tensor_new("x", 4, (int64_t[]){cases[i].N, cases[i].Ci, cases[i].H, cases[i].W}, 1, 1.0f);
+        struct sd_tensor *w = tensor_new("w", 4, (int64_t[]){cases[i].Co, cases[i].Ci, cases[i].k, cases[i].k}, 2, 0.1f);
+        int s = cases[i].s, p = cases[i].pad;
+        struct sd_tensor *y = conv_node(x, w, NULL, (struct sd_conv2d_params){s, s, p, p, p, p});
+        sd_cpu_dnnl_set_conv_algo(cpu, cases[i].policy);
+        int rc = sd_cpu_conv2d(cpu, y);
+        int got = rc == SD_OK && cpu->dnnl->last ? cpu->dnnl->last->algo : -1;
+        int want = cases[i].want;
+        if (want == SD_CONV_WINO && got == SD_CONV_DIRECT) {
+            /* Fine only where oneDNN has no Winograd kernel (no AVX-512): forced wino falls back too. */
+            sd_cpu_dnnl_set_conv_algo(cpu, SD_CONV_WINO);
+            if (sd_cpu_conv2d(cpu, y) == SD_OK && cpu->dnnl->last->algo == SD_CONV_DIRECT) want = SD_CONV_DIRECT;
+        }
+        CHECK(got == want, "conv2d rule: %s [%lld,%lld,%lld,%lld]->%lld k%lld s%d picks %s (got %s)",
+              sd_conv_algo_name(cases[i].policy), (long long)cases[i].N, (long long)cases[i].Ci,
+              (long long)cases[i].H, (long long)cases[i].W, (long long)cases[i].Co, (long long)cases[i].k, s,
+              sd_conv_algo_name(want), sd_conv_algo_name(got));
+        if (cases[i].policy == SD_CONV_LOWMEM)
+            CHECK(cpu->dnnl->weight_bytes == 0, "conv2d rule: lowmem keeps no weight copy (%zu bytes)",
+                  cpu->dnnl->weight_bytes);
+        sd_cpu_dnnl_weights_forget(cpu);
+        tensor_free(x), tensor_free(w), tensor_free(y);
+    }
+    sd_cpu_dnnl_set_conv_algo(cpu, SD_CONV_AUTO);
+    CHECK(cpu->dnnl->weight_bytes == 0, "weights cache: forget releases every copy (%zu bytes left)",
+          cpu->dnnl->weight_bytes);
+}
+
 static void test_conv_errors(struct sd_cpu *cpu) {
     struct sd_tensor *x = tensor_new("x", 4, (int64_t[]){1, 4, 8, 8}, 1, 1.0f);
     struct sd_tensor *w = tensor_new("w", 4, (int64_t[]){2, 5, 3, 3}, 2, 1.0f); /* Ci mismatch */
@@ -367,6 +411,7 @@ int main(void) {
     CHECK(cpu.dnnl && cpu.dnnl->engine && cpu.dnnl->stream, "sd_cpu_dnnl_init: engine and stream");
     test_conv(&cpu);
     test_conv_cache(&cpu);
+    test_conv_rule(&cpu);
     test_conv_errors(&cpu);
     test_linear(&cpu);
     test_matmul(&cpu);
