@@ -12,6 +12,7 @@ struct sd_cmd {
 
 int sd_cmd_info(int argc, char **argv);
 int sd_cmd_bench(int argc, char **argv);
+int sd_cmd_devices(int argc, char **argv);
 int sd_cmd_txt2img(int argc, char **argv);
 int sd_cmd_img2img(int argc, char **argv);
 int sd_cmd_inpaint(int argc, char **argv);
