@@ -101,23 +101,26 @@ int sd_cmd_bench(int argc, char **argv) {
         struct sd_runtime *rt = sd_runtime_new(&ctx, (enum sd_backend_kind)kind, threads);
         if (!rt) { fprintf(stderr, "sdrt: %s\n", ctx.msg); rc = 1; goto done; }
         struct phase ph[3] = {{"clip", 0, {0}, 0}, {"unet", 0, {0}, 0}, {"vae_decode", 0, {0}, 0}};
-        for (int r = 0; r <= runs && rc == 0; r++) {
-            sd_runtime_set_profile(rt, profile && r == runs);
+        /* r = 0: warm-up; 1..runs: timed; runs + 1 (with --profile): the profiled run. */
+        const int last = runs + (profile ? 1 : 0);
+        for (int r = 0; r <= last && rc == 0; r++) {
+            const int prof_run = profile && r == last;
+            sd_runtime_set_profile(rt, prof_run);
             double s;
             if (strstr(comps, "clip") && m->te) {
                 s = sd_time_s();
                 if (sd_run_clip(rt, m, ids, 2, 0, emb)) rc = 1;
-                if (r > 0 && !(profile && r == runs)) ph[0].t[ph[0].n++] = sd_time_s() - s;
+                if (r > 0 && !prof_run) ph[0].t[ph[0].n++] = sd_time_s() - s;
             }
             if (!rc && strstr(comps, "unet")) {
                 s = sd_time_s();
                 if (sd_run_unet(rt, m, x, batch, h, w, t, ctxv, L, out)) rc = 1;
-                if (r > 0 && !(profile && r == runs)) ph[1].t[ph[1].n++] = sd_time_s() - s;
+                if (r > 0 && !prof_run) ph[1].t[ph[1].n++] = sd_time_s() - s;
             }
             if (!rc && strstr(comps, "vae") && m->va) {
                 s = sd_time_s();
                 if (sd_run_vae_decode(rt, m, z, 1, h, w, img)) rc = 1;
-                if (r > 0 && !(profile && r == runs)) ph[2].t[ph[2].n++] = sd_time_s() - s;
+                if (r > 0 && !prof_run) ph[2].t[ph[2].n++] = sd_time_s() - s;
             }
             if (r == 0) printf("[%s] warm-up done; activation arena %.1f MiB\n", bn, sd_runtime_arena_bytes(rt) / 1048576.0);
         }
