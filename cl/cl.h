@@ -16,7 +16,7 @@
  *   SDRT_CL_GEMM=clblast|own  GEMM engine (default: own on CPU devices, else clblast)
  *   SDRT_CL_XGEMM=default     keep CLBlast's own Xgemm parameters on CPU devices (else ours, tuned on PoCL)
  *   SDRT_CL_ROWWISE=0|1       per-row norm/softmax kernels (default: on for CPU devices) or work-group ones
- *   SDRT_CL_ATTN=flash|gemm   attention kernel (default: blocked GEMMs on CPU devices, else flash)
+ *   SDRT_CL_ATTN=flash|gemm   attention kernel (default: blocked GEMMs, score blocks <= 64 MiB)
  *   SDRT_CL_LOG=1             print "cl: built N programs, loaded M from cache" and fallbacks
  *   SDRT_CACHE_DIR=DIR        program-binary cache root (default $XDG_CACHE_HOME/sdrt, ~/.cache/sdrt); files go to DIR/cl
  *   SDRT_CL_CACHE=0           no program-binary cache

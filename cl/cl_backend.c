@@ -478,7 +478,10 @@ struct sd_backend *sd_cl_backend_new(struct sd_ctx *ctx, int device_index) {
         sd_errorf(ctx, SD_ERR_INVALID, "SDRT_CL_ATTN=%s: want flash or gemm", attn);
         goto fail;
     }
-    cl->attn_gemm = attn && *attn ? !strcmp(attn, "gemm") : cl->rowwise;
+    /* Attention as blocked GEMMs is the default everywhere: ~30x faster than
+     * the flash kernel on PoCL, and on an NVIDIA H100 (full-size SD 1.5,
+     * 512x512) UNet step 0.257 vs 0.305 s, VAE decode 0.290 vs 0.459 s. */
+    cl->attn_gemm = attn && *attn ? !strcmp(attn, "gemm") : 1;
     sd_cl_gemm_init(cl);
     snprintf(cl->build_opts, sizeof cl->build_opts, "-cl-std=CL1.2 -DSD_DV_MAX=%d", SD_CL_ATTN_DV_MAX);
     cl_int err = CL_SUCCESS;

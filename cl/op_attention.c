@@ -1,13 +1,14 @@
 /* op_attention.c - multi-head attention on OpenCL, two ways:
  *
- * flash (kernels/attention.cl, the default on GPUs and accelerators): one
+ * flash (kernels/attention.cl, SDRT_CL_ATTN=flash): one
  * work-item per query row, work-groups of BQ rows per (batch, head), key
  * tiles of TK rows in local memory sized from the device's local memory
  * (TK <= 64), online softmax; no score matrix at all.
  *
- * blocked GEMMs (the default on CPU-type devices, where the flash kernel's
- * per-work-item private arrays defeat PoCL's vectorizer: ~30x slower than
- * this): per batch, K is transposed per head ([H, d, Lk], permute kernel) so
+ * blocked GEMMs (the default: on CPU-type devices the flash kernel's
+ * per-work-item private arrays defeat PoCL's vectorizer, ~30x slower than
+ * this; on an NVIDIA H100 the GEMMs (CLBlast) are 16% faster per UNet step
+ * and 37% per VAE decode at 512x512): per batch, K is transposed per head ([H, d, Lk], permute kernel) so
  * that both products are n-contiguous GEMMs; per block of qb queries,
  * S = Q K^T for all heads at once (strided batched GEMM), row softmax in
  * place, O = P V (batched GEMM) into the output's head columns. The score block is H*qb*Lk floats, qb chosen to
