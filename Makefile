@@ -145,8 +145,12 @@ demo: deps all vocab
 	$(BUILD)/sdrt txt2img --model tests/models/tiny-sd1 $(DEMO_ARGS) --preview-every 5 --preview-dir build --output build/demo.png
 	@echo "demo: wrote build/demo.png (previews build/preview-*.png)"
 
+# Op benchmarks (bench/*.c), then the same model graphs on both backends side
+# by side (the built-in tiny model; BENCH_MODEL=path for a real checkpoint).
+BENCH_MODEL ?= tests/models/tiny-sd1
 bench: all benches
 	@for b in $(BENCH_BIN); do $$b || exit 1; done
+	OMP_WAIT_POLICY=passive $(BUILD)/sdrt bench --model $(BENCH_MODEL) --backends cpu,opencl --width 256 --height 256 --runs 3 --profile
 
 FUZZ_SECONDS ?= 60
 fuzz: deps

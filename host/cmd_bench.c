@@ -45,7 +45,8 @@ int sd_cmd_bench(int argc, char **argv) {
             printf("usage: sdrt bench --model MODEL [--components clip,unet,vae] [--backends cpu,opencl]\n"
                    "                  [--width 512] [--height 512] [--batch 2] [--runs 3] [--threads N] [--profile]\n"
                    "  Times one CLIP encode (2 prompts), one UNet evaluation (batch 2 = one CFG step) and one\n"
-                   "  VAE decode per backend: median seconds and GFLOP/s; --profile adds a per-op table.\n");
+                   "  VAE decode per backend, side by side: median seconds; --profile adds a per-op table\n"
+                   "  (seconds and GFLOP/s per backend, one profiled run after the timed ones).\n");
             return 0;
         }
         if (!strcmp(a, "--profile")) { profile = 1; continue; }
@@ -95,7 +96,14 @@ int sd_cmd_bench(int argc, char **argv) {
 
     char list[256];
     snprintf(list, sizeof list, "%s", backends);
-    for (char *save = NULL, *bn = strtok_r(list, ",", &save); bn; bn = strtok_r(NULL, ",", &save)) {
+    enum { MAXB = 4 };
+    const char *names[MAXB];
+    double med[MAXB][3] = {{0}};
+    int have[MAXB][3] = {{0}};
+    struct sd_op_profile prof[MAXB][SD_OP_COUNT];
+    memset(prof, 0, sizeof prof);
+    int nb = 0;
+    for (char *save = NULL, *bn = strtok_r(list, ",", &save); bn && nb < MAXB; bn = strtok_r(NULL, ",", &save)) {
         int kind = sd_backend_kind_parse(bn);
         if (kind < 0) { fprintf(stderr, "sdrt bench: unknown backend '%s' (cpu, opencl, auto)\n", bn); rc = 2; goto done; }
         struct sd_runtime *rt = sd_runtime_new(&ctx, (enum sd_backend_kind)kind, threads);
@@ -125,11 +133,50 @@ int sd_cmd_bench(int argc, char **argv) {
             if (r == 0) printf("[%s] warm-up done; activation arena %.1f MiB\n", bn, sd_runtime_arena_bytes(rt) / 1048576.0);
         }
         if (rc) { fprintf(stderr, "sdrt: %s\n", ctx.msg); sd_runtime_free(rt); goto done; }
-        printf("%-8s %-12s %10s\n", "backend", "phase", "median s");
+        names[nb] = bn;
         for (int p = 0; p < 3; p++)
-            if (ph[p].n) printf("%-8s %-12s %10.3f\n", bn, ph[p].name, median(&ph[p]));
-        if (profile) sd_runtime_profile_print(rt, stdout);
+            if (ph[p].n) med[nb][p] = median(&ph[p]), have[nb][p] = 1;
+        /* Per op, summed over the runtime's backends (an op the device refused
+         * shows up under its CPU fallback; --profile per backend below). */
+        for (int b = 0; profile && b < sd_runtime_n_backends(rt); b++)
+            for (int op = 0; op < SD_OP_COUNT; op++) {
+                const struct sd_op_profile *q = sd_runtime_profile(rt, b, (enum sd_op)op);
+                prof[nb][op].seconds += q->seconds, prof[nb][op].flops += q->flops, prof[nb][op].calls += q->calls;
+            }
+        if (profile && sd_runtime_n_backends(rt) > 1) {
+            printf("[%s] per backend:\n", bn);
+            sd_runtime_profile_print(rt, stdout);
+        }
         sd_runtime_free(rt);
+        nb++;
+    }
+    /* Side by side: phases (median seconds), then ops (seconds, GFLOP/s). */
+    printf("\n%-12s", "phase");
+    for (int b = 0; b < nb; b++) printf(" %14s", names[b]);
+    printf("\n");
+    static const char *pn[3] = {"clip", "unet", "vae_decode"};
+    for (int p = 0; p < 3; p++) {
+        printf("%-12s", pn[p]);
+        for (int b = 0; b < nb; b++)
+            if (have[b][p]) printf(" %12.3f s", med[b][p]);
+            else printf(" %14s", "-");
+        printf("\n");
+    }
+    if (profile) {
+        printf("\n%-20s", "op (one run each)");
+        for (int b = 0; b < nb; b++) printf(" %12s s %8s", names[b], "GFLOP/s");
+        printf("\n");
+        for (int op = 0; op < SD_OP_COUNT; op++) {
+            int any = 0;
+            for (int b = 0; b < nb; b++) any |= prof[b][op].calls > 0;
+            if (!any) continue;
+            printf("%-20s", sd_op_name((enum sd_op)op));
+            for (int b = 0; b < nb; b++) {
+                const struct sd_op_profile *q = &prof[b][op];
+                printf(" %14.3f %8.1f", q->seconds, q->seconds > 0 ? q->flops / q->seconds * 1e-9 : 0.0);
+            }
+            printf("\n");
+        }
     }
 done:
     free(x); free(out); free(ctxv); free(t); free(img); free(z); free(emb); free(ids);
