@@ -66,9 +66,11 @@ int sd_cmd_info(int argc, char **argv) {
         component("text encoder", m->te, 0, NULL);
         component("unet", m->un, 0, NULL);
         component("vae", m->va, 0, NULL);
-        printf("  unet          %d levels %s, %d layers/block, context %d, %s projections, in %d ch\n", m->unet.n_levels,
-               "(widths from weights)", m->unet.layers_per_block, m->unet.context_dim, m->unet.linear_proj ? "linear" : "conv",
-               m->unet.in_channels);
+        char widths[96] = "";
+        for (int i = 0, o = 0; i < m->unet.n_levels && o < (int)sizeof widths; i++)
+            o += snprintf(widths + o, sizeof widths - (size_t)o, "%s%d", i ? "/" : "", m->unet.block_out[i]);
+        printf("  unet          widths %s, %d layers/block, context %d, %s projections, %d input channels\n", widths,
+               m->unet.layers_per_block, m->unet.context_dim, m->unet.linear_proj ? "linear" : "conv", m->unet.in_channels);
         if (m->te)
             printf("  text encoder  %d layers, width %d, %d heads, %s\n", m->clip.layers, m->clip.hidden, m->clip.heads,
                    m->clip.quick_gelu ? "quick_gelu" : "gelu");
