@@ -69,6 +69,8 @@ static void usage(enum mode mode, FILE *f) {
             "  --clip-skip N         A1111 clip skip (1 = last layer, 2 = penultimate)\n"
             "  --prediction epsilon|v  override the model's prediction type (SD2 768 models: v)\n"
             "%s"
+            "  --rng torch           noise from a bit-exact copy of torch's CPU generator (the default and\n"
+            "                        only choice: the same seed gives diffusers' CPU starting noise)\n"
             "  --backend cpu|opencl|auto  (default cpu)\n"
             "  --threads N           CPU threads (default: all cores)\n"
             "  --output PATH         PNG to write (default out.png; batches: %%d in PATH or -N before .png)\n"
@@ -128,6 +130,13 @@ static int parse(int argc, char **argv, struct opts *o) {
         else if (!strcmp(a, "--vocab")) o->vocab = v;
         else if (!strcmp(a, "--preview-dir")) o->preview_dir = v;
         else if (!strcmp(a, "--backend")) o->backend = v;
+        else if (!strcmp(a, "--rng")) {
+            if (strcmp(v, "torch") && strcmp(v, "cpu")) {
+                fprintf(stderr, "sdrt: --rng %s is not supported: sdrt draws noise with torch's CPU generator (--rng torch, "
+                                "the default); A1111's GPU (philox) noise is not implemented\n", v);
+                return 2;
+            }
+        }
         else if (!strcmp(a, "--prediction")) {
             if (!strcmp(v, "v") || !strcmp(v, "v_prediction")) o->prediction = SD_PRED_V;
             else if (!strcmp(v, "epsilon") || !strcmp(v, "eps")) o->prediction = SD_PRED_EPSILON;
