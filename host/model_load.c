@@ -229,6 +229,18 @@ int sd_model_load(struct sd_ctx *ctx, const char *path, const char *config_dir, 
     if ((rc = sd_model_infer_unet(ctx, &m->unet, m->un))) goto fail;
     if (m->va && (rc = sd_model_infer_vae(ctx, &m->vae, m->va))) goto fail;
     if (m->te && (rc = sd_model_infer_clip(ctx, &m->clip, m->te))) goto fail;
+    /* What the shapes cannot tell must still fit them: a model whose config
+     * differs from its family's defaults needs its config.json. */
+    for (int i = 0; i < m->unet.n_levels; i++)
+        if (m->unet.norm_groups < 1 || m->unet.block_out[i] % m->unet.norm_groups ||
+            (m->unet.head_dim > 0 && m->unet.block_out[i] % m->unet.head_dim)) {
+            rc = sd_errorf(ctx, SD_ERR_UNSUPPORTED,
+                           "%s: UNet width %d does not fit %d GroupNorm groups%s; this is not a standard %s "
+                           "configuration: pass the diffusers config folder with --config DIR",
+                           path, m->unet.block_out[i], m->unet.norm_groups,
+                           m->unet.head_dim > 0 ? " / attention head dim 64" : "", sd_family_name(m->family));
+            goto fail;
+        }
     m->load_seconds = sd_time_s() - t0;
     static _Atomic uint64_t next_id = 1;
     m->id = next_id++;

@@ -98,6 +98,9 @@ int main(void) {
     expect_load_error("truncated file", p, NULL, "truncated.safetensors");
 
     expect_load_error("missing file", "/nonexistent/model.safetensors", NULL, "no such file");
+    /* The tiny model's widths (8/12/20) do not fit SD's 32 GroupNorm groups:
+     * without its config the loader says so instead of failing mid-run. */
+    expect_load_error("non-standard config without --config", "tests/models/tiny-sd1.safetensors", NULL, "--config");
 
     /* A diffusers folder without its vae/. */
     snprintf(p, sizeof p, "%s/folder", dir);
