@@ -168,7 +168,6 @@ fail:
 }
 
 static int run(struct sd_runtime *rt, struct rt_entry *e, const void *const *inputs, float *out) {
-    (void)rt;
     int rc;
     if ((rc = sd_sched_alloc(e->s, e->g)) != SD_OK) return rc;
     for (int i = 0; i < 3 && e->in[i]; i++) memcpy(e->in[i]->data, inputs[i], sd_tensor_nbytes(e->in[i]));

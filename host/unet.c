@@ -16,7 +16,7 @@
 static struct sd_tensor *transformer(struct sd_graph *g, const struct sd_unet_config *c, struct sd_weights *w,
                                      struct sd_tensor *x, struct sd_tensor *ctx, int heads, const char *p) {
     if (!x) return NULL;
-    const int64_t B = x->ne[0], C = x->ne[1], H = x->ne[2], W = x->ne[3];
+    const int64_t C = x->ne[1], H = x->ne[2], W = x->ne[3];
     char n[256];
     snprintf(n, sizeof n, "%s.norm", p);
     struct sd_tensor *h = mb_group_norm(g, w, x, c->norm_groups, 1e-6f, 0, n); /* [B, C, H, W] */
@@ -67,7 +67,6 @@ static struct sd_tensor *transformer(struct sd_graph *g, const struct sd_unet_co
     } else {
         h = mb_conv(g, w, mb_from_tokens(g, h, H, W), 1, 0, n);              /* [B, C, H, W] */
     }
-    (void)B;
     return sd_name(sd_add(g, h, x), "%s", p);
 }
 
