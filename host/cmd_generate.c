@@ -444,7 +444,7 @@ static int generate(struct opts *o) {
             json_str(stdout, path);
             printf(", \"seed\": %lld, \"width\": %d, \"height\": %d}\n", seed, g.width, g.height);
         } else if (!o->quiet) {
-            fprintf(stderr, "%swrote %s\n", isatty(2) ? "\n" : "", path);
+            fprintf(stderr, "wrote %s\n", path);
         }
     }
     }
