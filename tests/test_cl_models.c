@@ -11,33 +11,13 @@
 #include "runtime.h"
 #include "safetensors.h"
 #include "test.h"
+#include "golden_st.h"
 
 /* See cl_test_util.h: PoCL/LLVM-internal allocations are not our leaks. */
 const char *__lsan_default_suppressions(void);
 const char *__lsan_default_suppressions(void) { return "leak:libpocl.so\nleak:libLLVM\nleak:libclang\n"; }
 
 static const double ATOL = 2e-4, RTOL = 2e-3;
-
-static struct sd_st_file *golden(const char *name) {
-    char path[256];
-    struct sd_ctx ctx = {0};
-    struct sd_st_file *f = NULL;
-    snprintf(path, sizeof path, "tests/golden/%s.safetensors", name);
-    if (sd_st_open(&ctx, path, &f)) test_fail("open golden %s: %s", path, ctx.msg);
-    return f;
-}
-
-static const struct sd_st_tensor *gt(struct sd_st_file *f, const char *name) {
-    const struct sd_st_tensor *t = f ? sd_st_find(f, name) : NULL;
-    if (!t) test_fail("golden %s has no tensor %s", f ? f->path : "?", name);
-    return t;
-}
-
-static int64_t numel(const struct sd_st_tensor *t) {
-    int64_t n = 1;
-    for (int i = 0; i < t->n_dims; i++) n *= t->shape[i];
-    return n;
-}
 
 static void compare(struct sd_runtime *rt, int rc, const char *what, float *got, const struct sd_st_tensor *ref) {
     double mx = 0;
