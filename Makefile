@@ -27,14 +27,17 @@ OPT     := -O3 -march=$(ARCH) -fno-math-errno
 ifeq ($(SAN),1)
 OPT     := -O1 -g -march=$(ARCH) -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 endif
-CFLAGS  += $(CSTD) $(OPT) $(WARN) -fopenmp -MMD -MP -Ihost -Icpu -Icl -I$(BUILD)/gen
+# Every source folder is on the include path; headers are included by name alone.
+HOST_DIRS := $(sort $(dir $(wildcard host/*/*.c host/*/*.h)))
+INC     := $(patsubst %/,-I%,$(HOST_DIRS)) -Icpu -Icl -I$(BUILD)/gen
+CFLAGS  += $(CSTD) $(OPT) $(WARN) -fopenmp -MMD -MP $(INC)
 LDLIBS  += -ldnnl -lclblast -lOpenCL -lpng -lz -lm -fopenmp
 ifeq ($(SAN),1)
 LDLIBS  += -fsanitize=address,undefined
 endif
 
-LIB_SRC  := $(filter-out host/main.c host/cmd_%.c,$(wildcard host/*.c)) $(wildcard cpu/*.c) $(wildcard cl/*.c)
-CMD_SRC  := host/main.c $(wildcard host/cmd_*.c)
+LIB_SRC  := $(filter-out host/cli/%,$(wildcard host/*/*.c)) $(wildcard cpu/*.c) $(wildcard cl/*.c)
+CMD_SRC  := $(wildcard host/cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 BENCH_SRC:= $(wildcard bench/bench_*.c)
 
@@ -72,10 +75,10 @@ $(BUILD)/obj/gen/cl_kernels.o: $(BUILD)/gen/cl_kernels.c
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
 # Unicode tables for the tokenizer, generated from Python's unicodedata (never committed).
-$(BUILD)/gen/unicode_tables.h: host/gen_unicode.py
+$(BUILD)/gen/unicode_tables.h: host/text/gen_unicode.py
 	@mkdir -p $(dir $@)
 	python3 $< $@.tmp && mv $@.tmp $@
-$(BUILD)/obj/host/unicode.o: $(BUILD)/gen/unicode_tables.h
+$(BUILD)/obj/host/text/unicode.o: $(BUILD)/gen/unicode_tables.h
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -93,7 +96,7 @@ $(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(LIB)
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  LD      $@")
-	$(Q)$(CC) $(CFLAGS) -Ibench -o $@ $< $(LIB) $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) -Ibench -Itests -o $@ $< $(LIB) $(LDLIBS)
 
 tests: vocab $(TEST_BIN)
 benches: $(BENCH_BIN)
@@ -155,8 +158,8 @@ bench: all benches
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	@mkdir -p $(BUILD)/fuzz
-	clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Ihost -o $(BUILD)/fuzz/fuzz_safetensors \
-	  tests/fuzz/fuzz_safetensors.c host/safetensors.c host/json.c host/weights.c host/error.c host/tensor.c
+	clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(INC) -o $(BUILD)/fuzz/fuzz_safetensors \
+	  tests/fuzz/fuzz_safetensors.c host/io/safetensors.c host/io/json.c host/io/weights.c host/core/error.c host/core/tensor.c
 	@mkdir -p $(BUILD)/fuzz/corpus
 	$(BUILD)/fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(BUILD)/fuzz/corpus tests/fuzz/corpus
 

@@ -13,7 +13,7 @@
  */
 #include <clblast_c.h>
 
-#include "../tests/cl_op_cases.h"
+#include "cl_op_cases.h"
 #include "cl_impl.h"
 
 static int reps = 3;

@@ -26,7 +26,7 @@
 #ifndef SDRT_CL_H
 #define SDRT_CL_H
 
-#include "../host/backend.h"
+#include "backend.h"
 
 struct sd_cl_device_info {
     int index;                  /* flat index over all platforms (sd_cl_backend_new) */

@@ -408,6 +408,7 @@ static const struct sd_backend_i cl_iface = {
     .tensor_set = cl_tensor_set,
     .tensor_get = cl_tensor_get,
     .synchronize = cl_synchronize,
+    .release_weights = sd_cl_release_weights,
     .free = cl_free,
 };
 

@@ -11,7 +11,7 @@
 #ifndef SDRT_CPU_H
 #define SDRT_CPU_H
 
-#include "../host/backend.h"
+#include "backend.h"
 
 struct sd_cpu_dnnl; /* oneDNN engine, stream and caches (cpu_dnnl.c) */
 

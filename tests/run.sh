@@ -9,6 +9,16 @@ set -u
 # 2-core machine; no effect on results).
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 pass=0; fail=0
+# Source checks (tests/check_*.sh) once, then every test binary of each build.
+for c in "$(dirname "$0")"/check_*.sh; do
+  out=$(mktemp)
+  bash "$c" > "$out" 2>&1
+  p=$(grep -c '^ok ' "$out"); f=$(grep -c '^FAIL ' "$out")
+  printf '%-44s %4d passed, %d failed\n' "$(basename "$c")" "$p" "$f"
+  if [ "$f" -gt 0 ]; then grep -v '^ok ' "$out" | tail -40 | sed 's/^/    /'; fi
+  pass=$((pass + p)); fail=$((fail + f))
+  rm -f "$out"
+done
 for dir in "$@"; do
   for t in "$dir"/tests/test_*; do
     [ -x "$t" ] || continue

@@ -8,7 +8,7 @@
  */
 #include "cl.h"
 #include "model_load.h"
-#include "runtime.h"
+#include "model_run.h"
 #include "safetensors.h"
 #include "test.h"
 #include "golden_st.h"

@@ -3,7 +3,7 @@
  * wrong shape, a truncated file, a missing diffusers component. Files are
  * derived from tests/models/tiny-sd1.safetensors into a temp dir. */
 #include "model_load.h"
-#include "runtime.h"
+#include "model_run.h"
 #include "safetensors.h"
 #include "test.h"
 

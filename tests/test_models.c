@@ -11,7 +11,7 @@
  * files (the goldens come from the f32 weights).
  */
 #include "model_load.h"
-#include "runtime.h"
+#include "model_run.h"
 #include "safetensors.h"
 #include "test.h"
 #include "golden_st.h"

@@ -1,4 +1,4 @@
-/* test_pipeline.c - end-to-end generations (host/pipeline.h) against
+/* test_pipeline.c - end-to-end generations (host/gen/pipeline.h) against
  * diffusers on the tiny models.
  *
  * tests/golden/pipeline.safetensors comes from

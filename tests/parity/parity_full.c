@@ -10,7 +10,7 @@
  *   build/tests/parity_full MODEL GOLDEN [--backend cpu|opencl]
  */
 #include "model_load.h"
-#include "runtime.h"
+#include "model_run.h"
 #include "safetensors.h"
 #include "weights.h"
 

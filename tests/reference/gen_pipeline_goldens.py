@@ -20,7 +20,7 @@ does) and a slow CLIPTokenizer from it is passed to from_pretrained. The
 vocabulary is never written into the repository.
 
 Schedulers are defined the way sdrt's struct sd_sampler_params defaults define
-them (host/sampler.c): XScheduler.from_config(pipe.scheduler.config, ...)
+them (host/gen/sampler.c): XScheduler.from_config(pipe.scheduler.config, ...)
 with timestep_spacing = the class default (sd_sampler_default_spacing:
 leading for DDIM, PLMS and LCM, linspace for the others; the folder's PNDM
 config would otherwise hand `leading` to every class, sd-reference 11.3),

@@ -9,7 +9,7 @@
  */
 #include "cmd.h"
 #include "model_load.h"
-#include "runtime.h"
+#include "model_run.h"
 
 #include <stdio.h>
 #include <stdlib.h>

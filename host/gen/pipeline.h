@@ -13,7 +13,7 @@
 
 #include "embed_cache.h"
 #include "model.h"
-#include "runtime.h"
+#include "model_run.h"
 #include "sampler.h"
 #include "tokenizer.h"
 

@@ -3,7 +3,7 @@
  * backend, as a table or --json. */
 #include "cmd.h"
 
-#include "../cl/cl.h"
+#include "cl.h"
 
 #include <omp.h>
 #include <stdio.h>

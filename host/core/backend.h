@@ -44,7 +44,10 @@ struct sd_backend_i {
     int (*tensor_get)(struct sd_backend *b, const struct sd_tensor *t, void *host);
     /* Optional: wait for queued work (default: nothing to wait for). */
     int (*synchronize)(struct sd_backend *b);
-    /* Optional: per-node timing hook; if set, called after each node. */
+    /* Optional: drops every copy the backend keeps of model weights (device
+     * uploads, reordered layouts); they are made again on next use. */
+    void (*release_weights)(struct sd_backend *b);
+    /* Required: frees the backend. */
     void (*free)(struct sd_backend *b);
 };
 
@@ -55,10 +58,23 @@ struct sd_backend {
     int is_host;  /* arena is host memory (the CPU backend) */
 };
 
+/* Backend registry: the backends linked into the library, by name
+ * ("cpu", "opencl"). The table is defined outside the core
+ * (host/backends/registry.c) so that the core includes no backend. */
+struct sd_backend_factory {
+    const char *name;
+    /* device: backend-specific device index, -1 = the backend's default. */
+    struct sd_backend *(*create)(struct sd_ctx *ctx, int device, int n_threads);
+};
+extern const struct sd_backend_factory *const sd_backend_registry[]; /* NULL-terminated */
+/* Creates the backend `name`, or NULL with ctx set (unknown name, no device). */
+struct sd_backend *sd_backend_create(struct sd_ctx *ctx, const char *name, int device, int n_threads);
+
 /* Public wrappers: apply defaults for optional slots. */
 bool sd_backend_supports(struct sd_backend *b, const struct sd_tensor *node, char *why, size_t why_n);
 int sd_backend_synchronize(struct sd_backend *b);
 void sd_backend_free(struct sd_backend *b); /* NULL is a no-op */
+void sd_backend_release_weights(struct sd_backend *b);
 const char *sd_backend_name(const struct sd_backend *b);
 
 struct sd_sched {

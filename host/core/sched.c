@@ -31,6 +31,17 @@ void sd_backend_free(struct sd_backend *b) {
 
 const char *sd_backend_name(const struct sd_backend *b) { return b ? b->iface->name : "none"; }
 
+void sd_backend_release_weights(struct sd_backend *b) {
+    if (b && b->iface->release_weights) b->iface->release_weights(b);
+}
+
+struct sd_backend *sd_backend_create(struct sd_ctx *ctx, const char *name, int device, int n_threads) {
+    for (int i = 0; sd_backend_registry[i]; i++)
+        if (!strcmp(sd_backend_registry[i]->name, name)) return sd_backend_registry[i]->create(ctx, device, n_threads);
+    sd_errorf(ctx, SD_ERR_INVALID, "no backend named '%s' in this build", name);
+    return NULL;
+}
+
 struct sd_sched *sd_sched_new(struct sd_ctx *ctx, struct sd_backend **backends, int n) {
     if (n < 1 || n > SD_MAX_BACKENDS) {
         sd_errorf(ctx, SD_ERR_INVALID, "scheduler: %d backends (1..%d)", n, SD_MAX_BACKENDS);

@@ -2,23 +2,19 @@
  * (see runtime.h). */
 #include "runtime.h"
 
-#include "cl.h"
-#include "cpu.h"
-
 #include <stdlib.h>
 #include <string.h>
-
-enum rt_kind { RT_CLIP = 1, RT_UNET, RT_VAE_DEC, RT_VAE_ENC };
 
 #define RT_CACHE 8
 
 struct rt_entry {
     int kind;
-    uint64_t model;
-    int64_t key[6];
+    uint64_t owner;
+    int64_t dims[SD_GRAPH_KEY_DIMS];
     struct sd_graph *g;
     struct sd_sched *s;
-    struct sd_tensor *in[3], *out;
+    struct sd_tensor *in[SD_GRAPH_MAX_INPUTS], *out;
+    int n_in;
     uint64_t last_used;
 };
 
@@ -50,7 +46,7 @@ struct sd_runtime *sd_runtime_new(struct sd_ctx *ctx, enum sd_backend_kind kind,
     if (kind != SD_BACKEND_CPU) {
         /* OpenCL first, the CPU last (host and per-op fallback). auto
          * quietly runs on the CPU alone when no OpenCL device works. */
-        struct sd_backend *cl = sd_cl_backend_new(ctx, -1);
+        struct sd_backend *cl = sd_backend_create(ctx, "opencl", -1, n_threads);
         if (!cl && kind == SD_BACKEND_OPENCL) {
             sd_runtime_free(rt);
             sd_error_wrap(ctx, "runtime: --backend opencl");
@@ -59,7 +55,7 @@ struct sd_runtime *sd_runtime_new(struct sd_ctx *ctx, enum sd_backend_kind kind,
         if (cl) rt->backends[rt->n_backends++] = cl;
         else sd_ctx_clear(ctx);
     }
-    struct sd_backend *cpu = sd_cpu_backend_new(ctx, n_threads);
+    struct sd_backend *cpu = sd_backend_create(ctx, "cpu", -1, n_threads);
     if (!cpu) {
         sd_runtime_free(rt);
         return NULL;
@@ -83,10 +79,10 @@ void sd_runtime_free(struct sd_runtime *rt) {
 
 struct sd_ctx *sd_runtime_ctx(struct sd_runtime *rt) { return rt->ctx; }
 
-void sd_runtime_release_model(struct sd_runtime *rt, const struct sd_model *m) {
-    for (int i = 0; rt && m && i < RT_CACHE; i++)
-        if (rt->cache[i].g && rt->cache[i].model == m->id) entry_clear(&rt->cache[i]);
-    for (int i = 0; rt && m && i < rt->n_backends; i++) sd_cl_release_weights(rt->backends[i]); /* device copies */
+void sd_runtime_release_owner(struct sd_runtime *rt, uint64_t owner) {
+    for (int i = 0; rt && i < RT_CACHE; i++)
+        if (rt->cache[i].g && rt->cache[i].owner == owner) entry_clear(&rt->cache[i]);
+    for (int i = 0; rt && i < rt->n_backends; i++) sd_backend_release_weights(rt->backends[i]);
 }
 
 void sd_runtime_set_profile(struct sd_runtime *rt, int on) {
@@ -121,11 +117,11 @@ void sd_runtime_profile_print(const struct sd_runtime *rt, FILE *f) {
 }
 size_t sd_runtime_arena_bytes(const struct sd_runtime *rt) { return rt->peak_arena; }
 
-static struct rt_entry *lookup(struct sd_runtime *rt, int kind, const struct sd_model *m, const int64_t key[6]) {
+static struct rt_entry *lookup(struct sd_runtime *rt, const struct sd_graph_key *k) {
     rt->tick++;
     for (int i = 0; i < RT_CACHE; i++) {
         struct rt_entry *e = &rt->cache[i];
-        if (e->g && e->kind == kind && e->model == m->id && !memcmp(e->key, key, sizeof e->key)) {
+        if (e->g && e->kind == k->kind && e->owner == k->owner && !memcmp(e->dims, k->dims, sizeof e->dims)) {
             e->last_used = rt->tick;
             return e;
         }
@@ -167,10 +163,10 @@ fail:
     return rc;
 }
 
-static int run(struct sd_runtime *rt, struct rt_entry *e, const void *const *inputs, float *out) {
+static int run(struct sd_runtime *rt, struct rt_entry *e, const void *const *inputs, void *out) {
     int rc;
     if ((rc = sd_sched_alloc(e->s, e->g)) != SD_OK) return rc;
-    for (int i = 0; i < 3 && e->in[i]; i++) memcpy(e->in[i]->data, inputs[i], sd_tensor_nbytes(e->in[i]));
+    for (int i = 0; i < e->n_in; i++) memcpy(e->in[i]->data, inputs[i], sd_tensor_nbytes(e->in[i]));
     e->s->profile = rt->profile;
     if ((rc = sd_sched_compute(e->s, e->g)) != SD_OK) return rc;
     memcpy(out, e->out->data, sd_tensor_nbytes(e->out));
@@ -186,68 +182,16 @@ static int run(struct sd_runtime *rt, struct rt_entry *e, const void *const *inp
     return SD_OK;
 }
 
-int sd_run_clip(struct sd_runtime *rt, struct sd_model *m, const int32_t *ids, int B, int clip_skip, float *out) {
-    if (!m->te) return sd_errorf(rt->ctx, SD_ERR_INVALID, "%s: the model has no text encoder", m->path);
-    int64_t key[6] = {B, clip_skip, m->clip.max_pos};
-    struct rt_entry *e = lookup(rt, RT_CLIP, m, key);
+int sd_runtime_run(struct sd_runtime *rt, const struct sd_graph_key *key, sd_graph_build_fn build, void *user,
+                   const void *const *inputs, void *out) {
+    struct rt_entry *e = lookup(rt, key);
     if (!e) {
         e = slot(rt);
-        *e = (struct rt_entry){.kind = RT_CLIP, .model = m->id, .key = {B, clip_skip, m->clip.max_pos}};
+        *e = (struct rt_entry){.kind = key->kind, .owner = key->owner};
+        memcpy(e->dims, key->dims, sizeof e->dims);
         if (!(e->g = sd_graph_new(rt->ctx))) return rt->ctx->status;
-        e->in[0] = sd_graph_input(e->g, "ids", SD_I32, 2, (int64_t[]){B, m->clip.max_pos});
-        int rc = finish(rt, e, sd_clip_build(e->g, &m->clip, m->te, e->in[0], clip_skip));
-        if (rc) return sd_error_wrap(rt->ctx, "text encoder");
+        struct sd_tensor *o = build(e->g, user, e->in, &e->n_in);
+        if (finish(rt, e, o) != SD_OK) return sd_error_wrap(rt->ctx, "%s", key->what ? key->what : "graph");
     }
-    const void *in[1] = {ids};
-    return run(rt, e, in, out);
-}
-
-int sd_run_unet(struct sd_runtime *rt, struct sd_model *m, const float *x, int B, int h, int w, const float *t,
-                const float *context, int ctx_len, float *out) {
-    int64_t key[6] = {B, h, w, ctx_len};
-    struct rt_entry *e = lookup(rt, RT_UNET, m, key);
-    if (!e) {
-        e = slot(rt);
-        *e = (struct rt_entry){.kind = RT_UNET, .model = m->id, .key = {B, h, w, ctx_len}};
-        if (!(e->g = sd_graph_new(rt->ctx))) return rt->ctx->status;
-        e->in[0] = sd_graph_input(e->g, "latent", SD_F32, 4, (int64_t[]){B, m->unet.in_channels, h, w});
-        e->in[1] = sd_graph_input(e->g, "timestep", SD_F32, 1, (int64_t[]){B});
-        e->in[2] = sd_graph_input(e->g, "context", SD_F32, 3, (int64_t[]){B, ctx_len, m->unet.context_dim});
-        int rc = finish(rt, e, sd_unet_build(e->g, &m->unet, m->un, e->in[0], e->in[1], e->in[2]));
-        if (rc) return sd_error_wrap(rt->ctx, "unet");
-    }
-    const void *in[3] = {x, t, context};
-    return run(rt, e, in, out);
-}
-
-int sd_run_vae_decode(struct sd_runtime *rt, struct sd_model *m, const float *z, int B, int h, int w, float *img) {
-    if (!m->va) return sd_errorf(rt->ctx, SD_ERR_INVALID, "%s: the model has no VAE", m->path);
-    int64_t key[6] = {B, h, w};
-    struct rt_entry *e = lookup(rt, RT_VAE_DEC, m, key);
-    if (!e) {
-        e = slot(rt);
-        *e = (struct rt_entry){.kind = RT_VAE_DEC, .model = m->id, .key = {B, h, w}};
-        if (!(e->g = sd_graph_new(rt->ctx))) return rt->ctx->status;
-        e->in[0] = sd_graph_input(e->g, "z", SD_F32, 4, (int64_t[]){B, m->vae.latent_channels, h, w});
-        int rc = finish(rt, e, sd_vae_decode_build(e->g, &m->vae, m->va, e->in[0]));
-        if (rc) return sd_error_wrap(rt->ctx, "vae decoder");
-    }
-    const void *in[1] = {z};
-    return run(rt, e, in, img);
-}
-
-int sd_run_vae_encode(struct sd_runtime *rt, struct sd_model *m, const float *img, int B, int H, int W, float *moments) {
-    if (!m->va || !m->vae.has_encoder) return sd_errorf(rt->ctx, SD_ERR_INVALID, "%s: the model has no VAE encoder", m->path);
-    int64_t key[6] = {B, H, W};
-    struct rt_entry *e = lookup(rt, RT_VAE_ENC, m, key);
-    if (!e) {
-        e = slot(rt);
-        *e = (struct rt_entry){.kind = RT_VAE_ENC, .model = m->id, .key = {B, H, W}};
-        if (!(e->g = sd_graph_new(rt->ctx))) return rt->ctx->status;
-        e->in[0] = sd_graph_input(e->g, "image", SD_F32, 4, (int64_t[]){B, 3, H, W});
-        int rc = finish(rt, e, sd_vae_encode_build(e->g, &m->vae, m->va, e->in[0]));
-        if (rc) return sd_error_wrap(rt->ctx, "vae encoder");
-    }
-    const void *in[1] = {img};
-    return run(rt, e, in, moments);
+    return run(rt, e, inputs, out);
 }

@@ -1,0 +1,77 @@
+/* model_run.c - CLIP, UNet and VAE graphs through the runtime's graph cache. */
+#include "model_run.h"
+
+enum { RUN_CLIP = 1, RUN_UNET, RUN_VAE_DEC, RUN_VAE_ENC };
+
+struct run_args {
+    struct sd_model *m;
+    int B, a, b, c; /* per component: clip (clip_skip), unet (h, w, ctx_len), vae (h, w) */
+};
+
+static struct sd_tensor *build_clip(struct sd_graph *g, void *user, struct sd_tensor **in, int *n_in) {
+    struct run_args *r = user;
+    in[0] = sd_graph_input(g, "ids", SD_I32, 2, (int64_t[]){r->B, r->m->clip.max_pos});
+    *n_in = 1;
+    return sd_clip_build(g, &r->m->clip, r->m->te, in[0], r->a);
+}
+
+static struct sd_tensor *build_unet(struct sd_graph *g, void *user, struct sd_tensor **in, int *n_in) {
+    struct run_args *r = user;
+    const struct sd_unet_config *c = &r->m->unet;
+    in[0] = sd_graph_input(g, "latent", SD_F32, 4, (int64_t[]){r->B, c->in_channels, r->a, r->b});
+    in[1] = sd_graph_input(g, "timestep", SD_F32, 1, (int64_t[]){r->B});
+    in[2] = sd_graph_input(g, "context", SD_F32, 3, (int64_t[]){r->B, r->c, c->context_dim});
+    *n_in = 3;
+    return sd_unet_build(g, c, r->m->un, in[0], in[1], in[2]);
+}
+
+static struct sd_tensor *build_vae_dec(struct sd_graph *g, void *user, struct sd_tensor **in, int *n_in) {
+    struct run_args *r = user;
+    in[0] = sd_graph_input(g, "z", SD_F32, 4, (int64_t[]){r->B, r->m->vae.latent_channels, r->a, r->b});
+    *n_in = 1;
+    return sd_vae_decode_build(g, &r->m->vae, r->m->va, in[0]);
+}
+
+static struct sd_tensor *build_vae_enc(struct sd_graph *g, void *user, struct sd_tensor **in, int *n_in) {
+    struct run_args *r = user;
+    in[0] = sd_graph_input(g, "image", SD_F32, 4, (int64_t[]){r->B, 3, r->a, r->b});
+    *n_in = 1;
+    return sd_vae_encode_build(g, &r->m->vae, r->m->va, in[0]);
+}
+
+int sd_run_clip(struct sd_runtime *rt, struct sd_model *m, const int32_t *ids, int B, int clip_skip, float *out) {
+    if (!m->te) return sd_errorf(sd_runtime_ctx(rt), SD_ERR_INVALID, "%s: the model has no text encoder", m->path);
+    struct run_args r = {m, B, clip_skip, 0, 0};
+    struct sd_graph_key k = {RUN_CLIP, m->id, {B, clip_skip, m->clip.max_pos}, "text encoder"};
+    const void *in[1] = {ids};
+    return sd_runtime_run(rt, &k, build_clip, &r, in, out);
+}
+
+int sd_run_unet(struct sd_runtime *rt, struct sd_model *m, const float *x, int B, int h, int w, const float *t,
+                const float *context, int ctx_len, float *out) {
+    struct run_args r = {m, B, h, w, ctx_len};
+    struct sd_graph_key k = {RUN_UNET, m->id, {B, h, w, ctx_len}, "unet"};
+    const void *in[3] = {x, t, context};
+    return sd_runtime_run(rt, &k, build_unet, &r, in, out);
+}
+
+int sd_run_vae_decode(struct sd_runtime *rt, struct sd_model *m, const float *z, int B, int h, int w, float *img) {
+    if (!m->va) return sd_errorf(sd_runtime_ctx(rt), SD_ERR_INVALID, "%s: the model has no VAE", m->path);
+    struct run_args r = {m, B, h, w, 0};
+    struct sd_graph_key k = {RUN_VAE_DEC, m->id, {B, h, w}, "vae decoder"};
+    const void *in[1] = {z};
+    return sd_runtime_run(rt, &k, build_vae_dec, &r, in, img);
+}
+
+int sd_run_vae_encode(struct sd_runtime *rt, struct sd_model *m, const float *img, int B, int H, int W, float *moments) {
+    if (!m->va || !m->vae.has_encoder)
+        return sd_errorf(sd_runtime_ctx(rt), SD_ERR_INVALID, "%s: the model has no VAE encoder", m->path);
+    struct run_args r = {m, B, H, W, 0};
+    struct sd_graph_key k = {RUN_VAE_ENC, m->id, {B, H, W}, "vae encoder"};
+    const void *in[1] = {img};
+    return sd_runtime_run(rt, &k, build_vae_enc, &r, in, moments);
+}
+
+void sd_runtime_release_model(struct sd_runtime *rt, const struct sd_model *m) {
+    if (rt && m) sd_runtime_release_owner(rt, m->id);
+}

@@ -1,0 +1,27 @@
+/* model_run.h - running a model's components (CLIP, UNet, VAE) on a runtime.
+ *
+ * Each call builds the component's graph for its input shape on first use
+ * (cached by the runtime, keyed by the model's id and the shape), then
+ * copies the inputs in, computes and copies the output out.
+ */
+#ifndef SDRT_MODEL_RUN_H
+#define SDRT_MODEL_RUN_H
+
+#include "model.h"
+#include "runtime.h"
+
+/* CLIP: ids i32 [B, 77] -> out [B, 77, hidden]. */
+int sd_run_clip(struct sd_runtime *rt, struct sd_model *m, const int32_t *ids, int B, int clip_skip, float *out);
+/* UNet: x [B, in_ch, h, w], t [B], context [B, L, ctx_dim] -> out [B, out_ch, h, w]. */
+int sd_run_unet(struct sd_runtime *rt, struct sd_model *m, const float *x, int B, int h, int w, const float *t,
+                const float *context, int ctx_len, float *out);
+/* VAE: z [B, latent, h, w] (decoder space, already / scaling) -> img [B, 3, 8h, 8w]. */
+int sd_run_vae_decode(struct sd_runtime *rt, struct sd_model *m, const float *z, int B, int h, int w, float *img);
+/* VAE: img [B, 3, H, W] in [-1, 1] -> moments [B, 2*latent, H/8, W/8]. */
+int sd_run_vae_encode(struct sd_runtime *rt, struct sd_model *m, const float *img, int B, int H, int W, float *moments);
+
+/* Drops the runtime's cached graphs of m and the backends' weight copies
+ * (call before sd_model_free(m)). */
+void sd_runtime_release_model(struct sd_runtime *rt, const struct sd_model *m);
+
+#endif
