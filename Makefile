@@ -25,7 +25,8 @@ WARN    := -Wall -Wextra -Werror -Wno-unknown-pragmas -Wno-format-truncation
 CSTD    := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -DCL_TARGET_OPENCL_VERSION=120
 OPT     := -O3 -march=$(ARCH) -fno-math-errno
 ifeq ($(SAN),1)
-OPT     := -O1 -g -march=$(ARCH) -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT     := -O1 -g -march=$(ARCH) -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
+           -DSDRT_POISON
 endif
 # Every source folder is on the include path; headers are included by name alone.
 HOST_DIRS := $(sort $(dir $(wildcard host/*/*.c host/*/*.h)))

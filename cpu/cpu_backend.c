@@ -7,6 +7,7 @@
  * resort).
  */
 #include "cpu.h"
+#include "poison.h"
 
 #include <omp.h>
 #include <stdlib.h>
@@ -75,6 +76,9 @@ static int cpu_arena_reserve(struct sd_backend *b, size_t size, void **host) {
         cpu->arena_size = size;
     }
     *host = cpu->arena;
+#ifdef SDRT_POISON
+    sd_poison_f32(cpu->arena, size / sizeof(float)); /* before every run: reads of unwritten memory give NaN */
+#endif
     return SD_OK;
 }
 

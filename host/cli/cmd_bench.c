@@ -79,18 +79,24 @@ int sd_cmd_bench(int argc, char **argv) {
     }
     printf("model %s (%s), loaded in %.2f s; %dx%d, UNet batch %d, %d runs (median)\n", model, sd_family_name(m->family),
            sd_time_s() - t0, width, height, batch, runs);
-    const int h = height / 8, w = width / 8, L = m->clip.max_pos;
-    const int lat = m->unet.in_channels, ctxd = m->unet.context_dim;
-    float *x = malloc(sizeof(float) * (size_t)batch * lat * h * w), *out = malloc(sizeof(float) * (size_t)batch * 4 * h * w);
+    const int f = sd_vae_downscale(&m->vae), h = height / f, w = width / f, L = m->clip.max_pos;
+    const int lat = m->unet.in_channels, ctxd = m->unet.context_dim, lc = m->unet.out_channels;
+    if (width % f || height % f) {
+        fprintf(stderr, "sdrt bench: width and height must be multiples of %d for this model's VAE (got %dx%d)\n", f, width,
+                height);
+        sd_model_free(m);
+        return 2;
+    }
+    float *x = malloc(sizeof(float) * (size_t)batch * lat * h * w), *out = malloc(sizeof(float) * (size_t)batch * lc * h * w);
     float *ctxv = malloc(sizeof(float) * (size_t)batch * L * ctxd), *t = malloc(sizeof(float) * (size_t)batch);
-    float *img = malloc(sizeof(float) * 3 * (size_t)height * width), *z = malloc(sizeof(float) * 4 * (size_t)h * w);
+    float *img = malloc(sizeof(float) * 3 * (size_t)height * width), *z = malloc(sizeof(float) * lc * (size_t)h * w);
     float *emb = malloc(sizeof(float) * 2 * (size_t)L * (m->te ? m->clip.hidden : 1));
     int32_t *ids = malloc(sizeof(int32_t) * 2 * (size_t)L);
     int rc = 0;
     if (!x || !out || !ctxv || !t || !img || !z || !emb || !ids) { fprintf(stderr, "sdrt: out of memory\n"); rc = 1; goto done; }
     fill(x, (size_t)batch * lat * h * w, 1);
     fill(ctxv, (size_t)batch * L * ctxd, 2);
-    fill(z, 4 * (size_t)h * w, 3);
+    fill(z, (size_t)lc * h * w, 3);
     for (int i = 0; i < batch; i++) t[i] = 981.0f;
     for (int i = 0; i < 2 * L; i++) ids[i] = i % L == 0 ? 49406 : (i % L < 8 ? 320 + i % L : 49407);
 

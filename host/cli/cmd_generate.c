@@ -36,6 +36,7 @@ struct opts {
     float cfg, strength, eta;
     long long seed;
     int prediction; /* -1 = from the model */
+    const char *spacing; /* --timestep-spacing; NULL = the model's scheduler config or the sampler's default */
 };
 
 struct run {
@@ -67,7 +68,10 @@ static void usage(enum mode mode, FILE *f) {
             "  --n-iter N            runs one after another with seeds seed, seed+1, ... (A1111 batch count);\n"
             "                        later runs reuse the prompt embeddings (no CLIP time)\n"
             "  --clip-skip N         A1111 clip skip (1 = last layer, 2 = penultimate)\n"
-            "  --prediction epsilon|v  override the model's prediction type (SD2 768 models: v)\n"
+            "  --prediction epsilon|v  override the model's prediction type (default: the folder's scheduler\n"
+            "                        config; single SD2 files: detected from the weights, see sdrt info)\n"
+            "  --timestep-spacing leading|linspace|trailing  timestep spacing (default: the folder's\n"
+            "                        scheduler_config.json, else the sampler's diffusers default)\n"
             "%s"
             "  --rng torch           noise from a bit-exact copy of torch's CPU generator (the default and\n"
             "                        only choice: the same seed gives diffusers' CPU starting noise)\n"
@@ -145,6 +149,13 @@ static int parse(int argc, char **argv, struct opts *o) {
             else if (!strcmp(v, "epsilon") || !strcmp(v, "eps")) o->prediction = SD_PRED_EPSILON;
             else { fprintf(stderr, "sdrt: --prediction is epsilon or v, got '%s'\n", v); return 2; }
         }
+        else if (!strcmp(a, "--timestep-spacing")) {
+            if (sd_spacing_parse(v) == SD_SPACING_DEFAULT) {
+                fprintf(stderr, "sdrt: --timestep-spacing is leading, linspace or trailing, got '%s'\n", v);
+                return 2;
+            }
+            o->spacing = v;
+        }
         else if (!strcmp(a, "--steps")) NUM(steps, INT(v, &end));
         else if (!strcmp(a, "--width") || !strcmp(a, "-W")) { NUM(width, INT(v, &end)); o->width_given = 1; }
         else if (!strcmp(a, "--height") || !strcmp(a, "-H")) { NUM(height, INT(v, &end)); o->height_given = 1; }
@@ -214,7 +225,9 @@ static int on_event(void *user, const struct sd_gen_event *ev) {
         fprintf(stderr, "\r[%.*s%*s] %d/%d %.2f s/it ETA %.0fs ", fill, "##############################", width - fill, "",
                 r->steps_done, ev->n_steps, per, eta);
     }
-    if (o->preview_every > 0 && ev->x0 && ((ev->step + 1) % o->preview_every == 0 || ev->step + 1 == ev->n_steps)) {
+    /* The preview map is SD's 4-channel latent -> RGB fit. */
+    if (o->preview_every > 0 && ev->x0 && ev->channels == 4 &&
+        ((ev->step + 1) % o->preview_every == 0 || ev->step + 1 == ev->n_steps)) {
         uint8_t *rgb = malloc((size_t)ev->h * ev->w * 3);
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s/preview-%03d.png", r->preview_path, ev->step + 1);
@@ -261,8 +274,8 @@ static struct sd_tokenizer *load_tokenizer(struct sd_ctx *ctx, const struct opts
         sd_error_wrap(ctx, "tokenizer (give --vocab PATH to bpe_simple_vocab_16e6.txt.gz, or run `make vocab`)");
         return NULL;
     }
-    bool v2 = m->family == SD_FAMILY_SD2 || m->family == SD_FAMILY_SD2_INPAINT;
-    sd_tokenizer_set_family(tok, v2 ? SD_TOKENIZER_SD2 : SD_TOKENIZER_SD1);
+    /* No tokenizer/ files: the model's pad token (its tokenizer config, else its family's). */
+    sd_tokenizer_set_family(tok, m->clip.pad_id == 0 ? SD_TOKENIZER_SD2 : SD_TOKENIZER_SD1);
     return tok;
 }
 
@@ -339,6 +352,7 @@ static int generate(struct opts *o) {
         }
     }
     g.sampler.eta = o->eta;
+    g.sampler.spacing = sd_spacing_parse(o->spacing);
     if (sd_gen_params_check(&ctx, &g)) goto usage_err;
     if (o->n_iter < 1 || o->n_iter > 10000) { sd_errorf(&ctx, SD_ERR_INVALID, "--n-iter must be 1..10000 (got %d)", o->n_iter); goto usage_err; }
     if (o->mode != MODE_TXT2IMG && !o->init) { sd_errorf(&ctx, SD_ERR_INVALID, "--init-image is required"); goto usage_err; }
@@ -360,10 +374,6 @@ static int generate(struct opts *o) {
             goto usage_err;
         }
         g.width = w, g.height = h;
-        if (w % 8 || h % 8) {
-            sd_errorf(&ctx, SD_ERR_INVALID, "init image %s is %dx%d: width and height must be multiples of 8", o->init, w, h);
-            goto usage_err;
-        }
         if (sd_gen_params_check(&ctx, &g)) { sd_error_wrap(&ctx, "init image %s", o->init); goto usage_err; }
         g.init_image = init;
     }
@@ -391,7 +401,15 @@ static int generate(struct opts *o) {
         if (rc == SD_ERR_NOMEM) goto fail;
         goto usage_err;
     }
-    if (o->prediction >= 0) m->prediction = (enum sd_prediction)o->prediction;
+    /* Sizes must be multiples of the model's VAE factor (8 for SD 1.x/2.x). */
+    if (sd_gen_check_size(&ctx, m, g.width, g.height)) {
+        if (o->init) sd_error_wrap(&ctx, "init image %s is %dx%d", o->init, g.width, g.height);
+        goto usage_err;
+    }
+    if (o->prediction >= 0) {
+        m->prediction = (enum sd_prediction)o->prediction;
+        snprintf(m->prediction_why, sizeof m->prediction_why, "--prediction");
+    }
     if (!(tok = load_tokenizer(&ctx, o, m))) goto fail;
     if (!(rt = sd_runtime_new(&ctx, (enum sd_backend_kind)kind, o->threads))) goto fail;
     if (!(cache = sd_embed_cache_new(64u << 20))) { sd_errorf(&ctx, SD_ERR_NOMEM, "out of memory"); goto fail; }
@@ -400,6 +418,8 @@ static int generate(struct opts *o) {
         fprintf(stderr, "sdrt: %s (%s), %dx%d, %d steps %s, cfg %.1f, seed %lld\n", o->model, sd_family_name(m->family),
                 g.width, g.height, g.sampler.steps, sd_sampler_display_name(g.sampler.kind, g.sampler.karras),
                 (double)g.cfg_scale, o->seed);
+    if (!o->quiet && !o->json)
+        fprintf(stderr, "sdrt: %s (%s)\n", m->prediction == SD_PRED_V ? "v_prediction" : "epsilon", m->prediction_why);
     g.on_event = on_event;
     g.user = &r;
     r.m = m;

@@ -55,14 +55,15 @@ int sd_cmd_info(int argc, char **argv) {
         int first = 1;
         printf("{\"path\": \"%s\", \"layout\": \"%s\", \"family\": \"%s\", \"dtype\": \"%s\", \"prediction\": \"%s\", ", path,
                m->single_file ? "single-file" : "diffusers", sd_family_name(m->family), sd_dtype_name(m->file_dtype), pred);
+        printf("\"family_from\": \"%s\", \"prediction_from\": \"%s\", \"vae_downscale\": %d, ", m->family_why,
+               m->prediction_why, sd_vae_downscale(&m->vae));
         component("text_encoder", m->te, 1, &first);
         component("unet", m->un, 1, &first);
         component("vae", m->va, 1, &first);
         printf("}\n");
     } else {
-        printf("%s\n  layout        %s\n  family        %s\n  dtype         %s\n  prediction    %s%s\n", path, layout,
-               sd_family_name(m->family), sd_dtype_name(m->file_dtype), pred,
-               m->single_file && m->family >= SD_FAMILY_SD2 ? " (not stored in the file; pass --prediction v for 768-px SD2 models)" : "");
+        printf("%s\n  layout        %s\n  family        %s (%s)\n  dtype         %s\n  prediction    %s (%s)\n", path, layout,
+               sd_family_name(m->family), m->family_why, sd_dtype_name(m->file_dtype), pred, m->prediction_why);
         component("text encoder", m->te, 0, NULL);
         component("unet", m->un, 0, NULL);
         component("vae", m->va, 0, NULL);
@@ -71,6 +72,9 @@ int sd_cmd_info(int argc, char **argv) {
             o += snprintf(widths + o, sizeof widths - (size_t)o, "%s%d", i ? "/" : "", m->unet.block_out[i]);
         printf("  unet          widths %s, %d layers/block, context %d, %s projections, %d input channels\n", widths,
                m->unet.layers_per_block, m->unet.context_dim, m->unet.linear_proj ? "linear" : "conv", m->unet.in_channels);
+        if (m->va)
+            printf("  vae           %d levels, %d latent channels, image = %d x latent\n", m->vae.n_levels,
+                   m->vae.latent_channels, sd_vae_downscale(&m->vae));
         if (m->te)
             printf("  text encoder  %d layers, width %d, %d heads, %s\n", m->clip.layers, m->clip.hidden, m->clip.heads,
                    m->clip.quick_gelu ? "quick_gelu" : "gelu");

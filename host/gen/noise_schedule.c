@@ -12,6 +12,7 @@
 #include "noise_schedule.h"
 
 #include <math.h>
+#include <string.h>
 
 const char *sd_spacing_name(enum sd_spacing s) {
     switch (s) {
@@ -20,6 +21,14 @@ const char *sd_spacing_name(enum sd_spacing s) {
     case SD_SPACING_TRAILING: return "trailing";
     default: return "default";
     }
+}
+
+enum sd_spacing sd_spacing_parse(const char *name) {
+    if (!name) return SD_SPACING_DEFAULT;
+    if (!strcmp(name, "leading")) return SD_SPACING_LEADING;
+    if (!strcmp(name, "linspace")) return SD_SPACING_LINSPACE;
+    if (!strcmp(name, "trailing")) return SD_SPACING_TRAILING;
+    return SD_SPACING_DEFAULT;
 }
 
 /* torch.linspace(a, b, n, dtype=float32), element i. */

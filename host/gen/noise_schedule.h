@@ -32,6 +32,9 @@ struct sd_noise_schedule {
 enum sd_spacing { SD_SPACING_DEFAULT = 0, SD_SPACING_LEADING, SD_SPACING_LINSPACE, SD_SPACING_TRAILING };
 
 const char *sd_spacing_name(enum sd_spacing s);
+/* "leading", "linspace" or "trailing" -> the spacing; anything else (NULL,
+ * "") -> SD_SPACING_DEFAULT. */
+enum sd_spacing sd_spacing_parse(const char *name);
 
 /* SD 1.x/2.x schedule: scaled_linear 0.00085 .. 0.012, 1000 steps. */
 void sd_noise_schedule_init_sd(struct sd_noise_schedule *s);

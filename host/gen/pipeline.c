@@ -9,6 +9,7 @@
  * number of chunks with empty chunks.
  */
 #include "pipeline.h"
+#include "poison.h"
 #include "prompt.h"
 
 #include <math.h>
@@ -116,12 +117,13 @@ struct gen {
     struct sd_pipeline *p;
     const struct sd_gen_params *g;
     int B, h, w, cin, chunks;
-    size_t lat;             /* floats per latent image (4*h*w) */
+    int lc, f;              /* latent channels, VAE downscale factor (image = f * latent) */
+    size_t lat;             /* floats per latent image (lc*h*w) */
     float *context;         /* [2B or B, chunks*77, d]: uncond first */
     float *xin, *tin, *eps; /* UNet batch buffers */
     float *mask_lat;        /* inpaint: [B, 1, h, w] */
-    float *masked_lat;      /* inpaint (9-channel): [B, 4, h, w] */
-    float *init_lat;        /* img2img/inpaint: [B, 4, h, w] */
+    float *masked_lat;      /* inpaint (2*lc+1 channels): [B, lc, h, w] */
+    float *init_lat;        /* img2img/inpaint: [B, lc, h, w] */
     float *noise;           /* inpaint blending noise */
     struct sd_sampler *s;
     double t_step;
@@ -137,9 +139,9 @@ static int denoise(void *user, const float *x, float t, float *out) {
         int b = r % B;
         float *dst = G->xin + (size_t)r * G->cin * hw;
         memcpy(dst, x + b * lat, lat * sizeof(float));
-        if (G->cin == 9) {
-            memcpy(dst + 4 * hw, G->mask_lat + b * hw, hw * sizeof(float));
-            memcpy(dst + 5 * hw, G->masked_lat + b * lat, lat * sizeof(float));
+        if (G->cin == 2 * G->lc + 1) {
+            memcpy(dst + (size_t)G->lc * hw, G->mask_lat + b * hw, hw * sizeof(float));
+            memcpy(dst + (size_t)(G->lc + 1) * hw, G->masked_lat + b * lat, lat * sizeof(float));
         }
         G->tin[r] = t;
     }
@@ -158,9 +160,9 @@ static int denoise(void *user, const float *x, float t, float *out) {
 
 static int on_step(void *user, const struct sd_step_info *info) {
     struct gen *G = user;
-    /* Inpainting with an ordinary (4-channel) model: keep the unmasked area
+    /* Inpainting with an ordinary (lc-channel) model: keep the unmasked area
      * on the init image's trajectory (diffusers' latent blending). */
-    if (G->mask_lat && G->cin == 4) {
+    if (G->mask_lat && G->cin == G->lc) {
         const size_t hw = (size_t)G->h * G->w;
         int next = info->index + 1;
         float *proper = G->xin; /* scratch of >= B*lat floats */
@@ -171,7 +173,7 @@ static int on_step(void *user, const struct sd_step_info *info) {
             memcpy(proper, G->init_lat, (size_t)G->B * G->lat * sizeof(float));
         }
         for (int b = 0; b < G->B; b++)
-            for (int c = 0; c < 4; c++)
+            for (int c = 0; c < G->lc; c++)
                 for (size_t i = 0; i < hw; i++) {
                     size_t k = (size_t)b * G->lat + c * hw + i;
                     float m = G->mask_lat[b * hw + i];
@@ -180,7 +182,8 @@ static int on_step(void *user, const struct sd_step_info *info) {
     }
     double now = sd_time_s();
     struct sd_gen_event ev = {.kind = SD_EV_STEP, .step = info->step, .n_steps = info->n_steps, .t = info->t,
-                              .seconds = now - G->t_step, .x0 = info->x0, .batch = G->B, .h = G->h, .w = G->w};
+                              .seconds = now - G->t_step, .x0 = info->x0, .batch = G->B, .channels = G->lc,
+                              .h = G->h, .w = G->w};
     G->t_step = now;
     if (G->g->on_event && G->g->on_event(G->g->user, &ev)) return 1;
     return 0;
@@ -239,8 +242,10 @@ static int encode_image(struct gen *G, const float *img, struct sd_rng *rng, flo
 }
 
 int sd_gen_params_check(struct sd_ctx *ctx, const struct sd_gen_params *g) {
-    if (g->width < 8 || g->height < 8 || g->width % 8 || g->height % 8)
-        return sd_errorf(ctx, SD_ERR_INVALID, "width and height must be positive multiples of 8 (got %dx%d)", g->width, g->height);
+    if (g->width < 1 || g->height < 1)
+        return sd_errorf(ctx, SD_ERR_INVALID,
+                         "width and height must be positive multiples of the VAE's downscale factor (multiples of 8 for "
+                         "SD 1.x/2.x; got %dx%d)", g->width, g->height);
     if (g->width > 4096 || g->height > 4096)
         return sd_errorf(ctx, SD_ERR_INVALID, "%dx%d is too large (at most 4096 per side)", g->width, g->height);
     if (g->batch < 1 || g->batch > 64) return sd_errorf(ctx, SD_ERR_INVALID, "batch must be 1..64 (got %d)", g->batch);
@@ -254,19 +259,31 @@ int sd_gen_params_check(struct sd_ctx *ctx, const struct sd_gen_params *g) {
     return SD_OK;
 }
 
+int sd_gen_check_size(struct sd_ctx *ctx, const struct sd_model *m, int width, int height) {
+    const int f = sd_vae_downscale(&m->vae);
+    if (width < f || height < f || width % f || height % f)
+        return sd_errorf(ctx, SD_ERR_INVALID,
+                         "width and height must be positive multiples of %d for %s (its VAE downscales by %d; got %dx%d)", f,
+                         m->path, f, width, height);
+    return SD_OK;
+}
+
 static int validate(struct sd_pipeline *p, const struct sd_gen_params *g) {
     struct sd_ctx *ctx = p->ctx;
     int rc = sd_gen_params_check(ctx, g);
     if (rc) return rc;
+    if ((rc = sd_gen_check_size(ctx, p->model, g->width, g->height))) return rc;
     if (!p->model->te || !p->model->va) return sd_errorf(ctx, SD_ERR_INVALID, "%s: generation needs a text encoder and a VAE", p->model->path);
     if (g->mask && !g->init_image) return sd_errorf(ctx, SD_ERR_INVALID, "a mask needs an init image");
-    if (p->model->unet.in_channels == 9 && !g->mask)
+    const int lc = p->model->vae.latent_channels;
+    if (p->model->unet.in_channels == 2 * lc + 1 && !g->mask)
         return sd_errorf(ctx, SD_ERR_INVALID, "%s is an inpainting model: give an init image and a mask", p->model->path);
     if (g->clip_skip > p->model->clip.layers)
         return sd_errorf(ctx, SD_ERR_INVALID, "clip skip %d is too large for %s: its text encoder has %d layers (1 = last layer)",
                          g->clip_skip, p->model->path, p->model->clip.layers);
-    if (p->model->unet.in_channels != 4 && p->model->unet.in_channels != 9)
-        return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "UNet with %d input channels", p->model->unet.in_channels);
+    if (p->model->unet.in_channels != lc && p->model->unet.in_channels != 2 * lc + 1)
+        return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "UNet with %d input channels for a VAE with %d latent channels",
+                         p->model->unet.in_channels, lc);
     return SD_OK;
 }
 
@@ -274,9 +291,11 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
     int rc = validate(p, g);
     if (rc) return rc;
     struct sd_model *m = p->model;
-    struct gen G = {.p = p, .g = g, .B = g->batch, .h = g->height / 8, .w = g->width / 8, .cin = m->unet.in_channels};
+    const int f = sd_vae_downscale(&m->vae);
+    struct gen G = {.p = p, .g = g, .B = g->batch, .h = g->height / f, .w = g->width / f, .cin = m->unet.in_channels,
+                    .lc = m->vae.latent_channels, .f = f};
     G.cfg = g->cfg_scale > 1.0f;
-    G.lat = (size_t)4 * G.h * G.w;
+    G.lat = (size_t)G.lc * G.h * G.w;
     const size_t hw = (size_t)G.h * G.w;
     const int d = m->clip.hidden, L = m->clip.max_pos;
     float *cond = NULL, *unc = NULL, *x = NULL;
@@ -317,6 +336,9 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
     /* 2. Sampler and starting latents. */
     struct sd_sampler_params sp = g->sampler;
     sp.prediction = m->prediction;
+    /* The folder's scheduler_config.json, unless the caller chose. */
+    if (sp.spacing == SD_SPACING_DEFAULT) sp.spacing = sd_spacing_parse(m->timestep_spacing);
+    if (m->steps_offset >= 0) sp.steps_offset = m->steps_offset;
     if (!(G.s = sd_sampler_new(p->ctx, &sp, NULL, (int64_t)G.B * G.lat))) { rc = p->ctx->status; goto done; }
     int start = 0;
     if (!g->init_image) {
@@ -347,15 +369,15 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
             }
         }
         if (!rc && g->mask) {
-            /* Binarised mask, nearest-resized to the latent grid (pixel (8y, 8x)). */
+            /* Binarised mask, nearest-resized to the latent grid (pixel (f*y, f*x)). */
             G.mask_lat = malloc(sizeof(float) * (size_t)G.B * hw);
             if (!G.mask_lat) rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
             for (int y = 0; !rc && y < G.h; y++)
                 for (int xx = 0; xx < G.w; xx++) {
-                    float v = g->mask[(size_t)(y * 8) * g->width + xx * 8] >= 0.5f ? 1.0f : 0.0f;
+                    float v = g->mask[(size_t)(y * f) * g->width + (size_t)xx * f] >= 0.5f ? 1.0f : 0.0f;
                     for (int b = 0; b < G.B; b++) G.mask_lat[b * hw + (size_t)y * G.w + xx] = v;
                 }
-            if (!rc && G.cin == 9) {
+            if (!rc && G.cin == 2 * G.lc + 1) {
                 /* masked image = image where mask < 0.5, else 0 (mid grey) */
                 float *masked = malloc(sizeof(float) * 3 * HW);
                 G.masked_lat = malloc(sizeof(float) * (size_t)G.B * G.lat);
@@ -365,7 +387,7 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
                 if (!rc) rc = encode_image(&G, masked, &rng, G.masked_lat);
                 free(masked);
             } else if (!rc) {
-                /* diffusers also encodes (samples) the masked image for 4-channel
+                /* diffusers also encodes (samples) the masked image for lc-channel
                  * models and then ignores it: draw the same numbers (one image's
                  * worth) to keep the generator in step for ancestral samplers. */
                 sd_rng_randn(&rng, G.eps, (int64_t)G.lat);
@@ -385,8 +407,18 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
     if (g->latents_out) memcpy(g->latents_out, x, sizeof(float) * (size_t)G.B * G.lat);
     const float inv = 1.0f / m->vae.scaling_factor;
     for (size_t i = 0; i < (size_t)G.B * G.lat; i++) x[i] *= inv;
+    const size_t n_img = (size_t)3 * g->height * g->width;
+#ifdef SDRT_POISON
+    sd_poison_f32(images, (size_t)G.B * n_img);
+#endif
     for (int b = 0; b < G.B && !rc; b++)
-        rc = sd_run_vae_decode(p->rt, m, x + b * G.lat, 1, G.h, G.w, images + (size_t)b * 3 * g->height * g->width);
+        rc = sd_run_vae_decode(p->rt, m, x + b * G.lat, 1, G.h, G.w, images + (size_t)b * n_img);
+#ifdef SDRT_POISON
+    size_t unwritten = rc ? 0 : sd_poison_count(images, (size_t)G.B * n_img);
+    if (unwritten)
+        rc = sd_errorf(p->ctx, SD_ERR_BACKEND, "vae decode left %zu of %zu image values unwritten", unwritten,
+                       (size_t)G.B * n_img);
+#endif
     if (!rc) rc = phase(&G, "vae_decode", sd_time_s() - t0, 0);
 done:
     sd_sampler_free(G.s);

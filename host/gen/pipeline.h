@@ -29,8 +29,8 @@ struct sd_gen_event {
     int cached;             /* PHASE clip: every embedding came from the cache */
     int step, n_steps;
     float t;
-    const float *x0;        /* STEP: predicted clean latents [batch, 4, h, w] (UNet space) */
-    int batch, h, w;        /* latent size */
+    const float *x0;        /* STEP: predicted clean latents [batch, channels, h, w] (UNet space) */
+    int batch, channels, h, w; /* latent size (SD: 4 channels, image / 8) */
 };
 
 /* Returns non-zero to cancel the generation. */
@@ -41,7 +41,11 @@ struct sd_gen_params {
     int width, height, batch;
     float cfg_scale;
     uint64_t seed;
-    struct sd_sampler_params sampler;   /* kind, steps, karras, eta, spacing; prediction from the model */
+    struct sd_sampler_params sampler;   /* kind, steps, karras, eta, spacing (DEFAULT: the model's
+                                         * scheduler_config.json timestep_spacing if it has one, else
+                                         * the sampler's diffusers class default); steps_offset is
+                                         * replaced by the model's scheduler_config.json value if it
+                                         * has one; prediction from the model */
     int clip_skip;                      /* A1111 numbering: 0/1 = last layer */
     /* img2img / inpaint: init_image [3, height, width] in [-1, 1] */
     const float *init_image;
@@ -51,16 +55,20 @@ struct sd_gen_params {
     const float *mask;                  /* [height, width] in [0, 1]; >= 0.5 repaints */
     sd_gen_event_fn on_event;
     void *user;
-    /* Optional: receives the final latents [batch, 4, height/8, width/8] in
-     * UNet space (before 1/scaling_factor; diffusers output_type="latent"). */
+    /* Optional: receives the final latents [batch, C, height/f, width/f] in
+     * UNet space (before 1/scaling_factor; diffusers output_type="latent");
+     * C = model->vae.latent_channels, f = sd_vae_downscale(&model->vae). */
     float *latents_out;
 };
 
 void sd_gen_params_init(struct sd_gen_params *g); /* 512x512, batch 1, cfg 7.5, 20 steps Euler a, strength 0.75 */
-/* Checks what needs no model: sizes multiples of 8 and <= 4096, batch 1..64,
+/* Checks what needs no model: sizes positive and <= 4096, batch 1..64,
  * steps 1..1000, strength in (0, 1], cfg in [0, 100], clip skip >= 0
  * (sd_generate also checks it against the model's layer count). */
 int sd_gen_params_check(struct sd_ctx *ctx, const struct sd_gen_params *g);
+/* Sizes must be multiples of the model's VAE downscale factor
+ * (sd_vae_downscale: 8 for SD 1.x/2.x); SD_ERR_INVALID otherwise. */
+int sd_gen_check_size(struct sd_ctx *ctx, const struct sd_model *m, int width, int height);
 
 struct sd_pipeline {
     struct sd_ctx *ctx;
@@ -70,8 +78,8 @@ struct sd_pipeline {
     struct sd_embed_cache *cache;
 };
 
-/* Validates g against the model (sizes multiples of 8, steps, strength,
- * batch) and generates; images is [batch, 3, height, width] in [-1, 1].
+/* Validates g against the model (sizes multiples of the VAE factor, steps,
+ * strength, batch) and generates; images is [batch, 3, height, width] in [-1, 1].
  * Returns SD_OK or SD_ERR_* with ctx set. */
 int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *images);
 

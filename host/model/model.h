@@ -48,9 +48,20 @@ struct sd_vae_config {
     int has_encoder, has_decoder;
 };
 
+/* Image pixels per latent pixel along each side: the VAE halves the size at
+ * every level but the last, so 2^(n_levels-1) (SD 1.x/2.x: 4 levels, 8). A
+ * model without a VAE gets SD's 8. */
+static inline int sd_vae_downscale(const struct sd_vae_config *c) {
+    return c->n_levels > 0 ? 1 << (c->n_levels - 1) : 8;
+}
+
 struct sd_model {
     enum sd_family family;
+    char family_why[160];           /* the evidence the family was decided from */
     enum sd_prediction prediction;
+    char prediction_why[192];       /* where `prediction` came from ("scheduler_config.json", a detection, ...) */
+    char timestep_spacing[16];      /* scheduler_config.json timestep_spacing; "" = not given */
+    int steps_offset;               /* scheduler_config.json steps_offset; -1 = not given */
     char path[1024];
     int single_file;
     enum sd_dtype file_dtype;       /* dtype of most weights on disk */
@@ -79,11 +90,13 @@ struct sd_tensor *sd_unet_build(struct sd_graph *g, const struct sd_unet_config 
                                 struct sd_tensor *x, struct sd_tensor *t, struct sd_tensor *context);
 
 /* z: [B, latent, h, w] in the decoder's input space (already divided by the
- * scaling factor). Returns [B, 3, 8h, 8w] in about [-1, 1]. */
+ * scaling factor). Returns [B, 3, f*h, f*w] in about [-1, 1], f =
+ * sd_vae_downscale(c). */
 struct sd_tensor *sd_vae_decode_build(struct sd_graph *g, const struct sd_vae_config *c, struct sd_weights *w,
                                       struct sd_tensor *z);
-/* x: [B, 3, H, W] in [-1, 1]. Returns the moments [B, 2*latent, H/8, W/8]
- * (mean = first half of the channels). */
+/* x: [B, 3, H, W] in [-1, 1], H and W multiples of f = sd_vae_downscale(c).
+ * Returns the moments [B, 2*latent, H/f, W/f] (mean = first half of the
+ * channels). */
 struct sd_tensor *sd_vae_encode_build(struct sd_graph *g, const struct sd_vae_config *c, struct sd_weights *w,
                                       struct sd_tensor *x);
 
@@ -97,4 +110,11 @@ int sd_model_infer_clip(struct sd_ctx *ctx, struct sd_clip_config *c, struct sd_
 /* Overrides heads/groups/eps/activation/scaling/prediction/pad from a
  * diffusers folder's config files (absent files are fine). */
 int sd_model_read_configs(struct sd_ctx *ctx, struct sd_model *m, const char *dir);
+/* The family a diffusers folder's text_encoder/config.json describes: SD1 for
+ * OpenAI CLIP ViT-L (quick_gelu), SD2 for OpenCLIP ViT-H (gelu); absent file
+ * or key: SD_FAMILY_UNKNOWN. *why names the evidence. */
+enum sd_family sd_model_family_from_text_config(struct sd_ctx *ctx, const char *dir, char *why, size_t why_size,
+                                                int *rc);
+/* model_predict.c: v-prediction detection for single files (see there). */
+void sd_model_detect_prediction(struct sd_model *m);
 #endif

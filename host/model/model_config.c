@@ -91,9 +91,16 @@ int sd_model_infer_vae(struct sd_ctx *ctx, struct sd_vae_config *c, struct sd_we
     if (!c->has_decoder) return sd_errorf(ctx, SD_ERR_FORMAT, "vae: missing tensor 'decoder.conv_in.weight'");
     c->latent_channels = (int)dim(find(w, "decoder.conv_in.weight"), 1);
     int nl = 0;
-    while (nl < SD_MAX_LEVELS && (t = find(w, "decoder.up_blocks.%d.resnets.0.conv1.weight", nl))) nl++;
+    while (nl <= SD_MAX_LEVELS && (t = find(w, "decoder.up_blocks.%d.resnets.0.conv1.weight", nl))) nl++;
     if (nl == 0) return sd_errorf(ctx, SD_ERR_FORMAT, "vae: missing tensor 'decoder.up_blocks.0.resnets.0.conv1.weight'");
+    if (nl > SD_MAX_LEVELS)
+        return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "vae: more than %d decoder levels are not supported", SD_MAX_LEVELS);
     c->n_levels = nl;
+    /* Any depth works (the latent is image / 2^(levels-1)) as long as the
+     * encoder has as many levels as the decoder. */
+    if (c->has_encoder && (!find(w, "encoder.down_blocks.%d.resnets.0.conv1.weight", nl - 1) ||
+                           find(w, "encoder.down_blocks.%d.resnets.0.conv1.weight", nl)))
+        return sd_errorf(ctx, SD_ERR_FORMAT, "vae: the encoder does not have the decoder's %d levels", nl);
     for (int i = 0; i < nl; i++) /* encoder order: widths of decoder up blocks reversed */
         c->block_out[i] = (int)dim(find(w, "decoder.up_blocks.%d.resnets.0.conv1.weight", nl - 1 - i), 0);
     int L = 0;
@@ -151,6 +158,63 @@ static void int_list(const struct sd_json *v, int *out, int n) {
     }
 }
 
+/* scheduler_config.json: prediction_type, timestep_spacing, steps_offset
+ * (each only when present: a --config folder must not undo a detection). A
+ * folder's own file without prediction_type means diffusers' default,
+ * epsilon. */
+static int read_scheduler(struct sd_ctx *ctx, struct sd_model *m, const char *dir, const struct sd_json *j) {
+    const struct sd_json *v = sd_json_get(j, "prediction_type");
+    const char *pt = sd_json_str(v);
+    if (v && v->type != SD_JSON_NULL) {
+        if (!pt || (strcmp(pt, "v_prediction") && strcmp(pt, "epsilon")))
+            return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "%s/scheduler/scheduler_config.json: prediction_type '%s' is not "
+                             "supported (epsilon, v_prediction)", dir, pt ? pt : "?");
+        m->prediction = strcmp(pt, "v_prediction") == 0 ? SD_PRED_V : SD_PRED_EPSILON;
+        snprintf(m->prediction_why, sizeof m->prediction_why, "%s/scheduler/scheduler_config.json: prediction_type %s",
+                 dir, pt);
+    } else if (!m->prediction_why[0]) {
+        m->prediction = SD_PRED_EPSILON;
+        snprintf(m->prediction_why, sizeof m->prediction_why,
+                 "%s/scheduler/scheduler_config.json has no prediction_type (diffusers' default: epsilon)", dir);
+    }
+    v = sd_json_get(j, "timestep_spacing");
+    if (v && v->type != SD_JSON_NULL) {
+        const char *ts = sd_json_str(v);
+        if (!ts || (strcmp(ts, "leading") && strcmp(ts, "linspace") && strcmp(ts, "trailing")))
+            return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "%s/scheduler/scheduler_config.json: timestep_spacing '%s' is not "
+                             "one of leading, linspace, trailing", dir, ts ? ts : "?");
+        snprintf(m->timestep_spacing, sizeof m->timestep_spacing, "%s", ts);
+    }
+    v = sd_json_get(j, "steps_offset");
+    if (v && v->type != SD_JSON_NULL) {
+        int64_t so = sd_json_int(v, -1);
+        if (so < 0 || so >= 1000)
+            return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "%s/scheduler/scheduler_config.json: steps_offset %lld is not in 0..999",
+                             dir, (long long)so);
+        m->steps_offset = (int)so;
+    }
+    return SD_OK;
+}
+
+enum sd_family sd_model_family_from_text_config(struct sd_ctx *ctx, const char *dir, char *why, size_t why_size,
+                                                int *rc) {
+    struct sd_json *j = read_json(ctx, dir, "text_encoder/config.json", rc);
+    enum sd_family f = SD_FAMILY_UNKNOWN;
+    if (!j) return f;
+    const char *act = sd_json_str(sd_json_get(j, "hidden_act"));
+    int64_t hidden = sd_json_int(sd_json_get(j, "hidden_size"), 0);
+    if (act && (!strcmp(act, "quick_gelu") || !strcmp(act, "gelu"))) {
+        f = act[0] == 'q' ? SD_FAMILY_SD1 : SD_FAMILY_SD2;
+        snprintf(why, why_size, "text_encoder/config.json: hidden_act %s (%s)", act,
+                 f == SD_FAMILY_SD1 ? "OpenAI CLIP ViT-L, SD 1.x" : "OpenCLIP ViT-H, SD 2.x");
+    } else if (hidden == 768 || hidden == 1024) {
+        f = hidden == 768 ? SD_FAMILY_SD1 : SD_FAMILY_SD2;
+        snprintf(why, why_size, "text_encoder/config.json: hidden_size %lld", (long long)hidden);
+    }
+    sd_json_free(j);
+    return f;
+}
+
 int sd_model_read_configs(struct sd_ctx *ctx, struct sd_model *m, const char *dir) {
     int rc;
     struct sd_json *j = read_json(ctx, dir, "unet/config.json", &rc);
@@ -185,9 +249,9 @@ int sd_model_read_configs(struct sd_ctx *ctx, struct sd_model *m, const char *di
     j = read_json(ctx, dir, "scheduler/scheduler_config.json", &rc);
     if (rc) return rc;
     if (j) {
-        const char *pt = sd_json_str(sd_json_get(j, "prediction_type"));
-        if (pt && strcmp(pt, "v_prediction") == 0) m->prediction = SD_PRED_V;
+        rc = read_scheduler(ctx, m, dir, j);
         sd_json_free(j);
+        if (rc) return rc;
     }
     j = read_json(ctx, dir, "tokenizer/tokenizer_config.json", &rc);
     if (rc) return rc;

@@ -118,10 +118,15 @@ static int load_single_file(struct sd_ctx *ctx, struct sd_model *m, const char *
     bool hfclip = has_prefix_key(f, "cond_stage_model.transformer.");
     bool inpaint = cin->shape[1] == 9;
     bool v2 = openclip;
-    if (!openclip && !hfclip) { /* no text encoder: guess from the context width */
+    if (openclip || hfclip) {
+        snprintf(m->family_why, sizeof m->family_why, "text encoder keys %s",
+                 openclip ? "cond_stage_model.model.* (OpenCLIP, SD 2.x)" : "cond_stage_model.transformer.* (OpenAI CLIP, SD 1.x)");
+    } else { /* no text encoder: guess from the context width */
         const struct sd_st_tensor *k =
             sd_st_find(f, "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight");
         v2 = k && k->n_dims == 2 && k->shape[1] == 1024;
+        snprintf(m->family_why, sizeof m->family_why, "no text encoder; UNet context width %lld",
+                 k && k->n_dims == 2 ? (long long)k->shape[1] : 0LL);
     }
     m->family = v2 ? (inpaint ? SD_FAMILY_SD2_INPAINT : SD_FAMILY_SD2) : (inpaint ? SD_FAMILY_SD1_INPAINT : SD_FAMILY_SD1);
     sd_model_config_defaults(m);
@@ -182,6 +187,33 @@ static int load_component(struct sd_ctx *ctx, struct sd_model *m, const char *di
     return sd_errorf(ctx, SD_ERR_IO, "%s: no %s/%s (or .fp16 variant) in the diffusers folder", dir, sub, names[0]);
 }
 
+/* SD2 or not, for a diffusers folder: the text encoder's config (hidden_act:
+ * quick_gelu = OpenAI CLIP ViT-L, gelu = OpenCLIP), else the tokenizer's pad
+ * token (SD1 pads with <|endoftext|>, SD2 with "!"), else the text encoder's
+ * width (768 / 1024), else the UNet's context width; the family's name for
+ * the evidence goes to m->family_why. */
+static bool family_of_folder(struct sd_ctx *ctx, struct sd_model *m, const char *dir, int *rc) {
+    enum sd_family f = sd_model_family_from_text_config(ctx, dir, m->family_why, sizeof m->family_why, rc);
+    if (*rc || f != SD_FAMILY_UNKNOWN) return f == SD_FAMILY_SD2;
+    struct sd_model probe = {0};
+    probe.clip.pad_id = -1;
+    if ((*rc = sd_model_read_configs(ctx, &probe, dir))) return false;
+    if (probe.clip.pad_id >= 0) {
+        snprintf(m->family_why, sizeof m->family_why, "tokenizer pad token %s", probe.clip.pad_id ? "<|endoftext|>" : "\"!\"");
+        return probe.clip.pad_id == 0;
+    }
+    int64_t d[SD_ST_MAX_DIMS] = {0};
+    if (m->te && sd_weights_shape(m->te, "text_model.embeddings.token_embedding.weight", d) == 2 &&
+        (d[1] == 768 || d[1] == 1024)) {
+        snprintf(m->family_why, sizeof m->family_why, "text encoder width %lld", (long long)d[1]);
+        return d[1] == 1024;
+    }
+    bool v2 = sd_weights_shape(m->un, "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight", d) == 2 &&
+              d[1] == 1024;
+    snprintf(m->family_why, sizeof m->family_why, "UNet context width %lld (no text encoder config)", (long long)d[1]);
+    return v2;
+}
+
 static int load_diffusers(struct sd_ctx *ctx, struct sd_model *m, const char *dir) {
     static const char *const unet_names[] = {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors", NULL};
     static const char *const te_names[] = {"model.safetensors", "model.fp16.safetensors", NULL};
@@ -201,11 +233,13 @@ static int load_diffusers(struct sd_ctx *ctx, struct sd_model *m, const char *di
     if ((rc = load_component(ctx, m, dir, "vae", unet_names, NULL, NULL, &m->va))) return rc;
     vae_attn_to_linear(m->va);
     if ((rc = load_component(ctx, m, dir, "text_encoder", te_names, ren_diffusers_clip, NULL, &m->te))) return rc;
-    /* Family: inpainting from conv_in; SD2 from the OpenCLIP text encoder (gelu) or linear projections. */
-    int64_t pd[SD_ST_MAX_DIMS];
-    bool linear = sd_weights_shape(m->un, "mid_block.attentions.0.proj_in.weight", pd) == 2;
+    /* Family: inpainting from conv_in; SD1 vs SD2 from the text encoder (the
+     * UNet's projection kind says nothing: SD1 finetunes with linear
+     * projections exist), see family_of_folder. */
+    bool v2 = family_of_folder(ctx, m, dir, &rc);
+    if (rc) return rc;
     bool inpaint = dims[1] == 9;
-    m->family = linear ? (inpaint ? SD_FAMILY_SD2_INPAINT : SD_FAMILY_SD2) : (inpaint ? SD_FAMILY_SD1_INPAINT : SD_FAMILY_SD1);
+    m->family = v2 ? (inpaint ? SD_FAMILY_SD2_INPAINT : SD_FAMILY_SD2) : (inpaint ? SD_FAMILY_SD1_INPAINT : SD_FAMILY_SD1);
     sd_model_config_defaults(m);
     return SD_OK;
 }
@@ -215,6 +249,7 @@ int sd_model_load(struct sd_ctx *ctx, const char *path, const char *config_dir, 
     struct sd_model *m = calloc(1, sizeof *m);
     if (!m) return sd_errorf(ctx, SD_ERR_NOMEM, "model: out of memory");
     snprintf(m->path, sizeof m->path, "%s", path);
+    m->steps_offset = -1;
     double t0 = sd_time_s();
     struct stat st;
     int rc;
@@ -225,10 +260,26 @@ int sd_model_load(struct sd_ctx *ctx, const char *path, const char *config_dir, 
     rc = S_ISDIR(st.st_mode) ? load_diffusers(ctx, m, path) : load_single_file(ctx, m, path);
     if (rc) goto fail;
     if (S_ISDIR(st.st_mode) && (rc = sd_model_read_configs(ctx, m, path))) goto fail;
+    /* Single files do not say their prediction type: detect it (a --config
+     * folder's scheduler_config.json with prediction_type still decides). */
+    if (!S_ISDIR(st.st_mode)) sd_model_detect_prediction(m);
     if (config_dir && (rc = sd_model_read_configs(ctx, m, config_dir))) goto fail;
+    if (!m->prediction_why[0]) snprintf(m->prediction_why, sizeof m->prediction_why, "no scheduler config: epsilon (default)");
     if ((rc = sd_model_infer_unet(ctx, &m->unet, m->un))) goto fail;
     if (m->va && (rc = sd_model_infer_vae(ctx, &m->vae, m->va))) goto fail;
     if (m->te && (rc = sd_model_infer_clip(ctx, &m->clip, m->te))) goto fail;
+    /* The UNet works in the VAE's latent space: C channels, or 2C+1 for
+     * inpainting (latent, mask, masked-image latent). */
+    if (m->va) {
+        const int lc = m->vae.latent_channels, in = m->unet.in_channels;
+        if ((in != lc && in != 2 * lc + 1) || m->unet.out_channels != lc) {
+            rc = sd_errorf(ctx, SD_ERR_UNSUPPORTED,
+                           "%s: the UNet (%d input, %d output channels) does not fit the VAE's %d latent channels "
+                           "(expected %d or %d inputs and %d outputs)",
+                           path, in, m->unet.out_channels, lc, lc, 2 * lc + 1, lc);
+            goto fail;
+        }
+    }
     /* What the shapes cannot tell must still fit them: a model whose config
      * differs from its family's defaults needs its config.json. */
     for (int i = 0; i < m->unet.n_levels; i++)

@@ -25,18 +25,37 @@ static struct sd_tensor *build_unet(struct sd_graph *g, void *user, struct sd_te
     return sd_unet_build(g, c, r->m->un, in[0], in[1], in[2]);
 }
 
+/* The caller's buffer is sized from the documented shape (model_run.h): a
+ * graph whose output differs would leave part of it unwritten or overrun
+ * it, so it is refused. */
+static struct sd_tensor *expect_shape(struct sd_graph *g, struct sd_tensor *o, const char *what, int64_t n, int64_t c,
+                                      int64_t h, int64_t w) {
+    if (!o) return NULL;
+    if (o->ne[0] != n || o->ne[1] != c || o->ne[2] != h || o->ne[3] != w) {
+        g->status = sd_errorf(g->ctx, SD_ERR_FORMAT, "%s output is [%lld, %lld, %lld, %lld], expected [%lld, %lld, %lld, %lld]",
+                              what, (long long)o->ne[0], (long long)o->ne[1], (long long)o->ne[2], (long long)o->ne[3],
+                              (long long)n, (long long)c, (long long)h, (long long)w);
+        return NULL;
+    }
+    return o;
+}
+
 static struct sd_tensor *build_vae_dec(struct sd_graph *g, void *user, struct sd_tensor **in, int *n_in) {
     struct run_args *r = user;
+    const int f = sd_vae_downscale(&r->m->vae);
     in[0] = sd_graph_input(g, "z", SD_F32, 4, (int64_t[]){r->B, r->m->vae.latent_channels, r->a, r->b});
     *n_in = 1;
-    return sd_vae_decode_build(g, &r->m->vae, r->m->va, in[0]);
+    return expect_shape(g, sd_vae_decode_build(g, &r->m->vae, r->m->va, in[0]), "vae decoder", r->B, 3,
+                        (int64_t)f * r->a, (int64_t)f * r->b);
 }
 
 static struct sd_tensor *build_vae_enc(struct sd_graph *g, void *user, struct sd_tensor **in, int *n_in) {
     struct run_args *r = user;
+    const int f = sd_vae_downscale(&r->m->vae);
     in[0] = sd_graph_input(g, "image", SD_F32, 4, (int64_t[]){r->B, 3, r->a, r->b});
     *n_in = 1;
-    return sd_vae_encode_build(g, &r->m->vae, r->m->va, in[0]);
+    return expect_shape(g, sd_vae_encode_build(g, &r->m->vae, r->m->va, in[0]), "vae encoder", r->B,
+                        2 * r->m->vae.latent_channels, r->a / f, r->b / f);
 }
 
 int sd_run_clip(struct sd_runtime *rt, struct sd_model *m, const int32_t *ids, int B, int clip_skip, float *out) {
@@ -66,6 +85,10 @@ int sd_run_vae_decode(struct sd_runtime *rt, struct sd_model *m, const float *z,
 int sd_run_vae_encode(struct sd_runtime *rt, struct sd_model *m, const float *img, int B, int H, int W, float *moments) {
     if (!m->va || !m->vae.has_encoder)
         return sd_errorf(sd_runtime_ctx(rt), SD_ERR_INVALID, "%s: the model has no VAE encoder", m->path);
+    const int f = sd_vae_downscale(&m->vae);
+    if (H < f || W < f || H % f || W % f)
+        return sd_errorf(sd_runtime_ctx(rt), SD_ERR_INVALID, "vae encoder: %dx%d is not a multiple of the VAE's factor %d", W,
+                         H, f);
     struct run_args r = {m, B, H, W, 0};
     struct sd_graph_key k = {RUN_VAE_ENC, m->id, {B, H, W}, "vae encoder"};
     const void *in[1] = {img};

@@ -15,9 +15,10 @@ int sd_run_clip(struct sd_runtime *rt, struct sd_model *m, const int32_t *ids, i
 /* UNet: x [B, in_ch, h, w], t [B], context [B, L, ctx_dim] -> out [B, out_ch, h, w]. */
 int sd_run_unet(struct sd_runtime *rt, struct sd_model *m, const float *x, int B, int h, int w, const float *t,
                 const float *context, int ctx_len, float *out);
-/* VAE: z [B, latent, h, w] (decoder space, already / scaling) -> img [B, 3, 8h, 8w]. */
+/* VAE: z [B, latent, h, w] (decoder space, already / scaling) -> img [B, 3, f*h, f*w],
+ * f = sd_vae_downscale(&m->vae) = 2^(levels-1) (SD 1.x/2.x: 8). */
 int sd_run_vae_decode(struct sd_runtime *rt, struct sd_model *m, const float *z, int B, int h, int w, float *img);
-/* VAE: img [B, 3, H, W] in [-1, 1] -> moments [B, 2*latent, H/8, W/8]. */
+/* VAE: img [B, 3, H, W] in [-1, 1], H and W multiples of f -> moments [B, 2*latent, H/f, W/f]. */
 int sd_run_vae_encode(struct sd_runtime *rt, struct sd_model *m, const float *img, int B, int H, int W, float *moments);
 
 /* Drops the runtime's cached graphs of m and the backends' weight copies

@@ -59,7 +59,7 @@ struct sd_tensor *sd_vae_decode_build(struct sd_graph *g, const struct sd_vae_co
         }
     }
     h = mb_group_norm(g, w, h, c->norm_groups, 1e-6f, 1, "decoder.conv_norm_out");
-    return mb_conv(g, w, h, 1, 1, "decoder.conv_out");                             /* [B, 3, 8h, 8w] */
+    return mb_conv(g, w, h, 1, 1, "decoder.conv_out");                             /* [B, 3, f*h, f*w] */
 }
 
 struct sd_tensor *sd_vae_encode_build(struct sd_graph *g, const struct sd_vae_config *c, struct sd_weights *w,
@@ -82,7 +82,7 @@ struct sd_tensor *sd_vae_encode_build(struct sd_graph *g, const struct sd_vae_co
     }
     h = mid_block(g, c, w, h, "encoder");
     h = mb_group_norm(g, w, h, c->norm_groups, 1e-6f, 1, "encoder.conv_norm_out");
-    h = mb_conv(g, w, h, 1, 1, "encoder.conv_out");                                /* [B, 2*latent, H/8, W/8] */
+    h = mb_conv(g, w, h, 1, 1, "encoder.conv_out");                                /* [B, 2*latent, H/f, W/f] */
     if (wt_has(w, "quant_conv.weight")) h = mb_conv(g, w, h, 1, 0, "quant_conv");
     return h;
 }
