@@ -74,11 +74,11 @@ static int cpu_arena_reserve(struct sd_backend *b, size_t size, void **host) {
         sd_free_aligned(cpu->arena);
         cpu->arena = p;
         cpu->arena_size = size;
+#ifdef SDRT_POISON
+        sd_poison_f32(p, size / sizeof(float)); /* never written yet: reads give NaN (poison.h) */
+#endif
     }
     *host = cpu->arena;
-#ifdef SDRT_POISON
-    sd_poison_f32(cpu->arena, size / sizeof(float)); /* before every run: reads of unwritten memory give NaN */
-#endif
     return SD_OK;
 }
 
@@ -87,6 +87,11 @@ int sd_cpu_run_node(struct sd_cpu *cpu, struct sd_tensor *node) {
     sd_cpu_op_fn fn = (unsigned)node->op < SD_OP_COUNT ? cpu_ops[node->op] : NULL;
     if (!fn) return sd_errorf(cpu->ctx, SD_ERR_UNSUPPORTED, "cpu: op %s not supported", sd_op_name(node->op));
     double t0 = cpu->profile ? sd_time_s() : 0;
+#ifdef SDRT_POISON
+    /* Every op must write its whole output: what it leaves reads as NaN. */
+    if (sd_tensor_in_arena(node) && !(node->flags & SD_TF_INPUT) && node->data)
+        sd_poison_f32(node->data, sd_tensor_nbytes(node) / sizeof(float));
+#endif
     int rc = fn(cpu, node);
     if (rc != SD_OK) return sd_error_wrap(cpu->ctx, "cpu %s [%s]", sd_op_name(node->op), node->name);
     if (cpu->profile) {

@@ -2,7 +2,8 @@
 """gen_tiny.py: builds the tiny SD1 / SD1-inpaint / SD2 models (real SD structure,
 small widths, seeded random weights), saves each as a diffusers folder and as an
 LDM single-file checkpoint under tests/models/, computes the goldens under
-tests/golden/, and verifies the single files against the folders.
+tests/golden/, and verifies the single files against the folders; then runs
+gen_variants.py (variant models and their goldens; needs `make vocab`).
 
 Contract: deterministic (same files byte for byte on every run with the pinned
 environment); exits non-zero if any verification fails. Run from the repo root:
@@ -419,6 +420,10 @@ def main():
     verify_from_single_file(p("tiny-sd2.safetensors"), d2, gu2, gv)
     print("gen_tiny: wrote", ", ".join(["tiny-sd1/", "tiny-sd1-inpaint/", "tiny-sd2/"] + singles),
           "and 5 goldens; all single-file checks passed")
+    # The variant models (3-level VAE, SD1 with linear projections, SD2 v/eps
+    # single files, scheduler configs) and their pipeline goldens; needs build/vocab.
+    import gen_variants
+    gen_variants.main()
 
 
 if __name__ == "__main__":
