@@ -63,7 +63,7 @@ static void usage(enum mode mode, FILE *f) {
             "  --sampler NAME        Euler, Euler a (default), DDIM, DPM++ 2M, DPM++ 2M Karras, LMS, PLMS, LCM, ...\n"
             "  --scheduler NAME      karras | normal (Karras sigmas for Euler, LMS, DPM++)\n"
             "  --eta X               DDIM eta (default 0)\n"
-            "  --width N --height N  image size, multiples of 8 (default 512x512)\n"
+            "  --width N --height N  image size, multiples of the VAE factor (8 for SD; default 512x512)\n"
             "  --batch N             images per run, denoised together (default 1)\n"
             "  --n-iter N            runs one after another with seeds seed, seed+1, ... (A1111 batch count);\n"
             "                        later runs reuse the prompt embeddings (no CLIP time)\n"
@@ -89,7 +89,7 @@ static void usage(enum mode mode, FILE *f) {
             name,
             mode == MODE_TXT2IMG ? ""
             : mode == MODE_IMG2IMG
-                ? "  --init-image PNG      the image to start from; its size is the output size (multiples of 8)\n"
+                ? "  --init-image PNG      the image to start from; its size is the output size (multiples of the VAE factor)\n"
                   "  --strength X          how much to change it, (0, 1] (default 0.75)\n"
                 : "  --init-image PNG      the image to repaint\n"
                   "  --mask PNG            white = repaint, black = keep (same size as the image)\n"
