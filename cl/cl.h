@@ -48,7 +48,7 @@ struct sd_cl_device_info {
 
 /* Fills out[0..max) with every device of every platform and sets *n to the
  * number found (may exceed max). Returns SD_OK (also with 0 devices: no ICD
- * or no platform is not an error here) or SD_ERR_CL. */
+ * or no platform is not an error here) or SD_ERR_BACKEND. */
 int sd_cl_list_devices(struct sd_ctx *ctx, struct sd_cl_device_info *out, int max, int *n);
 
 /* Returns a new OpenCL backend on device `device_index` (flat index from

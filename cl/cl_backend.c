@@ -12,7 +12,7 @@
  * fingerprint of its bytes changed), so later graphs over the same model
  * upload nothing.
  *
- * Device errors: if an op fails on the device (an SD_ERR_CL from enqueue or
+ * Device errors: if an op fails on the device (an SD_ERR_BACKEND from enqueue or
  * CLBlast), the backend says so once on stderr, marks the op failed
  * (supports() then answers "device-error") and runs that node on the CPU
  * through host copies, so the result stays the CPU's. If even the copies
@@ -283,7 +283,7 @@ static int cl_arena_reserve(struct sd_backend *b, size_t size, void **host) {
     (void)host;
     if (size <= cl->arena_size && cl->arena) return SD_OK;
     if (cl->info.max_alloc && size > cl->info.max_alloc)
-        return sd_errorf(cl->ctx, SD_ERR_CL, "cl: activation arena of %.1f MiB exceeds the device's max allocation %.1f MiB",
+        return sd_errorf(cl->ctx, SD_ERR_BACKEND, "opencl: activation arena of %.1f MiB exceeds the device's max allocation %.1f MiB",
                          (double)size / 1048576.0, (double)cl->info.max_alloc / 1048576.0);
     cl_int err = CL_SUCCESS;
     cl_mem m = clCreateBuffer(cl->context, CL_MEM_READ_WRITE, size ? size : 64, NULL, &err);
@@ -360,12 +360,12 @@ static int cl_compute(struct sd_backend *b, struct sd_graph *g, int i0, int i1) 
         sd_cl_op_fn fn = (unsigned)t->op < SD_OP_COUNT ? cl_ops[t->op].fn : NULL;
         if (!fn) return sd_errorf(cl->ctx, SD_ERR_UNSUPPORTED, "cl: op %s not supported", sd_op_name(t->op));
         int rc;
-        if (bit_get(cl->failed_ops, t->op)) rc = SD_ERR_CL;
+        if (bit_get(cl->failed_ops, t->op)) rc = SD_ERR_BACKEND;
         else if (bit_get(cl->test_fail_ops, t->op))
-            rc = sd_errorf(cl->ctx, SD_ERR_CL, "injected device error (SDRT_CL_TEST_FAIL)");
+            rc = sd_errorf(cl->ctx, SD_ERR_BACKEND, "opencl: injected device error (SDRT_CL_TEST_FAIL)");
         else rc = fn(cl, t);
         if (rc == SD_OK) continue;
-        if (rc != SD_ERR_CL) return sd_error_wrap(cl->ctx, "cl %s [%s]", sd_op_name(t->op), t->name);
+        if (rc != SD_ERR_BACKEND) return sd_error_wrap(cl->ctx, "cl %s [%s]", sd_op_name(t->op), t->name);
         if (!bit_get(cl->failed_ops, t->op)) {
             fprintf(stderr, "cl: %s [%s] failed on %s: %s; running %s on the cpu from now on\n", sd_op_name(t->op),
                     t->name, cl->info.name, cl->ctx->msg, sd_op_name(t->op));

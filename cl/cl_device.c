@@ -59,7 +59,7 @@ const char *sd_cl_err_name(int code) {
 
 int sd_cl_check(struct sd_ctx *ctx, cl_int err, const char *call, const char *what) {
     if (err == CL_SUCCESS) return SD_OK;
-    return sd_errorf(ctx, SD_ERR_CL, "%s(%s) = %d %s", call, what ? what : "", (int)err, sd_cl_err_name(err));
+    return sd_errorf(ctx, SD_ERR_BACKEND, "opencl: %s(%s) = %d %s", call, what ? what : "", (int)err, sd_cl_err_name(err));
 }
 
 static void dev_str(cl_device_id d, cl_device_info p, char *buf, size_t n) {
@@ -179,7 +179,7 @@ static int context_get(struct sd_ctx *ctx, cl_platform_id p, struct dev_ref *ref
         *out = c;
         return SD_OK;
     }
-    return sd_errorf(ctx, SD_ERR_CL, "cl: too many OpenCL platforms in use");
+    return sd_errorf(ctx, SD_ERR_BACKEND, "opencl: too many OpenCL platforms in use");
 }
 
 void sd_cl_context_release(cl_context c) {
@@ -199,7 +199,7 @@ int sd_cl_device_open(struct sd_ctx *ctx, int device_index, struct sd_cl_device_
     struct dev_ref refs[MAX_PLATFORMS * MAX_DEVICES];
     int nr = 0, rc = enumerate(ctx, refs, MAX_PLATFORMS * MAX_DEVICES, &nr);
     if (rc != SD_OK) return rc;
-    if (nr == 0) return sd_errorf(ctx, SD_ERR_CL, "cl: no OpenCL device (no ICD installed or no platform reports a device)");
+    if (nr == 0) return sd_errorf(ctx, SD_ERR_BACKEND, "opencl: no OpenCL device (no ICD installed or no platform reports a device)");
     int pick = -1;
     const char *env = getenv("SDRT_CL_DEVICE");
     if (device_index >= 0) {

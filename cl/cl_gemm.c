@@ -47,7 +47,7 @@ static int gemm_clblast(struct sd_cl *cl, const struct sd_cl_gemm *g) {
 static int gemm_own(struct sd_cl *cl, const struct sd_cl_gemm *g) {
     if (!g->trans_a && g->trans_b) {
         cl_kernel k = sd_cl_kernel(cl, "gemm", "kernel_gemm_nt_f32");
-        if (!k) return SD_ERR_CL;
+        if (!k) return SD_ERR_BACKEND;
         struct sd_cl_arg args[] = {
             SD_CL_BUF(g->a), SD_CL_BUF(g->b), SD_CL_BUF(g->c), SD_CL_I32(g->m), SD_CL_I32(g->n), SD_CL_I32(g->k),
             SD_CL_I32(g->lda), SD_CL_I32(g->ldb), SD_CL_I32(g->ldc), SD_CL_U64(g->stride_a), SD_CL_U64(g->stride_b),
@@ -58,7 +58,7 @@ static int gemm_own(struct sd_cl *cl, const struct sd_cl_gemm *g) {
     }
     if (!g->trans_b) {
         cl_kernel k = sd_cl_kernel(cl, "gemm", "kernel_gemm_nn_f32");
-        if (!k) return SD_ERR_CL;
+        if (!k) return SD_ERR_BACKEND;
         int sam = g->trans_a ? 1 : (int)g->lda, sak = g->trans_a ? (int)g->lda : 1;
         struct sd_cl_arg args[] = {
             SD_CL_BUF(g->a), SD_CL_BUF(g->b), SD_CL_BUF(g->c), SD_CL_I32(g->m), SD_CL_I32(g->n), SD_CL_I32(g->k),
@@ -69,7 +69,7 @@ static int gemm_own(struct sd_cl *cl, const struct sd_cl_gemm *g) {
         return sd_cl_run(cl, k, g->what, args, SD_CL_NARGS(args), 3, global, NULL);
     }
     cl_kernel k = sd_cl_kernel(cl, "gemm", "kernel_gemm_f32");
-    if (!k) return SD_ERR_CL;
+    if (!k) return SD_ERR_BACKEND;
     int sam = g->trans_a ? 1 : (int)g->lda, sak = g->trans_a ? (int)g->lda : 1;
     int sbk = g->trans_b ? 1 : (int)g->ldb, sbn = g->trans_b ? (int)g->ldb : 1;
     struct sd_cl_arg args[] = {
@@ -125,7 +125,7 @@ int sd_cl_gemm(struct sd_cl *cl, const struct sd_cl_gemm *g) {
 int sd_cl_bias(struct sd_cl *cl, struct sd_cl_buf y, struct sd_cl_buf bias, size_t n, size_t inner, size_t channels,
                const char *what) {
     cl_kernel k = sd_cl_kernel(cl, "bias", "kernel_bias_f32");
-    if (!k) return SD_ERR_CL;
+    if (!k) return SD_ERR_BACKEND;
     struct sd_cl_arg args[] = {SD_CL_BUF(y), SD_CL_BUF(bias), SD_CL_I32(n), SD_CL_I32(inner), SD_CL_I32(channels)};
     size_t global = sd_cl_round_up(n, 256);
     return sd_cl_run(cl, k, what, args, SD_CL_NARGS(args), 1, &global, NULL);

@@ -4,7 +4,7 @@
  * An op is `int sd_cl_<op>(struct sd_cl *cl, struct sd_tensor *node)`: it
  * enqueues its kernels (or CLBlast calls) on cl->queue, reading sources and
  * writing node's bytes in device memory (sd_cl_buf_of), and returns SD_OK or
- * SD_ERR_CL with the call, the kernel and the code on cl->ctx. Ops never
+ * SD_ERR_BACKEND with the call, the kernel and the code on cl->ctx. Ops never
  * block except where noted; the queue is in order.
  */
 #ifndef SDRT_CL_IMPL_H
@@ -91,8 +91,8 @@ struct sd_cl_arg { size_t size; const void *ptr; };
 
 /* --- cl_device.c ---------------------------------------------------------- */
 const char *sd_cl_err_name(int code);
-/* Returns SD_OK if err is CL_SUCCESS, else SD_ERR_CL with
- * "call(what) = code NAME" on ctx. */
+/* Returns SD_OK if err is CL_SUCCESS, else SD_ERR_BACKEND with
+ * "opencl: call(what) = code NAME" on ctx. */
 int sd_cl_check(struct sd_ctx *ctx, cl_int err, const char *call, const char *what);
 /* Resolves device_index (or SDRT_CL_DEVICE / default) and fills the ids,
  * info and a retained reference to the process-wide context of its platform. */

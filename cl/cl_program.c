@@ -50,7 +50,7 @@ static int program_binary(struct sd_cl *cl, cl_program p, const char *name, unsi
     size_t sz = 0;
     cl_int err = clGetProgramInfo(p, CL_PROGRAM_BINARY_SIZES, sizeof sz, &sz, NULL);
     if (err != CL_SUCCESS) return sd_cl_check(cl->ctx, err, "clGetProgramInfo(BINARY_SIZES)", name);
-    if (sz == 0) return sd_errorf(cl->ctx, SD_ERR_CL, "cl: program %s has no binary for the device", name);
+    if (sz == 0) return sd_errorf(cl->ctx, SD_ERR_BACKEND, "opencl: program %s has no binary for the device", name);
     unsigned char *buf = malloc(sz);
     if (!buf) return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory");
     err = clGetProgramInfo(p, CL_PROGRAM_BINARIES, sizeof buf, &buf, NULL);
@@ -73,7 +73,7 @@ static int build_log_error(struct sd_cl *cl, cl_program p, cl_int err, const cha
     }
     fprintf(stderr, "cl: clBuildProgram(%s, %s) = %d %s; CL_PROGRAM_BUILD_LOG:\n%s\n", name, how, (int)err,
             sd_cl_err_name(err), log ? log : "(none)");
-    int rc = sd_errorf(cl->ctx, SD_ERR_CL, "clBuildProgram(%s, %s) = %d %s\n%.1500s", name, how, (int)err,
+    int rc = sd_errorf(cl->ctx, SD_ERR_BACKEND, "opencl: clBuildProgram(%s, %s) = %d %s\n%.1500s", name, how, (int)err,
                        sd_cl_err_name(err), log ? log : "");
     free(log);
     return rc;
@@ -87,11 +87,11 @@ static int from_binary(struct sd_cl *cl, const char *name, const unsigned char *
     if (err == CL_SUCCESS) err = st;
     if (err != CL_SUCCESS) {
         if (p) clReleaseProgram(p);
-        return quiet ? SD_ERR_CL : sd_cl_check(cl->ctx, err, "clCreateProgramWithBinary", name);
+        return quiet ? SD_ERR_BACKEND : sd_cl_check(cl->ctx, err, "clCreateProgramWithBinary", name);
     }
     err = clBuildProgram(p, 1, &cl->dev, cl->build_opts, NULL, NULL);
     if (err != CL_SUCCESS) {
-        int rc = quiet ? SD_ERR_CL : build_log_error(cl, p, err, how, name);
+        int rc = quiet ? SD_ERR_BACKEND : build_log_error(cl, p, err, how, name);
         clReleaseProgram(p);
         return rc;
     }
@@ -101,8 +101,8 @@ static int from_binary(struct sd_cl *cl, const char *name, const unsigned char *
 
 static int from_source(struct sd_cl *cl, const char *name, const char **srcs, int n_srcs, cl_program *out) {
     if (!cl->info.has_compiler)
-        return sd_errorf(cl->ctx, SD_ERR_CL,
-                         "cl: device %s has no online compiler; build program %s offline and use SDRT_CL_PRECOMPILED",
+        return sd_errorf(cl->ctx, SD_ERR_BACKEND,
+                         "opencl: device %s has no online compiler; build program %s offline and use SDRT_CL_PRECOMPILED",
                          cl->info.name, name);
     cl_int err = CL_SUCCESS;
     cl_program p = clCreateProgramWithSource(cl->context, (cl_uint)n_srcs, srcs, NULL, &err);
@@ -138,7 +138,7 @@ int sd_cl_program_ensure(struct sd_cl *cl, int prog) {
     const char *name = sd_cl_sources[prog].name;
     if (pr->state == SD_CL_PROG_OK) return SD_OK;
     if (pr->state == SD_CL_PROG_FAILED)
-        return sd_errorf(cl->ctx, SD_ERR_CL, "cl: program %s failed to build earlier", name);
+        return sd_errorf(cl->ctx, SD_ERR_BACKEND, "opencl: program %s failed to build earlier", name);
     pr->state = SD_CL_PROG_FAILED; /* until proven otherwise */
     int rc = SD_OK;
     cl_program p = NULL;
@@ -213,7 +213,7 @@ cl_kernel sd_cl_kernel(struct sd_cl *cl, const char *prog, const char *kname) {
     }
     if (sd_cl_program_ensure(cl, pi) != SD_OK) return NULL;
     if (cl->n_kernels == SD_CL_MAX_KERNELS) {
-        sd_errorf(cl->ctx, SD_ERR_CL, "cl: too many kernels");
+        sd_errorf(cl->ctx, SD_ERR_BACKEND, "opencl: too many kernels");
         return NULL;
     }
     cl_int err = CL_SUCCESS;

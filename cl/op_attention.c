@@ -29,7 +29,7 @@ static int attention_gemm(struct sd_cl *cl, struct sd_tensor *t, struct sd_cl_bu
     const size_t B = q->ne[1], Lq = q->ne[2], Lk = k->ne[2], H = p.n_heads;
     const size_t d = q->ne[3] / H, dv = v->ne[3] / H;
     cl_kernel perm = sd_cl_kernel(cl, "permute", "kernel_permute_f32");
-    if (!perm) return SD_ERR_CL;
+    if (!perm) return SD_ERR_BACKEND;
     size_t blk = SCORE_BYTES_MAX / (H * Lk * sizeof(float));
     if (blk < 1) blk = 1;
     if (blk > Lq) blk = Lq;
@@ -80,7 +80,7 @@ int sd_cl_attention(struct sd_cl *cl, struct sd_tensor *t) {
         return rc;
     if (cl->attn_gemm) return attention_gemm(cl, t, qb, kb, vb, ob);
     cl_kernel kern = sd_cl_kernel(cl, "attention", "kernel_attention_f32");
-    if (!kern) return SD_ERR_CL;
+    if (!kern) return SD_ERR_BACKEND;
     size_t local_mem = cl->info.local_mem ? cl->info.local_mem : 16384;
     size_t tk = (local_mem - 1024) / ((d + dv) * sizeof(float));
     if (tk > 64) tk = 64;

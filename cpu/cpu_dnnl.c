@@ -38,7 +38,7 @@ const char *sd_conv_algo_name(int algo) {
 
 int sd_dnnl_check(struct sd_cpu *cpu, dnnl_status_t s, const char *fn) {
     if (s == dnnl_success) return SD_OK;
-    return sd_errorf(cpu->ctx, SD_ERR_DNNL, "oneDNN: %s = %d (%s)", fn, (int)s, dnnl_status2str(s));
+    return sd_errorf(cpu->ctx, SD_ERR_BACKEND, "oneDNN: %s = %d (%s)", fn, (int)s, dnnl_status2str(s));
 }
 
 static uint64_t fnv1a(const void *p, size_t n, uint64_t h) {

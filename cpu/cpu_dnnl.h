@@ -20,7 +20,7 @@
  *               weight and re-reorders on a mismatch; it catches most
  *               accidents, it is not a proof.
  *
- * Every oneDNN status is mapped at this boundary to SD_ERR_DNNL with the
+ * Every oneDNN status is mapped at this boundary to SD_ERR_BACKEND with the
  * function's name and the code (sd_dnnl_check). Nothing here aborts.
  */
 #ifndef SDRT_CPU_DNNL_H
@@ -98,7 +98,7 @@ struct sd_cpu_dnnl {
     size_t weight_bytes;              /* bytes held by reordered weight copies */
 };
 
-/* Returns SD_OK when s is dnnl_success; otherwise sets SD_ERR_DNNL on
+/* Returns SD_OK when s is dnnl_success; otherwise sets SD_ERR_BACKEND on
  * cpu->ctx with "oneDNN: <call> = <code> (<name>)" and returns it. */
 int sd_dnnl_check(struct sd_cpu *cpu, dnnl_status_t s, const char *fn);
 /* SD_DNNL_TRY(cpu, dnnl_call(...)): on failure sets the local `rc` and

@@ -123,7 +123,7 @@ static void check_devices(struct sd_ctx *ctx) {
     unsetenv("SDRT_CL_DISABLE");
     sd_backend_free(b);
     rc = sd_cl_check(ctx, CL_OUT_OF_RESOURCES, "clEnqueueNDRangeKernel", "group_norm");
-    CHECK(rc == SD_ERR_CL && !strcmp(ctx->msg, "clEnqueueNDRangeKernel(group_norm) = -5 CL_OUT_OF_RESOURCES"),
+    CHECK(rc == SD_ERR_BACKEND && !strcmp(ctx->msg, "opencl: clEnqueueNDRangeKernel(group_norm) = -5 CL_OUT_OF_RESOURCES"),
           "CL error mapped with call and code: %s", ctx->msg);
     sd_ctx_clear(ctx);
 }

@@ -22,9 +22,9 @@ enum sd_status {
     SD_ERR_FORMAT,      /* a file is malformed (safetensors, PNG, JSON) */
     SD_ERR_NOMEM,       /* allocation failed */
     SD_ERR_UNSUPPORTED, /* valid input we do not handle (model family, op, dtype) */
-    SD_ERR_BACKEND,     /* a backend failed to run a node */
-    SD_ERR_CL,          /* an OpenCL or CLBlast call failed (code kept in msg) */
-    SD_ERR_DNNL,        /* a oneDNN call failed (code kept in msg) */
+    SD_ERR_BACKEND,     /* a backend or its library failed; the message starts with the
+                         * origin and keeps the call and code ("opencl: clFinish() = -5
+                         * CL_OUT_OF_RESOURCES", "oneDNN: dnnl_primitive_execute = 2 (...)") */
     SD_ERR_CANCELLED,   /* the caller asked to stop */
     SD_ERR_COUNT
 };
