@@ -1,5 +1,5 @@
 /* cl_gemm.c - the GEMM behind conv2d, linear and matmul: CLBlast by default,
- * our kernels/gemm.cl with SDRT_CL_GEMM=own or in precompiled mode (CLBlast
+ * our kernels/gemm.cl with opts.cl_gemm = own or in precompiled mode (CLBlast
  * compiles its kernels from source at run time). Also the bias kernel.
  *
  * sd_cl_gemm takes row-major operands as stored (lda = row length of A as
@@ -91,11 +91,11 @@ static const char *xgemm_names[16] = {"GEMMK", "KREG", "KWG", "KWI", "MDIMA", "M
                                       "NDIMC", "NWG", "SA", "SB", "STRM", "STRN", "VWM", "VWN"};
 static const size_t xgemm_cpu[16] = {0, 1, 32, 2, 8, 8, 64, 8, 8, 128, 0, 0, 0, 0, 4, 16};
 
-void sd_cl_gemm_init(struct sd_cl *cl) {
-    const char *e = getenv("SDRT_CL_XGEMM");
-    if (cl->gemm_own || strcmp(cl->info.type, "cpu") != 0 || (e && !strcmp(e, "default"))) return;
+void sd_cl_gemm_init(struct sd_cl *cl, int xgemm_tuned) {
+    if (cl->gemm_own || strcmp(cl->info.type, "cpu") != 0 || !xgemm_tuned) return;
     CLBlastStatusCode st = CLBlastOverrideParameters(cl->dev, "Xgemm", CLBlastPrecisionSingle, 16, xgemm_names, xgemm_cpu);
-    if (st != CLBlastSuccess && cl->log) fprintf(stderr, "cl: CLBlastOverrideParameters(Xgemm) = %d; CLBlast defaults used\n", (int)st);
+    if (st != CLBlastSuccess && cl->log_info)
+        sd_logf(&cl->log, SD_LOG_INFO, "opencl: CLBlastOverrideParameters(Xgemm) = %d; CLBlast defaults used", (int)st);
 }
 
 /* The NN kernel streams a whole K column strip of B per work-item;

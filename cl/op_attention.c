@@ -1,6 +1,6 @@
 /* op_attention.c - multi-head attention on OpenCL, two ways:
  *
- * flash (kernels/attention.cl, SDRT_CL_ATTN=flash): one
+ * flash (kernels/attention.cl, opts.cl_attn = flash): one
  * work-item per query row, work-groups of BQ rows per (batch, head), key
  * tiles of TK rows in local memory sized from the device's local memory
  * (TK <= 64), online softmax; no score matrix at all.
@@ -13,7 +13,7 @@
  * S = Q K^T for all heads at once (strided batched GEMM), row softmax in
  * place, O = P V (batched GEMM) into the output's head columns. The score block is H*qb*Lk floats, qb chosen to
  * keep it under 64 MiB, so the full score matrix is never held either.
- * SDRT_CL_ATTN=flash|gemm forces one (tests run both).
+ * opts.cl_attn = flash|gemm forces one (tests run both).
  */
 #include "cl_impl.h"
 

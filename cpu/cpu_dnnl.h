@@ -91,7 +91,7 @@ struct sd_cpu_dnnl {
     size_t n_prim_buckets, n_prims;
     struct sd_dnnl_weight **w_buckets;
     size_t n_w_buckets, n_weights;
-    int conv_algo;                    /* forced algorithm (SDRT_CONV_ALGO), SD_CONV_AUTO = rule */
+    int conv_algo;                    /* policy (opts.conv), SD_CONV_AUTO = rule */
     struct sd_dnnl_prim *last;        /* entry of the latest sd_dnnl_prim_get (bench/ prints its impl) */
     /* Counters (tests and profiling). */
     long prims_created, prim_hits, weight_reorders, weight_hits;

@@ -50,6 +50,24 @@ int sd_error_wrap(struct sd_ctx *ctx, const char *fmt, ...)
 
 void sd_ctx_clear(struct sd_ctx *ctx);
 
+/* Logging. The library never writes to stdout or stderr: warnings (an op
+ * moved to the CPU, a program that failed to build) and debug output go to
+ * the caller's callback, and only messages with level <= log->level are
+ * delivered. msg is one message without a trailing newline (debug dumps
+ * span several lines); it is valid during the call only. */
+enum sd_log_level { SD_LOG_ERROR = 0, SD_LOG_WARN, SD_LOG_INFO, SD_LOG_DEBUG };
+typedef void (*sd_log_fn)(void *user, int level, const char *msg);
+struct sd_log {
+    sd_log_fn fn;   /* NULL: messages are dropped */
+    void *user;     /* passed to fn */
+    int level;      /* the most verbose level delivered */
+};
+void sd_logf(const struct sd_log *log, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Whether a message at level would be delivered (to skip building one). */
+bool sd_log_on(const struct sd_log *log, int level);
+const char *sd_log_level_name(int level); /* "error", "warn", "info", "debug" */
+int sd_log_level_parse(const char *s);    /* one of those names, or -1 */
+
 const char *sd_status_name(int status);
 
 /* Aligned allocation helpers (64-byte alignment; free with sd_free_aligned). */
