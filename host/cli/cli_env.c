@@ -127,24 +127,19 @@ int cli_runtime_opts(struct sd_ctx *ctx, struct sd_runtime_opts *o, struct cli_l
 }
 
 int cli_device_index(struct sd_ctx *ctx, const char *what, const char *s, int *index) {
-    char *end = NULL;
+    char *end = NULL, tail = 0;
     long flat = strtol(s, &end, 10);
-    if (end != s && !*end && flat >= 0 && flat < 1000) {
-        *index = (int)flat;
-        return SD_OK;
-    }
-    int pi = -1, di = -1;
-    char tail = 0;
-    if (sscanf(s, "%d:%d%c", &pi, &di, &tail) != 2)
+    int pi = -1, di = -1, is_flat = end != s && !*end && flat >= 0 && flat < 1000000;
+    if (!is_flat && sscanf(s, "%d:%d%c", &pi, &di, &tail) != 2)
         return sd_errorf(ctx, SD_ERR_INVALID, "%s %s: want a device number as `sdrt devices` lists it (or PLATFORM:DEVICE)",
                          what, s);
     struct sd_cl_device_info dev[32];
     int n = 0;
-    if (sd_cl_list_devices(ctx, dev, 32, &n) == SD_OK)
-        for (int i = 0; i < n && i < 32; i++)
-            if (dev[i].platform == pi && dev[i].device == di) {
-                *index = i;
-                return SD_OK;
-            }
-    return sd_errorf(ctx, SD_ERR_INVALID, "%s %s: no such OpenCL device (sdrt devices lists them)", what, s);
+    if (sd_cl_list_devices(ctx, dev, 32, &n) != SD_OK) return sd_error_wrap(ctx, "%s %s", what, s);
+    for (int i = 0; i < n && i < 32; i++)
+        if (is_flat ? i == flat : dev[i].platform == pi && dev[i].device == di) {
+            *index = i;
+            return SD_OK;
+        }
+    return sd_errorf(ctx, SD_ERR_INVALID, "%s %s: no such OpenCL device (%d available; sdrt devices lists them)", what, s, n);
 }

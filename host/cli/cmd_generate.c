@@ -4,8 +4,13 @@
  * the pipeline and writes PNGs (atomically, with the A1111 "parameters"
  * text). Progress: a bar with step, s/it and ETA on a terminal (stderr),
  * nothing with --quiet, and with --json one JSON object per line on stdout
- * for every phase, step, preview and result. Exit status: 0 ok, 1 runtime
- * error, 2 bad usage or bad input; nothing is written on failure.
+ * for every phase, step, preview, result and library log message. Exit
+ * status: 0 ok, 1 runtime error, 2 bad usage or bad input. Nothing is
+ * written on failure: each PNG is written to a temporary name and renamed,
+ * and a run that fails after writing some of its images (--batch, --n-iter)
+ * removes them again and names them in the error. Previews are not removed.
+ * Options: the table `options` below (cli_opts.h); the environment:
+ * cli_env.c.
  */
 #include "cli_opts.h"
 #include "cmd.h"
