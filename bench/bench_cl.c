@@ -57,9 +57,11 @@ done:
 }
 
 static struct sd_backend *cl_with_gemm(struct sd_ctx *ctx, const char *engine) {
-    setenv("SDRT_CL_GEMM", engine, 1);
-    struct sd_backend *b = sd_cl_backend_new(ctx, -1);
-    unsetenv("SDRT_CL_GEMM");
+    struct sd_runtime_opts o;
+    sd_runtime_opts_init(&o);
+    o.cl_gemm = (enum sd_cl_gemm_engine)sd_cl_gemm_parse(engine);
+    o.cl_cache_dir = getenv("SDRT_CACHE_DIR"); /* program binaries (none when unset) */
+    struct sd_backend *b = sd_cl_backend_new(ctx, &o);
     if (!b) printf("opencl backend: %s\n", ctx->msg);
     return b;
 }
@@ -220,7 +222,7 @@ int main(int argc, char **argv) {
     if (reps < 1 || reps > 32) reps = 3;
     if (!do_ops && !do_gemm && !do_tune && !do_conv) do_ops = do_gemm = 1;
     struct sd_ctx ctx = {0};
-    struct sd_backend *cpu = sd_cpu_backend_new(&ctx, 0);
+    struct sd_backend *cpu = sd_cpu_backend_new(&ctx, NULL);
     if (!cpu) {
         printf("cpu backend: %s\n", ctx.msg);
         return 1;

@@ -37,7 +37,7 @@ struct bench_backend {
     struct sd_backend *(*new)(struct sd_ctx *ctx);
 };
 
-static struct sd_backend *cpu_new(struct sd_ctx *ctx) { return sd_cpu_backend_new(ctx, 0); }
+static struct sd_backend *cpu_new(struct sd_ctx *ctx) { return sd_cpu_backend_new(ctx, NULL); }
 
 static const struct bench_backend backends[] = {
     {"cpu", cpu_new},

@@ -7,30 +7,24 @@
  * queue per backend, one arena cl_mem addressed by byte offsets, weights
  * uploaded once and kept resident (keyed by the weight tensor). GEMMs go
  * through CLBlast on GPUs/accelerators and our kernels/gemm.cl on CPU-type
- * devices (SDRT_CL_GEMM overrides; always ours in precompiled mode); every
+ * devices (opts.cl_gemm overrides; always ours in precompiled mode); every
  * other op is a kernel of ours in cl/kernels/.
  *
- * Environment (read when a backend is created):
- *   SDRT_CL_DEVICE=P:D        platform P, device D (default: first GPU, else first device)
- *   SDRT_CL_DISABLE=a,b       ops the backend refuses (scheduler runs them on the CPU)
- *   SDRT_CL_GEMM=clblast|own  GEMM engine (default: own on CPU devices, else clblast)
- *   SDRT_CL_XGEMM=default     keep CLBlast's own Xgemm parameters on CPU devices (else ours, tuned on PoCL)
- *   SDRT_CL_ROWWISE=0|1       per-row norm/softmax kernels (default: on for CPU devices) or work-group ones
- *   SDRT_CL_ATTN=flash|gemm   attention kernel (default: blocked GEMMs, score blocks <= 64 MiB)
- *   SDRT_CL_LOG=1             print "cl: built N programs, loaded M from cache" and fallbacks
- *   SDRT_CACHE_DIR=DIR        program-binary cache root (default $XDG_CACHE_HOME/sdrt, ~/.cache/sdrt); files go to DIR/cl
- *   SDRT_CL_CACHE=0           no program-binary cache
- *   SDRT_CL_PRECOMPILED=DIR   load every program from DIR/<program>.bin, never compile source
- *   SDRT_CL_EXPORT=DIR        write every program binary built or loaded to DIR/<program>.bin
+ * Options (struct sd_runtime_opts, read when a backend is created; the
+ * sdrt command maps the SDRT_CL_* variables of docs/running.md into them):
+ * cl_device, cl_disable, cl_gemm, cl_xgemm_tuned, cl_rowwise, cl_attn,
+ * cl_cache_dir, cl_precompiled_dir, cl_export_dir, the log and SD_DEBUG_CL
+ * (device chosen, program counts), and the test hooks cl_test_fail and
+ * cl_test_break.
  */
 #ifndef SDRT_CL_H
 #define SDRT_CL_H
 
-#include "backend.h"
+#include "runtime.h" /* struct sd_runtime_opts; includes backend.h */
 
 struct sd_cl_device_info {
-    int index;                  /* flat index over all platforms (sd_cl_backend_new) */
-    int platform, device;       /* indices as in SDRT_CL_DEVICE=P:D */
+    int index;                  /* flat index over all platforms (opts.cl_device, sdrt --device) */
+    int platform, device;       /* platform index, device index within it */
     char platform_name[128];
     char platform_version[128];
     char name[128];
@@ -48,14 +42,15 @@ struct sd_cl_device_info {
 
 /* Fills out[0..max) with every device of every platform and sets *n to the
  * number found (may exceed max). Returns SD_OK (also with 0 devices: no ICD
- * or no platform is not an error here) or SD_ERR_CL. */
+ * or no platform is not an error here) or SD_ERR_BACKEND. */
 int sd_cl_list_devices(struct sd_ctx *ctx, struct sd_cl_device_info *out, int max, int *n);
 
-/* Returns a new OpenCL backend on device `device_index` (flat index from
- * sd_cl_list_devices), or with -1 the one named by SDRT_CL_DEVICE, else the
- * first GPU, else the first device. Owned by the caller (sd_backend_free).
- * NULL with ctx set when there is no usable device. */
-struct sd_backend *sd_cl_backend_new(struct sd_ctx *ctx, int device_index);
+/* Returns a new OpenCL backend on device opts->cl_device (flat index from
+ * sd_cl_list_devices; -1 = the first GPU, else the first device), with the
+ * rest of the OpenCL options (opts NULL = the defaults). Owned by the
+ * caller (sd_backend_free). NULL with ctx set when there is no usable
+ * device or an option is bad. */
+struct sd_backend *sd_cl_backend_new(struct sd_ctx *ctx, const struct sd_runtime_opts *opts);
 
 /* Process-wide program counters: compiled from source, loaded from the
  * disk cache, loaded from a precompiled directory. */
@@ -64,7 +59,7 @@ void sd_cl_counts_get(struct sd_cl_counts *c);
 void sd_cl_counts_reset(void);
 
 /* Builds (or loads) every program of the backend and writes each binary to
- * dir/<program>.bin (for SDRT_CL_PRECOMPILED). Returns SD_OK or an error. */
+ * dir/<program>.bin (for opts.cl_precompiled_dir). Returns SD_OK or an error. */
 int sd_cl_export_programs(struct sd_backend *b, const char *dir);
 
 /* Drops every weight resident on the device (a model was released); they

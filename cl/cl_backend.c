@@ -3,7 +3,7 @@
  *
  * supports(): an op runs here if it has an entry in cl_ops, its sources are
  * f32 (embedding ids i32), it is within the kernels' limits, it is not in
- * SDRT_CL_DISABLE, and the programs it needs are available (made on first
+ * opts.cl_disable, and the programs it needs are available (made on first
  * ask; a failed build gives cause "build-failed" and the scheduler runs the
  * op on the CPU). The activation arena is one cl_mem; tensors are addressed
  * by (buffer, byte offset) passed to kernels and CLBlast. Weights are
@@ -12,12 +12,12 @@
  * fingerprint of its bytes changed), so later graphs over the same model
  * upload nothing.
  *
- * Device errors: if an op fails on the device (an SD_ERR_CL from enqueue or
- * CLBlast), the backend says so once on stderr, marks the op failed
+ * Device errors: if an op fails on the device (an SD_ERR_BACKEND from enqueue or
+ * CLBlast), the backend logs a warning once, marks the op failed
  * (supports() then answers "device-error") and runs that node on the CPU
  * through host copies, so the result stays the CPU's. If even the copies
  * fail, the error is returned: `--backend opencl` never silently gives a
- * different result. SDRT_CL_TEST_FAIL=op,... (tests only) makes those ops
+ * different result. opts.cl_test_fail = "op,..." (tests only) makes those ops
  * fail as if the device had returned an error.
  */
 #include "cl_impl.h"
@@ -236,8 +236,9 @@ static bool need_program(struct sd_cl *cl, const char *name) {
     if (cl->progs[pi].state == SD_CL_PROG_OK) return true;
     bool first = cl->progs[pi].state == SD_CL_PROG_UNTRIED;
     if (sd_cl_program_ensure(cl, pi) == SD_OK) return true;
-    if (first) fprintf(stderr, "cl: program %s unavailable on %s; its ops run on the cpu: %.*s\n", name, cl->info.name,
-                       (int)strcspn(cl->ctx->msg, "\n"), cl->ctx->msg);
+    if (first)
+        sd_logf(&cl->log, SD_LOG_WARN, "opencl: program %s unavailable on %s; its ops run on the cpu: %.*s", name,
+                cl->info.name, (int)strcspn(cl->ctx->msg, "\n"), cl->ctx->msg);
     sd_ctx_clear(cl->ctx);
     return false;
 }
@@ -283,7 +284,7 @@ static int cl_arena_reserve(struct sd_backend *b, size_t size, void **host) {
     (void)host;
     if (size <= cl->arena_size && cl->arena) return SD_OK;
     if (cl->info.max_alloc && size > cl->info.max_alloc)
-        return sd_errorf(cl->ctx, SD_ERR_CL, "cl: activation arena of %.1f MiB exceeds the device's max allocation %.1f MiB",
+        return sd_errorf(cl->ctx, SD_ERR_BACKEND, "opencl: activation arena of %.1f MiB exceeds the device's max allocation %.1f MiB",
                          (double)size / 1048576.0, (double)cl->info.max_alloc / 1048576.0);
     cl_int err = CL_SUCCESS;
     cl_mem m = clCreateBuffer(cl->context, CL_MEM_READ_WRITE, size ? size : 64, NULL, &err);
@@ -324,7 +325,7 @@ static int run_on_cpu(struct sd_cl *cl, struct sd_tensor *t) {
     int rc = SD_OK;
     void *saved[SD_MAX_SRC], *bufs[SD_MAX_SRC] = {0}, *out = NULL, *saved_out = t->data;
     int n_saved = 0;
-    if (!cl->cpu && !(cl->cpu = sd_cpu_backend_new(cl->ctx, 0))) return SD_ERR_BACKEND;
+    if (!cl->cpu && !(cl->cpu = sd_cpu_backend_new(cl->ctx, NULL))) return SD_ERR_BACKEND;
     if ((rc = sd_cl_check(cl->ctx, clFinish(cl->queue), "clFinish", t->name)) != SD_OK) return rc;
     for (int i = 0; i < SD_MAX_SRC; i++, n_saved++) {
         struct sd_tensor *s = t->src[i];
@@ -360,15 +361,15 @@ static int cl_compute(struct sd_backend *b, struct sd_graph *g, int i0, int i1) 
         sd_cl_op_fn fn = (unsigned)t->op < SD_OP_COUNT ? cl_ops[t->op].fn : NULL;
         if (!fn) return sd_errorf(cl->ctx, SD_ERR_UNSUPPORTED, "cl: op %s not supported", sd_op_name(t->op));
         int rc;
-        if (bit_get(cl->failed_ops, t->op)) rc = SD_ERR_CL;
+        if (bit_get(cl->failed_ops, t->op)) rc = SD_ERR_BACKEND;
         else if (bit_get(cl->test_fail_ops, t->op))
-            rc = sd_errorf(cl->ctx, SD_ERR_CL, "injected device error (SDRT_CL_TEST_FAIL)");
+            rc = sd_errorf(cl->ctx, SD_ERR_BACKEND, "opencl: injected device error (test hook cl_test_fail)");
         else rc = fn(cl, t);
         if (rc == SD_OK) continue;
-        if (rc != SD_ERR_CL) return sd_error_wrap(cl->ctx, "cl %s [%s]", sd_op_name(t->op), t->name);
+        if (rc != SD_ERR_BACKEND) return sd_error_wrap(cl->ctx, "cl %s [%s]", sd_op_name(t->op), t->name);
         if (!bit_get(cl->failed_ops, t->op)) {
-            fprintf(stderr, "cl: %s [%s] failed on %s: %s; running %s on the cpu from now on\n", sd_op_name(t->op),
-                    t->name, cl->info.name, cl->ctx->msg, sd_op_name(t->op));
+            sd_logf(&cl->log, SD_LOG_WARN, "opencl: %s [%s] failed on %s: %s; running %s on the cpu from now on",
+                    sd_op_name(t->op), t->name, cl->info.name, cl->ctx->msg, sd_op_name(t->op));
             bit_set(cl->failed_ops, t->op);
         }
         sd_ctx_clear(cl->ctx);
@@ -412,8 +413,7 @@ static const struct sd_backend_i cl_iface = {
     .free = cl_free,
 };
 
-static int parse_ops(struct sd_cl *cl, const char *env, unsigned *mask) {
-    const char *list = getenv(env);
+static int parse_ops(struct sd_cl *cl, const char *what, const char *list, unsigned *mask) {
     if (!list || !*list) return SD_OK;
     char buf[512];
     snprintf(buf, sizeof buf, "%s", list);
@@ -421,22 +421,14 @@ static int parse_ops(struct sd_cl *cl, const char *env, unsigned *mask) {
         int found = 0;
         for (int op = 1; op < SD_OP_COUNT; op++)
             if (strcmp(tok, sd_op_name((enum sd_op)op)) == 0) bit_set(mask, op), found = 1;
-        if (!found) return sd_errorf(cl->ctx, SD_ERR_INVALID, "%s: unknown op '%s'", env, tok);
+        if (!found) return sd_errorf(cl->ctx, SD_ERR_INVALID, "opencl: %s: unknown op '%s'", what, tok);
     }
     return SD_OK;
 }
 
-static bool env_on(const char *name) {
-    const char *v = getenv(name);
-    return v && *v && strcmp(v, "0") != 0;
-}
-
-static const char *env_dir(const char *name) {
-    const char *v = getenv(name);
-    return v && *v ? v : NULL;
-}
-
-struct sd_backend *sd_cl_backend_new(struct sd_ctx *ctx, int device_index) {
+struct sd_backend *sd_cl_backend_new(struct sd_ctx *ctx, const struct sd_runtime_opts *opts) {
+    struct sd_runtime_opts defaults;
+    if (!opts) sd_runtime_opts_init(&defaults), opts = &defaults;
     struct sd_backend *b = calloc(1, sizeof *b);
     struct sd_cl *cl = calloc(1, sizeof *cl);
     if (!b || !cl) {
@@ -449,53 +441,53 @@ struct sd_backend *sd_cl_backend_new(struct sd_ctx *ctx, int device_index) {
     b->ctx = ctx;
     b->impl = cl;
     cl->ctx = ctx;
-    cl->log = env_on("SDRT_CL_LOG");
-    cl->precompiled_dir = env_dir("SDRT_CL_PRECOMPILED");
-    cl->export_dir = env_dir("SDRT_CL_EXPORT");
-    if (env_dir("SDRT_CL_TEST_BREAK")) snprintf(cl->test_break, sizeof cl->test_break, "%s", getenv("SDRT_CL_TEST_BREAK"));
-    if (parse_ops(cl, "SDRT_CL_DISABLE", cl->disabled_ops) != SD_OK ||
-        parse_ops(cl, "SDRT_CL_TEST_FAIL", cl->test_fail_ops) != SD_OK)
+    cl->log = opts->log;
+    cl->log_info = (opts->debug & SD_DEBUG_CL) != 0;
+    snprintf(cl->precompiled_dir, sizeof cl->precompiled_dir, "%s", opts->cl_precompiled_dir ? opts->cl_precompiled_dir : "");
+    snprintf(cl->export_dir, sizeof cl->export_dir, "%s", opts->cl_export_dir ? opts->cl_export_dir : "");
+    snprintf(cl->test_break, sizeof cl->test_break, "%s", opts->cl_test_break ? opts->cl_test_break : "");
+    if (opts->cl_cache_dir && *opts->cl_cache_dir && !sd_cl_cache_dir_make(opts->cl_cache_dir, cl->cache_dir, sizeof cl->cache_dir))
+        sd_logf(&cl->log, SD_LOG_WARN, "opencl: program cache %s/cl cannot be created; programs are compiled each run",
+                opts->cl_cache_dir);
+    if (parse_ops(cl, "disabled ops", opts->cl_disable, cl->disabled_ops) != SD_OK ||
+        parse_ops(cl, "test-fail ops", opts->cl_test_fail, cl->test_fail_ops) != SD_OK)
         goto fail;
-    if (sd_cl_device_open(ctx, device_index, &cl->info, &cl->platform, &cl->dev, &cl->context) != SD_OK) goto fail;
+    if (opts->cl_gemm < SD_CL_GEMM_AUTO || opts->cl_gemm > SD_CL_GEMM_CLBLAST || opts->cl_attn < SD_CL_ATTN_AUTO ||
+        opts->cl_attn > SD_CL_ATTN_FLASH) {
+        sd_errorf(ctx, SD_ERR_INVALID, "opencl: gemm engine %d or attention variant %d unknown", (int)opts->cl_gemm,
+                  (int)opts->cl_attn);
+        goto fail;
+    }
+    if (sd_cl_device_open(ctx, opts->cl_device, &cl->log, cl->log_info, &cl->info, &cl->platform, &cl->dev, &cl->context) !=
+        SD_OK)
+        goto fail;
     /* GEMM engine: CLBlast compiles its kernels at run time (tens of seconds
      * per variant on PoCL, never cached on disk) and is untuned on CPU
      * devices, where our register-blocked kernels measure faster
      * (docs/opencl.md); so CPU-type devices default to ours. */
-    const char *gemm = getenv("SDRT_CL_GEMM");
-    if (gemm && *gemm && strcmp(gemm, "own") && strcmp(gemm, "clblast")) {
-        sd_errorf(ctx, SD_ERR_INVALID, "SDRT_CL_GEMM=%s: want clblast or own", gemm);
-        goto fail;
-    }
-    if (cl->precompiled_dir) cl->gemm_own = 1;
-    else if (gemm && *gemm) cl->gemm_own = strcmp(gemm, "own") == 0;
+    if (cl->precompiled_dir[0]) cl->gemm_own = 1;
+    else if (opts->cl_gemm != SD_CL_GEMM_AUTO) cl->gemm_own = opts->cl_gemm == SD_CL_GEMM_OWN;
     else cl->gemm_own = strcmp(cl->info.type, "cpu") == 0;
     /* CPU-type devices (PoCL): work-item-per-row softmax and attention as
      * blocked GEMMs measure far faster than the work-group-reduction and
      * flash kernels there (docs/opencl.md). */
-    const char *rw = getenv("SDRT_CL_ROWWISE");
-    cl->rowwise = rw && *rw ? strcmp(rw, "0") != 0 : strcmp(cl->info.type, "cpu") == 0;
-    const char *attn = getenv("SDRT_CL_ATTN");
-    if (attn && *attn && strcmp(attn, "flash") && strcmp(attn, "gemm")) {
-        sd_errorf(ctx, SD_ERR_INVALID, "SDRT_CL_ATTN=%s: want flash or gemm", attn);
-        goto fail;
-    }
+    cl->rowwise = opts->cl_rowwise >= 0 ? opts->cl_rowwise != 0 : strcmp(cl->info.type, "cpu") == 0;
     /* Attention as blocked GEMMs is the default everywhere: ~30x faster than
      * the flash kernel on PoCL, and on an NVIDIA H100 (full-size SD 1.5,
      * 512x512) UNet step 0.257 vs 0.305 s, VAE decode 0.290 vs 0.459 s. */
-    cl->attn_gemm = attn && *attn ? !strcmp(attn, "gemm") : 1;
-    sd_cl_gemm_init(cl);
+    cl->attn_gemm = opts->cl_attn != SD_CL_ATTN_FLASH;
+    sd_cl_gemm_init(cl, opts->cl_xgemm_tuned);
     snprintf(cl->build_opts, sizeof cl->build_opts, "-cl-std=CL1.2 -DSD_DV_MAX=%d", SD_CL_ATTN_DV_MAX);
     cl_int err = CL_SUCCESS;
     cl->queue = clCreateCommandQueue(cl->context, cl->dev, 0, &err);
     if (sd_cl_check(ctx, err, "clCreateCommandQueue", cl->info.name) != SD_OK) goto fail;
     cl->flag = clCreateBuffer(cl->context, CL_MEM_READ_WRITE, sizeof(cl_int), NULL, &err);
     if (sd_cl_check(ctx, err, "clCreateBuffer", "flag") != SD_OK) goto fail;
-    if (cl->log)
-        fprintf(stderr, "cl: device %d:%d %s (%s, %s, %u CUs, %.0f MiB), gemm %s%s%s\n", cl->info.platform,
-                cl->info.device, cl->info.name, cl->info.type, cl->info.cl_version, cl->info.compute_units,
-                (double)cl->info.global_mem / 1048576.0, cl->gemm_own ? "gemm.cl" : "CLBlast",
-                cl->precompiled_dir ? ", precompiled from " : "",
-                cl->precompiled_dir ? cl->precompiled_dir : "");
+    if (cl->log_info)
+        sd_logf(&cl->log, SD_LOG_INFO, "opencl: device %d (%d:%d) %s (%s, %s, %u CUs, %.0f MiB), gemm %s%s%s",
+                cl->info.index, cl->info.platform, cl->info.device, cl->info.name, cl->info.type, cl->info.cl_version,
+                cl->info.compute_units, (double)cl->info.global_mem / 1048576.0, cl->gemm_own ? "gemm.cl" : "CLBlast",
+                cl->precompiled_dir[0] ? ", precompiled from " : "", cl->precompiled_dir);
     return b;
 fail:
     cl_free(b);

@@ -11,8 +11,9 @@
  * the caller compiles from source and overwrites it. The cache never makes a
  * build fail: every error here means "not cached".
  *
- * Directory: $SDRT_CACHE_DIR/cl, else $XDG_CACHE_HOME/sdrt/cl, else
- * $HOME/.cache/sdrt/cl; SDRT_CL_CACHE=0 turns the cache off.
+ * Directory: opts.cl_cache_dir + "/cl"; no cache without one. (The sdrt
+ * command passes $SDRT_CACHE_DIR, else $XDG_CACHE_HOME/sdrt, else
+ * $HOME/.cache/sdrt; SDRT_CL_CACHE=0 passes none.)
  */
 #include "cl_impl.h"
 
@@ -78,16 +79,13 @@ static int mkdir_p(const char *path) {
     return 0;
 }
 
-const char *sd_cl_cache_dir(void) {
-    static char dir[1024];
-    const char *off = getenv("SDRT_CL_CACHE");
-    if (off && strcmp(off, "0") == 0) return NULL;
-    const char *root = getenv("SDRT_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    if (root && *root) snprintf(dir, sizeof dir, "%s/cl", root);
-    else if (xdg && *xdg) snprintf(dir, sizeof dir, "%s/sdrt/cl", xdg);
-    else if (home && *home) snprintf(dir, sizeof dir, "%s/.cache/sdrt/cl", home);
-    else return NULL;
-    return mkdir_p(dir) == 0 ? dir : NULL;
+bool sd_cl_cache_dir_make(const char *root, char *out, size_t n) {
+    if (n) out[0] = 0;
+    if (!root || !*root || n == 0) return false;
+    snprintf(out, n, "%s/cl", root);
+    if (mkdir_p(out) == 0) return true;
+    out[0] = 0;
+    return false;
 }
 
 int sd_cl_file_read(struct sd_ctx *ctx, const char *path, unsigned char **bin, size_t *n) {

@@ -2,8 +2,8 @@
  * process-wide contexts and the mapping of CL error codes to names.
  *
  * Devices are numbered by a flat index over platforms in ICD order
- * (sd_cl_list_devices). The backend's device is the index given, else
- * SDRT_CL_DEVICE=P:D, else the first GPU, else the first device. Capabilities
+ * (sd_cl_list_devices). The backend's device is the index given
+ * (opts.cl_device), else the first GPU, else the first device. Capabilities
  * (fp16, fp64, online compiler) are probed from the device, never inferred
  * from vendor names. There is one cl_context per platform per process,
  * created on first use and shared (refcounted) by every backend on it.
@@ -59,7 +59,7 @@ const char *sd_cl_err_name(int code) {
 
 int sd_cl_check(struct sd_ctx *ctx, cl_int err, const char *call, const char *what) {
     if (err == CL_SUCCESS) return SD_OK;
-    return sd_errorf(ctx, SD_ERR_CL, "%s(%s) = %d %s", call, what ? what : "", (int)err, sd_cl_err_name(err));
+    return sd_errorf(ctx, SD_ERR_BACKEND, "opencl: %s(%s) = %d %s", call, what ? what : "", (int)err, sd_cl_err_name(err));
 }
 
 static void dev_str(cl_device_id d, cl_device_info p, char *buf, size_t n) {
@@ -149,16 +149,17 @@ int sd_cl_list_devices(struct sd_ctx *ctx, struct sd_cl_device_info *out, int ma
 }
 
 /* Process-wide contexts, one per platform. Not thread-safe: backends are
- * created and freed from one thread. */
-static struct { cl_platform_id p; cl_context c; int refs; } contexts[MAX_PLATFORMS];
+ * created and freed from one thread. The driver's notices go to the log of
+ * the backend that created the context (copied: it may be freed first). */
+static struct { cl_platform_id p; cl_context c; int refs; struct sd_log *log; } contexts[MAX_PLATFORMS];
 
 static void CL_CALLBACK context_notify(const char *msg, const void *info, size_t cb, void *user) {
-    (void)info, (void)cb, (void)user;
-    const char *log = getenv("SDRT_CL_LOG");
-    if (log && *log && *log != '0') fprintf(stderr, "cl: context: %s\n", msg);
+    (void)info, (void)cb;
+    sd_logf(user, SD_LOG_INFO, "opencl: context: %s", msg);
 }
 
-static int context_get(struct sd_ctx *ctx, cl_platform_id p, struct dev_ref *refs, int nr, cl_context *out) {
+static int context_get(struct sd_ctx *ctx, cl_platform_id p, struct dev_ref *refs, int nr, const struct sd_log *log,
+                       int log_info, cl_context *out) {
     for (int i = 0; i < MAX_PLATFORMS; i++)
         if (contexts[i].refs > 0 && contexts[i].p == p) {
             contexts[i].refs++;
@@ -173,13 +174,18 @@ static int context_get(struct sd_ctx *ctx, cl_platform_id p, struct dev_ref *ref
         if (contexts[i].refs > 0) continue;
         cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)p, 0};
         cl_int err = CL_SUCCESS;
-        cl_context c = clCreateContext(props, nd, devs, context_notify, NULL, &err);
-        if (err != CL_SUCCESS) return sd_cl_check(ctx, err, "clCreateContext", "");
-        contexts[i].p = p, contexts[i].c = c, contexts[i].refs = 1;
+        struct sd_log *sink = log_info && log && log->fn ? malloc(sizeof *sink) : NULL;
+        if (sink) *sink = *log;
+        cl_context c = clCreateContext(props, nd, devs, sink ? context_notify : NULL, sink, &err);
+        if (err != CL_SUCCESS) {
+            free(sink);
+            return sd_cl_check(ctx, err, "clCreateContext", "");
+        }
+        contexts[i].p = p, contexts[i].c = c, contexts[i].refs = 1, contexts[i].log = sink;
         *out = c;
         return SD_OK;
     }
-    return sd_errorf(ctx, SD_ERR_CL, "cl: too many OpenCL platforms in use");
+    return sd_errorf(ctx, SD_ERR_BACKEND, "opencl: too many OpenCL platforms in use");
 }
 
 void sd_cl_context_release(cl_context c) {
@@ -188,32 +194,25 @@ void sd_cl_context_release(cl_context c) {
         if (contexts[i].refs > 0 && contexts[i].c == c) {
             if (--contexts[i].refs == 0) {
                 clReleaseContext(c);
-                contexts[i].c = NULL;
+                free(contexts[i].log);
+                contexts[i].c = NULL, contexts[i].log = NULL;
             }
             return;
         }
 }
 
-int sd_cl_device_open(struct sd_ctx *ctx, int device_index, struct sd_cl_device_info *info,
-                      cl_platform_id *platform, cl_device_id *dev, cl_context *context) {
+int sd_cl_device_open(struct sd_ctx *ctx, int device_index, const struct sd_log *log, int log_info,
+                      struct sd_cl_device_info *info, cl_platform_id *platform, cl_device_id *dev, cl_context *context) {
     struct dev_ref refs[MAX_PLATFORMS * MAX_DEVICES];
     int nr = 0, rc = enumerate(ctx, refs, MAX_PLATFORMS * MAX_DEVICES, &nr);
     if (rc != SD_OK) return rc;
-    if (nr == 0) return sd_errorf(ctx, SD_ERR_CL, "cl: no OpenCL device (no ICD installed or no platform reports a device)");
+    if (nr == 0) return sd_errorf(ctx, SD_ERR_BACKEND, "opencl: no OpenCL device (no ICD installed or no platform reports a device)");
     int pick = -1;
-    const char *env = getenv("SDRT_CL_DEVICE");
     if (device_index >= 0) {
         if (device_index >= nr)
-            return sd_errorf(ctx, SD_ERR_INVALID, "cl: device %d requested, %d available", device_index, nr);
+            return sd_errorf(ctx, SD_ERR_INVALID, "opencl: device %d requested, %d available (sdrt devices lists them)",
+                             device_index, nr);
         pick = device_index;
-    } else if (env && *env) {
-        int pi = -1, di = -1;
-        char tail = 0;
-        if (sscanf(env, "%d:%d%c", &pi, &di, &tail) != 2)
-            return sd_errorf(ctx, SD_ERR_INVALID, "SDRT_CL_DEVICE=%s: want PLATFORM:DEVICE indices, e.g. 0:0", env);
-        for (int i = 0; i < nr; i++)
-            if (refs[i].pi == pi && refs[i].di == di) pick = i;
-        if (pick < 0) return sd_errorf(ctx, SD_ERR_INVALID, "SDRT_CL_DEVICE=%s: no such device", env);
     } else {
         for (int i = 0; i < nr && pick < 0; i++) {
             cl_device_type t = 0;
@@ -226,5 +225,5 @@ int sd_cl_device_open(struct sd_ctx *ctx, int device_index, struct sd_cl_device_
     info->index = pick, info->platform = refs[pick].pi, info->device = refs[pick].di;
     *platform = refs[pick].p;
     *dev = refs[pick].d;
-    return context_get(ctx, refs[pick].p, refs, nr, context);
+    return context_get(ctx, refs[pick].p, refs, nr, log, log_info, context);
 }

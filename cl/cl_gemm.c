@@ -1,5 +1,5 @@
 /* cl_gemm.c - the GEMM behind conv2d, linear and matmul: CLBlast by default,
- * our kernels/gemm.cl with SDRT_CL_GEMM=own or in precompiled mode (CLBlast
+ * our kernels/gemm.cl with opts.cl_gemm = own or in precompiled mode (CLBlast
  * compiles its kernels from source at run time). Also the bias kernel.
  *
  * sd_cl_gemm takes row-major operands as stored (lda = row length of A as
@@ -47,7 +47,7 @@ static int gemm_clblast(struct sd_cl *cl, const struct sd_cl_gemm *g) {
 static int gemm_own(struct sd_cl *cl, const struct sd_cl_gemm *g) {
     if (!g->trans_a && g->trans_b) {
         cl_kernel k = sd_cl_kernel(cl, "gemm", "kernel_gemm_nt_f32");
-        if (!k) return SD_ERR_CL;
+        if (!k) return SD_ERR_BACKEND;
         struct sd_cl_arg args[] = {
             SD_CL_BUF(g->a), SD_CL_BUF(g->b), SD_CL_BUF(g->c), SD_CL_I32(g->m), SD_CL_I32(g->n), SD_CL_I32(g->k),
             SD_CL_I32(g->lda), SD_CL_I32(g->ldb), SD_CL_I32(g->ldc), SD_CL_U64(g->stride_a), SD_CL_U64(g->stride_b),
@@ -58,7 +58,7 @@ static int gemm_own(struct sd_cl *cl, const struct sd_cl_gemm *g) {
     }
     if (!g->trans_b) {
         cl_kernel k = sd_cl_kernel(cl, "gemm", "kernel_gemm_nn_f32");
-        if (!k) return SD_ERR_CL;
+        if (!k) return SD_ERR_BACKEND;
         int sam = g->trans_a ? 1 : (int)g->lda, sak = g->trans_a ? (int)g->lda : 1;
         struct sd_cl_arg args[] = {
             SD_CL_BUF(g->a), SD_CL_BUF(g->b), SD_CL_BUF(g->c), SD_CL_I32(g->m), SD_CL_I32(g->n), SD_CL_I32(g->k),
@@ -69,7 +69,7 @@ static int gemm_own(struct sd_cl *cl, const struct sd_cl_gemm *g) {
         return sd_cl_run(cl, k, g->what, args, SD_CL_NARGS(args), 3, global, NULL);
     }
     cl_kernel k = sd_cl_kernel(cl, "gemm", "kernel_gemm_f32");
-    if (!k) return SD_ERR_CL;
+    if (!k) return SD_ERR_BACKEND;
     int sam = g->trans_a ? 1 : (int)g->lda, sak = g->trans_a ? (int)g->lda : 1;
     int sbk = g->trans_b ? 1 : (int)g->ldb, sbn = g->trans_b ? (int)g->ldb : 1;
     struct sd_cl_arg args[] = {
@@ -91,11 +91,11 @@ static const char *xgemm_names[16] = {"GEMMK", "KREG", "KWG", "KWI", "MDIMA", "M
                                       "NDIMC", "NWG", "SA", "SB", "STRM", "STRN", "VWM", "VWN"};
 static const size_t xgemm_cpu[16] = {0, 1, 32, 2, 8, 8, 64, 8, 8, 128, 0, 0, 0, 0, 4, 16};
 
-void sd_cl_gemm_init(struct sd_cl *cl) {
-    const char *e = getenv("SDRT_CL_XGEMM");
-    if (cl->gemm_own || strcmp(cl->info.type, "cpu") != 0 || (e && !strcmp(e, "default"))) return;
+void sd_cl_gemm_init(struct sd_cl *cl, int xgemm_tuned) {
+    if (cl->gemm_own || strcmp(cl->info.type, "cpu") != 0 || !xgemm_tuned) return;
     CLBlastStatusCode st = CLBlastOverrideParameters(cl->dev, "Xgemm", CLBlastPrecisionSingle, 16, xgemm_names, xgemm_cpu);
-    if (st != CLBlastSuccess && cl->log) fprintf(stderr, "cl: CLBlastOverrideParameters(Xgemm) = %d; CLBlast defaults used\n", (int)st);
+    if (st != CLBlastSuccess && cl->log_info)
+        sd_logf(&cl->log, SD_LOG_INFO, "opencl: CLBlastOverrideParameters(Xgemm) = %d; CLBlast defaults used", (int)st);
 }
 
 /* The NN kernel streams a whole K column strip of B per work-item;
@@ -125,7 +125,7 @@ int sd_cl_gemm(struct sd_cl *cl, const struct sd_cl_gemm *g) {
 int sd_cl_bias(struct sd_cl *cl, struct sd_cl_buf y, struct sd_cl_buf bias, size_t n, size_t inner, size_t channels,
                const char *what) {
     cl_kernel k = sd_cl_kernel(cl, "bias", "kernel_bias_f32");
-    if (!k) return SD_ERR_CL;
+    if (!k) return SD_ERR_BACKEND;
     struct sd_cl_arg args[] = {SD_CL_BUF(y), SD_CL_BUF(bias), SD_CL_I32(n), SD_CL_I32(inner), SD_CL_I32(channels)};
     size_t global = sd_cl_round_up(n, 256);
     return sd_cl_run(cl, k, what, args, SD_CL_NARGS(args), 1, &global, NULL);

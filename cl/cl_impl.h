@@ -4,7 +4,7 @@
  * An op is `int sd_cl_<op>(struct sd_cl *cl, struct sd_tensor *node)`: it
  * enqueues its kernels (or CLBlast calls) on cl->queue, reading sources and
  * writing node's bytes in device memory (sd_cl_buf_of), and returns SD_OK or
- * SD_ERR_CL with the call, the kernel and the code on cl->ctx. Ops never
+ * SD_ERR_BACKEND with the call, the kernel and the code on cl->ctx. Ops never
  * block except where noted; the queue is in order.
  */
 #ifndef SDRT_CL_IMPL_H
@@ -60,16 +60,18 @@ struct sd_cl {
     struct sd_cl_program progs[SD_CL_MAX_PROGRAMS];
     struct sd_cl_kernel_slot kernels[SD_CL_MAX_KERNELS];
     int n_kernels;
-    unsigned disabled_ops[(SD_OP_COUNT + 31) / 32]; /* SDRT_CL_DISABLE */
+    unsigned disabled_ops[(SD_OP_COUNT + 31) / 32]; /* opts.cl_disable */
     unsigned failed_ops[(SD_OP_COUNT + 31) / 32];   /* device error at run time */
-    unsigned test_fail_ops[(SD_OP_COUNT + 31) / 32]; /* SDRT_CL_TEST_FAIL (tests) */
+    unsigned test_fail_ops[(SD_OP_COUNT + 31) / 32]; /* opts.cl_test_fail (tests) */
     int gemm_own;                /* our gemm kernel instead of CLBlast */
     int rowwise;                 /* CPU-type device: one work-item per softmax row */
-    int attn_gemm;               /* attention as blocked GEMMs (CPU-type devices, SDRT_CL_ATTN) */
-    int log;                     /* SDRT_CL_LOG */
-    const char *precompiled_dir; /* SDRT_CL_PRECOMPILED */
-    const char *export_dir;      /* SDRT_CL_EXPORT */
-    char test_break[128];        /* SDRT_CL_TEST_BREAK (tests) */
+    int attn_gemm;               /* attention as blocked GEMMs (opts.cl_attn) */
+    struct sd_log log;           /* opts.log: warnings; info with SD_DEBUG_CL */
+    int log_info;                /* opts.debug & SD_DEBUG_CL */
+    char precompiled_dir[1024];  /* opts.cl_precompiled_dir ("" = none) */
+    char export_dir[1024];       /* opts.cl_export_dir ("" = none) */
+    char cache_dir[1024];        /* opts.cl_cache_dir + "/cl", created ("" = no disk cache) */
+    char test_break[128];        /* opts.cl_test_break (tests) */
     struct sd_backend *cpu;      /* for nodes that fail on the device (lazy) */
     char build_opts[256];
 };
@@ -91,13 +93,15 @@ struct sd_cl_arg { size_t size; const void *ptr; };
 
 /* --- cl_device.c ---------------------------------------------------------- */
 const char *sd_cl_err_name(int code);
-/* Returns SD_OK if err is CL_SUCCESS, else SD_ERR_CL with
- * "call(what) = code NAME" on ctx. */
+/* Returns SD_OK if err is CL_SUCCESS, else SD_ERR_BACKEND with
+ * "opencl: call(what) = code NAME" on ctx. */
 int sd_cl_check(struct sd_ctx *ctx, cl_int err, const char *call, const char *what);
-/* Resolves device_index (or SDRT_CL_DEVICE / default) and fills the ids,
- * info and a retained reference to the process-wide context of its platform. */
-int sd_cl_device_open(struct sd_ctx *ctx, int device_index, struct sd_cl_device_info *info,
-                      cl_platform_id *platform, cl_device_id *dev, cl_context *context);
+/* Resolves device_index (flat index; -1 = the first GPU, else the first
+ * device) and fills the ids, info and a retained reference to the
+ * process-wide context of its platform (whose driver notices go to log at
+ * SD_LOG_INFO when log_info). */
+int sd_cl_device_open(struct sd_ctx *ctx, int device_index, const struct sd_log *log, int log_info,
+                      struct sd_cl_device_info *info, cl_platform_id *platform, cl_device_id *dev, cl_context *context);
 void sd_cl_context_release(cl_context context);
 
 /* --- cl_program.c --------------------------------------------------------- */
@@ -116,9 +120,9 @@ void sd_cl_log_counts(const struct sd_cl *cl);
  * and SD_CL_CACHE_FORMAT. Writes 33 chars (32 hex + NUL) into hex. */
 void sd_cl_cache_key(const char *const *srcs, int n_srcs, const char *opts, const struct sd_cl_device_info *info,
                      char hex[33]);
-/* Returns the directory (created if needed) or NULL if the cache is off or
- * unusable. Static storage. */
-const char *sd_cl_cache_dir(void);
+/* Writes root + "/cl" into out and creates it; returns false (out = "") if
+ * root is NULL or empty or the directory cannot be made. */
+bool sd_cl_cache_dir_make(const char *root, char *out, size_t n);
 /* Reads a cached binary for key: malloc'd bytes in *bin, size in *n, or
  * returns false (missing, corrupt, mismatching: *rejected set if a file
  * existed but was not valid). */
@@ -159,9 +163,9 @@ struct sd_cl_gemm {
     const char *what;
 };
 int sd_cl_gemm(struct sd_cl *cl, const struct sd_cl_gemm *g);
-/* Applies tuned CLBlast parameters where we have them (CPU-type devices;
- * SDRT_CL_XGEMM=default keeps CLBlast's). */
-void sd_cl_gemm_init(struct sd_cl *cl);
+/* Applies tuned CLBlast parameters where we have them (CPU-type devices),
+ * unless xgemm_tuned is 0 (opts.cl_xgemm_tuned: CLBlast's own). */
+void sd_cl_gemm_init(struct sd_cl *cl, int xgemm_tuned);
 /* Adds bias[(i / inner) % channels] to n elements of y. */
 int sd_cl_bias(struct sd_cl *cl, struct sd_cl_buf y, struct sd_cl_buf bias, size_t n, size_t inner, size_t channels,
                const char *what);

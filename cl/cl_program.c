@@ -6,15 +6,16 @@
  * cl/kernels/<name>.cl. Programs are made on first use (the backend's
  * supports() asks for the programs of an op), so a graph only pays for the
  * ops it has. Order of attempts:
- *   SDRT_CL_PRECOMPILED=DIR: DIR/<name>.bin with clCreateProgramWithBinary,
+ *   opts.cl_precompiled_dir DIR: DIR/<name>.bin with clCreateProgramWithBinary,
  *     nothing else (a missing or bad binary fails that program, clearly);
- *   else the cache entry for hash(source, options, device, driver, platform);
+ *   else the cache entry for hash(source, options, device, driver, platform)
+ *     under opts.cl_cache_dir (when given);
  *   else clCreateProgramWithSource + clBuildProgram, then stored in the cache.
  * A failure is remembered (state FAILED): the ops needing the program report
- * "build-failed" from supports() and run on the CPU; the build log is printed
- * once to stderr. SDRT_CL_EXPORT=DIR (or sd_cl_export_programs) writes each
- * binary as DIR/<name>.bin. SDRT_CL_TEST_BREAK=name (tests only) appends a
- * syntax error to that program's source to exercise the failure path.
+ * "build-failed" from supports() and run on the CPU; the build log goes to
+ * the log at SD_LOG_DEBUG. opts.cl_export_dir DIR (or sd_cl_export_programs)
+ * writes each binary as DIR/<name>.bin. opts.cl_test_break = name (tests only)
+ * appends a syntax error to that program's source to exercise the failure path.
  */
 #include "cl_impl.h"
 
@@ -28,8 +29,8 @@ void sd_cl_counts_get(struct sd_cl_counts *c) { *c = counts; }
 void sd_cl_counts_reset(void) { memset(&counts, 0, sizeof counts); }
 
 void sd_cl_log_counts(const struct sd_cl *cl) {
-    if (!cl->log) return;
-    fprintf(stderr, "cl: built %d programs, loaded %d from cache, %d precompiled (%d cache entries rejected)\n",
+    if (!cl->log_info) return;
+    sd_logf(&cl->log, SD_LOG_INFO, "opencl: built %d programs, loaded %d from cache, %d precompiled (%d cache entries rejected)",
             counts.built, counts.cached, counts.precompiled, counts.cache_rejected);
 }
 
@@ -50,7 +51,7 @@ static int program_binary(struct sd_cl *cl, cl_program p, const char *name, unsi
     size_t sz = 0;
     cl_int err = clGetProgramInfo(p, CL_PROGRAM_BINARY_SIZES, sizeof sz, &sz, NULL);
     if (err != CL_SUCCESS) return sd_cl_check(cl->ctx, err, "clGetProgramInfo(BINARY_SIZES)", name);
-    if (sz == 0) return sd_errorf(cl->ctx, SD_ERR_CL, "cl: program %s has no binary for the device", name);
+    if (sz == 0) return sd_errorf(cl->ctx, SD_ERR_BACKEND, "opencl: program %s has no binary for the device", name);
     unsigned char *buf = malloc(sz);
     if (!buf) return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory");
     err = clGetProgramInfo(p, CL_PROGRAM_BINARIES, sizeof buf, &buf, NULL);
@@ -71,9 +72,9 @@ static int build_log_error(struct sd_cl *cl, cl_program p, cl_int err, const cha
         if (clGetProgramBuildInfo(p, cl->dev, CL_PROGRAM_BUILD_LOG, n, log, NULL) != CL_SUCCESS) log[0] = 0;
         log[n] = 0;
     }
-    fprintf(stderr, "cl: clBuildProgram(%s, %s) = %d %s; CL_PROGRAM_BUILD_LOG:\n%s\n", name, how, (int)err,
-            sd_cl_err_name(err), log ? log : "(none)");
-    int rc = sd_errorf(cl->ctx, SD_ERR_CL, "clBuildProgram(%s, %s) = %d %s\n%.1500s", name, how, (int)err,
+    sd_logf(&cl->log, SD_LOG_DEBUG, "opencl: clBuildProgram(%s, %s) = %d %s; CL_PROGRAM_BUILD_LOG:\n%s", name, how,
+            (int)err, sd_cl_err_name(err), log ? log : "(none)");
+    int rc = sd_errorf(cl->ctx, SD_ERR_BACKEND, "opencl: clBuildProgram(%s, %s) = %d %s\n%.1500s", name, how, (int)err,
                        sd_cl_err_name(err), log ? log : "");
     free(log);
     return rc;
@@ -87,11 +88,11 @@ static int from_binary(struct sd_cl *cl, const char *name, const unsigned char *
     if (err == CL_SUCCESS) err = st;
     if (err != CL_SUCCESS) {
         if (p) clReleaseProgram(p);
-        return quiet ? SD_ERR_CL : sd_cl_check(cl->ctx, err, "clCreateProgramWithBinary", name);
+        return quiet ? SD_ERR_BACKEND : sd_cl_check(cl->ctx, err, "clCreateProgramWithBinary", name);
     }
     err = clBuildProgram(p, 1, &cl->dev, cl->build_opts, NULL, NULL);
     if (err != CL_SUCCESS) {
-        int rc = quiet ? SD_ERR_CL : build_log_error(cl, p, err, how, name);
+        int rc = quiet ? SD_ERR_BACKEND : build_log_error(cl, p, err, how, name);
         clReleaseProgram(p);
         return rc;
     }
@@ -101,8 +102,8 @@ static int from_binary(struct sd_cl *cl, const char *name, const unsigned char *
 
 static int from_source(struct sd_cl *cl, const char *name, const char **srcs, int n_srcs, cl_program *out) {
     if (!cl->info.has_compiler)
-        return sd_errorf(cl->ctx, SD_ERR_CL,
-                         "cl: device %s has no online compiler; build program %s offline and use SDRT_CL_PRECOMPILED",
+        return sd_errorf(cl->ctx, SD_ERR_BACKEND,
+                         "opencl: device %s has no online compiler; build program %s offline and give a precompiled dir",
                          cl->info.name, name);
     cl_int err = CL_SUCCESS;
     cl_program p = clCreateProgramWithSource(cl->context, (cl_uint)n_srcs, srcs, NULL, &err);
@@ -138,20 +139,20 @@ int sd_cl_program_ensure(struct sd_cl *cl, int prog) {
     const char *name = sd_cl_sources[prog].name;
     if (pr->state == SD_CL_PROG_OK) return SD_OK;
     if (pr->state == SD_CL_PROG_FAILED)
-        return sd_errorf(cl->ctx, SD_ERR_CL, "cl: program %s failed to build earlier", name);
+        return sd_errorf(cl->ctx, SD_ERR_BACKEND, "opencl: program %s failed to build earlier", name);
     pr->state = SD_CL_PROG_FAILED; /* until proven otherwise */
     int rc = SD_OK;
     cl_program p = NULL;
-    if (cl->precompiled_dir) {
+    if (cl->precompiled_dir[0]) {
         char path[1200];
         unsigned char *bin = NULL;
         size_t n = 0;
         snprintf(path, sizeof path, "%s/%s.bin", cl->precompiled_dir, name);
         rc = sd_cl_file_read(cl->ctx, path, &bin, &n);
-        if (rc != SD_OK) return sd_error_wrap(cl->ctx, "SDRT_CL_PRECOMPILED: binary for program %s missing", name);
+        if (rc != SD_OK) return sd_error_wrap(cl->ctx, "precompiled dir: binary for program %s missing", name);
         rc = from_binary(cl, name, bin, n, "precompiled", &p, false);
         free(bin);
-        if (rc != SD_OK) return sd_error_wrap(cl->ctx, "SDRT_CL_PRECOMPILED=%s", cl->precompiled_dir);
+        if (rc != SD_OK) return sd_error_wrap(cl->ctx, "precompiled dir %s", cl->precompiled_dir);
         counts.precompiled++;
     } else {
         const char *common = source_text("common");
@@ -164,7 +165,7 @@ int sd_cl_program_ensure(struct sd_cl *cl, int prog) {
         const char *srcs[2] = {common ? common : "", text};
         char hex[33];
         sd_cl_cache_key(srcs, 2, cl->build_opts, &cl->info, hex);
-        const char *dir = sd_cl_cache_dir();
+        const char *dir = cl->cache_dir[0] ? cl->cache_dir : NULL;
         unsigned char *bin = NULL;
         size_t n = 0;
         bool rejected = false;
@@ -187,7 +188,7 @@ int sd_cl_program_ensure(struct sd_cl *cl, int prog) {
     }
     pr->prog = p;
     pr->state = SD_CL_PROG_OK;
-    if (cl->export_dir && (rc = export_one(cl, cl->export_dir, prog)) != SD_OK) return rc;
+    if (cl->export_dir[0] && (rc = export_one(cl, cl->export_dir, prog)) != SD_OK) return rc;
     return SD_OK;
 }
 
@@ -213,7 +214,7 @@ cl_kernel sd_cl_kernel(struct sd_cl *cl, const char *prog, const char *kname) {
     }
     if (sd_cl_program_ensure(cl, pi) != SD_OK) return NULL;
     if (cl->n_kernels == SD_CL_MAX_KERNELS) {
-        sd_errorf(cl->ctx, SD_ERR_CL, "cl: too many kernels");
+        sd_errorf(cl->ctx, SD_ERR_BACKEND, "opencl: too many kernels");
         return NULL;
     }
     cl_int err = CL_SUCCESS;

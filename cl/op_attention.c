@@ -1,6 +1,6 @@
 /* op_attention.c - multi-head attention on OpenCL, two ways:
  *
- * flash (kernels/attention.cl, SDRT_CL_ATTN=flash): one
+ * flash (kernels/attention.cl, opts.cl_attn = flash): one
  * work-item per query row, work-groups of BQ rows per (batch, head), key
  * tiles of TK rows in local memory sized from the device's local memory
  * (TK <= 64), online softmax; no score matrix at all.
@@ -13,7 +13,7 @@
  * S = Q K^T for all heads at once (strided batched GEMM), row softmax in
  * place, O = P V (batched GEMM) into the output's head columns. The score block is H*qb*Lk floats, qb chosen to
  * keep it under 64 MiB, so the full score matrix is never held either.
- * SDRT_CL_ATTN=flash|gemm forces one (tests run both).
+ * opts.cl_attn = flash|gemm forces one (tests run both).
  */
 #include "cl_impl.h"
 
@@ -29,7 +29,7 @@ static int attention_gemm(struct sd_cl *cl, struct sd_tensor *t, struct sd_cl_bu
     const size_t B = q->ne[1], Lq = q->ne[2], Lk = k->ne[2], H = p.n_heads;
     const size_t d = q->ne[3] / H, dv = v->ne[3] / H;
     cl_kernel perm = sd_cl_kernel(cl, "permute", "kernel_permute_f32");
-    if (!perm) return SD_ERR_CL;
+    if (!perm) return SD_ERR_BACKEND;
     size_t blk = SCORE_BYTES_MAX / (H * Lk * sizeof(float));
     if (blk < 1) blk = 1;
     if (blk > Lq) blk = Lq;
@@ -80,7 +80,7 @@ int sd_cl_attention(struct sd_cl *cl, struct sd_tensor *t) {
         return rc;
     if (cl->attn_gemm) return attention_gemm(cl, t, qb, kb, vb, ob);
     cl_kernel kern = sd_cl_kernel(cl, "attention", "kernel_attention_f32");
-    if (!kern) return SD_ERR_CL;
+    if (!kern) return SD_ERR_BACKEND;
     size_t local_mem = cl->info.local_mem ? cl->info.local_mem : 16384;
     size_t tk = (local_mem - 1024) / ((d + dv) * sizeof(float));
     if (tk > 64) tk = 64;

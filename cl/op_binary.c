@@ -5,7 +5,7 @@
 static int binary(struct sd_cl *cl, struct sd_tensor *t, const char *prog, const char *kname) {
     const struct sd_tensor *a = t->src[0], *b = t->src[1];
     cl_kernel k = sd_cl_kernel(cl, prog, kname);
-    if (!k) return SD_ERR_CL;
+    if (!k) return SD_ERR_BACKEND;
     struct sd_cl_buf ab, bb, yb;
     int rc;
     if ((rc = sd_cl_buf_of(cl, a, &ab)) || (rc = sd_cl_buf_of(cl, b, &bb)) || (rc = sd_cl_buf_of(cl, t, &yb))) return rc;

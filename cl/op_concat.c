@@ -8,7 +8,7 @@ int sd_cl_concat(struct sd_cl *cl, struct sd_tensor *t) {
     size_t inner = 1;
     for (int i = d4 + 1; i < 4; i++) inner *= a->ne[i];
     cl_kernel k = sd_cl_kernel(cl, "concat", "kernel_concat_f32");
-    if (!k) return SD_ERR_CL;
+    if (!k) return SD_ERR_BACKEND;
     struct sd_cl_buf ab, bb, yb;
     int rc;
     if ((rc = sd_cl_buf_of(cl, a, &ab)) || (rc = sd_cl_buf_of(cl, b, &bb)) || (rc = sd_cl_buf_of(cl, t, &yb))) return rc;

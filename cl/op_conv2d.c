@@ -28,7 +28,7 @@ int sd_cl_conv2d(struct sd_cl *cl, struct sd_tensor *t) {
         if ((rc = sd_cl_gemm(cl, &g)) != SD_OK) return rc;
     } else {
         cl_kernel k = sd_cl_kernel(cl, "im2col", "kernel_im2col_f32");
-        if (!k) return SD_ERR_CL;
+        if (!k) return SD_ERR_BACKEND;
         size_t pc = P;
         while (pc > 64 && K * pc * 4 > COL_BYTES_MAX) pc = (pc + 1) / 2;
         cl_mem col;

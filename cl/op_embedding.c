@@ -7,7 +7,7 @@ int sd_cl_embedding(struct sd_cl *cl, struct sd_tensor *t) {
     const struct sd_tensor *ids = t->src[0], *table = t->src[1];
     const size_t C = table->ne[3], V = table->ne[2], ntok = sd_tensor_nelements(ids), n = ntok * C;
     cl_kernel k = sd_cl_kernel(cl, "embedding", "kernel_embedding_f32");
-    if (!k) return SD_ERR_CL;
+    if (!k) return SD_ERR_BACKEND;
     struct sd_cl_buf ib, tb, yb;
     int rc;
     if ((rc = sd_cl_buf_of(cl, ids, &ib)) || (rc = sd_cl_buf_of(cl, table, &tb)) || (rc = sd_cl_buf_of(cl, t, &yb)))

@@ -3,7 +3,7 @@
 
 int sd_cl_geglu(struct sd_cl *cl, struct sd_tensor *t) {
     cl_kernel k = sd_cl_kernel(cl, "geglu", "kernel_geglu_f32");
-    if (!k) return SD_ERR_CL;
+    if (!k) return SD_ERR_BACKEND;
     struct sd_cl_buf xb, yb;
     int rc;
     if ((rc = sd_cl_buf_of(cl, t->src[0], &xb)) || (rc = sd_cl_buf_of(cl, t, &yb))) return rc;

@@ -8,7 +8,7 @@ int sd_cl_group_norm(struct sd_cl *cl, struct sd_tensor *t) {
     const struct sd_group_norm_params p = t->p.group_norm;
     const size_t N = sd_tensor_dim(x, 0), C = sd_tensor_dim(x, 1), S = sd_tensor_nelements(x) / (N * C);
     cl_kernel k = sd_cl_kernel(cl, "group_norm", "kernel_group_norm_f32");
-    if (!k) return SD_ERR_CL;
+    if (!k) return SD_ERR_BACKEND;
     struct sd_cl_buf xb, yb, gb = {cl->flag, 0}, bb = {cl->flag, 0};
     int rc;
     if ((rc = sd_cl_buf_of(cl, x, &xb)) || (rc = sd_cl_buf_of(cl, t, &yb))) return rc;
@@ -16,7 +16,7 @@ int sd_cl_group_norm(struct sd_cl *cl, struct sd_tensor *t) {
     if (bt && (rc = sd_cl_buf_of(cl, bt, &bb))) return rc;
     if (cl->rowwise) {
         cl_kernel kr = sd_cl_kernel(cl, "group_norm", "kernel_group_norm_rows_f32");
-        if (!kr) return SD_ERR_CL;
+        if (!kr) return SD_ERR_BACKEND;
         struct sd_cl_arg args[] = {
             SD_CL_BUF(xb), SD_CL_BUF(yb), SD_CL_BUF(gb), SD_CL_BUF(bb), SD_CL_I32(N * p.groups), SD_CL_I32(p.groups),
             SD_CL_I32(C / p.groups), SD_CL_I32(S), SD_CL_F32(p.eps), SD_CL_I32(gm != NULL), SD_CL_I32(bt != NULL),

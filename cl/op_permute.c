@@ -5,7 +5,7 @@
 int sd_cl_permute(struct sd_cl *cl, struct sd_tensor *t) {
     const struct sd_tensor *x = t->src[0];
     cl_kernel k = sd_cl_kernel(cl, "permute", "kernel_permute_f32");
-    if (!k) return SD_ERR_CL;
+    if (!k) return SD_ERR_BACKEND;
     struct sd_cl_buf xb, yb;
     int rc;
     if ((rc = sd_cl_buf_of(cl, x, &xb)) || (rc = sd_cl_buf_of(cl, t, &yb))) return rc;

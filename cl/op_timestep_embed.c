@@ -8,7 +8,7 @@ int sd_cl_timestep_embed(struct sd_cl *cl, struct sd_tensor *t) {
     const struct sd_timestep_params p = t->p.timestep;
     const size_t B = t->src[0]->ne[3], half = p.dim / 2;
     cl_kernel k = sd_cl_kernel(cl, "timestep_embed", "kernel_timestep_embed_f32");
-    if (!k) return SD_ERR_CL;
+    if (!k) return SD_ERR_BACKEND;
     struct sd_cl_buf xb, yb;
     int rc;
     if ((rc = sd_cl_buf_of(cl, t->src[0], &xb)) || (rc = sd_cl_buf_of(cl, t, &yb))) return rc;

@@ -4,7 +4,7 @@
 
 static int unary(struct sd_cl *cl, struct sd_tensor *t, const char *prog, const char *kname) {
     cl_kernel k = sd_cl_kernel(cl, prog, kname);
-    if (!k) return SD_ERR_CL;
+    if (!k) return SD_ERR_BACKEND;
     struct sd_cl_buf xb, yb;
     int rc;
     if ((rc = sd_cl_buf_of(cl, t->src[0], &xb)) || (rc = sd_cl_buf_of(cl, t, &yb))) return rc;

@@ -11,7 +11,7 @@
 #ifndef SDRT_CPU_H
 #define SDRT_CPU_H
 
-#include "backend.h"
+#include "runtime.h" /* struct sd_runtime_opts; includes backend.h */
 
 struct sd_cpu_dnnl; /* oneDNN engine, stream and caches (cpu_dnnl.c) */
 
@@ -23,7 +23,7 @@ struct sd_cpu {
     void *scratch;          /* per-backend scratch, grown on demand */
     size_t scratch_size;
     struct sd_cpu_dnnl *dnnl;
-    unsigned disabled_ops[(SD_OP_COUNT + 31) / 32]; /* SDRT_CPU_DISABLE (tests) */
+    unsigned disabled_ops[(SD_OP_COUNT + 31) / 32]; /* opts.cpu_disable (tests) */
     double op_time[SD_OP_COUNT];  /* accumulated seconds per op when profiling */
     int op_calls[SD_OP_COUNT];
     int profile;
@@ -31,9 +31,11 @@ struct sd_cpu {
 
 typedef int (*sd_cpu_op_fn)(struct sd_cpu *cpu, struct sd_tensor *node);
 
-/* Returns a new CPU backend (the host backend) using n_threads OpenMP
- * threads (0 = all cores). Owned by the caller; free with sd_backend_free. */
-struct sd_backend *sd_cpu_backend_new(struct sd_ctx *ctx, int n_threads);
+/* Returns a new CPU backend (the host backend) with opts' threads (0 = all
+ * cores), convolution policy and disabled ops (opts NULL = the defaults).
+ * Owned by the caller; free with sd_backend_free. NULL with ctx set on a
+ * bad option. */
+struct sd_backend *sd_cpu_backend_new(struct sd_ctx *ctx, const struct sd_runtime_opts *opts);
 struct sd_cpu *sd_cpu_of(struct sd_backend *b);
 
 /* Returns a scratch buffer of at least n bytes valid until the next call
@@ -45,7 +47,7 @@ void *sd_cpu_scratch(struct sd_cpu *cpu, size_t n);
 int sd_cpu_run_node(struct sd_cpu *cpu, struct sd_tensor *node);
 
 /* oneDNN plumbing (cpu_dnnl.c). */
-int sd_cpu_dnnl_init(struct sd_cpu *cpu);
+int sd_cpu_dnnl_init(struct sd_cpu *cpu, int conv_policy); /* enum sd_conv_policy */
 void sd_cpu_dnnl_free(struct sd_cpu *cpu);
 
 /* The ops. */

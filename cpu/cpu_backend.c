@@ -2,7 +2,7 @@
  *
  * The CPU backend is the host backend: its arena is host memory. It runs
  * every op in the table (f32); a NULL entry would mean unsupported.
- * SDRT_CPU_DISABLE=op1,op2 disables ops (for testing the scheduler's
+ * opts.cpu_disable = "op1,op2" disables ops (for testing the scheduler's
  * "no backend" error path only; the CPU is normally the fallback of last
  * resort).
  */
@@ -131,16 +131,22 @@ static const struct sd_backend_i cpu_iface = {
     .free = cpu_free,
 };
 
-static void parse_disabled(struct sd_cpu *cpu, const char *list) {
-    if (!list) return;
+static int parse_disabled(struct sd_cpu *cpu, const char *list) {
+    if (!list) return SD_OK;
     char buf[512];
     snprintf(buf, sizeof buf, "%s", list);
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int found = 0;
         for (int op = 0; op < SD_OP_COUNT; op++)
-            if (strcmp(tok, sd_op_name((enum sd_op)op)) == 0) cpu->disabled_ops[op / 32] |= 1u << (op % 32);
+            if (strcmp(tok, sd_op_name((enum sd_op)op)) == 0) cpu->disabled_ops[op / 32] |= 1u << (op % 32), found = 1;
+        if (!found) return sd_errorf(cpu->ctx, SD_ERR_INVALID, "cpu backend: disabled ops: unknown op '%s'", tok);
+    }
+    return SD_OK;
 }
 
-struct sd_backend *sd_cpu_backend_new(struct sd_ctx *ctx, int n_threads) {
+struct sd_backend *sd_cpu_backend_new(struct sd_ctx *ctx, const struct sd_runtime_opts *opts) {
+    struct sd_runtime_opts defaults;
+    if (!opts) sd_runtime_opts_init(&defaults), opts = &defaults;
     struct sd_backend *b = calloc(1, sizeof *b);
     struct sd_cpu *cpu = calloc(1, sizeof *cpu);
     if (!b || !cpu) {
@@ -154,9 +160,8 @@ struct sd_backend *sd_cpu_backend_new(struct sd_ctx *ctx, int n_threads) {
     b->impl = cpu;
     b->is_host = 1;
     cpu->ctx = ctx;
-    cpu->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
-    parse_disabled(cpu, getenv("SDRT_CPU_DISABLE"));
-    if (sd_cpu_dnnl_init(cpu) != SD_OK) {
+    cpu->n_threads = opts->threads > 0 ? opts->threads : omp_get_num_procs();
+    if (parse_disabled(cpu, opts->cpu_disable) != SD_OK || sd_cpu_dnnl_init(cpu, opts->conv) != SD_OK) {
         cpu_free(b);
         return NULL;
     }

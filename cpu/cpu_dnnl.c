@@ -8,8 +8,8 @@
  * weights are cached once each, so the caches are bounded by the model
  * (sd_cpu_dnnl_free releases everything).
  *
- * SDRT_CONV_ALGO=auto|lowmem|direct|nchw|gemm|wino picks the conv2d policy or
- * forces one algorithm (read at init; see op_conv2d.c). `lowmem` avoids the
+ * The runtime option conv (enum sd_conv_policy: auto|lowmem|direct|nchw|gemm|
+ * wino) picks the conv2d policy or forces one algorithm (at init; see op_conv2d.c). `lowmem` avoids the
  * reordered weight copies (Winograd's are 1.8-4x the weights).
  */
 #include "cpu_dnnl.h"
@@ -38,7 +38,7 @@ const char *sd_conv_algo_name(int algo) {
 
 int sd_dnnl_check(struct sd_cpu *cpu, dnnl_status_t s, const char *fn) {
     if (s == dnnl_success) return SD_OK;
-    return sd_errorf(cpu->ctx, SD_ERR_DNNL, "oneDNN: %s = %d (%s)", fn, (int)s, dnnl_status2str(s));
+    return sd_errorf(cpu->ctx, SD_ERR_BACKEND, "oneDNN: %s = %d (%s)", fn, (int)s, dnnl_status2str(s));
 }
 
 static uint64_t fnv1a(const void *p, size_t n, uint64_t h) {
@@ -282,24 +282,23 @@ void sd_cpu_dnnl_set_conv_algo(struct sd_cpu *cpu, enum sd_conv_algo algo) {
     if (cpu && cpu->dnnl && algo >= 0 && algo < SD_CONV_ALGO_COUNT) cpu->dnnl->conv_algo = algo;
 }
 
-int sd_cpu_dnnl_init(struct sd_cpu *cpu) {
+_Static_assert((int)SD_CONV_ALGO_COUNT == (int)SD_CONV_POLICY_COUNT && (int)SD_CONV_LOWMEM == (int)SD_CONV_POLICY_LOWMEM &&
+                   (int)SD_CONV_WINO == (int)SD_CONV_POLICY_WINO,
+               "enum sd_conv_algo follows enum sd_conv_policy (runtime.h)");
+
+int sd_cpu_dnnl_init(struct sd_cpu *cpu, int conv_policy) {
     struct sd_cpu_dnnl *d = calloc(1, sizeof *d);
     int rc = SD_OK;
     if (!d) return sd_errorf(cpu->ctx, SD_ERR_NOMEM, "oneDNN: out of memory");
     cpu->dnnl = d;
     SD_DNNL_TRY(cpu, dnnl_engine_create(&d->engine, dnnl_cpu, 0));
     SD_DNNL_TRY(cpu, dnnl_stream_create(&d->stream, d->engine, dnnl_stream_default_flags));
-    const char *algo = getenv("SDRT_CONV_ALGO");
-    if (algo && *algo) {
-        int a = -1;
-        for (int i = 0; i < SD_CONV_ALGO_COUNT; i++)
-            if (strcmp(algo, conv_algo_names[i]) == 0) a = i;
-        if (a < 0) {
-            rc = sd_errorf(cpu->ctx, SD_ERR_INVALID, "SDRT_CONV_ALGO=%s: want auto, lowmem, direct, nchw, gemm or wino", algo);
-            goto fail;
-        }
-        d->conv_algo = a;
+    if (conv_policy < 0 || conv_policy >= SD_CONV_ALGO_COUNT) {
+        rc = sd_errorf(cpu->ctx, SD_ERR_INVALID, "cpu backend: convolution policy %d unknown (auto, lowmem, direct, nchw, gemm, wino)",
+                       conv_policy);
+        goto fail;
     }
+    d->conv_algo = conv_policy;
     return SD_OK;
 fail:
     sd_cpu_dnnl_free(cpu);

@@ -20,7 +20,7 @@
  *               weight and re-reorders on a mismatch; it catches most
  *               accidents, it is not a proof.
  *
- * Every oneDNN status is mapped at this boundary to SD_ERR_DNNL with the
+ * Every oneDNN status is mapped at this boundary to SD_ERR_BACKEND with the
  * function's name and the code (sd_dnnl_check). Nothing here aborts.
  */
 #ifndef SDRT_CPU_DNNL_H
@@ -91,14 +91,14 @@ struct sd_cpu_dnnl {
     size_t n_prim_buckets, n_prims;
     struct sd_dnnl_weight **w_buckets;
     size_t n_w_buckets, n_weights;
-    int conv_algo;                    /* forced algorithm (SDRT_CONV_ALGO), SD_CONV_AUTO = rule */
+    int conv_algo;                    /* policy (opts.conv), SD_CONV_AUTO = rule */
     struct sd_dnnl_prim *last;        /* entry of the latest sd_dnnl_prim_get (bench/ prints its impl) */
     /* Counters (tests and profiling). */
     long prims_created, prim_hits, weight_reorders, weight_hits;
     size_t weight_bytes;              /* bytes held by reordered weight copies */
 };
 
-/* Returns SD_OK when s is dnnl_success; otherwise sets SD_ERR_DNNL on
+/* Returns SD_OK when s is dnnl_success; otherwise sets SD_ERR_BACKEND on
  * cpu->ctx with "oneDNN: <call> = <code> (<name>)" and returns it. */
 int sd_dnnl_check(struct sd_cpu *cpu, dnnl_status_t s, const char *fn);
 /* SD_DNNL_TRY(cpu, dnnl_call(...)): on failure sets the local `rc` and

@@ -186,6 +186,6 @@ int sd_cpu_attention(struct sd_cpu *cpu, struct sd_tensor *node) {
             }
         }
     }
-    if (status) return sd_errorf(cpu->ctx, SD_ERR_DNNL, "attention: dnnl_sgemm failed with status %d", status);
+    if (status) return sd_errorf(cpu->ctx, SD_ERR_BACKEND, "oneDNN: dnnl_sgemm(attention) = %d", (int)status);
     return SD_OK;
 }

@@ -70,11 +70,11 @@
  * step, ~250 -> ~600 GFLOP/s): a win from ~20 steps on, and for a server
  * that keeps its model. Accuracy is not the issue: 6e-6 max abs error vs
  * 3.5e-6 for direct on O(1) outputs (tests/test_cpu_gemm.c).
- * SDRT_CONV_ALGO=lowmem keeps the rule but never copies weights: gemm as
+ * The lowmem policy (opts.conv, --low-memory) keeps the rule but never copies weights: gemm as
  * above, nchw otherwise. Without AVX-512 oneDNN has no Winograd and wino
  * falls back to direct (the rule was measured here, with AVX-512 only).
  *
- * SDRT_CONV_ALGO=<name> (or sd_cpu_dnnl_set_conv_algo) forces one
+ * opts.conv = <name> (or sd_cpu_dnnl_set_conv_algo) forces one
  * algorithm; one that oneDNN cannot build for a shape falls back to direct.
  * `build/bench/bench_ops --conv [--cpu-time]` re-measures the table.
  */

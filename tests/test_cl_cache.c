@@ -4,10 +4,10 @@
  *   a warm start (new backend in this process, and a second process)
  *   builds none and loads all from the cache, with identical results;
  *   corrupted, truncated and foreign cache files are rejected and rebuilt;
- *   SDRT_CL_PRECOMPILED loads every program from exported binaries with no
- *   source compilation and gives the same results; a missing binary makes
- *   only its ops fall back (cause "build-failed"); SDRT_CL_EXPORT writes
- *   the binaries of the programs a run uses.
+ *   a precompiled dir (opts.cl_precompiled_dir) loads every program from
+ *   exported binaries with no source compilation and gives the same
+ *   results; a missing binary makes only its ops fall back (cause
+ *   "build-failed"); an export dir gets the binaries of the programs a run uses.
  */
 #include <dirent.h>
 #include <sys/stat.h>
@@ -57,6 +57,12 @@ static int count_files(const char *dir, const char *suffix) {
     return n;
 }
 
+/* The options every OpenCL backend of this test gets (cache root,
+ * precompiled and export dirs change between phases; the child process of
+ * run_child gets them on its command line). */
+static struct sd_runtime_opts clo;
+static char cache_cl[320]; /* clo.cl_cache_dir + "/cl" */
+
 /* Returns the path of the cache file holding `program` (by matching the
  * key the cache computes), for the corruption tests. */
 static void cache_path(struct sd_backend *b, const char *program, char *path, size_t n) {
@@ -68,7 +74,7 @@ static void cache_path(struct sd_backend *b, const char *program, char *path, si
     }
     char hex[33];
     sd_cl_cache_key(srcs, 2, cl->build_opts, &cl->info, hex);
-    snprintf(path, n, "%s/%s.clbin", sd_cl_cache_dir(), hex);
+    snprintf(path, n, "%s/%s.clbin", cache_cl, hex);
 }
 
 static unsigned long long hash_floats(const float *x, int64_t n) {
@@ -80,10 +86,13 @@ static unsigned long long hash_floats(const float *x, int64_t n) {
 
 /* Child process: a fresh start that makes every program and runs the graph;
  * prints the counts, times and a hash of the output. */
-static int child_warm(void) {
+static int child_warm(const char *cache, const char *precompiled) {
     struct sd_ctx ctx = {0};
+    sd_runtime_opts_init(&clo);
+    clo.cl_cache_dir = strcmp(cache, "-") ? cache : NULL;
+    clo.cl_precompiled_dir = strcmp(precompiled, "-") ? precompiled : NULL;
     double t0 = sd_time_s();
-    struct sd_backend *cl = sd_cl_backend_new(&ctx, -1), *cpu = sd_cpu_backend_new(&ctx, 0);
+    struct sd_backend *cl = sd_cl_backend_new(&ctx, &clo), *cpu = sd_cpu_backend_new(&ctx, NULL);
     if (!cl || !cpu) return printf("child: %s\n", ctx.msg), 1;
     int ok = touch_all(cl);
     double t1 = sd_time_s();
@@ -106,8 +115,9 @@ struct child { int ok, built, cached, precompiled; double load, run; unsigned lo
 
 static struct child run_child(void) {
     struct child r = {-1, -1, -1, -1, 0, 0, 0};
-    char cmd[64], line[512];
-    snprintf(cmd, sizeof cmd, "/proc/%d/exe --child-warm", (int)getpid());
+    char cmd[800], line[512];
+    snprintf(cmd, sizeof cmd, "/proc/%d/exe --child-warm '%s' '%s'", (int)getpid(), clo.cl_cache_dir ? clo.cl_cache_dir : "-",
+             clo.cl_precompiled_dir ? clo.cl_precompiled_dir : "-");
     FILE *p = popen(cmd, "r");
     if (!p) return r;
     while (fgets(line, sizeof line, p))
@@ -119,7 +129,7 @@ static struct child run_child(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1 && !strcmp(argv[1], "--child-warm")) return child_warm();
+    if (argc > 3 && !strcmp(argv[1], "--child-warm")) return child_warm(argv[2], argv[3]);
     char root[] = "/tmp/sdrt_cl_cache_XXXXXX";
     if (!mkdtemp(root)) return printf("FAIL mkdtemp\n"), 1;
     char cache[300], exp[300], exp2[300], cmd[700];
@@ -128,11 +138,12 @@ int main(int argc, char **argv) {
     snprintf(exp, sizeof exp, "%s/export", root);
     snprintf(exp2, sizeof exp2, "%s/export2", root);
     mkdir(exp, 0755), mkdir(exp2, 0755);
-    setenv("SDRT_CACHE_DIR", cache, 1);
-    unsetenv("SDRT_CL_PRECOMPILED"), unsetenv("SDRT_CL_EXPORT"), unsetenv("SDRT_CL_CACHE");
+    sd_runtime_opts_init(&clo);
+    clo.cl_cache_dir = cache;
+    snprintf(cache_cl, sizeof cache_cl, "%s/cl", cache);
     const int N = n_programs();
     struct sd_ctx ctx = {0};
-    struct sd_backend *cpu = sd_cpu_backend_new(&ctx, 0);
+    struct sd_backend *cpu = sd_cpu_backend_new(&ctx, NULL);
     CHECK(cpu != NULL, "cpu backend (%s)", ctx.msg);
     if (!cpu) return 1;
     struct sd_cl_counts c;
@@ -143,7 +154,7 @@ int main(int argc, char **argv) {
     /* Cold start. */
     sd_cl_counts_reset();
     double t0 = sd_time_s();
-    struct sd_backend *cl = sd_cl_backend_new(&ctx, -1);
+    struct sd_backend *cl = sd_cl_backend_new(&ctx, &clo);
     CHECK(cl != NULL, "opencl backend (%s)", ctx.msg);
     if (!cl) return 1;
     int ok = touch_all(cl);
@@ -151,8 +162,8 @@ int main(int argc, char **argv) {
     sd_cl_counts_get(&c);
     CHECK(ok == N && c.built == N && c.cached == 0, "cold start builds all %d programs from source (built %d, cached %d, %.2f s)",
           N, c.built, c.cached, t_cold);
-    CHECK(count_files(sd_cl_cache_dir(), ".clbin") == N, "cold start stored %d cache files in %s (%d)", N,
-          sd_cl_cache_dir(), count_files(sd_cl_cache_dir(), ".clbin"));
+    CHECK(count_files(cache_cl, ".clbin") == N, "cold start stored %d cache files in %s (%d)", N, cache_cl,
+          count_files(cache_cl, ".clbin"));
     t0 = sd_time_s();
     float *ref = run_graph(&ctx, cl, cpu, &tc, &n0, &on_cl, &nc);
     double t_cold_run = sd_time_s() - t0;
@@ -164,7 +175,7 @@ int main(int argc, char **argv) {
     /* Warm start in this process. */
     sd_cl_counts_reset();
     t0 = sd_time_s();
-    cl = sd_cl_backend_new(&ctx, -1);
+    cl = sd_cl_backend_new(&ctx, &clo);
     ok = cl ? touch_all(cl) : 0;
     double t_warm = sd_time_s() - t0;
     sd_cl_counts_get(&c);
@@ -200,7 +211,7 @@ int main(int argc, char **argv) {
             if (v == 1 && truncate(path, size / 3) != 0) size = -1;
         }
         sd_cl_counts_reset();
-        struct sd_backend *cl2 = sd_cl_backend_new(&ctx, -1);
+        struct sd_backend *cl2 = sd_cl_backend_new(&ctx, &clo);
         ok = cl2 ? touch_all(cl2) : 0;
         sd_cl_counts_get(&c);
         got = cl2 ? run_graph(&ctx, cl2, cpu, &tc, &n1, &on_cl, &nc) : NULL;
@@ -211,7 +222,7 @@ int main(int argc, char **argv) {
         free(got);
         sd_backend_free(cl2);
         sd_cl_counts_reset();
-        cl2 = sd_cl_backend_new(&ctx, -1);
+        cl2 = sd_cl_backend_new(&ctx, &clo);
         ok = cl2 ? touch_all(cl2) : 0;
         sd_cl_counts_get(&c);
         CHECK(ok == N && c.built == 0, "rewritten %s entry loads on the next start (built %d)", victims[v], c.built);
@@ -221,10 +232,10 @@ int main(int argc, char **argv) {
 
     /* Precompiled mode: every program from the exported binaries, no source
      * compilation, no cache. */
-    setenv("SDRT_CL_PRECOMPILED", exp, 1);
-    setenv("SDRT_CL_CACHE", "0", 1);
+    clo.cl_precompiled_dir = exp;
+    clo.cl_cache_dir = NULL;
     sd_cl_counts_reset();
-    cl = sd_cl_backend_new(&ctx, -1);
+    cl = sd_cl_backend_new(&ctx, &clo);
     ok = cl ? touch_all(cl) : 0;
     got = cl ? run_graph(&ctx, cl, cpu, &tc, &n1, &on_cl, &nc) : NULL;
     sd_cl_counts_get(&c);
@@ -251,7 +262,7 @@ int main(int argc, char **argv) {
     snprintf(missing, sizeof missing, "%s/softmax.bin", exp);
     unlink(missing);
     sd_cl_counts_reset();
-    cl = sd_cl_backend_new(&ctx, -1);
+    cl = sd_cl_backend_new(&ctx, &clo);
     got = cl ? run_graph(&ctx, cl, cpu, &tc, &n1, &on_cl, &nc) : NULL;
     sd_cl_counts_get(&c);
     /* softmax, and attention too where it runs as GEMMs + the softmax kernel */
@@ -261,18 +272,18 @@ int main(int argc, char **argv) {
           "same result", on_cl, nc);
     free(got);
     sd_backend_free(cl);
-    unsetenv("SDRT_CL_PRECOMPILED");
-    unsetenv("SDRT_CL_CACHE");
+    clo.cl_precompiled_dir = NULL;
+    clo.cl_cache_dir = cache;
 
-    /* SDRT_CL_EXPORT writes what a run uses. */
-    setenv("SDRT_CL_EXPORT", exp2, 1);
-    cl = sd_cl_backend_new(&ctx, -1);
+    /* An export dir (SDRT_CL_EXPORT in the sdrt command) gets what a run uses. */
+    clo.cl_export_dir = exp2;
+    cl = sd_cl_backend_new(&ctx, &clo);
     got = cl ? run_graph(&ctx, cl, cpu, &tc, &n1, &on_cl, &nc) : NULL;
     int ne = count_files(exp2, ".bin");
-    CHECK(got && ne >= 6 && ne < N, "SDRT_CL_EXPORT wrote the %d programs the graph used", ne);
+    CHECK(got && ne >= 6 && ne < N, "export dir got the %d programs the graph used", ne);
     free(got);
     sd_backend_free(cl);
-    unsetenv("SDRT_CL_EXPORT");
+    clo.cl_export_dir = NULL;
 
     free(ref);
     tc_free(&tc);

@@ -75,14 +75,17 @@ static void run_model(struct sd_runtime *rt, struct sd_model *m, const char *lab
 }
 
 int main(void) {
-    if (!getenv("SDRT_CACHE_DIR")) setenv("SDRT_CACHE_DIR", "/tmp/sdrt-test-cache", 1);
+    struct sd_runtime_opts o;
+    sd_runtime_opts_init(&o);
+    o.backend = SD_BACKEND_OPENCL;
+    o.cl_cache_dir = getenv("SDRT_CACHE_DIR") ? getenv("SDRT_CACHE_DIR") : "/tmp/sdrt-test-cache";
     /* Any node the OpenCL backend refused would run on the CPU silently
      * here; refuse that by disabling every op on the CPU backend, so a
      * placement on it is an error ("no backend runs ..."). */
-    setenv("SDRT_CPU_DISABLE", "conv2d,linear,matmul,group_norm,layer_norm,softmax,attention,gelu,quick_gelu,silu,"
-                               "geglu,add,mul,scale,concat,upsample_nearest,embedding,timestep_embedding,permute", 1);
+    o.cpu_disable = "conv2d,linear,matmul,group_norm,layer_norm,softmax,attention,gelu,quick_gelu,silu,"
+                    "geglu,add,mul,scale,concat,upsample_nearest,embedding,timestep_embedding,permute";
     struct sd_ctx ctx = {0};
-    struct sd_runtime *rt = sd_runtime_new(&ctx, SD_BACKEND_OPENCL, 0);
+    struct sd_runtime *rt = sd_runtime_new(&ctx, &o);
     CHECK(rt != NULL, "opencl runtime (%s)", ctx.msg);
     if (!rt) return test_summary();
     static const struct { const char *path, *label, *clip, *unet; } models[] = {

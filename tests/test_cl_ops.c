@@ -2,9 +2,9 @@
  * backend, at SD shapes (reduced where PoCL on 2 cores is slow; shrunk
  * further under SDRT_TEST_SAN=1), plus an independent double-precision
  * reference for attention, and the fallback paths: ops disabled with
- * SDRT_CL_DISABLE, a program that fails to build (SDRT_CL_TEST_BREAK) and a
- * device error (SDRT_CL_TEST_FAIL) all run on the CPU and give the CPU's
- * result.
+ * opts.cl_disable, a program that fails to build (opts.cl_test_break) and
+ * a device error (opts.cl_test_fail) all run on the CPU and give the CPU's
+ * result. SDRT_CL_GEMM=own|clblast (read by this test) picks the GEMM engine.
  *
  * Per case: every compute node must be placed on OpenCL, the result must be
  * finite, and |cl - cpu| <= atol + rtol*|cpu| everywhere (limits per op in
@@ -73,14 +73,16 @@ static struct sd_tensor *b_mixed(struct sd_graph *g, struct tc *tc) {
     return sd_linear(g, h, W(tc, 2, 64, 256), W(tc, 1, 64));
 }
 
-static void check_fallback(struct sd_ctx *ctx, struct sd_backend *cpu, const char *env, const char *val,
-                           const char *what, int want_on_cl) {
+/* The options of every OpenCL backend here: a test-only program cache, and
+ * the GEMM engine of $SDRT_CL_GEMM (own|clblast) when set. */
+static struct sd_runtime_opts clo;
+
+static void check_fallback(struct sd_ctx *ctx, struct sd_backend *cpu, const struct sd_runtime_opts *o, const char *what,
+                           int want_on_cl) {
     struct tc tc = {0};
     int64_t n0 = 0, n1 = 0;
     float *ref = tc_run(ctx, &cpu, 1, b_mixed, &tc, &n0, NULL, NULL);
-    setenv(env, val, 1);
-    struct sd_backend *cl = sd_cl_backend_new(ctx, -1);
-    unsetenv(env);
+    struct sd_backend *cl = sd_cl_backend_new(ctx, o);
     struct sd_backend *both[2] = {cl, cpu};
     int on_cl = 0, nc = 0;
     float *got = cl ? tc_run(ctx, both, 2, b_mixed, &tc, &n1, &on_cl, &nc) : NULL;
@@ -92,7 +94,7 @@ static void check_fallback(struct sd_ctx *ctx, struct sd_backend *cpu, const cha
     tc_free(&tc);
 }
 
-/* Device listing, SDRT_CL_DEVICE parsing and the error-code mapping. */
+/* Device listing, device choice, option errors and the error-code mapping. */
 static void check_devices(struct sd_ctx *ctx) {
     struct sd_cl_device_info d[8];
     int n = 0;
@@ -102,28 +104,25 @@ static void check_devices(struct sd_ctx *ctx) {
           "sd_cl_list_devices: %d device(s); 0: %s, %s, %u CUs, %.0f MiB, fp16 %d, %s, driver %s", n,
           n ? d[0].name : "-", n ? d[0].type : "-", n ? d[0].compute_units : 0, n ? d[0].global_mem / 1048576.0 : 0,
           n ? d[0].fp16 : 0, n ? d[0].cl_version : "-", n ? d[0].driver_version : "-");
-    setenv("SDRT_CL_DEVICE", "9:9", 1);
-    struct sd_backend *b = sd_cl_backend_new(ctx, -1);
-    CHECK(!b && strstr(ctx->msg, "SDRT_CL_DEVICE=9:9: no such device"), "SDRT_CL_DEVICE=9:9 refused: %s", ctx->msg);
+    struct sd_runtime_opts o = clo;
+    o.cl_device = n;
+    struct sd_backend *b = sd_cl_backend_new(ctx, &o);
+    char want[64];
+    snprintf(want, sizeof want, "device %d requested, %d available", n, n);
+    CHECK(!b && strstr(ctx->msg, want), "cl_device %d (one past the last) refused: %s", n, ctx->msg);
     sd_backend_free(b);
-    setenv("SDRT_CL_DEVICE", "first", 1);
-    b = sd_cl_backend_new(ctx, -1);
-    CHECK(!b && strstr(ctx->msg, "want PLATFORM:DEVICE"), "SDRT_CL_DEVICE=first refused: %s", ctx->msg);
+    o.cl_device = n - 1;
+    b = sd_cl_backend_new(ctx, &o);
+    CHECK(b && sd_cl_device_of(b)->index == n - 1 && !strcmp(sd_cl_device_of(b)->name, d[n - 1].name),
+          "cl_device %d picks %s", n - 1, d[n - 1].name);
     sd_backend_free(b);
-    char pd[16];
-    snprintf(pd, sizeof pd, "%d:%d", d[0].platform, d[0].device);
-    setenv("SDRT_CL_DEVICE", pd, 1);
-    b = sd_cl_backend_new(ctx, -1);
-    CHECK(b && !strcmp(sd_cl_device_of(b)->name, d[0].name), "SDRT_CL_DEVICE=%s picks %s", pd, d[0].name);
-    sd_backend_free(b);
-    unsetenv("SDRT_CL_DEVICE");
-    setenv("SDRT_CL_DISABLE", "group_norm,nonsense", 1);
-    b = sd_cl_backend_new(ctx, -1);
-    CHECK(!b && strstr(ctx->msg, "unknown op 'nonsense'"), "SDRT_CL_DISABLE with an unknown op refused: %s", ctx->msg);
-    unsetenv("SDRT_CL_DISABLE");
+    o = clo;
+    o.cl_disable = "group_norm,nonsense";
+    b = sd_cl_backend_new(ctx, &o);
+    CHECK(!b && strstr(ctx->msg, "unknown op 'nonsense'"), "cl_disable with an unknown op refused: %s", ctx->msg);
     sd_backend_free(b);
     rc = sd_cl_check(ctx, CL_OUT_OF_RESOURCES, "clEnqueueNDRangeKernel", "group_norm");
-    CHECK(rc == SD_ERR_CL && !strcmp(ctx->msg, "clEnqueueNDRangeKernel(group_norm) = -5 CL_OUT_OF_RESOURCES"),
+    CHECK(rc == SD_ERR_BACKEND && !strcmp(ctx->msg, "opencl: clEnqueueNDRangeKernel(group_norm) = -5 CL_OUT_OF_RESOURCES"),
           "CL error mapped with call and code: %s", ctx->msg);
     sd_ctx_clear(ctx);
 }
@@ -153,7 +152,7 @@ static struct sd_tensor *b_lin_small(struct sd_graph *g, struct tc *tc) {
 }
 
 static void check_weights_resident(struct sd_ctx *ctx, struct sd_backend *cpu) {
-    struct sd_backend *cl = sd_cl_backend_new(ctx, -1);
+    struct sd_backend *cl = sd_cl_backend_new(ctx, &clo);
     struct sd_backend *both[2] = {cl, cpu};
     struct sd_cl *c = cl ? cl->impl : NULL;
     struct tc tc = {0};
@@ -178,11 +177,14 @@ int main(void) {
     const char *sv = getenv("SDRT_TEST_SAN");
     cl_cases_small = sv && *sv && *sv != '0';
     /* Program binaries: a test-only cache (kept across runs for speed). */
-    if (!getenv("SDRT_CACHE_DIR")) setenv("SDRT_CACHE_DIR", "/tmp/sdrt-test-cache", 1);
+    sd_runtime_opts_init(&clo);
+    clo.cl_cache_dir = getenv("SDRT_CACHE_DIR") ? getenv("SDRT_CACHE_DIR") : "/tmp/sdrt-test-cache";
+    const char *gemm = getenv("SDRT_CL_GEMM");
+    if (gemm && sd_cl_gemm_parse(gemm) >= 0) clo.cl_gemm = (enum sd_cl_gemm_engine)sd_cl_gemm_parse(gemm);
     struct sd_ctx ctx = {0};
-    struct sd_backend *cpu = sd_cpu_backend_new(&ctx, 0);
+    struct sd_backend *cpu = sd_cpu_backend_new(&ctx, NULL);
     CHECK(cpu != NULL, "cpu backend (%s)", ctx.msg);
-    struct sd_backend *cl = sd_cl_backend_new(&ctx, -1);
+    struct sd_backend *cl = sd_cl_backend_new(&ctx, &clo);
     CHECK(cl != NULL, "opencl backend on %s (%s)", cl ? sd_cl_device_of(cl)->name : "-", ctx.msg);
     if (!cpu || !cl) return 1;
     check_devices(&ctx);
@@ -193,11 +195,10 @@ int main(void) {
      * reduction kernels and the flash attention kernel (GPU defaults), and
      * vice versa. */
     struct sd_cl *c1 = cl->impl;
-    setenv("SDRT_CL_ATTN", c1->attn_gemm ? "flash" : "gemm", 1);
-    setenv("SDRT_CL_ROWWISE", c1->rowwise ? "0" : "1", 1);
-    struct sd_backend *cl2 = sd_cl_backend_new(&ctx, -1);
-    unsetenv("SDRT_CL_ATTN");
-    unsetenv("SDRT_CL_ROWWISE");
+    struct sd_runtime_opts o = clo;
+    o.cl_attn = c1->attn_gemm ? SD_CL_ATTN_FLASH : SD_CL_ATTN_GEMM;
+    o.cl_rowwise = !c1->rowwise;
+    struct sd_backend *cl2 = sd_cl_backend_new(&ctx, &o);
     char tag[48];
     snprintf(tag, sizeof tag, " [%s, %s kernels]", c1->attn_gemm ? "flash" : "gemm",
              c1->rowwise ? "work-group" : "per-row");
@@ -208,9 +209,12 @@ int main(void) {
     if (cl2) check_attention_naive(&ctx, cl2, cpu);
     sd_backend_free(cl2);
     check_attention_naive(&ctx, cl, cpu);
-    check_fallback(&ctx, cpu, "SDRT_CL_DISABLE", "group_norm,softmax", "SDRT_CL_DISABLE=group_norm,softmax", 3);
-    check_fallback(&ctx, cpu, "SDRT_CL_TEST_BREAK", "softmax", "softmax program fails to build", 4);
-    check_fallback(&ctx, cpu, "SDRT_CL_TEST_FAIL", "group_norm", "device error in group_norm", 5);
+    o = clo, o.cl_disable = "group_norm,softmax";
+    check_fallback(&ctx, cpu, &o, "cl_disable group_norm,softmax", 3);
+    o = clo, o.cl_test_break = "softmax";
+    check_fallback(&ctx, cpu, &o, "softmax program fails to build", 4);
+    o = clo, o.cl_test_fail = "group_norm";
+    check_fallback(&ctx, cpu, &o, "device error in group_norm", 5);
     sd_backend_free(cl);
     sd_backend_free(cpu);
     return test_summary();

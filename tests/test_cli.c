@@ -14,6 +14,12 @@
  * done). img2img with --batch 2 writes out-0.png and out-1.png and reports
  * the vae_encode phase. With --json a bad input is also one error event on
  * stdout.
+ * Options (getopt_long): "--steps=4" and "--steps 4" both work; an
+ * abbreviation, a flag with a value, an option of another command, a bad
+ * SDRT_* variable are usage errors. --device N runs on OpenCL device N
+ * (PoCL here: diffusers' image rounded to 8 bits).
+ * A batch that fails midway (--n-iter 2, the second image cannot be
+ * written) exits 1, removes the image it had written, and says so.
  */
 #include "json.h"
 #include "png_io.h"
@@ -166,6 +172,25 @@ static void test_bad_inputs(void) {
     bad_input("clip skip beyond the layers", ARGS(T2I, "--clip-skip", "5", "-o", out), ARGS("clip skip 5", "3 layers"), out);
     bad_input("option without value", ARGS(T2I, "-o", out, "--steps"), ARGS("--steps needs a value"), out);
     bad_input("unknown option", ARGS(T2I, "-o", out, "--stepz", "3"), ARGS("unknown option --stepz"), out);
+    bad_input("unknown option with =", ARGS(T2I, "-o", out, "--stepz=3"), ARGS("unknown option --stepz", "--help"), out);
+    bad_input("abbreviated option", ARGS(T2I, "-o", out, "--step", "3"), ARGS("unknown option --step "), out);
+    bad_input("unknown short option", ARGS(T2I, "-o", out, "-x"), ARGS("unknown option -x"), out);
+    bad_input("value for a flag", ARGS(T2I, "-o", out, "--json=1"), ARGS("--json takes no value"), out);
+    bad_input("empty value with =", ARGS(T2I, "-o", out, "--steps="), ARGS("--steps expects a number", "''"), out);
+    bad_input("option of another command", ARGS(T2I, "-o", out, "--mask", mask48), ARGS("--mask is not an option of txt2img"),
+              out);
+    bad_input("unexpected argument", ARGS(T2I, "-o", out, "stray"), ARGS("unexpected argument 'stray'"), out);
+    bad_input("--device without opencl", ARGS(T2I, "-o", out, "--device", "0"), ARGS("--device 0", "--backend opencl"), out);
+    bad_input("--device out of range", ARGS(T2I, "-o", out, "--backend", "opencl", "--device", "99"),
+              ARGS("--device 99", "no such OpenCL device"), out);
+    bad_input("--device not a number", ARGS(T2I, "-o", out, "--backend", "opencl", "--device", "gpu"),
+              ARGS("--device gpu", "device number"), out);
+    setenv("SDRT_CONV_ALGO", "fastest", 1);
+    bad_input("bad SDRT_CONV_ALGO", ARGS(T2I, "-o", out), ARGS("SDRT_CONV_ALGO=fastest", "lowmem"), out);
+    unsetenv("SDRT_CONV_ALGO");
+    setenv("SDRT_CL_DEVICE", "7:7", 1);
+    bad_input("bad SDRT_CL_DEVICE", ARGS(T2I, "-o", out), ARGS("SDRT_CL_DEVICE 7:7", "no such OpenCL device"), out);
+    unsetenv("SDRT_CL_DEVICE");
     bad_input("missing --prompt", ARGS("txt2img", "--model", MODEL, "-o", out), ARGS("--prompt is required"), out);
     bad_input("missing --model", ARGS("txt2img", "--prompt", "x", "-o", out), ARGS("--model is required"), out);
     bad_input("missing model", ARGS("txt2img", "--model", no_model, "--prompt", "a cat", "-o", out),
@@ -223,25 +248,15 @@ static int json_lines(const char *text, struct sd_json **docs, int max, int *bad
 
 static const char *ev_str(const struct sd_json *d, const char *key) { return sd_json_str(sd_json_get(d, key)); }
 
-/* The CLI's txt2img is diffusers' t2i_euler_a golden to within one 8-bit
- * level, with the A1111 parameters text and a JSON event stream. */
-static void test_txt2img(void) {
-    char out[PATH_MAX];
-    path_in(out, sizeof out, "t2i.png");
-    const char *prompt = "a watercolor painting of a lighthouse at dawn, soft light";
-    struct result r = run(ARGS("txt2img", "--model", MODEL, "--prompt", prompt, "--width", "64", "--height", "48", "--steps",
-                               "4", "--sampler", "Euler a", "--cfg-scale", "7.5", "--seed", "12", "--threads", "2", "--json",
-                               "-o", out));
-    CHECK(r.status == 0 && exists(out) && r.err[0] == 0, "cli txt2img: exit 0, wrote the PNG, nothing on stderr (%d, '%.200s')",
-          r.status, r.err);
-
-    /* pixels vs diffusers */
+/* Max |png - 255 ref| in 8-bit levels against diffusers' t2i_euler_a image
+ * (64x48); INFINITY when the PNG or the golden is missing or of another size. */
+static double png_vs_golden(const char *path, int *w, int *h) {
     struct sd_ctx ctx = {0};
     float *img = NULL;
-    int w = 0, h = 0;
     struct sd_st_file *gf = NULL;
     double worst = INFINITY;
-    if (sd_png_read(&ctx, out, &img, &w, &h) == SD_OK && w == 64 && h == 48 &&
+    *w = *h = 0;
+    if (sd_png_read(&ctx, path, &img, w, h) == SD_OK && *w == 64 && *h == 48 &&
         sd_st_open(&ctx, "tests/golden/pipeline.safetensors", &gf) == SD_OK) {
         const struct sd_st_tensor *t = sd_st_find(gf, "t2i_euler_a.image");
         if (t && t->nbytes == sizeof(float) * 3 * 64 * 48) {
@@ -254,10 +269,30 @@ static void test_txt2img(void) {
             }
         }
     }
-    CHECK(worst <= 0.5 + 2e-3, "cli txt2img: PNG %dx%d is diffusers' image rounded to 8 bits (max |png - 255 ref| %.4f levels)", w, h,
-          worst);
     free(img);
     sd_st_close(gf);
+    return worst;
+}
+
+#define T2I_GOLDEN "txt2img", "--model", MODEL, "--prompt", "a watercolor painting of a lighthouse at dawn, soft light", \
+                   "--width", "64", "--height=48", "--steps=4", "--sampler", "Euler a", "--cfg-scale", "7.5", "--seed=12"
+
+/* The CLI's txt2img is diffusers' t2i_euler_a golden to within one 8-bit
+ * level, with the A1111 parameters text and a JSON event stream. Options
+ * are given both as "--name value" and "--name=value". */
+static void test_txt2img(void) {
+    char out[PATH_MAX];
+    path_in(out, sizeof out, "t2i.png");
+    struct result r = run(ARGS(T2I_GOLDEN, "--threads", "2", "--json", "-o", out));
+    CHECK(r.status == 0 && exists(out) && r.err[0] == 0, "cli txt2img: exit 0, wrote the PNG, nothing on stderr (%d, '%.200s')",
+          r.status, r.err);
+
+    /* pixels vs diffusers */
+    struct sd_ctx ctx = {0};
+    int w = 0, h = 0;
+    double worst = png_vs_golden(out, &w, &h);
+    CHECK(worst <= 0.5 + 2e-3, "cli txt2img: PNG %dx%d is diffusers' image rounded to 8 bits (max |png - 255 ref| %.4f levels)", w, h,
+          worst);
 
     /* parameters chunk */
     char *params = NULL;
@@ -329,6 +364,49 @@ static void test_img2img(void) {
     result_free(&r);
 }
 
+/* --backend opencl --device 0: the same image from OpenCL device 0 (PoCL):
+ * diffusers' image rounded to 8 bits (measured 0.4999 levels, as on the
+ * CPU); nothing on stderr. */
+static void test_device(void) {
+    char out[PATH_MAX];
+    path_in(out, sizeof out, "t2i-cl.png");
+    setenv("SDRT_CACHE_DIR", "/tmp/sdrt-test-cache", 0);
+    struct result r = run(ARGS(T2I_GOLDEN, "--backend", "opencl", "--device", "0", "-q", "-o", out));
+    int w = 0, h = 0;
+    double worst = png_vs_golden(out, &w, &h);
+    CHECK(r.status == 0 && r.err[0] == 0 && worst <= 0.5 + 5e-3,
+          "cli --backend opencl --device 0: exit %d, diffusers' image rounded to 8 bits (max |png - 255 ref| %.4f levels)%s%.200s",
+          r.status, worst, r.err[0] ? ", stderr: " : "", r.err);
+    unlink(out);
+    result_free(&r);
+}
+
+/* A batch that fails midway: --n-iter 2 writes out-0.png, then out-1.png
+ * cannot be written (a directory of that name is in the way). Exit 1, one
+ * "sdrt: ..." line naming the write error and the removed image, and
+ * out-0.png is gone again. */
+static void test_batch_failure(void) {
+    char pattern[PATH_MAX], out0[PATH_MAX], out1[PATH_MAX], inside[PATH_MAX];
+    path_in(pattern, sizeof pattern, "run-%d.png");
+    path_in(out0, sizeof out0, "run-0.png");
+    path_in(out1, sizeof out1, "run-1.png");
+    snprintf(inside, sizeof inside, "%s/keep", out1);
+    mkdir(out1, 0755);
+    FILE *f = fopen(inside, "w");
+    if (f) fputs("not empty\n", f), fclose(f);
+    int before = dir_entries();
+    struct result r = run(ARGS("txt2img", "--model", MODEL, "--prompt", "a cat", "--width", "64", "--height", "64", "--steps",
+                               "2", "--n-iter", "2", "--seed", "3", "-q", "-o", pattern));
+    int one_line = r.err[0] && strchr(r.err, '\n') == r.err + strlen(r.err) - 1;
+    CHECK(r.status == 1 && one_line && !strncmp(r.err, "sdrt: ", 6) && strstr(r.err, out1) &&
+              strstr(r.err, "removed the 1 image this run had written") && strstr(r.err, out0) && !exists(out0) &&
+              dir_entries() == before,
+          "cli --n-iter 2 failing at the second image: exit %d, first image removed, stderr '%.300s'", r.status, r.err);
+    result_free(&r);
+    unlink(inside);
+    rmdir(out1);
+}
+
 /* --json and bad input: exit 2, and stdout is one error event naming it. */
 static void test_json_error(void) {
     char out[PATH_MAX];
@@ -384,6 +462,8 @@ int main(int argc, char **argv) {
     test_bad_inputs();
     test_txt2img();
     test_img2img();
+    test_device();
+    test_batch_failure();
     test_json_error();
     cleanup();
     return test_summary();

@@ -52,7 +52,10 @@ static void expect_run_error(const char *label, const char *path, const char *wa
         CHECK(strstr(ctx.msg, want1) && strstr(ctx.msg, want2), "%s: error names '%s' and '%s': %s", label, want1, want2, ctx.msg);
         return;
     }
-    struct sd_runtime *rt = sd_runtime_new(&ctx, SD_BACKEND_CPU, 1);
+    struct sd_runtime_opts o;
+    sd_runtime_opts_init(&o);
+    o.threads = 1;
+    struct sd_runtime *rt = sd_runtime_new(&ctx, &o);
     float x[2 * 4 * 8 * 8] = {0}, t[2] = {1, 1}, c[2 * 77 * 32] = {0}, out[2 * 4 * 8 * 8];
     int rc = sd_run_unet(rt, m, x, 2, 8, 8, t, c, 77, out);
     CHECK(rc != SD_OK && strstr(ctx.msg, want1) && strstr(ctx.msg, want2), "%s: error names '%s' and '%s': %s", label, want1,

@@ -104,7 +104,10 @@ static int env_open(struct env *e, const char *name) {
     if (load(&e->ctx, name, &e->m)) goto fail;
     if (!(e->tok = sd_tokenizer_load_bpe_gz(&e->ctx, vocab_path()))) goto fail;
     if (sd_tokenizer_set_family(e->tok, e->m->clip.pad_id == 0 ? SD_TOKENIZER_SD2 : SD_TOKENIZER_SD1)) goto fail;
-    if (!(e->rt = sd_runtime_new(&e->ctx, SD_BACKEND_CPU, 1))) goto fail;
+    struct sd_runtime_opts ro;
+    sd_runtime_opts_init(&ro);
+    ro.threads = 1;
+    if (!(e->rt = sd_runtime_new(&e->ctx, &ro))) goto fail;
     if (!(e->cache = sd_embed_cache_new(16u << 20))) goto fail;
     e->p = (struct sd_pipeline){.ctx = &e->ctx, .model = e->m, .rt = e->rt, .tok = e->tok, .cache = e->cache};
     return 0;

@@ -122,7 +122,7 @@ int main(void) {
          NULL, "unet_sd1_inpaint", SD_FAMILY_SD1_INPAINT, 1, half},
     };
     struct sd_ctx ctx = {0};
-    struct sd_runtime *rt = sd_runtime_new(&ctx, SD_BACKEND_CPU, 0);
+    struct sd_runtime *rt = sd_runtime_new(&ctx, NULL);
     CHECK(rt != NULL, "cpu runtime (%s)", ctx.msg);
     for (size_t i = 0; rt && i < sizeof cases / sizeof cases[0]; i++) {
         const struct model_case *c = &cases[i];

@@ -129,7 +129,10 @@ static int env_open(struct env *e, const char *name, int n_threads) {
     if (!(e->tok = sd_tokenizer_load_bpe_gz(&e->ctx, vocab_path()))) goto fail;
     bool v2 = e->m->family == SD_FAMILY_SD2 || e->m->family == SD_FAMILY_SD2_INPAINT;
     if (sd_tokenizer_set_family(e->tok, v2 ? SD_TOKENIZER_SD2 : SD_TOKENIZER_SD1)) goto fail;
-    if (!(e->rt = sd_runtime_new(&e->ctx, SD_BACKEND_CPU, n_threads))) goto fail;
+    struct sd_runtime_opts o;
+    sd_runtime_opts_init(&o);
+    o.threads = n_threads;
+    if (!(e->rt = sd_runtime_new(&e->ctx, &o))) goto fail;
     if (!(e->cache = sd_embed_cache_new(16u << 20))) goto fail;
     e->p = (struct sd_pipeline){.ctx = &e->ctx, .model = e->m, .rt = e->rt, .tok = e->tok, .cache = e->cache};
     return 0;

@@ -112,7 +112,10 @@ static void reference(const float *x, float *y) {
 
 int main(void) {
     struct sd_ctx ctx = {0};
-    struct sd_backend *cpu = sd_cpu_backend_new(&ctx, 2);
+    struct sd_runtime_opts two;
+    sd_runtime_opts_init(&two);
+    two.threads = 2;
+    struct sd_backend *cpu = sd_cpu_backend_new(&ctx, &two);
     CHECK(cpu != NULL, "cpu backend created (%s)", ctx.msg);
     struct mock m = {.allow = (1u << SD_OP_ADD) | (1u << SD_OP_SCALE) | (1u << SD_OP_SOFTMAX)};
     struct sd_backend mb = {.iface = &mock_iface, .ctx = &ctx, .impl = &m};
@@ -166,13 +169,16 @@ int main(void) {
     size_t got = fread(buf, 1, sizeof buf - 1, dbg);
     fclose(dbg);
     CHECK(len > 0 && got > 0 && strstr(buf, "split 0: cpu") && strstr(buf, "[gn] group_norm cause=unsupported(group_norm)"),
-          "SD_SCHED_DEBUG output names splits and causes");
+          "sd_sched_print names splits and causes");
     sd_sched_free(s);
     sd_graph_free(g);
 
     /* No backend supports the op: a clear error, not a crash. */
-    setenv("SDRT_CPU_DISABLE", "silu", 1);
-    struct sd_backend *cpu2 = sd_cpu_backend_new(&ctx, 1);
+    struct sd_runtime_opts o;
+    sd_runtime_opts_init(&o);
+    o.threads = 1;
+    o.cpu_disable = "silu";
+    struct sd_backend *cpu2 = sd_cpu_backend_new(&ctx, &o);
     g = build(&ctx, &in, &out);
     s = sd_sched_new(&ctx, &cpu2, 1);
     int rc = sd_sched_alloc(s, g);
@@ -180,7 +186,9 @@ int main(void) {
     sd_sched_free(s);
     sd_graph_free(g);
     sd_backend_free(cpu2);
-    unsetenv("SDRT_CPU_DISABLE");
+    o.cpu_disable = "silu,nonsense";
+    cpu2 = sd_cpu_backend_new(&ctx, &o);
+    CHECK(!cpu2 && strstr(ctx.msg, "unknown op 'nonsense'"), "cpu_disable with an unknown op refused: %s", ctx.msg);
 
     /* A scheduler without a host backend is refused. */
     struct sd_backend *only_mock = &mb;

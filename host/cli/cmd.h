@@ -1,9 +1,12 @@
-/* cmd.h - the `sdrt` subcommands (host/cmd_*.c). Each takes argc/argv with
- * argv[0] = the subcommand name and returns the process exit status. */
+/* cmd.h - the `sdrt` subcommands (host/cli/cmd_*.c) and what they share.
+ * Each command takes argc/argv with argv[0] = the subcommand name and
+ * returns the process exit status (0 ok, 1 runtime error, 2 usage error). */
 #ifndef SDRT_CMD_H
 #define SDRT_CMD_H
 
-#include "sdrt.h"
+#include <stdio.h>
+
+#include "runtime.h"
 
 struct sd_cmd {
     const char *name, *help;
@@ -16,5 +19,22 @@ int sd_cmd_devices(int argc, char **argv);
 int sd_cmd_txt2img(int argc, char **argv);
 int sd_cmd_img2img(int argc, char **argv);
 int sd_cmd_inpaint(int argc, char **argv);
+
+/* cli_env.c: the one place that reads the environment. Fills o (after
+ * sd_runtime_opts_init) from the SDRT_* variables of docs/running.md and
+ * sets the log to cli_log with `log` as its user. Returns SD_OK, or
+ * SD_ERR_INVALID with "VAR=value: want ..." on ctx. */
+struct cli_log { int json; };
+int cli_runtime_opts(struct sd_ctx *ctx, struct sd_runtime_opts *o, struct cli_log *log);
+/* Resolves an OpenCL device given as the flat index `sdrt devices` lists
+ * ("1") or as PLATFORM:DEVICE ("0:1") into *index; `what` names it in the
+ * error ("--device"). Returns SD_OK or SD_ERR_INVALID with ctx set. */
+int cli_device_index(struct sd_ctx *ctx, const char *what, const char *s, int *index);
+
+/* cli_log.c: the library's log callback: stderr ("sdrt: warning: ..."), or
+ * with json set one {"event": "log", ...} line on stdout. */
+void cli_log(void *user, int level, const char *msg);
+/* Writes s as a JSON string literal. */
+void cli_json_str(FILE *f, const char *s);
 
 #endif

@@ -7,6 +7,7 @@
  * where the time goes per op. Inputs are seeded random values: timing does
  * not depend on them.
  */
+#include "cli_opts.h"
 #include "cmd.h"
 #include "model_load.h"
 #include "model_run.h"
@@ -35,41 +36,61 @@ static double median(struct phase *p) {
     return p->n ? p->t[p->n / 2] : 0;
 }
 
+struct bench_opts {
+    const char *model, *config, *comps, *backends, *device;
+    int width, height, runs, threads, profile, batch, low_memory;
+};
+
+#define O(field) CLI_OFF(struct bench_opts, field)
+static const struct cli_opt options[] = {
+    {"model", 'm', CLI_STR, O(model), "PATH", "single-file .safetensors or diffusers folder (required)", NULL, 0},
+    {"config", 0, CLI_STR, O(config), "DIR", "diffusers folder describing a single-file model", NULL, 0},
+    {"components", 0, CLI_STR, O(comps), "LIST", "of clip,unet,vae (default all three)", NULL, 0},
+    {"backends", 0, CLI_STR, O(backends), "LIST", "of cpu,opencl,auto, timed side by side (default cpu)", NULL, 0},
+    {"device", 0, CLI_STR, O(device), "N", "the OpenCL device, numbered as `sdrt devices` lists them", NULL, 0},
+    {"width", 'W', CLI_INT, O(width), "N", "image width (default 512)", NULL, 0},
+    {"height", 'H', CLI_INT, O(height), "N", "image height (default 512)", NULL, 0},
+    {"batch", 0, CLI_INT, O(batch), "N", "UNet batch (default 2 = one CFG step)", NULL, 0},
+    {"runs", 0, CLI_INT, O(runs), "N", "timed runs, 1..32 (default 3; the median is shown)", NULL, 0},
+    {"threads", 0, CLI_INT, O(threads), "N", "CPU threads (default: all cores)", NULL, 0},
+    {"low-memory", 0, CLI_FLAG, O(low_memory), NULL, "CPU convolutions keep no transformed weight copies", NULL, 0},
+    {"profile", 0, CLI_FLAG, O(profile), NULL, "add a per-op table (one profiled run after the timed ones)", NULL, 0},
+    {NULL, 0, 0, 0, NULL, NULL, NULL, 0},
+};
+#undef O
+
+static void usage(unsigned mode, FILE *f) {
+    (void)mode;
+    fprintf(f, "usage: sdrt bench --model MODEL [options]\n"
+               "  Times one CLIP encode (2 prompts), one UNet evaluation (batch 2 = one CFG step) and one\n"
+               "  VAE decode per backend, side by side: median seconds; --profile adds a per-op table\n"
+               "  (seconds and GFLOP/s per backend, one profiled run after the timed ones).\n");
+    cli_usage(f, options, 0);
+}
+
 int sd_cmd_bench(int argc, char **argv) {
-    const char *model = NULL, *config = NULL, *comps = "clip,unet,vae", *backends = "cpu";
-    int width = 512, height = 512, runs = 3, threads = 0, profile = 0, batch = 2;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf("usage: sdrt bench --model MODEL [--components clip,unet,vae] [--backends cpu,opencl]\n"
-                   "                  [--width 512] [--height 512] [--batch 2] [--runs 3] [--threads N] [--profile]\n"
-                   "  Times one CLIP encode (2 prompts), one UNet evaluation (batch 2 = one CFG step) and one\n"
-                   "  VAE decode per backend, side by side: median seconds; --profile adds a per-op table\n"
-                   "  (seconds and GFLOP/s per backend, one profiled run after the timed ones).\n");
-            return 0;
-        }
-        if (!strcmp(a, "--profile")) { profile = 1; continue; }
-        if (!v) { fprintf(stderr, "sdrt bench: %s needs a value\n", a); return 2; }
-        if (!strcmp(a, "--model")) model = v;
-        else if (!strcmp(a, "--config")) config = v;
-        else if (!strcmp(a, "--components")) comps = v;
-        else if (!strcmp(a, "--backends")) backends = v;
-        else if (!strcmp(a, "--width")) width = atoi(v);
-        else if (!strcmp(a, "--height")) height = atoi(v);
-        else if (!strcmp(a, "--batch")) batch = atoi(v);
-        else if (!strcmp(a, "--runs")) runs = atoi(v);
-        else if (!strcmp(a, "--threads")) threads = atoi(v);
-        else { fprintf(stderr, "sdrt bench: unknown option %s\n", a); return 2; }
-        i++;
-    }
-    if (!model) { fprintf(stderr, "sdrt bench: --model is required\n"); return 2; }
+    struct bench_opts bo = {.comps = "clip,unet,vae", .backends = "cpu", .width = 512, .height = 512, .runs = 3, .batch = 2};
+    int prc = cli_parse("bench", options, 0, argc, argv, &bo, usage, NULL, 0, NULL);
+    if (prc) return prc == 1 ? 0 : prc;
+    const char *model = bo.model, *config = bo.config, *comps = bo.comps, *backends = bo.backends;
+    int width = bo.width, height = bo.height, runs = bo.runs, profile = bo.profile, batch = bo.batch;
+    if (!model) { fprintf(stderr, "sdrt: bench: --model is required\n"); return 2; }
     if (width % 8 || height % 8 || width < 8 || height < 8) {
-        fprintf(stderr, "sdrt bench: width and height must be positive multiples of 8 (got %dx%d)\n", width, height);
+        fprintf(stderr, "sdrt: bench: width and height must be positive multiples of 8 (got %dx%d)\n", width, height);
         return 2;
     }
-    if (runs < 1 || runs > 32) runs = runs < 1 ? 1 : 32;
+    if (batch < 1 || batch > 64) { fprintf(stderr, "sdrt: bench: --batch must be 1..64 (got %d)\n", batch); return 2; }
     struct sd_ctx ctx = {0};
+    struct cli_log log = {0};
+    struct sd_runtime_opts ro;
+    sd_runtime_opts_init(&ro);
+    if (cli_runtime_opts(&ctx, &ro, &log) || (bo.device && cli_device_index(&ctx, "--device", bo.device, &ro.cl_device))) {
+        fprintf(stderr, "sdrt: %s\n", ctx.msg);
+        return 2;
+    }
+    if (bo.threads > 0) ro.threads = bo.threads;
+    if (bo.low_memory) ro.conv = SD_CONV_POLICY_LOWMEM;
+    if (runs < 1 || runs > 32) runs = runs < 1 ? 1 : 32;
     struct sd_model *m = NULL;
     double t0 = sd_time_s();
     if (sd_model_load(&ctx, model, config, &m) || sd_model_load_weights(m)) {
@@ -111,8 +132,9 @@ int sd_cmd_bench(int argc, char **argv) {
     int nb = 0;
     for (char *save = NULL, *bn = strtok_r(list, ",", &save); bn && nb < MAXB; bn = strtok_r(NULL, ",", &save)) {
         int kind = sd_backend_kind_parse(bn);
-        if (kind < 0) { fprintf(stderr, "sdrt bench: unknown backend '%s' (cpu, opencl, auto)\n", bn); rc = 2; goto done; }
-        struct sd_runtime *rt = sd_runtime_new(&ctx, (enum sd_backend_kind)kind, threads);
+        if (kind < 0) { fprintf(stderr, "sdrt: bench: unknown backend '%s' (cpu, opencl, auto)\n", bn); rc = 2; goto done; }
+        ro.backend = (enum sd_backend_kind)kind;
+        struct sd_runtime *rt = sd_runtime_new(&ctx, &ro);
         if (!rt) { fprintf(stderr, "sdrt: %s\n", ctx.msg); rc = 1; goto done; }
         struct phase ph[3] = {{"clip", 0, {0}, 0}, {"unet", 0, {0}, 0}, {"vae_decode", 0, {0}, 0}};
         /* r = 0: warm-up; 1..runs: timed; runs + 1 (with --profile): the profiled run. */

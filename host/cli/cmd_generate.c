@@ -4,9 +4,15 @@
  * the pipeline and writes PNGs (atomically, with the A1111 "parameters"
  * text). Progress: a bar with step, s/it and ETA on a terminal (stderr),
  * nothing with --quiet, and with --json one JSON object per line on stdout
- * for every phase, step, preview and result. Exit status: 0 ok, 1 runtime
- * error, 2 bad usage or bad input; nothing is written on failure.
+ * for every phase, step, preview, result and library log message. Exit
+ * status: 0 ok, 1 runtime error, 2 bad usage or bad input. Nothing is
+ * written on failure: each PNG is written to a temporary name and renamed,
+ * and a run that fails after writing some of its images (--batch, --n-iter)
+ * removes them again and names them in the error. Previews are not removed.
+ * Options: the table `options` below (cli_opts.h); the environment:
+ * cli_env.c.
  */
+#include "cli_opts.h"
 #include "cmd.h"
 #include "infotext.h"
 #include "model_load.h"
@@ -25,14 +31,15 @@
 #include <time.h>
 #include <unistd.h>
 
-enum mode { MODE_TXT2IMG, MODE_IMG2IMG, MODE_INPAINT };
+enum mode { MODE_TXT2IMG = 1, MODE_IMG2IMG = 2, MODE_INPAINT = 4 };
+#define NOT_GIVEN INT_MIN /* --width/--height not on the command line */
 
 struct opts {
     enum mode mode;
     const char *model, *config, *prompt, *negative, *sampler, *scheduler, *output, *init, *mask, *vocab;
-    const char *preview_dir, *backend;
+    const char *preview_dir, *backend, *device;
     int n_iter;
-    int steps, width, height, batch, clip_skip, threads, preview_every, quiet, json, width_given, height_given;
+    int steps, width, height, batch, clip_skip, threads, preview_every, quiet, json, low_memory;
     float cfg, strength, eta;
     long long seed;
     int prediction; /* -1 = from the model */
@@ -49,130 +56,98 @@ struct run {
     struct sd_ctx *ctx;
 };
 
-static void usage(enum mode mode, FILE *f) {
-    const char *name = mode == MODE_TXT2IMG ? "txt2img" : mode == MODE_IMG2IMG ? "img2img" : "inpaint";
-    fprintf(f,
-            "usage: sdrt %s --model MODEL --prompt TEXT [options]\n"
-            "  --model PATH          single-file .safetensors (LDM names) or diffusers folder\n"
-            "  --config DIR          diffusers folder whose config.json files describe a single-file model\n"
-            "  --prompt TEXT         the prompt; A1111 syntax: (word), (word:1.3), [word], \\( \\), BREAK\n"
-            "  --negative-prompt T   the negative prompt (default empty)\n"
-            "  --steps N             sampling steps (default 20)\n"
-            "  --cfg-scale X         classifier-free guidance scale (default 7.5; <= 1 disables CFG)\n"
-            "  --seed N              seed (-1 = random; the seed used is printed)\n"
-            "  --sampler NAME        Euler, Euler a (default), DDIM, DPM++ 2M, DPM++ 2M Karras, LMS, PLMS, LCM, ...\n"
-            "  --scheduler NAME      karras | normal (Karras sigmas for Euler, LMS, DPM++)\n"
-            "  --eta X               DDIM eta (default 0)\n"
-            "  --width N --height N  image size, multiples of the VAE factor (8 for SD; default 512x512)\n"
-            "  --batch N             images per run, denoised together (default 1)\n"
-            "  --n-iter N            runs one after another with seeds seed, seed+1, ... (A1111 batch count);\n"
-            "                        later runs reuse the prompt embeddings (no CLIP time)\n"
-            "  --clip-skip N         A1111 clip skip (1 = last layer, 2 = penultimate)\n"
-            "  --prediction epsilon|v  override the model's prediction type (default: the folder's scheduler\n"
-            "                        config; single SD2 files: detected from the weights, see sdrt info)\n"
-            "  --timestep-spacing leading|linspace|trailing  timestep spacing (default: the folder's\n"
-            "                        scheduler_config.json, else the sampler's diffusers default)\n"
-            "%s"
-            "  --rng torch           noise from a bit-exact copy of torch's CPU generator (the default and\n"
-            "                        only choice: the same seed gives diffusers' CPU starting noise)\n"
-            "  --backend cpu|opencl|auto  (default cpu)\n"
-            "  --threads N           CPU threads (default: all cores)\n"
-            "  --low-memory          CPU convolutions keep no transformed weight copies: SD 1.5 at 512x512\n"
-            "                        peaks at ~6 GB instead of ~13 GB, ~1.4x slower UNet (SDRT_CONV_ALGO=lowmem)\n"
-            "  --output PATH         PNG to write (default out.png; batches: %%d in PATH or -N before .png)\n"
-            "  --preview-every N     write a cheap latent preview every N steps to --preview-dir\n"
-            "  --preview-dir DIR     where previews go (default: the output's directory)\n"
-            "  --vocab PATH          CLIP BPE vocabulary (bpe_simple_vocab_16e6.txt.gz); default: the model's\n"
-            "                        tokenizer/ folder, $SDRT_VOCAB, or the one `make vocab` installed\n"
-            "  --quiet               no progress output\n"
-            "  --json                one JSON event per line on stdout (phases, steps, previews, result)\n",
-            name,
-            mode == MODE_TXT2IMG ? ""
-            : mode == MODE_IMG2IMG
-                ? "  --init-image PNG      the image to start from; its size is the output size (multiples of the VAE factor)\n"
-                  "  --strength X          how much to change it, (0, 1] (default 0.75)\n"
-                : "  --init-image PNG      the image to repaint\n"
-                  "  --mask PNG            white = repaint, black = keep (same size as the image)\n"
-                  "  --strength X          (0, 1] (default 1.0)\n");
+static int parse_prediction(void *opts, const char *v) {
+    struct opts *o = opts;
+    if (!strcmp(v, "v") || !strcmp(v, "v_prediction")) o->prediction = SD_PRED_V;
+    else if (!strcmp(v, "epsilon") || !strcmp(v, "eps")) o->prediction = SD_PRED_EPSILON;
+    else { fprintf(stderr, "sdrt: --prediction is epsilon or v, got '%s'\n", v); return 2; }
+    return 0;
 }
 
-static int int_of(long x) {
-    if (x > INT_MAX || x < INT_MIN) {
-        errno = ERANGE;
-        return 0;
+static int parse_spacing(void *opts, const char *v) {
+    struct opts *o = opts;
+    if (sd_spacing_parse(v) == SD_SPACING_DEFAULT) {
+        fprintf(stderr, "sdrt: --timestep-spacing is leading, linspace or trailing, got '%s'\n", v);
+        return 2;
     }
-    return (int)x;
+    o->spacing = v;
+    return 0;
 }
 
-static int parse(int argc, char **argv, struct opts *o) {
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(o->mode, stdout); return 1; }
-        if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) { o->quiet = 1; continue; }
-        if (!strcmp(a, "--json")) { o->json = 1; continue; }
-        if (!strcmp(a, "--low-memory")) { setenv("SDRT_CONV_ALGO", "lowmem", 1); continue; }
-        if (i + 1 >= argc) { fprintf(stderr, "sdrt: option %s needs a value\n", a); return 2; }
-        const char *v = argv[++i];
-        char *end = NULL;
-#define NUM(field, conv)                                                                     \
-    do {                                                                                     \
-        errno = 0;                                                                           \
-        o->field = conv;                                                                     \
-        if (errno || !end || *end || end == v) {                                             \
-            fprintf(stderr, "sdrt: %s expects a number, got '%s'\n", a, v);                  \
-            return 2;                                                                        \
-        }                                                                                    \
-    } while (0)
-/* strtol into an int: out-of-range values set errno like strtol's own. */
-#define INT(v, end) int_of(strtol(v, end, 10))
-        if (!strcmp(a, "--model") || !strcmp(a, "-m")) o->model = v;
-        else if (!strcmp(a, "--config")) o->config = v;
-        else if (!strcmp(a, "--prompt") || !strcmp(a, "-p")) o->prompt = v;
-        else if (!strcmp(a, "--negative-prompt") || !strcmp(a, "-n")) o->negative = v;
-        else if (!strcmp(a, "--sampler")) o->sampler = v;
-        else if (!strcmp(a, "--scheduler")) o->scheduler = v;
-        else if (!strcmp(a, "--output") || !strcmp(a, "-o")) o->output = v;
-        else if (!strcmp(a, "--init-image")) o->init = v;
-        else if (!strcmp(a, "--mask")) o->mask = v;
-        else if (!strcmp(a, "--vocab")) o->vocab = v;
-        else if (!strcmp(a, "--preview-dir")) o->preview_dir = v;
-        else if (!strcmp(a, "--backend")) o->backend = v;
-        else if (!strcmp(a, "--rng")) {
-            if (strcmp(v, "torch") && strcmp(v, "cpu")) {
-                fprintf(stderr, "sdrt: --rng %s is not supported: sdrt draws noise with torch's CPU generator (--rng torch, "
-                                "the default); A1111's GPU (philox) noise is not implemented\n", v);
-                return 2;
-            }
-        }
-        else if (!strcmp(a, "--prediction")) {
-            if (!strcmp(v, "v") || !strcmp(v, "v_prediction")) o->prediction = SD_PRED_V;
-            else if (!strcmp(v, "epsilon") || !strcmp(v, "eps")) o->prediction = SD_PRED_EPSILON;
-            else { fprintf(stderr, "sdrt: --prediction is epsilon or v, got '%s'\n", v); return 2; }
-        }
-        else if (!strcmp(a, "--timestep-spacing")) {
-            if (sd_spacing_parse(v) == SD_SPACING_DEFAULT) {
-                fprintf(stderr, "sdrt: --timestep-spacing is leading, linspace or trailing, got '%s'\n", v);
-                return 2;
-            }
-            o->spacing = v;
-        }
-        else if (!strcmp(a, "--steps")) NUM(steps, INT(v, &end));
-        else if (!strcmp(a, "--width") || !strcmp(a, "-W")) { NUM(width, INT(v, &end)); o->width_given = 1; }
-        else if (!strcmp(a, "--height") || !strcmp(a, "-H")) { NUM(height, INT(v, &end)); o->height_given = 1; }
-        else if (!strcmp(a, "--batch")) NUM(batch, INT(v, &end));
-        else if (!strcmp(a, "--n-iter") || !strcmp(a, "--batch-count")) NUM(n_iter, INT(v, &end));
-        else if (!strcmp(a, "--clip-skip")) NUM(clip_skip, INT(v, &end));
-        else if (!strcmp(a, "--threads")) NUM(threads, INT(v, &end));
-        else if (!strcmp(a, "--preview-every")) NUM(preview_every, INT(v, &end));
-        else if (!strcmp(a, "--cfg-scale") || !strcmp(a, "--cfg")) NUM(cfg, strtof(v, &end));
-        else if (!strcmp(a, "--strength")) NUM(strength, strtof(v, &end));
-        else if (!strcmp(a, "--eta")) NUM(eta, strtof(v, &end));
-        else if (!strcmp(a, "--seed")) NUM(seed, strtoll(v, &end, 10));
-        else { fprintf(stderr, "sdrt: unknown option %s (see --help)\n", a); return 2; }
-#undef NUM
-#undef INT
+static int parse_rng(void *opts, const char *v) {
+    (void)opts;
+    if (strcmp(v, "torch") && strcmp(v, "cpu")) {
+        fprintf(stderr, "sdrt: --rng %s is not supported: sdrt draws noise with torch's CPU generator (--rng torch, "
+                        "the default); A1111's GPU (philox) noise is not implemented\n", v);
+        return 2;
     }
     return 0;
+}
+
+#define O(field) CLI_OFF(struct opts, field)
+#define I2I (MODE_IMG2IMG | MODE_INPAINT)
+/* The options of txt2img, img2img and inpaint; --help prints them in this
+ * order. One entry per option (cli_opts.h); help NULL = a hidden alias. */
+static const struct cli_opt options[] = {
+    {"model", 'm', CLI_STR, O(model), "PATH", "single-file .safetensors (LDM names) or diffusers folder", NULL, 0},
+    {"config", 0, CLI_STR, O(config), "DIR", "diffusers folder whose config.json files describe a single-file model", NULL, 0},
+    {"prompt", 'p', CLI_STR, O(prompt), "TEXT", "the prompt; A1111 syntax: (word), (word:1.3), [word], \\( \\), BREAK", NULL, 0},
+    {"negative-prompt", 'n', CLI_STR, O(negative), "TEXT", "the negative prompt (default empty)", NULL, 0},
+    {"init-image", 0, CLI_STR, O(init), "PNG", "the image to start from (img2img) or to repaint (inpaint); its size is\n"
+                                                "the output size (multiples of the VAE factor: 8 for SD)", NULL, I2I},
+    {"mask", 0, CLI_STR, O(mask), "PNG", "white = repaint, black = keep (same size as the image)", NULL, MODE_INPAINT},
+    {"strength", 0, CLI_FLOAT, O(strength), "X", "how much to change the image, (0, 1] (img2img 0.75, inpaint 1.0)", NULL, I2I},
+    {"steps", 0, CLI_INT, O(steps), "N", "sampling steps (default 20)", NULL, 0},
+    {"cfg-scale", 0, CLI_FLOAT, O(cfg), "X", "classifier-free guidance scale (default 7.5; <= 1 disables CFG)", NULL, 0},
+    {"cfg", 0, CLI_FLOAT, O(cfg), "X", NULL, NULL, 0},
+    {"seed", 0, CLI_LLONG, O(seed), "N", "seed (-1 = random; the seed used is printed)", NULL, 0},
+    {"sampler", 0, CLI_STR, O(sampler), "NAME", "Euler, Euler a (default), DDIM, DPM++ 2M, DPM++ 2M Karras, LMS, PLMS, LCM, ...", NULL, 0},
+    {"scheduler", 0, CLI_STR, O(scheduler), "NAME", "karras | normal (Karras sigmas for Euler, LMS, DPM++)", NULL, 0},
+    {"eta", 0, CLI_FLOAT, O(eta), "X", "DDIM eta (default 0)", NULL, 0},
+    {"width", 'W', CLI_INT, O(width), "N", "image width, a multiple of the VAE factor: 8 for SD (default 512;\n"
+                                                     "img2img: the image's)", NULL, 0},
+    {"height", 'H', CLI_INT, O(height), "N", "image height, a multiple of the VAE factor (default 512; img2img: the\n"
+                                                       "image's)", NULL, 0},
+    {"batch", 0, CLI_INT, O(batch), "N", "images per run, denoised together (default 1)", NULL, 0},
+    {"n-iter", 0, CLI_INT, O(n_iter), "N", "runs one after another with seeds seed, seed+1, ... (A1111 batch count);\n"
+                                          "later runs reuse the prompt embeddings (no CLIP time)", NULL, 0},
+    {"batch-count", 0, CLI_INT, O(n_iter), "N", NULL, NULL, 0},
+    {"clip-skip", 0, CLI_INT, O(clip_skip), "N", "A1111 clip skip (1 = last layer, 2 = penultimate)", NULL, 0},
+    {"prediction", 0, CLI_FN, 0, "epsilon|v", "override the model's prediction type (default: the folder's scheduler\n"
+                                                 "config; single SD2 files: detected from the weights, see sdrt info)",
+     parse_prediction, 0},
+    {"timestep-spacing", 0, CLI_FN, 0, "leading|linspace|trailing", "timestep spacing (default: the folder's\n"
+                                                                   "scheduler_config.json, else the sampler's diffusers default)",
+     parse_spacing, 0},
+    {"rng", 0, CLI_FN, 0, "torch", "noise from a bit-exact copy of torch's CPU generator (the default and\n"
+                                   "only choice: the same seed gives diffusers' CPU starting noise)", parse_rng, 0},
+    {"backend", 0, CLI_STR, O(backend), "cpu|opencl|auto", "where the graphs run (default cpu)", NULL, 0},
+    {"device", 0, CLI_STR, O(device), "N", "the OpenCL device, numbered as `sdrt devices` lists them\n"
+                                          "(default: the first GPU, else the first device)", NULL, 0},
+    {"threads", 0, CLI_INT, O(threads), "N", "CPU threads (default: all cores)", NULL, 0},
+    {"low-memory", 0, CLI_FLAG, O(low_memory), NULL, "CPU convolutions keep no transformed weight copies: SD 1.5 at 512x512\n"
+                                                      "peaks at ~6 GB instead of ~13 GB, ~1.4x slower UNet", NULL, 0},
+    {"output", 'o', CLI_STR, O(output), "PATH", "PNG to write (default out.png; several images: %d in PATH or -N before .png)", NULL, 0},
+    {"preview-every", 0, CLI_INT, O(preview_every), "N", "write a cheap latent preview every N steps to --preview-dir", NULL, 0},
+    {"preview-dir", 0, CLI_STR, O(preview_dir), "DIR", "where previews go (default: the output's directory)", NULL, 0},
+    {"vocab", 0, CLI_STR, O(vocab), "PATH", "CLIP BPE vocabulary (bpe_simple_vocab_16e6.txt.gz); default: the model's\n"
+                                           "tokenizer/ folder, $SDRT_VOCAB, or the one `make vocab` installed", NULL, 0},
+    {"quiet", 'q', CLI_FLAG, O(quiet), NULL, "no progress output", NULL, 0},
+    {"json", 0, CLI_FLAG, O(json), NULL, "one JSON event per line on stdout (phases, steps, previews, result, logs)", NULL, 0},
+    {NULL, 0, 0, 0, NULL, NULL, NULL, 0},
+};
+#undef O
+#undef I2I
+
+static const char *mode_name(unsigned mode) {
+    return mode == MODE_TXT2IMG ? "txt2img" : mode == MODE_IMG2IMG ? "img2img" : "inpaint";
+}
+
+static void usage(unsigned mode, FILE *f) {
+    fprintf(f, "usage: sdrt %s --model MODEL --prompt TEXT%s [options]\n", mode_name(mode),
+            mode == MODE_TXT2IMG ? "" : mode == MODE_IMG2IMG ? " --init-image PNG" : " --init-image PNG --mask PNG");
+    cli_usage(f, options, mode);
+    fprintf(f, "Options take their value as --name VALUE or --name=VALUE. Environment: docs/running.md.\n");
 }
 
 /* Output path for image k of n: PATTERN with %d, or -k inserted before .png. */
@@ -188,17 +163,6 @@ static void output_path(const char *pattern, int k, int n, char *out, size_t siz
         if (!dot || (slash && dot < slash)) snprintf(out, size, "%s-%d", pattern, k);
         else snprintf(out, size, "%.*s-%d%s", (int)(dot - pattern), pattern, k, dot);
     }
-}
-
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; s && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
 }
 
 static int on_event(void *user, const struct sd_gen_event *ev) {
@@ -235,7 +199,7 @@ static int on_event(void *user, const struct sd_gen_event *ev) {
             sd_preview_rgb8(ev->x0, ev->w, ev->h, SD_PREVIEW_SD15, rgb);
             if (sd_png_write_rgb8(r->ctx, path, rgb, ev->w, ev->h, NULL) == SD_OK && o->json) {
                 printf("{\"event\": \"preview\", \"step\": %d, \"path\": ", ev->step + 1);
-                json_str(stdout, path);
+                cli_json_str(stdout, path);
                 printf("}\n");
             }
             free(rgb);
@@ -323,6 +287,22 @@ static int read_input_png(struct sd_ctx *ctx, const char *what, const char *path
     return rc;
 }
 
+/* A run that fails after writing some of its images removes them (the
+ * promise: nothing is written on failure) and says so in the message. */
+static void remove_written(struct sd_ctx *ctx, char (*written)[PATH_MAX], int n) {
+    if (n == 0) return;
+    char list[1024] = "";
+    size_t len = 0;
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        if (unlink(written[i]) != 0 && errno != ENOENT) kept++;
+        len += (size_t)snprintf(list + len, len < sizeof list ? sizeof list - len : 0, "%s%s", i ? ", " : "", written[i]);
+    }
+    size_t m = strlen(ctx->msg);
+    snprintf(ctx->msg + m, sizeof ctx->msg - m, "; removed the %d image%s this run had written (%s)%s", n - kept,
+             n - kept == 1 ? "" : "s", list, kept ? "; some could not be removed" : "");
+}
+
 static int generate(struct opts *o) {
     struct sd_ctx ctx = {0};
     struct sd_gen_params g;
@@ -334,8 +314,29 @@ static int generate(struct opts *o) {
     struct sd_embed_cache *cache = NULL;
     float *init = NULL, *mask = NULL, *images = NULL;
     struct run r = {.o = o, .ctx = &ctx};
+    struct cli_log log = {.json = o->json};
+    struct sd_runtime_opts ro;
+    /* The images this invocation wrote: removed again if a later one fails. */
+    char (*written)[PATH_MAX] = NULL;
+    int n_written = 0;
 
     /* Usage and input checks before loading anything. */
+    sd_runtime_opts_init(&ro);
+    if (cli_runtime_opts(&ctx, &ro, &log)) goto usage_err;
+    int kind = sd_backend_kind_parse(o->backend ? o->backend : "cpu");
+    if (kind < 0) { sd_errorf(&ctx, SD_ERR_INVALID, "unknown backend '%s' (cpu, opencl, auto)", o->backend); goto usage_err; }
+    ro.backend = (enum sd_backend_kind)kind;
+    if (o->threads < 0) { sd_errorf(&ctx, SD_ERR_INVALID, "--threads must be >= 0 (got %d)", o->threads); goto usage_err; }
+    if (o->threads) ro.threads = o->threads;
+    if (o->low_memory) ro.conv = SD_CONV_POLICY_LOWMEM;
+    if (o->device && kind == SD_BACKEND_CPU) {
+        sd_errorf(&ctx, SD_ERR_INVALID, "--device %s picks an OpenCL device: give --backend opencl (or auto)", o->device);
+        goto usage_err;
+    }
+    if (o->device && cli_device_index(&ctx, "--device", o->device, &ro.cl_device)) goto usage_err;
+    const int width_given = o->width != NOT_GIVEN, height_given = o->height != NOT_GIVEN;
+    if (!width_given) o->width = 512;
+    if (!height_given) o->height = 512;
     if (!o->model) { sd_errorf(&ctx, SD_ERR_INVALID, "--model is required (see --help)"); goto usage_err; }
     if (!o->prompt) { sd_errorf(&ctx, SD_ERR_INVALID, "--prompt is required (see --help)"); goto usage_err; }
     g.prompt = o->prompt;
@@ -368,9 +369,9 @@ static int generate(struct opts *o) {
         int w, h;
         if (read_input_png(&ctx, "init image", o->init, &init, &w, &h, 0)) goto usage_err;
         /* The size comes from the image; --width/--height, if given, must agree. */
-        if ((o->width_given && w != g.width) || (o->height_given && h != g.height)) {
+        if ((width_given && w != g.width) || (height_given && h != g.height)) {
             sd_errorf(&ctx, SD_ERR_INVALID, "init image %s is %dx%d but --width/--height ask for %dx%d", o->init, w, h,
-                      o->width_given ? g.width : w, o->height_given ? g.height : h);
+                      width_given ? g.width : w, height_given ? g.height : h);
             goto usage_err;
         }
         g.width = w, g.height = h;
@@ -392,8 +393,7 @@ static int generate(struct opts *o) {
         o->seed = (long long)(((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid()) & 0xffffffffu);
     }
     g.seed = (uint64_t)o->seed;
-    int kind = sd_backend_kind_parse(o->backend ? o->backend : "cpu");
-    if (kind < 0) { sd_errorf(&ctx, SD_ERR_INVALID, "unknown backend '%s' (cpu, opencl, auto)", o->backend); goto usage_err; }
+    if (!(written = calloc((size_t)o->n_iter * (size_t)g.batch, sizeof *written))) { sd_errorf(&ctx, SD_ERR_NOMEM, "out of memory"); goto fail; }
 
     double t0 = sd_time_s();
     /* A model that is missing, unreadable, malformed or unsupported is bad input (2). */
@@ -411,7 +411,7 @@ static int generate(struct opts *o) {
         snprintf(m->prediction_why, sizeof m->prediction_why, "--prediction");
     }
     if (!(tok = load_tokenizer(&ctx, o, m))) goto fail;
-    if (!(rt = sd_runtime_new(&ctx, (enum sd_backend_kind)kind, o->threads))) goto fail;
+    if (!(rt = sd_runtime_new(&ctx, &ro))) goto fail;
     if (!(cache = sd_embed_cache_new(64u << 20))) { sd_errorf(&ctx, SD_ERR_NOMEM, "out of memory"); goto fail; }
     if (o->json) printf("{\"event\": \"phase\", \"phase\": \"load\", \"seconds\": %.4f}\n", sd_time_s() - t0);
     if (!o->quiet && !o->json)
@@ -459,9 +459,10 @@ static int generate(struct opts *o) {
         int wrc = sd_png_write(&ctx, path, images + (size_t)b * 3 * g.width * g.height, g.width, g.height, params);
         free(params);
         if (wrc) goto fail;
+        snprintf(written[n_written++], PATH_MAX, "%s", path);
         if (o->json) {
             printf("{\"event\": \"image\", \"path\": ");
-            json_str(stdout, path);
+            cli_json_str(stdout, path);
             printf(", \"seed\": %lld, \"width\": %d, \"height\": %d}\n", seed, g.width, g.height);
         } else if (!o->quiet) {
             fprintf(stderr, "wrote %s\n", path);
@@ -475,16 +476,18 @@ static int generate(struct opts *o) {
 rc_fail:
     if (rc == SD_ERR_INVALID) goto usage_err;
 fail:
+    remove_written(&ctx, written, n_written);
     fprintf(stderr, "%ssdrt: %s\n", isatty(2) && r.steps_done ? "\n" : "", ctx.msg);
-    if (o->json) { printf("{\"event\": \"error\", \"message\": "); json_str(stdout, ctx.msg); printf("}\n"); }
+    if (o->json) { printf("{\"event\": \"error\", \"message\": "); cli_json_str(stdout, ctx.msg); printf("}\n"); }
     status = 1;
     goto done;
 usage_err:
+    remove_written(&ctx, written, n_written);
     fprintf(stderr, "sdrt: %s\n", ctx.msg);
-    if (o->json) { printf("{\"event\": \"error\", \"message\": "); json_str(stdout, ctx.msg); printf("}\n"); }
+    if (o->json) { printf("{\"event\": \"error\", \"message\": "); cli_json_str(stdout, ctx.msg); printf("}\n"); }
     status = 2;
 done:
-    free(images); free(init); free(mask);
+    free(images); free(init); free(mask); free(written);
     sd_embed_cache_free(cache);
     if (rt && m) sd_runtime_release_model(rt, m);
     sd_runtime_free(rt);
@@ -497,7 +500,7 @@ static void defaults(struct opts *o, enum mode mode) {
     memset(o, 0, sizeof *o);
     o->mode = mode;
     o->steps = 20;
-    o->width = o->height = 512;
+    o->width = o->height = NOT_GIVEN;
     o->batch = 1;
     o->n_iter = 1;
     o->cfg = 7.5f;
@@ -509,7 +512,7 @@ static void defaults(struct opts *o, enum mode mode) {
 static int run_mode(enum mode mode, int argc, char **argv) {
     struct opts o;
     defaults(&o, mode);
-    int rc = parse(argc, argv, &o);
+    int rc = cli_parse(mode_name(mode), options, mode, argc, argv, &o, usage, NULL, 0, NULL);
     if (rc) return rc == 1 ? 0 : rc;
     return generate(&o);
 }

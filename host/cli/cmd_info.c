@@ -1,6 +1,7 @@
 /* cmd_info.c - `sdrt info MODEL [--config DIR] [--json]`: identifies a
  * checkpoint (layout, family, dtype) and counts tensors and parameters per
  * component, reading headers only (weights load lazily). */
+#include "cli_opts.h"
 #include "cmd.h"
 #include "model_load.h"
 #include "weights.h"
@@ -20,29 +21,32 @@ static void component(const char *name, struct sd_weights *w, int json, int *fir
     }
 }
 
+struct info_opts { const char *config; int json; };
+
+static const struct cli_opt options[] = {
+    {"config", 0, CLI_STR, CLI_OFF(struct info_opts, config), "DIR", "diffusers folder describing a single-file model", NULL, 0},
+    {"json", 0, CLI_FLAG, CLI_OFF(struct info_opts, json), NULL, "one JSON object on stdout", NULL, 0},
+    {NULL, 0, 0, 0, NULL, NULL, NULL, 0},
+};
+
+static void usage(unsigned mode, FILE *f) {
+    (void)mode;
+    fprintf(f, "usage: sdrt info MODEL [options]\n"
+               "  MODEL  a single-file .safetensors checkpoint (LDM key names) or a diffusers folder\n");
+    cli_usage(f, options, 0);
+}
+
 int sd_cmd_info(int argc, char **argv) {
-    const char *path = NULL, *config = NULL;
-    int json = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: sdrt info MODEL [--config DIFFUSERS_DIR] [--json]\n"
-                   "  MODEL  a single-file .safetensors checkpoint (LDM key names) or a diffusers folder\n");
-            return 0;
-        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
-            config = argv[++i];
-        } else if (!strcmp(argv[i], "--json")) {
-            json = 1;
-        } else if (argv[i][0] == '-' || path) {
-            fprintf(stderr, "sdrt info: unexpected argument '%s'\n", argv[i]);
-            return 2;
-        } else {
-            path = argv[i];
-        }
-    }
-    if (!path) {
-        fprintf(stderr, "sdrt info: missing MODEL (see sdrt info --help)\n");
+    struct info_opts io = {0};
+    const char *pos[1];
+    int n_pos = 0, rc = cli_parse("info", options, 0, argc, argv, &io, usage, pos, 1, &n_pos);
+    if (rc) return rc == 1 ? 0 : rc;
+    if (n_pos == 0) {
+        fprintf(stderr, "sdrt: info: missing MODEL (see sdrt info --help)\n");
         return 2;
     }
+    const char *path = pos[0], *config = io.config;
+    int json = io.json;
     struct sd_ctx ctx = {0};
     struct sd_model *m = NULL;
     if (sd_model_load(&ctx, path, config, &m) != SD_OK) {

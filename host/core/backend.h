@@ -11,8 +11,8 @@
  * node on the first backend whose supports() accepts it, cuts the node list
  * into splits of consecutive nodes on one backend, and before each split
  * copies in the activations it reads that are not current on its backend
- * (through the host arena). SD_SCHED_DEBUG=1 prints every split and why
- * each node is where it is.
+ * (through the host arena). sd_sched_print shows every split and why each
+ * node is where it is (the runtime logs it with SD_DEBUG_SCHED).
  */
 #ifndef SDRT_BACKEND_H
 #define SDRT_BACKEND_H
@@ -25,6 +25,7 @@
 #define SD_MAX_BACKENDS 4
 
 struct sd_backend;
+struct sd_runtime_opts; /* runtime.h */
 
 struct sd_backend_i {
     int version; /* SD_BACKEND_IFACE_VERSION */
@@ -63,12 +64,13 @@ struct sd_backend {
  * (host/backends/registry.c) so that the core includes no backend. */
 struct sd_backend_factory {
     const char *name;
-    /* device: backend-specific device index, -1 = the backend's default. */
-    struct sd_backend *(*create)(struct sd_ctx *ctx, int device, int n_threads);
+    /* Takes from opts what the backend needs (threads, device, policies,
+     * the log); NULL = the defaults (sd_runtime_opts_init). */
+    struct sd_backend *(*create)(struct sd_ctx *ctx, const struct sd_runtime_opts *opts);
 };
 extern const struct sd_backend_factory *const sd_backend_registry[]; /* NULL-terminated */
 /* Creates the backend `name`, or NULL with ctx set (unknown name, no device). */
-struct sd_backend *sd_backend_create(struct sd_ctx *ctx, const char *name, int device, int n_threads);
+struct sd_backend *sd_backend_create(struct sd_ctx *ctx, const char *name, const struct sd_runtime_opts *opts);
 
 /* Public wrappers: apply defaults for optional slots. */
 bool sd_backend_supports(struct sd_backend *b, const struct sd_tensor *node, char *why, size_t why_n);
@@ -82,7 +84,6 @@ struct sd_sched {
     struct sd_backend *backends[SD_MAX_BACKENDS];
     int n_backends, host;      /* host = index of the host (CPU) backend */
     void *host_arena;
-    int debug;                 /* SD_SCHED_DEBUG */
     int profile;               /* time each split (synchronised) */
     struct sd_graph *graph;    /* graph the placement was computed for */
     char (*cause)[48];         /* per node: why it is where it is */

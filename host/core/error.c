@@ -37,7 +37,7 @@ void sd_ctx_clear(struct sd_ctx *ctx) {
 const char *sd_status_name(int status) {
     static const char *names[SD_ERR_COUNT] = {
         "ok", "invalid", "io", "format", "nomem", "unsupported",
-        "backend", "opencl", "onednn", "cancelled",
+        "backend", "cancelled",
     };
     return status >= 0 && status < SD_ERR_COUNT ? names[status] : "unknown";
 }

@@ -19,7 +19,10 @@ struct rt_entry {
 };
 
 struct sd_runtime {
-    struct sd_ctx *ctx;
+    struct sd_ctx *ctx;   /* the caller's (current job's): failing calls report here */
+    struct sd_ctx err;    /* what graphs, the scheduler and the backends write into */
+    struct sd_log log;
+    unsigned debug;       /* SD_DEBUG_* */
     struct sd_backend *backends[SD_MAX_BACKENDS];
     int n_backends;
     struct rt_entry cache[RT_CACHE];
@@ -29,39 +32,51 @@ struct sd_runtime {
     struct sd_op_profile prof[SD_MAX_BACKENDS][SD_OP_COUNT];
 };
 
-int sd_backend_kind_parse(const char *s) {
-    if (!strcmp(s, "cpu")) return SD_BACKEND_CPU;
-    if (!strcmp(s, "opencl")) return SD_BACKEND_OPENCL;
-    if (!strcmp(s, "auto")) return SD_BACKEND_AUTO;
-    return -1;
+/* Copies the runtime's error into the caller's ctx (the one place a
+ * runtime writes there) and returns its status. */
+static int report(struct sd_runtime *rt, int rc) {
+    int status = rt->err.status ? rt->err.status : rc ? rc : SD_ERR_INVALID;
+    sd_errorf(rt->ctx, status, "%s", rt->err.msg[0] ? rt->err.msg : sd_status_name(status));
+    return status;
 }
 
-struct sd_runtime *sd_runtime_new(struct sd_ctx *ctx, enum sd_backend_kind kind, int n_threads) {
+struct sd_runtime *sd_runtime_new(struct sd_ctx *ctx, const struct sd_runtime_opts *opts) {
+    struct sd_runtime_opts defaults;
+    if (!opts) sd_runtime_opts_init(&defaults), opts = &defaults;
     struct sd_runtime *rt = calloc(1, sizeof *rt);
     if (!rt) {
         sd_errorf(ctx, SD_ERR_NOMEM, "runtime: out of memory");
         return NULL;
     }
     rt->ctx = ctx;
-    if (kind != SD_BACKEND_CPU) {
-        /* OpenCL first, the CPU last (host and per-op fallback). auto
-         * quietly runs on the CPU alone when no OpenCL device works. */
-        struct sd_backend *cl = sd_backend_create(ctx, "opencl", -1, n_threads);
-        if (!cl && kind == SD_BACKEND_OPENCL) {
+    rt->log = opts->log;
+    rt->debug = opts->debug;
+    if (opts->backend != SD_BACKEND_CPU) {
+        /* OpenCL first, the CPU last (host and per-op fallback). auto runs
+         * on the CPU alone when no OpenCL device works (and says why). */
+        struct sd_backend *cl = sd_backend_create(&rt->err, "opencl", opts);
+        if (!cl && opts->backend == SD_BACKEND_OPENCL) {
+            sd_error_wrap(&rt->err, "runtime: backend opencl");
+            report(rt, SD_ERR_BACKEND);
             sd_runtime_free(rt);
-            sd_error_wrap(ctx, "runtime: --backend opencl");
             return NULL;
         }
         if (cl) rt->backends[rt->n_backends++] = cl;
-        else sd_ctx_clear(ctx);
+        else sd_logf(&rt->log, SD_LOG_INFO, "runtime: backend auto runs on the cpu alone: %s", rt->err.msg);
+        sd_ctx_clear(&rt->err);
     }
-    struct sd_backend *cpu = sd_backend_create(ctx, "cpu", -1, n_threads);
+    struct sd_backend *cpu = sd_backend_create(&rt->err, "cpu", opts);
     if (!cpu) {
+        report(rt, SD_ERR_BACKEND);
         sd_runtime_free(rt);
         return NULL;
     }
     rt->backends[rt->n_backends++] = cpu;
     return rt;
+}
+
+void sd_runtime_set_ctx(struct sd_runtime *rt, struct sd_ctx *ctx) {
+    if (rt) rt->ctx = ctx;
 }
 
 static void entry_clear(struct rt_entry *e) {
@@ -139,6 +154,19 @@ static struct rt_entry *slot(struct sd_runtime *rt) {
     return best;
 }
 
+/* Logs the graph's plan (what 0) or its placement (what 1) as one message. */
+static void log_printed(struct sd_runtime *rt, const struct rt_entry *e, int what) {
+    if (!sd_log_on(&rt->log, SD_LOG_INFO)) return;
+    char *text = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&text, &n);
+    if (!f) return;
+    if (what == 0) sd_graph_print(e->g, f, (rt->debug & SD_DEBUG_GRAPH_NODES) != 0);
+    else sd_sched_print(e->s, f);
+    if (fclose(f) == 0 && text) sd_logf(&rt->log, SD_LOG_INFO, "%s", text);
+    free(text);
+}
+
 /* Plans and places a freshly built graph in e; on failure clears e. */
 static int finish(struct sd_runtime *rt, struct rt_entry *e, struct sd_tensor *out) {
     int rc;
@@ -149,13 +177,14 @@ static int finish(struct sd_runtime *rt, struct rt_entry *e, struct sd_tensor *o
     sd_graph_output(e->g, out);
     e->out = out;
     if ((rc = sd_graph_plan(e->g)) != SD_OK) goto fail;
-    if (!(e->s = sd_sched_new(rt->ctx, rt->backends, rt->n_backends))) {
-        rc = rt->ctx->status;
+    if (!(e->s = sd_sched_new(&rt->err, rt->backends, rt->n_backends))) {
+        rc = rt->err.status;
         goto fail;
     }
     if ((rc = sd_sched_alloc(e->s, e->g)) != SD_OK) goto fail;
     if (e->g->arena_size > rt->peak_arena) rt->peak_arena = e->g->arena_size;
-    if (getenv("SDRT_GRAPH_DEBUG")) sd_graph_print(e->g, stderr, atoi(getenv("SDRT_GRAPH_DEBUG")) > 1);
+    if (rt->debug & SD_DEBUG_GRAPH) log_printed(rt, e, 0);
+    if (rt->debug & SD_DEBUG_SCHED) log_printed(rt, e, 1);
     e->last_used = rt->tick;
     return SD_OK;
 fail:
@@ -184,14 +213,19 @@ static int run(struct sd_runtime *rt, struct rt_entry *e, const void *const *inp
 
 int sd_runtime_run(struct sd_runtime *rt, const struct sd_graph_key *key, sd_graph_build_fn build, void *user,
                    const void *const *inputs, void *out) {
+    sd_ctx_clear(&rt->err);
     struct rt_entry *e = lookup(rt, key);
     if (!e) {
         e = slot(rt);
         *e = (struct rt_entry){.kind = key->kind, .owner = key->owner};
         memcpy(e->dims, key->dims, sizeof e->dims);
-        if (!(e->g = sd_graph_new(rt->ctx))) return rt->ctx->status;
+        if (!(e->g = sd_graph_new(&rt->err))) return report(rt, SD_ERR_NOMEM);
         struct sd_tensor *o = build(e->g, user, e->in, &e->n_in);
-        if (finish(rt, e, o) != SD_OK) return sd_error_wrap(rt->ctx, "%s", key->what ? key->what : "graph");
+        if (finish(rt, e, o) != SD_OK) {
+            sd_error_wrap(&rt->err, "%s", key->what ? key->what : "graph");
+            return report(rt, SD_ERR_INVALID);
+        }
     }
-    return run(rt, e, inputs, out);
+    int rc = run(rt, e, inputs, out);
+    return rc == SD_OK ? SD_OK : report(rt, rc);
 }

@@ -17,14 +17,82 @@
 
 enum sd_backend_kind { SD_BACKEND_CPU = 0, SD_BACKEND_OPENCL, SD_BACKEND_AUTO };
 
+/* CPU convolution policy (cpu/op_conv2d.c): AUTO = the per-shape rule,
+ * LOWMEM = the rule restricted to algorithms that keep no transformed weight
+ * copy (SD 1.5 at 512x512 peaks at ~6 GB instead of ~13 GB, UNet ~1.4x
+ * slower); the others force one algorithm (tests, benchmarks). */
+enum sd_conv_policy {
+    SD_CONV_POLICY_AUTO = 0, SD_CONV_POLICY_LOWMEM, SD_CONV_POLICY_DIRECT, SD_CONV_POLICY_NCHW,
+    SD_CONV_POLICY_GEMM, SD_CONV_POLICY_WINO, SD_CONV_POLICY_COUNT
+};
+/* OpenCL attention: AUTO = blocked GEMMs (score blocks <= 64 MiB), or the flash kernel. */
+enum sd_cl_attn { SD_CL_ATTN_AUTO = 0, SD_CL_ATTN_GEMM, SD_CL_ATTN_FLASH };
+/* OpenCL GEMM engine: AUTO = our kernels on CPU-type devices and with a
+ * precompiled dir, CLBlast elsewhere. */
+enum sd_cl_gemm_engine { SD_CL_GEMM_AUTO = 0, SD_CL_GEMM_OWN, SD_CL_GEMM_CLBLAST };
+
+/* Debug output (delivered through opts.log at SD_LOG_INFO). */
+#define SD_DEBUG_SCHED 1u       /* every graph built: its splits and why each node is where it is */
+#define SD_DEBUG_GRAPH 2u       /* every graph built: op and weight counts, activation arena */
+#define SD_DEBUG_GRAPH_NODES 4u /* with SD_DEBUG_GRAPH: every node with its offset and lifetime */
+#define SD_DEBUG_CL 8u          /* OpenCL: the device chosen, program counts, CLBlast tuning */
+
+/* Everything a runtime and its backends are told. The library reads no
+ * environment variable (the sdrt command maps SDRT_* variables into these;
+ * docs/running.md). Start from sd_runtime_opts_init(). Strings are copied
+ * where kept: they need to live only during sd_runtime_new (or the backend
+ * constructor). Each backend takes what it needs. */
+struct sd_runtime_opts {
+    enum sd_backend_kind backend;   /* default SD_BACKEND_CPU; AUTO = OpenCL if a device works, else CPU alone */
+    int threads;                    /* CPU (OpenMP) threads; 0 = all cores */
+    enum sd_conv_policy conv;       /* CPU convolution policy; default AUTO */
+    const char *cpu_disable;        /* "op,op": ops the CPU backend refuses (tests); NULL = none */
+    int cl_device;                  /* OpenCL device: the flat index `sdrt devices` lists; -1 (default) =
+                                     * the first GPU, else the first device */
+    const char *cl_disable;         /* "op,op": ops the OpenCL backend refuses (they run on the CPU) */
+    enum sd_cl_gemm_engine cl_gemm; /* default AUTO */
+    int cl_xgemm_tuned;             /* 1 (default): CLBlast's Xgemm gets our PoCL-tuned parameters on
+                                     * CPU-type devices; 0: CLBlast's own */
+    int cl_rowwise;                 /* per-row norm/softmax kernels: -1 (default) = on for CPU-type
+                                     * devices; 0 = work-group kernels; 1 = per-row */
+    enum sd_cl_attn cl_attn;        /* default AUTO */
+    const char *cl_cache_dir;       /* program-binary cache root (binaries go to DIR/cl, created);
+                                     * NULL (default) = no disk cache */
+    const char *cl_precompiled_dir; /* load every program from DIR/<program>.bin, never compile */
+    const char *cl_export_dir;      /* write every program binary built or loaded to DIR/<program>.bin */
+    const char *cl_test_fail;       /* tests: "op,op" fail on the device as if it returned an error */
+    const char *cl_test_break;      /* tests: programs whose source gets a syntax error appended */
+    struct sd_log log;              /* warnings and debug output; default: none delivered */
+    unsigned debug;                 /* SD_DEBUG_* flags; default 0 */
+};
+void sd_runtime_opts_init(struct sd_runtime_opts *o);
+
+/* Names of the enum values above, for options and messages; parsers return
+ * -1 for an unknown name. */
+int sd_backend_kind_parse(const char *s);   /* "cpu" | "opencl" | "auto" */
+int sd_conv_policy_parse(const char *s);    /* "auto" | "lowmem" | "direct" | "nchw" | "gemm" | "wino" */
+const char *sd_conv_policy_name(int p);
+int sd_cl_attn_parse(const char *s);        /* "auto" | "gemm" | "flash" */
+int sd_cl_gemm_parse(const char *s);        /* "auto" | "own" | "clblast" */
+
 struct sd_runtime;
 
-/* Returns a runtime owned by the caller, or NULL with ctx set. n_threads 0 =
- * all cores. */
-struct sd_runtime *sd_runtime_new(struct sd_ctx *ctx, enum sd_backend_kind kind, int n_threads);
+/* Returns a runtime owned by the caller, or NULL with ctx set. opts NULL =
+ * the defaults. Errors of later calls go to ctx too, until
+ * sd_runtime_set_ctx names another.
+ *
+ * Threads and jobs: a runtime serves one thread of control at a time. A
+ * server keeps one runtime per device and, for each job it takes from its
+ * queue, calls sd_runtime_set_ctx(rt, &job_ctx) first. The runtime's graphs,
+ * scheduler and backends write into the runtime's own context, never into a
+ * caller's; a failing call copies that message into the bound ctx and
+ * clears it before the next call, so one job's message never lands in, or
+ * survives into, another job's ctx (and no backend keeps a pointer to a
+ * job's ctx that may be freed with the job). */
+struct sd_runtime *sd_runtime_new(struct sd_ctx *ctx, const struct sd_runtime_opts *opts);
 void sd_runtime_free(struct sd_runtime *rt);
-/* Parses "cpu" | "opencl" | "auto"; returns -1 if unknown. */
-int sd_backend_kind_parse(const char *s);
+/* Errors of the following calls on rt go to ctx (the current job's). */
+void sd_runtime_set_ctx(struct sd_runtime *rt, struct sd_ctx *ctx);
 
 #define SD_GRAPH_KEY_DIMS 6
 #define SD_GRAPH_MAX_INPUTS 4

@@ -2,7 +2,7 @@
  *
  * Placement: each compute node goes to the first backend (priority order)
  * whose supports() accepts it; the cause ("preferred", or the refusals of
- * the backends before it) is kept for SD_SCHED_DEBUG. Leaves and views cost
+ * the backends before it) is kept for sd_sched_print. Leaves and views cost
  * nothing and never cut a split. Validity: every arena tensor carries a
  * bitmask of the backends holding its current bytes; before a split runs,
  * each activation it reads that is not current there is copied through the
@@ -35,9 +35,9 @@ void sd_backend_release_weights(struct sd_backend *b) {
     if (b && b->iface->release_weights) b->iface->release_weights(b);
 }
 
-struct sd_backend *sd_backend_create(struct sd_ctx *ctx, const char *name, int device, int n_threads) {
+struct sd_backend *sd_backend_create(struct sd_ctx *ctx, const char *name, const struct sd_runtime_opts *opts) {
     for (int i = 0; sd_backend_registry[i]; i++)
-        if (!strcmp(sd_backend_registry[i]->name, name)) return sd_backend_registry[i]->create(ctx, device, n_threads);
+        if (!strcmp(sd_backend_registry[i]->name, name)) return sd_backend_registry[i]->create(ctx, opts);
     sd_errorf(ctx, SD_ERR_INVALID, "no backend named '%s' in this build", name);
     return NULL;
 }
@@ -69,8 +69,6 @@ struct sd_sched *sd_sched_new(struct sd_ctx *ctx, struct sd_backend **backends, 
         free(s);
         return NULL;
     }
-    const char *dbg = getenv("SD_SCHED_DEBUG");
-    s->debug = dbg && *dbg && *dbg != '0';
     return s;
 }
 
@@ -168,7 +166,6 @@ int sd_sched_alloc(struct sd_sched *s, struct sd_graph *g) {
 
     if ((rc = reserve_arenas(s, g)) != SD_OK) return rc;
     s->graph = g;
-    if (s->debug) sd_sched_print(s, stderr);
     return SD_OK;
 }
 

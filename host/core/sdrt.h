@@ -22,9 +22,9 @@ enum sd_status {
     SD_ERR_FORMAT,      /* a file is malformed (safetensors, PNG, JSON) */
     SD_ERR_NOMEM,       /* allocation failed */
     SD_ERR_UNSUPPORTED, /* valid input we do not handle (model family, op, dtype) */
-    SD_ERR_BACKEND,     /* a backend failed to run a node */
-    SD_ERR_CL,          /* an OpenCL or CLBlast call failed (code kept in msg) */
-    SD_ERR_DNNL,        /* a oneDNN call failed (code kept in msg) */
+    SD_ERR_BACKEND,     /* a backend or its library failed; the message starts with the
+                         * origin and keeps the call and code ("opencl: clFinish() = -5
+                         * CL_OUT_OF_RESOURCES", "oneDNN: dnnl_primitive_execute = 2 (...)") */
     SD_ERR_CANCELLED,   /* the caller asked to stop */
     SD_ERR_COUNT
 };
@@ -49,6 +49,24 @@ int sd_error_wrap(struct sd_ctx *ctx, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 void sd_ctx_clear(struct sd_ctx *ctx);
+
+/* Logging. The library never writes to stdout or stderr: warnings (an op
+ * moved to the CPU, a program that failed to build) and debug output go to
+ * the caller's callback, and only messages with level <= log->level are
+ * delivered. msg is one message without a trailing newline (debug dumps
+ * span several lines); it is valid during the call only. */
+enum sd_log_level { SD_LOG_ERROR = 0, SD_LOG_WARN, SD_LOG_INFO, SD_LOG_DEBUG };
+typedef void (*sd_log_fn)(void *user, int level, const char *msg);
+struct sd_log {
+    sd_log_fn fn;   /* NULL: messages are dropped */
+    void *user;     /* passed to fn */
+    int level;      /* the most verbose level delivered */
+};
+void sd_logf(const struct sd_log *log, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Whether a message at level would be delivered (to skip building one). */
+bool sd_log_on(const struct sd_log *log, int level);
+const char *sd_log_level_name(int level); /* "error", "warn", "info", "debug" */
+int sd_log_level_parse(const char *s);    /* one of those names, or -1 */
 
 const char *sd_status_name(int status);
 

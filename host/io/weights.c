@@ -242,10 +242,12 @@ static int entry_load(struct sd_ctx *ctx, struct w_entry *e) {
     return SD_OK;
 }
 
-static int load(struct sd_weights *w, struct w_entry *e) {
+static int load_ctx(struct sd_ctx *ctx, struct w_entry *e) {
     e->used = 1;
-    return e->kind == W_FILE ? entry_load(w->ctx, e) : SD_OK;
+    return e->kind == W_FILE ? entry_load(ctx, e) : SD_OK;
 }
+
+static int load(struct sd_weights *w, struct w_entry *e) { return load_ctx(w->ctx, e); }
 
 struct sd_tensor *sd_weights_find(struct sd_weights *w, const char *name) {
     struct w_entry *e = w && name ? lookup(w, name) : NULL;
@@ -273,11 +275,16 @@ static char *dims_str(int n_dims, const int64_t *dims, char *buf, size_t n) {
 }
 
 struct sd_tensor *sd_weights_get(struct sd_weights *w, const char *name, int n_dims, const int64_t *dims) {
+    return w ? sd_weights_get_ctx(w, w->ctx, name, n_dims, dims) : NULL;
+}
+
+struct sd_tensor *sd_weights_get_ctx(struct sd_weights *w, struct sd_ctx *ctx, const char *name, int n_dims,
+                                     const int64_t *dims) {
     if (!w) return NULL;
     struct w_entry *e = name ? lookup(w, name) : NULL;
     char a[256], b[256];
     if (!e) {
-        sd_errorf(w->ctx, SD_ERR_FORMAT, "missing tensor '%s' in %s", name ? name : "(null)", sources(w, a, sizeof a));
+        sd_errorf(ctx, SD_ERR_FORMAT, "missing tensor '%s' in %s", name ? name : "(null)", sources(w, a, sizeof a));
         return NULL;
     }
     if (n_dims >= 0) {
@@ -285,13 +292,13 @@ struct sd_tensor *sd_weights_get(struct sd_weights *w, const char *name, int n_d
         for (int d = 0; ok && d < n_dims; d++)
             if (dims[d] != -1 && dims[d] != e->shape[d]) ok = 0;
         if (!ok) {
-            sd_errorf(w->ctx, SD_ERR_FORMAT, "tensor '%s' in %s has shape %s, expected %s", name,
+            sd_errorf(ctx, SD_ERR_FORMAT, "tensor '%s' in %s has shape %s, expected %s", name,
                       e->from ? e->from : "weights", dims_str(e->n_dims, e->shape, a, sizeof a),
                       dims_str(n_dims, dims, b, sizeof b));
             return NULL;
         }
     }
-    return load(w, e) ? NULL : &e->t;
+    return load_ctx(ctx, e) ? NULL : &e->t;
 }
 
 int sd_weights_shape(const struct sd_weights *w, const char *name, int64_t dims[SD_ST_MAX_DIMS]) {

@@ -59,6 +59,10 @@ int sd_weights_add_file(struct sd_weights *w, struct sd_st_file *f, const char *
  * it is -1. Returns NULL with ctx set on a missing tensor, a wrong shape, an
  * unsupported dtype or rank, or out of memory. Marks the tensor used. */
 struct sd_tensor *sd_weights_get(struct sd_weights *w, const char *name, int n_dims, const int64_t *dims);
+/* The same with the error on ctx instead of the container's own (the
+ * caller's job: a graph built by a runtime for one of several jobs). */
+struct sd_tensor *sd_weights_get_ctx(struct sd_weights *w, struct sd_ctx *ctx, const char *name, int n_dims,
+                                     const int64_t *dims);
 /* Like sd_weights_get without a shape check, but a missing tensor returns
  * NULL without recording an error (for optional tensors). */
 struct sd_tensor *sd_weights_find(struct sd_weights *w, const char *name);

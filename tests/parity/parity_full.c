@@ -81,7 +81,10 @@ int main(int argc, char **argv) {
     long rss_load = proc_kb("VmRSS:");
     printf("%s: %s, %s weights; load (incl. conversion to f32) %.2f s; resident after load %.0f MiB\n", argv[1],
            sd_family_name(m->family), sd_dtype_name(m->file_dtype), load_s, rss_load / 1024.0);
-    struct sd_runtime *rt = sd_runtime_new(&ctx, (enum sd_backend_kind)kind, 0);
+    struct sd_runtime_opts ro;
+    sd_runtime_opts_init(&ro);
+    ro.backend = (enum sd_backend_kind)kind;
+    struct sd_runtime *rt = sd_runtime_new(&ctx, &ro);
     if (!rt) { fprintf(stderr, "%s\n", ctx.msg); return 1; }
     const struct sd_st_tensor *ids = sd_st_require(&ctx, g, "clip.input_ids"), *hid = sd_st_require(&ctx, g, "clip.last_hidden_state");
     const struct sd_st_tensor *x = sd_st_require(&ctx, g, "unet.sample"), *t = sd_st_require(&ctx, g, "unet.timestep");
