@@ -241,7 +241,7 @@ static void test_txt2img(void) {
     int w = 0, h = 0;
     struct sd_st_file *gf = NULL;
     double worst = INFINITY;
-    if (sd_png_read(&ctx, out, &img, &w, &h) == SD_OK && w == 64 && h == 48 &&
+    if (sd_png_read(&ctx, out, 4096, &img, &w, &h) == SD_OK && w == 64 && h == 48 &&
         sd_st_open(&ctx, "tests/golden/pipeline.safetensors", &gf) == SD_OK) {
         const struct sd_st_tensor *t = sd_st_find(gf, "t2i_euler_a.image");
         if (t && t->nbytes == sizeof(float) * 3 * 64 * 48) {
