@@ -178,7 +178,8 @@ FUZZ_MAXLEN_tokenizer := 8192
 FUZZ_MAXLEN_json     := 16384
 FUZZ_BIN    := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 
-$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(BUILD)/gen/unicode_tables.h
+.SECONDEXPANSION:
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(BUILD)/gen/unicode_tables.h $$(FUZZ_SRC_$$*)
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  FUZZ    $@")
 	$(Q)clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(INC) -Itests/fuzz -o $@ \
