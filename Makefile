@@ -6,7 +6,7 @@
 #   make vocab      fetch the CLIP BPE vocabulary into build/vocab/ (tests need it)
 #   make demo       deps + build + the main job on the built-in tiny model
 #   make bench      op/phase benchmarks (medians, GFLOP/s, machine sgemm peak)
-#   make fuzz       run the safetensors fuzz target for FUZZ_SECONDS
+#   make fuzz       run every fuzz target (tests/fuzz/) for FUZZ_SECONDS each
 #   make parity-full  full-size random SD1.5/SD2.1 checkpoints through sdrt and diffusers
 #   make reference-venv  .venv/ with PyTorch/diffusers for tests/reference/ (tooling only)
 #
@@ -49,6 +49,9 @@ LIB_OBJ  += $(BUILD)/obj/gen/cl_kernels.o
 CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+# Fuzz targets (tests/fuzz/fuzz_<target>.c), replayed by the tests as test_fuzz_<target>.
+FUZZ_TARGETS := safetensors png prompt tokenizer json
+FUZZ_REPLAY := $(FUZZ_TARGETS:%=$(BUILD)/tests/test_fuzz_%)
 LIB      := $(BUILD)/libsdrt.a
 
 DEB_PKGS := gcc make libc6-dev libdnnl-dev libclblast-dev ocl-icd-opencl-dev opencl-headers \
@@ -99,7 +102,7 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	@$(if $(V),,echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) -Ibench -Itests -o $@ $< $(LIB) $(LDLIBS)
 
-tests: vocab $(TEST_BIN)
+tests: vocab $(TEST_BIN) $(FUZZ_REPLAY)
 benches: $(BENCH_BIN)
 
 # OpenAI's CLIP BPE vocabulary, taken from the open_clip wheel on PyPI and checked
@@ -156,13 +159,44 @@ bench: all benches
 	@for b in $(BENCH_BIN); do $$b || exit 1; done
 	OMP_WAIT_POLICY=passive $(BUILD)/sdrt bench --model $(BENCH_MODEL) --backends cpu,opencl --width 256 --height 256 --runs 3 --profile
 
+# Fuzzing (docs/architecture.md "Tests"): one libFuzzer target per parser of untrusted
+# input, each built with clang from the sources it exercises; `make fuzz` runs
+# each for FUZZ_SECONDS on its committed corpus tests/fuzz/<target>/ (new
+# inputs go to $(BUILD)/fuzz/<target>-corpus). `make tests` also builds each as
+# $(BUILD)/tests/test_fuzz_<target> (gcc, this build's flags, tests/fuzz/replay.c
+# instead of libFuzzer), which tests/run.sh runs to replay the corpus.
 FUZZ_SECONDS ?= 60
-fuzz: deps
-	@mkdir -p $(BUILD)/fuzz
-	clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(INC) -o $(BUILD)/fuzz/fuzz_safetensors \
-	  tests/fuzz/fuzz_safetensors.c host/io/safetensors.c host/io/json.c host/io/weights.c host/core/error.c host/core/tensor.c
-	@mkdir -p $(BUILD)/fuzz/corpus
-	$(BUILD)/fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(BUILD)/fuzz/corpus tests/fuzz/corpus
+FUZZ_SRC_safetensors := host/io/safetensors.c host/io/json.c host/io/weights.c host/core/error.c host/core/tensor.c
+FUZZ_SRC_png         := host/io/png_io.c host/core/error.c
+FUZZ_SRC_prompt      := host/text/prompt.c host/core/error.c
+FUZZ_SRC_tokenizer   := host/text/tokenizer.c host/text/unicode.c host/io/json.c host/core/error.c
+FUZZ_SRC_json        := host/io/json.c host/model/model_config.c host/io/weights.c host/io/safetensors.c \
+                        host/core/error.c host/core/tensor.c
+FUZZ_MAXLEN_safetensors := 65536
+FUZZ_MAXLEN_png      := 65536
+FUZZ_MAXLEN_prompt   := 4096
+FUZZ_MAXLEN_tokenizer := 8192
+FUZZ_MAXLEN_json     := 16384
+FUZZ_BIN    := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
+
+.SECONDEXPANSION:
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(BUILD)/gen/unicode_tables.h $$(FUZZ_SRC_$$*)
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  FUZZ    $@")
+	$(Q)clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(INC) -Itests/fuzz -o $@ \
+	  $< $(FUZZ_SRC_$*) -lpng -lz -lm
+
+$(BUILD)/tests/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c tests/fuzz/fuzz_util.h $(LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -Itests/fuzz -DFUZZ_TARGET='"$*"' -o $@ tests/fuzz/replay.c $< $(LIB) $(LDLIBS)
+
+fuzz: deps vocab $(FUZZ_TARGETS:%=fuzz-%)
+fuzz-%: $(BUILD)/fuzz/fuzz_%
+	@mkdir -p $(BUILD)/fuzz/$*-corpus
+	@echo "fuzz $*: $(FUZZ_SECONDS) s"
+	$(BUILD)/fuzz/fuzz_$* -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAXLEN_$*) -artifact_prefix=$(BUILD)/fuzz/$*- \
+	  $(BUILD)/fuzz/$*-corpus tests/fuzz/$*
 
 clean:
 	rm -rf build

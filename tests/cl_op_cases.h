@@ -161,34 +161,41 @@ static struct sd_tensor *b_permute_rev(struct sd_graph *g, struct tc *tc) {
     return sd_permute(g, IN(tc, g, 4, 2, 3, 5, 7), (int[]){3, 2, 1, 0});
 }
 
+/* Limits |cl - cpu| <= atol + rtol*|cpu|: about 10x the worst error measured
+ * (PoCL on an AVX-512 CPU, both the default and the work-group kernels; each
+ * ok line prints the measured error and the margin). Cases measured exact
+ * stay exact where the op moves data only; the two matmul layouts and
+ * conv_in that measured exact on PoCL get the bound of their sibling cases.
+ * timestep_embedding: sin/cos of arguments up to ~1000 rad differ by
+ * ~6e-5 between PoCL's and glibc's float versions. */
 struct op_case { const char *name; tc_build_fn build; double atol, rtol; };
 
 static const struct op_case cases[] __attribute__((unused)) = {
     {"conv2d 3x3 [1,320,32,32]", b_conv3x3, 2e-3, 1e-4},
-    {"conv2d conv_in [2,4,32,32]->320", b_conv_in, 1e-4, 1e-4},
-    {"conv2d stride 2 [2,64,32,32]", b_conv_down, 5e-4, 1e-4},
-    {"conv2d asymmetric pad [1,32,17,16]", b_conv_asym, 5e-4, 1e-4},
-    {"conv2d 1x1 [2,320,16,16]->640", b_conv1x1, 5e-4, 1e-4},
-    {"linear [2,77,768]x768", b_linear, 5e-4, 1e-4},
-    {"linear [1,1024,320]x1280", b_linear_big, 5e-4, 1e-4},
-    {"matmul q.k^T [16,256,40]", b_matmul_nt, 1e-4, 1e-4},
-    {"matmul a^T.b [2,3,40,50]", b_matmul_tn, 1e-4, 1e-4},
-    {"matmul a^T.b^T [3,70,33]x[3,90,70]", b_matmul_tt, 1e-4, 1e-4},
-    {"group_norm [2,320,32,32] g32", b_group_norm, 1e-4, 1e-4},
-    {"group_norm+silu [1,640,16,16]", b_group_norm_silu, 1e-4, 1e-4},
-    {"group_norm no affine [2,64,100]", b_group_norm_plain, 1e-4, 1e-4},
-    {"layer_norm [2,77,768]", b_layer_norm, 1e-4, 1e-4},
-    {"layer_norm [1,1024,320] no beta", b_layer_norm_320, 1e-4, 1e-4},
-    {"softmax [16,256,256]", b_softmax, 1e-6, 1e-4},
-    {"softmax causal [12,77,77]", b_softmax_causal, 1e-6, 1e-4},
-    {"attention self [1,1024,320] h8", b_attn_self, 1e-5, 1e-4},
-    {"attention cross [2,256,640]x77 h8", b_attn_cross, 1e-5, 1e-4},
-    {"attention causal clip [1,77,768] h12", b_attn_clip, 1e-5, 1e-4},
-    {"attention vae [1,256,512] h1", b_attn_vae, 1e-5, 1e-4},
+    {"conv2d conv_in [2,4,32,32]->320", b_conv_in, 1e-5, 1e-5},
+    {"conv2d stride 2 [2,64,32,32]", b_conv_down, 1.5e-4, 3e-5},
+    {"conv2d asymmetric pad [1,32,17,16]", b_conv_asym, 5e-5, 1e-5},
+    {"conv2d 1x1 [2,320,16,16]->640", b_conv1x1, 1e-4, 2e-5},
+    {"linear [2,77,768]x768", b_linear, 3e-4, 5e-5},
+    {"linear [1,1024,320]x1280", b_linear_big, 1e-4, 2e-5},
+    {"matmul q.k^T [16,256,40]", b_matmul_nt, 3e-6, 3e-6},
+    {"matmul a^T.b [2,3,40,50]", b_matmul_tn, 3e-6, 3e-6},
+    {"matmul a^T.b^T [3,70,33]x[3,90,70]", b_matmul_tt, 3e-6, 3e-6},
+    {"group_norm [2,320,32,32] g32", b_group_norm, 3e-6, 3e-6},
+    {"group_norm+silu [1,640,16,16]", b_group_norm_silu, 2e-6, 2e-6},
+    {"group_norm no affine [2,64,100]", b_group_norm_plain, 1.5e-6, 1.5e-6},
+    {"layer_norm [2,77,768]", b_layer_norm, 3e-6, 3e-6},
+    {"layer_norm [1,1024,320] no beta", b_layer_norm_320, 3e-6, 3e-6},
+    {"softmax [16,256,256]", b_softmax, 2e-8, 2e-6},
+    {"softmax causal [12,77,77]", b_softmax_causal, 5e-8, 5e-6},
+    {"attention self [1,1024,320] h8", b_attn_self, 1e-6, 1e-5},
+    {"attention cross [2,256,640]x77 h8", b_attn_cross, 1e-6, 1e-5},
+    {"attention causal clip [1,77,768] h12", b_attn_clip, 3e-6, 3e-5},
+    {"attention vae [1,256,512] h1", b_attn_vae, 1e-6, 1e-5},
     {"gelu [2,320,32,32]", b_gelu, 1e-6, 1e-5},
-    {"quick_gelu [1,77,3072]", b_quick_gelu, 1e-6, 1e-5},
-    {"silu [2,320,32,32]", b_silu, 1e-6, 1e-5},
-    {"geglu [2,256,2560]", b_geglu, 1e-6, 1e-5},
+    {"quick_gelu [1,77,3072]", b_quick_gelu, 2e-7, 2e-6},
+    {"silu [2,320,32,32]", b_silu, 3e-7, 3e-6},
+    {"geglu [2,256,2560]", b_geglu, 3e-6, 3e-5},
     {"add channel bcast", b_add_chan, 0, 0},
     {"add same shape", b_add_same, 0, 0},
     {"add weight [77,768]", b_add_row, 0, 0},
@@ -200,8 +207,8 @@ static const struct op_case cases[] __attribute__((unused)) = {
     {"upsample x2", b_upsample2, 0, 0},
     {"upsample 7x9->11x20", b_upsample_odd, 0, 0},
     {"embedding [2,77] of [1000,768]", b_embedding, 0, 0},
-    {"timestep_embedding 320 flip", b_timestep, 2e-4, 0},
-    {"timestep_embedding 256 shift 1", b_timestep_shift, 2e-4, 0},
+    {"timestep_embedding 320 flip", b_timestep, 7e-4, 0},
+    {"timestep_embedding 256 shift 1", b_timestep_shift, 5e-4, 0},
     {"permute (0,2,1,3)", b_permute4, 0, 0},
     {"permute (0,2,1)", b_permute3, 0, 0},
     {"permute reverse", b_permute_rev, 0, 0},

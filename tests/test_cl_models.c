@@ -3,8 +3,10 @@
  * runtime, against the diffusers/transformers goldens of tests/golden (the
  * same ones test_models.c checks the CPU against): CLIP last_hidden_state,
  * UNet at batch 2 on a 16x16 and a 9x11 latent, VAE decode and encode.
- * Every node must run on OpenCL (no silent CPU fallback); tolerance
- * |got - ref| <= 2e-4 + 2e-3*|ref| as for the CPU.
+ * Every node must run on OpenCL (no silent CPU fallback). Tolerance
+ * |got - ref| <= atol + rtol*|ref| per component, about 10x the worst error
+ * measured on PoCL (AVX-512 host): CLIP 2.3e-6, UNet 2.0e-6, VAE decode
+ * 4.5e-6, encode 1.3e-6 (the old 2e-4 + 2e-3|ref| was 52x..370x).
  */
 #include "cl.h"
 #include "model_load.h"
@@ -17,13 +19,16 @@
 const char *__lsan_default_suppressions(void);
 const char *__lsan_default_suppressions(void) { return "leak:libpocl.so\nleak:libLLVM\nleak:libclang\n"; }
 
-static const double ATOL = 2e-4, RTOL = 2e-3;
+enum { CLIP, UNET, DEC, ENC };
+static const double TOL[4][2] = {{1e-5, 1e-4}, {1e-5, 1e-4}, {4e-5, 4e-4}, {1e-5, 1e-4}}; /* atol, rtol */
 
-static void compare(struct sd_runtime *rt, int rc, const char *what, float *got, const struct sd_st_tensor *ref) {
+static void compare(struct sd_runtime *rt, int rc, const char *what, float *got, const struct sd_st_tensor *ref,
+                    int part) {
     double mx = 0;
     if (rc) test_fail("%s: %s", what, sd_runtime_ctx(rt)->msg);
-    else if (check_close(what, got, ref->data, numel(ref), ATOL, RTOL, &mx)) test_fail("%s (max abs err %.3g)", what, mx);
-    else test_ok("%s on opencl matches diffusers (max abs err %.3g)", what, mx);
+    else if (check_close(what, got, ref->data, numel(ref), TOL[part][0], TOL[part][1], &mx))
+        test_fail("%s (max abs err %.3g)", what, mx);
+    else test_ok("%s on opencl matches diffusers", what);
     free(got);
 }
 
@@ -37,7 +42,7 @@ static void run_model(struct sd_runtime *rt, struct sd_model *m, const char *lab
     if (ids && last) {
         float *out = buf(last);
         snprintf(what, sizeof what, "%s clip last_hidden_state", label);
-        compare(rt, sd_run_clip(rt, m, ids->data, (int)ids->shape[0], 0, out), what, out, last);
+        compare(rt, sd_run_clip(rt, m, ids->data, (int)ids->shape[0], 0, out), what, out, last, CLIP);
     }
     sd_st_close(g);
     g = golden(unet_g);
@@ -53,7 +58,7 @@ static void run_model(struct sd_runtime *rt, struct sd_model *m, const char *lab
                  (long long)x->shape[3], (long long)x->shape[0]);
         compare(rt, sd_run_unet(rt, m, x->data, (int)x->shape[0], (int)x->shape[2], (int)x->shape[3], t->data, cx->data,
                                 (int)cx->shape[1], out),
-                what, out, ref);
+                what, out, ref, UNET);
     }
     sd_st_close(g);
     g = golden("vae");
@@ -63,13 +68,13 @@ static void run_model(struct sd_runtime *rt, struct sd_model *m, const char *lab
         float *out = buf(img);
         snprintf(what, sizeof what, "%s vae decode", label);
         compare(rt, sd_run_vae_decode(rt, m, z->data, (int)z->shape[0], (int)z->shape[2], (int)z->shape[3], out), what,
-                out, img);
+                out, img, DEC);
     }
     if (ein && mom) {
         float *out = buf(mom);
         snprintf(what, sizeof what, "%s vae encode moments", label);
         compare(rt, sd_run_vae_encode(rt, m, ein->data, (int)ein->shape[0], (int)ein->shape[2], (int)ein->shape[3], out),
-                what, out, mom);
+                what, out, mom, ENC);
     }
     sd_st_close(g);
 }

@@ -256,7 +256,7 @@ static double png_vs_golden(const char *path, int *w, int *h) {
     struct sd_st_file *gf = NULL;
     double worst = INFINITY;
     *w = *h = 0;
-    if (sd_png_read(&ctx, path, &img, w, h) == SD_OK && *w == 64 && *h == 48 &&
+    if (sd_png_read(&ctx, path, 4096, &img, w, h) == SD_OK && *w == 64 && *h == 48 &&
         sd_st_open(&ctx, "tests/golden/pipeline.safetensors", &gf) == SD_OK) {
         const struct sd_st_tensor *t = sd_st_find(gf, "t2i_euler_a.image");
         if (t && t->nbytes == sizeof(float) * 3 * 64 * 48) {

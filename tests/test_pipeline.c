@@ -19,11 +19,11 @@
  * two halves by the guidance scale (7.5), Euler-type updates multiply the
  * model output by sigma (up to ~14.6 at the first step of a linspace
  * schedule) and the tiny random models give latents of magnitude ~20..100.
- * Measured maxima are printed per case (about 2e-5..3e-4 abs on latents of
- * |x| <= 100, i.e. ~1e-6 relative); the bounds are atol 2e-3 + rtol 1e-4 on
- * latents and 1e-4 + 1e-4 on images in [0, 1], a few times the worst
- * measured error and far below any real mistake (a wrong RNG draw, timestep
- * or blend changes the outputs by O(1)).
+ * Measured maxima are printed per case (8.6e-6..3.1e-4 abs on latents of
+ * |x| <= 100, i.e. ~1e-6 relative; images <= 1e-5); the bounds are atol
+ * 3e-3 + rtol 1e-4 on latents and 1e-4 + 1e-4 on images in [0, 1]: 12x the
+ * worst case (t2i_batch2, 3.1e-4 on a latent near 0) and far below any real
+ * mistake (a wrong RNG draw, timestep or blend changes the outputs by O(1)).
  */
 #include "embed_cache.h"
 #include "model_load.h"
@@ -35,7 +35,7 @@
 #include <unistd.h>
 
 #define GOLDEN "tests/golden/pipeline.safetensors"
-#define LAT_ATOL 2e-3
+#define LAT_ATOL 3e-3
 #define LAT_RTOL 1e-4
 #define IMG_ATOL 1e-4
 #define IMG_RTOL 1e-4

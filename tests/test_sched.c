@@ -130,7 +130,7 @@ int main(void) {
     CHECK(s && sd_sched_alloc(s, g) == SD_OK, "cpu-only placement (%s)", ctx.msg);
     memcpy(in->data, x, sizeof x);
     CHECK(sd_sched_compute(s, g) == SD_OK, "cpu-only compute (%s)", ctx.msg);
-    CHECK(check_close("cpu", out->data, ref, 2 * 8 * 35, 1e-5, 1e-4, NULL) == 0, "cpu-only result matches reference");
+    CHECK(check_close("cpu", out->data, ref, 2 * 8 * 35, 2e-7, 2e-6, NULL) /* measured 2.2e-8 */ == 0, "cpu-only result matches reference");
     sd_sched_free(s);
     sd_graph_free(g);
 
@@ -153,7 +153,7 @@ int main(void) {
     CHECK(gn >= 0 && strstr(s->cause[gn], "unsupported(group_norm)"), "fallback cause recorded: %s", gn >= 0 ? s->cause[gn] : "");
     memcpy(in->data, x, sizeof x);
     CHECK(sd_sched_compute(s, g) == SD_OK, "mixed compute (%s)", ctx.msg);
-    CHECK(check_close("mixed", out->data, ref, 2 * 8 * 35, 1e-5, 1e-4, NULL) == 0, "mixed result equals reference");
+    CHECK(check_close("mixed", out->data, ref, 2 * 8 * 35, 2e-7, 2e-6, NULL) == 0, "mixed result equals reference");
     CHECK(m.computed == 3 && m.sets >= 2 && m.gets >= 2, "copies at boundaries (%d sets, %d gets)", m.sets, m.gets);
     /* Second run reuses the placement and gives the same bytes. */
     float first[2 * 8 * 35];

@@ -488,8 +488,7 @@ static void test_errors(const char *dir) {
           "bpe merge of a symbol not made yet: %s", ctx.msg);
     remove(path);
     sd_tokenizer_free(tok);
-    sd_tokenizer_free(NULL);
-    CHECK(1, "sd_tokenizer_free(NULL) is a no-op");
+    sd_tokenizer_free(NULL); /* a no-op; a crash here fails the binary */
 }
 
 static void test_speed(struct sd_tokenizer *tok, double load_s) {

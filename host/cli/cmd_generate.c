@@ -282,7 +282,8 @@ static int check_output_path(struct sd_ctx *ctx, const char *path) {
 static int read_input_png(struct sd_ctx *ctx, const char *what, const char *path, float **out, int *w, int *h, int is_mask) {
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return sd_errorf(ctx, SD_ERR_INVALID, "%s %s is a directory", what, path);
-    int rc = is_mask ? sd_png_read_mask(ctx, path, out, w, h) : sd_png_read(ctx, path, out, w, h);
+    int rc = is_mask ? sd_png_read_mask(ctx, path, SD_GEN_MAX_SIDE, out, w, h)
+                     : sd_png_read(ctx, path, SD_GEN_MAX_SIDE, out, w, h);
     if (rc) sd_error_wrap(ctx, "%s", what);
     return rc;
 }

@@ -246,8 +246,9 @@ int sd_gen_params_check(struct sd_ctx *ctx, const struct sd_gen_params *g) {
         return sd_errorf(ctx, SD_ERR_INVALID,
                          "width and height must be positive multiples of the VAE's downscale factor (multiples of 8 for "
                          "SD 1.x/2.x; got %dx%d)", g->width, g->height);
-    if (g->width > 4096 || g->height > 4096)
-        return sd_errorf(ctx, SD_ERR_INVALID, "%dx%d is too large (at most 4096 per side)", g->width, g->height);
+    if (g->width > SD_GEN_MAX_SIDE || g->height > SD_GEN_MAX_SIDE)
+        return sd_errorf(ctx, SD_ERR_INVALID, "%dx%d is too large (at most %d per side)", g->width, g->height,
+                         SD_GEN_MAX_SIDE);
     if (g->batch < 1 || g->batch > 64) return sd_errorf(ctx, SD_ERR_INVALID, "batch must be 1..64 (got %d)", g->batch);
     if (g->sampler.steps < 1 || g->sampler.steps > 1000)
         return sd_errorf(ctx, SD_ERR_INVALID, "steps must be 1..1000 (got %d)", g->sampler.steps);

@@ -61,6 +61,9 @@ struct sd_gen_params {
     float *latents_out;
 };
 
+/* Largest width or height generated (and so of an init image or mask). */
+#define SD_GEN_MAX_SIDE 4096
+
 void sd_gen_params_init(struct sd_gen_params *g); /* 512x512, batch 1, cfg 7.5, 20 steps Euler a, strength 0.75 */
 /* Checks what needs no model: sizes positive and <= 4096, batch 1..64,
  * steps 1..1000, strength in (0, 1], cfg in [0, 100], clip skip >= 0

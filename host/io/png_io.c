@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 void sd_image_to_rgb8(const float *chw, int w, int h, uint8_t *rgb) {
     const int64_t plane = (int64_t)w * h;
@@ -31,10 +32,18 @@ void sd_image_to_rgb8(const float *chw, int w, int h, uint8_t *rgb) {
 
 /* ---- shared libpng state ------------------------------------------------ */
 
+/* Where the PNG bytes come from: a file or a memory buffer. */
+struct png_src {
+    FILE *f;
+    const uint8_t *buf;
+    size_t len, pos;
+};
+
 struct png_state {
     FILE *f;
     png_structp png;
     png_infop info;
+    struct png_src src;
     uint8_t *pixels;   /* decoded rows, h * rowbytes */
     png_bytep *rows;
     char *tmp_path;    /* writer: the temporary file */
@@ -56,24 +65,94 @@ static void state_warning(png_structp png, png_const_charp msg) {
 
 /* ---- reading --------------------------------------------------------------- */
 
-/* Decodes path into st->pixels as RGB or RGBA, 8 or 16 bit (big endian).
- * Returns SD_OK or an error with ctx set; st is cleaned by png_state_free. */
-static int png_decode(struct sd_ctx *ctx, const char *path, struct png_state *st) {
+static void mem_read(png_structp png, png_bytep out, size_t n) {
+    struct png_state *st = png_get_io_ptr(png);
+    if (n > st->src.len - st->src.pos) png_error(png, "Read Error: unexpected end of data");
+    memcpy(out, st->src.buf + st->src.pos, n);
+    st->src.pos += n;
+}
+
+/* Reads n bytes at offset off of the source (0 when they are not there). */
+static int src_read_at(struct png_src *s, uint64_t off, uint8_t *out, size_t n) {
+    if (s->buf) {
+        if (off > s->len || n > s->len - off) return 0;
+        memcpy(out, s->buf + off, n);
+        return 1;
+    }
+    return fseeko(s->f, (off_t)off, SEEK_SET) == 0 && fread(out, 1, n, s->f) == n;
+}
+
+static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+/* Walks the chunk headers (no data is read) before libpng sees the file:
+ * libpng 1.6 allocates and zeroes an ancillary chunk's declared length
+ * (up to 2 GiB for tEXt, zTXt, iTXt, sPLT) before reading it and applies
+ * none of its user limits there, so a 96-byte file could cost 2 GiB and
+ * seconds. Every chunk must fit in the data that is there, ancillary ones
+ * in SD_PNG_MAX_CHUNK, and there are at most SD_PNG_MAX_CHUNKS of them. */
+static int scan_chunks(struct sd_ctx *ctx, const char *name, struct png_src *s, uint64_t size, uint32_t dims[2]) {
+    uint64_t off = 8;
+    dims[0] = dims[1] = 0;
+    for (int n = 0;; n++) {
+        uint8_t h[8];
+        if (n >= SD_PNG_MAX_CHUNKS)
+            return sd_errorf(ctx, SD_ERR_FORMAT, "'%s' has more than %d PNG chunks; refused", name, SD_PNG_MAX_CHUNKS);
+        if (off + 8 > size || !src_read_at(s, off, h, 8))
+            return sd_errorf(ctx, SD_ERR_FORMAT, "'%s' is a truncated or corrupt PNG: it ends before its IEND chunk", name);
+        const uint32_t len = be32(h);
+        char type[5];
+        for (int i = 0; i < 4; i++) type[i] = (h[4 + i] >= 32 && h[4 + i] < 127) ? (char)h[4 + i] : '?';
+        type[4] = 0;
+        if (len > 0x7FFFFFFFu || (uint64_t)len + 12 > size - off)
+            return sd_errorf(ctx, SD_ERR_FORMAT,
+                             "'%s' is a truncated or corrupt PNG: chunk '%s' at offset %llu says %u bytes but the file has %llu left",
+                             name, type, (unsigned long long)off, len, (unsigned long long)(size - off - 8));
+        const bool ancillary = (h[4] & 0x20) != 0;
+        if (ancillary && len > SD_PNG_MAX_CHUNK)
+            return sd_errorf(ctx, SD_ERR_FORMAT, "'%s': PNG chunk '%s' of %u bytes is larger than the %d allowed", name,
+                             type, len, SD_PNG_MAX_CHUNK);
+        uint8_t d[8];
+        if (n == 0 && len == 13 && !memcmp(h + 4, "IHDR", 4) && src_read_at(s, off + 8, d, 8))
+            dims[0] = be32(d), dims[1] = be32(d + 4);
+        off += (uint64_t)len + 12;
+        if (!memcmp(h + 4, "IEND", 4)) return SD_OK;
+    }
+}
+
+/* Decodes the source into st->pixels as RGB or RGBA, 8 or 16 bit (big
+ * endian). Returns SD_OK or an error with ctx set; st is cleaned by png_state_free. */
+static int png_decode(struct sd_ctx *ctx, const char *name, struct png_state *st, int max_side) {
     unsigned char sig[8];
-    st->f = fopen(path, "rb");
-    if (!st->f) return sd_errorf(ctx, SD_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-    size_t got = fread(sig, 1, 8, st->f);
-    if (got < 8 || png_sig_cmp(sig, 0, 8) != 0)
-        return sd_errorf(ctx, SD_ERR_FORMAT, "'%s' is not a PNG file (%s)", path,
-                         got < 8 ? "shorter than the 8-byte signature" : "bad signature");
+    uint64_t size = st->src.len;
+    if (st->src.f) {
+        struct stat sb;
+        if (fstat(fileno(st->src.f), &sb) != 0) return sd_errorf(ctx, SD_ERR_IO, "cannot stat '%s': %s", name, strerror(errno));
+        size = (uint64_t)sb.st_size;
+    }
+    int got = src_read_at(&st->src, 0, sig, 8);
+    if (!got || png_sig_cmp(sig, 0, 8) != 0)
+        return sd_errorf(ctx, SD_ERR_FORMAT, "'%s' is not a PNG file (%s)", name,
+                         !got ? "shorter than the 8-byte signature" : "bad signature");
+    uint32_t dims[2];
+    int rc = scan_chunks(ctx, name, &st->src, size, dims);
+    if (rc) return rc;
+    if (dims[0] > (uint32_t)max_side || dims[1] > (uint32_t)max_side) /* libpng's user limits say only "Invalid IHDR" */
+        return sd_errorf(ctx, SD_ERR_INVALID, "'%s' is %ux%u, larger than the %dx%d allowed", name, (unsigned)dims[0],
+                         (unsigned)dims[1], max_side, max_side);
+    if (st->src.f && fseeko(st->src.f, 8, SEEK_SET) != 0)
+        return sd_errorf(ctx, SD_ERR_IO, "cannot read '%s': %s", name, strerror(errno));
+    st->src.pos = 8;
     st->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, st, state_error, state_warning);
     if (!st->png || !(st->info = png_create_info_struct(st->png)))
-        return sd_errorf(ctx, SD_ERR_NOMEM, "reading '%s': cannot create libpng structures", path);
+        return sd_errorf(ctx, SD_ERR_NOMEM, "reading '%s': cannot create libpng structures", name);
     if (setjmp(png_jmpbuf(st->png)))
-        return sd_errorf(ctx, SD_ERR_FORMAT, "'%s' is a truncated or corrupt PNG: %s", path, st->msg);
-    png_init_io(st->png, st->f);
+        return sd_errorf(ctx, SD_ERR_FORMAT, "'%s' is a truncated or corrupt PNG: %s", name, st->msg);
+    if (st->src.f) png_init_io(st->png, st->src.f);
+    else png_set_read_fn(st->png, st, mem_read);
     png_set_sig_bytes(st->png, 8);
-    png_set_user_limits(st->png, SD_PNG_MAX_SIDE, SD_PNG_MAX_SIDE);
+    png_set_user_limits(st->png, (png_uint_32)max_side, (png_uint_32)max_side);
+    png_set_chunk_malloc_max(st->png, SD_PNG_MAX_CHUNK); /* also bounds decompressed zTXt/iTXt/iCCP */
+    png_set_chunk_cache_max(st->png, SD_PNG_MAX_TEXT_CHUNKS);
     png_read_info(st->png, st->info);
     const int color = png_get_color_type(st->png, st->info);
     const int bits = png_get_bit_depth(st->png, st->info);
@@ -90,11 +169,11 @@ static int png_decode(struct sd_ctx *ctx, const char *path, struct png_state *st
     st->rowbytes = png_get_rowbytes(st->png, st->info);
     if ((st->channels != 3 && st->channels != 4) || (st->depth != 8 && st->depth != 16))
         return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "'%s': unexpected PNG layout after conversion (%d channels, %d bit)",
-                         path, st->channels, st->depth);
+                         name, st->channels, st->depth);
     st->pixels = malloc(st->rowbytes * (size_t)st->h);
     st->rows = malloc(sizeof *st->rows * (size_t)st->h);
     if (!st->pixels || !st->rows)
-        return sd_errorf(ctx, SD_ERR_NOMEM, "reading '%s': out of memory for %dx%d pixels", path, st->w, st->h);
+        return sd_errorf(ctx, SD_ERR_NOMEM, "reading '%s': out of memory for %dx%d pixels", name, st->w, st->h);
     for (int y = 0; y < st->h; y++) st->rows[y] = st->pixels + (size_t)y * st->rowbytes;
     png_read_image(st->png, st->rows);
     png_read_end(st->png, st->info); /* text chunks after IDAT land in info too */
@@ -108,6 +187,7 @@ static void png_state_free(struct png_state *st, bool writing) {
         else png_destroy_read_struct(&st->png, &st->info, NULL);
     }
     if (st->f) fclose(st->f);
+    if (st->src.f) fclose(st->src.f);
     if (st->tmp_path) {
         unlink(st->tmp_path); /* still set: the write failed */
         free(st->tmp_path);
@@ -117,6 +197,24 @@ static void png_state_free(struct png_state *st, bool writing) {
     free(st);
 }
 
+/* A read state on the file at path, or on buf/len when path is NULL. */
+static struct png_state *open_src(struct sd_ctx *ctx, const char *path, const void *buf, size_t len, const char *name,
+                                  int *rc) {
+    struct png_state *st = calloc(1, sizeof *st);
+    *rc = SD_OK;
+    if (!st) {
+        *rc = sd_errorf(ctx, SD_ERR_NOMEM, "reading '%s': out of memory", name);
+        return NULL;
+    }
+    if (path) {
+        st->src.f = fopen(path, "rb");
+        if (!st->src.f) *rc = sd_errorf(ctx, SD_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    } else {
+        st->src.buf = buf, st->src.len = len;
+    }
+    return st;
+}
+
 /* Channel value c (0..2) of pixel i, in [0, 1]. */
 static float px(const struct png_state *st, int64_t y, int64_t x, int c) {
     const uint8_t *p = st->rows[y] + (size_t)x * (size_t)st->channels * (size_t)(st->depth / 8);
@@ -124,15 +222,19 @@ static float px(const struct png_state *st, int64_t y, int64_t x, int c) {
     return (float)((p[2 * c] << 8) | p[2 * c + 1]) / 65535.0f;
 }
 
-int sd_png_read(struct sd_ctx *ctx, const char *path, float **chw, int *w, int *h) {
-    struct png_state *st = calloc(1, sizeof *st);
-    if (!st) return sd_errorf(ctx, SD_ERR_NOMEM, "reading '%s': out of memory", path);
-    int rc = png_decode(ctx, path, st);
+static int read_image(struct sd_ctx *ctx, const char *path, const void *buf, size_t len, const char *name, int max_side,
+                      float **chw, int *w, int *h) {
+    if (max_side < 1 || max_side > SD_PNG_MAX_SIDE)
+        return sd_errorf(ctx, SD_ERR_INVALID, "reading '%s': maximum side %d outside 1..%d", name, max_side,
+                         SD_PNG_MAX_SIDE);
+    int rc;
+    struct png_state *st = open_src(ctx, path, buf, len, name, &rc);
+    if (rc == SD_OK) rc = png_decode(ctx, name, st, max_side);
     if (rc == SD_OK) {
         const int64_t plane = (int64_t)st->w * st->h;
         float *out = malloc((size_t)plane * 3 * sizeof *out);
         if (!out) {
-            rc = sd_errorf(ctx, SD_ERR_NOMEM, "reading '%s': out of memory", path);
+            rc = sd_errorf(ctx, SD_ERR_NOMEM, "reading '%s': out of memory", name);
         } else {
             for (int64_t y = 0; y < st->h; y++)
                 for (int64_t x = 0; x < st->w; x++)
@@ -147,10 +249,22 @@ int sd_png_read(struct sd_ctx *ctx, const char *path, float **chw, int *w, int *
     return rc;
 }
 
-int sd_png_read_mask(struct sd_ctx *ctx, const char *path, float **mask, int *w, int *h) {
-    struct png_state *st = calloc(1, sizeof *st);
-    if (!st) return sd_errorf(ctx, SD_ERR_NOMEM, "reading '%s': out of memory", path);
-    int rc = png_decode(ctx, path, st);
+int sd_png_read(struct sd_ctx *ctx, const char *path, int max_side, float **chw, int *w, int *h) {
+    return read_image(ctx, path, NULL, 0, path, max_side, chw, w, h);
+}
+
+int sd_png_read_mem(struct sd_ctx *ctx, const char *name, const void *buf, size_t len, int max_side, float **chw, int *w,
+                    int *h) {
+    return read_image(ctx, NULL, buf, len, name, max_side, chw, w, h);
+}
+
+int sd_png_read_mask(struct sd_ctx *ctx, const char *path, int max_side, float **mask, int *w, int *h) {
+    if (max_side < 1 || max_side > SD_PNG_MAX_SIDE)
+        return sd_errorf(ctx, SD_ERR_INVALID, "reading '%s': maximum side %d outside 1..%d", path, max_side,
+                         SD_PNG_MAX_SIDE);
+    int rc;
+    struct png_state *st = open_src(ctx, path, NULL, 0, path, &rc);
+    if (rc == SD_OK) rc = png_decode(ctx, path, st, max_side);
     if (rc == SD_OK) {
         float *out = malloc((size_t)st->w * (size_t)st->h * sizeof *out);
         if (!out) {
@@ -183,37 +297,140 @@ static size_t utf8_put(char *o, unsigned cp) {
     return 2;
 }
 
-int sd_png_read_text(struct sd_ctx *ctx, const char *path, const char *key, char **value) {
-    struct png_state *st = calloc(1, sizeof *st);
-    if (!st) return sd_errorf(ctx, SD_ERR_NOMEM, "reading '%s': out of memory", path);
-    int rc = png_decode(ctx, path, st);
-    if (rc == SD_OK) {
-        png_textp text = NULL;
-        int n = png_get_text(st->png, st->info, &text, NULL);
-        rc = sd_errorf(ctx, SD_ERR_INVALID, "'%s' has no '%s' text chunk", path, key);
-        for (int i = 0; i < n; i++) {
-            if (strcmp(text[i].key, key) != 0) continue;
-            const bool itxt = text[i].compression == PNG_ITXT_COMPRESSION_NONE ||
-                              text[i].compression == PNG_ITXT_COMPRESSION_zTXt;
-            size_t len = itxt ? text[i].itxt_length : text[i].text_length;
-            char *out = malloc(len * 2 + 1);
-            if (!out) {
-                rc = sd_errorf(ctx, SD_ERR_NOMEM, "reading '%s': out of memory", path);
-                break;
-            }
-            size_t o = 0;
-            if (itxt) memcpy(out, text[i].text, len), o = len;
-            else
-                for (size_t k = 0; k < len; k++) o += utf8_put(out + o, (unsigned char)text[i].text[k]);
-            out[o] = 0;
-            *value = out;
-            sd_ctx_clear(ctx);
-            rc = SD_OK;
-            break;
+/* Inflates n bytes at z into a malloc'd, NUL-terminated buffer of at most
+ * SD_PNG_MAX_CHUNK bytes (*out_len). Returns 0 on success. */
+static int inflate_text(const uint8_t *z, size_t n, char **out, size_t *out_len) {
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (inflateInit(&zs) != Z_OK) return 1;
+    size_t cap = n * 4 + 64 < SD_PNG_MAX_CHUNK ? n * 4 + 64 : SD_PNG_MAX_CHUNK, len = 0;
+    char *buf = malloc(cap + 1);
+    int zrc = Z_OK;
+    zs.next_in = (Bytef *)z, zs.avail_in = (uInt)n;
+    while (buf && zrc == Z_OK) {
+        if (len == cap) {
+            if (cap == SD_PNG_MAX_CHUNK) break;
+            cap = cap * 2 < SD_PNG_MAX_CHUNK ? cap * 2 : SD_PNG_MAX_CHUNK;
+            char *nb = realloc(buf, cap + 1);
+            if (!nb) { free(buf); buf = NULL; break; }
+            buf = nb;
+        }
+        zs.next_out = (Bytef *)buf + len, zs.avail_out = (uInt)(cap - len);
+        zrc = inflate(&zs, Z_NO_FLUSH);
+        len = cap - zs.avail_out;
+    }
+    inflateEnd(&zs);
+    if (!buf || zrc != Z_STREAM_END) { free(buf); return 1; }
+    buf[len] = 0;
+    *out = buf, *out_len = len;
+    return 0;
+}
+
+/* The text of one tEXt/zTXt/iTXt chunk (data d, n bytes) when its keyword is
+ * key: 1 and *value (UTF-8, malloc'd) when found, 0 when another keyword,
+ * -1 (ctx set) when the chunk is malformed or memory runs out. */
+static int text_chunk(struct sd_ctx *ctx, const char *name, const char *type, const uint8_t *d, size_t n,
+                      const char *key, char **value) {
+    const uint8_t *nul = memchr(d, 0, n < 80 ? n : 80);
+    if (!nul || nul == d) {
+        sd_errorf(ctx, SD_ERR_FORMAT, "'%s' is a corrupt PNG: %s chunk without a 1..79 byte keyword", name, type);
+        return -1;
+    }
+    if (strcmp((const char *)d, key) != 0) return 0;
+    const uint8_t *p = nul + 1, *end = d + n;
+    int compressed = 0, utf8 = 0;
+    if (!strcmp(type, "zTXt")) {
+        if (p >= end || *p != 0) goto bad;
+        compressed = 1, p++;
+    } else if (!strcmp(type, "iTXt")) {
+        if (end - p < 2 || p[0] > 1 || p[1] != 0) goto bad;
+        compressed = p[0], utf8 = 1, p += 2;
+        for (int k = 0; k < 2; k++) { /* language tag, translated keyword */
+            const uint8_t *z = memchr(p, 0, (size_t)(end - p));
+            if (!z) goto bad;
+            p = z + 1;
         }
     }
+    char *raw = NULL;
+    size_t len = (size_t)(end - p);
+    if (compressed) {
+        if (inflate_text(p, len, &raw, &len)) goto bad;
+    } else {
+        raw = malloc(len + 1);
+        if (!raw) goto nomem;
+        memcpy(raw, p, len), raw[len] = 0;
+    }
+    if (utf8) { *value = raw; return 1; }
+    char *out = malloc(len * 2 + 1); /* Latin-1 -> UTF-8 */
+    if (!out) { free(raw); goto nomem; }
+    size_t o = 0;
+    for (size_t k = 0; k < len; k++) o += utf8_put(out + o, (unsigned char)raw[k]);
+    out[o] = 0;
+    free(raw);
+    *value = out;
+    return 1;
+bad:
+    sd_errorf(ctx, SD_ERR_FORMAT, "'%s' is a corrupt PNG: malformed %s chunk '%s'", name, type, key);
+    return -1;
+nomem:
+    sd_errorf(ctx, SD_ERR_NOMEM, "reading '%s': out of memory", name);
+    return -1;
+}
+
+/* Text chunks are read here, not through libpng: libpng only reaches the
+ * text after the image data by decoding every pixel. The chunk walk of
+ * scan_chunks has bounded every length; each text chunk's CRC is checked. */
+static int read_text(struct sd_ctx *ctx, const char *path, const void *buf, size_t len, const char *name,
+                     const char *key, char **value) {
+    int rc;
+    struct png_state *st = open_src(ctx, path, buf, len, name, &rc);
+    uint64_t size = len;
+    uint8_t sig[8];
+    if (rc == SD_OK && st->src.f) {
+        struct stat sb;
+        if (fstat(fileno(st->src.f), &sb) != 0) rc = sd_errorf(ctx, SD_ERR_IO, "cannot stat '%s': %s", name, strerror(errno));
+        size = (uint64_t)sb.st_size;
+    }
+    if (rc == SD_OK && (!src_read_at(&st->src, 0, sig, 8) || png_sig_cmp(sig, 0, 8) != 0))
+        rc = sd_errorf(ctx, SD_ERR_FORMAT, "'%s' is not a PNG file", name);
+    uint32_t dims[2];
+    if (rc == SD_OK) rc = scan_chunks(ctx, name, &st->src, size, dims);
+    int found = 0;
+    for (uint64_t off = 8; rc == SD_OK && !found;) {
+        uint8_t h[8], crc[4];
+        src_read_at(&st->src, off, h, 8); /* scan_chunks has checked these reads */
+        const uint32_t n = be32(h);
+        char type[5];
+        memcpy(type, h + 4, 4), type[4] = 0;
+        if (!strcmp(type, "IEND")) break;
+        if (!strcmp(type, "tEXt") || !strcmp(type, "zTXt") || !strcmp(type, "iTXt")) {
+            uint8_t *d = malloc(n ? n : 1);
+            if (!d) { rc = sd_errorf(ctx, SD_ERR_NOMEM, "reading '%s': out of memory", name); break; }
+            if (!src_read_at(&st->src, off + 8, d, n) || !src_read_at(&st->src, off + 8 + n, crc, 4))
+                rc = sd_errorf(ctx, SD_ERR_IO, "cannot read '%s'", name);
+            else if ((uint32_t)crc32(crc32(0, h + 4, 4), d, n) != be32(crc))
+                rc = sd_errorf(ctx, SD_ERR_FORMAT, "'%s' is a corrupt PNG: %s chunk CRC error", name, type);
+            else {
+                int r = text_chunk(ctx, name, type, d, n, key, value);
+                if (r < 0) rc = ctx->status ? ctx->status : SD_ERR_FORMAT;
+                found = r > 0;
+            }
+            free(d);
+        }
+        off += (uint64_t)n + 12;
+    }
+    if (rc == SD_OK && !found) rc = sd_errorf(ctx, SD_ERR_INVALID, "'%s' has no '%s' text chunk", name, key);
     png_state_free(st, false);
     return rc;
+}
+
+int sd_png_read_text(struct sd_ctx *ctx, const char *path, const char *key, char **value) {
+    return read_text(ctx, path, NULL, 0, path, key, value);
+}
+
+int sd_png_read_text_mem(struct sd_ctx *ctx, const char *name, const void *buf, size_t len, const char *key,
+                         char **value) {
+    return read_text(ctx, NULL, buf, len, name, key, value);
 }
 
 /* ---- writing --------------------------------------------------------------- */

@@ -14,6 +14,16 @@
  * does. Masks are the luma of that RGB (PIL "L": (19595 R + 38470 G + 7471 B
  * + 2^15) >> 16 for 8-bit) / 255; alpha is ignored there too.
  *
+ * Reading is safe on untrusted input (uploads): before libpng sees the data,
+ * the chunk headers are walked and every chunk must fit in the bytes that are
+ * there (a 96-byte file saying "2 GB of tEXt follow" is refused at once,
+ * where libpng 1.6 would allocate and zero the 2 GB first), ancillary chunks
+ * are at most SD_PNG_MAX_CHUNK bytes (decompressed zTXt/iTXt/iCCP too), at
+ * most SD_PNG_MAX_TEXT_CHUNKS text/ancillary chunks are kept, and the image
+ * is at most max_side x max_side pixels, checked from the header before any
+ * pixel is decoded (pass the largest size the caller can use, e.g. the
+ * pipeline's SD_GEN_MAX_SIDE).
+ *
  * Writing goes to a temporary file in the destination directory that is
  * renamed over the target only after libpng and the stdio close succeeded,
  * so a failed write never leaves a partial PNG (the new file gets mode 0644).
@@ -25,6 +35,11 @@
 
 /* Largest width or height read or written. */
 #define SD_PNG_MAX_SIDE 32768
+/* Largest ancillary chunk (text, ICC profile, ...), stored or decompressed. */
+#define SD_PNG_MAX_CHUNK (8 << 20)
+/* Most ancillary chunks libpng keeps, and most chunks of any kind in a file. */
+#define SD_PNG_MAX_TEXT_CHUNKS 256
+#define SD_PNG_MAX_CHUNKS (1 << 20)
 
 /* diffusers postprocess: v = clamp(x/2 + 0.5, 0, 1) * 255, rounded half to
  * even, for each of the 3 planes of chw ([3, h, w]); rgb is interleaved
@@ -40,16 +55,23 @@ int sd_png_write_rgb8(struct sd_ctx *ctx, const char *path, const uint8_t *rgb, 
 /* sd_image_to_rgb8 + sd_png_write_rgb8. */
 int sd_png_write(struct sd_ctx *ctx, const char *path, const float *chw, int w, int h, const char *parameters);
 
-/* Reads any PNG as [3, h, w] floats in [-1, 1] (x/max * 2 - 1). *chw is
- * malloc'd, owned by the caller (free()); set only on success. */
-int sd_png_read(struct sd_ctx *ctx, const char *path, float **chw, int *w, int *h);
+/* Reads any PNG of at most max_side (1..SD_PNG_MAX_SIDE) pixels per side as
+ * [3, h, w] floats in [-1, 1] (x/max * 2 - 1); a larger one is refused
+ * (SD_ERR_INVALID) before its pixels are decoded. *chw is malloc'd, owned by
+ * the caller (free()); set only on success. */
+int sd_png_read(struct sd_ctx *ctx, const char *path, int max_side, float **chw, int *w, int *h);
+/* The same from len bytes at buf; name is used in messages. */
+int sd_png_read_mem(struct sd_ctx *ctx, const char *name, const void *buf, size_t len, int max_side, float **chw,
+                    int *w, int *h);
 
 /* Reads a mask PNG as [h, w] floats in [0, 1] (luma / max). */
-int sd_png_read_mask(struct sd_ctx *ctx, const char *path, float **mask, int *w, int *h);
+int sd_png_read_mask(struct sd_ctx *ctx, const char *path, int max_side, float **mask, int *w, int *h);
 
-/* Reads the first text chunk (tEXt, zTXt or iTXt) named key, as UTF-8.
- * *value is malloc'd (free()). Returns SD_ERR_INVALID if there is no such
- * chunk. */
+/* Reads the first text chunk (tEXt, zTXt or iTXt) named key, as UTF-8,
+ * without decoding the pixels. *value is malloc'd (free()). Returns
+ * SD_ERR_INVALID if there is no such chunk. */
 int sd_png_read_text(struct sd_ctx *ctx, const char *path, const char *key, char **value);
+int sd_png_read_text_mem(struct sd_ctx *ctx, const char *name, const void *buf, size_t len, const char *key,
+                         char **value);
 
 #endif

@@ -11,6 +11,7 @@
 #include "model_util.h"
 #include "json.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,6 +216,34 @@ enum sd_family sd_model_family_from_text_config(struct sd_ctx *ctx, const char *
     return f;
 }
 
+/* A config value the builders divide by or normalise with must be sane:
+ * a downloaded model's config.json is untrusted input. */
+static int bad_int(struct sd_ctx *ctx, const char *dir, const char *file, const char *key, int v) {
+    return sd_errorf(ctx, SD_ERR_FORMAT, "%s/%s: %s must be 1..4096 (got %d)", dir, file, key, v);
+}
+
+static int check_configs(struct sd_ctx *ctx, const struct sd_model *m, const char *dir) {
+    for (int i = 0; i < SD_MAX_LEVELS; i++)
+        if (m->unet.heads[i] < 1 || m->unet.heads[i] > 4096)
+            return bad_int(ctx, dir, "unet/config.json", "num_attention_heads", m->unet.heads[i]);
+    if (m->unet.norm_groups < 1 || m->unet.norm_groups > 4096)
+        return bad_int(ctx, dir, "unet/config.json", "norm_num_groups", m->unet.norm_groups);
+    if (m->vae.norm_groups < 1 || m->vae.norm_groups > 4096)
+        return bad_int(ctx, dir, "vae/config.json", "norm_num_groups", m->vae.norm_groups);
+    if (m->clip.heads < 1 || m->clip.heads > 4096)
+        return bad_int(ctx, dir, "text_encoder/config.json", "num_attention_heads", m->clip.heads);
+    if (!(m->unet.norm_eps > 0 && m->unet.norm_eps < 1))
+        return sd_errorf(ctx, SD_ERR_FORMAT, "%s/unet/config.json: norm_eps must be in (0, 1) (got %g)", dir,
+                         (double)m->unet.norm_eps);
+    if (!(m->clip.eps > 0 && m->clip.eps < 1))
+        return sd_errorf(ctx, SD_ERR_FORMAT, "%s/text_encoder/config.json: layer_norm_eps must be in (0, 1) (got %g)",
+                         dir, (double)m->clip.eps);
+    if (!isfinite(m->vae.scaling_factor) || m->vae.scaling_factor == 0)
+        return sd_errorf(ctx, SD_ERR_FORMAT, "%s/vae/config.json: scaling_factor must be finite and non-zero (got %g)",
+                         dir, (double)m->vae.scaling_factor);
+    return SD_OK;
+}
+
 int sd_model_read_configs(struct sd_ctx *ctx, struct sd_model *m, const char *dir) {
     int rc;
     struct sd_json *j = read_json(ctx, dir, "unet/config.json", &rc);
@@ -262,5 +291,5 @@ int sd_model_read_configs(struct sd_ctx *ctx, struct sd_model *m, const char *di
         if (ps) m->clip.pad_id = strcmp(ps, "!") == 0 ? 0 : 49407;
         sd_json_free(j);
     }
-    return SD_OK;
+    return check_configs(ctx, m, dir);
 }

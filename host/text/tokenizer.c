@@ -570,7 +570,7 @@ static void bpe(struct sd_tokenizer *t, const unsigned char *b, size_t len, int 
 
 /* Ensures t->scratch holds at least n uint32 values. */
 static int scratch_need(struct sd_tokenizer *t, size_t n) {
-    if (n <= t->scratch_cap) return SD_OK;
+    if (n <= t->scratch_cap && t->scratch) return SD_OK; /* allocated even for n = 0 (empty text): no NULL + 0 */
     size_t cap = n < 4096 ? 4096 : n + n / 2;
     uint32_t *p = realloc(t->scratch, cap * sizeof *p);
     if (!p) return sd_errorf(t->ctx, SD_ERR_NOMEM, "tokenizer: out of memory (%zu code points)", n);
