@@ -70,7 +70,7 @@ struct sd_cl {
     const char *precompiled_dir; /* SDRT_CL_PRECOMPILED */
     const char *export_dir;      /* SDRT_CL_EXPORT */
     char test_break[128];        /* SDRT_CL_TEST_BREAK (tests) */
-    struct sd_backend *cpu;      /* for nodes that fail on the device (lazy) */
+    const struct sd_graph *graph; /* graph being computed (arena offsets: sd_graph_offs) */
     char build_opts[256];
 };
 

@@ -79,10 +79,15 @@ void sd_runtime_free(struct sd_runtime *rt) {
 
 struct sd_ctx *sd_runtime_ctx(struct sd_runtime *rt) { return rt->ctx; }
 
-void sd_runtime_release_owner(struct sd_runtime *rt, uint64_t owner) {
-    for (int i = 0; rt && i < RT_CACHE; i++)
+void sd_runtime_release_owner(struct sd_runtime *rt, uint64_t owner, struct sd_tensor *const *weights, int n) {
+    if (!rt) return;
+    for (int i = 0; i < RT_CACHE; i++)
         if (rt->cache[i].g && rt->cache[i].owner == owner) entry_clear(&rt->cache[i]);
-    for (int i = 0; rt && i < rt->n_backends; i++) sd_backend_release_weights(rt->backends[i]);
+    for (int i = 0; i < rt->n_backends; i++) sd_backend_weights_released(rt->backends[i], weights, n);
+}
+
+void sd_runtime_weights_changed(struct sd_runtime *rt, struct sd_tensor *const *weights, int n) {
+    for (int i = 0; rt && i < rt->n_backends; i++) sd_backend_weights_changed(rt->backends[i], weights, n);
 }
 
 void sd_runtime_set_profile(struct sd_runtime *rt, int on) {
@@ -174,7 +179,7 @@ static int run(struct sd_runtime *rt, struct rt_entry *e, const void *const *inp
         for (int i = 0; i < e->g->n_nodes; i++) {
             const struct sd_tensor *t = e->g->nodes[i];
             if (t->op == SD_OP_NONE || t->op == SD_OP_RESHAPE) continue;
-            struct sd_op_profile *p = &rt->prof[t->backend][t->op];
+            struct sd_op_profile *p = &rt->prof[e->g->backend[i]][t->op];
             p->seconds += e->s->node_time[i];
             p->flops += sd_node_flops(t);
             p->calls++;

@@ -53,9 +53,13 @@ int sd_runtime_run(struct sd_runtime *rt, const struct sd_graph_key *key, sd_gra
 /* Peak activation arena over the graphs built so far, in bytes. */
 size_t sd_runtime_arena_bytes(const struct sd_runtime *rt);
 struct sd_ctx *sd_runtime_ctx(struct sd_runtime *rt);
-/* Drops the cached graphs whose key has this owner and the backends' copies
- * of its weights. */
-void sd_runtime_release_owner(struct sd_runtime *rt, uint64_t owner);
+/* Drops the cached graphs whose key has this owner, and every backend's
+ * copies of weights[0..n) (all of the owner's weights: device uploads,
+ * reordered layouts), so nothing of a released model stays behind. */
+void sd_runtime_release_owner(struct sd_runtime *rt, uint64_t owner, struct sd_tensor *const *weights, int n);
+/* The bytes of weights[0..n) changed in place (e.g. a LoRA merge): every
+ * backend makes its copies of exactly these again before their next use. */
+void sd_runtime_weights_changed(struct sd_runtime *rt, struct sd_tensor *const *weights, int n);
 
 /* Profiling: when on, every run times each node (synchronised; a little
  * slower) and accumulates seconds, FLOPs and calls per (backend, op). */
