@@ -79,7 +79,7 @@ static int mkdir_p(const char *path) {
 }
 
 const char *sd_cl_cache_dir(void) {
-    static char dir[1024];
+    static _Thread_local char dir[1024]; /* per thread: runtimes may build programs concurrently */
     const char *off = getenv("SDRT_CL_CACHE");
     if (off && strcmp(off, "0") == 0) return NULL;
     const char *root = getenv("SDRT_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");

@@ -10,6 +10,7 @@
  */
 #include "cl_impl.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,9 +149,11 @@ int sd_cl_list_devices(struct sd_ctx *ctx, struct sd_cl_device_info *out, int ma
     return SD_OK;
 }
 
-/* Process-wide contexts, one per platform. Not thread-safe: backends are
- * created and freed from one thread. */
+/* Process-wide contexts, one per platform, shared by every backend on it;
+ * backends (runtimes) may be created and freed in several threads, hence
+ * the lock. */
 static struct { cl_platform_id p; cl_context c; int refs; } contexts[MAX_PLATFORMS];
+static pthread_mutex_t contexts_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void CL_CALLBACK context_notify(const char *msg, const void *info, size_t cb, void *user) {
     (void)info, (void)cb, (void)user;
@@ -158,7 +161,7 @@ static void CL_CALLBACK context_notify(const char *msg, const void *info, size_t
     if (log && *log && *log != '0') fprintf(stderr, "cl: context: %s\n", msg);
 }
 
-static int context_get(struct sd_ctx *ctx, cl_platform_id p, struct dev_ref *refs, int nr, cl_context *out) {
+static int context_get_locked(struct sd_ctx *ctx, cl_platform_id p, struct dev_ref *refs, int nr, cl_context *out) {
     for (int i = 0; i < MAX_PLATFORMS; i++)
         if (contexts[i].refs > 0 && contexts[i].p == p) {
             contexts[i].refs++;
@@ -182,16 +185,25 @@ static int context_get(struct sd_ctx *ctx, cl_platform_id p, struct dev_ref *ref
     return sd_errorf(ctx, SD_ERR_CL, "cl: too many OpenCL platforms in use");
 }
 
+static int context_get(struct sd_ctx *ctx, cl_platform_id p, struct dev_ref *refs, int nr, cl_context *out) {
+    pthread_mutex_lock(&contexts_lock);
+    int rc = context_get_locked(ctx, p, refs, nr, out);
+    pthread_mutex_unlock(&contexts_lock);
+    return rc;
+}
+
 void sd_cl_context_release(cl_context c) {
     if (!c) return;
+    pthread_mutex_lock(&contexts_lock);
     for (int i = 0; i < MAX_PLATFORMS; i++)
         if (contexts[i].refs > 0 && contexts[i].c == c) {
             if (--contexts[i].refs == 0) {
                 clReleaseContext(c);
                 contexts[i].c = NULL;
             }
-            return;
+            break;
         }
+    pthread_mutex_unlock(&contexts_lock);
 }
 
 int sd_cl_device_open(struct sd_ctx *ctx, int device_index, struct sd_cl_device_info *info,

@@ -100,6 +100,9 @@ const struct sd_op_profile *sd_runtime_profile(const struct sd_runtime *rt, int 
 }
 
 int sd_runtime_n_backends(const struct sd_runtime *rt) { return rt->n_backends; }
+struct sd_backend *sd_runtime_backend(struct sd_runtime *rt, int i) {
+    return rt && i >= 0 && i < rt->n_backends ? rt->backends[i] : NULL;
+}
 const char *sd_runtime_backend_name(const struct sd_runtime *rt, int i) {
     return i >= 0 && i < rt->n_backends ? sd_backend_name(rt->backends[i]) : "?";
 }

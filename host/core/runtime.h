@@ -7,6 +7,11 @@
  * backend's one activation arena, so peak activation memory is the largest
  * graph's. The runtime knows nothing of models: model/model_run.h runs the
  * CLIP, UNet and VAE graphs through sd_runtime_run.
+ *
+ * Threads: a runtime (its backends, arena and graphs) is used by one thread
+ * at a time. Several runtimes may run graphs of one model in several
+ * threads at once: graphs and backends never write into weights, and the
+ * lazy weight load is locked (weights.h).
  */
 #ifndef SDRT_RUNTIME_H
 #define SDRT_RUNTIME_H
@@ -68,6 +73,9 @@ void sd_runtime_set_profile(struct sd_runtime *rt, int on); /* also resets the c
 const struct sd_op_profile *sd_runtime_profile(const struct sd_runtime *rt, int backend, enum sd_op op);
 int sd_runtime_n_backends(const struct sd_runtime *rt);
 const char *sd_runtime_backend_name(const struct sd_runtime *rt, int i);
+/* The i-th backend (priority order; the CPU last), NULL if out of range:
+ * for tests and tools that inspect a backend's caches. */
+struct sd_backend *sd_runtime_backend(struct sd_runtime *rt, int i);
 void sd_runtime_profile_print(const struct sd_runtime *rt, FILE *f);
 
 #endif
