@@ -48,6 +48,7 @@ struct sd_graph {
      * (sd_sched_compute) the bitmask of backends holding its current bytes. */
     int *backend;
     unsigned *valid;
+    const void *placed_by;      /* the scheduler the placement belongs to */
 };
 
 /* Returns a new empty graph owned by the caller (free with sd_graph_free). */

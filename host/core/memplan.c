@@ -129,6 +129,7 @@ int sd_graph_plan(struct sd_graph *g) {
     free(g->backend);
     free(g->valid);
     g->backend = NULL;
+    g->placed_by = NULL;
     g->valid = NULL;
     g->planned = 0;
     g->offs = calloc((size_t)n + 1, sizeof(size_t));

@@ -232,7 +232,7 @@ static int place(struct sd_sched *s, struct sd_graph *g) {
 
 int sd_sched_alloc(struct sd_sched *s, struct sd_graph *g) {
     int rc;
-    if (s->graph == g && g->planned && g->backend) return reserve_arenas(s, g);
+    if (s->graph == g && g->planned && g->backend && g->placed_by == s) return reserve_arenas(s, g);
     if (!g->planned && (rc = sd_graph_plan(g)) != SD_OK) return rc;
     const int n = g->n_nodes;
     s->graph = NULL;
@@ -245,6 +245,7 @@ int sd_sched_alloc(struct sd_sched *s, struct sd_graph *g) {
     s->n_refused = 0;
     free(g->backend);
     free(g->valid);
+    g->placed_by = NULL;
     s->node_time = calloc((size_t)n + 1, sizeof(double));
     s->cause = calloc((size_t)n + 1, sizeof *s->cause);
     s->split_start = malloc(((size_t)n + 2) * sizeof(int));
@@ -256,6 +257,7 @@ int sd_sched_alloc(struct sd_sched *s, struct sd_graph *g) {
     if ((rc = place(s, g)) != SD_OK) return rc;
     if ((rc = reserve_arenas(s, g)) != SD_OK) return rc;
     s->graph = g;
+    g->placed_by = s;
     if (s->debug) sd_sched_print(s, stderr);
     return SD_OK;
 }
