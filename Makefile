@@ -31,8 +31,8 @@ endif
 # Every source folder is on the include path; headers are included by name alone.
 HOST_DIRS := $(sort $(dir $(wildcard host/*/*.c host/*/*.h)))
 INC     := $(patsubst %/,-I%,$(HOST_DIRS)) -Icpu -Icl -I$(BUILD)/gen
-CFLAGS  += $(CSTD) $(OPT) $(WARN) -fopenmp -MMD -MP $(INC)
-LDLIBS  += -ldnnl -lclblast -lOpenCL -lpng -lz -lm -fopenmp
+CFLAGS  += $(CSTD) $(OPT) $(WARN) -fopenmp -pthread -MMD -MP $(INC)
+LDLIBS  += -ldnnl -lclblast -lOpenCL -lpng -lz -lm -fopenmp -pthread
 ifeq ($(SAN),1)
 LDLIBS  += -fsanitize=address,undefined
 endif

@@ -39,7 +39,7 @@ static double time_graph(struct sd_ctx *ctx, struct sd_backend **bk, int n, tc_b
     if (sd_sched_compute(s, g) != SD_OK) goto done;
     *all_first = 1;
     for (int i = 0; i < g->n_nodes; i++)
-        if (g->nodes[i]->op != SD_OP_NONE && g->nodes[i]->op != SD_OP_RESHAPE && g->nodes[i]->backend != 0)
+        if (g->nodes[i]->op != SD_OP_NONE && g->nodes[i]->op != SD_OP_RESHAPE && g->backend[i] != 0)
             *all_first = 0;
     for (int r = 0; r < reps; r++) {
         double t0 = sd_time_s();

@@ -200,7 +200,7 @@ static double time_case(struct bench_case *c, struct sd_backend *be, struct sd_b
     if (!y || sd_graph_plan(g) != SD_OK) goto out;
     s = sd_sched_new(ctx, list, be == host ? 1 : 2);
     if (!s || sd_sched_alloc(s, g) != SD_OK) goto out;
-    if (y->backend != 0) { /* placed on the host instead: not this backend's number */
+    if (g->backend[y->index] != 0) { /* placed on the host instead: not this backend's number */
         result = 0;
         goto out;
     }

@@ -62,10 +62,6 @@ void sd_cl_counts_reset(void);
  * dir/<program>.bin (for opts.cl_precompiled_dir). Returns SD_OK or an error. */
 int sd_cl_export_programs(struct sd_backend *b, const char *dir);
 
-/* Drops every weight resident on the device (a model was released); they
- * are uploaded again on next use. No-op for other backends. */
-void sd_cl_release_weights(struct sd_backend *b);
-
 /* Returns the device the backend runs on. */
 const struct sd_cl_device_info *sd_cl_device_of(struct sd_backend *b);
 

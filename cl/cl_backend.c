@@ -10,23 +10,25 @@
  * uploaded on first use into their own cl_mem and stay resident, keyed by the
  * weight tensor's address (and re-uploaded if its data pointer, size or a
  * fingerprint of its bytes changed), so later graphs over the same model
- * upload nothing.
+ * upload nothing. weights_released and weights_changed (backend.h) drop the
+ * device copies of exactly the weights named (by their bytes, so the q/k/v
+ * slices of a changed in_proj go too); changed ones are uploaded again from
+ * their new bytes on next use.
  *
- * Device errors: if an op fails on the device (an SD_ERR_BACKEND from enqueue or
- * CLBlast), the backend logs a warning once, marks the op failed
- * (supports() then answers "device-error") and runs that node on the CPU
- * through host copies, so the result stays the CPU's. If even the copies
- * fail, the error is returned: `--backend opencl` never silently gives a
- * different result. opts.cl_test_fail = "op,..." (tests only) makes those ops
- * fail as if the device had returned an error.
+ * Device errors: if an op fails on the device (an SD_ERR_BACKEND from enqueue
+ * or CLBlast), compute returns an error saying so and names the node
+ * (b->failed_node); the scheduler refuses the node here, places the graph
+ * again (the node goes to the CPU like any other unsupported op, with the
+ * runtime's threads) and carries on. The backend also logs a warning once
+ * and marks the op failed, so supports() answers "device-error" and later
+ * graphs place it on the CPU directly. opts.cl_test_fail = "op,..." (tests
+ * only) makes those ops fail as if the device had returned an error.
  */
 #include "cl_impl.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "cpu.h"
 
 struct cl_op { sd_cl_op_fn fn; const char *progs[3]; int gemm; };
 
@@ -152,24 +154,48 @@ static int weight_buf(struct sd_cl *cl, const struct sd_tensor *t, bool transpos
 int sd_cl_buf_of(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *out) {
     const struct sd_tensor *b = base_of(t);
     if (sd_tensor_in_arena(b)) {
-        if (!cl->arena || b->offs + sd_tensor_nbytes(b) > cl->arena_size)
+        if (!cl->graph || !sd_graph_owns(cl->graph, b))
+            return sd_errorf(cl->ctx, SD_ERR_BACKEND, "cl: %s is not a node of the graph being computed", t->name);
+        size_t offs = sd_graph_offs(cl->graph, b);
+        if (!cl->arena || offs + sd_tensor_nbytes(b) > cl->arena_size)
             return sd_errorf(cl->ctx, SD_ERR_BACKEND, "cl: %s is outside the arena", t->name);
-        *out = (struct sd_cl_buf){cl->arena, b->offs};
+        *out = (struct sd_cl_buf){cl->arena, offs};
         return SD_OK;
     }
     out->offs = 0;
     return weight_buf(cl, b, false, &out->mem);
 }
 
-void sd_cl_release_weights(struct sd_backend *b) {
-    if (!sd_cl_is_backend(b)) return;
+/* Drops the device copies (plain and transposed) whose source bytes lie in
+ * w[0..n) - all of them if memory for the bookkeeping is short - and
+ * re-inserts the others (open addressing has no cheap delete). */
+static void weights_drop(struct sd_backend *b, struct sd_tensor *const *w, int n) {
     struct sd_cl *cl = b->impl;
-    if (cl->queue) clFinish(cl->queue);
-    for (size_t i = 0; i < cl->cap_weights; i++)
-        if (cl->weights[i].key) clReleaseMemObject(cl->weights[i].mem);
+    if (n <= 0 || !cl->n_weights) return;
+    struct sd_weight_set set = {0};
+    struct sd_cl_weight *keep = malloc(cl->n_weights * sizeof *keep);
+    bool all = !keep || sd_weight_set_init(&set, w, n) != SD_OK;
+    if (cl->queue) clFinish(cl->queue); /* queued kernels may read them */
+    size_t kept = 0;
+    for (size_t i = 0; i < cl->cap_weights; i++) {
+        struct sd_cl_weight *e = &cl->weights[i];
+        if (!e->key) continue;
+        if (all || sd_weight_set_hits(&set, e->data, e->nbytes)) {
+            clReleaseMemObject(e->mem);
+            cl->weight_bytes -= e->nbytes;
+        } else {
+            keep[kept++] = *e;
+        }
+    }
     memset(cl->weights, 0, cl->cap_weights * sizeof *cl->weights);
-    cl->n_weights = 0;
-    cl->weight_bytes = 0;
+    for (size_t i = 0; i < kept; i++) {
+        size_t j = hash_ptr(keep[i].key) & (cl->cap_weights - 1);
+        while (cl->weights[j].key) j = (j + 1) & (cl->cap_weights - 1);
+        cl->weights[j] = keep[i];
+    }
+    cl->n_weights = kept;
+    free(keep);
+    sd_weight_set_free(&set);
 }
 
 int sd_cl_weight_transposed(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *out) {
@@ -295,22 +321,22 @@ static int cl_arena_reserve(struct sd_backend *b, size_t size, void **host) {
     return SD_OK;
 }
 
-static int cl_tensor_set(struct sd_backend *b, const struct sd_tensor *t, const void *host) {
+static int cl_tensor_set(struct sd_backend *b, const struct sd_graph *g, const struct sd_tensor *t, const void *host) {
     struct sd_cl *cl = b->impl;
-    size_t n = sd_tensor_nbytes(t);
-    if (!cl->arena || t->offs + n > cl->arena_size)
+    size_t n = sd_tensor_nbytes(t), offs = sd_graph_offs(g, t);
+    if (!cl->arena || offs + n > cl->arena_size)
         return sd_errorf(cl->ctx, SD_ERR_BACKEND, "cl: tensor_set(%s) outside the arena", t->name);
     /* Blocking: the host arena region may be reused right after. */
-    cl_int err = clEnqueueWriteBuffer(cl->queue, cl->arena, CL_TRUE, t->offs, n, host, 0, NULL, NULL);
+    cl_int err = clEnqueueWriteBuffer(cl->queue, cl->arena, CL_TRUE, offs, n, host, 0, NULL, NULL);
     return sd_cl_check(cl->ctx, err, "clEnqueueWriteBuffer", t->name);
 }
 
-static int cl_tensor_get(struct sd_backend *b, const struct sd_tensor *t, void *host) {
+static int cl_tensor_get(struct sd_backend *b, const struct sd_graph *g, const struct sd_tensor *t, void *host) {
     struct sd_cl *cl = b->impl;
-    size_t n = sd_tensor_nbytes(t);
-    if (!cl->arena || t->offs + n > cl->arena_size)
+    size_t n = sd_tensor_nbytes(t), offs = sd_graph_offs(g, t);
+    if (!cl->arena || offs + n > cl->arena_size)
         return sd_errorf(cl->ctx, SD_ERR_BACKEND, "cl: tensor_get(%s) outside the arena", t->name);
-    cl_int err = clEnqueueReadBuffer(cl->queue, cl->arena, CL_TRUE, t->offs, n, host, 0, NULL, NULL);
+    cl_int err = clEnqueueReadBuffer(cl->queue, cl->arena, CL_TRUE, offs, n, host, 0, NULL, NULL);
     return sd_cl_check(cl->ctx, err, "clEnqueueReadBuffer", t->name);
 }
 
@@ -319,62 +345,29 @@ static int cl_synchronize(struct sd_backend *b) {
     return sd_cl_check(cl->ctx, clFinish(cl->queue), "clFinish", "");
 }
 
-/* Runs one node on the CPU with host copies of its arena inputs (device
- * error fallback). */
-static int run_on_cpu(struct sd_cl *cl, struct sd_tensor *t) {
-    int rc = SD_OK;
-    void *saved[SD_MAX_SRC], *bufs[SD_MAX_SRC] = {0}, *out = NULL, *saved_out = t->data;
-    int n_saved = 0;
-    if (!cl->cpu && !(cl->cpu = sd_cpu_backend_new(cl->ctx, NULL))) return SD_ERR_BACKEND;
-    if ((rc = sd_cl_check(cl->ctx, clFinish(cl->queue), "clFinish", t->name)) != SD_OK) return rc;
-    for (int i = 0; i < SD_MAX_SRC; i++, n_saved++) {
-        struct sd_tensor *s = t->src[i];
-        saved[i] = s ? s->data : NULL;
-        if (!s || !sd_tensor_in_arena(base_of(s))) continue;
-        struct sd_tensor *bs = base_of(s);
-        size_t n = sd_tensor_nbytes(bs);
-        if (!(bufs[i] = sd_malloc_aligned(n))) { rc = sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory"); goto done; }
-        cl_int err = clEnqueueReadBuffer(cl->queue, cl->arena, CL_TRUE, bs->offs, n, bufs[i], 0, NULL, NULL);
-        if ((rc = sd_cl_check(cl->ctx, err, "clEnqueueReadBuffer", s->name)) != SD_OK) goto done;
-    }
-    for (int i = 0; i < SD_MAX_SRC; i++)
-        if (bufs[i]) t->src[i]->data = bufs[i];
-    if (!(out = sd_malloc_aligned(sd_tensor_nbytes(t)))) { rc = sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory"); goto done; }
-    t->data = out;
-    if ((rc = sd_cpu_run_node(sd_cpu_of(cl->cpu), t)) != SD_OK) goto done;
-    cl_int err = clEnqueueWriteBuffer(cl->queue, cl->arena, CL_TRUE, t->offs, sd_tensor_nbytes(t), out, 0, NULL, NULL);
-    rc = sd_cl_check(cl->ctx, err, "clEnqueueWriteBuffer", t->name);
-done:
-    t->data = saved_out;
-    for (int i = n_saved - 1; i >= 0; i--)
-        if (t->src[i]) t->src[i]->data = saved[i];
-    for (int i = 0; i < SD_MAX_SRC; i++) sd_free_aligned(bufs[i]);
-    sd_free_aligned(out);
-    return rc;
-}
-
 static int cl_compute(struct sd_backend *b, struct sd_graph *g, int i0, int i1) {
     struct sd_cl *cl = b->impl;
+    cl->graph = g;
     for (int i = i0; i < i1; i++) {
         struct sd_tensor *t = g->nodes[i];
         if (t->op == SD_OP_NONE || t->op == SD_OP_RESHAPE) continue;
         sd_cl_op_fn fn = (unsigned)t->op < SD_OP_COUNT ? cl_ops[t->op].fn : NULL;
         if (!fn) return sd_errorf(cl->ctx, SD_ERR_UNSUPPORTED, "cl: op %s not supported", sd_op_name(t->op));
         int rc;
-        if (bit_get(cl->failed_ops, t->op)) rc = SD_ERR_BACKEND;
-        else if (bit_get(cl->test_fail_ops, t->op))
+        if (bit_get(cl->test_fail_ops, t->op))
             rc = sd_errorf(cl->ctx, SD_ERR_BACKEND, "opencl: injected device error (test hook cl_test_fail)");
         else rc = fn(cl, t);
         if (rc == SD_OK) continue;
         if (rc != SD_ERR_BACKEND) return sd_error_wrap(cl->ctx, "cl %s [%s]", sd_op_name(t->op), t->name);
+        /* A device error: say which node, and remember the op so that later
+         * graphs place it elsewhere from the start. */
         if (!bit_get(cl->failed_ops, t->op)) {
             sd_logf(&cl->log, SD_LOG_WARN, "opencl: %s [%s] failed on %s: %s; running %s on the cpu from now on",
                     sd_op_name(t->op), t->name, cl->info.name, cl->ctx->msg, sd_op_name(t->op));
             bit_set(cl->failed_ops, t->op);
         }
-        sd_ctx_clear(cl->ctx);
-        if ((rc = run_on_cpu(cl, t)) != SD_OK)
-            return sd_error_wrap(cl->ctx, "cl %s [%s]: cpu fallback after a device error", sd_op_name(t->op), t->name);
+        b->failed_node = i;
+        return sd_error_wrap(cl->ctx, "device error");
     }
     return SD_OK;
 }
@@ -394,7 +387,6 @@ static void cl_free(struct sd_backend *b) {
         sd_cl_programs_free(cl);
         if (cl->queue) clReleaseCommandQueue(cl->queue);
         sd_cl_context_release(cl->context);
-        sd_backend_free(cl->cpu);
         free(cl);
     }
     free(b);
@@ -409,7 +401,8 @@ static const struct sd_backend_i cl_iface = {
     .tensor_set = cl_tensor_set,
     .tensor_get = cl_tensor_get,
     .synchronize = cl_synchronize,
-    .release_weights = sd_cl_release_weights,
+    .weights_released = weights_drop,
+    .weights_changed = weights_drop,
     .free = cl_free,
 };
 

@@ -10,6 +10,7 @@
  */
 #include "cl_impl.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,18 +149,20 @@ int sd_cl_list_devices(struct sd_ctx *ctx, struct sd_cl_device_info *out, int ma
     return SD_OK;
 }
 
-/* Process-wide contexts, one per platform. Not thread-safe: backends are
- * created and freed from one thread. The driver's notices go to the log of
- * the backend that created the context (copied: it may be freed first). */
+/* Process-wide contexts, one per platform, shared by every backend on it;
+ * backends (runtimes) may be created and freed in several threads, hence
+ * the lock. The driver's notices go to the log of the backend that created
+ * the context (copied: it may be freed first). */
 static struct { cl_platform_id p; cl_context c; int refs; struct sd_log *log; } contexts[MAX_PLATFORMS];
+static pthread_mutex_t contexts_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void CL_CALLBACK context_notify(const char *msg, const void *info, size_t cb, void *user) {
     (void)info, (void)cb;
     sd_logf(user, SD_LOG_INFO, "opencl: context: %s", msg);
 }
 
-static int context_get(struct sd_ctx *ctx, cl_platform_id p, struct dev_ref *refs, int nr, const struct sd_log *log,
-                       int log_info, cl_context *out) {
+static int context_get_locked(struct sd_ctx *ctx, cl_platform_id p, struct dev_ref *refs, int nr,
+                              const struct sd_log *log, int log_info, cl_context *out) {
     for (int i = 0; i < MAX_PLATFORMS; i++)
         if (contexts[i].refs > 0 && contexts[i].p == p) {
             contexts[i].refs++;
@@ -188,8 +191,17 @@ static int context_get(struct sd_ctx *ctx, cl_platform_id p, struct dev_ref *ref
     return sd_errorf(ctx, SD_ERR_BACKEND, "opencl: too many OpenCL platforms in use");
 }
 
+static int context_get(struct sd_ctx *ctx, cl_platform_id p, struct dev_ref *refs, int nr, const struct sd_log *log,
+                       int log_info, cl_context *out) {
+    pthread_mutex_lock(&contexts_lock);
+    int rc = context_get_locked(ctx, p, refs, nr, log, log_info, out);
+    pthread_mutex_unlock(&contexts_lock);
+    return rc;
+}
+
 void sd_cl_context_release(cl_context c) {
     if (!c) return;
+    pthread_mutex_lock(&contexts_lock);
     for (int i = 0; i < MAX_PLATFORMS; i++)
         if (contexts[i].refs > 0 && contexts[i].c == c) {
             if (--contexts[i].refs == 0) {
@@ -197,8 +209,9 @@ void sd_cl_context_release(cl_context c) {
                 free(contexts[i].log);
                 contexts[i].c = NULL, contexts[i].log = NULL;
             }
-            return;
+            break;
         }
+    pthread_mutex_unlock(&contexts_lock);
 }
 
 int sd_cl_device_open(struct sd_ctx *ctx, int device_index, const struct sd_log *log, int log_info,

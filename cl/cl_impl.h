@@ -72,7 +72,7 @@ struct sd_cl {
     char export_dir[1024];       /* opts.cl_export_dir ("" = none) */
     char cache_dir[1024];        /* opts.cl_cache_dir + "/cl", created ("" = no disk cache) */
     char test_break[128];        /* opts.cl_test_break (tests) */
-    struct sd_backend *cpu;      /* for nodes that fail on the device (lazy) */
+    const struct sd_graph *graph; /* graph being computed (arena offsets: sd_graph_offs) */
     char build_opts[256];
 };
 

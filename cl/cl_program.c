@@ -23,15 +23,30 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Process-wide; several backends (runtimes) may build programs in several
+ * threads at once, hence atomic updates. */
 static struct sd_cl_counts counts;
+#define COUNT(field) __atomic_add_fetch(&counts.field, 1, __ATOMIC_RELAXED)
 
-void sd_cl_counts_get(struct sd_cl_counts *c) { *c = counts; }
-void sd_cl_counts_reset(void) { memset(&counts, 0, sizeof counts); }
+void sd_cl_counts_get(struct sd_cl_counts *c) {
+    c->built = __atomic_load_n(&counts.built, __ATOMIC_RELAXED);
+    c->cached = __atomic_load_n(&counts.cached, __ATOMIC_RELAXED);
+    c->precompiled = __atomic_load_n(&counts.precompiled, __ATOMIC_RELAXED);
+    c->cache_rejected = __atomic_load_n(&counts.cache_rejected, __ATOMIC_RELAXED);
+}
+void sd_cl_counts_reset(void) {
+    __atomic_store_n(&counts.built, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&counts.cached, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&counts.precompiled, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&counts.cache_rejected, 0, __ATOMIC_RELAXED);
+}
 
 void sd_cl_log_counts(const struct sd_cl *cl) {
     if (!cl->log_info) return;
     sd_logf(&cl->log, SD_LOG_INFO, "opencl: built %d programs, loaded %d from cache, %d precompiled (%d cache entries rejected)",
-            counts.built, counts.cached, counts.precompiled, counts.cache_rejected);
+            __atomic_load_n(&counts.built, __ATOMIC_RELAXED), __atomic_load_n(&counts.cached, __ATOMIC_RELAXED),
+            __atomic_load_n(&counts.precompiled, __ATOMIC_RELAXED),
+            __atomic_load_n(&counts.cache_rejected, __ATOMIC_RELAXED));
 }
 
 static const char *source_text(const char *name) {
@@ -114,7 +129,7 @@ static int from_source(struct sd_cl *cl, const char *name, const char **srcs, in
         clReleaseProgram(p);
         return rc;
     }
-    counts.built++;
+    COUNT(built);
     *out = p;
     return SD_OK;
 }
@@ -153,7 +168,7 @@ int sd_cl_program_ensure(struct sd_cl *cl, int prog) {
         rc = from_binary(cl, name, bin, n, "precompiled", &p, false);
         free(bin);
         if (rc != SD_OK) return sd_error_wrap(cl->ctx, "precompiled dir %s", cl->precompiled_dir);
-        counts.precompiled++;
+        COUNT(precompiled);
     } else {
         const char *common = source_text("common");
         const char *text = sd_cl_sources[prog].text;
@@ -171,9 +186,9 @@ int sd_cl_program_ensure(struct sd_cl *cl, int prog) {
         bool rejected = false;
         if (dir && sd_cl_cache_load(dir, hex, &bin, &n, &rejected) &&
             from_binary(cl, name, bin, n, "cache", &p, true) == SD_OK) {
-            counts.cached++;
+            COUNT(cached);
         } else {
-            if (rejected || bin) counts.cache_rejected++;
+            if (rejected || bin) COUNT(cache_rejected);
             rc = from_source(cl, name, srcs, 2, &p);
             if (rc == SD_OK && dir) {
                 unsigned char *out = NULL;

@@ -49,6 +49,10 @@ int sd_cpu_run_node(struct sd_cpu *cpu, struct sd_tensor *node);
 /* oneDNN plumbing (cpu_dnnl.c). */
 int sd_cpu_dnnl_init(struct sd_cpu *cpu, int conv_policy); /* enum sd_conv_policy */
 void sd_cpu_dnnl_free(struct sd_cpu *cpu);
+/* The weight lifecycle slots (backend.h): drop the oneDNN copies (reordered,
+ * Winograd) of exactly these weights. */
+void sd_cpu_weights_released(struct sd_backend *b, struct sd_tensor *const *w, int n);
+void sd_cpu_weights_changed(struct sd_backend *b, struct sd_tensor *const *w, int n);
 
 /* The ops. */
 int sd_cpu_conv2d(struct sd_cpu *cpu, struct sd_tensor *node);

@@ -128,6 +128,8 @@ static const struct sd_backend_i cpu_iface = {
     .supports = cpu_supports,
     .arena_reserve = cpu_arena_reserve,
     .compute = cpu_compute,
+    .weights_released = sd_cpu_weights_released,
+    .weights_changed = sd_cpu_weights_changed,
     .free = cpu_free,
 };
 

@@ -1,6 +1,11 @@
 /* cpu_dnnl.c - the CPU backend's oneDNN engine, stream, primitive cache and
  * weights cache (contracts in cpu_dnnl.h).
  *
+ * All of it is per backend (per runtime): two runtimes in two threads share
+ * no engine, stream, cache or counter. Weight copies follow the weights'
+ * lifecycle (backend.h): weights_released and weights_changed drop the
+ * copies whose source bytes lie in the weights named, and no others.
+ *
  * Both caches are chained hash tables of malloc'd entries, so an entry's
  * address is stable while cached (ops keep pointers into it during a call).
  * They grow by doubling the bucket count at load factor 1. Nothing is ever
@@ -275,6 +280,38 @@ void sd_cpu_dnnl_weights_forget(struct sd_cpu *cpu) {
     }
     d->n_weights = 0;
 }
+
+void sd_cpu_dnnl_weights_drop(struct sd_cpu *cpu, struct sd_tensor *const *w, int n) {
+    struct sd_cpu_dnnl *d = cpu ? cpu->dnnl : NULL;
+    if (!d || n <= 0) return;
+    struct sd_weight_set set;
+    if (sd_weight_set_init(&set, w, n) != SD_OK) { /* no memory for the set: drop them all */
+        sd_cpu_dnnl_weights_forget(cpu);
+        return;
+    }
+    for (size_t i = 0; i < d->n_w_buckets; i++)
+        for (struct sd_dnnl_weight **pp = &d->w_buckets[i]; *pp;) {
+            struct sd_dnnl_weight *e = *pp;
+            if (sd_weight_set_hits(&set, e->src, e->src_bytes)) {
+                *pp = e->next;
+                weight_destroy(d, e);
+                d->n_weights--;
+            } else {
+                pp = &e->next;
+            }
+        }
+    sd_weight_set_free(&set);
+}
+
+static void cpu_weights_drop(struct sd_backend *b, struct sd_tensor *const *w, int n) {
+    sd_cpu_dnnl_weights_drop(sd_cpu_of(b), w, n);
+}
+
+/* Both lifecycle events drop exactly the copies of the weights named:
+ * released ones are never asked for again, changed ones are reordered
+ * again from their new bytes on their next use. */
+void sd_cpu_weights_released(struct sd_backend *b, struct sd_tensor *const *w, int n) { cpu_weights_drop(b, w, n); }
+void sd_cpu_weights_changed(struct sd_backend *b, struct sd_tensor *const *w, int n) { cpu_weights_drop(b, w, n); }
 
 /* ---- init / free ---- */
 

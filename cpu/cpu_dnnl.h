@@ -14,8 +14,11 @@
  *               run at two batch sizes may get two; weight_bytes counts
  *               them). The contract: a weight's bytes do not
  *               change while it is cached. Whoever changes weights in place
- *               (a LoRA merge) or frees and reuses their memory must call
- *               sd_cpu_dnnl_weights_forget() first. As a soft guard, each
+ *               (a LoRA merge) or frees and reuses their memory tells the
+ *               backend (weights_changed / weights_released in backend.h,
+ *               through sd_runtime_weights_changed and
+ *               sd_runtime_release_model), which drops exactly the copies
+ *               made from those weights' bytes. As a soft guard, each
  *               hit also compares a 64-value fingerprint of the source
  *               weight and re-reorders on a mismatch; it catches most
  *               accidents, it is not a proof.
@@ -127,9 +130,11 @@ void sd_dnnl_prim_drop(struct sd_cpu *cpu, struct sd_dnnl_prim *e);
  * wraps src without copying. Returns SD_OK or SD_ERR_* with ctx set. */
 int sd_dnnl_weights_get(struct sd_cpu *cpu, const float *src, const dnnl_memory_desc_t *user_md,
                         const dnnl_memory_desc_t *want_md, dnnl_memory_t *out);
-/* Drops every cached reordered weight (call after changing weights in
- * place or before freeing a model whose memory may be reused). */
+/* Drops every cached reordered weight. */
 void sd_cpu_dnnl_weights_forget(struct sd_cpu *cpu);
+/* Drops the cached copies made from the bytes of w[0..n) (every copy whose
+ * source overlaps one of them); other weights stay cached. */
+void sd_cpu_dnnl_weights_drop(struct sd_cpu *cpu, struct sd_tensor *const *w, int n);
 
 /* Creates a memory object for md with no buffer (bind with sd_dnnl_bind). */
 int sd_dnnl_mem_new(struct sd_cpu *cpu, const dnnl_memory_desc_t *md, dnnl_memory_t *out);

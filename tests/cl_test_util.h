@@ -114,7 +114,7 @@ static float *tc_run(struct sd_ctx *ctx, struct sd_backend **backends, int n, tc
             struct sd_tensor *t = g->nodes[i];
             if (t->op == SD_OP_NONE || t->op == SD_OP_RESHAPE) continue;
             (*n_compute)++;
-            if (t->backend == 0) (*on_first)++;
+            if (g->backend[i] == 0) (*on_first)++;
         }
     }
 done:

@@ -4,11 +4,14 @@
  * A mock accelerator backend with its own arena (separate memory, like a
  * device) supports only some ops; it runs them with the CPU kernels on its
  * own arena addresses, so a missing copy at a boundary gives wrong numbers.
+ * It can also fail one node (by name) at compute time, as a device would:
+ * the scheduler must run that node on the CPU and carry on, with the same
+ * result and a cause that says why.
  */
 #include "cpu.h"
 #include "test.h"
 
-struct mock { void *arena; size_t size; int computed, sets, gets; unsigned allow; };
+struct mock { void *arena; size_t size; int computed, sets, gets, failures; unsigned allow; const char *fail; };
 
 static bool mock_supports(struct sd_backend *b, const struct sd_tensor *n, char *why, size_t wn) {
     struct mock *m = b->impl;
@@ -27,11 +30,8 @@ static int mock_reserve(struct sd_backend *b, size_t size, void **host) {
     }
     return m->arena ? SD_OK : SD_ERR_NOMEM;
 }
-static void *mock_addr(struct mock *m, struct sd_tensor *t) {
-    if (t->flags & SD_TF_WEIGHT) return t->data;
-    struct sd_tensor *base = t->view_src ? t->view_src : t;
-    return (char *)m->arena + base->offs;
-}
+/* The graph's own nodes (never weights) are pointed at the mock arena
+ * while a node runs. */
 static int mock_compute(struct sd_backend *b, struct sd_graph *g, int i0, int i1) {
     struct mock *m = b->impl;
     struct sd_ctx ctx = {0};
@@ -39,29 +39,36 @@ static int mock_compute(struct sd_backend *b, struct sd_graph *g, int i0, int i1
     for (int i = i0; i < i1; i++) {
         struct sd_tensor *t = g->nodes[i];
         if (t->op == SD_OP_NONE || t->op == SD_OP_RESHAPE) continue;
+        if (m->fail && !strcmp(t->name, m->fail)) {
+            m->failures++;
+            b->failed_node = i;
+            return sd_errorf(b->ctx, SD_ERR_BACKEND, "mock: %s [%s] failed on the device (injected)", sd_op_name(t->op),
+                             t->name);
+        }
+        struct sd_tensor *own[SD_MAX_SRC + 1] = {t, t->src[0], t->src[1], t->src[2]};
         void *saved[SD_MAX_SRC + 1] = {0};
-        saved[0] = t->data;
-        t->data = mock_addr(m, t);
-        for (int s = 0; s < SD_MAX_SRC; s++)
-            if (t->src[s]) { saved[s + 1] = t->src[s]->data; t->src[s]->data = mock_addr(m, t->src[s]); }
+        for (int s = 0; s <= SD_MAX_SRC; s++)
+            if (own[s] && sd_graph_owns(g, own[s])) {
+                saved[s] = own[s]->data;
+                own[s]->data = (char *)m->arena + sd_graph_offs(g, own[s]);
+            }
         int rc = sd_cpu_run_node(&cpu, t);
-        t->data = saved[0];
-        for (int s = 0; s < SD_MAX_SRC; s++)
-            if (t->src[s]) t->src[s]->data = saved[s + 1];
+        for (int s = 0; s <= SD_MAX_SRC; s++)
+            if (own[s] && sd_graph_owns(g, own[s])) own[s]->data = saved[s];
         if (rc) return rc;
         m->computed++;
     }
     return SD_OK;
 }
-static int mock_set(struct sd_backend *b, const struct sd_tensor *t, const void *host) {
+static int mock_set(struct sd_backend *b, const struct sd_graph *g, const struct sd_tensor *t, const void *host) {
     struct mock *m = b->impl;
-    memcpy((char *)m->arena + t->offs, host, sd_tensor_nbytes(t));
+    memcpy((char *)m->arena + sd_graph_offs(g, t), host, sd_tensor_nbytes(t));
     m->sets++;
     return SD_OK;
 }
-static int mock_get(struct sd_backend *b, const struct sd_tensor *t, void *host) {
+static int mock_get(struct sd_backend *b, const struct sd_graph *g, const struct sd_tensor *t, void *host) {
     struct mock *m = b->impl;
-    memcpy(host, (char *)m->arena + t->offs, sd_tensor_nbytes(t));
+    memcpy(host, (char *)m->arena + sd_graph_offs(g, t), sd_tensor_nbytes(t));
     m->gets++;
     return SD_OK;
 }
@@ -143,7 +150,7 @@ int main(void) {
     for (int i = 0; i < g->n_nodes; i++) {
         struct sd_tensor *t = g->nodes[i];
         if (t->op == SD_OP_NONE || t->op == SD_OP_RESHAPE) continue;
-        if (t->backend == 0) placed_mock++; else placed_cpu++;
+        if (g->backend[i] == 0) placed_mock++; else placed_cpu++;
     }
     CHECK(placed_mock == 3 && placed_cpu == 2, "supported ops on mock, others fall back to cpu (%d/%d)", placed_mock,
           placed_cpu);
@@ -161,6 +168,7 @@ int main(void) {
     fill_random(out->data, 2 * 8 * 35, 99);
     memcpy(in->data, x, sizeof x); /* inputs share the arena: set them before every compute */
     CHECK(sd_sched_compute(s, g) == SD_OK && memcmp(first, out->data, sizeof first) == 0, "second compute identical");
+    int rc;
     FILE *dbg = tmpfile();
     sd_sched_print(s, dbg);
     long len = ftell(dbg);
@@ -173,6 +181,64 @@ int main(void) {
     sd_sched_free(s);
     sd_graph_free(g);
 
+    /* A node fails on the mock at compute time: first at the start of a
+     * split (scale after a cpu silu), then in the middle of one (the mock
+     * also runs silu, so add, silu ran there before scale fails). */
+    for (int mid = 0; mid < 2; mid++) {
+        struct mock fm = {.allow = m.allow | (mid ? 1u << SD_OP_SILU : 0), .fail = "scale"};
+        struct sd_backend fb = {.iface = &mock_iface, .ctx = &ctx, .impl = &fm};
+        struct sd_backend *fl[2] = {&fb, cpu};
+        const char *what = mid ? "mid-split" : "split-start";
+        g = build(&ctx, &in, &out);
+        s = sd_sched_new(&ctx, fl, 2);
+        CHECK(s && sd_sched_alloc(s, g) == SD_OK, "%s: placement (%s)", what, ctx.msg);
+        int sc = -1;
+        for (int i = 0; i < g->n_nodes; i++) if (!strcmp(g->nodes[i]->name, "scale")) sc = i;
+        CHECK(sc >= 0 && g->backend[sc] == 0, "%s: scale placed on the mock first", what);
+        memcpy(in->data, x, sizeof x);
+        rc = sd_sched_compute(s, g);
+        CHECK(rc == SD_OK && ctx.status == SD_OK, "%s: compute survives the device failure (%s)", what, ctx.msg);
+        CHECK(rc == SD_OK && check_close(what, out->data, ref, 2 * 8 * 35, 1e-5, 1e-4, NULL) == 0,
+              "%s: result still equals the reference", what);
+        CHECK(sc >= 0 && g->backend[sc] == 1 && fm.failures == 1, "%s: scale re-placed on the cpu (%d failure)", what,
+              fm.failures);
+        const char *cause = sc >= 0 ? s->cause[sc] : "";
+        CHECK(strstr(cause, "failed on mock") && strstr(cause, "failed on the device (injected)"),
+              "%s: the cause says why: %s", what, cause);
+        memcpy(in->data, x, sizeof x);
+        rc = sd_sched_compute(s, g);
+        CHECK(rc == SD_OK && fm.failures == 1 && check_close(what, out->data, ref, 2 * 8 * 35, 1e-5, 1e-4, NULL) == 0,
+              "%s: the next compute places it on the cpu directly (%d failures)", what, fm.failures);
+        sd_sched_free(s);
+        sd_graph_free(g);
+        free(fm.arena);
+    }
+
+    /* A node the mock fails that no other backend runs: an error naming
+     * both causes, not a loop. */
+    struct sd_runtime_opts o3;
+    sd_runtime_opts_init(&o3);
+    o3.threads = 1;
+    o3.cpu_disable = "scale";
+    struct sd_backend *cpu3 = sd_cpu_backend_new(&ctx, &o3);
+    {
+        struct mock fm = {.allow = m.allow, .fail = "scale"};
+        struct sd_backend fb = {.iface = &mock_iface, .ctx = &ctx, .impl = &fm};
+        struct sd_backend *fl[2] = {&fb, cpu3};
+        g = build(&ctx, &in, &out);
+        s = sd_sched_new(&ctx, fl, 2);
+        CHECK(s && sd_sched_alloc(s, g) == SD_OK, "no fallback: placement (%s)", ctx.msg);
+        memcpy(in->data, x, sizeof x);
+        rc = sd_sched_compute(s, g);
+        CHECK(rc != SD_OK && fm.failures == 1 && strstr(ctx.msg, "failed on mock") && strstr(ctx.msg, "cannot run elsewhere"),
+              "no fallback: an error naming the failure: %s", ctx.msg);
+        sd_ctx_clear(&ctx);
+        sd_sched_free(s);
+        sd_graph_free(g);
+        free(fm.arena);
+    }
+    sd_backend_free(cpu3);
+
     /* No backend supports the op: a clear error, not a crash. */
     struct sd_runtime_opts o;
     sd_runtime_opts_init(&o);
@@ -181,7 +247,7 @@ int main(void) {
     struct sd_backend *cpu2 = sd_cpu_backend_new(&ctx, &o);
     g = build(&ctx, &in, &out);
     s = sd_sched_new(&ctx, &cpu2, 1);
-    int rc = sd_sched_alloc(s, g);
+    rc = sd_sched_alloc(s, g);
     CHECK(rc == SD_ERR_UNSUPPORTED && strstr(ctx.msg, "silu"), "unsupported everywhere is an error naming the op: %s", ctx.msg);
     sd_sched_free(s);
     sd_graph_free(g);

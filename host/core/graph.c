@@ -25,12 +25,15 @@ void sd_graph_free(struct sd_graph *g) {
     if (!g) return;
     /* Only the tensors this graph created; weights belong to their model,
      * which may already be gone, so they are not even looked at. */
-    for (int i = 0; i < g->n_owned; i++) free(g->owned[i]);
-    free(g->owned);
+    for (int i = 0; i < g->n_nodes; i++) free(g->nodes[i]);
     free(g->nodes);
+    free(g->weights);
     free(g->outputs);
+    free(g->offs);
     free(g->life_first);
     free(g->life_last);
+    free(g->backend);
+    free(g->valid);
     free(g);
 }
 
@@ -47,34 +50,39 @@ static struct sd_tensor *fail(struct sd_graph *g, const char *fmt, ...) {
     return NULL;
 }
 
-static int push(struct sd_graph *g, struct sd_tensor *t) {
-    if (g->n_nodes == g->cap_nodes) {
-        int cap = g->cap_nodes ? g->cap_nodes * 2 : 256;
-        struct sd_tensor **n = realloc(g->nodes, (size_t)cap * sizeof *n);
-        if (!n) return -1;
-        g->nodes = n;
-        g->cap_nodes = cap;
+static int push(struct sd_tensor ***arr, int *n, int *cap, struct sd_tensor *t) {
+    if (*n == *cap) {
+        int c = *cap ? *cap * 2 : 256;
+        struct sd_tensor **a = realloc(*arr, (size_t)c * sizeof *a);
+        if (!a) return -1;
+        *arr = a;
+        *cap = c;
     }
-    t->index = g->n_nodes;
-    g->nodes[g->n_nodes++] = t;
-    g->planned = 0;
+    (*arr)[(*n)++] = t;
     return 0;
+}
+
+bool sd_graph_owns(const struct sd_graph *g, const struct sd_tensor *t) {
+    return t && t->index >= 0 && t->index < g->n_nodes && g->nodes[t->index] == t;
+}
+
+/* Lists weight w in g->weights once; writes nothing into w. */
+static int add_weight(struct sd_graph *g, struct sd_tensor *w) {
+    for (int i = g->n_weights - 1; i >= 0; i--)
+        if (g->weights[i] == w) return 0;
+    return push(&g->weights, &g->n_weights, &g->cap_weights, w);
 }
 
 static struct sd_tensor *new_tensor(struct sd_graph *g, enum sd_op op, enum sd_dtype type, int n_dims,
                                     const int64_t *dims) {
     struct sd_tensor *t = calloc(1, sizeof *t);
-    if (t && g->n_owned == g->cap_owned) {
-        int cap = g->cap_owned ? g->cap_owned * 2 : 256;
-        struct sd_tensor **o = realloc(g->owned, (size_t)cap * sizeof *o);
-        if (o) g->owned = o, g->cap_owned = cap;
-    }
-    if (!t || g->n_owned == g->cap_owned || push(g, t) != 0) {
+    if (!t || push(&g->nodes, &g->n_nodes, &g->cap_nodes, t) != 0) {
         free(t);
         if (g->status == SD_OK) g->status = sd_errorf(g->ctx, SD_ERR_NOMEM, "graph: out of memory");
         return NULL;
     }
-    g->owned[g->n_owned++] = t;
+    g->planned = 0;
+    t->index = g->n_nodes - 1;
     t->op = op;
     sd_tensor_set_shape(t, type, n_dims, dims);
     snprintf(t->name, sizeof t->name, "%s_%d", sd_op_name(op), t->index);
@@ -105,25 +113,24 @@ struct sd_tensor *sd_graph_input(struct sd_graph *g, const char *name, enum sd_d
 
 struct sd_tensor *sd_graph_weight(struct sd_graph *g, struct sd_tensor *w) {
     if (!g || g->status || !w) return NULL;
-    if (w->index >= 0 && w->index < g->n_nodes && g->nodes[w->index] == w) return w;
-    w->flags |= SD_TF_WEIGHT;
-    if (push(g, w) != 0) return fail(g, "out of memory");
+    if (sd_graph_owns(g, w)) return w;
+    if (!(w->flags & SD_TF_WEIGHT) || !w->data)
+        return fail(g, "%s is neither a node of this graph nor a weight (flag SD_TF_WEIGHT with data)", w->name);
+    if (add_weight(g, w) != 0) return fail(g, "out of memory");
     return w;
 }
 
 /* Weights may be passed to builders directly; they are registered on use. */
 static struct sd_tensor *use(struct sd_graph *g, struct sd_tensor *t) {
-    if (t && (t->flags & SD_TF_WEIGHT || t->data)) {
-        if (!(t->index >= 0 && t->index < g->n_nodes && g->nodes[t->index] == t)) {
-            t->flags |= SD_TF_WEIGHT;
-            if (push(g, t) != 0) return NULL;
-        }
-    }
-    return t;
+    return t && !sd_graph_owns(g, t) ? sd_graph_weight(g, t) : t;
 }
 
 void sd_graph_output(struct sd_graph *g, struct sd_tensor *t) {
     if (!g || !t) return;
+    if (!sd_graph_owns(g, t)) {
+        fail(g, "output %s is not a node of this graph", t->name);
+        return;
+    }
     if (g->n_outputs == g->cap_outputs) {
         int cap = g->cap_outputs ? g->cap_outputs * 2 : 8;
         struct sd_tensor **n = realloc(g->outputs, (size_t)cap * sizeof *n);

@@ -13,8 +13,12 @@
  *   if (sd_graph_plan(g) != SD_OK) ...                        // memory plan, peak bytes
  *
  * Weights are tensors owned by the model (flag SD_TF_WEIGHT, data set); the
- * graph borrows them. Activations get offsets in one arena whose size
- * (g->arena_size) is known after sd_graph_plan and printed by sd_graph_print.
+ * graph borrows them (g->weights) and writes nothing into them, so one model
+ * serves any number of graphs, runtimes and threads at once. Everything a
+ * run needs per node (arena offset, lifetime, backend, validity) lives in
+ * the graph's arrays indexed by the node's position. Activations get offsets
+ * in one arena whose size (g->arena_size) is known after sd_graph_plan and
+ * printed by sd_graph_print.
  */
 #ifndef SDRT_GRAPH_H
 #define SDRT_GRAPH_H
@@ -26,16 +30,25 @@
 struct sd_graph {
     struct sd_ctx *ctx;
     int status;                 /* first build error (message in ctx) */
-    struct sd_tensor **nodes;   /* every tensor created by this graph, in creation order */
+    struct sd_tensor **nodes;   /* the tensors this graph created (and frees), in creation
+                                 * order: nodes[i]->index == i. Weights are not nodes. */
     int n_nodes, cap_nodes;
-    struct sd_tensor **owned;   /* the tensors created (and freed) by this graph */
-    int n_owned, cap_owned;
+    struct sd_tensor **weights; /* the model weights the graph reads (borrowed, never written) */
+    int n_weights, cap_weights;
     struct sd_tensor **outputs;
     int n_outputs, cap_outputs;
     size_t arena_size;          /* activation bytes needed (after sd_graph_plan) */
     size_t naive_size;          /* sum of all activation sizes (no reuse), for reporting */
     int planned;
-    int *life_first, *life_last; /* per node index, after plan */
+    /* Run state, one entry per node index. Memory plan (sd_graph_plan):
+     * arena offset (a view: its base's) and lifetime [first, last]. */
+    size_t *offs;
+    int *life_first, *life_last;
+    /* Placement (sd_sched_alloc): the backend index that runs the node, and
+     * (sd_sched_compute) the bitmask of backends holding its current bytes. */
+    int *backend;
+    unsigned *valid;
+    const void *placed_by;      /* the scheduler the placement belongs to */
 };
 
 /* Returns a new empty graph owned by the caller (free with sd_graph_free). */
@@ -43,8 +56,11 @@ struct sd_graph *sd_graph_new(struct sd_ctx *ctx);
 void sd_graph_free(struct sd_graph *g);
 
 /* Leaves. An input's data is written by the caller after allocation. A
- * weight is a tensor owned by someone else (a model); the graph only refers
- * to it, and it must outlive the graph. */
+ * weight is a tensor owned by someone else (a model) with flag SD_TF_WEIGHT
+ * and data set; the graph only lists it in g->weights (once), and it must
+ * outlive the graph. Builders register the weights they are given the same
+ * way; a source that is neither this graph's node nor a weight is a build
+ * error. */
 struct sd_tensor *sd_graph_input(struct sd_graph *g, const char *name, enum sd_dtype type,
                                  int n_dims, const int64_t *dims);
 struct sd_tensor *sd_graph_weight(struct sd_graph *g, struct sd_tensor *w);
@@ -99,8 +115,15 @@ void sd_graph_print(const struct sd_graph *g, FILE *f, int verbose);
  * occupy disjoint arena ranges. */
 bool sd_graph_plan_check(const struct sd_graph *g);
 
-/* Lifetime of node i's memory: [first, last] node indices (after plan). */
+/* Lifetime of node t's memory: [first, last] node indices (after plan). */
 void sd_graph_lifetime(const struct sd_graph *g, const struct sd_tensor *t, int *first, int *last);
+
+/* Arena offset of t's bytes (a view: its base's) after plan; t must be a
+ * node of g in the arena or a view of one. */
+size_t sd_graph_offs(const struct sd_graph *g, const struct sd_tensor *t);
+
+/* Whether t is a node of g (created by it), as opposed to a weight. */
+bool sd_graph_owns(const struct sd_graph *g, const struct sd_tensor *t);
 
 /* Whether a tensor occupies activation-arena memory (not a weight, not a view). */
 bool sd_tensor_in_arena(const struct sd_tensor *t);

@@ -11,6 +11,10 @@
  * op never writes over its own inputs. Each backend allocates one arena of
  * arena_size bytes and uses the same offsets, which makes cross-backend
  * copies a matter of copying [offs, offs+nbytes) between arenas.
+ *
+ * Everything computed here lives in the graph's per-node arrays (offs,
+ * life_first, life_last, indexed by node position); weights are not nodes
+ * and are neither read for a position nor written.
  */
 #include "graph.h"
 
@@ -92,26 +96,52 @@ static int fl_free(struct freelist *fl, size_t off, size_t size) {
 static size_t padded(const struct sd_tensor *t) { return (sd_tensor_nbytes(t) + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
 
 void sd_graph_lifetime(const struct sd_graph *g, const struct sd_tensor *t, int *first, int *last) {
-    *first = g->life_first ? g->life_first[t->index] : -1;
-    *last = g->life_last ? g->life_last[t->index] : -1;
+    bool ok = g->planned && sd_graph_owns(g, t);
+    *first = ok ? g->life_first[t->index] : -1;
+    *last = ok ? g->life_last[t->index] : -1;
+}
+
+size_t sd_graph_offs(const struct sd_graph *g, const struct sd_tensor *t) {
+    const struct sd_tensor *b = t->view_src ? t->view_src : t;
+    return g->offs && sd_graph_owns(g, b) ? g->offs[b->index] : 0;
+}
+
+/* Checks that every source of every node is a node of g or a weight, and
+ * lists weights given to builders that do not register them. */
+static int check_sources(struct sd_graph *g) {
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int s = 0; s < SD_MAX_SRC; s++) {
+            struct sd_tensor *src = g->nodes[i]->src[s];
+            if (!src || sd_graph_owns(g, src)) continue;
+            if (!sd_graph_weight(g, src)) return g->status ? g->status : SD_ERR_INVALID;
+        }
+    return SD_OK;
 }
 
 int sd_graph_plan(struct sd_graph *g) {
     if (!g) return SD_ERR_INVALID;
     if (g->status) return g->status;
+    if (check_sources(g) != SD_OK) return g->status;
     const int n = g->n_nodes;
+    free(g->offs);
     free(g->life_first);
     free(g->life_last);
+    free(g->backend);
+    free(g->valid);
+    g->backend = NULL;
+    g->placed_by = NULL;
+    g->valid = NULL;
+    g->planned = 0;
+    g->offs = calloc((size_t)n + 1, sizeof(size_t));
     g->life_first = malloc((size_t)(n + 1) * sizeof(int));
     g->life_last = malloc((size_t)(n + 1) * sizeof(int));
     int *order = malloc((size_t)(2 * n + 2) * sizeof(int));
     int *dcount = calloc((size_t)n + 2, sizeof(int));
     struct freelist fl = {0};
-    if (!g->life_first || !g->life_last || !order || !dcount) goto nomem;
+    if (!g->offs || !g->life_first || !g->life_last || !order || !dcount) goto nomem;
 
     for (int i = 0; i < n; i++) {
         struct sd_tensor *t = g->nodes[i];
-        t->index = i;
         g->life_first[i] = (t->flags & SD_TF_INPUT) ? 0 : i;
         g->life_last[i] = g->life_first[i];
     }
@@ -121,6 +151,7 @@ int sd_graph_plan(struct sd_graph *g) {
             struct sd_tensor *src = t->src[s];
             if (!src) continue;
             if (src->view_src) src = src->view_src;
+            if (!sd_graph_owns(g, src)) continue; /* a weight */
             if (g->life_last[src->index] < i) g->life_last[src->index] = i;
         }
     }
@@ -142,15 +173,15 @@ int sd_graph_plan(struct sd_graph *g) {
     /* Inputs first: they are live from the start. */
     for (int i = 0; i < n; i++) {
         struct sd_tensor *t = g->nodes[i];
-        if (sd_tensor_in_arena(t) && (t->flags & SD_TF_INPUT)) { t->offs = fl_alloc(&fl, padded(t)); naive += padded(t); }
+        if (sd_tensor_in_arena(t) && (t->flags & SD_TF_INPUT)) { g->offs[i] = fl_alloc(&fl, padded(t)); naive += padded(t); }
     }
     for (int i = 0; i < n; i++) {
         struct sd_tensor *t = g->nodes[i];
-        if (sd_tensor_in_arena(t) && !(t->flags & SD_TF_INPUT)) { t->offs = fl_alloc(&fl, padded(t)); naive += padded(t); }
-        if (t->op == SD_OP_RESHAPE) t->offs = t->view_src->offs;
+        if (sd_tensor_in_arena(t) && !(t->flags & SD_TF_INPUT)) { g->offs[i] = fl_alloc(&fl, padded(t)); naive += padded(t); }
+        if (t->op == SD_OP_RESHAPE) g->offs[i] = g->offs[t->view_src->index];
         for (int k = 0; k < dcount[i]; k++) {
-            struct sd_tensor *d = g->nodes[order[dstart[i] + k]];
-            if (fl_free(&fl, d->offs, padded(d)) != 0) goto nomem;
+            int d = order[dstart[i] + k];
+            if (fl_free(&fl, g->offs[d], padded(g->nodes[d])) != 0) goto nomem;
         }
     }
     g->arena_size = fl.peak;
@@ -172,12 +203,12 @@ bool sd_graph_plan_check(const struct sd_graph *g) {
     for (int i = 0; i < g->n_nodes; i++) {
         const struct sd_tensor *a = g->nodes[i];
         if (!sd_tensor_in_arena(a)) continue;
-        if (a->offs + sd_tensor_nbytes(a) > g->arena_size) return false;
+        if (g->offs[i] + sd_tensor_nbytes(a) > g->arena_size) return false;
         for (int j = i + 1; j < g->n_nodes; j++) {
             const struct sd_tensor *b = g->nodes[j];
             if (!sd_tensor_in_arena(b)) continue;
             bool live_overlap = g->life_first[i] <= g->life_last[j] && g->life_first[j] <= g->life_last[i];
-            bool mem_overlap = a->offs < b->offs + sd_tensor_nbytes(b) && b->offs < a->offs + sd_tensor_nbytes(a);
+            bool mem_overlap = g->offs[i] < g->offs[j] + sd_tensor_nbytes(b) && g->offs[j] < g->offs[i] + sd_tensor_nbytes(a);
             if (live_overlap && mem_overlap) return false;
         }
     }
@@ -185,17 +216,17 @@ bool sd_graph_plan_check(const struct sd_graph *g) {
 }
 
 void sd_graph_print(const struct sd_graph *g, FILE *f, int verbose) {
-    int n_ops = 0, n_w = 0;
+    int n_ops = 0, n_w = g->n_weights;
     size_t wbytes = 0;
+    for (int i = 0; i < g->n_weights; i++) wbytes += sd_tensor_nbytes(g->weights[i]);
     for (int i = 0; i < g->n_nodes; i++) {
         const struct sd_tensor *t = g->nodes[i];
-        if (t->flags & SD_TF_WEIGHT) { n_w++; wbytes += sd_tensor_nbytes(t); }
-        else if (t->op != SD_OP_NONE) n_ops++;
+        if (t->op != SD_OP_NONE) n_ops++;
         if (verbose && t->op != SD_OP_NONE) {
             char s[64];
             fprintf(f, "  %5d %-18s %-40s %-22s", i, sd_op_name(t->op), t->name, sd_tensor_shape_str(t, s, sizeof s));
             if (g->planned && sd_tensor_in_arena(t))
-                fprintf(f, " @%-12zu live [%d, %d]", t->offs, g->life_first[i], g->life_last[i]);
+                fprintf(f, " @%-12zu live [%d, %d]", g->offs[i], g->life_first[i], g->life_last[i]);
             fputc('\n', f);
         }
     }

@@ -94,10 +94,15 @@ void sd_runtime_free(struct sd_runtime *rt) {
 
 struct sd_ctx *sd_runtime_ctx(struct sd_runtime *rt) { return rt->ctx; }
 
-void sd_runtime_release_owner(struct sd_runtime *rt, uint64_t owner) {
-    for (int i = 0; rt && i < RT_CACHE; i++)
+void sd_runtime_release_owner(struct sd_runtime *rt, uint64_t owner, struct sd_tensor *const *weights, int n) {
+    if (!rt) return;
+    for (int i = 0; i < RT_CACHE; i++)
         if (rt->cache[i].g && rt->cache[i].owner == owner) entry_clear(&rt->cache[i]);
-    for (int i = 0; rt && i < rt->n_backends; i++) sd_backend_release_weights(rt->backends[i]);
+    for (int i = 0; i < rt->n_backends; i++) sd_backend_weights_released(rt->backends[i], weights, n);
+}
+
+void sd_runtime_weights_changed(struct sd_runtime *rt, struct sd_tensor *const *weights, int n) {
+    for (int i = 0; rt && i < rt->n_backends; i++) sd_backend_weights_changed(rt->backends[i], weights, n);
 }
 
 void sd_runtime_set_profile(struct sd_runtime *rt, int on) {
@@ -110,6 +115,9 @@ const struct sd_op_profile *sd_runtime_profile(const struct sd_runtime *rt, int 
 }
 
 int sd_runtime_n_backends(const struct sd_runtime *rt) { return rt->n_backends; }
+struct sd_backend *sd_runtime_backend(struct sd_runtime *rt, int i) {
+    return rt && i >= 0 && i < rt->n_backends ? rt->backends[i] : NULL;
+}
 const char *sd_runtime_backend_name(const struct sd_runtime *rt, int i) {
     return i >= 0 && i < rt->n_backends ? sd_backend_name(rt->backends[i]) : "?";
 }
@@ -177,7 +185,10 @@ static int finish(struct sd_runtime *rt, struct rt_entry *e, struct sd_tensor *o
     sd_graph_output(e->g, out);
     e->out = out;
     if ((rc = sd_graph_plan(e->g)) != SD_OK) goto fail;
-    if (!(e->s = sd_sched_new(&rt->err, rt->backends, rt->n_backends))) {
+    if ((e->s = sd_sched_new(&rt->err, rt->backends, rt->n_backends))) {
+        e->s->log = rt->log;
+        e->s->log_placement = (rt->debug & SD_DEBUG_SCHED) != 0;
+    } else {
         rc = rt->err.status;
         goto fail;
     }
@@ -203,7 +214,7 @@ static int run(struct sd_runtime *rt, struct rt_entry *e, const void *const *inp
         for (int i = 0; i < e->g->n_nodes; i++) {
             const struct sd_tensor *t = e->g->nodes[i];
             if (t->op == SD_OP_NONE || t->op == SD_OP_RESHAPE) continue;
-            struct sd_op_profile *p = &rt->prof[t->backend][t->op];
+            struct sd_op_profile *p = &rt->prof[e->g->backend[i]][t->op];
             p->seconds += e->s->node_time[i];
             p->flops += sd_node_flops(t);
             p->calls++;

@@ -7,6 +7,11 @@
  * backend's one activation arena, so peak activation memory is the largest
  * graph's. The runtime knows nothing of models: model/model_run.h runs the
  * CLIP, UNet and VAE graphs through sd_runtime_run.
+ *
+ * Threads: a runtime (its backends, arena and graphs) is used by one thread
+ * at a time. Several runtimes may run graphs of one model in several
+ * threads at once: graphs and backends never write into weights, and the
+ * lazy weight load is locked (weights.h).
  */
 #ifndef SDRT_RUNTIME_H
 #define SDRT_RUNTIME_H
@@ -121,9 +126,13 @@ int sd_runtime_run(struct sd_runtime *rt, const struct sd_graph_key *key, sd_gra
 /* Peak activation arena over the graphs built so far, in bytes. */
 size_t sd_runtime_arena_bytes(const struct sd_runtime *rt);
 struct sd_ctx *sd_runtime_ctx(struct sd_runtime *rt);
-/* Drops the cached graphs whose key has this owner and the backends' copies
- * of its weights. */
-void sd_runtime_release_owner(struct sd_runtime *rt, uint64_t owner);
+/* Drops the cached graphs whose key has this owner, and every backend's
+ * copies of weights[0..n) (all of the owner's weights: device uploads,
+ * reordered layouts), so nothing of a released model stays behind. */
+void sd_runtime_release_owner(struct sd_runtime *rt, uint64_t owner, struct sd_tensor *const *weights, int n);
+/* The bytes of weights[0..n) changed in place (e.g. a LoRA merge): every
+ * backend makes its copies of exactly these again before their next use. */
+void sd_runtime_weights_changed(struct sd_runtime *rt, struct sd_tensor *const *weights, int n);
 
 /* Profiling: when on, every run times each node (synchronised; a little
  * slower) and accumulates seconds, FLOPs and calls per (backend, op). */
@@ -132,6 +141,9 @@ void sd_runtime_set_profile(struct sd_runtime *rt, int on); /* also resets the c
 const struct sd_op_profile *sd_runtime_profile(const struct sd_runtime *rt, int backend, enum sd_op op);
 int sd_runtime_n_backends(const struct sd_runtime *rt);
 const char *sd_runtime_backend_name(const struct sd_runtime *rt, int i);
+/* The i-th backend (priority order; the CPU last), NULL if out of range:
+ * for tests and tools that inspect a backend's caches. */
+struct sd_backend *sd_runtime_backend(struct sd_runtime *rt, int i);
 void sd_runtime_profile_print(const struct sd_runtime *rt, FILE *f);
 
 #endif

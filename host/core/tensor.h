@@ -8,6 +8,9 @@
  *
  * A node is a tensor with op != SD_OP_NONE and src[] set. Leaves are graph
  * inputs (data written by the caller) or weights (data owned by a model).
+ * A tensor is either owned by one graph (created by its builders, freed with
+ * it) or a weight (flag SD_TF_WEIGHT, owned by a model and shared read-only
+ * by every graph and runtime that uses it; see `data` and `index` below).
  */
 #ifndef SDRT_TENSOR_H
 #define SDRT_TENSOR_H
@@ -69,14 +72,17 @@ struct sd_tensor {
     struct sd_tensor *src[SD_MAX_SRC];
     struct sd_tensor *view_src; /* RESHAPE: the tensor whose memory this aliases */
     int flags;
-    /* Placement, filled by the graph's memory plan. Activations live at
-     * `offs` in every backend's activation arena; weights have data set. */
-    size_t offs;
-    void *data;   /* host address (CPU arena + offs, or weight data) */
-    void *extra;  /* backend-private (unused by the core) */
-    int index;    /* position in graph->nodes, -1 for leaves not in nodes */
-    int backend;  /* scheduler: index of the backend that runs this node */
-    unsigned valid; /* scheduler: bitmask of backends holding current data */
+    /* Host address of the bytes. Weights: set by their model at load and
+     * never written by graphs, schedulers or backends (a weight may be read
+     * by several graphs and runtimes at once). Graph-owned tensors: set by
+     * the scheduler to the host arena (+ the graph's offset); only the graph
+     * that created the tensor ever writes it. */
+    void *data;
+    /* Graph-owned tensors: position in the creating graph's nodes, fixed at
+     * creation; per-node run state (arena offset, lifetime, placement,
+     * validity) lives in that graph's arrays at this index (graph.h).
+     * Weights have no position (-1) and no run state. */
+    int index;
     char name[64];
 };
 

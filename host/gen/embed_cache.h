@@ -2,10 +2,12 @@
  * in bytes.
  *
  * Key: (model id, clip skip, the 77-id sequences); value: the CLIP output
- * [n_chunks * 77, hidden]. A repeated prompt costs no CLIP time. Shared by
- * every pipeline and backend (the embedding does not depend on the backend
- * beyond rounding). The pipeline also keeps VAE-encode moments here, keyed
- * by the image's bytes under a negative "clip skip" tag (pipeline.c).
+ * [n_chunks * 77, hidden]. A repeated prompt costs no CLIP time. May be
+ * shared by every pipeline, runtime and thread (a mutex guards it; a hit is
+ * copied out under it), and by every backend (the embedding does not depend
+ * on the backend beyond rounding). The pipeline also keeps VAE-encode
+ * moments here, keyed by the image's bytes under a negative "clip skip" tag
+ * (pipeline.c).
  */
 #ifndef SDRT_EMBED_CACHE_H
 #define SDRT_EMBED_CACHE_H
@@ -18,15 +20,15 @@ struct sd_embed_cache;
 struct sd_embed_cache *sd_embed_cache_new(size_t max_bytes);
 void sd_embed_cache_free(struct sd_embed_cache *c);
 
-/* Returns the cached embedding (n floats) for the key, or NULL. The pointer
- * stays valid until the next put. */
-const float *sd_embed_cache_get(struct sd_embed_cache *c, uint64_t model_id, int clip_skip, const int32_t *ids,
-                                int n_ids, int64_t *n);
+/* When the key is cached with exactly n floats, copies them into out and
+ * returns true (a hit); otherwise returns false (a miss). */
+bool sd_embed_cache_get(struct sd_embed_cache *c, uint64_t model_id, int clip_skip, const int32_t *ids, int n_ids,
+                        float *out, int64_t n);
 /* Stores a copy of emb (n floats); evicts least recently used entries. */
 void sd_embed_cache_put(struct sd_embed_cache *c, uint64_t model_id, int clip_skip, const int32_t *ids, int n_ids,
                         const float *emb, int64_t n);
 
 /* Statistics. */
-void sd_embed_cache_stats(const struct sd_embed_cache *c, int *hits, int *misses, size_t *bytes);
+void sd_embed_cache_stats(struct sd_embed_cache *c, int *hits, int *misses, size_t *bytes);
 
 #endif

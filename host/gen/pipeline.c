@@ -81,18 +81,14 @@ int sd_encode_prompt(struct sd_pipeline *p, const char *prompt, int clip_skip, f
     int rc = tokenize_chunks(p, prompt, &ids, &w, n_chunks);
     if (rc) return rc;
     const int L = p->model->clip.max_pos, d = p->model->clip.hidden, nid = *n_chunks * L;
-    int64_t n = 0;
-    /* The cache holds the unweighted CLIP output, keyed by the ids. */
-    const float *hit = sd_embed_cache_get(p->cache, p->model->id, clip_skip, ids, nid, &n);
-    if (hit && n != (int64_t)nid * d) hit = NULL;
     *emb = malloc(sizeof(float) * (size_t)nid * d);
     if (!*emb) {
         free(ids);
         free(w);
         return sd_errorf(p->ctx, SD_ERR_NOMEM, "prompt: out of memory");
     }
-    if (hit) {
-        memcpy(*emb, hit, sizeof(float) * (size_t)n);
+    /* The cache holds the unweighted CLIP output, keyed by the ids. */
+    if (sd_embed_cache_get(p->cache, p->model->id, clip_skip, ids, nid, *emb, (int64_t)nid * d)) {
         *cached = 1;
     } else {
         *cached = 0;
@@ -203,10 +199,8 @@ static int vae_encode_cached(struct gen *G, const float *img, float *moments) {
     const int H = G->g->height, W = G->g->width;
     const int tag = -(H * 65536 + W), n_words = 3 * H * W;
     const size_t n_mom = (size_t)2 * p->model->vae.latent_channels * G->h * G->w;
-    int64_t n = 0;
-    const float *hit = sd_embed_cache_get(p->cache, p->model->id, tag, (const int32_t *)(const void *)img, n_words, &n);
-    if (hit && (size_t)n == n_mom) {
-        memcpy(moments, hit, n_mom * sizeof(float));
+    if (sd_embed_cache_get(p->cache, p->model->id, tag, (const int32_t *)(const void *)img, n_words, moments,
+                           (int64_t)n_mom)) {
         G->vae_cached = 1;
         return SD_OK;
     }

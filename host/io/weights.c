@@ -1,7 +1,17 @@
 /* weights.c - a model's f32 tensors by name, loaded lazily from safetensors
- * files (see weights.h for the contract). */
+ * files (see weights.h for the contract).
+ *
+ * Threads: the lazy load (and the `used` mark) runs under one mutex per
+ * weight set, so graphs of one model may be built from several threads at
+ * once; everything else a lookup reads (the index, names, shapes) is fixed
+ * once the model is loaded. The lock is taken once per sd_weights_get, at
+ * graph build time only (a few hundred times per graph, uncontended ~20 ns
+ * each), which is why it is preferred over loading every tensor at model
+ * load: tensors nobody asks for (e.g. the VAE encoder for txt2img) would
+ * then cost memory. */
 #include "weights.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +47,7 @@ struct sd_weights {
     uint32_t index_cap;
     struct w_source *src;
     int n_src;
+    pthread_mutex_t lock;            /* lazy loads and `used` marks */
 };
 
 static uint32_t hash_name(const char *s) {
@@ -110,7 +121,11 @@ fail:
 struct sd_weights *sd_weights_new(struct sd_ctx *ctx) {
     struct sd_weights *w = calloc(1, sizeof *w);
     if (!w) sd_errorf(ctx, SD_ERR_NOMEM, "weights: out of memory");
-    else w->ctx = ctx;
+    else if (pthread_mutex_init(&w->lock, NULL) != 0) {
+        free(w);
+        sd_errorf(ctx, SD_ERR_NOMEM, "weights: cannot create a mutex");
+        return NULL;
+    } else w->ctx = ctx;
     return w;
 }
 
@@ -125,6 +140,7 @@ void sd_weights_free(struct sd_weights *w) {
     free(w->src);
     free(w->e);
     free(w->index);
+    pthread_mutex_destroy(&w->lock);
     free(w);
 }
 
@@ -242,17 +258,22 @@ static int entry_load(struct sd_ctx *ctx, struct w_entry *e) {
     return SD_OK;
 }
 
-static int load_ctx(struct sd_ctx *ctx, struct w_entry *e) {
+static int load(struct sd_weights *w, struct sd_ctx *ctx, struct w_entry *e) {
+    pthread_mutex_lock(&w->lock);
     e->used = 1;
-    return e->kind == W_FILE ? entry_load(ctx, e) : SD_OK;
+    int rc = e->kind == W_FILE ? entry_load(ctx, e) : SD_OK;
+    pthread_mutex_unlock(&w->lock);
+    return rc;
 }
 
-static int load(struct sd_weights *w, struct w_entry *e) { return load_ctx(w->ctx, e); }
+struct sd_tensor *sd_weights_find_to(struct sd_weights *w, struct sd_ctx *ctx, const char *name) {
+    struct w_entry *e = w && name ? lookup(w, name) : NULL;
+    if (!e || load(w, ctx, e)) return NULL;
+    return &e->t;
+}
 
 struct sd_tensor *sd_weights_find(struct sd_weights *w, const char *name) {
-    struct w_entry *e = w && name ? lookup(w, name) : NULL;
-    if (!e || load(w, e)) return NULL;
-    return &e->t;
+    return sd_weights_find_to(w, w ? w->ctx : NULL, name);
 }
 
 static const char *sources(const struct sd_weights *w, char *buf, size_t n) {
@@ -275,11 +296,11 @@ static char *dims_str(int n_dims, const int64_t *dims, char *buf, size_t n) {
 }
 
 struct sd_tensor *sd_weights_get(struct sd_weights *w, const char *name, int n_dims, const int64_t *dims) {
-    return w ? sd_weights_get_ctx(w, w->ctx, name, n_dims, dims) : NULL;
+    return sd_weights_get_to(w, w ? w->ctx : NULL, name, n_dims, dims);
 }
 
-struct sd_tensor *sd_weights_get_ctx(struct sd_weights *w, struct sd_ctx *ctx, const char *name, int n_dims,
-                                     const int64_t *dims) {
+struct sd_tensor *sd_weights_get_to(struct sd_weights *w, struct sd_ctx *ctx, const char *name, int n_dims,
+                                    const int64_t *dims) {
     if (!w) return NULL;
     struct w_entry *e = name ? lookup(w, name) : NULL;
     char a[256], b[256];
@@ -298,7 +319,7 @@ struct sd_tensor *sd_weights_get_ctx(struct sd_weights *w, struct sd_ctx *ctx, c
             return NULL;
         }
     }
-    return load_ctx(ctx, e) ? NULL : &e->t;
+    return load(w, ctx, e) ? NULL : &e->t;
 }
 
 int sd_weights_shape(const struct sd_weights *w, const char *name, int64_t dims[SD_ST_MAX_DIMS]) {
@@ -376,14 +397,17 @@ int sd_weights_load_all(struct sd_weights *w) {
      * thread) instead of one region per tensor: fewer barriers, and the
      * page faults of different tensors overlap. Messages are recorded by a
      * serial pass over whatever failed. */
+    int rc = SD_OK;
+    pthread_mutex_lock(&w->lock);
     #pragma omp parallel for schedule(dynamic, 1)
     for (int k = 0; k < w->n; k++)
         if (w->e[k]->kind == W_FILE) entry_load(NULL, w->e[k]);
-    for (int k = 0; k < w->n; k++) {
+    for (int k = 0; k < w->n && rc == SD_OK; k++) {
         struct w_entry *e = w->e[k];
-        if (e->kind == W_FILE && entry_load(w->ctx, e)) return w->ctx && w->ctx->status ? w->ctx->status : SD_ERR_FORMAT;
+        if (e->kind == W_FILE && entry_load(w->ctx, e)) rc = w->ctx && w->ctx->status ? w->ctx->status : SD_ERR_FORMAT;
     }
-    return SD_OK;
+    pthread_mutex_unlock(&w->lock);
+    return rc;
 }
 
 int sd_weights_count(const struct sd_weights *w) { return w ? w->n : 0; }
@@ -398,6 +422,10 @@ int64_t sd_weights_n_params(const struct sd_weights *w) {
         n += c;
     }
     return n;
+}
+
+struct sd_tensor *sd_weights_tensor(struct sd_weights *w, int i) {
+    return w && i >= 0 && i < w->n ? &w->e[i]->t : NULL;
 }
 
 size_t sd_weights_nbytes(const struct sd_weights *w) {

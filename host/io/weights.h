@@ -21,7 +21,11 @@
  *   file, the source pages are dropped from our resident set
  *   (madvise DONTNEED), so a model never holds both the f16 and f32 copies.
  *   Tensors never asked for cost no memory.
- * - Not thread-safe: build a model's weights from one thread.
+ * - Threads: build a model's weights (add_file, add, add_slice, reshape)
+ *   from one thread. Once built, sd_weights_get/find/load_all may be called
+ *   from any number of threads at once (the lazy load runs under a mutex),
+ *   so two runtimes can build graphs of one model concurrently. Nothing but
+ *   the loader writes a tensor: graphs and backends only read them.
  * - Errors (NULL / status with ctx set) name the tensor and the source:
  *   "missing tensor 'x.y.weight' in FILE", "tensor 'x' in FILE has shape
  *   [320, 4, 3, 3], expected [320, 9, 3, 3]", "tensor 'x' in FILE has
@@ -59,13 +63,15 @@ int sd_weights_add_file(struct sd_weights *w, struct sd_st_file *f, const char *
  * it is -1. Returns NULL with ctx set on a missing tensor, a wrong shape, an
  * unsupported dtype or rank, or out of memory. Marks the tensor used. */
 struct sd_tensor *sd_weights_get(struct sd_weights *w, const char *name, int n_dims, const int64_t *dims);
-/* The same with the error on ctx instead of the container's own (the
- * caller's job: a graph built by a runtime for one of several jobs). */
-struct sd_tensor *sd_weights_get_ctx(struct sd_weights *w, struct sd_ctx *ctx, const char *name, int n_dims,
-                                     const int64_t *dims);
 /* Like sd_weights_get without a shape check, but a missing tensor returns
  * NULL without recording an error (for optional tensors). */
 struct sd_tensor *sd_weights_find(struct sd_weights *w, const char *name);
+/* The same, recording errors on ctx (the caller's job) instead of the
+ * context w was created with: for graph builders running in several
+ * threads, each with its own context. */
+struct sd_tensor *sd_weights_get_to(struct sd_weights *w, struct sd_ctx *ctx, const char *name, int n_dims,
+                                    const int64_t *dims);
+struct sd_tensor *sd_weights_find_to(struct sd_weights *w, struct sd_ctx *ctx, const char *name);
 /* Rank of `name` with its dims (outermost first) in dims[0..8), without
  * loading it; -1 when absent. For model detection (SD1 vs SD2, inpainting). */
 int sd_weights_shape(const struct sd_weights *w, const char *name, int64_t dims[SD_ST_MAX_DIMS]);
@@ -92,6 +98,9 @@ int sd_weights_load_all(struct sd_weights *w);
 
 /* Number of tensors, including slices. */
 int sd_weights_count(const struct sd_weights *w);
+/* The i-th tensor (insertion order; data NULL while not loaded), e.g. to
+ * tell backends that a model's weights are released or changed. */
+struct sd_tensor *sd_weights_tensor(struct sd_weights *w, int i);
 /* Total elements of all tensors except slices (which alias their source). */
 int64_t sd_weights_n_params(const struct sd_weights *w);
 /* Bytes of f32 data currently held: converted and added tensors, plus

@@ -1,6 +1,10 @@
 /* model_run.c - CLIP, UNet and VAE graphs through the runtime's graph cache. */
 #include "model_run.h"
 
+#include <stdlib.h>
+
+#include "weights.h"
+
 enum { RUN_CLIP = 1, RUN_UNET, RUN_VAE_DEC, RUN_VAE_ENC };
 
 struct run_args {
@@ -95,6 +99,24 @@ int sd_run_vae_encode(struct sd_runtime *rt, struct sd_model *m, const float *im
     return sd_runtime_run(rt, &k, build_vae_enc, &r, in, moments);
 }
 
+/* Every weight tensor of m (all components), malloc'd; *n gets the count. */
+static struct sd_tensor **model_weights(const struct sd_model *m, int *n) {
+    struct sd_weights *parts[3] = {m->te, m->un, m->va};
+    int total = 0, k = 0;
+    for (int p = 0; p < 3; p++) total += sd_weights_count(parts[p]);
+    struct sd_tensor **w = malloc((size_t)(total > 0 ? total : 1) * sizeof *w);
+    for (int p = 0; w && p < 3; p++)
+        for (int i = 0; i < sd_weights_count(parts[p]); i++) w[k++] = sd_weights_tensor(parts[p], i);
+    *n = w ? k : 0;
+    return w;
+}
+
 void sd_runtime_release_model(struct sd_runtime *rt, const struct sd_model *m) {
-    if (rt && m) sd_runtime_release_owner(rt, m->id);
+    if (!rt || !m) return;
+    int n = 0;
+    struct sd_tensor **w = model_weights(m, &n);
+    /* Without the list (out of memory) the graphs still go; the backends'
+     * copies are then only dropped when the runtime is freed. */
+    sd_runtime_release_owner(rt, m->id, w, n);
+    free(w);
 }

@@ -21,8 +21,9 @@ int sd_run_vae_decode(struct sd_runtime *rt, struct sd_model *m, const float *z,
 /* VAE: img [B, 3, H, W] in [-1, 1], H and W multiples of f -> moments [B, 2*latent, H/f, W/f]. */
 int sd_run_vae_encode(struct sd_runtime *rt, struct sd_model *m, const float *img, int B, int H, int W, float *moments);
 
-/* Drops the runtime's cached graphs of m and the backends' weight copies
- * (call before sd_model_free(m)). */
+/* Drops the runtime's cached graphs of m and every backend's copies of all
+ * of m's weights (device uploads, oneDNN reordered and Winograd copies):
+ * call it on every runtime that ran m, before sd_model_free(m). */
 void sd_runtime_release_model(struct sd_runtime *rt, const struct sd_model *m);
 
 #endif

@@ -16,7 +16,7 @@ struct sd_tensor *wt(struct sd_graph *g, struct sd_weights *w, int n_dims, const
     va_start(ap, fmt);
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
-    return record(g, sd_weights_get_ctx(w, g->ctx, name, n_dims, dims));
+    return record(g, sd_weights_get_to(w, g->ctx, name, n_dims, dims));
 }
 
 struct sd_tensor *wt_opt(struct sd_graph *g, struct sd_weights *w, const char *fmt, ...) {
@@ -26,7 +26,7 @@ struct sd_tensor *wt_opt(struct sd_graph *g, struct sd_weights *w, const char *f
     va_start(ap, fmt);
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
-    struct sd_tensor *t = sd_weights_find(w, name);
+    struct sd_tensor *t = sd_weights_find_to(w, g->ctx, name);
     return t ? sd_graph_weight(g, t) : NULL;
 }
 
