@@ -147,7 +147,7 @@ static void test_conv_case(struct sd_cpu *cpu, const struct conv_case *c, uint64
     for (int algo = 0; algo < SD_CONV_ALGO_COUNT; algo++) {
         sd_cpu_dnnl_set_conv_algo(cpu, algo);
         memset(y->data, 0xff, (size_t)n * sizeof(float));
-        int rc = sd_cpu_conv2d(cpu, y);
+        int rc = sd_cpu_op_conv2d(cpu, y);
         double tol = algo == SD_CONV_WINO ? 1e-3 : 1e-4, err = 0;
         int bad = rc != SD_OK || check_close("conv2d", y->data, ref, n, tol, tol, &err);
         if (bad)
@@ -205,11 +205,11 @@ static void test_conv_cache(struct sd_cpu *cpu) {
     sd_cpu_dnnl_set_conv_algo(cpu, SD_CONV_DIRECT); /* the path that uses the weights cache */
 
     long p0 = d->prims_created, r0 = d->weight_reorders;
-    int rc = sd_cpu_conv2d(cpu, y);
+    int rc = sd_cpu_op_conv2d(cpu, y);
     memcpy(first, y->data, (size_t)n * sizeof *first);
     long p1 = d->prims_created, r1 = d->weight_reorders, h1 = d->prim_hits;
     memset(y->data, 0xff, (size_t)n * sizeof(float));
-    rc |= sd_cpu_conv2d(cpu, y);
+    rc |= sd_cpu_op_conv2d(cpu, y);
     CHECK(rc == SD_OK && p1 == p0 + 1 && d->prims_created == p1 && d->prim_hits == h1 + 1,
           "cache: same shape twice creates one primitive (created %ld then %ld, hits +%ld)", p1 - p0,
           d->prims_created - p1, d->prim_hits - h1);
@@ -224,7 +224,7 @@ static void test_conv_cache(struct sd_cpu *cpu) {
     float *ref2 = malloc((size_t)n2 * sizeof *ref2);
     ref_conv2d(x2->data, w->data, b->data, ref2, 1, 32, 9, 14, 48, 3, 3, p, y2->ne[2], y2->ne[3]);
     long p2 = d->prims_created;
-    rc = sd_cpu_conv2d(cpu, y2);
+    rc = sd_cpu_op_conv2d(cpu, y2);
     CHECK(rc == SD_OK && d->prims_created == p2 + 1 && !check_close("conv2d", y2->data, ref2, n2, 1e-4, 1e-4, NULL),
           "cache: a different shape gets its own primitive and is correct");
 
@@ -232,13 +232,13 @@ static void test_conv_cache(struct sd_cpu *cpu) {
     for (int64_t i = 0; i < sd_tensor_nelements(w); i++) ((float *)w->data)[i] *= -0.5f;
     ref_conv2d(x->data, w->data, b->data, ref, 2, 32, 12, 12, 48, 3, 3, p, y->ne[2], y->ne[3]);
     sd_cpu_dnnl_weights_forget(cpu);
-    rc = sd_cpu_conv2d(cpu, y);
+    rc = sd_cpu_op_conv2d(cpu, y);
     CHECK(rc == SD_OK && !check_close("conv2d", y->data, ref, n, 1e-4, 1e-4, NULL),
           "weights cache: forget then changed weights are used");
     /* Changed again without forget (contract broken): the fingerprint guard redoes the reorder. */
     for (int64_t i = 0; i < sd_tensor_nelements(w); i++) ((float *)w->data)[i] *= 3.0f;
     ref_conv2d(x->data, w->data, b->data, ref, 2, 32, 12, 12, 48, 3, 3, p, y->ne[2], y->ne[3]);
-    rc = sd_cpu_conv2d(cpu, y);
+    rc = sd_cpu_op_conv2d(cpu, y);
     CHECK(rc == SD_OK && !check_close("conv2d", y->data, ref, n, 1e-4, 1e-4, NULL),
           "weights cache: fingerprint catches weights changed in place");
 
@@ -269,13 +269,13 @@ static void test_conv_rule(struct sd_cpu *cpu) {
         int s = cases[i].s, p = cases[i].pad;
         struct sd_tensor *y = conv_node(x, w, NULL, (struct sd_conv2d_params){s, s, p, p, p, p});
         sd_cpu_dnnl_set_conv_algo(cpu, cases[i].policy);
-        int rc = sd_cpu_conv2d(cpu, y);
+        int rc = sd_cpu_op_conv2d(cpu, y);
         int got = rc == SD_OK && cpu->dnnl->last ? cpu->dnnl->last->algo : -1;
         int want = cases[i].want;
         if (want == SD_CONV_WINO && got == SD_CONV_DIRECT) {
             /* Fine only where oneDNN has no Winograd kernel (no AVX-512): forced wino falls back too. */
             sd_cpu_dnnl_set_conv_algo(cpu, SD_CONV_WINO);
-            if (sd_cpu_conv2d(cpu, y) == SD_OK && cpu->dnnl->last->algo == SD_CONV_DIRECT) want = SD_CONV_DIRECT;
+            if (sd_cpu_op_conv2d(cpu, y) == SD_OK && cpu->dnnl->last->algo == SD_CONV_DIRECT) want = SD_CONV_DIRECT;
         }
         CHECK(got == want, "conv2d rule: %s [%lld,%lld,%lld,%lld]->%lld k%lld s%d picks %s (got %s)",
               sd_conv_algo_name(cases[i].policy), (long long)cases[i].N, (long long)cases[i].Ci,
@@ -301,7 +301,7 @@ static void test_conv_errors(struct sd_cpu *cpu) {
     y->p.conv2d = (struct sd_conv2d_params){1, 1, 1, 1, 1, 1};
     snprintf(y->name, sizeof y->name, "bad_conv");
     sd_ctx_clear(cpu->ctx);
-    int rc = sd_cpu_conv2d(cpu, y);
+    int rc = sd_cpu_op_conv2d(cpu, y);
     CHECK(rc == SD_ERR_INVALID && strstr(cpu->ctx->msg, "conv2d(bad_conv)"),
           "conv2d: channel mismatch is SD_ERR_INVALID naming the node (%s)", cpu->ctx->msg);
     sd_ctx_clear(cpu->ctx);
@@ -340,12 +340,12 @@ static void test_linear_case(struct sd_cpu *cpu, int n_dims, const int64_t *xdim
     ref_linear(x->data, w->data, b ? b->data : NULL, ref, rows, in, out);
     char xs[64];
     double err = 0;
-    int rc = sd_cpu_linear(cpu, y);
+    int rc = sd_cpu_op_linear(cpu, y);
     int bad = rc != SD_OK || check_close("linear", y->data, ref, rows * out, 1e-4, 1e-4, &err);
     /* Second run: cached primitive and weights, same answer. */
     if (!bad) {
         memset(y->data, 0xff, (size_t)(rows * out) * sizeof(float));
-        rc = sd_cpu_linear(cpu, y);
+        rc = sd_cpu_op_linear(cpu, y);
         bad = rc != SD_OK || check_close("linear (cached)", y->data, ref, rows * out, 1e-4, 1e-4, NULL);
     }
     CHECK(!bad, "linear x %s by w [%lld,%lld]%s, twice (max err %.2g) %s", sd_tensor_shape_str(x, xs, sizeof xs),
@@ -380,7 +380,7 @@ static void test_matmul_case(struct sd_cpu *cpu, int64_t B0, int64_t B1, int64_t
     double err = 0;
     /* K terms of O(1) products: scale the tolerance with sqrt(K)*alpha. */
     double atol = 1e-5 * sqrt((double)K) * fabs(alpha) + 1e-6;
-    int rc = sd_cpu_matmul(cpu, y);
+    int rc = sd_cpu_op_matmul(cpu, y);
     int bad = rc != SD_OK || check_close("matmul", y->data, ref, n, atol, 1e-4, &err);
     CHECK(!bad, "matmul [%lld,%lld] %lldx%lld%s by %lldx%lld%s alpha %g (max err %.2g, atol %.2g) %s", (long long)B0,
           (long long)B1, (long long)M, (long long)K, ta ? "(stored T)" : "", (long long)K, (long long)N,
