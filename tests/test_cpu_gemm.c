@@ -400,6 +400,35 @@ static void test_matmul(struct sd_cpu *cpu) {
     test_matmul_case(cpu, 1, 16, 256, 77, 40, 0, 0, 1.0f, 620);          /* probs·v (cross) */
 }
 
+/* The primitive cache's bookkeeping: 300 keys, every third dropped (the
+ * last entry moves into each hole), then every key asked again: survivors
+ * are hits with the same entry, dropped ones are made anew. */
+static void test_prim_cache(struct sd_cpu *cpu) {
+    enum { N = 300 };
+    struct sd_cpu_dnnl *d = cpu->dnnl;
+    struct sd_dnnl_prim *e[N];
+    size_t n0 = d->n_prims;
+    int created, made = 0, ok = 1;
+    for (int i = 0; i < N; i++) {
+        struct sd_dnnl_key k;
+        memset(&k, 0, sizeof k);
+        k.version = SD_DNNL_KEY_VERSION, k.kind = 1000, k.dims[0] = i;
+        e[i] = sd_dnnl_prim_get(cpu, &k, &created);
+        made += created;
+    }
+    for (int i = 0; i < N; i += 3) sd_dnnl_prim_drop(cpu, e[i]);
+    ok &= d->n_prims == n0 + N - N / 3;
+    for (int i = 0; i < N; i++) {
+        struct sd_dnnl_key k;
+        memset(&k, 0, sizeof k);
+        k.version = SD_DNNL_KEY_VERSION, k.kind = 1000, k.dims[0] = i;
+        struct sd_dnnl_prim *p = sd_dnnl_prim_get(cpu, &k, &created);
+        ok &= p && p->key.dims[0] == i && created == (i % 3 == 0) && (i % 3 == 0 || p == e[i]);
+    }
+    CHECK(made == N && ok && d->n_prims == n0 + N, "primitive cache: %d keys, every third dropped then asked "
+          "again: survivors hit the same entry, dropped ones are made anew (%zu entries)", N, d->n_prims);
+}
+
 int main(void) {
     san = getenv("SDRT_TEST_SAN") && atoi(getenv("SDRT_TEST_SAN"));
     struct sd_ctx ctx = {0};
@@ -415,6 +444,7 @@ int main(void) {
     test_conv_errors(&cpu);
     test_linear(&cpu);
     test_matmul(&cpu);
+    test_prim_cache(&cpu);
     sd_cpu_dnnl_free(&cpu);
     CHECK(cpu.dnnl == NULL, "sd_cpu_dnnl_free clears cpu->dnnl");
     sd_cpu_dnnl_free(&cpu); /* second free is a no-op */

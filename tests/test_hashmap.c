@@ -186,6 +186,12 @@ int main(void) {
         for (uint32_t v = sd_hmap_find(&m, 1001, &it); v != SD_HMAP_NONE; v = sd_hmap_next(&m, &it))
             n301 += v == 301, n5000 += v == 5000, n1001++;
         CHECK(n301 == 0 && n5000 == 1 && n1001 == 80 && m.n == 400, "sd_hmap_set replaces one value in place");
+        bool r1 = sd_hmap_replace(&m, 1001, 5000, 301), r2 = sd_hmap_replace(&m, 1001, 5000, 7);
+        bool r3 = sd_hmap_replace(&m, 1002, 301, 9);
+        n301 = 0;
+        for (uint32_t v = sd_hmap_find(&m, 1001, &it); v != SD_HMAP_NONE; v = sd_hmap_next(&m, &it)) n301 += v == 301;
+        CHECK(r1 && !r2 && !r3 && n301 == 1, "sd_hmap_replace: a value stored under the hash is replaced; one that "
+              "is not, or under another hash, changes nothing");
         sd_hmap_free(&m);
     }
     {

@@ -96,6 +96,16 @@ void sd_hmap_remove(struct sd_hmap *m, struct sd_hmap_iter *it) {
     it->i--; /* the slot just emptied may hold a later value now: next() looks at it again */
 }
 
+bool sd_hmap_replace(struct sd_hmap *m, uint64_t hash, uint32_t old, uint32_t val) {
+    struct sd_hmap_iter it;
+    for (uint32_t v = sd_hmap_find(m, hash, &it); v != SD_HMAP_NONE; v = sd_hmap_next(m, &it))
+        if (v == old) {
+            sd_hmap_set(m, &it, val);
+            return true;
+        }
+    return false;
+}
+
 uint32_t sd_hmap_each(const struct sd_hmap *m, uint32_t *pos) {
     for (; *pos < m->cap; (*pos)++)
         if (m->slots[*pos].val != SD_HMAP_NONE) return m->slots[(*pos)++].val;

@@ -71,6 +71,11 @@ static inline void sd_hmap_set(struct sd_hmap *m, const struct sd_hmap_iter *it,
     m->slots[it->i].val = val;
 }
 
+/* Replaces the value old stored under hash by val (for entries kept in an
+ * array: the one at position old moved to val). Returns false, changing
+ * nothing, when old is not stored under hash. */
+bool sd_hmap_replace(struct sd_hmap *m, uint64_t hash, uint32_t old, uint32_t val);
+
 /* Visits every stored value, in no particular order: start with *pos = 0;
  * returns SD_HMAP_NONE at the end. The map must not change meanwhile.
  *   for (uint32_t pos = 0; (v = sd_hmap_each(&m, &pos)) != SD_HMAP_NONE;) ... */
