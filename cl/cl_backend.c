@@ -81,38 +81,13 @@ static struct sd_tensor *base_of(const struct sd_tensor *t) {
 
 /* --- helpers for the ops ------------------------------------------------- */
 
-static size_t hash_ptr(const void *p) {
-    uint64_t x = (uint64_t)(uintptr_t)p;
-    x ^= x >> 33, x *= 0xff51afd7ed558ccdull, x ^= x >> 33;
-    return (size_t)x;
-}
-
-static int weights_grow(struct sd_cl *cl) {
-    size_t cap = cl->cap_weights ? cl->cap_weights * 2 : 256;
-    struct sd_cl_weight *w = calloc(cap, sizeof *w);
-    if (!w) return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory (weight table)");
-    for (size_t i = 0; i < cl->cap_weights; i++) {
-        if (!cl->weights[i].key) continue;
-        size_t j = hash_ptr(cl->weights[i].key) & (cap - 1);
-        while (w[j].key) j = (j + 1) & (cap - 1);
-        w[j] = cl->weights[i];
-    }
-    free(cl->weights);
-    cl->weights = w;
-    cl->cap_weights = cap;
-    return SD_OK;
-}
-
 /* A cheap fingerprint of a weight's bytes (first and last 32): a tensor
  * struct and data reused at the same addresses by a different model (free,
  * then load) would otherwise hit the old device copy. */
 static uint64_t weight_probe(const void *data, size_t n) {
     const unsigned char *p = data;
-    uint64_t h = 1469598103934665603ull ^ n;
     size_t k = n < 32 ? n : 32;
-    for (size_t i = 0; i < k; i++) h = (h ^ p[i]) * 1099511628211ull;
-    for (size_t i = n - k; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
-    return h;
+    return sd_fnv1a(p + n - k, k, sd_fnv1a(p, k, SD_FNV1A_SEED ^ n));
 }
 
 /* Device copy of weight t, transposed ([R, C] -> [C, R] over the inner two
@@ -122,17 +97,21 @@ static int weight_buf(struct sd_cl *cl, const struct sd_tensor *t, bool transpos
     size_t nbytes = sd_tensor_nbytes(t);
     const struct sd_tensor *key = transposed ? (const struct sd_tensor *)((const char *)t + 1) : t;
     if (!t->data) return sd_errorf(cl->ctx, SD_ERR_INVALID, "cl: weight %s has no data", t->name);
-    if ((cl->n_weights + 1) * 2 > cl->cap_weights) {
-        int rc = weights_grow(cl);
-        if (rc != SD_OK) return rc;
-    }
-    size_t j = hash_ptr(key) & (cl->cap_weights - 1);
-    while (cl->weights[j].key && cl->weights[j].key != key) j = (j + 1) & (cl->cap_weights - 1);
-    struct sd_cl_weight *w = &cl->weights[j];
+    const uint64_t h = sd_hash_ptr(key);
+    struct sd_hmap_iter it;
+    uint32_t j = sd_hmap_find(&cl->weight_index, h, &it);
+    while (j != SD_HMAP_NONE && cl->weights[j].key != key) j = sd_hmap_next(&cl->weight_index, &it);
+    struct sd_cl_weight *w = j != SD_HMAP_NONE ? &cl->weights[j] : NULL;
     const uint64_t probe = weight_probe(t->data, nbytes);
-    if (w->key == key && w->data == t->data && w->nbytes == nbytes && w->probe == probe) {
+    if (w && w->data == t->data && w->nbytes == nbytes && w->probe == probe) {
         *out = w->mem;
         return SD_OK;
+    }
+    if (!w && cl->n_weights == cl->cap_weights) { /* room for a new entry */
+        size_t cap = cl->cap_weights ? 2 * cl->cap_weights : 256;
+        struct sd_cl_weight *p = realloc(cl->weights, cap * sizeof *p);
+        if (!p) return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory (weight table)");
+        cl->weights = p, cl->cap_weights = cap;
     }
     const void *src = t->data;
     float *tr = NULL;
@@ -149,11 +128,14 @@ static int weight_buf(struct sd_cl *cl, const struct sd_tensor *t, bool transpos
     cl_mem m = clCreateBuffer(cl->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nbytes, (void *)src, &err);
     free(tr);
     if (err != CL_SUCCESS) return sd_cl_check(cl->ctx, err, "clCreateBuffer", t->name);
-    if (w->key == key) { /* same tensor, new data: replace */
+    if (w) { /* same tensor, new data: replace */
         clReleaseMemObject(w->mem);
         cl->weight_bytes -= w->nbytes;
+    } else if (sd_hmap_put(&cl->weight_index, h, (uint32_t)cl->n_weights) == SD_OK) {
+        w = &cl->weights[cl->n_weights++];
     } else {
-        cl->n_weights++;
+        clReleaseMemObject(m);
+        return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory (weight table)");
     }
     *w = (struct sd_cl_weight){key, t->data, nbytes, probe, m};
     cl->weight_bytes += nbytes;
@@ -177,10 +159,9 @@ void sd_cl_release_weights(struct sd_backend *b) {
     if (!sd_cl_is_backend(b)) return;
     struct sd_cl *cl = b->impl;
     if (cl->queue) clFinish(cl->queue);
-    for (size_t i = 0; i < cl->cap_weights; i++)
-        if (cl->weights[i].key) clReleaseMemObject(cl->weights[i].mem);
-    memset(cl->weights, 0, cl->cap_weights * sizeof *cl->weights);
+    for (size_t i = 0; i < cl->n_weights; i++) clReleaseMemObject(cl->weights[i].mem);
     cl->n_weights = 0;
+    sd_hmap_clear(&cl->weight_index);
     cl->weight_bytes = 0;
 }
 
@@ -396,9 +377,9 @@ static void cl_free(struct sd_backend *b) {
     if (cl) {
         if (cl->queue) clFinish(cl->queue);
         sd_cl_log_counts(cl);
-        for (size_t i = 0; i < cl->cap_weights; i++)
-            if (cl->weights[i].key) clReleaseMemObject(cl->weights[i].mem);
+        for (size_t i = 0; i < cl->n_weights; i++) clReleaseMemObject(cl->weights[i].mem);
         free(cl->weights);
+        sd_hmap_free(&cl->weight_index);
         if (cl->arena) clReleaseMemObject(cl->arena);
         if (cl->scratch) clReleaseMemObject(cl->scratch);
         if (cl->flag) clReleaseMemObject(cl->flag);

@@ -13,6 +13,7 @@
 #include <CL/cl.h>
 
 #include "cl.h"
+#include "hashmap.h"
 
 struct sd_cpu;
 
@@ -35,7 +36,7 @@ struct sd_cl_program {
 struct sd_cl_kernel_slot { int prog; char name[48]; cl_kernel k; };
 
 struct sd_cl_weight {
-    const struct sd_tensor *key; /* NULL: empty slot */
+    const struct sd_tensor *key; /* the tensor (+1 for its transposed copy) */
     const void *data;
     size_t nbytes;
     uint64_t probe;              /* fingerprint of the bytes (cl_backend.c) */
@@ -54,8 +55,9 @@ struct sd_cl {
     cl_mem scratch;              /* im2col columns etc., grown on demand */
     size_t scratch_size;
     cl_mem flag;                 /* one int for kernels that report errors (embedding) */
-    struct sd_cl_weight *weights; /* open addressing, power-of-two capacity */
+    struct sd_cl_weight *weights; /* resident weights, in upload order */
     size_t n_weights, cap_weights;
+    struct sd_hmap weight_index; /* sd_hash_ptr(key) -> position in weights */
     size_t weight_bytes;
     struct sd_cl_program progs[SD_CL_MAX_PROGRAMS];
     struct sd_cl_kernel_slot kernels[SD_CL_MAX_KERNELS];
