@@ -3,10 +3,7 @@
 
 #include <stdlib.h>
 
-#include "sdrt.h"
-
 enum { MIN_CAP = 16 };
-
 
 static int log2u(size_t x) {
     int k = 0;
@@ -53,28 +50,22 @@ void sd_hmap_clear(struct sd_hmap *m) {
     m->n = 0;
 }
 
-static void place(struct sd_hmap *m, uint32_t hash, uint32_t val) {
+int sd_hmap_grow(struct sd_hmap *m) {
+    if (m->fixed || m->cap >= (uint32_t)1 << 30) return SD_ERR_NOMEM;
+    size_t cap = m->cap ? 2 * (size_t)m->cap : MIN_CAP;
+    struct sd_hmap_slot *s = malloc(cap * sizeof *s);
+    if (!s) return SD_ERR_NOMEM;
+    struct sd_hmap old = *m;
+    set_table(m, s, cap);
     const uint32_t mask = m->cap - 1;
-    uint32_t i = sd_hmap_home(m, hash);
-    while (m->slots[i].val != SD_HMAP_NONE) i = (i + 1) & mask;
-    m->slots[i] = (struct sd_hmap_slot){hash, val};
-    m->n++;
-}
-
-int sd_hmap_put(struct sd_hmap *m, uint64_t hash, uint32_t val) {
-    if (val == SD_HMAP_NONE) return SD_ERR_INVALID;
-    if (2 * ((size_t)m->n + 1) > m->cap) {
-        if (m->fixed || m->cap >= (uint32_t)1 << 30) return SD_ERR_NOMEM;
-        size_t cap = m->cap ? 2 * (size_t)m->cap : MIN_CAP;
-        struct sd_hmap_slot *s = malloc(cap * sizeof *s);
-        if (!s) return SD_ERR_NOMEM;
-        struct sd_hmap old = *m;
-        set_table(m, s, cap);
-        for (uint32_t i = 0; i < old.cap; i++)
-            if (old.slots[i].val != SD_HMAP_NONE) place(m, old.slots[i].hash, old.slots[i].val);
-        free(old.slots);
+    for (uint32_t k = 0; k < old.cap; k++) {
+        if (old.slots[k].val == SD_HMAP_NONE) continue;
+        uint32_t i = sd_hmap_home(m, old.slots[k].hash);
+        while (m->slots[i].val != SD_HMAP_NONE) i = (i + 1) & mask;
+        m->slots[i] = old.slots[k];
     }
-    place(m, sd_hmap_fold(hash), val);
+    m->n = old.n;
+    free(old.slots);
     return SD_OK;
 }
 

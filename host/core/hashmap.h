@@ -28,6 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sdrt.h"
+
 /* "No value": returned when nothing is found; never store it. */
 #define SD_HMAP_NONE UINT32_MAX
 
@@ -56,11 +58,6 @@ void sd_hmap_free(struct sd_hmap *m);
 /* Removes every value; keeps the table. */
 void sd_hmap_clear(struct sd_hmap *m);
 
-/* Stores val under hash (also when hash already holds values: check first
- * where keys must be unique). Returns SD_OK, or SD_ERR_NOMEM when the table
- * cannot grow (allocation failed, or a full fixed map); the map is then
- * unchanged. val must not be SD_HMAP_NONE (SD_ERR_INVALID). */
-int sd_hmap_put(struct sd_hmap *m, uint64_t hash, uint32_t val);
 
 /* Removes the value the iterator returned last; continue with sd_hmap_next. */
 void sd_hmap_remove(struct sd_hmap *m, struct sd_hmap_iter *it);
@@ -91,7 +88,10 @@ static inline uint32_t sd_hmap_next(const struct sd_hmap *m, struct sd_hmap_iter
     const uint32_t mask = m->cap - 1;
     for (uint32_t i = (it->i + 1) & mask;; i = (i + 1) & mask) {
         const struct sd_hmap_slot *s = &m->slots[i];
-        if (s->val == SD_HMAP_NONE) return SD_HMAP_NONE;
+        if (s->val == SD_HMAP_NONE) { /* the end: it->i is the empty slot (sd_hmap_insert) */
+            it->i = i;
+            return SD_HMAP_NONE;
+        }
         if (s->hash == it->hash) {
             it->i = i;
             return s->val;
@@ -100,10 +100,40 @@ static inline uint32_t sd_hmap_next(const struct sd_hmap *m, struct sd_hmap_iter
 }
 
 static inline uint32_t sd_hmap_find(const struct sd_hmap *m, uint64_t hash, struct sd_hmap_iter *it) {
-    if (!m->n) return SD_HMAP_NONE;
     it->hash = sd_hmap_fold(hash);
+    if (!m->n) return SD_HMAP_NONE;
     it->i = sd_hmap_home(m, it->hash) - 1; /* next() starts at the home slot */
     return sd_hmap_next(m, it);
+}
+
+/* Doubles the table (or makes the first); SD_OK or SD_ERR_NOMEM. (For
+ * sd_hmap_put; a fixed map never grows.) */
+int sd_hmap_grow(struct sd_hmap *m);
+
+/* Stores val under hash (also when hash already holds values: check first
+ * where keys must be unique). Returns SD_OK, or SD_ERR_NOMEM when the table
+ * cannot grow (allocation failed, or a full fixed map); the map is then
+ * unchanged. val must not be SD_HMAP_NONE (SD_ERR_INVALID). */
+static inline int sd_hmap_put(struct sd_hmap *m, uint64_t hash, uint32_t val) {
+    if (val == SD_HMAP_NONE) return SD_ERR_INVALID;
+    if (2 * ((size_t)m->n + 1) > m->cap && sd_hmap_grow(m) != SD_OK) return SD_ERR_NOMEM;
+    const uint32_t mask = m->cap - 1, h = sd_hmap_fold(hash);
+    uint32_t i = sd_hmap_home(m, h);
+    while (m->slots[i].val != SD_HMAP_NONE) i = (i + 1) & mask;
+    m->slots[i] = (struct sd_hmap_slot){h, val};
+    m->n++;
+    return SD_OK;
+}
+
+/* Find-then-add in one probe: right after a lookup `it` came back with
+ * SD_HMAP_NONE (the key is absent; no change to the map since), stores val
+ * under that lookup's hash in the empty slot where it stopped. Returns as
+ * sd_hmap_put. */
+static inline int sd_hmap_insert(struct sd_hmap *m, const struct sd_hmap_iter *it, uint32_t val) {
+    if (val == SD_HMAP_NONE || !m->n || 2 * ((size_t)m->n + 1) > m->cap) return sd_hmap_put(m, it->hash, val);
+    m->slots[it->i] = (struct sd_hmap_slot){it->hash, val};
+    m->n++;
+    return SD_OK;
 }
 
 /* ---- hashes ---------------------------------------------------------------- */

@@ -331,7 +331,7 @@ static int index_object(struct parser *ps, struct sd_json *obj, const char *at) 
         for (uint32_t j = sd_hmap_find(idx, h, &it); j != SD_HMAP_NONE; j = sd_hmap_next(idx, &it))
             if (same_key(&obj->kids[j], m->key, m->klen))
                 return fail(ps, at, "duplicate key \"%s\" in object", m->key);
-        if (sd_hmap_put(idx, h, (uint32_t)k) != SD_OK) return sd_errorf(ps->ctx, SD_ERR_NOMEM, "json: out of memory");
+        if (sd_hmap_insert(idx, &it, (uint32_t)k) != SD_OK) return sd_errorf(ps->ctx, SD_ERR_NOMEM, "json: out of memory");
     }
     obj->index = idx;
     return SD_OK;

@@ -46,10 +46,10 @@ static uint64_t hash_bytes(const char *s, size_t len) { return sd_fnv1a(s, len, 
 
 static const char *tok_str(const struct sd_tokenizer *t, int id) { return t->strs + t->str_off[id]; }
 
-/* Id of s[0..len) with hash h, or -1. */
-static int str_lookup(const struct sd_tokenizer *t, const char *s, size_t len, uint64_t h) {
-    struct sd_hmap_iter it;
-    for (uint32_t id = sd_hmap_find(&t->str_index, h, &it); id != SD_HMAP_NONE; id = sd_hmap_next(&t->str_index, &it)) {
+/* Id of s[0..len), or -1 (it is left where the lookup ended). */
+static int str_lookup(const struct sd_tokenizer *t, const char *s, size_t len, struct sd_hmap_iter *it) {
+    for (uint32_t id = sd_hmap_find(&t->str_index, hash_bytes(s, len), it); id != SD_HMAP_NONE;
+         id = sd_hmap_next(&t->str_index, it)) {
         const char *k = tok_str(t, (int)id);
         if (strncmp(k, s, len) == 0 && k[len] == 0) return (int)id;
     }
@@ -58,8 +58,9 @@ static int str_lookup(const struct sd_tokenizer *t, const char *s, size_t len, u
 
 /* Id of s[0..len), or -1 (also for s with a NUL byte: no token has one). */
 static int str_find(const struct sd_tokenizer *t, const char *s, size_t len) {
+    struct sd_hmap_iter it;
     if (memchr(s, 0, len)) return -1;
-    return str_lookup(t, s, len, hash_bytes(s, len));
+    return str_lookup(t, s, len, &it);
 }
 
 /* Makes room for n_vocab ids (call once, before str_add). */
@@ -76,8 +77,8 @@ static int str_init(struct sd_ctx *ctx, struct sd_tokenizer *t, int n_vocab) {
 /* Sets the string of id to s[0..len); returns SD_OK, or SD_ERR_FORMAT when
  * the string is already some other id's (the name says where, for errors). */
 static int str_add(struct sd_ctx *ctx, struct sd_tokenizer *t, int id, const char *s, size_t len, const char *where) {
-    uint64_t h = hash_bytes(s, len);
-    int old = str_lookup(t, s, len, h);
+    struct sd_hmap_iter it;
+    int old = str_lookup(t, s, len, &it);
     if (old >= 0)
         return sd_errorf(ctx, SD_ERR_FORMAT, "%s: token \"%.*s\" appears twice (ids %d and %d)", where, (int)len, s,
                          old, id);
@@ -87,7 +88,8 @@ static int str_add(struct sd_ctx *ctx, struct sd_tokenizer *t, int id, const cha
         if (!p) return sd_errorf(ctx, SD_ERR_NOMEM, "tokenizer: out of memory");
         t->strs = p, t->strs_cap = cap;
     }
-    if (sd_hmap_put(&t->str_index, h, (uint32_t)id) != SD_OK) return sd_errorf(ctx, SD_ERR_NOMEM, "tokenizer: out of memory");
+    if (sd_hmap_insert(&t->str_index, &it, (uint32_t)id) != SD_OK)
+        return sd_errorf(ctx, SD_ERR_NOMEM, "tokenizer: out of memory");
     memcpy(t->strs + t->strs_len, s, len);
     t->strs[t->strs_len + len] = 0;
     t->str_off[id] = (uint32_t)t->strs_len;
@@ -99,16 +101,21 @@ static int str_add(struct sd_ctx *ctx, struct sd_tokenizer *t, int id, const cha
 
 static uint64_t pair_hash(int a, int b) { return sd_hash_u64((uint64_t)(uint32_t)a << 32 | (uint32_t)b); }
 
-/* Rank of merging (a, b) and the merged id in *out, or -1. */
-static int merge_find(const struct sd_tokenizer *t, int a, int b, int *out) {
-    struct sd_hmap_iter it;
-    for (uint32_t r = sd_hmap_find(&t->merge_index, pair_hash(a, b), &it); r != SD_HMAP_NONE;
-         r = sd_hmap_next(&t->merge_index, &it))
+/* Rank of merging (a, b) and the merged id in *out, or -1 (it is left
+ * where the lookup ended). */
+static int merge_lookup(const struct sd_tokenizer *t, int a, int b, int *out, struct sd_hmap_iter *it) {
+    for (uint32_t r = sd_hmap_find(&t->merge_index, pair_hash(a, b), it); r != SD_HMAP_NONE;
+         r = sd_hmap_next(&t->merge_index, it))
         if (t->merge[r].a == a && t->merge[r].b == b) {
             *out = t->merge[r].out;
             return (int)r;
         }
     return -1;
+}
+
+static int merge_find(const struct sd_tokenizer *t, int a, int b, int *out) {
+    struct sd_hmap_iter it;
+    return merge_lookup(t, a, b, out, &it);
 }
 
 static int merge_init(struct sd_ctx *ctx, struct sd_tokenizer *t) {
@@ -185,10 +192,11 @@ static int read_merges(struct sd_ctx *ctx, struct sd_tokenizer *t, const char *t
                                  (int)(al + bl), buf);
         }
         int dup_out;
-        if (merge_find(t, ia, ib, &dup_out) >= 0)
+        struct sd_hmap_iter it;
+        if (merge_lookup(t, ia, ib, &dup_out, &it) >= 0)
             return sd_errorf(ctx, SD_ERR_FORMAT, "%s:%d: duplicate merge \"%.*s %.*s\"", path, line, (int)al, a,
                              (int)bl, b);
-        if (sd_hmap_put(&t->merge_index, pair_hash(ia, ib), (uint32_t)rank) != SD_OK)
+        if (sd_hmap_insert(&t->merge_index, &it, (uint32_t)rank) != SD_OK)
             return sd_errorf(ctx, SD_ERR_NOMEM, "tokenizer: out of memory");
         t->merge[rank] = (struct sd_tok_merge){ia, ib, out};
         rank++;
