@@ -356,6 +356,14 @@ static void test_sha256(void) {
     ok &= !strcmp(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
     free(a);
     CHECK(ok, "sha256: FIPS 180-2 vectors (empty, abc, 448-bit, a million a)");
+    struct sd_ctx c = {0};
+    struct sd_lora_file *lf = NULL;
+    ok = sd_lora_file_open(&c, "tests/lora/sd1_kohya.safetensors", &lf) == SD_OK;
+    /* python: hashlib.sha256(data[8 + header_len:]).hexdigest()[:12] (A1111 addnet_hash_safetensors) */
+    CHECK(ok && !strcmp(sd_lora_file_hash(lf), "8f0a7d2284ff") && !strcmp(lf->format, "kohya LoRA") && lf->n_te == 18 &&
+          lf->n_unet == 192 && lf->min_rank == 4 && lf->mods[0].alpha == 2.0f,
+          "lora: sd1_kohya is a kohya LoRA of 18 + 192 modules, rank 4, alpha 2, A1111 hash %s", ok ? lf->hash : "?");
+    sd_lora_file_free(lf);
 }
 
 static void test_keys(void) {

@@ -242,7 +242,7 @@ int sd_lora_file_open(struct sd_ctx *ctx, const char *path, struct sd_lora_file 
         struct sd_lora_module *m = &lf->mods[i];
         rc = module_finish(ctx, path, m, falpha, has_falpha);
         kinds |= 1 << m->kind;
-        conv |= m->t[SD_LR_DOWN] && m->t[SD_LR_DOWN]->n_dims == 4 && tail(m->t[SD_LR_DOWN]) != dim(m->t[SD_LR_DOWN], 1);
+        conv |= m->t[SD_LR_MID] || (m->t[SD_LR_DOWN] && m->t[SD_LR_DOWN]->n_dims == 4 && tail(m->t[SD_LR_DOWN]) != dim(m->t[SD_LR_DOWN], 1));
         if (m->rank && m->rank < lf->min_rank) lf->min_rank = m->rank;
         if (m->rank > lf->max_rank) lf->max_rank = m->rank;
         if (m->te) lf->n_te++;
