@@ -67,7 +67,7 @@ static void env_free(struct env *e) {
     memset(e, 0, sizeof *e);
 }
 
-static int env_open(struct env *e, const char *path, const char *config) {
+static int env_open_opts(struct env *e, const char *path, const char *config, const struct sd_runtime_opts *ro) {
     memset(e, 0, sizeof *e);
     if (sd_model_load(&e->ctx, path, config, &e->m)) goto fail;
     if (!(e->tok = sd_tokenizer_load_bpe_gz(&e->ctx, vocab_path()))) goto fail;
@@ -76,7 +76,7 @@ static int env_open(struct env *e, const char *path, const char *config) {
     struct sd_runtime_opts o;
     sd_runtime_opts_init(&o);
     o.threads = 1;
-    if (!(e->rt = sd_runtime_new(&e->ctx, &o))) goto fail;
+    if (!(e->rt = sd_runtime_new(&e->ctx, ro ? ro : &o))) goto fail;
     if (!(e->cache = sd_embed_cache_new(16u << 20))) goto fail;
     if (!(e->ls = sd_lora_state_new(&e->ctx, e->m))) goto fail;
     e->p = (struct sd_pipeline){.ctx = &e->ctx, .model = e->m, .rt = e->rt, .tok = e->tok, .cache = e->cache, .lora = e->ls};
@@ -95,6 +95,8 @@ static const float *golden(const struct sd_st_file *f, const char *name, int64_t
     }
     return t->data;
 }
+
+static int env_open(struct env *e, const char *path, const char *config) { return env_open_opts(e, path, config, NULL); }
 
 /* txt2img 64x64 "a photo of a cat"; image in [0, 1] (malloc'd), NULL on error. */
 static float *gen(struct env *e, const char *prompt, const char *sampler, float cfg, uint64_t seed,
@@ -323,6 +325,10 @@ static void test_sd1(const struct sd_st_file *gf) {
 /* SD2: the diffusers folder, and the single file whose q/k/v are rows of in_proj. */
 static void test_sd2(const struct sd_st_file *gf) {
     const char *paths[] = {"tests/models/tiny-sd2", "tests/models/tiny-sd2.safetensors"};
+    static const char *qkv[] = {"text_model.encoder.layers.0.self_attn.q_proj.weight",
+                                "text_model.encoder.layers.0.self_attn.k_proj.weight",
+                                "text_model.encoder.layers.1.self_attn.v_proj.weight"};
+    float merged[3][32 * 32];
     for (int i = 0; i < 2; i++) {
         struct env e;
         const char *config = i ? "tests/models/tiny-sd2" : NULL;
@@ -334,11 +340,52 @@ static void test_sd2(const struct sd_st_file *gf) {
         req(&r, "sd2_kohya", 1, 1);
         printf("# %s\n", paths[i]);
         golden_case(&e, gf, "sd2", "Euler", 7.5f, 22, &r, 1, NULL, NULL);
+        /* the folder's separate q/k/v after the merge == the single file's rows of in_proj */
+        int same = 1;
+        for (int k = 0; k < 3; k++) {
+            struct sd_tensor *t = sd_weights_find(e.m->te, qkv[k]);
+            if (!t || sd_tensor_nelements(t) != 32 * 32) { same = 0; continue; }
+            if (i == 0) memcpy(merged[k], t->data, sizeof merged[k]);
+            else same &= !memcmp(merged[k], t->data, sizeof merged[k]);
+        }
+        if (i == 1) {
+            struct sd_tensor *in = sd_weights_find(e.m->te, "text_model.encoder.layers.0.self_attn.in_proj.weight");
+            struct sd_tensor *q = sd_weights_find(e.m->te, qkv[0]);
+            CHECK(same && in && q && q->data == in->data,
+                  "lora: SD2 single file: q/k/v deltas land in the rows of the fused in_proj (bytes equal the folder's "
+                  "merged q/k/v, the slices follow in_proj's private copy)");
+        }
         sd_lora_apply(e.ls, NULL, 0, &e.rt, 1, NULL, NULL);
         int n = 0;
         CHECK(!same_as_fresh(&e, paths[i], config, &n), "lora: %s restored to a fresh load's bytes (%d tensors)", paths[i], n);
         env_free(&e);
     }
+}
+
+/* OpenCL: merged weights reach the device (weights_changed re-uploads exactly
+ * the changed tensors), switching sets, and back to the no-LoRA bytes. */
+static void test_opencl(const struct sd_st_file *gf) {
+    struct sd_runtime_opts o;
+    sd_runtime_opts_init(&o);
+    o.backend = SD_BACKEND_OPENCL;
+    o.cl_cache_dir = getenv("SDRT_CACHE_DIR") ? getenv("SDRT_CACHE_DIR") : "/tmp/sdrt-test-cache";
+    /* every op on the device: a CPU fallback would not exercise the uploads */
+    o.cpu_disable = "conv2d,linear,matmul,group_norm,layer_norm,softmax,attention,gelu,quick_gelu,silu,"
+                    "geglu,add,mul,scale,concat,upsample_nearest,embedding,timestep_embedding,permute";
+    struct env e;
+    if (env_open_opts(&e, "tests/models/tiny-sd1", NULL, &o)) return test_fail("lora: opencl runtime on tiny-sd1");
+    printf("# opencl\n");
+    float *none = gen(&e, "a photo of a cat", "Euler", 7.5f, 11, NULL, 0, NULL);
+    struct sd_lora_req r;
+    req(&r, "sd1_kohya", 0.8f, 0.8f);
+    golden_case(&e, gf, "kohya", "Euler", 7.5f, 11, &r, 1, NULL, NULL);
+    req(&r, "sd1_locon", 1, 1);
+    golden_case(&e, gf, "locon", "Euler", 7.5f, 11, &r, 1, NULL, NULL);
+    float *again = gen(&e, "a photo of a cat", "Euler", 7.5f, 11, NULL, 0, NULL);
+    CHECK(none && again && !memcmp(none, again, sizeof(float) * 3 * 64 * 64),
+          "lora: opencl, back to no LoRA after two sets gives the no-LoRA image bit for bit");
+    free(none), free(again);
+    env_free(&e);
 }
 
 static void test_sha256(void) {
@@ -413,6 +460,7 @@ int main(void) {
     }
     test_sd1(gf);
     test_sd2(gf);
+    test_opencl(gf);
     sd_st_close(gf);
     const char *files[] = {"lora_peft_alpha", "lora_bad_trunc", "lora_bad_family", "lora_bad_shape", "lora_bad_rank0",
                            "lora_bad_rank", "lora_bad_pair", "lora_bad_dora", "lora_bad_nomatch"};
