@@ -199,6 +199,8 @@ static int same_as_fresh(struct env *e, const char *path, const char *config, in
     return bad;
 }
 
+static void test_ldm_names(struct env *e);
+
 static void test_sd1(const struct sd_st_file *gf) {
     struct env e;
     if (env_open(&e, "tests/models/tiny-sd1", NULL)) return test_fail("lora: cannot open tiny-sd1");
@@ -318,8 +320,38 @@ static void test_sd1(const struct sd_st_file *gf) {
         free(img);
     }
     CHECK(!same_as_fresh(&e, "tests/models/tiny-sd1", NULL, &n_cmp), "lora: after the refused files, the weights are a fresh load's (%d tensors)", n_cmp);
+    test_ldm_names(&e);
     free(none);
     env_free(&e);
+}
+
+/* kohya names with LDM paths match the same weights as diffusers paths. */
+static void test_ldm_names(struct env *e) {
+    static const char *pairs[][2] = {
+        {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q", "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"},
+        {"lora_unet_input_blocks_1_1_proj_in", "lora_unet_down_blocks_0_attentions_0_proj_in"},
+        {"lora_unet_input_blocks_1_0_in_layers_2", "lora_unet_down_blocks_0_resnets_0_conv1"},
+        {"lora_unet_input_blocks_3_0_op", "lora_unet_down_blocks_0_downsamplers_0_conv"},
+        {"lora_unet_input_blocks_4_0_skip_connection", "lora_unet_down_blocks_1_resnets_0_conv_shortcut"},
+        {"lora_unet_middle_block_1_proj_out", "lora_unet_mid_block_attentions_0_proj_out"},
+        {"lora_unet_middle_block_2_out_layers_3", "lora_unet_mid_block_resnets_1_conv2"},
+        {"lora_unet_output_blocks_3_0_emb_layers_1", "lora_unet_up_blocks_1_resnets_0_time_emb_proj"},
+        {"lora_unet_output_blocks_2_1_conv", "lora_unet_up_blocks_0_upsamplers_0_conv"},
+        {"lora_unet_output_blocks_11_1_transformer_blocks_0_ff_net_2", "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_2"},
+    };
+    struct sd_lora_keymap *km = sd_lora_keymap_new(&e->ctx, e->m);
+    int bad = !km;
+    for (size_t i = 0; km && i < sizeof pairs / sizeof *pairs; i++) {
+        struct sd_lora_target a, b;
+        int fa = sd_lora_keymap_find(km, pairs[i][0], 0, &a), fb = sd_lora_keymap_find(km, pairs[i][1], 0, &b);
+        if (!fa || !fb || a.w != b.w || a.idx != b.idx) {
+            printf("  %s -> %s: %d %d\n", pairs[i][0], pairs[i][1], fa, fb);
+            bad = 1;
+        }
+    }
+    sd_lora_keymap_free(km);
+    CHECK(!bad, "lora: %zu kohya names with LDM paths (input/middle/output blocks, resnets, samplers) match the "
+                "diffusers-path targets", sizeof pairs / sizeof *pairs);
 }
 
 /* SD2: the diffusers folder, and the single file whose q/k/v are rows of in_proj. */
