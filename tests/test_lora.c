@@ -233,6 +233,19 @@ static void test_sd1(const struct sd_st_file *gf) {
     golden_case(&e, gf, "unet_only", "Euler", 7.5f, 11, NULL, 0, "a photo of a cat <lora:sd1_kohya:0:1>", "tests/lora");
     golden_case(&e, gf, "two", "Euler", 7.5f, 11, NULL, 0,
                 "<lora:sd1_locon:te=1.3:unet=1.3>a photo of a cat<lora:sd1_kohya:0.6>", "tests/lora");
+    /* Only tensors whose contributions changed are merged again. */
+    {
+        struct sd_lora_req two[2];
+        struct sd_lora_report r1 = {0}, r2 = {0}, r3 = {0};
+        req(&two[0], "sd1_kohya", 0.8f, 0.8f);
+        req(&two[1], "sd1_locon", 1, 1);
+        int ok = !sd_lora_apply(e.ls, two, 2, &e.rt, 1, NULL, &r1) && !sd_lora_apply(e.ls, two, 2, &e.rt, 1, NULL, &r2);
+        two[1].unet_mult = 0.5f;
+        ok = ok && !sd_lora_apply(e.ls, two, 2, &e.rt, 1, NULL, &r3);
+        CHECK(ok && r2.tensors_changed == 0 && r3.tensors_changed == 86 && r3.tensors_patched == 296,
+              "lora: the same set again merges nothing (%d); changing one LoRA's weight re-merges only its %d of %d tensors",
+              r2.tensors_changed, r3.tensors_changed, r3.tensors_patched);
+    }
     /* Back to none: the same bytes as before any LoRA, and every weight as a fresh load. */
     float *again = gen(&e, "a photo of a cat", "Euler", 7.5f, 11, NULL, 0, NULL);
     int n_cmp = 0;

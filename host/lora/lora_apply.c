@@ -125,6 +125,17 @@ static int by_target(const void *a, const void *b) {
     return x->t.idx - y->t.idx;
 }
 
+/* by_target, then a fixed order inside a tensor's group (qsort is not
+ * stable), so an unchanged set always gives the same signatures. */
+static int by_target_total(const void *a, const void *b) {
+    const struct contrib *x = a, *y = b;
+    int c = by_target(a, b);
+    if (c) return c;
+    if (x->lf->id != y->lf->id) return x->lf->id < y->lf->id ? -1 : 1;
+    if (x->mod_i != y->mod_i) return x->mod_i - y->mod_i;
+    return x->bias - y->bias;
+}
+
 /* Matches every module of the requested files; checks shapes. */
 static int collect(struct sd_lora_state *ls, const struct sd_lora_req *reqs, int n, const struct sd_log *log,
                    struct contrib **out, int *n_out, struct sd_lora_report *rep) {
@@ -219,7 +230,7 @@ int sd_lora_apply(struct sd_lora_state *ls, const struct sd_lora_req *reqs, int 
     struct contrib *c = NULL;
     int nc = 0, rc = n > 0 ? collect(ls, reqs, n, log, &c, &nc, rep) : SD_OK;
     if (rc) return rc;
-    qsort(c, (size_t)nc, sizeof *c, by_target);
+    qsort(c, (size_t)nc, sizeof *c, by_target_total);
     /* Load every target (the lazy loader gives its original bytes). */
     for (int i = 0; i < nc; i++)
         if (!sd_weights_find(c[i].t.w, sd_weights_name(c[i].t.w, c[i].t.idx))) {
