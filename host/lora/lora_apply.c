@@ -230,7 +230,7 @@ int sd_lora_apply(struct sd_lora_state *ls, const struct sd_lora_req *reqs, int 
     struct contrib *c = NULL;
     int nc = 0, rc = n > 0 ? collect(ls, reqs, n, log, &c, &nc, rep) : SD_OK;
     if (rc) return rc;
-    qsort(c, (size_t)nc, sizeof *c, by_target_total);
+    if (nc > 1) qsort(c, (size_t)nc, sizeof *c, by_target_total);
     /* Load every target (the lazy loader gives its original bytes). */
     for (int i = 0; i < nc; i++)
         if (!sd_weights_find(c[i].t.w, sd_weights_name(c[i].t.w, c[i].t.idx))) {
