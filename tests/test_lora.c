@@ -268,6 +268,19 @@ static void test_sd1(const struct sd_st_file *gf) {
         ok = ok && sd_lora_apply(e.ls, &a, 1, &e.rt, 1, NULL, NULL) == SD_OK && !check_weights(&e, gf, "peft", &ew);
         CHECK(ok, "lora: PEFT lora_alpha from the safetensors metadata (x0.35 at alpha/r = 2 == x0.7 at 1): err %.2e", ew);
     }
+    {   /* ... and from adapter_config.json beside the file */
+        struct sd_st_file *pf = NULL;
+        struct sd_ctx c = {0};
+        int ok = sd_st_open(&c, "tests/lora/sd1_peft.safetensors", &pf) == SD_OK;
+        ok = ok && sd_st_write(&c, tp("lora_peft_cfg.safetensors"), pf->tensors, pf->n_tensors, NULL) == SD_OK;
+        sd_st_close(pf);
+        FILE *fp = fopen(tp("adapter_config.json"), "w");
+        if (fp) fputs("{\"peft_type\": \"LORA\", \"r\": 2, \"lora_alpha\": 4}\n", fp), fclose(fp);
+        struct sd_lora_req a = {tp("lora_peft_cfg.safetensors"), 0.35f, 0.35f};
+        double ew = 0;
+        ok = ok && fp && sd_lora_apply(e.ls, &a, 1, &e.rt, 1, NULL, NULL) == SD_OK && !check_weights(&e, gf, "peft", &ew);
+        CHECK(ok, "lora: PEFT lora_alpha from adapter_config.json beside the file: err %.2e", ew);
+    }
 
     /* Bad input: refused before sampling, the model unchanged. */
     struct bad { const char *what, *file; } bads[8];
@@ -507,7 +520,8 @@ int main(void) {
     test_sd2(gf);
     test_opencl(gf);
     sd_st_close(gf);
-    const char *files[] = {"lora_peft_alpha", "lora_bad_trunc", "lora_bad_family", "lora_bad_shape", "lora_bad_rank0",
+    unlink(tp("adapter_config.json"));
+    const char *files[] = {"lora_peft_alpha", "lora_peft_cfg", "lora_bad_trunc", "lora_bad_family", "lora_bad_shape", "lora_bad_rank0",
                            "lora_bad_rank", "lora_bad_pair", "lora_bad_dora", "lora_bad_nomatch"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         char f[96];
