@@ -12,9 +12,10 @@
  * fused in_proj (single file), bad input refused before anything changes,
  * sha256 vectors and the key parser.
  *
- * Tolerances: merged weights are f32 sums of f16-exact factors (oneDNN sgemm
- * vs torch), measured <= ~1e-7; bound 1e-5. Images: the 1/255 the issue
- * asks for (measured ~1e-5, as test_pipeline's images).
+ * Tolerances (~10x the measured error, tests/test.h policy): merged weights
+ * are f32 sums of f16-exact factors (oneDNN sgemm vs torch), measured 0 ..
+ * 6e-8; bound 1e-6. Images in [0, 1]: measured 2.4e-6 .. 8.3e-6; bound 1e-4
+ * (test_pipeline's image bound), well inside the issue's 1/255.
  */
 #include "embed_cache.h"
 #include "lora.h"
@@ -38,8 +39,8 @@ static const char *tp(const char *name) {
     snprintf(b, 128, "%s/%s", tmpdir, name);
     return b;
 }
-#define W_ATOL 1e-5
-#define IMG_ATOL (1.0 / 255)
+#define W_ATOL 1e-6
+#define IMG_ATOL 1e-4
 
 struct env {
     struct sd_ctx ctx;
@@ -173,7 +174,7 @@ static void golden_case(struct env *e, const struct sd_st_file *gf, const char *
     if (img) bad |= check_close(c, img, ref, 3 * 64 * 64, IMG_ATOL, 0, &ei);
     if (!img) printf("  %s: %s\n", c, e->ctx.msg);
     if (bad) test_fail("lora %s%s%s: weights err %.3g, image err %.3g", c, prompt ? " via " : "", prompt ? prompt : "", ew, ei);
-    else test_ok("lora %s%s%s: merged weights max abs err %.2e, image %.2e (bound 1/255)", c, prompt ? " via " : "",
+    else test_ok("lora %s%s%s: merged weights max abs err %.2e, image %.2e (bound 1e-4)", c, prompt ? " via " : "",
                  prompt ? prompt : "", ew, ei);
     free(img);
 }
