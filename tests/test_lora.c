@@ -381,6 +381,25 @@ static void test_ldm_names(struct env *e) {
                 "diffusers-path targets", sizeof pairs / sizeof *pairs);
 }
 
+/* SD1 single file (LDM names renamed at load; 1x1-conv proj_in/out). */
+static void test_sd1_single(const struct sd_st_file *gf) {
+    struct env e;
+    if (env_open(&e, "tests/models/tiny-sd1.safetensors", "tests/models/tiny-sd1"))
+        return test_fail("lora: cannot open tests/models/tiny-sd1.safetensors");
+    printf("# tests/models/tiny-sd1.safetensors\n");
+    struct sd_lora_req r[2];
+    req(&r[0], "sd1_kohya", 0.6f, 0.6f);
+    req(&r[1], "sd1_locon", 1.3f, 1.3f);
+    golden_case(&e, gf, "two", "Euler", 7.5f, 11, r, 2, NULL, NULL);
+    req(&r[0], "sd1_peft", 0.7f, 0.7f);
+    golden_case(&e, gf, "peft", "Euler", 7.5f, 11, r, 1, NULL, NULL);
+    sd_lora_apply(e.ls, NULL, 0, &e.rt, 1, NULL, NULL);
+    int n = 0;
+    CHECK(!same_as_fresh(&e, "tests/models/tiny-sd1.safetensors", "tests/models/tiny-sd1", &n),
+          "lora: tests/models/tiny-sd1.safetensors restored to a fresh load's bytes (%d tensors)", n);
+    env_free(&e);
+}
+
 /* SD2: the diffusers folder, and the single file whose q/k/v are rows of in_proj. */
 static void test_sd2(const struct sd_st_file *gf) {
     const char *paths[] = {"tests/models/tiny-sd2", "tests/models/tiny-sd2.safetensors"};
@@ -518,6 +537,7 @@ int main(void) {
         return 1;
     }
     test_sd1(gf);
+    test_sd1_single(gf);
     test_sd2(gf);
     test_opencl(gf);
     sd_st_close(gf);
