@@ -316,6 +316,9 @@ int sd_lora_resolve(struct sd_ctx *ctx, const char *dir, const char *name, char 
     struct stat st;
     if (!dir || !*dir)
         return sd_errorf(ctx, SD_ERR_INVALID, "<lora:%s>: no LoRA folder given (--lora-dir)", name);
+    if (name[0] == '/' || !strncmp(name, "../", 3) || strstr(name, "/../") || !strcmp(name, "..") ||
+        (strlen(name) >= 3 && !strcmp(name + strlen(name) - 3, "/..")))
+        return sd_errorf(ctx, SD_ERR_INVALID, "<lora:%s>: a LoRA name must stay inside the LoRA folder %s", name, dir);
     snprintf(path, n, "%s/%s.safetensors", dir, name);
     if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) return SD_OK;
     DIR *d = opendir(dir);
