@@ -285,8 +285,18 @@ int sd_lora_apply(struct sd_lora_state *ls, const struct sd_lora_req *reqs, int 
     ls->p = np;
     ls->n_p = n_new;
     np = NULL;
-    for (int g = 0; g < ng && !rc; g++)
-        if (dirty[g]) rc = merge(ctx, &ls->p[g], &c[gs[g]], gs[g + 1] - gs[g]);
+    /* Tensors merge in parallel (one each: its page faults, copy and
+     * products; sgemm inside runs on that thread), largest work first. */
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (int g = 0; g < ng; g++) {
+        if (!dirty[g]) continue;
+        struct sd_ctx lc = {0};
+        int r = merge(&lc, &ls->p[g], &c[gs[g]], gs[g + 1] - gs[g]);
+        if (r) {
+            #pragma omp critical(sd_lora_merge_error)
+            if (!rc) rc = sd_errorf(ctx, r, "%s", lc.msg);
+        }
+    }
     if (rc) { /* leave no half-merged set behind: back to the loaded weights */
         for (int j = 0; j < ls->n_p; j++) {
             restore(&ls->p[j]);
