@@ -50,7 +50,7 @@ CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 # Fuzz targets (tests/fuzz/fuzz_<target>.c), replayed by the tests as test_fuzz_<target>.
-FUZZ_TARGETS := safetensors png prompt tokenizer json
+FUZZ_TARGETS := safetensors png prompt tokenizer json lora
 FUZZ_REPLAY := $(FUZZ_TARGETS:%=$(BUILD)/tests/test_fuzz_%)
 LIB      := $(BUILD)/libsdrt.a
 
@@ -169,12 +169,14 @@ FUZZ_SECONDS ?= 60
 FUZZ_SRC_safetensors := host/io/safetensors.c host/io/json.c host/io/weights.c host/core/error.c host/core/tensor.c
 FUZZ_SRC_png         := host/io/png_io.c host/core/error.c
 FUZZ_SRC_prompt      := host/text/prompt.c host/core/error.c
+FUZZ_SRC_lora        := host/lora/lora_key.c host/core/error.c
 FUZZ_SRC_tokenizer   := host/text/tokenizer.c host/text/unicode.c host/io/json.c host/core/error.c
 FUZZ_SRC_json        := host/io/json.c host/model/model_config.c host/io/weights.c host/io/safetensors.c \
                         host/core/error.c host/core/tensor.c
 FUZZ_MAXLEN_safetensors := 65536
 FUZZ_MAXLEN_png      := 65536
 FUZZ_MAXLEN_prompt   := 4096
+FUZZ_MAXLEN_lora     := 4096
 FUZZ_MAXLEN_tokenizer := 8192
 FUZZ_MAXLEN_json     := 16384
 FUZZ_BIN    := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
@@ -209,7 +211,7 @@ REF_DEB_PKGS := python3 python3-venv python3-pip python3-torch python3-numpy
 
 reference-venv: .venv/.reference-stamp
 
-.venv/.reference-stamp: tests/reference/requirements.txt
+.venv/.reference-stamp: tests/reference/requirements.txt tests/reference/requirements-nodeps.txt
 	@missing=$$(for p in $(REF_DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \
@@ -218,6 +220,7 @@ reference-venv: .venv/.reference-stamp
 	@grep -qs 'include-system-site-packages = true' .venv/pyvenv.cfg || \
 	  { rm -rf .venv && /usr/bin/python3 -m venv --system-site-packages .venv; }
 	.venv/bin/pip install -q --disable-pip-version-check -r tests/reference/requirements.txt
+	.venv/bin/pip install -q --disable-pip-version-check --no-deps -r tests/reference/requirements-nodeps.txt
 	@touch $@
 
 # Full-size parity: random-weight SD1.5 and SD2.1 checkpoints (generated on

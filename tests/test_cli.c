@@ -423,6 +423,40 @@ static void test_json_error(void) {
 }
 
 /* Removes the temporary directory (only files the test and sdrt made). */
+/* LoRA: --lora PATH:W and a prompt tag found by ss_output_name in
+ * --lora-dir; the lora JSON event and A1111's Lora hashes in the PNG; a
+ * missing NAME is a usage error. */
+static void test_lora(void) {
+    char out[PATH_MAX];
+    path_in(out, sizeof out, "lora.png");
+    struct result r = run(ARGS("txt2img", "-m", "tests/models/tiny-sd1", "-p", "a photo of a cat <lora:kohya_alias:0.8>",
+                               "--lora-dir", "tests/lora", "--lora", "tests/lora/sd1_locon.safetensors:0.5", "-W", "64",
+                               "-H", "64", "--steps", "2", "--seed", "5", "--json", "-o", out));
+    struct sd_json *docs[32] = {0};
+    int bad, n = json_lines(r.out, docs, 32, &bad), seen = 0;
+    for (int i = 0; i < n; i++) {
+        const char *ev = ev_str(docs[i], "event");
+        if (ev && !strcmp(ev, "lora"))
+            seen = sd_json_int(sd_json_get(docs[i], "loras"), -1) == 2 &&
+                   sd_json_int(sd_json_get(docs[i], "matched"), -1) == 210 + 86 &&
+                   sd_json_int(sd_json_get(docs[i], "unmatched"), -1) == 0;
+        sd_json_free(docs[i]);
+    }
+    struct sd_ctx ctx = {0};
+    char *params = NULL;
+    int prc = r.status == 0 ? sd_png_read_text(&ctx, out, "parameters", &params) : -1;
+    CHECK(r.status == 0 && seen && prc == SD_OK && params &&
+          strstr(params, "Lora hashes: \"sd1_locon: ") && strstr(params, "kohya_alias: 8f0a7d2284ff\""),
+          "cli --lora and <lora:alias:W>: a lora event with 296 matched modules, PNG parameters '%.200s'",
+          params ? strstr(params, "Lora") ? strstr(params, "Lora") : params : r.err);
+    free(params);
+    result_free(&r);
+    path_in(out, sizeof out, "lora-missing.png");
+    bad_input("missing LoRA name", ARGS("txt2img", "-m", "tests/models/tiny-sd1", "-p", "cat <lora:nope:1>", "--lora-dir",
+                                        "tests/lora", "-W", "64", "-H", "64", "--steps", "1", "-q", "-o", out),
+              ARGS("nope", "tests/lora"), out);
+}
+
 static void cleanup(void) {
     DIR *d = opendir(tmp_dir);
     char p[PATH_MAX];
@@ -465,6 +499,7 @@ int main(int argc, char **argv) {
     test_device();
     test_batch_failure();
     test_json_error();
+    test_lora();
     cleanup();
     return test_summary();
 }

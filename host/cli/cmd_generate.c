@@ -44,6 +44,10 @@ struct opts {
     long long seed;
     int prediction; /* -1 = from the model */
     const char *spacing; /* --timestep-spacing; NULL = the model's scheduler config or the sampler's default */
+    const char *lora_dir;
+    struct sd_lora_req loras[8]; /* --lora PATH[:W] */
+    char lora_paths[8][PATH_MAX];
+    int n_loras;
 };
 
 struct run {
@@ -54,6 +58,7 @@ struct run {
     struct sd_model *m;
     char preview_path[PATH_MAX];
     struct sd_ctx *ctx;
+    char lora_hashes[1024]; /* A1111 "name: hash, ..." of the run's LoRAs */
 };
 
 static int parse_prediction(void *opts, const char *v) {
@@ -71,6 +76,23 @@ static int parse_spacing(void *opts, const char *v) {
         return 2;
     }
     o->spacing = v;
+    return 0;
+}
+
+/* --lora PATH[:W]: W (default 1) applies to the text encoder and the UNet. */
+static int parse_lora(void *opts, const char *v) {
+    struct opts *o = opts;
+    if (o->n_loras == 8) { fprintf(stderr, "sdrt: at most 8 --lora options\n"); return 2; }
+    char *path = o->lora_paths[o->n_loras];
+    snprintf(path, PATH_MAX, "%s", v);
+    float w = 1.0f;
+    char *colon = strrchr(path, ':'), *end = NULL;
+    if (colon) {
+        double d = strtod(colon + 1, &end);
+        if (end != colon + 1 && *end == 0) w = (float)d, *colon = 0;
+    }
+    if (!*path) { fprintf(stderr, "sdrt: --lora needs a PATH (got '%s')\n", v); return 2; }
+    o->loras[o->n_loras++] = (struct sd_lora_req){path, w, w};
     return 0;
 }
 
@@ -121,6 +143,9 @@ static const struct cli_opt options[] = {
      parse_spacing, 0},
     {"rng", 0, CLI_FN, 0, "torch", "noise from a bit-exact copy of torch's CPU generator (the default and\n"
                                    "only choice: the same seed gives diffusers' CPU starting noise)", parse_rng, 0},
+    {"lora", 0, CLI_FN, 0, "PATH[:W]", "merge a LoRA / LyCORIS .safetensors with weight W (default 1); repeatable.\n"
+                                      "In the prompt: <lora:NAME:W>, <lora:NAME:TE:UNET>, <lora:NAME:te=X:unet=Y>", parse_lora, 0},
+    {"lora-dir", 0, CLI_STR, O(lora_dir), "DIR", "where the prompt's <lora:NAME> are found (NAME.safetensors or ss_output_name)", NULL, 0},
     {"backend", 0, CLI_STR, O(backend), "cpu|opencl|auto", "where the graphs run (default cpu)", NULL, 0},
     {"device", 0, CLI_STR, O(device), "N", "the OpenCL device, numbered as `sdrt devices` lists them\n"
                                           "(default: the first GPU, else the first device)", NULL, 0},
@@ -168,6 +193,23 @@ static void output_path(const char *pattern, int k, int n, char *out, size_t siz
 static int on_event(void *user, const struct sd_gen_event *ev) {
     struct run *r = user;
     struct opts *o = r->o;
+    if (ev->kind == SD_EV_LORA) {
+        const struct sd_lora_report *l = ev->lora;
+        snprintf(r->lora_hashes, sizeof r->lora_hashes, "%s", ev->lora_hashes ? ev->lora_hashes : "");
+        if (o->json) {
+            printf("{\"event\": \"lora\", \"loras\": %d, \"matched\": %d, \"unmatched\": %d, \"tensors\": %d, "
+                   "\"changed\": %d, \"seconds\": %.4f, \"hashes\": ", l->n_loras, l->matched, l->unmatched,
+                   l->tensors_patched, l->tensors_changed, l->seconds);
+            cli_json_str(stdout, r->lora_hashes);
+            printf("}\n");
+            fflush(stdout);
+        } else if (!o->quiet) {
+            fprintf(stderr, "sdrt: %d LoRA%s: %d modules matched, %d unmatched; %d tensors merged (%d changed) in %.3f s\n",
+                    l->n_loras, l->n_loras == 1 ? "" : "s", l->matched, l->unmatched, l->tensors_patched,
+                    l->tensors_changed, l->seconds);
+        }
+        return 0;
+    }
     if (ev->kind == SD_EV_PHASE) {
         if (o->json) {
             printf("{\"event\": \"phase\", \"phase\": \"%s\", \"seconds\": %.4f%s}\n", ev->phase, ev->seconds,
@@ -313,6 +355,7 @@ static int generate(struct opts *o) {
     struct sd_tokenizer *tok = NULL;
     struct sd_runtime *rt = NULL;
     struct sd_embed_cache *cache = NULL;
+    struct sd_lora_state *lora = NULL;
     float *init = NULL, *mask = NULL, *images = NULL;
     struct run r = {.o = o, .ctx = &ctx};
     struct cli_log log = {.json = o->json};
@@ -414,6 +457,8 @@ static int generate(struct opts *o) {
     if (!(tok = load_tokenizer(&ctx, o, m))) goto fail;
     if (!(rt = sd_runtime_new(&ctx, &ro))) goto fail;
     if (!(cache = sd_embed_cache_new(64u << 20))) { sd_errorf(&ctx, SD_ERR_NOMEM, "out of memory"); goto fail; }
+    if (!(lora = sd_lora_state_new(&ctx, m))) goto fail;
+    g.loras = o->loras, g.n_loras = o->n_loras, g.lora_dir = o->lora_dir;
     if (o->json) printf("{\"event\": \"phase\", \"phase\": \"load\", \"seconds\": %.4f}\n", sd_time_s() - t0);
     if (!o->quiet && !o->json)
         fprintf(stderr, "sdrt: %s (%s), %dx%d, %d steps %s, cfg %.1f, seed %lld\n", o->model, sd_family_name(m->family),
@@ -426,7 +471,7 @@ static int generate(struct opts *o) {
     r.m = m;
     images = malloc(sizeof(float) * 3 * (size_t)g.width * g.height * g.batch);
     if (!images) { sd_errorf(&ctx, SD_ERR_NOMEM, "out of memory for %d images", g.batch); goto fail; }
-    struct sd_pipeline p = {.ctx = &ctx, .model = m, .rt = rt, .tok = tok, .cache = cache};
+    struct sd_pipeline p = {.ctx = &ctx, .model = m, .rt = rt, .tok = tok, .cache = cache, .lora = lora, .log = &ro.log};
     r.t_start = sd_time_s();
     for (int iter = 0; iter < o->n_iter; iter++) {
     const long long seed = o->seed + iter; /* A1111 batch count: seed + i per run */
@@ -456,6 +501,7 @@ static int generate(struct opts *o) {
         it.clip_skip = g.clip_skip;
         it.rng = "CPU";
         it.version = "sdrt " SDRT_VERSION;
+        it.lora_hashes = r.lora_hashes[0] ? r.lora_hashes : NULL;
         char *params = sd_infotext_format(&it);
         int wrc = sd_png_write(&ctx, path, images + (size_t)b * 3 * g.width * g.height, g.width, g.height, params);
         free(params);
@@ -490,6 +536,8 @@ usage_err:
 done:
     free(images); free(init); free(mask); free(written);
     sd_embed_cache_free(cache);
+    if (lora && rt) sd_lora_apply(lora, NULL, 0, &rt, 1, NULL, NULL);
+    sd_lora_state_free(lora);
     if (rt && m) sd_runtime_release_model(rt, m);
     sd_runtime_free(rt);
     sd_tokenizer_free(tok);

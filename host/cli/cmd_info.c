@@ -3,6 +3,7 @@
  * component, reading headers only (weights load lazily). */
 #include "cli_opts.h"
 #include "cmd.h"
+#include "lora.h"
 #include "model_load.h"
 #include "weights.h"
 
@@ -21,10 +22,11 @@ static void component(const char *name, struct sd_weights *w, int json, int *fir
     }
 }
 
-struct info_opts { const char *config; int json; };
+struct info_opts { const char *config, *model; int json; };
 
 static const struct cli_opt options[] = {
     {"config", 0, CLI_STR, CLI_OFF(struct info_opts, config), "DIR", "diffusers folder describing a single-file model", NULL, 0},
+    {"model", 'm', CLI_STR, CLI_OFF(struct info_opts, model), "PATH", "for a LoRA file: count the modules that match this model", NULL, 0},
     {"json", 0, CLI_FLAG, CLI_OFF(struct info_opts, json), NULL, "one JSON object on stdout", NULL, 0},
     {NULL, 0, 0, 0, NULL, NULL, NULL, 0},
 };
@@ -32,8 +34,78 @@ static const struct cli_opt options[] = {
 static void usage(unsigned mode, FILE *f) {
     (void)mode;
     fprintf(f, "usage: sdrt info MODEL [options]\n"
-               "  MODEL  a single-file .safetensors checkpoint (LDM key names) or a diffusers folder\n");
+               "  MODEL  a single-file .safetensors checkpoint (LDM key names) or a diffusers folder,\n"
+               "         or a LoRA / LyCORIS .safetensors (format, rank, alpha, targets; --model: matches)\n");
     cli_usage(f, options, 0);
+}
+
+/* A LoRA file: format, ranks, alphas, targets, A1111 hash; with a model,
+ * how many modules match its weights. Returns the exit status. */
+static int lora_info(const char *path, const struct info_opts *io) {
+    struct sd_ctx ctx = {0};
+    struct sd_lora_file *lf = NULL;
+    struct sd_model *m = NULL;
+    struct sd_lora_keymap *km = NULL;
+    if (sd_lora_file_open(&ctx, path, &lf)) return fprintf(stderr, "sdrt: %s\n", ctx.msg), 1;
+    if (io->model && (sd_model_load(&ctx, io->model, io->config, &m) || !(km = sd_lora_keymap_new(&ctx, m)))) {
+        fprintf(stderr, "sdrt: %s\n", ctx.msg);
+        sd_model_free(m);
+        sd_lora_file_free(lf);
+        return 1;
+    }
+    int kinds[4] = {0}, conv = 0, matched = 0;
+    float amin = 1e30f, amax = -1e30f;
+    char miss[512] = "";
+    size_t mo = 0;
+    for (int i = 0; i < lf->n_mods; i++) {
+        const struct sd_lora_module *md = &lf->mods[i];
+        kinds[md->kind]++;
+        const struct sd_st_tensor *d = md->t[SD_LR_DOWN] ? md->t[SD_LR_DOWN] : md->t[SD_LR_HADA_W1B];
+        conv += md->t[SD_LR_MID] || md->t[SD_LR_HADA_T1] || (d && d->n_dims == 4 && d->shape[2] * d->shape[3] > 1);
+        if (md->rank) amin = md->alpha < amin ? md->alpha : amin, amax = md->alpha > amax ? md->alpha : amax;
+        struct sd_lora_target t;
+        int bias = md->kind == SD_LK_DIFF && !md->t[SD_LR_DIFF];
+        if (km && sd_lora_keymap_find(km, md->name, bias, &t)) matched++;
+        else if (km && mo < 400) mo += (size_t)snprintf(miss + mo, sizeof miss - mo, "%s%s", mo ? ", " : "", md->name);
+    }
+    if (amin > amax) amin = amax = 0;
+    const char *alias = sd_st_metadata(lf->f, "ss_output_name");
+    if (io->json) {
+        printf("{\"path\": ");
+        cli_json_str(stdout, path);
+        printf(", \"kind\": \"lora\", \"format\": \"%s\", \"modules\": %d, \"text_encoder\": %d, \"unet\": %d, "
+               "\"rank_min\": %d, \"rank_max\": %d, \"alpha_min\": %g, \"alpha_max\": %g, \"lora\": %d, \"loha\": %d, "
+               "\"lokr\": %d, \"diff\": %d, \"conv_kxk\": %d, \"hash\": \"%s\"", lf->format, lf->n_mods, lf->n_te,
+               lf->n_unet, lf->min_rank, lf->max_rank, (double)amin, (double)amax, kinds[SD_LK_LORA],
+               kinds[SD_LK_LOHA], kinds[SD_LK_LOKR], kinds[SD_LK_DIFF], conv, sd_lora_file_hash(lf));
+        if (alias) printf(", \"alias\": "), cli_json_str(stdout, alias);
+        if (km) printf(", \"matched\": %d, \"unmatched\": %d", matched, lf->n_mods - matched);
+        printf("}\n");
+    } else {
+        printf("%s\n  LoRA          %s\n  modules       %d (text encoder %d, UNet %d)\n", path, lf->format, lf->n_mods,
+               lf->n_te, lf->n_unet);
+        printf("  rank          %d..%d, alpha %g..%g\n", lf->min_rank, lf->max_rank, (double)amin, (double)amax);
+        printf("  targets       %d LoRA (%d k x k conv), %d LoHa, %d LoKr, %d full diff\n", kinds[SD_LK_LORA], conv,
+               kinds[SD_LK_LOHA], kinds[SD_LK_LOKR], kinds[SD_LK_DIFF]);
+        printf("  hash          %s (A1111 Lora hashes)%s%s\n", sd_lora_file_hash(lf), alias ? ", alias " : "", alias ? alias : "");
+        if (km) printf("  %s: %d modules match, %d do not%s%s\n", io->model, matched, lf->n_mods - matched,
+                       matched < lf->n_mods ? ": " : "", miss);
+    }
+    sd_lora_keymap_free(km);
+    sd_model_free(m);
+    sd_lora_file_free(lf);
+    return 0;
+}
+
+/* Whether path is a safetensors file whose first tensor is a LoRA key. */
+static int is_lora_file(const char *path) {
+    struct sd_ctx ctx = {0};
+    struct sd_st_file *f = NULL;
+    if (sd_st_open(&ctx, path, &f)) return 0;
+    char mod[512];
+    int yes = f->n_tensors > 0 && sd_lora_parse_key(f->tensors[0].name, mod, sizeof mod, NULL, NULL);
+    sd_st_close(f);
+    return yes;
 }
 
 int sd_cmd_info(int argc, char **argv) {
@@ -47,6 +119,7 @@ int sd_cmd_info(int argc, char **argv) {
     }
     const char *path = pos[0], *config = io.config;
     int json = io.json;
+    if (is_lora_file(path)) return lora_info(path, &io);
     struct sd_ctx ctx = {0};
     struct sd_model *m = NULL;
     if (sd_model_load(&ctx, path, config, &m) != SD_OK) {

@@ -88,12 +88,14 @@ int sd_encode_prompt(struct sd_pipeline *p, const char *prompt, int clip_skip, f
         return sd_errorf(p->ctx, SD_ERR_NOMEM, "prompt: out of memory");
     }
     /* The cache holds the unweighted CLIP output, keyed by the ids. */
-    if (sd_embed_cache_get(p->cache, p->model->id, clip_skip, ids, nid, *emb, (int64_t)nid * d)) {
+    /* ... and by the text encoder's weights: its active LoRA set. */
+    const uint64_t key = p->model->id ^ sd_lora_te_signature(p->lora);
+    if (sd_embed_cache_get(p->cache, key, clip_skip, ids, nid, *emb, (int64_t)nid * d)) {
         *cached = 1;
     } else {
         *cached = 0;
         if ((rc = sd_run_clip(p->rt, p->model, ids, *n_chunks, clip_skip, *emb)) == SD_OK)
-            sd_embed_cache_put(p->cache, p->model->id, clip_skip, ids, nid, *emb, (int64_t)nid * d);
+            sd_embed_cache_put(p->cache, key, clip_skip, ids, nid, *emb, (int64_t)nid * d);
     }
     if (!rc) {
         bool weighted = false;
@@ -282,8 +284,50 @@ static int validate(struct sd_pipeline *p, const struct sd_gen_params *g) {
     return SD_OK;
 }
 
+/* Makes g's LoRAs (g->loras and the prompt's tags) the model's active set,
+ * or restores the loaded weights when there are none. */
+static int apply_loras(struct sd_pipeline *p, const struct sd_gen_params *g) {
+    struct sd_prompt *pr = sd_prompt_parse(p->ctx, g->prompt ? g->prompt : "");
+    if (!pr) return p->ctx->status ? p->ctx->status : SD_ERR_INVALID;
+    const int n = g->n_loras + pr->n_loras;
+    int rc = SD_OK;
+    if (n > 0 && !p->lora) {
+        rc = sd_errorf(p->ctx, SD_ERR_INVALID, "LoRAs were asked for but this pipeline has no LoRA state");
+    } else if (p->lora) {
+        struct sd_lora_req *r = calloc((size_t)n + 1, sizeof *r);
+        char(*paths)[1024] = calloc((size_t)n + 1, sizeof *paths);
+        char hashes[1024] = "";
+        size_t ho = 0;
+        if (!r || !paths) rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
+        for (int i = 0; !rc && i < g->n_loras; i++) r[i] = g->loras[i];
+        for (int i = 0; !rc && i < pr->n_loras; i++) {
+            const struct sd_prompt_lora *l = &pr->loras[i];
+            rc = sd_lora_resolve(p->ctx, g->lora_dir, l->name, paths[i], sizeof paths[i]);
+            r[g->n_loras + i] = (struct sd_lora_req){paths[i], l->te_mult, l->unet_mult};
+        }
+        struct sd_lora_report rep;
+        if (!rc) rc = sd_lora_apply(p->lora, r, n, &p->rt, 1, p->log, &rep);
+        for (int i = 0; !rc && i < n; i++) {
+            struct sd_lora_file *lf = (struct sd_lora_file *)sd_lora_state_file(p->lora, r[i].path);
+            if (lf && ho < sizeof hashes)
+                ho += (size_t)snprintf(hashes + ho, sizeof hashes - ho, "%s%s: %s", i ? ", " : "",
+                                       i >= g->n_loras ? pr->loras[i - g->n_loras].name : lf->stem, sd_lora_file_hash(lf));
+        }
+        if (!rc && n > 0 && g->on_event) {
+            struct sd_gen_event ev = {.kind = SD_EV_LORA, .phase = "lora", .seconds = rep.seconds, .lora = &rep,
+                                      .lora_hashes = hashes};
+            if (g->on_event(g->user, &ev)) rc = sd_errorf(p->ctx, SD_ERR_CANCELLED, "cancelled");
+        }
+        free(r);
+        free(paths);
+    }
+    sd_prompt_free(pr);
+    return rc;
+}
+
 int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *images) {
     int rc = validate(p, g);
+    if (!rc) rc = apply_loras(p, g);
     if (rc) return rc;
     struct sd_model *m = p->model;
     const int f = sd_vae_downscale(&m->vae);

@@ -12,6 +12,7 @@
 #define SDRT_PIPELINE_H
 
 #include "embed_cache.h"
+#include "lora.h"
 #include "model.h"
 #include "model_run.h"
 #include "sampler.h"
@@ -20,6 +21,7 @@
 enum sd_gen_event_kind {
     SD_EV_PHASE,   /* a phase finished: phase ("clip", "vae_encode", "vae_decode"), seconds, cached */
     SD_EV_STEP,    /* a sampling step finished: step, n_steps, t, seconds; x0 = current prediction */
+    SD_EV_LORA,    /* the LoRA set was applied (before CLIP): lora (counts, seconds), lora_hashes */
 };
 
 struct sd_gen_event {
@@ -31,6 +33,8 @@ struct sd_gen_event {
     float t;
     const float *x0;        /* STEP: predicted clean latents [batch, channels, h, w] (UNet space) */
     int batch, channels, h, w; /* latent size (SD: 4 channels, image / 8) */
+    const struct sd_lora_report *lora;  /* LORA: matched / unmatched modules, tensors merged */
+    const char *lora_hashes;            /* LORA: A1111 "name: hash, name: hash" of the active set */
 };
 
 /* Returns non-zero to cancel the generation. */
@@ -59,6 +63,14 @@ struct sd_gen_params {
      * UNet space (before 1/scaling_factor; diffusers output_type="latent");
      * C = model->vae.latent_channels, f = sd_vae_downscale(&model->vae). */
     float *latents_out;
+    /* LoRAs: these, plus the prompt's <lora:NAME:W> / <lora:NAME:TE:UNET> tags
+     * (NAME looked up in lora_dir by file stem or ss_output_name). The set is
+     * merged into the model before CLIP and stays until the next generation
+     * asks for another (none: the loaded weights, restored exactly). Needs
+     * sd_pipeline.lora. */
+    const struct sd_lora_req *loras;
+    int n_loras;
+    const char *lora_dir;
 };
 
 /* Largest width or height generated (and so of an init image or mask). */
@@ -79,6 +91,8 @@ struct sd_pipeline {
     struct sd_runtime *rt;
     struct sd_tokenizer *tok;
     struct sd_embed_cache *cache;
+    struct sd_lora_state *lora;         /* the model's LoRA state (sd_lora_state_new), or NULL: no LoRAs */
+    const struct sd_log *log;           /* LoRA match reports; NULL = none */
 };
 
 /* Validates g against the model (sizes multiples of the VAE factor, steps,

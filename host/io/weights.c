@@ -33,6 +33,9 @@ struct w_entry {
     struct sd_st_file *file;         /* W_FILE: borrowed from w->files */
     const char *from;                /* description of the source, for messages */
     float *dst;                      /* W_FILE: arena slot to convert into, NULL for zero copy */
+    struct w_entry *slice_of;        /* W_SLICE: the tensor it aliases */
+    int64_t slice_row;               /* W_SLICE: its first row in slice_of */
+    int pos;                         /* position in w->e */
 };
 
 struct w_source {
@@ -84,6 +87,7 @@ static struct w_entry *entry_new(struct sd_weights *w, const char *name, int n_d
     e->t.flags = SD_TF_WEIGHT;
     e->t.index = -1;
     snprintf(e->t.name, sizeof e->t.name, "%s", name);
+    e->pos = w->n;
     w->e[w->n++] = e;
     return e;
 nomem:
@@ -358,6 +362,8 @@ struct sd_tensor *sd_weights_add_slice(struct sd_weights *w, const char *name, c
     /* entry_new may have moved w->e, not the entries: se is still valid. */
     size_t row = (size_t)(sd_tensor_nelements(s) / (se->shape[0] ? se->shape[0] : 1));
     e->kind = W_SLICE;
+    e->slice_of = se;
+    e->slice_row = begin;
     e->from = se->from;
     e->t.data = (float *)s->data + (size_t)begin * row;
     e->loaded = e->used = 1;
@@ -427,5 +433,30 @@ int sd_weights_reshape(struct sd_weights *w, const char *name, int n_dims, const
     void *data = e->t.data;
     sd_tensor_set_shape(&e->t, SD_F32, n_dims, dims);
     e->t.data = data;
+    return SD_OK;
+}
+
+int sd_weights_index(const struct sd_weights *w, const char *name) {
+    const struct w_entry *e = w && name ? lookup(w, name) : NULL;
+    return e ? e->pos : -1;
+}
+
+int sd_weights_slice_of(const struct sd_weights *w, int i, int64_t *row) {
+    if (!w || i < 0 || i >= w->n || w->e[i]->kind != W_SLICE) return -1;
+    if (row) *row = w->e[i]->slice_row;
+    return w->e[i]->slice_of->pos;
+}
+
+int sd_weights_set_data(struct sd_weights *w, int i, float *data) {
+    if (!w || i < 0 || i >= w->n || !data)
+        return sd_errorf(w ? w->ctx : NULL, SD_ERR_INVALID, "weights: set_data on a bad index %d", i);
+    struct w_entry *e = w->e[i];
+    if (e->kind == W_SLICE || !e->loaded)
+        return sd_errorf(w->ctx, SD_ERR_INVALID, "weights: '%s' is a slice or not loaded: its data cannot be replaced",
+                         e->name);
+    e->t.data = data;
+    size_t row = e->shape[0] > 0 ? (size_t)(sd_tensor_nelements(&e->t) / e->shape[0]) : 0;
+    for (int k = 0; k < w->n; k++)
+        if (w->e[k]->kind == W_SLICE && w->e[k]->slice_of == e) w->e[k]->t.data = data + (size_t)w->e[k]->slice_row * row;
     return SD_OK;
 }

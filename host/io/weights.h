@@ -111,4 +111,17 @@ size_t sd_weights_nbytes(const struct sd_weights *w);
 const char *sd_weights_name(const struct sd_weights *w, int i);
 int sd_weights_used(const struct sd_weights *w, int i);
 
+/* Position of `name` (for sd_weights_tensor), or -1 when absent. */
+int sd_weights_index(const struct sd_weights *w, const char *name);
+/* For a slice (sd_weights_add_slice): the position of the tensor it aliases,
+ * with its first row in *row; -1 for a tensor that is no slice. */
+int sd_weights_slice_of(const struct sd_weights *w, int i, int64_t *row);
+/* Points loaded tensor i (not a slice) at `data` (same shape, f32; owned by
+ * the caller, who must keep it alive while in use) and every slice of it at
+ * the matching rows of `data`: LoRA gives a tensor a private merged copy and
+ * later hands back the original pointer. Not safe while graphs of the model
+ * run; tell the runtimes (sd_runtime_weights_changed) before and after.
+ * Returns SD_OK or SD_ERR_INVALID (bad index, a slice, not loaded). */
+int sd_weights_set_data(struct sd_weights *w, int i, float *data);
+
 #endif
