@@ -58,7 +58,7 @@ DEB_PKGS := gcc make libc6-dev libdnnl-dev libclblast-dev ocl-icd-opencl-dev ope
             pocl-opencl-icd clinfo libpng-dev zlib1g-dev clang libclang-rt-14-dev python3 python3-venv python3-pip \
             libmicrohttpd-dev libjansson-dev
 
-.PHONY: all deps check test test-asan demo bench fuzz clean tests benches vocab reference-venv parity-full
+.PHONY: all deps check test test-asan demo bench fuzz clean tests benches vocab reference-venv parity-full testenv
 
 all: $(BUILD)/sdrt $(LIB)
 
@@ -103,7 +103,18 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	@$(if $(V),,echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) -Ibench -Itests -o $@ $< $(LIB) $(LDLIBS)
 
-tests: vocab $(TEST_BIN) $(FUZZ_REPLAY)
+tests: vocab testenv $(TEST_BIN) $(FUZZ_REPLAY)
+
+# The real client packages the server tests drive (tests/server_clients.py),
+# pinned, from PyPI into build/testenv (Debian's python3 -m venv).
+TESTENV_PKGS := webuiapi==0.9.17 openai==1.54.0 httpx==0.27.2
+TESTENV_STAMP := build/testenv/.stamp-webuiapi-0.9.17-openai-1.54.0-httpx-0.27.2
+testenv: $(TESTENV_STAMP)
+$(TESTENV_STAMP):
+	@rm -rf build/testenv && /usr/bin/python3 -m venv build/testenv
+	@echo "testenv: $(TESTENV_PKGS) from PyPI -> build/testenv"
+	@build/testenv/bin/pip install -q --disable-pip-version-check $(TESTENV_PKGS)
+	@touch $@
 benches: $(BENCH_BIN)
 
 # OpenAI's CLIP BPE vocabulary, taken from the open_clip wheel on PyPI and checked

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -38,6 +39,7 @@
 static int port;
 static pid_t server_pid;
 static char bindir[PATH_MAX];
+static char models_dir[64];
 
 struct resp {
     int status;
@@ -145,8 +147,9 @@ static int start_server(const char *const *extra) {
     char sdrt[PATH_MAX + 16];
     snprintf(sdrt, sizeof sdrt, "%s/../sdrt", bindir);
     const char *argv[40] = {sdrt, "serve", "--model", "tests/models/tiny-sd1", "--port", "0", "--threads", "1",
-                            "--devices", "cpu,cpu", "--api-key", KEY, "--max-body-mb", "1", "--max-side", "1024", "--queue-max", "256"};
-    int n = 18;
+                            "--devices", "cpu,cpu", "--api-key", KEY, "--max-body-mb", "1", "--max-side", "1024", "--queue-max", "256",
+                            "--api-auth", "user:pass,other:secret", "--models-dir", models_dir};
+    int n = 22;
     for (int i = 0; extra && extra[i]; i++) argv[n++] = extra[i];
     argv[n] = NULL;
     server_pid = fork();
@@ -214,6 +217,12 @@ static void test_endpoints(void) {
     http("GET", "/sdapi/v1/options", "Bearer wrong-key-123", NULL, NULL, 0, &r);
     CHECK(r.status == 401, "auth: wrong key -> 401 (%d)", r.status);
     resp_free(&r);
+    http("GET", "/sdapi/v1/options", "Basic dXNlcjpwYXNz", NULL, NULL, 0, &r); /* user:pass */
+    CHECK(r.status == 200, "auth: HTTP Basic user:pass -> 200 (%d)", r.status);
+    resp_free(&r);
+    http("GET", "/sdapi/v1/options", "Basic dXNlcjpwYXNT", NULL, NULL, 0, &r); /* user:pasS */
+    CHECK(r.status == 401, "auth: HTTP Basic wrong password -> 401 (%d)", r.status);
+    resp_free(&r);
     http("POST", "/v1/images/generations", "Bearer nope", NULL, "{}", 2, &r);
     CHECK(r.status == 401 && strstr(r.body, "\"error\":{"), "auth: OpenAI route -> 401 with OpenAI's error shape");
     resp_free(&r);
@@ -226,8 +235,8 @@ static void test_endpoints(void) {
         json_t *j = call_json("GET", p, NULL, &st);
         CHECK(st == 200 && j && (json_is_array(j) || json_is_object(j)), "a1111: GET %s -> 200 JSON", p);
         if (!strcmp(lists[i], "sd-models"))
-            CHECK(json_array_size(j) == 1 && !strcmp(json_string_value(json_object_get(json_array_get(j, 0), "title")), "tiny-sd1"),
-                  "a1111: sd-models lists tiny-sd1");
+            CHECK(json_array_size(j) == 2 && !strcmp(json_string_value(json_object_get(json_array_get(j, 0), "title")), "tiny-sd1"),
+                  "a1111: sd-models lists --model and --models-dir (%zu)", json_array_size(j));
         if (!strcmp(lists[i], "options")) {
             char *txt = json_dumps(j, 0);
             json_t *k = call_json("POST", "/sdapi/v1/options", txt, &st);
@@ -540,7 +549,7 @@ static void test_concurrency(void) {
 
 static void test_clients(void) {
     char cmd[PATH_MAX * 2], line[1024];
-    snprintf(cmd, sizeof cmd, "%s/../testenv/bin/python tests/server_clients.py %d %s 2>&1", bindir, port, KEY);
+    snprintf(cmd, sizeof cmd, "build/testenv/bin/python tests/server_clients.py %d %s 2>&1", port, KEY);
     FILE *p = popen(cmd, "r");
     int n = 0;
     while (p && fgets(line, sizeof line, p)) {
@@ -561,6 +570,13 @@ int main(int argc, char **argv) {
     snprintf(bindir, sizeof bindir, "%s", n > 0 ? exe : argv[0]);
     char *slash = strrchr(bindir, '/');
     if (slash) *slash = 0;
+    /* --models-dir: a second model to switch to (webuiapi's options test). */
+    snprintf(models_dir, sizeof models_dir, "/tmp/sdrt-test-server-models-%d", (int)getpid());
+    char cwd[PATH_MAX], link[PATH_MAX + 64], target[PATH_MAX + 64];
+    if (!getcwd(cwd, sizeof cwd) || mkdir(models_dir, 0755)) { test_fail("server: cannot make %s", models_dir); return 1; }
+    snprintf(link, sizeof link, "%s/tiny-sd1-sched", models_dir);
+    snprintf(target, sizeof target, "%s/tests/models/tiny-sd1-sched", cwd);
+    if (symlink(target, link)) { test_fail("server: cannot link %s", link); return 1; }
     if (start_server(NULL)) {
         test_fail("server: did not start");
         return 1;
@@ -572,5 +588,7 @@ int main(int argc, char **argv) {
     test_concurrency();
     test_clients();
     stop_server();
+    unlink(link);
+    rmdir(models_dir);
     return test_failures ? 1 : 0;
 }
