@@ -50,7 +50,7 @@ CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 # Fuzz targets (tests/fuzz/fuzz_<target>.c), replayed by the tests as test_fuzz_<target>.
-FUZZ_TARGETS := safetensors png prompt tokenizer json
+FUZZ_TARGETS := safetensors png prompt tokenizer json request
 FUZZ_REPLAY := $(FUZZ_TARGETS:%=$(BUILD)/tests/test_fuzz_%)
 LIB      := $(BUILD)/libsdrt.a
 
@@ -184,6 +184,9 @@ FUZZ_SRC_prompt      := host/text/prompt.c host/core/error.c
 FUZZ_SRC_tokenizer   := host/text/tokenizer.c host/text/unicode.c host/io/json.c host/core/error.c
 FUZZ_SRC_json        := host/io/json.c host/model/model_config.c host/io/weights.c host/io/safetensors.c \
                         host/core/error.c host/core/tensor.c
+FUZZ_SRC_request     := host/server/reqparse.c host/server/base64.c host/io/png_io.c host/core/error.c \
+                        $(filter-out host/gen/sampler_impl.h,$(wildcard host/gen/sampler*.c)) host/gen/noise_schedule.c host/gen/rng.c
+FUZZ_MAXLEN_request  := 16384
 FUZZ_MAXLEN_safetensors := 65536
 FUZZ_MAXLEN_png      := 65536
 FUZZ_MAXLEN_prompt   := 4096
@@ -196,7 +199,7 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(BUILD)/gen/un
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  FUZZ    $@")
 	$(Q)clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(INC) -Itests/fuzz -o $@ \
-	  $< $(FUZZ_SRC_$*) -lpng -lz -lm
+	  $< $(FUZZ_SRC_$*) -ljansson -lpng -lz -lm
 
 $(BUILD)/tests/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c tests/fuzz/fuzz_util.h $(LIB)
 	@mkdir -p $(dir $@)

@@ -30,14 +30,6 @@ struct job *job_new(struct srv *s, enum job_origin origin) {
     return j;
 }
 
-void gen_req_free(struct gen_req *r) {
-    free(r->prompt);
-    free(r->negative);
-    free(r->init);
-    free(r->mask);
-    memset(r, 0, sizeof *r);
-}
-
 void job_ref(struct job *j) { j->refs++; }
 
 static void job_free(struct job *j) {

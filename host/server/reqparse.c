@@ -11,6 +11,14 @@
 
 #include "png_io.h"
 
+void gen_req_free(struct gen_req *r) {
+    free(r->prompt);
+    free(r->negative);
+    free(r->init);
+    free(r->mask);
+    memset(r, 0, sizeof *r);
+}
+
 int perr_set(struct perr *e, int status, const char *field, const char *fmt, ...) {
     e->status = status;
     snprintf(e->field, sizeof e->field, "%s", field ? field : "");
@@ -175,6 +183,10 @@ int req_gen_common(struct srv *s, json_t *o, struct gen_req *r, int a1111, struc
         req_str(o, "sampler", &sampler, 64, e) || req_str(o, "scheduler", &sched, 64, e) ||
         req_int(o, "preview_every", &r->preview_every, 0, 10000, e) || req_int(o, "clip_skip", &r->clip_skip, 0, 12, e))
         return -1;
+    /* The defaults (512) too must fit a server started with a smaller --max-side. */
+    if (r->width > L->max_side || r->height > L->max_side)
+        return perr_set(e, 422, r->width > L->max_side ? "width" : "height", "%d is above the server's limit %d (give a smaller size)",
+                        r->width > L->max_side ? r->width : r->height, L->max_side);
     if (r->width % 8 || r->height % 8) return perr_set(e, 422, r->width % 8 ? "width" : "height", "must be a multiple of 8");
     if (sampler) {
         struct sd_ctx ctx = {0};
