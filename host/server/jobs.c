@@ -173,6 +173,7 @@ json_t *job_status_json(struct srv *s, struct job *j) {
     json_object_set_new(o, "images", imgs);
     json_object_set_new(o, "seed", json_integer(j->r.seed));
     if (j->t_end > 0) json_object_set_new(o, "seconds", json_real(j->t_end - j->t_created));
+    if (j->t_end > 0 && j->t_start > 0) json_object_set_new(o, "run_seconds", json_real(j->t_end - j->t_start));
     return o;
 }
 
