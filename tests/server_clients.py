@@ -75,10 +75,10 @@ def t_progress_interrupt():
     for _ in range(300):
         p = api.get_progress()
         seen = p["state"]["sampling_step"]
-        if seen >= 3:
+        if seen >= 6 and p["current_image"]:  # the server's default preview period is 5 steps
             break
         time.sleep(0.02)
-    check(seen >= 3 and 0 < p["progress"] < 1 and p["eta_relative"] >= 0 and p["current_image"],
+    check(seen >= 6 and 0 < p["progress"] < 1 and p["eta_relative"] >= 0 and p["current_image"],
           "webuiapi: get_progress while running", str({k: p.get(k) for k in ("progress", "eta_relative", "state")}))
     r = api.interrupt()
     th.join(60)

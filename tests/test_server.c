@@ -9,6 +9,7 @@
  * build/testenv drive it (tests/server_clients.py). Bounded in time. */
 #define _GNU_SOURCE
 #include "test.h"
+#include "png_io.h"
 
 #include <jansson.h>
 #include <arpa/inet.h>
@@ -141,9 +142,8 @@ static long rss_kb(void) {
     return kb;
 }
 
+static int start_server_args(const char *const *argv_in);
 static int start_server(const char *const *extra) {
-    int pfd[2];
-    if (pipe(pfd)) return -1;
     char sdrt[PATH_MAX + 16];
     snprintf(sdrt, sizeof sdrt, "%s/../sdrt", bindir);
     const char *argv[40] = {sdrt, "serve", "--model", "tests/models/tiny-sd1", "--port", "0", "--threads", "1",
@@ -152,11 +152,17 @@ static int start_server(const char *const *extra) {
     int n = 22;
     for (int i = 0; extra && extra[i]; i++) argv[n++] = extra[i];
     argv[n] = NULL;
+    return start_server_args(argv);
+}
+
+static int start_server_args(const char *const *argv) {
+    int pfd[2];
+    if (pipe(pfd)) return -1;
     server_pid = fork();
     if (server_pid == 0) {
         dup2(pfd[1], 2);
         close(pfd[0]);
-        execv(sdrt, (char *const *)argv);
+        execv(argv[0], (char *const *)argv);
         _exit(127);
     }
     close(pfd[1]);
@@ -547,6 +553,74 @@ static void test_concurrency(void) {
     for (int k = 0; k < 4; k++) free(c.ref[k]);
 }
 
+/* A pool over the CPU and the OpenCL device (PoCL here): jobs run on both;
+ * the same seed gives the same image on either, within a rounding level
+ * of 8-bit output per pixel (OpenCL vs CPU differ in float rounding). */
+static void test_pool(void) {
+    char sdrt[PATH_MAX + 16];
+    snprintf(sdrt, sizeof sdrt, "%s/../sdrt", bindir);
+    const char *argv[] = {sdrt, "serve", "--model", "tests/models/tiny-sd1", "--port", "0", "--threads", "1",
+                          "--devices", "cpu,opencl:0", "--api-key", KEY, NULL};
+    if (start_server_args(argv)) { test_fail("pool: the cpu,opencl:0 server did not start"); return; }
+    size_t ref_len = 0;
+    char *ref = reference_png(100, &ref_len);
+    struct sd_ctx ctx = {0};
+    float *rimg = NULL;
+    int w, h;
+    if (!ref || sd_png_read_mem(&ctx, "ref", ref, ref_len, 64, &rimg, &w, &h)) { test_fail("pool: reference: %s", ctx.msg); free(ref); stop_server(); return; }
+    char ids[8][32];
+    for (int i = 0; i < 8; i++) {
+        int st;
+        json_t *j = call_json("POST", "/v1/jobs", "{\"prompt\":\"a red cube\",\"negative_prompt\":\"blurry\",\"steps\":2,"
+                              "\"width\":64,\"height\":64,\"sampler\":\"Euler a\",\"cfg_scale\":7.5,\"seed\":100,\"preview_every\":0}", &st);
+        snprintf(ids[i], sizeof ids[i], "%s", json_string_value(json_object_get(j, "id")) ? json_string_value(json_object_get(j, "id")) : "");
+        json_decref(j);
+    }
+    int on_cpu = 0, on_cl = 0, done = 0, identical_cpu = 0;
+    double max_diff = 0;
+    for (int i = 0; i < 8; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "/v1/jobs/%s", ids[i]);
+        json_t *j = NULL;
+        int st;
+        for (int k = 0; k < 1500; k++) {
+            json_decref(j);
+            j = call_json("GET", path, NULL, &st);
+            const char *s = json_string_value(json_object_get(j, "status"));
+            if (s && strcmp(s, "queued") && strcmp(s, "running")) break;
+            usleep(20000);
+        }
+        const char *dev = json_string_value(json_object_get(j, "device"));
+        int is_cl = dev && !strncmp(dev, "opencl", 6);
+        if (json_string_value(json_object_get(j, "status")) && !strcmp(json_string_value(json_object_get(j, "status")), "done")) {
+            done++;
+            on_cl += is_cl, on_cpu += !is_cl;
+            char ip[160];
+            snprintf(ip, sizeof ip, "%s/images/0.png", path);
+            struct resp r;
+            http("GET", ip, A, NULL, NULL, 0, &r);
+            float *img = NULL;
+            int iw, ih;
+            if (r.status == 200 && !sd_png_read_mem(&ctx, "got", r.body, r.len, 64, &img, &iw, &ih) && iw == w && ih == h) {
+                for (int q = 0; q < 3 * w * h; q++) {
+                    double d = fabs((double)img[q] - (double)rimg[q]) * 127.5; /* in 8-bit levels */
+                    if (d > max_diff) max_diff = d;
+                }
+                if (!is_cl && r.len == ref_len && !memcmp(r.body, ref, ref_len)) identical_cpu++;
+            }
+            free(img);
+            resp_free(&r);
+        }
+        json_decref(j);
+    }
+    CHECK(done == 8 && on_cpu >= 1 && on_cl >= 1, "pool: 8 jobs over cpu + opencl:0: %d done, %d on cpu, %d on opencl", done, on_cpu, on_cl);
+    CHECK(identical_cpu == on_cpu && max_diff <= 2.0, "pool: same seed, same image on either device (cpu byte-identical %d/%d; "
+          "max diff %.2f of 255 levels, tolerance 2)", identical_cpu, on_cpu, max_diff);
+    free(rimg);
+    free(ref);
+    stop_server();
+}
+
 static void test_clients(void) {
     char cmd[PATH_MAX * 2], line[1024];
     snprintf(cmd, sizeof cmd, "build/testenv/bin/python tests/server_clients.py %d %s 2>&1", port, KEY);
@@ -588,6 +662,7 @@ int main(int argc, char **argv) {
     test_concurrency();
     test_clients();
     stop_server();
+    test_pool();
     unlink(link);
     rmdir(models_dir);
     return test_failures ? 1 : 0;
