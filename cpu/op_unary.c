@@ -42,6 +42,6 @@ static inline __m512 quick_gelu16(__m512 x) {
         return SD_OK;                                                                      \
     }
 
-SD_UNARY_OP(sd_cpu_gelu, sd_geluf, sd_gelu16)
-SD_UNARY_OP(sd_cpu_quick_gelu, quick_gelu, quick_gelu16)
-SD_UNARY_OP(sd_cpu_silu, sd_siluf, sd_silu16)
+SD_UNARY_OP(sd_cpu_op_gelu, sd_geluf, sd_gelu16)
+SD_UNARY_OP(sd_cpu_op_quick_gelu, quick_gelu, quick_gelu16)
+SD_UNARY_OP(sd_cpu_op_silu, sd_siluf, sd_silu16)
