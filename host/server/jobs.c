@@ -43,6 +43,7 @@ static void job_free(struct job *j) {
     for (int i = 0; i < j->n_events; i++) free(j->events[i]);
     free(j->events);
     free(j->preview);
+    free(j->watchers);
     free(j);
 }
 
@@ -120,7 +121,29 @@ void job_event(struct srv *s, struct job *j, const char *event, json_t *data) {
         j->events[j->n_events++] = f;
     }
     free(txt);
+    for (int i = 0; i < j->n_watchers; i++) MHD_resume_connection(j->watchers[i]);
+    j->n_watchers = 0;
     pthread_cond_broadcast(&s->ev_cv);
+}
+
+int job_watch(struct job *j, struct MHD_Connection *c) {
+    if (j->n_watchers == j->cap_watchers) {
+        int cap = j->cap_watchers ? 2 * j->cap_watchers : 4;
+        struct MHD_Connection **n = realloc(j->watchers, sizeof *n * (size_t)cap);
+        if (!n) return -1;
+        j->watchers = n, j->cap_watchers = cap;
+    }
+    j->watchers[j->n_watchers++] = c;
+    MHD_suspend_connection(c);
+    return 0;
+}
+
+void job_unwatch(struct job *j, struct MHD_Connection *c) {
+    for (int i = 0; i < j->n_watchers; i++)
+        if (j->watchers[i] == c) {
+            j->watchers[i] = j->watchers[--j->n_watchers];
+            return;
+        }
 }
 
 static void queue_remove(struct srv *s, struct job *j) {

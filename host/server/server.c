@@ -1,7 +1,7 @@
 /* server.c - the HTTP layer (libmicrohttpd): bodies with a size limit,
  * auth (Bearer / Basic, constant-time), CORS, routing to the APIs,
  * synchronous requests suspended until their job ends, SSE as a chunked
- * content-reader response, start and stop (server.h). */
+ * content-reader response (suspended between events), start and stop (server.h). */
 #include "srv.h"
 
 #include "model_load.h"
@@ -52,7 +52,7 @@ struct sse {
     struct job *j;
     int next;                     /* next event index to send */
     size_t off;                   /* bytes of events[next] already sent */
-    int keepalive;
+    struct MHD_Connection *c;
 };
 
 void reply_error(struct reply *rp, struct perr *e, int openai) {
@@ -132,8 +132,9 @@ static enum MHD_Result send_json(struct srv *s, struct MHD_Connection *c, int st
     return ret;
 }
 
-/* SSE: sends stored events in order; waits (bounded) for more while the job
- * lives; a comment line every 10 s keeps idle streams open. */
+/* SSE: sends a job's stored events in order; with none to send while the
+ * job lives, the connection is suspended (no HTTP thread waits) and the
+ * job's next event resumes it. */
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     struct sse *x = cls;
@@ -141,27 +142,16 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     struct job *j = x->j;
     ssize_t n = 0;
     pthread_mutex_lock(&s->mu);
-    for (;;) {
-        if (x->next < j->n_events) {
-            const char *e = j->events[x->next];
-            size_t len = strlen(e) - x->off;
-            size_t k = len < max ? len : max;
-            memcpy(buf, e + x->off, k);
-            x->off += k;
-            if (x->off == strlen(e)) x->next++, x->off = 0;
-            n = (ssize_t)k;
-            break;
-        }
-        if (j->state >= JOB_DONE || s->stopping) { n = MHD_CONTENT_READER_END_OF_STREAM; break; }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += 10;
-        if (pthread_cond_timedwait(&s->ev_cv, &s->mu, &ts) != 0 && x->next >= j->n_events && j->state < JOB_DONE) {
-            static const char ka[] = ": keep-alive\n\n";
-            n = (ssize_t)(max < sizeof ka - 1 ? max : sizeof ka - 1);
-            memcpy(buf, ka, (size_t)n);
-            break;
-        }
+    if (x->next < j->n_events) {
+        const char *e = j->events[x->next];
+        size_t len = strlen(e) - x->off;
+        size_t k = len < max ? len : max;
+        memcpy(buf, e + x->off, k);
+        x->off += k;
+        if (x->off == strlen(e)) x->next++, x->off = 0;
+        n = (ssize_t)k;
+    } else if (j->state >= JOB_DONE || s->stopping || job_watch(j, x->c)) {
+        n = MHD_CONTENT_READER_END_OF_STREAM;
     }
     pthread_mutex_unlock(&s->mu);
     return n;
@@ -170,6 +160,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
 static void sse_free(void *cls) {
     struct sse *x = cls;
     pthread_mutex_lock(&x->s->mu);
+    job_unwatch(x->j, x->c);
     job_unref(x->s, x->j);
     pthread_mutex_unlock(&x->s->mu);
     free(x);
@@ -201,7 +192,7 @@ static enum MHD_Result send_reply(struct srv *s, struct MHD_Connection *c, struc
             pthread_mutex_unlock(&s->mu);
             return MHD_NO;
         }
-        x->s = s, x->j = rp->sse, x->next = rp->sse_from;
+        x->s = s, x->j = rp->sse, x->next = rp->sse_from, x->c = c;
         struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read, x, sse_free);
         MHD_add_response_header(r, "Content-Type", "text/event-stream");
         MHD_add_response_header(r, "Cache-Control", "no-cache");
@@ -421,7 +412,14 @@ int sd_server_port(const struct sd_server *sv) { return ((const struct srv *)sv)
 void sd_server_stop(struct sd_server *sv) {
     struct srv *s = (struct srv *)sv;
     if (!s) return;
-    srv_workers_stop(s); /* ends every job: suspended requests resume */
+    srv_workers_stop(s); /* ends every job: suspended requests and streams resume */
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n_jobs; i++) {
+        struct job *j = s->jobs[i];
+        for (int k = 0; k < j->n_watchers; k++) MHD_resume_connection(j->watchers[k]);
+        j->n_watchers = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
     if (s->d) MHD_stop_daemon(s->d);
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < s->n_jobs; i++) job_unref(s, s->jobs[i]);

@@ -63,6 +63,8 @@ struct job {
     size_t preview_len;
     int preview_step;
     struct MHD_Connection *waiter; /* a suspended synchronous request */
+    struct MHD_Connection **watchers; /* suspended SSE streams waiting for the next event */
+    int n_watchers, cap_watchers;
     struct job *next;             /* queue link */
 };
 
@@ -132,6 +134,9 @@ int job_position(struct srv *s, const struct job *j);        /* under mu: 0-base
 struct job *job_find(struct srv *s, const char *id);          /* under mu, no ref taken */
 /* Appends an SSE event (under mu) and wakes readers; data is a JSON object (stolen). */
 void job_event(struct srv *s, struct job *j, const char *event, json_t *data);
+/* Suspends an SSE connection until j's next event (under mu): 0, or -1 (out of memory). */
+int job_watch(struct job *j, struct MHD_Connection *c);
+void job_unwatch(struct job *j, struct MHD_Connection *c);
 /* Cancels (under mu): a queued job ends now, a running one at its next step. */
 void job_cancel(struct srv *s, struct job *j);
 /* Marks a job finished (under mu): state, metrics, events, resumes its waiter. */
