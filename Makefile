@@ -56,7 +56,7 @@ LIB      := $(BUILD)/libsdrt.a
 
 DEB_PKGS := gcc make libc6-dev libdnnl-dev libclblast-dev ocl-icd-opencl-dev opencl-headers \
             pocl-opencl-icd clinfo libpng-dev zlib1g-dev clang libclang-rt-14-dev python3 python3-venv python3-pip \
-            libmicrohttpd-dev libjansson-dev
+            libmicrohttpd-dev libjansson-dev chromium
 
 .PHONY: all deps check test test-asan demo bench fuzz clean tests benches vocab reference-venv parity-full testenv
 

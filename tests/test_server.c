@@ -584,7 +584,7 @@ static void test_pool(void) {
     char sdrt[PATH_MAX + 16];
     snprintf(sdrt, sizeof sdrt, "%s/../sdrt", bindir);
     const char *argv[] = {sdrt, "serve", "--model", "tests/models/tiny-sd1", "--port", "0", "--threads", "1",
-                          "--devices", "cpu,opencl:0", "--api-key", KEY, NULL};
+                          "--devices", "cpu,opencl:0", NULL}; /* no credentials: the page test below uses it too */
     if (start_server_args(argv)) { test_fail("pool: the cpu,opencl:0 server did not start"); return; }
     size_t ref_len = 0;
     char *ref = reference_png(100, &ref_len);
@@ -642,7 +642,39 @@ static void test_pool(void) {
           "max diff %.2f of 255 levels, tolerance 2)", identical_cpu, on_cpu, max_diff);
     free(rimg);
     free(ref);
-    stop_server();
+}
+
+/* The page in headless Chromium (Debian's chromium), end to end: autorun=1
+ * submits the form from the query string; the DOM after the run shows a
+ * preview received over SSE, the result image and its parameters; a
+ * screenshot of the window decodes at the window's size and is not blank. */
+static void test_page(void) {
+    char cmd[1024], out[256];
+    snprintf(out, sizeof out, "/tmp/sdrt-test-server-page-%d.png", (int)getpid());
+    const char *url_q = "?autorun=1&prompt=a%20lighthouse&width=64&height=64&steps=6&seed=9";
+    snprintf(cmd, sizeof cmd, "timeout 120 chromium --headless=new --no-sandbox --disable-gpu --virtual-time-budget=30000 "
+             "--dump-dom 'http://127.0.0.1:%d/%s' 2>/dev/null", port, url_q);
+    FILE *p = popen(cmd, "r");
+    size_t cap = 1 << 20, len = 0;
+    char *dom = calloc(1, cap);
+    for (size_t k; p && len < cap - 1 && (k = fread(dom + len, 1, cap - 1 - len, p)) > 0;) len += k;
+    int st = p ? pclose(p) : -1;
+    CHECK(st == 0 && strstr(dom, "id=\"status\" data-preview=\"1\">done<") && strstr(dom, "src=\"/v1/jobs/") &&
+          strstr(dom, "Seed: 9, Size: 64x64"), "page: headless Chromium submits the form, sees a preview over SSE, gets the "
+          "image and its parameters (%zu bytes of DOM)", len);
+    free(dom);
+    snprintf(cmd, sizeof cmd, "timeout 120 chromium --headless=new --no-sandbox --disable-gpu --virtual-time-budget=30000 "
+             "--window-size=800,700 --screenshot=%s 'http://127.0.0.1:%d/%s' >/dev/null 2>&1", out, port, url_q);
+    st = system(cmd);
+    struct sd_ctx ctx = {0};
+    float *img = NULL;
+    int w = 0, h = 0;
+    double lo = 1e9, hi = -1e9;
+    if (st == 0 && !sd_png_read(&ctx, out, 4096, &img, &w, &h))
+        for (int q = 0; q < 3 * w * h; q++) lo = fmin(lo, img[q]), hi = fmax(hi, img[q]);
+    CHECK(w == 800 && h == 700 && hi - lo > 1.0, "page: screenshot %dx%d, value range %.2f", w, h, hi - lo);
+    free(img);
+    unlink(out);
 }
 
 static void test_clients(void) {
@@ -687,6 +719,8 @@ int main(int argc, char **argv) {
     test_clients();
     stop_server();
     test_pool();
+    test_page();
+    stop_server();
     unlink(link);
     rmdir(models_dir);
     return test_failures ? 1 : 0;

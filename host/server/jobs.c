@@ -191,7 +191,8 @@ json_t *job_status_json(struct srv *s, struct job *j) {
     for (int i = 0; i < j->n_images; i++) {
         char url[96];
         snprintf(url, sizeof url, "/v1/jobs/%s/images/%d.png", j->id, i);
-        json_array_append_new(imgs, json_pack("{s:s,s:I}", "url", url, "seed", (json_int_t)j->images[i].seed));
+        json_array_append_new(imgs, json_pack("{s:s,s:I,s:s}", "url", url, "seed", (json_int_t)j->images[i].seed, "parameters",
+                                              j->images[i].infotext ? j->images[i].infotext : ""));
     }
     json_object_set_new(o, "images", imgs);
     json_object_set_new(o, "seed", json_integer(j->r.seed));

@@ -1,14 +1,16 @@
 /* page.c - GET /: one self-contained page (no framework, no network
  * fetches beyond this server): prompt, negative prompt, size, steps,
  * sampler, seed; live progress and previews from the job's SSE stream;
- * the result with its parameters; a cancel button (srv.h). */
+ * the result with its parameters; a cancel button. The query string fills
+ * the form (?prompt=...&width=64&steps=4) and autorun=1 submits it on load
+ * (links that generate; the headless-browser test uses it) (srv.h). */
 #include "srv.h"
 
 const char srv_page_html[] =
     "<!doctype html><html><head><meta charset=\"utf-8\"><title>sdrt</title><style>"
     "body{font:14px sans-serif;max-width:900px;margin:20px auto}label{display:block;margin:4px 0}"
     "textarea{width:100%}img{max-width:100%;image-rendering:pixelated;border:1px solid #ccc}"
-    "#prev,#out{width:256px;min-height:64px}</style></head><body><h1>sdrt</h1>"
+    "pre{white-space:pre-wrap}#prev,#out{width:256px;min-height:64px}</style></head><body><h1>sdrt</h1>"
     "<form id=\"f\"><label>Prompt<textarea id=\"prompt\" rows=\"3\">a photograph of an astronaut riding a horse</textarea></label>"
     "<label>Negative prompt<textarea id=\"neg\" rows=\"2\"></textarea></label>"
     "<label>Width <input id=\"w\" type=\"number\" value=\"512\" step=\"8\"> Height <input id=\"h\" type=\"number\" value=\"512\" step=\"8\"></label>"
@@ -30,9 +32,12 @@ const char srv_page_html[] =
     "es.addEventListener('step',function(m){var d=JSON.parse(m.data);$('status').textContent='step '+d.step+'/'+d.steps;$('bar').value=d.step/d.steps});"
     "es.addEventListener('preview',function(m){$('prev').src=JSON.parse(m.data).image;$('status').dataset.preview='1'});"
     "es.addEventListener('result',function(m){var d=JSON.parse(m.data);es.close();$('cancel').disabled=true;"
-    "$('out').src=d.images[0].url;$('status').textContent='done';fetch('/sdapi/v1/png-info',{method:'POST'}).catch(function(){});"
-    "$('params').textContent='seed '+d.seed+', '+d.seconds.toFixed(2)+' s'});"
+    "$('out').src=d.images[0].url;$('status').textContent='done';"
+    "$('params').textContent=d.images[0].parameters+'\\n('+d.seconds.toFixed(2)+' s)'});"
     "es.addEventListener('error',function(m){if(m.data){$('status').textContent='failed: '+JSON.parse(m.data).error;es.close()}});"
     "es.addEventListener('cancelled',function(){$('status').textContent='cancelled';es.close();$('cancel').disabled=true})}\n"
     "$('cancel').onclick=function(){if(job)fetch('/v1/jobs/'+job,{method:'DELETE'})};\n"
+    "var q=new URLSearchParams(location.search),map={prompt:'prompt',negative_prompt:'neg',width:'w',height:'h',steps:'steps',"
+    "sampler:'sampler',seed:'seed'};for(var k in map)if(q.has(k))$(map[k]).value=q.get(k);"
+    "if(q.get('autorun')==='1')$('go').click();\n"
     "</script></body></html>\n";
