@@ -584,7 +584,7 @@ static void test_pool(void) {
     char sdrt[PATH_MAX + 16];
     snprintf(sdrt, sizeof sdrt, "%s/../sdrt", bindir);
     const char *argv[] = {sdrt, "serve", "--model", "tests/models/tiny-sd1", "--port", "0", "--threads", "1",
-                          "--devices", "cpu,opencl:0", NULL}; /* no credentials: the page test below uses it too */
+                          "--devices", "cpu,opencl:0", "--balance", "round-robin", NULL}; /* no credentials: the page test uses it too */
     if (start_server_args(argv)) { test_fail("pool: the cpu,opencl:0 server did not start"); return; }
     size_t ref_len = 0;
     char *ref = reference_png(100, &ref_len);
@@ -637,7 +637,8 @@ static void test_pool(void) {
         }
         json_decref(j);
     }
-    CHECK(done == 8 && on_cpu >= 1 && on_cl >= 1, "pool: 8 jobs over cpu + opencl:0: %d done, %d on cpu, %d on opencl", done, on_cpu, on_cl);
+    CHECK(done == 8 && on_cpu == 4 && on_cl == 4, "pool: 8 jobs round-robin over cpu + opencl:0: %d done, %d on cpu, %d on opencl",
+          done, on_cpu, on_cl);
     CHECK(identical_cpu == on_cpu && max_diff <= 2.0, "pool: same seed, same image on either device (cpu byte-identical %d/%d; "
           "max diff %.2f of 255 levels, tolerance 2)", identical_cpu, on_cpu, max_diff);
     free(rimg);

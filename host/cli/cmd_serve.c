@@ -22,6 +22,15 @@ struct opts {
 static volatile sig_atomic_t stop_flag;
 static void on_signal(int sig) { (void)sig; stop_flag = 1; }
 
+static int parse_balance(void *opts, const char *v) {
+    struct opts *o = opts;
+    if (!strcmp(v, "least-busy")) o->s.balance = SD_BALANCE_LEAST_BUSY;
+    else if (!strcmp(v, "round-robin")) o->s.balance = SD_BALANCE_ROUND_ROBIN;
+    else if (!strcmp(v, "random")) o->s.balance = SD_BALANCE_RANDOM;
+    else { fprintf(stderr, "sdrt: --balance is least-busy, round-robin or random, got '%s'\n", v); return 2; }
+    return 0;
+}
+
 #define O(field) CLI_OFF(struct opts, field)
 static const struct cli_opt options[] = {
     {"model", 'm', CLI_STR, O(s.model), "PATH", "model loaded at start (single-file .safetensors or diffusers folder)", NULL, 0},
@@ -34,6 +43,8 @@ static const struct cli_opt options[] = {
     {"api-auth", 0, CLI_STR, O(s.api_auth), "USER:PASS,...", "require HTTP Basic credentials (as A1111's --api-auth)", NULL, 0},
     {"cors-origin", 0, CLI_STR, O(s.cors_origin), "ORIGIN", "send CORS headers for this origin (default: none)", NULL, 0},
     {"devices", 0, CLI_STR, O(devices), "LIST", "workers: cpu,opencl:0,opencl:1 (default cpu)", NULL, 0},
+    {"balance", 0, CLI_FN, 0, "least-busy|round-robin|random", "placement of jobs on the devices (default least-busy:\n"
+                                                                "a free device takes the oldest queued job)", parse_balance, 0},
     {"threads", 0, CLI_INT, O(threads_cpu), "N", "CPU threads per CPU worker (default: all cores)", NULL, 0},
     {"http-threads", 0, CLI_INT, O(s.threads), "N", "HTTP thread pool size (default 8)", NULL, 0},
     {"queue-max", 0, CLI_INT, O(s.queue_max), "N", "most queued jobs; more get 503 + Retry-After (default 64)", NULL, 0},

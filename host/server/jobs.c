@@ -18,6 +18,7 @@ struct job *job_new(struct srv *s, enum job_origin origin) {
     j->refs = 1;
     j->origin = origin;
     j->exclude_worker = -1;
+    j->pin = -1;
     j->worker = -1;
     j->t_created = sd_time_s();
     pthread_mutex_lock(&s->mu);
@@ -67,6 +68,18 @@ static void jobs_trim(struct srv *s) {
     }
 }
 
+/* Pins j to a healthy worker under round-robin / random placement. */
+void job_place(struct srv *s, struct job *j) {
+    j->pin = -1;
+    if (s->o.balance == SD_BALANCE_LEAST_BUSY || s->n_workers < 2) return;
+    double now = sd_time_s();
+    for (int tries = 0; tries < s->n_workers; tries++) {
+        int w = s->o.balance == SD_BALANCE_ROUND_ROBIN ? (int)(s->rr++ % (unsigned)s->n_workers)
+                                                       : (int)(rand_r(&s->seed) % s->n_workers);
+        if (w != j->exclude_worker && now >= s->workers[w].unhealthy_until) { j->pin = w; return; }
+    }
+}
+
 int job_enqueue(struct srv *s, struct job *j) {
     if (s->qlen >= s->o.queue_max) return -1;
     if (s->n_jobs == s->cap_jobs) {
@@ -77,6 +90,7 @@ int job_enqueue(struct srv *s, struct job *j) {
     }
     s->jobs[s->n_jobs++] = j;
     job_ref(j);
+    job_place(s, j);
     j->state = JOB_QUEUED;
     j->next = NULL;
     if (s->qtail) s->qtail->next = j;

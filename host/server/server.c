@@ -361,6 +361,7 @@ struct sd_server *sd_server_start(struct sd_ctx *ctx, const struct sd_server_opt
     s->o.listen = s->o.vocab = s->o.model = s->o.models_dir = s->o.config = NULL;
     s->o.api_key = s->o.api_auth = s->o.cors_origin = NULL;
     s->cur_model = -1;
+    s->seed = (unsigned)time(NULL);
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->switch_mu, NULL);
     pthread_cond_init(&s->work_cv, NULL);

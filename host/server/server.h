@@ -43,9 +43,15 @@ struct sd_server_opts {
     int n_devices;
     struct sd_server_device devices[SD_SERVER_MAX_DEVICES]; /* default: one CPU worker */
     int backoff_s;                /* an unhealthy device rests this long (default 60) */
+    int balance;                  /* SD_BALANCE_*: placement of jobs on workers */
     struct sd_runtime_opts rt;    /* base runtime options (threads, log, ...) */
     struct sd_log log;
 };
+
+/* Placement: LEAST_BUSY (default) keeps one queue that every free worker
+ * takes from (so queued work counts); ROUND_ROBIN and RANDOM pin each job
+ * to a healthy worker when it is queued. */
+enum { SD_BALANCE_LEAST_BUSY = 0, SD_BALANCE_ROUND_ROBIN, SD_BALANCE_RANDOM };
 
 struct sd_server;
 

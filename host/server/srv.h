@@ -54,6 +54,7 @@ struct job {
     double t_created, t_start, t_end, step_sum;
     int cancel, skip;
     int exclude_worker, retried, worker;
+    int pin;                      /* round-robin / random placement: the worker, else -1 */
     struct job_image *images;
     int n_images;
     char err[600];
@@ -117,6 +118,7 @@ struct srv {
     struct job **jobs;            /* every job still known (for GET), oldest first */
     int n_jobs, cap_jobs;
     unsigned long long next_id;
+    unsigned rr, seed;            /* round-robin counter, random placement state */
     /* metrics */
     long requests, outcome[JOB_STATE_COUNT], rejected_full, errors_4xx, auth_failures, retries;
     struct hist step_h, job_h;
@@ -130,6 +132,7 @@ void job_unref(struct srv *s, struct job *j);                /* under mu */
 void gen_req_free(struct gen_req *r);
 /* Enqueues (under mu): 0, or -1 when the queue is full. */
 int job_enqueue(struct srv *s, struct job *j);
+void job_place(struct srv *s, struct job *j);                /* under mu */
 int job_position(struct srv *s, const struct job *j);        /* under mu: 0-based, -1 if not queued */
 struct job *job_find(struct srv *s, const char *id);          /* under mu, no ref taken */
 /* Appends an SSE event (under mu) and wakes readers; data is a JSON object (stolen). */

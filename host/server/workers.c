@@ -1,7 +1,8 @@
 /* workers.c - models (the current one shared by every worker, switched
  * when no job runs) and the device workers: one thread per device, each
  * with its own runtime, taking the oldest job from the queue (a free worker
- * takes work: least-busy placement, queued work included). A job that fails
+ * takes work: least-busy placement, queued work included; round-robin and
+ * random placement pin jobs to workers when queued). A job that fails
  * on a device with SD_ERR_BACKEND is retried once on another device, and
  * that device rests for opts.backoff_s (srv.h). */
 #include "srv.h"
@@ -283,7 +284,7 @@ static struct job *take(struct worker *w) {
     struct job **pp = &s->qhead, *prev = NULL;
     for (; *pp; prev = *pp, pp = &(*pp)->next) {
         struct job *j = *pp;
-        if (j->exclude_worker == w->idx) continue;
+        if (j->exclude_worker == w->idx || (j->pin >= 0 && j->pin != w->idx)) continue;
         *pp = j->next;
         if (s->qtail == j) s->qtail = prev;
         s->qlen--;
@@ -333,6 +334,8 @@ static void *worker_main(void *arg) {
         s->running--;
         if (err == SD_ERR_BACKEND && !j->retried && other_healthy(s, w->idx) && !j->cancel) {
             w->unhealthy_until = sd_time_s() + s->o.backoff_s;
+            for (struct job *q = s->qhead; q; q = q->next)
+                if (q->pin == w->idx) job_place(s, q);
             w->failures++;
             s->retries++;
             sd_logf(&s->o.log, SD_LOG_WARN, "device %s failed job %s (%s): retrying on another device; %s rests %d s",
@@ -340,6 +343,7 @@ static void *worker_main(void *arg) {
             j->retried = 1, j->exclude_worker = w->idx, j->state = JOB_QUEUED, j->iter = 0, j->step = 0;
             for (int i = 0; i < j->n_images; i++) { free(j->images[i].png); free(j->images[i].infotext); }
             j->n_images = 0;
+            job_place(s, j); /* pinned elsewhere (round-robin, random), or free for any */
             j->next = s->qhead; /* back to the front; the worker's reference is the queue's again */
             s->qhead = j;
             if (!s->qtail) s->qtail = j;
