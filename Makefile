@@ -32,7 +32,7 @@ endif
 HOST_DIRS := $(sort $(dir $(wildcard host/*/*.c host/*/*.h)))
 INC     := $(patsubst %/,-I%,$(HOST_DIRS)) -Icpu -Icl -I$(BUILD)/gen
 CFLAGS  += $(CSTD) $(OPT) $(WARN) -fopenmp -pthread -MMD -MP $(INC)
-LDLIBS  += -ldnnl -lclblast -lOpenCL -lpng -lz -lm -fopenmp -pthread
+LDLIBS  += -ldnnl -lclblast -lOpenCL -lmicrohttpd -ljansson -lpng -lz -lm -fopenmp -pthread
 ifeq ($(SAN),1)
 LDLIBS  += -fsanitize=address,undefined
 endif
@@ -50,14 +50,17 @@ CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 # Fuzz targets (tests/fuzz/fuzz_<target>.c), replayed by the tests as test_fuzz_<target>.
-FUZZ_TARGETS := safetensors png prompt tokenizer json lora
+FUZZ_TARGETS := safetensors png prompt tokenizer json lora request
 FUZZ_REPLAY := $(FUZZ_TARGETS:%=$(BUILD)/tests/test_fuzz_%)
 LIB      := $(BUILD)/libsdrt.a
 
 DEB_PKGS := gcc make libc6-dev libdnnl-dev libclblast-dev ocl-icd-opencl-dev opencl-headers \
-            pocl-opencl-icd clinfo libpng-dev zlib1g-dev clang libclang-rt-14-dev python3 python3-venv python3-pip
+            pocl-opencl-icd clinfo libpng-dev zlib1g-dev clang libclang-rt-14-dev python3 python3-venv python3-pip \
+            libmicrohttpd-dev libjansson-dev
+# What the tests need beyond building: headless Chromium drives the server's page.
+TEST_DEB_PKGS := chromium
 
-.PHONY: all deps check test test-asan demo bench fuzz clean tests benches vocab reference-venv parity-full
+.PHONY: all deps test-deps install-debs check test test-asan demo bench fuzz clean tests benches vocab reference-venv parity-full testenv
 
 all: $(BUILD)/sdrt $(LIB)
 
@@ -102,7 +105,18 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	@$(if $(V),,echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) -Ibench -Itests -o $@ $< $(LIB) $(LDLIBS)
 
-tests: vocab $(TEST_BIN) $(FUZZ_REPLAY)
+tests: vocab testenv $(TEST_BIN) $(FUZZ_REPLAY)
+
+# The real client packages the server tests drive (tests/server_clients.py),
+# pinned, from PyPI into build/testenv (Debian's python3 -m venv).
+TESTENV_PKGS := webuiapi==0.9.17 openai==1.54.0 httpx==0.27.2
+TESTENV_STAMP := build/testenv/.stamp-webuiapi-0.9.17-openai-1.54.0-httpx-0.27.2
+testenv: $(TESTENV_STAMP)
+$(TESTENV_STAMP):
+	@rm -rf build/testenv && /usr/bin/python3 -m venv build/testenv
+	@echo "testenv: $(TESTENV_PKGS) from PyPI -> build/testenv"
+	@build/testenv/bin/pip install -q --disable-pip-version-check $(TESTENV_PKGS)
+	@touch $@
 benches: $(BENCH_BIN)
 
 # OpenAI's CLIP BPE vocabulary, taken from the open_clip wheel on PyPI and checked
@@ -125,7 +139,11 @@ $(VOCAB_GZ):
 
 # Installs missing Debian packages (needs root). Both `check` and `demo` use it.
 deps:
-	@missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@$(MAKE) --no-print-directory install-debs PKGS="$(DEB_PKGS)"
+test-deps: deps
+	@$(MAKE) --no-print-directory install-debs PKGS="$(TEST_DEB_PKGS)"
+install-debs:
+	@missing=$$(for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
@@ -137,7 +155,7 @@ test: all tests
 test-asan:
 	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 all tests
 
-check: deps
+check: test-deps
 	@$(MAKE) --no-print-directory all tests
 	@$(MAKE) --no-print-directory test-asan
 	@SDRT_TEST_SAN=1 tests/run.sh $(BUILD) build/asan
@@ -155,9 +173,10 @@ demo: deps all vocab
 # Op benchmarks (bench/*.c), then the same model graphs on both backends side
 # by side (the built-in tiny model; BENCH_MODEL=path for a real checkpoint).
 BENCH_MODEL ?= tests/models/tiny-sd1
-bench: all benches
+bench: all benches testenv
 	@for b in $(BENCH_BIN); do $$b || exit 1; done
 	OMP_WAIT_POLICY=passive $(BUILD)/sdrt bench --model $(BENCH_MODEL) --backends cpu,opencl --width 256 --height 256 --runs 3 --profile
+	OMP_WAIT_POLICY=passive build/testenv/bin/python bench/server_bench.py $(BUILD)/sdrt
 
 # Fuzzing (docs/architecture.md "Tests"): one libFuzzer target per parser of untrusted
 # input, each built with clang from the sources it exercises; `make fuzz` runs
@@ -173,6 +192,9 @@ FUZZ_SRC_lora        := host/lora/lora_key.c host/core/error.c
 FUZZ_SRC_tokenizer   := host/text/tokenizer.c host/text/unicode.c host/io/json.c host/core/error.c
 FUZZ_SRC_json        := host/io/json.c host/model/model_config.c host/io/weights.c host/io/safetensors.c \
                         host/core/error.c host/core/tensor.c
+FUZZ_SRC_request     := host/server/reqparse.c host/server/base64.c host/io/png_io.c host/core/error.c \
+                        $(filter-out host/gen/sampler_impl.h,$(wildcard host/gen/sampler*.c)) host/gen/noise_schedule.c host/gen/rng.c
+FUZZ_MAXLEN_request  := 16384
 FUZZ_MAXLEN_safetensors := 65536
 FUZZ_MAXLEN_png      := 65536
 FUZZ_MAXLEN_prompt   := 4096
@@ -186,7 +208,7 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(BUILD)/gen/un
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  FUZZ    $@")
 	$(Q)clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(INC) -Itests/fuzz -o $@ \
-	  $< $(FUZZ_SRC_$*) -lpng -lz -lm
+	  $< $(FUZZ_SRC_$*) -ljansson -lpng -lz -lm
 
 $(BUILD)/tests/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c tests/fuzz/fuzz_util.h $(LIB)
 	@mkdir -p $(dir $@)

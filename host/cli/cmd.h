@@ -19,6 +19,7 @@ int sd_cmd_devices(int argc, char **argv);
 int sd_cmd_txt2img(int argc, char **argv);
 int sd_cmd_img2img(int argc, char **argv);
 int sd_cmd_inpaint(int argc, char **argv);
+int sd_cmd_serve(int argc, char **argv);
 
 /* cli_env.c: the one place that reads the environment. Fills o (after
  * sd_runtime_opts_init) from the SDRT_* variables of docs/running.md and

@@ -14,6 +14,7 @@ static const struct sd_cmd cmds[] = {
     {"txt2img", "generate images from a prompt", sd_cmd_txt2img},
     {"img2img", "generate from a prompt and an init image", sd_cmd_img2img},
     {"inpaint", "repaint the masked part of an image", sd_cmd_inpaint},
+    {"serve", "HTTP server: A1111 and OpenAI APIs, async jobs with SSE (docs/server.md)", sd_cmd_serve},
     {"devices", "list OpenCL devices and the CPU backend", sd_cmd_devices},
     {"bench", "time CLIP, a UNet CFG step and a VAE decode per backend", sd_cmd_bench},
 };

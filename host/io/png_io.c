@@ -461,6 +461,10 @@ static int utf8_to_latin1(const char *s, char *out) {
     return fits;
 }
 
+static int png_write_stream(struct sd_ctx *ctx, const char *path, struct png_state *st, const uint8_t *rgb, int w,
+                            int h, const char *parameters, char *latin1, int fits);
+static int png_file_done(struct sd_ctx *ctx, const char *path, struct png_state *st);
+
 static int png_encode(struct sd_ctx *ctx, const char *path, struct png_state *st, const uint8_t *rgb, int w, int h,
                       const char *parameters, char *latin1, int fits) {
     size_t plen = strlen(path);
@@ -486,6 +490,14 @@ static int png_encode(struct sd_ctx *ctx, const char *path, struct png_state *st
         return sd_errorf(ctx, SD_ERR_NOMEM, "writing '%s': cannot create libpng structures", path);
     if (setjmp(png_jmpbuf(st->png))) return sd_errorf(ctx, SD_ERR_IO, "writing '%s' failed: %s", path, st->msg);
     png_init_io(st->png, st->f);
+    int rc = png_write_stream(ctx, path, st, rgb, w, h, parameters, latin1, fits);
+    return rc ? rc : png_file_done(ctx, path, st);
+}
+
+/* Writes the PNG to st->f (already open); the caller closes it. */
+static int png_write_stream(struct sd_ctx *ctx, const char *path, struct png_state *st, const uint8_t *rgb, int w,
+                            int h, const char *parameters, char *latin1, int fits) {
+    if (setjmp(png_jmpbuf(st->png))) return sd_errorf(ctx, SD_ERR_IO, "writing '%s' failed: %s", path, st->msg);
     png_set_IHDR(st->png, st->info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     if (parameters) {
@@ -508,6 +520,10 @@ static int png_encode(struct sd_ctx *ctx, const char *path, struct png_state *st
     png_write_info(st->png, st->info);
     for (int y = 0; y < h; y++) png_write_row(st->png, rgb + (size_t)y * (size_t)w * 3);
     png_write_end(st->png, st->info);
+    return SD_OK;
+}
+
+static int png_file_done(struct sd_ctx *ctx, const char *path, struct png_state *st) {
     FILE *f = st->f;
     st->f = NULL;
     if (fflush(f) != 0 || ferror(f)) {
@@ -557,5 +573,41 @@ int sd_png_write(struct sd_ctx *ctx, const char *path, const float *chw, int w, 
     sd_image_to_rgb8(chw, w, h, rgb);
     int rc = sd_png_write_rgb8(ctx, path, rgb, w, h, parameters);
     free(rgb);
+    return rc;
+}
+
+int sd_png_encode_rgb8(struct sd_ctx *ctx, const uint8_t *rgb, int w, int h, const char *parameters, uint8_t **out,
+                       size_t *len) {
+    const char *name = "PNG in memory";
+    *out = NULL, *len = 0;
+    if (w < 1 || h < 1 || w > SD_PNG_MAX_SIDE || h > SD_PNG_MAX_SIDE)
+        return sd_errorf(ctx, SD_ERR_INVALID, "cannot encode a PNG of %dx%d: outside 1..%d", w, h, SD_PNG_MAX_SIDE);
+    char *latin1 = NULL, *buf = NULL;
+    size_t size = 0;
+    int fits = 1, rc;
+    if (parameters) {
+        if (!(latin1 = malloc(strlen(parameters) + 1))) return sd_errorf(ctx, SD_ERR_NOMEM, "encoding a PNG: out of memory");
+        if ((fits = utf8_to_latin1(parameters, latin1)) < 0) {
+            free(latin1);
+            return sd_errorf(ctx, SD_ERR_INVALID, "cannot encode a PNG: the parameters text is not valid UTF-8");
+        }
+    }
+    struct png_state *st = calloc(1, sizeof *st);
+    if (!st) rc = sd_errorf(ctx, SD_ERR_NOMEM, "encoding a PNG: out of memory");
+    else if (!(st->f = open_memstream(&buf, &size))) rc = sd_errorf(ctx, SD_ERR_NOMEM, "encoding a PNG: out of memory");
+    else if (!(st->png = png_create_write_struct(PNG_LIBPNG_VER_STRING, st, state_error, state_warning)) ||
+             !(st->info = png_create_info_struct(st->png)))
+        rc = sd_errorf(ctx, SD_ERR_NOMEM, "encoding a PNG: cannot create libpng structures");
+    else {
+        png_init_io(st->png, st->f);
+        rc = png_write_stream(ctx, name, st, rgb, w, h, parameters, latin1, fits);
+        FILE *f = st->f;
+        st->f = NULL;
+        if (fclose(f) != 0 && !rc) rc = sd_errorf(ctx, SD_ERR_NOMEM, "encoding a PNG: out of memory");
+        if (!rc) *out = (uint8_t *)buf, *len = size, buf = NULL;
+    }
+    png_state_free(st, true);
+    free(buf);
+    free(latin1);
     return rc;
 }

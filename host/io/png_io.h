@@ -55,6 +55,11 @@ int sd_png_write_rgb8(struct sd_ctx *ctx, const char *path, const uint8_t *rgb, 
 /* sd_image_to_rgb8 + sd_png_write_rgb8. */
 int sd_png_write(struct sd_ctx *ctx, const char *path, const float *chw, int w, int h, const char *parameters);
 
+/* The same PNG bytes sd_png_write_rgb8 writes, into *out (malloc'd, *len
+ * bytes; the caller frees). */
+int sd_png_encode_rgb8(struct sd_ctx *ctx, const uint8_t *rgb, int w, int h, const char *parameters, uint8_t **out,
+                       size_t *len);
+
 /* Reads any PNG of at most max_side (1..SD_PNG_MAX_SIDE) pixels per side as
  * [3, h, w] floats in [-1, 1] (x/max * 2 - 1); a larger one is refused
  * (SD_ERR_INVALID) before its pixels are decoded. *chw is malloc'd, owned by
