@@ -22,6 +22,7 @@
 
 #include <strings.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -40,6 +41,8 @@ struct opts {
     const char *preview_dir, *backend, *device;
     int n_iter;
     int steps, width, height, batch, clip_skip, threads, preview_every, quiet, json, low_memory;
+    int vae_tiling, vae_tile;
+    unsigned long long memory_budget; /* --memory-budget, bytes; 0 = none */
     float cfg, strength, eta;
     long long seed;
     int prediction; /* -1 = from the model */
@@ -81,6 +84,29 @@ static int parse_rng(void *opts, const char *v) {
                         "the default); A1111's GPU (philox) noise is not implemented\n", v);
         return 2;
     }
+    return 0;
+}
+
+/* BYTES, or N with a unit: KiB, MiB, GiB (K, M, G, KB, MB, GB are read as the same powers of 1024). */
+static int parse_budget(void *opts, const char *v) {
+    struct opts *o = opts;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    unsigned long long mul = 1;
+    if (end != v && *end) {
+        const char u = (char)toupper((unsigned char)*end);
+        const char *rest = end + 1;
+        if (!strcasecmp(rest, "iB") || !strcasecmp(rest, "B") || !*rest)
+            mul = u == 'K' ? 1ull << 10 : u == 'M' ? 1ull << 20 : u == 'G' ? 1ull << 30 : 0;
+        else
+            mul = 0;
+    }
+    if (end == v || errno || mul == 0 || !(x > 0) || x * (double)mul > 1e18) {
+        fprintf(stderr, "sdrt: --memory-budget takes bytes or a size with KiB, MiB or GiB (got '%s')\n", v);
+        return 2;
+    }
+    o->memory_budget = (unsigned long long)(x * (double)mul);
     return 0;
 }
 
@@ -127,6 +153,11 @@ static const struct cli_opt options[] = {
     {"threads", 0, CLI_INT, O(threads), "N", "CPU threads (default: all cores)", NULL, 0},
     {"low-memory", 0, CLI_FLAG, O(low_memory), NULL, "CPU convolutions keep no transformed weight copies: SD 1.5 at 512x512\n"
                                                       "peaks at ~6 GB instead of ~13 GB, ~1.4x slower UNet", NULL, 0},
+    {"vae-tiling", 0, CLI_FLAG, O(vae_tiling), NULL, "decode (and encode) in overlapping tiles blended as diffusers'\n"
+     "enable_tiling(): bounded memory for large images (differs slightly from untiled)", NULL, 0},
+    {"vae-tile", 0, CLI_INT, O(vae_tile), "PX", "tile side in pixels, a multiple of 32 (default: the VAE's sample_size, 512)", NULL, 0},
+    {"memory-budget", 0, CLI_FN, 0, "SIZE", "tile the VAE when its untiled activation memory would exceed SIZE\n"
+     "(bytes, or with KiB/MiB/GiB, e.g. 4GiB)", parse_budget, 0},
     {"output", 'o', CLI_STR, O(output), "PATH", "PNG to write (default out.png; several images: %d in PATH or -N before .png)", NULL, 0},
     {"preview-every", 0, CLI_INT, O(preview_every), "N", "write a cheap latent preview every N steps to --preview-dir", NULL, 0},
     {"preview-dir", 0, CLI_STR, O(preview_dir), "DIR", "where previews go (default: the output's directory)", NULL, 0},
@@ -170,12 +201,14 @@ static int on_event(void *user, const struct sd_gen_event *ev) {
     struct opts *o = r->o;
     if (ev->kind == SD_EV_PHASE) {
         if (o->json) {
-            printf("{\"event\": \"phase\", \"phase\": \"%s\", \"seconds\": %.4f%s}\n", ev->phase, ev->seconds,
-                   strcmp(ev->phase, "vae_decode") ? (ev->cached ? ", \"cached\": true" : ", \"cached\": false") : "");
+            printf("{\"event\": \"phase\", \"phase\": \"%s\", \"seconds\": %.4f%s%s}\n", ev->phase, ev->seconds,
+                   strcmp(ev->phase, "vae_decode") ? (ev->cached ? ", \"cached\": true" : ", \"cached\": false") : "",
+                   ev->tiled ? ", \"tiled\": true" : "");
             fflush(stdout);
         } else if (!o->quiet && isatty(2) && strcmp(ev->phase, "clip")) {
             fprintf(stderr, "\n");
         }
+        if (!o->json && !o->quiet && ev->tiled) fprintf(stderr, "sdrt: %s ran in tiles (%.2f s)\n", ev->phase, ev->seconds);
         return 0;
     }
     r->steps_done = ev->step + 1;
@@ -344,6 +377,7 @@ static int generate(struct opts *o) {
     g.negative_prompt = o->negative ? o->negative : "";
     g.width = o->width, g.height = o->height, g.batch = o->batch, g.cfg_scale = o->cfg, g.clip_skip = o->clip_skip;
     g.strength = o->strength;
+    g.vae_tiling = o->vae_tiling, g.vae_tile = o->vae_tile, g.memory_budget = o->memory_budget;
     g.sampler.steps = o->steps;
     if (o->sampler && sd_sampler_parse_name(&ctx, o->sampler, &g.sampler)) goto usage_err;
     if (o->scheduler) {
@@ -405,6 +439,12 @@ static int generate(struct opts *o) {
     /* Sizes must be multiples of the model's VAE factor (8 for SD 1.x/2.x). */
     if (sd_gen_check_size(&ctx, m, g.width, g.height)) {
         if (o->init) sd_error_wrap(&ctx, "init image %s is %dx%d", o->init, g.width, g.height);
+        goto usage_err;
+    }
+    const int tile_unit = 4 * sd_vae_downscale(&m->vae);
+    if (o->vae_tile < 0 || o->vae_tile % tile_unit) {
+        sd_errorf(&ctx, SD_ERR_INVALID, "--vae-tile %d is not a positive multiple of %d (4 x the VAE's factor)", o->vae_tile,
+                  tile_unit);
         goto usage_err;
     }
     if (o->prediction >= 0) {

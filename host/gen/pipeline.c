@@ -125,6 +125,7 @@ struct gen {
     double t_step;
     int cfg;
     int vae_cached;         /* an encode came from the cache */
+    int tiled;              /* the VAE phase being reported ran in tiles */
 };
 
 static int denoise(void *user, const float *x, float t, float *out) {
@@ -186,7 +187,8 @@ static int on_step(void *user, const struct sd_step_info *info) {
 }
 
 static int phase(struct gen *G, const char *name, double seconds, int cached) {
-    struct sd_gen_event ev = {.kind = SD_EV_PHASE, .phase = name, .seconds = seconds, .cached = cached};
+    struct sd_gen_event ev = {.kind = SD_EV_PHASE, .phase = name, .seconds = seconds, .cached = cached,
+                              .tiled = G->tiled};
     if (G->g->on_event && G->g->on_event(G->g->user, &ev)) return sd_errorf(G->p->ctx, SD_ERR_CANCELLED, "cancelled");
     return SD_OK;
 }
@@ -199,12 +201,15 @@ static int vae_encode_cached(struct gen *G, const float *img, float *moments) {
     const int H = G->g->height, W = G->g->width;
     const int tag = -(H * 65536 + W), n_words = 3 * H * W;
     const size_t n_mom = (size_t)2 * p->model->vae.latent_channels * G->h * G->w;
+    int rc = sd_vae_want_tiles(p->ctx, p->model, 0, H, W, G->g->vae_tiling, G->g->memory_budget, &G->tiled);
+    if (rc) return rc;
+    if (G->tiled) return sd_vae_encode_tiled(p->rt, p->model, img, 1, H, W, G->g->vae_tile, moments); /* not cached */
     if (sd_embed_cache_get(p->cache, p->model->id, tag, (const int32_t *)(const void *)img, n_words, moments,
                            (int64_t)n_mom)) {
         G->vae_cached = 1;
         return SD_OK;
     }
-    int rc = sd_run_vae_encode(p->rt, p->model, img, 1, H, W, moments);
+    rc = sd_run_vae_encode(p->rt, p->model, img, 1, H, W, moments);
     if (!rc) sd_embed_cache_put(p->cache, p->model->id, tag, (const int32_t *)(const void *)img, n_words, moments, (int64_t)n_mom);
     return rc;
 }
@@ -390,6 +395,7 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
         }
         if (rc) goto done;
         if ((rc = phase(&G, "vae_encode", sd_time_s() - t0, G.vae_cached))) goto done;
+        G.tiled = 0;
     }
 
     /* 3. Denoising loop. */
@@ -406,8 +412,10 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
 #ifdef SDRT_POISON
     sd_poison_f32(images, (size_t)G.B * n_img);
 #endif
+    rc = sd_vae_want_tiles(p->ctx, m, 1, G.h, G.w, g->vae_tiling, g->memory_budget, &G.tiled);
     for (int b = 0; b < G.B && !rc; b++)
-        rc = sd_run_vae_decode(p->rt, m, x + b * G.lat, 1, G.h, G.w, images + (size_t)b * n_img);
+        rc = G.tiled ? sd_vae_decode_tiled(p->rt, m, x + b * G.lat, 1, G.h, G.w, g->vae_tile, images + (size_t)b * n_img)
+                     : sd_run_vae_decode(p->rt, m, x + b * G.lat, 1, G.h, G.w, images + (size_t)b * n_img);
 #ifdef SDRT_POISON
     size_t unwritten = rc ? 0 : sd_poison_count(images, (size_t)G.B * n_img);
     if (unwritten)
