@@ -181,6 +181,8 @@ int sd_cl_attention(struct sd_cl *cl, struct sd_tensor *node);
 int sd_cl_gelu(struct sd_cl *cl, struct sd_tensor *node);
 int sd_cl_quick_gelu(struct sd_cl *cl, struct sd_tensor *node);
 int sd_cl_silu(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_relu(struct sd_cl *cl, struct sd_tensor *node);
+int sd_cl_tanh(struct sd_cl *cl, struct sd_tensor *node);
 int sd_cl_geglu(struct sd_cl *cl, struct sd_tensor *node);
 int sd_cl_add(struct sd_cl *cl, struct sd_tensor *node);
 int sd_cl_mul(struct sd_cl *cl, struct sd_tensor *node);

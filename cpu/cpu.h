@@ -65,6 +65,8 @@ int sd_cpu_attention(struct sd_cpu *cpu, struct sd_tensor *node);
 int sd_cpu_gelu(struct sd_cpu *cpu, struct sd_tensor *node);
 int sd_cpu_quick_gelu(struct sd_cpu *cpu, struct sd_tensor *node);
 int sd_cpu_silu(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_relu(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_tanh(struct sd_cpu *cpu, struct sd_tensor *node);
 int sd_cpu_geglu(struct sd_cpu *cpu, struct sd_tensor *node);
 int sd_cpu_add(struct sd_cpu *cpu, struct sd_tensor *node);
 int sd_cpu_mul(struct sd_cpu *cpu, struct sd_tensor *node);
