@@ -2,7 +2,9 @@
  * tests/reference/gen_taesd.py): the tiny model (width 8, real block
  * counts) in the diffusers folder layout and in the original
  * taesd_encoder/taesd_decoder layout (same weights: same results), decode
- * and encode; the real-size decoder (width 64, f16 file, original layout)
+ * and encode; sd_generate with taesd_decode (its image is the TAESD decode
+ * of its own latents) and the TAESD preview (the final postprocess of that
+ * decode); the real-size decoder (width 64, f16 file, original layout)
  * at a 32x32 latent. Errors: a file that is no TAESD, decode on an
  * encoder-only load.
  *
@@ -10,6 +12,10 @@
  * (tiny encode), 8e-6 (real-size decode) on the CPU backend (AVX-512);
  * bounds about 10x that.
  */
+#include "model_load.h"
+#include "pipeline.h"
+#include "png_io.h"
+#include "preview.h"
 #include "taesd.h"
 #include "test.h"
 #include "golden_st.h"
@@ -51,6 +57,48 @@ static void check_model(struct sd_runtime *rt, struct sd_st_file *g, const char 
     sd_taesd_free(t);
 }
 
+static void pipeline_case(struct sd_runtime *rt) {
+    struct sd_ctx *ctx = sd_runtime_ctx(rt);
+    struct sd_model *m = NULL;
+    struct sd_taesd *t = NULL;
+    struct sd_tokenizer *tok = sd_tokenizer_load_bpe_gz(ctx, "build/vocab/bpe_simple_vocab_16e6.txt.gz");
+    struct sd_embed_cache *cache = sd_embed_cache_new(1u << 20);
+    if (!tok || !cache || sd_model_load(ctx, "tests/models/tiny-sd1", NULL, &m) ||
+        sd_taesd_load(ctx, "tests/models/tiny-taesd-raw/taesd_decoder.safetensors", &t)) {
+        test_fail("pipeline setup: %s", ctx->msg);
+    } else {
+        struct sd_pipeline p = {.ctx = ctx, .model = m, .rt = rt, .tok = tok, .cache = cache};
+        struct sd_gen_params g;
+        sd_gen_params_init(&g);
+        g.prompt = "a cat";
+        g.width = 64, g.height = 48, g.sampler.steps = 2, g.seed = 3, g.taesd_decode = t;
+        enum { LAT = 4 * 6 * 8, N = 3 * 48 * 64 };
+        float x[LAT], img[N], ref[N];
+        uint8_t rgb[N], rgb_ref[N];
+        g.latents_out = x;
+        double mx = 0;
+        if (sd_generate(&p, &g, img) || sd_run_taesd_decode(rt, t, x, 1, 6, 8, ref) ||
+            sd_preview_taesd_rgb8(rt, t, x, 8, 6, rgb)) {
+            test_fail("sd_generate with taesd_decode: %s", ctx->msg);
+        } else {
+            sd_image_to_rgb8(ref, 64, 48, rgb_ref);
+            CHECK(!check_close("pipeline taesd", img, ref, N, 0, 0, &mx) && !memcmp(rgb, rgb_ref, sizeof rgb),
+                  "sd_generate taesd_decode = TAESD decode of its latents; TAESD preview = its 8-bit image");
+        }
+        /* A TAESD of another latent size is refused before anything runs. */
+        t->latent_channels = 8;
+        CHECK(sd_generate(&p, &g, img) == SD_ERR_INVALID && strstr(ctx->msg, "8-channel"), "mismatched TAESD refused (%s)",
+              ctx->msg);
+        t->latent_channels = 4;
+        sd_runtime_release_model(rt, m);
+        sd_runtime_release_taesd(rt, t);
+    }
+    sd_taesd_free(t);
+    sd_model_free(m);
+    sd_embed_cache_free(cache);
+    sd_tokenizer_free(tok);
+}
+
 int main(void) {
     struct sd_ctx ctx = {0};
     struct sd_runtime *rt = sd_runtime_new(&ctx, NULL);
@@ -83,6 +131,7 @@ int main(void) {
     t = NULL;
     CHECK(sd_taesd_load(&ctx, "tests/golden/vae.safetensors", &t) == SD_ERR_FORMAT && !t && strstr(ctx.msg, "not a TAESD"),
           "a safetensors file that is no TAESD refused (%s)", ctx.msg);
+    pipeline_case(rt);
     sd_st_close(g);
     sd_runtime_free(rt);
     return test_summary();

@@ -43,6 +43,7 @@ struct opts {
     int steps, width, height, batch, clip_skip, threads, preview_every, quiet, json, low_memory;
     int vae_tiling, vae_tile;
     unsigned long long memory_budget; /* --memory-budget, bytes; 0 = none */
+    const char *taesd, *vae, *preview; /* --taesd PATH, --vae full|taesd, --preview latent|taesd */
     float cfg, strength, eta;
     long long seed;
     int prediction; /* -1 = from the model */
@@ -57,6 +58,8 @@ struct run {
     struct sd_model *m;
     char preview_path[PATH_MAX];
     struct sd_ctx *ctx;
+    struct sd_runtime *rt;
+    struct sd_taesd *preview_taesd; /* --preview taesd */
 };
 
 static int parse_prediction(void *opts, const char *v) {
@@ -158,6 +161,12 @@ static const struct cli_opt options[] = {
     {"vae-tile", 0, CLI_INT, O(vae_tile), "PX", "tile side in pixels, a multiple of 32 (default: the VAE's sample_size, 512)", NULL, 0},
     {"memory-budget", 0, CLI_FN, 0, "SIZE", "tile the VAE when its untiled activation memory would exceed SIZE\n"
      "(bytes, or with KiB/MiB/GiB, e.g. 4GiB)", parse_budget, 0},
+    {"taesd", 0, CLI_STR, O(taesd), "PATH", "TAESD tiny autoencoder: an AutoencoderTiny folder, or taesd_decoder.safetensors\n"
+     "(taesd_encoder beside it is picked up); used by --vae taesd and --preview taesd", NULL, 0},
+    {"vae", 0, CLI_STR, O(vae), "full|taesd", "decoder of the final image: the model's VAE (default) or the --taesd one\n"
+     "(several times faster, approximate)", NULL, 0},
+    {"preview", 0, CLI_STR, O(preview), "latent|taesd", "--preview-every previews: the latent->RGB map at 1/8 size (default)\n"
+     "or a full-size TAESD decode", NULL, 0},
     {"output", 'o', CLI_STR, O(output), "PATH", "PNG to write (default out.png; several images: %d in PATH or -N before .png)", NULL, 0},
     {"preview-every", 0, CLI_INT, O(preview_every), "N", "write a cheap latent preview every N steps to --preview-dir", NULL, 0},
     {"preview-dir", 0, CLI_STR, O(preview_dir), "DIR", "where previews go (default: the output's directory)", NULL, 0},
@@ -228,9 +237,17 @@ static int on_event(void *user, const struct sd_gen_event *ev) {
         uint8_t *rgb = malloc((size_t)ev->h * ev->w * 3);
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s/preview-%03d.png", r->preview_path, ev->step + 1);
-        if (rgb) {
-            sd_preview_rgb8(ev->x0, ev->w, ev->h, SD_PREVIEW_SD15, rgb);
-            if (sd_png_write_rgb8(r->ctx, path, rgb, ev->w, ev->h, NULL) == SD_OK && o->json) {
+        struct sd_taesd *t = r->preview_taesd;
+        const int f = t ? t->downscale : 1, pw = ev->w * f, ph = ev->h * f;
+        if (t) {
+            free(rgb);
+            rgb = malloc((size_t)pw * ph * 3);
+        }
+        if (rgb && t && sd_preview_taesd_rgb8(r->rt, t, ev->x0, ev->w, ev->h, rgb)) {
+            fprintf(stderr, "sdrt: taesd preview: %s\n", r->ctx->msg);
+        } else if (rgb) {
+            if (!t) sd_preview_rgb8(ev->x0, ev->w, ev->h, SD_PREVIEW_SD15, rgb);
+            if (sd_png_write_rgb8(r->ctx, path, rgb, pw, ph, NULL) == SD_OK && o->json) {
                 printf("{\"event\": \"preview\", \"step\": %d, \"path\": ", ev->step + 1);
                 cli_json_str(stdout, path);
                 printf("}\n");
@@ -346,6 +363,7 @@ static int generate(struct opts *o) {
     struct sd_tokenizer *tok = NULL;
     struct sd_runtime *rt = NULL;
     struct sd_embed_cache *cache = NULL;
+    struct sd_taesd *taesd = NULL;
     float *init = NULL, *mask = NULL, *images = NULL;
     struct run r = {.o = o, .ctx = &ctx};
     struct cli_log log = {.json = o->json};
@@ -393,6 +411,17 @@ static int generate(struct opts *o) {
     if (o->n_iter < 1 || o->n_iter > 10000) { sd_errorf(&ctx, SD_ERR_INVALID, "--n-iter must be 1..10000 (got %d)", o->n_iter); goto usage_err; }
     if (o->mode != MODE_TXT2IMG && !o->init) { sd_errorf(&ctx, SD_ERR_INVALID, "--init-image is required"); goto usage_err; }
     if (o->mode == MODE_INPAINT && !o->mask) { sd_errorf(&ctx, SD_ERR_INVALID, "--mask is required"); goto usage_err; }
+    const int vae_taesd = o->vae && !strcmp(o->vae, "taesd"), preview_taesd = o->preview && !strcmp(o->preview, "taesd");
+    if ((o->vae && !vae_taesd && strcmp(o->vae, "full")) || (o->preview && !preview_taesd && strcmp(o->preview, "latent"))) {
+        sd_errorf(&ctx, SD_ERR_INVALID, "--vae is full or taesd, --preview is latent or taesd (got %s)",
+                  o->vae && !vae_taesd && strcmp(o->vae, "full") ? o->vae : o->preview);
+        goto usage_err;
+    }
+    if ((vae_taesd || preview_taesd) && !o->taesd) {
+        sd_errorf(&ctx, SD_ERR_INVALID, "--%s taesd needs --taesd PATH (an AutoencoderTiny folder or taesd_decoder.safetensors)",
+                  vae_taesd ? "vae" : "preview");
+        goto usage_err;
+    }
     if (!o->output) o->output = "out.png";
     if (check_output_path(&ctx, o->output)) goto usage_err;
     if (o->preview_every > 0) {
@@ -452,7 +481,17 @@ static int generate(struct opts *o) {
         snprintf(m->prediction_why, sizeof m->prediction_why, "--prediction");
     }
     if (!(tok = load_tokenizer(&ctx, o, m))) goto fail;
+    if (o->taesd) {
+        if ((rc = sd_taesd_load(&ctx, o->taesd, &taesd))) {
+            if (rc == SD_ERR_NOMEM) goto fail;
+            goto usage_err;
+        }
+        if (sd_taesd_decode_check(&ctx, taesd, m->vae.latent_channels, sd_vae_downscale(&m->vae))) goto usage_err;
+        if (vae_taesd) g.taesd_decode = taesd;
+        if (preview_taesd) r.preview_taesd = taesd;
+    }
     if (!(rt = sd_runtime_new(&ctx, &ro))) goto fail;
+    r.rt = rt;
     if (!(cache = sd_embed_cache_new(64u << 20))) { sd_errorf(&ctx, SD_ERR_NOMEM, "out of memory"); goto fail; }
     if (o->json) printf("{\"event\": \"phase\", \"phase\": \"load\", \"seconds\": %.4f}\n", sd_time_s() - t0);
     if (!o->quiet && !o->json)
@@ -531,7 +570,9 @@ done:
     free(images); free(init); free(mask); free(written);
     sd_embed_cache_free(cache);
     if (rt && m) sd_runtime_release_model(rt, m);
+    if (rt && taesd) sd_runtime_release_taesd(rt, taesd);
     sd_runtime_free(rt);
+    sd_taesd_free(taesd);
     sd_tokenizer_free(tok);
     sd_model_free(m);
     return status;

@@ -276,6 +276,8 @@ static int validate(struct sd_pipeline *p, const struct sd_gen_params *g) {
     if (!p->model->te || !p->model->va) return sd_errorf(ctx, SD_ERR_INVALID, "%s: generation needs a text encoder and a VAE", p->model->path);
     if (g->mask && !g->init_image) return sd_errorf(ctx, SD_ERR_INVALID, "a mask needs an init image");
     const int lc = p->model->vae.latent_channels;
+    if (g->taesd_decode && (rc = sd_taesd_decode_check(ctx, g->taesd_decode, lc, sd_vae_downscale(&p->model->vae))))
+        return rc;
     if (p->model->unet.in_channels == 2 * lc + 1 && !g->mask)
         return sd_errorf(ctx, SD_ERR_INVALID, "%s is an inpainting model: give an init image and a mask", p->model->path);
     if (g->clip_skip > p->model->clip.layers)
@@ -406,16 +408,21 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
     /* 4. Decode. */
     t0 = sd_time_s();
     if (g->latents_out) memcpy(g->latents_out, x, sizeof(float) * (size_t)G.B * G.lat);
-    const float inv = 1.0f / m->vae.scaling_factor;
-    for (size_t i = 0; i < (size_t)G.B * G.lat; i++) x[i] *= inv;
     const size_t n_img = (size_t)3 * g->height * g->width;
 #ifdef SDRT_POISON
     sd_poison_f32(images, (size_t)G.B * n_img);
 #endif
-    rc = sd_vae_want_tiles(p->ctx, m, 1, G.h, G.w, g->vae_tiling, g->memory_budget, &G.tiled);
-    for (int b = 0; b < G.B && !rc; b++)
-        rc = G.tiled ? sd_vae_decode_tiled(p->rt, m, x + b * G.lat, 1, G.h, G.w, g->vae_tile, images + (size_t)b * n_img)
-                     : sd_run_vae_decode(p->rt, m, x + b * G.lat, 1, G.h, G.w, images + (size_t)b * n_img);
+    if (g->taesd_decode) { /* UNet-space latents: TAESD applies its own scaling */
+        for (int b = 0; b < G.B && !rc; b++)
+            rc = sd_run_taesd_decode(p->rt, g->taesd_decode, x + b * G.lat, 1, G.h, G.w, images + (size_t)b * n_img);
+    } else {
+        const float inv = 1.0f / m->vae.scaling_factor;
+        for (size_t i = 0; i < (size_t)G.B * G.lat; i++) x[i] *= inv;
+        rc = sd_vae_want_tiles(p->ctx, m, 1, G.h, G.w, g->vae_tiling, g->memory_budget, &G.tiled);
+        for (int b = 0; b < G.B && !rc; b++)
+            rc = G.tiled ? sd_vae_decode_tiled(p->rt, m, x + b * G.lat, 1, G.h, G.w, g->vae_tile, images + (size_t)b * n_img)
+                         : sd_run_vae_decode(p->rt, m, x + b * G.lat, 1, G.h, G.w, images + (size_t)b * n_img);
+    }
 #ifdef SDRT_POISON
     size_t unwritten = rc ? 0 : sd_poison_count(images, (size_t)G.B * n_img);
     if (unwritten)

@@ -16,6 +16,7 @@
 #include "model_run.h"
 #include "sampler.h"
 #include "tokenizer.h"
+#include "taesd.h"
 #include "vae_tiling.h"
 
 enum sd_gen_event_kind {
@@ -60,6 +61,10 @@ struct sd_gen_params {
      * vae_tile: tile side in pixels, a multiple of 32 for SD (0 = the VAE's sample_size). */
     int vae_tiling, vae_tile;
     uint64_t memory_budget;
+    /* Optional: decode the final latents with this TAESD (taesd.h) instead of the VAE
+     * (fast, approximate; tiling does not apply). Its latent channels and factor must
+     * match the model's VAE. */
+    struct sd_taesd *taesd_decode;
     sd_gen_event_fn on_event;
     void *user;
     /* Optional: receives the final latents [batch, C, height/f, width/f] in

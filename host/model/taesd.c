@@ -298,6 +298,14 @@ int sd_run_taesd_encode(struct sd_runtime *rt, struct sd_taesd *t, const float *
     return sd_runtime_run(rt, &k, build_enc, &r, in, latents);
 }
 
+int sd_taesd_decode_check(struct sd_ctx *ctx, const struct sd_taesd *t, int lc, int f) {
+    if (!t->has_decoder) return sd_errorf(ctx, SD_ERR_INVALID, "%s: the TAESD has no decoder", t->path);
+    if (t->latent_channels != lc || t->downscale != f)
+        return sd_errorf(ctx, SD_ERR_INVALID, "%s: the TAESD decodes %d-channel latents at factor %d, the model's VAE "
+                         "%d channels at factor %d", t->path, t->latent_channels, t->downscale, lc, f);
+    return SD_OK;
+}
+
 void sd_runtime_release_taesd(struct sd_runtime *rt, const struct sd_taesd *t) {
     if (!rt || !t) return;
     const int n = sd_weights_count(t->w);

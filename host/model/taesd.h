@@ -63,6 +63,9 @@ int sd_run_taesd_decode(struct sd_runtime *rt, struct sd_taesd *t, const float *
 /* img [B, 3, H, W] in [-1, 1], H and W multiples of f -> latents [B, C, H/f, W/f] (UNet space). */
 int sd_run_taesd_encode(struct sd_runtime *rt, struct sd_taesd *t, const float *img, int B, int H, int W,
                         float *latents);
+/* SD_OK when t has a decoder for latents of lc channels at factor f (a
+ * model's VAE), else SD_ERR_INVALID naming the mismatch. */
+int sd_taesd_decode_check(struct sd_ctx *ctx, const struct sd_taesd *t, int lc, int f);
 /* Drops rt's graphs and backend weight copies of t (before sd_taesd_free). */
 void sd_runtime_release_taesd(struct sd_runtime *rt, const struct sd_taesd *t);
 
