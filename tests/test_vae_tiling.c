@@ -115,6 +115,19 @@ int main(void) {
     pipeline_case(rt, m, 0, est_gen - 1, 1);
     pipeline_case(rt, m, 0, est_gen, 0);
     pipeline_case(rt, m, 0, 0, 0);
+    /* The default tile (64 px) is halved while its own arena exceeds the budget. */
+    size_t t64 = 0, t32 = 0;
+    int tiled = 0, tile = 0;
+    rc = sd_vae_arena_estimate(&ctx, m, 1, 8, 8, &t64);
+    rc = rc ? rc : sd_vae_arena_estimate(&ctx, m, 1, 4, 4, &t32);
+    rc = rc ? rc : sd_vae_want_tiles(&ctx, m, 1, 16, 20, 0, t64, 0, &tiled, &tile);
+    CHECK(!rc && tiled && tile == 64, "budget = one 64-px tile's arena (%zu B): tiles of %d px", t64, tile);
+    rc = rc ? rc : sd_vae_want_tiles(&ctx, m, 1, 16, 20, 0, t64 - 1, 0, &tiled, &tile);
+    CHECK(!rc && tiled && tile == 32 && t32 < t64, "budget 1 B below it: tiles of %d px (arena %zu B)", tile, t32);
+    rc = rc ? rc : sd_vae_want_tiles(&ctx, m, 1, 16, 20, 0, 1, 0, &tiled, &tile);
+    CHECK(!rc && tiled && tile == 32, "budget 1 B: the smallest tile, %d px (a multiple of 4 x 8)", tile);
+    rc = rc ? rc : sd_vae_want_tiles(&ctx, m, 1, 16, 20, 0, 1, 64, &tiled, &tile);
+    CHECK(!rc && tiled && tile == 64, "an explicit tile is kept: %d px", tile);
     sd_st_close(g);
     sd_runtime_release_model(rt, m);
     sd_runtime_free(rt);

@@ -201,9 +201,10 @@ static int vae_encode_cached(struct gen *G, const float *img, float *moments) {
     const int H = G->g->height, W = G->g->width;
     const int tag = -(H * 65536 + W), n_words = 3 * H * W;
     const size_t n_mom = (size_t)2 * p->model->vae.latent_channels * G->h * G->w;
-    int rc = sd_vae_want_tiles(p->ctx, p->model, 0, H, W, G->g->vae_tiling, G->g->memory_budget, &G->tiled);
+    int tile, rc = sd_vae_want_tiles(p->ctx, p->model, 0, H, W, G->g->vae_tiling, G->g->memory_budget, G->g->vae_tile,
+                                     &G->tiled, &tile);
     if (rc) return rc;
-    if (G->tiled) return sd_vae_encode_tiled(p->rt, p->model, img, 1, H, W, G->g->vae_tile, moments); /* not cached */
+    if (G->tiled) return sd_vae_encode_tiled(p->rt, p->model, img, 1, H, W, tile, moments); /* not cached */
     if (sd_embed_cache_get(p->cache, p->model->id, tag, (const int32_t *)(const void *)img, n_words, moments,
                            (int64_t)n_mom)) {
         G->vae_cached = 1;
@@ -418,9 +419,10 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
     } else {
         const float inv = 1.0f / m->vae.scaling_factor;
         for (size_t i = 0; i < (size_t)G.B * G.lat; i++) x[i] *= inv;
-        rc = sd_vae_want_tiles(p->ctx, m, 1, G.h, G.w, g->vae_tiling, g->memory_budget, &G.tiled);
+        int tile;
+        rc = sd_vae_want_tiles(p->ctx, m, 1, G.h, G.w, g->vae_tiling, g->memory_budget, g->vae_tile, &G.tiled, &tile);
         for (int b = 0; b < G.B && !rc; b++)
-            rc = G.tiled ? sd_vae_decode_tiled(p->rt, m, x + b * G.lat, 1, G.h, G.w, g->vae_tile, images + (size_t)b * n_img)
+            rc = G.tiled ? sd_vae_decode_tiled(p->rt, m, x + b * G.lat, 1, G.h, G.w, tile, images + (size_t)b * n_img)
                          : sd_run_vae_decode(p->rt, m, x + b * G.lat, 1, G.h, G.w, images + (size_t)b * n_img);
     }
 #ifdef SDRT_POISON

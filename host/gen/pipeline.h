@@ -58,7 +58,8 @@ struct sd_gen_params {
     const float *mask;                  /* [height, width] in [0, 1]; >= 0.5 repaints */
     /* VAE tiling (vae_tiling.h): vae_tiling 1 = always; 0 = only where the untiled VAE's
      * activation arena for one image would exceed memory_budget bytes (0 = no budget).
-     * vae_tile: tile side in pixels, a multiple of 32 for SD (0 = the VAE's sample_size). */
+     * vae_tile: tile side in pixels, a multiple of 32 for SD (0 = the VAE's sample_size,
+     * halved while one tile's arena would still exceed memory_budget). */
     int vae_tiling, vae_tile;
     uint64_t memory_budget;
     /* Optional: decode the final latents with this TAESD (taesd.h) instead of the VAE

@@ -157,11 +157,22 @@ int sd_vae_encode_tiled(struct sd_runtime *rt, struct sd_model *m, const float *
 }
 
 int sd_vae_want_tiles(struct sd_ctx *ctx, struct sd_model *m, int decode, int h, int w, int force, uint64_t budget,
-                      int *tiled) {
+                      int tile_px, int *tiled, int *tile) {
     *tiled = force != 0;
-    if (force || !budget) return SD_OK;
+    *tile = tile_px;
     size_t bytes = 0;
-    int rc = sd_vae_arena_estimate(ctx, m, decode, h, w, &bytes);
-    if (!rc) *tiled = (uint64_t)bytes > budget;
+    int rc = SD_OK;
+    if (!force && budget) {
+        rc = sd_vae_arena_estimate(ctx, m, decode, h, w, &bytes);
+        if (!rc) *tiled = (uint64_t)bytes > budget;
+    }
+    if (rc || !*tiled || tile_px || !budget) return rc;
+    const int f = sd_vae_downscale(&m->vae), unit = 4 * f;
+    *tile = sd_vae_tile_default(m);
+    while (!rc && *tile % (2 * unit) == 0) {
+        const int s = decode ? *tile / f : *tile;
+        if ((rc = sd_vae_arena_estimate(ctx, m, decode, s, s, &bytes)) || (uint64_t)bytes <= budget) break;
+        *tile /= 2;
+    }
     return rc;
 }

@@ -33,8 +33,11 @@ int sd_vae_encode_tiled(struct sd_runtime *rt, struct sd_model *m, const float *
 
 /* *tiled = 1 when force is set, or when the untiled graph's activation
  * arena for one image (sd_vae_arena_estimate; decode: h x w latents,
- * encode: h x w pixels) would exceed budget bytes (0 = no budget). */
+ * encode: h x w pixels) would exceed budget bytes (0 = no budget).
+ * *tile = tile_px, or where tile_px is 0 the default tile, halved (while
+ * it stays a multiple of 4*f) as long as one full tile's own arena would
+ * still exceed the budget. */
 int sd_vae_want_tiles(struct sd_ctx *ctx, struct sd_model *m, int decode, int h, int w, int force, uint64_t budget,
-                      int *tiled);
+                      int tile_px, int *tiled, int *tile);
 
 #endif
