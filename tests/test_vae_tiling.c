@@ -128,6 +128,14 @@ int main(void) {
     CHECK(!rc && tiled && tile == 32, "budget 1 B: the smallest tile, %d px (a multiple of 4 x 8)", tile);
     rc = rc ? rc : sd_vae_want_tiles(&ctx, m, 1, 16, 20, 0, 1, 64, &tiled, &tile);
     CHECK(!rc && tiled && tile == 64, "an explicit tile is kept: %d px", tile);
+    rc = rc ? rc : sd_vae_want_tiles(&ctx, m, 1, 8, 6, 1, 0, 0, &tiled, &tile);
+    CHECK(!rc && !tiled && tile == 64, "forced tiling of a 48x64 image (not larger than a tile): not tiled");
+    /* ...and the tiled call itself runs the untiled VAE then, as diffusers does. */
+    float *a = malloc(sizeof(float) * 3 * 64 * 48), *b = malloc(sizeof(float) * 3 * 64 * 48);
+    rc = rc ? rc : sd_run_vae_decode(rt, m, z ? z->data : dummy, 1, 8, 6, a);
+    rc = rc ? rc : sd_vae_decode_tiled(rt, m, z ? z->data : dummy, 1, 8, 6, 0, b);
+    CHECK(!rc && !memcmp(a, b, sizeof(float) * 3 * 64 * 48), "sd_vae_decode_tiled of one tile's size = untiled decode");
+    free(a), free(b);
     sd_st_close(g);
     sd_runtime_release_model(rt, m);
     sd_runtime_free(rt);

@@ -133,6 +133,7 @@ int sd_vae_decode_tiled(struct sd_runtime *rt, struct sd_model *m, const float *
     /* tiled_decode: overlap_size = int(tile_latent * 0.75), blend_extent =
      * int(tile_sample * 0.25), row_limit = tile_sample - blend_extent. */
     const int tl = tile_px / f;
+    if (h <= tl && w <= tl) return sd_run_vae_decode(rt, m, z, B, h, w, img); /* diffusers: no tiles then */
     const struct plan p = {lc, 3, h, w, tl, tl * 3 / 4, f, 1, tile_px / 4, tile_px - tile_px / 4, 1};
     for (int b = 0; b < B && !rc; b++)
         rc = tiled(rt, m, &p, z + (size_t)b * lc * h * w, img + (size_t)b * 3 * (size_t)(f * h) * (f * w));
@@ -150,6 +151,7 @@ int sd_vae_encode_tiled(struct sd_runtime *rt, struct sd_model *m, const float *
     /* _tiled_encode: overlap_size = int(tile_sample * 0.75), blend_extent =
      * int(tile_latent * 0.25), row_limit = tile_latent - blend_extent. */
     const int tl = tile_px / f;
+    if (H <= tile_px && W <= tile_px) return sd_run_vae_encode(rt, m, img, B, H, W, moments); /* diffusers: no tiles */
     const struct plan p = {3, mc, H, W, tile_px, tile_px * 3 / 4, 1, f, tl / 4, tl - tl / 4, 0};
     for (int b = 0; b < B && !rc; b++)
         rc = tiled(rt, m, &p, img + (size_t)b * 3 * H * W, moments + (size_t)b * mc * (size_t)(H / f) * (W / f));
@@ -166,13 +168,16 @@ int sd_vae_want_tiles(struct sd_ctx *ctx, struct sd_model *m, int decode, int h,
         rc = sd_vae_arena_estimate(ctx, m, decode, h, w, &bytes);
         if (!rc) *tiled = (uint64_t)bytes > budget;
     }
-    if (rc || !*tiled || tile_px || !budget) return rc;
+    if (rc || !*tiled) return rc;
     const int f = sd_vae_downscale(&m->vae), unit = 4 * f;
-    *tile = sd_vae_tile_default(m);
-    while (!rc && *tile % (2 * unit) == 0) {
+    if (!tile_px) *tile = sd_vae_tile_default(m);
+    while (!tile_px && budget && *tile % (2 * unit) == 0) {
         const int s = decode ? *tile / f : *tile;
         if ((rc = sd_vae_arena_estimate(ctx, m, decode, s, s, &bytes)) || (uint64_t)bytes <= budget) break;
         *tile /= 2;
     }
+    /* An image no larger than one tile is decoded whole, as diffusers does. */
+    const int64_t H = decode ? (int64_t)h * f : h, W = decode ? (int64_t)w * f : w;
+    if (H <= *tile && W <= *tile) *tiled = 0;
     return rc;
 }

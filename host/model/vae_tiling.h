@@ -11,7 +11,8 @@
  * does. Edge tiles are narrower: at most four distinct tile shapes, so at
  * most four graphs in the runtime's cache. The result differs from the
  * untiled VAE (each tile sees only its own context); it equals diffusers'
- * tiled result.
+ * tiled result. As in diffusers, an image no larger than one tile is not
+ * tiled (the untiled VAE runs).
  */
 #ifndef SDRT_VAE_TILING_H
 #define SDRT_VAE_TILING_H
@@ -36,7 +37,7 @@ int sd_vae_encode_tiled(struct sd_runtime *rt, struct sd_model *m, const float *
  * encode: h x w pixels) would exceed budget bytes (0 = no budget).
  * *tile = tile_px, or where tile_px is 0 the default tile, halved (while
  * it stays a multiple of 4*f) as long as one full tile's own arena would
- * still exceed the budget. */
+ * still exceed the budget. An image no larger than *tile is not tiled. */
 int sd_vae_want_tiles(struct sd_ctx *ctx, struct sd_model *m, int decode, int h, int w, int force, uint64_t budget,
                       int tile_px, int *tiled, int *tile);
 
