@@ -90,7 +90,7 @@ static void bench_attention(int64_t B, int64_t Lq, int64_t Lk, int H, int64_t d,
     y->op = SD_OP_ATTENTION;
     y->src[0] = q, y->src[1] = k, y->src[2] = v;
     y->p.attention = (struct sd_attention_params){H, 1.0f / sqrtf((float)d), causal};
-    double t = time_op(sd_cpu_attention, y);
+    double t = time_op(sd_cpu_op_attention, y);
     double fl = 4.0 * B * H * Lq * Lk * d * (causal ? 0.5 : 1.0);
     char name[96];
     snprintf(name, sizeof name, "attention %s B%lld %lldx%lld H%d d%lld%s", what, (long long)B, (long long)Lq,
@@ -105,7 +105,7 @@ static void bench_group_norm(int64_t N, int64_t C, int64_t H, int64_t W, int sil
     y->op = SD_OP_GROUP_NORM;
     y->src[0] = x, y->src[1] = g, y->src[2] = b;
     y->p.group_norm = (struct sd_group_norm_params){32, 1e-5f, silu};
-    double t = time_op(sd_cpu_group_norm, y);
+    double t = time_op(sd_cpu_op_group_norm, y);
     char name[96];
     snprintf(name, sizeof name, "group_norm [%lld,%lld,%lld,%lld]%s", (long long)N, (long long)C, (long long)H,
              (long long)W, silu ? " +silu" : "");
@@ -121,7 +121,7 @@ static void bench_permute(int64_t N, int64_t C, int64_t H, int64_t W, int to_nhw
     y->src[0] = x;
     int p1[4] = {0, 2, 3, 1}, p2[4] = {0, 3, 1, 2};
     memcpy(y->p.permute.perm, to_nhwc ? p1 : p2, sizeof p1);
-    double t = time_op(sd_cpu_permute, y);
+    double t = time_op(sd_cpu_op_permute, y);
     char name[96];
     snprintf(name, sizeof name, "permute [%lld,%lld,%lld,%lld] %s", (long long)in[0], (long long)in[1],
              (long long)in[2], (long long)in[3], to_nhwc ? "NCHW->NHWC" : "NHWC->NCHW");

@@ -325,7 +325,7 @@ static void run_conv_algos(struct sd_cpu *cpu, double peak) {
             int algo = a < NA ? algos[a] : SD_CONV_AUTO;
             sd_cpu_dnnl_set_conv_algo(cpu, algo);
             tmin[a] = 1e30;
-            ok[a] = sd_cpu_conv2d(cpu, y) == SD_OK;
+            ok[a] = sd_cpu_op_conv2d(cpu, y) == SD_OK;
             const struct sd_dnnl_prim *e = cpu->dnnl->last;
             if (ok[a] && a < NA) ok[a] = e && e->algo == algo; /* fell back (wino -> direct) */
             if (algo == SD_CONV_DIRECT && e) snprintf(impl, sizeof impl, "%s", e->impl);
@@ -339,7 +339,7 @@ static void run_conv_algos(struct sd_cpu *cpu, double peak) {
                 if (!ok[a]) continue;
                 sd_cpu_dnnl_set_conv_algo(cpu, a < NA ? algos[a] : SD_CONV_AUTO);
                 double t0 = clock_s();
-                sd_cpu_conv2d(cpu, y);
+                sd_cpu_op_conv2d(cpu, y);
                 double t = clock_s() - t0;
                 spent += t;
                 if (t < tmin[a]) tmin[a] = t;
@@ -380,11 +380,11 @@ static void run_linear_algos(struct sd_cpu *cpu, double peak) {
         const float *x = y->src[0]->data, *w = y->src[1]->data, *b = y->src[2]->data;
         float *out = y->data;
         double flop = 2.0 * (double)(R * I * O), t_op = 1e30, t_gemm = 1e30, spent = 0;
-        int rc = sd_cpu_linear(cpu, y);
+        int rc = sd_cpu_op_linear(cpu, y);
         const char *impl = rc == SD_OK && cpu->dnnl->last ? cpu->dnnl->last->impl : "error";
         for (int r = 0; rc == SD_OK && r < 15 && (r < 3 || spent < 4.0); r++) {
             double t0 = clock_s();
-            sd_cpu_linear(cpu, y);
+            sd_cpu_op_linear(cpu, y);
             double t1 = clock_s();
             dnnl_sgemm('N', 'T', R, O, I, 1.0f, x, I, w, I, 0.0f, out, O);
 #pragma omp parallel for

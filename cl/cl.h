@@ -65,6 +65,11 @@ int sd_cl_export_programs(struct sd_backend *b, const char *dir);
 /* Returns the device the backend runs on. */
 const struct sd_cl_device_info *sd_cl_device_of(struct sd_backend *b);
 
+/* True for the kernel ops of ops.def this backend does not implement (its
+ * declared list; supports() refuses them, the scheduler places them on
+ * another backend). tests/test_op_table.c checks supports() against it. */
+bool sd_cl_op_unimplemented(enum sd_op op);
+
 /* Whether b is an OpenCL backend. */
 bool sd_cl_is_backend(const struct sd_backend *b);
 

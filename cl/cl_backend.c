@@ -33,28 +33,40 @@
 struct cl_op { sd_cl_op_fn fn; const char *progs[3]; int gemm; };
 
 static const struct cl_op cl_ops[SD_OP_COUNT] = {
-    [SD_OP_CONV2D] = {sd_cl_conv2d, {"im2col", "bias"}, 1},
-    [SD_OP_LINEAR] = {sd_cl_linear, {"bias"}, 1},
-    [SD_OP_MATMUL] = {sd_cl_matmul, {NULL}, 1},
-    [SD_OP_GROUP_NORM] = {sd_cl_group_norm, {"group_norm"}, 0},
-    [SD_OP_LAYER_NORM] = {sd_cl_layer_norm, {"layer_norm"}, 0},
-    [SD_OP_SOFTMAX] = {sd_cl_softmax, {"softmax"}, 0},
-    [SD_OP_ATTENTION] = {sd_cl_attention, {NULL}, 0}, /* programs: see cl_supports */
-    [SD_OP_GELU] = {sd_cl_gelu, {"gelu"}, 0},
-    [SD_OP_QUICK_GELU] = {sd_cl_quick_gelu, {"quick_gelu"}, 0},
-    [SD_OP_SILU] = {sd_cl_silu, {"silu"}, 0},
-    [SD_OP_RELU] = {sd_cl_relu, {"relu"}, 0},
-    [SD_OP_TANH] = {sd_cl_tanh, {"tanh"}, 0},
-    [SD_OP_GEGLU] = {sd_cl_geglu, {"geglu"}, 0},
-    [SD_OP_ADD] = {sd_cl_add, {"add"}, 0},
-    [SD_OP_MUL] = {sd_cl_mul, {"mul"}, 0},
-    [SD_OP_SCALE] = {sd_cl_scale, {"scale"}, 0},
-    [SD_OP_CONCAT] = {sd_cl_concat, {"concat"}, 0},
-    [SD_OP_UPSAMPLE] = {sd_cl_upsample, {"upsample"}, 0},
-    [SD_OP_EMBEDDING] = {sd_cl_embedding, {"embedding"}, 0},
-    [SD_OP_TIMESTEP_EMBED] = {sd_cl_timestep_embed, {"timestep_embed"}, 0},
-    [SD_OP_PERMUTE] = {sd_cl_permute, {"permute"}, 0},
+    [SD_OP_CONV2D] = {sd_cl_op_conv2d, {"im2col", "bias"}, 1},
+    [SD_OP_LINEAR] = {sd_cl_op_linear, {"bias"}, 1},
+    [SD_OP_MATMUL] = {sd_cl_op_matmul, {NULL}, 1},
+    [SD_OP_GROUP_NORM] = {sd_cl_op_group_norm, {"group_norm"}, 0},
+    [SD_OP_LAYER_NORM] = {sd_cl_op_layer_norm, {"layer_norm"}, 0},
+    [SD_OP_SOFTMAX] = {sd_cl_op_softmax, {"softmax"}, 0},
+    [SD_OP_ATTENTION] = {sd_cl_op_attention, {NULL}, 0}, /* programs: see cl_supports */
+    [SD_OP_GELU] = {sd_cl_op_gelu, {"gelu"}, 0},
+    [SD_OP_QUICK_GELU] = {sd_cl_op_quick_gelu, {"quick_gelu"}, 0},
+    [SD_OP_SILU] = {sd_cl_op_silu, {"silu"}, 0},
+    [SD_OP_RELU] = {sd_cl_op_relu, {"relu"}, 0},
+    [SD_OP_TANH] = {sd_cl_op_tanh, {"tanh"}, 0},
+    [SD_OP_GEGLU] = {sd_cl_op_geglu, {"geglu"}, 0},
+    [SD_OP_ADD] = {sd_cl_op_add, {"add"}, 0},
+    [SD_OP_MUL] = {sd_cl_op_mul, {"mul"}, 0},
+    [SD_OP_SCALE] = {sd_cl_op_scale, {"scale"}, 0},
+    [SD_OP_CONCAT] = {sd_cl_op_concat, {"concat"}, 0},
+    [SD_OP_UPSAMPLE] = {sd_cl_op_upsample_nearest, {"upsample"}, 0},
+    [SD_OP_EMBEDDING] = {sd_cl_op_embedding, {"embedding"}, 0},
+    [SD_OP_TIMESTEP_EMBED] = {sd_cl_op_timestep_embedding, {"timestep_embed"}, 0},
+    [SD_OP_PERMUTE] = {sd_cl_op_permute, {"permute"}, 0},
 };
+
+/* The kernel ops of ops.def without an entry above, stated once (none
+ * today; ends with SD_OP_NONE, which is no kernel op). Adding an op to
+ * ops.def means an entry in cl_ops or a line here: tests/test_op_table.c
+ * fails otherwise. */
+static const enum sd_op cl_unimplemented[] = {SD_OP_NONE};
+
+bool sd_cl_op_unimplemented(enum sd_op op) {
+    for (size_t i = 0; cl_unimplemented[i] != SD_OP_NONE; i++)
+        if (cl_unimplemented[i] == op) return true;
+    return false;
+}
 
 static const struct sd_backend_i cl_iface;
 
@@ -73,38 +85,13 @@ static struct sd_tensor *base_of(const struct sd_tensor *t) {
 
 /* --- helpers for the ops ------------------------------------------------- */
 
-static size_t hash_ptr(const void *p) {
-    uint64_t x = (uint64_t)(uintptr_t)p;
-    x ^= x >> 33, x *= 0xff51afd7ed558ccdull, x ^= x >> 33;
-    return (size_t)x;
-}
-
-static int weights_grow(struct sd_cl *cl) {
-    size_t cap = cl->cap_weights ? cl->cap_weights * 2 : 256;
-    struct sd_cl_weight *w = calloc(cap, sizeof *w);
-    if (!w) return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory (weight table)");
-    for (size_t i = 0; i < cl->cap_weights; i++) {
-        if (!cl->weights[i].key) continue;
-        size_t j = hash_ptr(cl->weights[i].key) & (cap - 1);
-        while (w[j].key) j = (j + 1) & (cap - 1);
-        w[j] = cl->weights[i];
-    }
-    free(cl->weights);
-    cl->weights = w;
-    cl->cap_weights = cap;
-    return SD_OK;
-}
-
 /* A cheap fingerprint of a weight's bytes (first and last 32): a tensor
  * struct and data reused at the same addresses by a different model (free,
  * then load) would otherwise hit the old device copy. */
 static uint64_t weight_probe(const void *data, size_t n) {
     const unsigned char *p = data;
-    uint64_t h = 1469598103934665603ull ^ n;
     size_t k = n < 32 ? n : 32;
-    for (size_t i = 0; i < k; i++) h = (h ^ p[i]) * 1099511628211ull;
-    for (size_t i = n - k; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
-    return h;
+    return sd_fnv1a(p + n - k, k, sd_fnv1a(p, k, SD_FNV1A_SEED ^ n));
 }
 
 /* Device copy of weight t, transposed ([R, C] -> [C, R] over the inner two
@@ -114,17 +101,21 @@ static int weight_buf(struct sd_cl *cl, const struct sd_tensor *t, bool transpos
     size_t nbytes = sd_tensor_nbytes(t);
     const struct sd_tensor *key = transposed ? (const struct sd_tensor *)((const char *)t + 1) : t;
     if (!t->data) return sd_errorf(cl->ctx, SD_ERR_INVALID, "cl: weight %s has no data", t->name);
-    if ((cl->n_weights + 1) * 2 > cl->cap_weights) {
-        int rc = weights_grow(cl);
-        if (rc != SD_OK) return rc;
-    }
-    size_t j = hash_ptr(key) & (cl->cap_weights - 1);
-    while (cl->weights[j].key && cl->weights[j].key != key) j = (j + 1) & (cl->cap_weights - 1);
-    struct sd_cl_weight *w = &cl->weights[j];
+    const uint64_t h = sd_hash_ptr(key);
+    struct sd_hmap_iter it;
+    uint32_t j = sd_hmap_find(&cl->weight_index, h, &it);
+    while (j != SD_HMAP_NONE && cl->weights[j].key != key) j = sd_hmap_next(&cl->weight_index, &it);
+    struct sd_cl_weight *w = j != SD_HMAP_NONE ? &cl->weights[j] : NULL;
     const uint64_t probe = weight_probe(t->data, nbytes);
-    if (w->key == key && w->data == t->data && w->nbytes == nbytes && w->probe == probe) {
+    if (w && w->data == t->data && w->nbytes == nbytes && w->probe == probe) {
         *out = w->mem;
         return SD_OK;
+    }
+    if (!w && cl->n_weights == cl->cap_weights) { /* room for a new entry */
+        size_t cap = cl->cap_weights ? 2 * cl->cap_weights : 256;
+        struct sd_cl_weight *p = realloc(cl->weights, cap * sizeof *p);
+        if (!p) return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory (weight table)");
+        cl->weights = p, cl->cap_weights = cap;
     }
     const void *src = t->data;
     float *tr = NULL;
@@ -141,11 +132,14 @@ static int weight_buf(struct sd_cl *cl, const struct sd_tensor *t, bool transpos
     cl_mem m = clCreateBuffer(cl->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nbytes, (void *)src, &err);
     free(tr);
     if (err != CL_SUCCESS) return sd_cl_check(cl->ctx, err, "clCreateBuffer", t->name);
-    if (w->key == key) { /* same tensor, new data: replace */
+    if (w) { /* same tensor, new data: replace */
         clReleaseMemObject(w->mem);
         cl->weight_bytes -= w->nbytes;
+    } else if (sd_hmap_put(&cl->weight_index, h, (uint32_t)cl->n_weights) == SD_OK) {
+        w = &cl->weights[cl->n_weights++];
     } else {
-        cl->n_weights++;
+        clReleaseMemObject(m);
+        return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory (weight table)");
     }
     *w = (struct sd_cl_weight){key, t->data, nbytes, probe, m};
     cl->weight_bytes += nbytes;
@@ -169,34 +163,28 @@ int sd_cl_buf_of(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *
 }
 
 /* Drops the device copies (plain and transposed) whose source bytes lie in
- * w[0..n) - all of them if memory for the bookkeeping is short - and
- * re-inserts the others (open addressing has no cheap delete). */
+ * w[0..n) - all of them if memory for the bookkeeping is short - compacts
+ * the array and rebuilds its index. */
 static void weights_drop(struct sd_backend *b, struct sd_tensor *const *w, int n) {
     struct sd_cl *cl = b->impl;
     if (n <= 0 || !cl->n_weights) return;
     struct sd_weight_set set = {0};
-    struct sd_cl_weight *keep = malloc(cl->n_weights * sizeof *keep);
-    bool all = !keep || sd_weight_set_init(&set, w, n) != SD_OK;
+    bool all = sd_weight_set_init(&set, w, n) != SD_OK;
     if (cl->queue) clFinish(cl->queue); /* queued kernels may read them */
     size_t kept = 0;
-    for (size_t i = 0; i < cl->cap_weights; i++) {
+    for (size_t i = 0; i < cl->n_weights; i++) {
         struct sd_cl_weight *e = &cl->weights[i];
-        if (!e->key) continue;
         if (all || sd_weight_set_hits(&set, e->data, e->nbytes)) {
             clReleaseMemObject(e->mem);
             cl->weight_bytes -= e->nbytes;
         } else {
-            keep[kept++] = *e;
+            cl->weights[kept++] = *e;
         }
     }
-    memset(cl->weights, 0, cl->cap_weights * sizeof *cl->weights);
-    for (size_t i = 0; i < kept; i++) {
-        size_t j = hash_ptr(keep[i].key) & (cl->cap_weights - 1);
-        while (cl->weights[j].key) j = (j + 1) & (cl->cap_weights - 1);
-        cl->weights[j] = keep[i];
-    }
     cl->n_weights = kept;
-    free(keep);
+    sd_hmap_clear(&cl->weight_index);
+    for (size_t i = 0; i < kept; i++) /* cannot fail: the index held more before */
+        (void)sd_hmap_put(&cl->weight_index, sd_hash_ptr(cl->weights[i].key), (uint32_t)i);
     sd_weight_set_free(&set);
 }
 
@@ -273,7 +261,7 @@ static bool need_program(struct sd_cl *cl, const char *name) {
 
 static bool cl_supports(struct sd_backend *b, const struct sd_tensor *node, char *why, size_t why_n) {
     struct sd_cl *cl = b->impl;
-    if (node->op == SD_OP_NONE || node->op == SD_OP_RESHAPE) return true;
+    if ((unsigned)node->op < SD_OP_COUNT && !sd_op_is_kernel(node->op)) return true;
     if ((unsigned)node->op >= SD_OP_COUNT || !cl_ops[node->op].fn) return set_why(why, why_n, "unsupported(op)");
     if (bit_get(cl->disabled_ops, node->op)) return set_why(why, why_n, "disabled");
     if (bit_get(cl->failed_ops, node->op)) return set_why(why, why_n, "device-error");
@@ -380,9 +368,9 @@ static void cl_free(struct sd_backend *b) {
     if (cl) {
         if (cl->queue) clFinish(cl->queue);
         sd_cl_log_counts(cl);
-        for (size_t i = 0; i < cl->cap_weights; i++)
-            if (cl->weights[i].key) clReleaseMemObject(cl->weights[i].mem);
+        for (size_t i = 0; i < cl->n_weights; i++) clReleaseMemObject(cl->weights[i].mem);
         free(cl->weights);
+        sd_hmap_free(&cl->weight_index);
         if (cl->arena) clReleaseMemObject(cl->arena);
         if (cl->scratch) clReleaseMemObject(cl->scratch);
         if (cl->flag) clReleaseMemObject(cl->flag);
@@ -413,10 +401,9 @@ static int parse_ops(struct sd_cl *cl, const char *what, const char *list, unsig
     char buf[512];
     snprintf(buf, sizeof buf, "%s", list);
     for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        int found = 0;
-        for (int op = 1; op < SD_OP_COUNT; op++)
-            if (strcmp(tok, sd_op_name((enum sd_op)op)) == 0) bit_set(mask, op), found = 1;
-        if (!found) return sd_errorf(cl->ctx, SD_ERR_INVALID, "opencl: %s: unknown op '%s'", what, tok);
+        int op = sd_op_by_name(tok);
+        if (op <= SD_OP_NONE) return sd_errorf(cl->ctx, SD_ERR_INVALID, "opencl: %s: unknown op '%s'", what, tok);
+        bit_set(mask, op);
     }
     return SD_OK;
 }

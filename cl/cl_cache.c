@@ -24,15 +24,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hashmap.h"
+
 #define SD_CL_CACHE_FORMAT 1u
 static const char magic[8] = {'S', 'D', 'R', 'T', 'C', 'L', 'B', 0};
 
 struct hash2 { uint64_t a, b; };
 
+/* a: FNV-1a (hashmap.h); b: a multiply-xorshift stream, independent of it. */
 static void hash_bytes(struct hash2 *h, const void *p, size_t n) {
     const unsigned char *s = p;
+    h->a = sd_fnv1a(p, n, h->a);
     for (size_t i = 0; i < n; i++) {
-        h->a = (h->a ^ s[i]) * 0x100000001b3ull;
         h->b = (h->b + s[i] + 1) * 0x9E3779B97F4A7C15ull;
         h->b ^= h->b >> 29;
     }
@@ -47,14 +50,14 @@ static void hash_field(struct hash2 *h, const void *p, size_t n) {
 static void hash_str(struct hash2 *h, const char *s) { hash_field(h, s ? s : "", s ? strlen(s) : 0); }
 
 static uint64_t payload_hash(const unsigned char *p, size_t n) {
-    struct hash2 h = {0xcbf29ce484222325ull, 0x84222325cbf29ce4ull};
+    struct hash2 h = {SD_FNV1A_SEED, 0x84222325cbf29ce4ull};
     hash_bytes(&h, p, n);
     return h.a ^ (h.b * 31);
 }
 
 void sd_cl_cache_key(const char *const *srcs, int n_srcs, const char *opts, const struct sd_cl_device_info *info,
                      char hex[33]) {
-    struct hash2 h = {0xcbf29ce484222325ull, 0x6a09e667f3bcc909ull};
+    struct hash2 h = {SD_FNV1A_SEED, 0x6a09e667f3bcc909ull};
     uint32_t fmt = SD_CL_CACHE_FORMAT;
     hash_field(&h, &fmt, sizeof fmt);
     for (int i = 0; i < n_srcs; i++) hash_str(&h, srcs[i]);

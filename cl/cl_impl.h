@@ -13,6 +13,7 @@
 #include <CL/cl.h>
 
 #include "cl.h"
+#include "hashmap.h"
 
 struct sd_cpu;
 
@@ -35,7 +36,7 @@ struct sd_cl_program {
 struct sd_cl_kernel_slot { int prog; char name[48]; cl_kernel k; };
 
 struct sd_cl_weight {
-    const struct sd_tensor *key; /* NULL: empty slot */
+    const struct sd_tensor *key; /* the tensor (+1 for its transposed copy) */
     const void *data;
     size_t nbytes;
     uint64_t probe;              /* fingerprint of the bytes (cl_backend.c) */
@@ -54,8 +55,9 @@ struct sd_cl {
     cl_mem scratch;              /* im2col columns etc., grown on demand */
     size_t scratch_size;
     cl_mem flag;                 /* one int for kernels that report errors (embedding) */
-    struct sd_cl_weight *weights; /* open addressing, power-of-two capacity */
+    struct sd_cl_weight *weights; /* resident weights, in upload order */
     size_t n_weights, cap_weights;
+    struct sd_hmap weight_index; /* sd_hash_ptr(key) -> position in weights */
     size_t weight_bytes;
     struct sd_cl_program progs[SD_CL_MAX_PROGRAMS];
     struct sd_cl_kernel_slot kernels[SD_CL_MAX_KERNELS];
@@ -171,27 +173,11 @@ int sd_cl_bias(struct sd_cl *cl, struct sd_cl_buf y, struct sd_cl_buf bias, size
                const char *what);
 
 /* --- the ops (cl/op_*.c) -------------------------------------------------- */
-int sd_cl_conv2d(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_linear(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_matmul(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_group_norm(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_layer_norm(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_softmax(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_attention(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_gelu(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_quick_gelu(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_silu(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_relu(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_tanh(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_geglu(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_add(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_mul(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_scale(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_concat(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_upsample(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_embedding(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_timestep_embed(struct sd_cl *cl, struct sd_tensor *node);
-int sd_cl_permute(struct sd_cl *cl, struct sd_tensor *node);
+/* sd_cl_op_<name> for every kernel op of ops.def (declared for all; the ones
+ * this backend implements are those in cl_backend.c's table). */
+#define X(e, name, kind, flops) SD_OP_IF_KERNEL(kind, int sd_cl_op_##name(struct sd_cl *cl, struct sd_tensor *node);)
+#include "ops.def"
+#undef X
 
 /* Softmax of scale*x over rows of C, one work-item per row (op_softmax.c);
  * causal row r is query q0 + r % L. */

@@ -68,7 +68,7 @@ static int attention_gemm(struct sd_cl *cl, struct sd_tensor *t, struct sd_cl_bu
     return SD_OK;
 }
 
-int sd_cl_attention(struct sd_cl *cl, struct sd_tensor *t) {
+int sd_cl_op_attention(struct sd_cl *cl, struct sd_tensor *t) {
     const struct sd_tensor *q = t->src[0], *k = t->src[1], *v = t->src[2];
     const struct sd_attention_params p = t->p.attention;
     const size_t B = q->ne[1], Lq = q->ne[2], Lk = k->ne[2], H = p.n_heads;

@@ -20,5 +20,5 @@ static int binary(struct sd_cl *cl, struct sd_tensor *t, const char *prog, const
     return sd_cl_run(cl, k, t->name, args, SD_CL_NARGS(args), 1, &global, NULL);
 }
 
-int sd_cl_add(struct sd_cl *cl, struct sd_tensor *t) { return binary(cl, t, "add", "kernel_add_f32"); }
-int sd_cl_mul(struct sd_cl *cl, struct sd_tensor *t) { return binary(cl, t, "mul", "kernel_mul_f32"); }
+int sd_cl_op_add(struct sd_cl *cl, struct sd_tensor *t) { return binary(cl, t, "add", "kernel_add_f32"); }
+int sd_cl_op_mul(struct sd_cl *cl, struct sd_tensor *t) { return binary(cl, t, "mul", "kernel_mul_f32"); }

@@ -2,7 +2,7 @@
  * [outer, na + nb, inner]. */
 #include "cl_impl.h"
 
-int sd_cl_concat(struct sd_cl *cl, struct sd_tensor *t) {
+int sd_cl_op_concat(struct sd_cl *cl, struct sd_tensor *t) {
     const struct sd_tensor *a = t->src[0], *b = t->src[1];
     int d4 = 4 - a->n_dims + t->p.concat.dim;
     size_t inner = 1;

@@ -9,7 +9,7 @@
 
 #define COL_BYTES_MAX ((size_t)64 << 20)
 
-int sd_cl_conv2d(struct sd_cl *cl, struct sd_tensor *t) {
+int sd_cl_op_conv2d(struct sd_cl *cl, struct sd_tensor *t) {
     const struct sd_tensor *x = t->src[0], *w = t->src[1], *b = t->src[2];
     const struct sd_conv2d_params p = t->p.conv2d;
     const size_t N = x->ne[0], Ci = x->ne[1], H = x->ne[2], W = x->ne[3];

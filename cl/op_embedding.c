@@ -3,7 +3,7 @@
  * kernel, so a bad id is an SD_ERR_INVALID like on the CPU, not zeros. */
 #include "cl_impl.h"
 
-int sd_cl_embedding(struct sd_cl *cl, struct sd_tensor *t) {
+int sd_cl_op_embedding(struct sd_cl *cl, struct sd_tensor *t) {
     const struct sd_tensor *ids = t->src[0], *table = t->src[1];
     const size_t C = table->ne[3], V = table->ne[2], ntok = sd_tensor_nelements(ids), n = ntok * C;
     cl_kernel k = sd_cl_kernel(cl, "embedding", "kernel_embedding_f32");

@@ -1,7 +1,7 @@
 /* op_geglu.c - GEGLU on OpenCL: x[..., 2C] -> x[..., :C] * gelu(x[..., C:]). */
 #include "cl_impl.h"
 
-int sd_cl_geglu(struct sd_cl *cl, struct sd_tensor *t) {
+int sd_cl_op_geglu(struct sd_cl *cl, struct sd_tensor *t) {
     cl_kernel k = sd_cl_kernel(cl, "geglu", "kernel_geglu_f32");
     if (!k) return SD_ERR_BACKEND;
     struct sd_cl_buf xb, yb;

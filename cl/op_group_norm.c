@@ -3,7 +3,7 @@
  * with vector loops on CPU-type devices; gamma/beta optional. */
 #include "cl_impl.h"
 
-int sd_cl_group_norm(struct sd_cl *cl, struct sd_tensor *t) {
+int sd_cl_op_group_norm(struct sd_cl *cl, struct sd_tensor *t) {
     const struct sd_tensor *x = t->src[0], *gm = t->src[1], *bt = t->src[2];
     const struct sd_group_norm_params p = t->p.group_norm;
     const size_t N = sd_tensor_dim(x, 0), C = sd_tensor_dim(x, 1), S = sd_tensor_nelements(x) / (N * C);

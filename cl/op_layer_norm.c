@@ -2,7 +2,7 @@
  * per row (one work-item per row on CPU-type devices); gamma/beta optional. */
 #include "cl_impl.h"
 
-int sd_cl_layer_norm(struct sd_cl *cl, struct sd_tensor *t) {
+int sd_cl_op_layer_norm(struct sd_cl *cl, struct sd_tensor *t) {
     const struct sd_tensor *x = t->src[0], *gm = t->src[1], *bt = t->src[2];
     const size_t C = x->ne[3], rows = sd_tensor_nelements(x) / C;
     cl_kernel k = sd_cl_kernel(cl, "layer_norm", "kernel_layer_norm_f32");

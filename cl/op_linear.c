@@ -2,7 +2,7 @@
  * M = all leading dims of x. */
 #include "cl_impl.h"
 
-int sd_cl_linear(struct sd_cl *cl, struct sd_tensor *t) {
+int sd_cl_op_linear(struct sd_cl *cl, struct sd_tensor *t) {
     const struct sd_tensor *x = t->src[0], *w = t->src[1], *b = t->src[2];
     const size_t in = w->ne[3], out = w->ne[2], M = (size_t)sd_tensor_nelements(x) / in;
     struct sd_cl_buf xb, wb, yb, bb;

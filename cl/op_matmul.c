@@ -3,7 +3,7 @@
  * B = the two outer slots. */
 #include "cl_impl.h"
 
-int sd_cl_matmul(struct sd_cl *cl, struct sd_tensor *t) {
+int sd_cl_op_matmul(struct sd_cl *cl, struct sd_tensor *t) {
     const struct sd_tensor *a = t->src[0], *b = t->src[1];
     const struct sd_matmul_params p = t->p.matmul;
     const size_t M = t->ne[2], N = t->ne[3], K = p.trans_a ? a->ne[2] : a->ne[3];

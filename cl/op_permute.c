@@ -2,7 +2,7 @@
  * input slot perm[i] (4-slot indices, tensor.h). */
 #include "cl_impl.h"
 
-int sd_cl_permute(struct sd_cl *cl, struct sd_tensor *t) {
+int sd_cl_op_permute(struct sd_cl *cl, struct sd_tensor *t) {
     const struct sd_tensor *x = t->src[0];
     cl_kernel k = sd_cl_kernel(cl, "permute", "kernel_permute_f32");
     if (!k) return SD_ERR_BACKEND;

@@ -1,7 +1,7 @@
 /* op_scale.c - y = x*s + b on OpenCL. */
 #include "cl_impl.h"
 
-int sd_cl_scale(struct sd_cl *cl, struct sd_tensor *t) {
+int sd_cl_op_scale(struct sd_cl *cl, struct sd_tensor *t) {
     cl_kernel k = sd_cl_kernel(cl, "scale", "kernel_scale_f32");
     if (!k) return SD_ERR_BACKEND;
     struct sd_cl_buf xb, yb;

@@ -13,7 +13,7 @@ int sd_cl_softmax_rows(struct sd_cl *cl, struct sd_cl_buf x, struct sd_cl_buf y,
     return sd_cl_run(cl, k, what, args, SD_CL_NARGS(args), 1, &global, NULL);
 }
 
-int sd_cl_softmax(struct sd_cl *cl, struct sd_tensor *t) {
+int sd_cl_op_softmax(struct sd_cl *cl, struct sd_tensor *t) {
     const struct sd_tensor *x = t->src[0];
     const size_t C = x->ne[3], L = x->ne[2], rows = sd_tensor_nelements(x) / C;
     cl_kernel k = sd_cl_kernel(cl, "softmax", "kernel_softmax_f32");

@@ -4,7 +4,7 @@
 
 #include <math.h>
 
-int sd_cl_timestep_embed(struct sd_cl *cl, struct sd_tensor *t) {
+int sd_cl_op_timestep_embedding(struct sd_cl *cl, struct sd_tensor *t) {
     const struct sd_timestep_params p = t->p.timestep;
     const size_t B = t->src[0]->ne[3], half = p.dim / 2;
     cl_kernel k = sd_cl_kernel(cl, "timestep_embed", "kernel_timestep_embed_f32");

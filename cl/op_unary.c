@@ -14,8 +14,8 @@ static int unary(struct sd_cl *cl, struct sd_tensor *t, const char *prog, const 
     return sd_cl_run(cl, k, t->name, args, SD_CL_NARGS(args), 1, &global, NULL);
 }
 
-int sd_cl_gelu(struct sd_cl *cl, struct sd_tensor *t) { return unary(cl, t, "gelu", "kernel_gelu_f32"); }
-int sd_cl_quick_gelu(struct sd_cl *cl, struct sd_tensor *t) { return unary(cl, t, "quick_gelu", "kernel_quick_gelu_f32"); }
-int sd_cl_silu(struct sd_cl *cl, struct sd_tensor *t) { return unary(cl, t, "silu", "kernel_silu_f32"); }
-int sd_cl_relu(struct sd_cl *cl, struct sd_tensor *t) { return unary(cl, t, "relu", "kernel_relu_f32"); }
-int sd_cl_tanh(struct sd_cl *cl, struct sd_tensor *t) { return unary(cl, t, "tanh", "kernel_tanh_f32"); }
+int sd_cl_op_gelu(struct sd_cl *cl, struct sd_tensor *t) { return unary(cl, t, "gelu", "kernel_gelu_f32"); }
+int sd_cl_op_quick_gelu(struct sd_cl *cl, struct sd_tensor *t) { return unary(cl, t, "quick_gelu", "kernel_quick_gelu_f32"); }
+int sd_cl_op_silu(struct sd_cl *cl, struct sd_tensor *t) { return unary(cl, t, "silu", "kernel_silu_f32"); }
+int sd_cl_op_relu(struct sd_cl *cl, struct sd_tensor *t) { return unary(cl, t, "relu", "kernel_relu_f32"); }
+int sd_cl_op_tanh(struct sd_cl *cl, struct sd_tensor *t) { return unary(cl, t, "tanh", "kernel_tanh_f32"); }

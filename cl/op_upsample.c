@@ -2,7 +2,7 @@
  * PyTorch's index formula (scale = in/out as float). */
 #include "cl_impl.h"
 
-int sd_cl_upsample(struct sd_cl *cl, struct sd_tensor *t) {
+int sd_cl_op_upsample_nearest(struct sd_cl *cl, struct sd_tensor *t) {
     const struct sd_tensor *x = t->src[0];
     cl_kernel k = sd_cl_kernel(cl, "upsample", "kernel_upsample_f32");
     if (!k) return SD_ERR_BACKEND;

@@ -1,10 +1,11 @@
 /* cpu.h - the CPU backend: oneDNN primitives and OpenMP kernels.
  *
- * One function per op, `int sd_cpu_<op>(struct sd_cpu *cpu, struct sd_tensor *node)`,
- * each in its own file cpu/op_<op>.c, listed once in the dispatch table in
- * cpu_backend.c. An op reads node->src[i]->data and writes node->data (host
- * memory, f32 contiguous unless noted) and returns SD_OK or an error set on
- * cpu->ctx. Ops never allocate per call on the hot path; scratch comes from
+ * One function per kernel op of ops.def, `int sd_cpu_op_<name>(struct sd_cpu
+ * *cpu, struct sd_tensor *node)`, in cpu/op_<op>.c; the declarations below
+ * and the dispatch table in cpu_backend.c are generated from ops.def. An op
+ * reads node->src[i]->data and writes node->data (host memory, f32
+ * contiguous unless noted) and returns SD_OK or an error set on cpu->ctx.
+ * Ops never allocate per call on the hot path; scratch comes from
  * sd_cpu_scratch() and oneDNN primitives/reordered weights from the caches
  * in cpu_dnnl.c.
  */
@@ -24,12 +25,9 @@ struct sd_cpu {
     size_t scratch_size;
     struct sd_cpu_dnnl *dnnl;
     unsigned disabled_ops[(SD_OP_COUNT + 31) / 32]; /* opts.cpu_disable (tests) */
-    double op_time[SD_OP_COUNT];  /* accumulated seconds per op when profiling */
-    int op_calls[SD_OP_COUNT];
-    int profile;
 };
 
-typedef int (*sd_cpu_op_fn)(struct sd_cpu *cpu, struct sd_tensor *node);
+typedef int sd_cpu_op_fn(struct sd_cpu *cpu, struct sd_tensor *node);
 
 /* Returns a new CPU backend (the host backend) with opts' threads (0 = all
  * cores), convolution policy and disabled ops (opts NULL = the defaults).
@@ -54,27 +52,9 @@ void sd_cpu_dnnl_free(struct sd_cpu *cpu);
 void sd_cpu_weights_released(struct sd_backend *b, struct sd_tensor *const *w, int n);
 void sd_cpu_weights_changed(struct sd_backend *b, struct sd_tensor *const *w, int n);
 
-/* The ops. */
-int sd_cpu_conv2d(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_linear(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_matmul(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_group_norm(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_layer_norm(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_softmax(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_attention(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_gelu(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_quick_gelu(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_silu(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_relu(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_tanh(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_geglu(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_add(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_mul(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_scale(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_concat(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_upsample(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_embedding(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_timestep_embed(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_permute(struct sd_cpu *cpu, struct sd_tensor *node);
+/* The ops: sd_cpu_op_<name> for every kernel op of ops.def. */
+#define X(e, name, kind, flops) SD_OP_IF_KERNEL(kind, sd_cpu_op_fn sd_cpu_op_##name;)
+#include "ops.def"
+#undef X
 
 #endif

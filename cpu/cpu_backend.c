@@ -1,7 +1,7 @@
 /* cpu_backend.c - the CPU backend's vtable and its op dispatch table.
  *
  * The CPU backend is the host backend: its arena is host memory. It runs
- * every op in the table (f32); a NULL entry would mean unsupported.
+ * every op of ops.def (f32), its table generated from there.
  * opts.cpu_disable = "op1,op2" disables ops (for testing the scheduler's
  * "no backend" error path only; the CPU is normally the fallback of last
  * resort).
@@ -13,28 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const sd_cpu_op_fn cpu_ops[SD_OP_COUNT] = {
-    [SD_OP_CONV2D] = sd_cpu_conv2d,
-    [SD_OP_LINEAR] = sd_cpu_linear,
-    [SD_OP_MATMUL] = sd_cpu_matmul,
-    [SD_OP_GROUP_NORM] = sd_cpu_group_norm,
-    [SD_OP_LAYER_NORM] = sd_cpu_layer_norm,
-    [SD_OP_SOFTMAX] = sd_cpu_softmax,
-    [SD_OP_ATTENTION] = sd_cpu_attention,
-    [SD_OP_GELU] = sd_cpu_gelu,
-    [SD_OP_QUICK_GELU] = sd_cpu_quick_gelu,
-    [SD_OP_SILU] = sd_cpu_silu,
-    [SD_OP_RELU] = sd_cpu_relu,
-    [SD_OP_TANH] = sd_cpu_tanh,
-    [SD_OP_GEGLU] = sd_cpu_geglu,
-    [SD_OP_ADD] = sd_cpu_add,
-    [SD_OP_MUL] = sd_cpu_mul,
-    [SD_OP_SCALE] = sd_cpu_scale,
-    [SD_OP_CONCAT] = sd_cpu_concat,
-    [SD_OP_UPSAMPLE] = sd_cpu_upsample,
-    [SD_OP_EMBEDDING] = sd_cpu_embedding,
-    [SD_OP_TIMESTEP_EMBED] = sd_cpu_timestep_embed,
-    [SD_OP_PERMUTE] = sd_cpu_permute,
+/* Every kernel op of ops.def: a missing sd_cpu_op_<name> fails to link. */
+static sd_cpu_op_fn *const cpu_ops[SD_OP_COUNT] = {
+#define X(e, name, kind, flops) SD_OP_IF_KERNEL(kind, [SD_OP_##e] = sd_cpu_op_##name,)
+#include "ops.def"
+#undef X
 };
 
 struct sd_cpu *sd_cpu_of(struct sd_backend *b) { return b ? (struct sd_cpu *)b->impl : NULL; }
@@ -45,7 +28,7 @@ static bool op_disabled(const struct sd_cpu *cpu, enum sd_op op) {
 
 static bool cpu_supports(struct sd_backend *b, const struct sd_tensor *node, char *why, size_t why_n) {
     struct sd_cpu *cpu = sd_cpu_of(b);
-    if (node->op == SD_OP_NONE || node->op == SD_OP_RESHAPE) return true;
+    if ((unsigned)node->op < SD_OP_COUNT && !sd_op_is_kernel(node->op)) return true;
     if ((unsigned)node->op >= SD_OP_COUNT || !cpu_ops[node->op]) {
         snprintf(why, why_n, "unsupported(op)");
         return false;
@@ -85,21 +68,15 @@ static int cpu_arena_reserve(struct sd_backend *b, size_t size, void **host) {
 }
 
 int sd_cpu_run_node(struct sd_cpu *cpu, struct sd_tensor *node) {
-    if (node->op == SD_OP_NONE || node->op == SD_OP_RESHAPE) return SD_OK;
-    sd_cpu_op_fn fn = (unsigned)node->op < SD_OP_COUNT ? cpu_ops[node->op] : NULL;
+    if ((unsigned)node->op < SD_OP_COUNT && !sd_op_is_kernel(node->op)) return SD_OK;
+    sd_cpu_op_fn *fn = (unsigned)node->op < SD_OP_COUNT ? cpu_ops[node->op] : NULL;
     if (!fn) return sd_errorf(cpu->ctx, SD_ERR_UNSUPPORTED, "cpu: op %s not supported", sd_op_name(node->op));
-    double t0 = cpu->profile ? sd_time_s() : 0;
 #ifdef SDRT_POISON
     /* Every op must write its whole output: what it leaves reads as NaN. */
     if (sd_tensor_in_arena(node) && !(node->flags & SD_TF_INPUT) && node->data)
         sd_poison_f32(node->data, sd_tensor_nbytes(node) / sizeof(float));
 #endif
-    int rc = fn(cpu, node);
-    if (rc != SD_OK) return sd_error_wrap(cpu->ctx, "cpu %s [%s]", sd_op_name(node->op), node->name);
-    if (cpu->profile) {
-        cpu->op_time[node->op] += sd_time_s() - t0;
-        cpu->op_calls[node->op]++;
-    }
+    if (fn(cpu, node) != SD_OK) return sd_error_wrap(cpu->ctx, "cpu %s [%s]", sd_op_name(node->op), node->name);
     return SD_OK;
 }
 
@@ -140,10 +117,9 @@ static int parse_disabled(struct sd_cpu *cpu, const char *list) {
     char buf[512];
     snprintf(buf, sizeof buf, "%s", list);
     for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        int found = 0;
-        for (int op = 0; op < SD_OP_COUNT; op++)
-            if (strcmp(tok, sd_op_name((enum sd_op)op)) == 0) cpu->disabled_ops[op / 32] |= 1u << (op % 32), found = 1;
-        if (!found) return sd_errorf(cpu->ctx, SD_ERR_INVALID, "cpu backend: disabled ops: unknown op '%s'", tok);
+        int op = sd_op_by_name(tok);
+        if (op <= SD_OP_NONE) return sd_errorf(cpu->ctx, SD_ERR_INVALID, "cpu backend: disabled ops: unknown op '%s'", tok);
+        cpu->disabled_ops[op / 32] |= 1u << (op % 32);
     }
     return SD_OK;
 }

@@ -6,10 +6,10 @@
  * lifecycle (backend.h): weights_released and weights_changed drop the
  * copies whose source bytes lie in the weights named, and no others.
  *
- * Both caches are chained hash tables of malloc'd entries, so an entry's
- * address is stable while cached (ops keep pointers into it during a call).
- * They grow by doubling the bucket count at load factor 1. Nothing is ever
- * evicted: a model has a few dozen distinct GEMM-class shapes and its
+ * Both caches keep malloc'd entries in an array, indexed by an sd_hmap
+ * (hashmap.h) from each entry's hash to its position, so an entry's address
+ * is stable while cached (ops keep pointers into it during a call). Nothing
+ * is evicted: a model has a few dozen distinct GEMM-class shapes and its
  * weights are cached once each, so the caches are bounded by the model
  * (sd_cpu_dnnl_free releases everything).
  *
@@ -25,8 +25,7 @@
 #include <string.h>
 
 struct sd_dnnl_weight {
-    struct sd_dnnl_weight *next;
-    uint64_t hash;
+    uint64_t hash;           /* of (src, src_bytes): the cache's index */
     const float *src;
     size_t src_bytes;
     dnnl_memory_desc_t user_md, want_md;
@@ -46,42 +45,17 @@ int sd_dnnl_check(struct sd_cpu *cpu, dnnl_status_t s, const char *fn) {
     return sd_errorf(cpu->ctx, SD_ERR_BACKEND, "oneDNN: %s = %d (%s)", fn, (int)s, dnnl_status2str(s));
 }
 
-static uint64_t fnv1a(const void *p, size_t n, uint64_t h) {
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
-
 /* Cheap fingerprint: 64 floats sampled evenly over the weight. */
 static uint64_t weight_fingerprint(const float *src, size_t bytes) {
     size_t n = bytes / sizeof(float);
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = SD_FNV1A_SEED;
     if (!n) return h;
     for (size_t i = 0; i < 64; i++) {
         size_t j = (size_t)((double)i * (double)(n - 1) / 63.0);
-        h = fnv1a(&src[j], sizeof(float), h);
+        h = sd_fnv1a(&src[j], sizeof(float), h);
     }
     return h;
 }
-
-/* ---- generic chained table growth ---- */
-
-#define REHASH(type, buckets, nb, count)                                           \
-    do {                                                                           \
-        if ((count) < (nb)) break;                                                 \
-        size_t nnb_ = (nb) ? (nb) * 2 : 64;                                        \
-        type **nbk_ = calloc(nnb_, sizeof *nbk_);                                  \
-        if (!nbk_) break; /* keep the old table: just longer chains */             \
-        for (size_t i_ = 0; i_ < (nb); i_++)                                       \
-            for (type *e_ = (buckets)[i_], *n_; e_; e_ = n_) {                     \
-                n_ = e_->next;                                                     \
-                e_->next = nbk_[e_->hash % nnb_];                                  \
-                nbk_[e_->hash % nnb_] = e_;                                        \
-            }                                                                      \
-        free(buckets);                                                             \
-        (buckets) = nbk_;                                                          \
-        (nb) = nnb_;                                                               \
-    } while (0)
 
 /* ---- primitive cache ---- */
 
@@ -97,42 +71,51 @@ static void prim_destroy(struct sd_dnnl_prim *e) {
 
 struct sd_dnnl_prim *sd_dnnl_prim_get(struct sd_cpu *cpu, const struct sd_dnnl_key *key, int *created) {
     struct sd_cpu_dnnl *d = cpu->dnnl;
-    uint64_t h = fnv1a(key, sizeof *key, 0xcbf29ce484222325ull);
+    uint64_t h = sd_fnv1a(key, sizeof *key, SD_FNV1A_SEED);
     *created = 0;
-    if (d->n_prim_buckets) {
-        for (struct sd_dnnl_prim *e = d->prim_buckets[h % d->n_prim_buckets]; e; e = e->next)
-            if (e->hash == h && memcmp(&e->key, key, sizeof *key) == 0) {
-                d->prim_hits++;
-                d->last = e;
-                return e;
-            }
+    struct sd_hmap_iter it;
+    for (uint32_t v = sd_hmap_find(&d->prim_index, h, &it); v != SD_HMAP_NONE; v = sd_hmap_next(&d->prim_index, &it))
+        if (memcmp(&d->prims[v]->key, key, sizeof *key) == 0) {
+            d->prim_hits++;
+            d->last = d->prims[v];
+            return d->prims[v];
+        }
+    if (d->n_prims == d->cap_prims) {
+        size_t cap = d->cap_prims ? 2 * d->cap_prims : 64;
+        struct sd_dnnl_prim **p = realloc(d->prims, cap * sizeof *p);
+        if (!p) goto nomem;
+        d->prims = p, d->cap_prims = cap;
     }
-    REHASH(struct sd_dnnl_prim, d->prim_buckets, d->n_prim_buckets, d->n_prims);
     struct sd_dnnl_prim *e = calloc(1, sizeof *e);
-    if (!e || !d->n_prim_buckets) {
+    if (!e || sd_hmap_put(&d->prim_index, h, (uint32_t)d->n_prims) != SD_OK) {
         free(e);
-        sd_errorf(cpu->ctx, SD_ERR_NOMEM, "oneDNN primitive cache: out of memory");
-        return NULL;
+        goto nomem;
     }
     e->key = *key;
     e->hash = h;
-    e->next = d->prim_buckets[h % d->n_prim_buckets];
-    d->prim_buckets[h % d->n_prim_buckets] = e;
-    d->n_prims++;
+    d->prims[d->n_prims++] = e;
     d->prims_created++;
     d->last = e;
     *created = 1;
     return e;
+nomem:
+    sd_errorf(cpu->ctx, SD_ERR_NOMEM, "oneDNN primitive cache: out of memory");
+    return NULL;
 }
 
 void sd_dnnl_prim_drop(struct sd_cpu *cpu, struct sd_dnnl_prim *e) {
     struct sd_cpu_dnnl *d = cpu->dnnl;
-    if (!e || !d->n_prim_buckets) return;
-    for (struct sd_dnnl_prim **pp = &d->prim_buckets[e->hash % d->n_prim_buckets]; *pp; pp = &(*pp)->next)
-        if (*pp == e) {
-            *pp = e->next;
+    if (!e) return;
+    struct sd_hmap_iter it;
+    for (uint32_t v = sd_hmap_find(&d->prim_index, e->hash, &it); v != SD_HMAP_NONE; v = sd_hmap_next(&d->prim_index, &it))
+        if (d->prims[v] == e) {
+            sd_hmap_remove(&d->prim_index, &it);
+            uint32_t last = (uint32_t)--d->n_prims; /* the last entry moves into e's place */
+            if (v != last) {
+                d->prims[v] = d->prims[last];
+                sd_hmap_replace(&d->prim_index, d->prims[v]->hash, last, v);
+            }
             if (d->last == e) d->last = NULL;
-            d->n_prims--;
             prim_destroy(e);
             return;
         }
@@ -227,43 +210,45 @@ int sd_dnnl_weights_get(struct sd_cpu *cpu, const float *src, const dnnl_memory_
                         const dnnl_memory_desc_t *want_md, dnnl_memory_t *out) {
     struct sd_cpu_dnnl *d = cpu->dnnl;
     size_t bytes = dnnl_memory_desc_get_size(user_md);
-    uint64_t h = fnv1a(&src, sizeof src, 0xcbf29ce484222325ull);
-    h = fnv1a(&bytes, sizeof bytes, h);
-    if (d->n_w_buckets) {
-        for (struct sd_dnnl_weight *w = d->w_buckets[h % d->n_w_buckets]; w; w = w->next) {
-            if (w->hash != h || w->src != src || w->src_bytes != bytes ||
-                !dnnl_memory_desc_equal(&w->want_md, want_md) || !dnnl_memory_desc_equal(&w->user_md, user_md))
-                continue;
-            if (!w->mem || w->fingerprint != weight_fingerprint(src, bytes)) {
-                /* The bytes changed under us (contract broken): redo it. */
-                int rc = weight_fill(cpu, w, user_md);
-                if (rc != SD_OK) return rc;
-            } else {
-                d->weight_hits++;
-            }
-            *out = w->mem;
-            return SD_OK;
+    uint64_t h = sd_fnv1a(&src, sizeof src, SD_FNV1A_SEED);
+    h = sd_fnv1a(&bytes, sizeof bytes, h);
+    struct sd_hmap_iter it;
+    for (uint32_t v = sd_hmap_find(&d->w_index, h, &it); v != SD_HMAP_NONE; v = sd_hmap_next(&d->w_index, &it)) {
+        struct sd_dnnl_weight *w = d->weights[v];
+        if (w->src != src || w->src_bytes != bytes || !dnnl_memory_desc_equal(&w->want_md, want_md) ||
+            !dnnl_memory_desc_equal(&w->user_md, user_md))
+            continue;
+        if (!w->mem || w->fingerprint != weight_fingerprint(src, bytes)) {
+            /* The bytes changed under us (contract broken): redo it. */
+            int rc = weight_fill(cpu, w, user_md);
+            if (rc != SD_OK) return rc;
+        } else {
+            d->weight_hits++;
         }
+        *out = w->mem;
+        return SD_OK;
     }
-    REHASH(struct sd_dnnl_weight, d->w_buckets, d->n_w_buckets, d->n_weights);
+    if (d->n_weights == d->cap_weights) {
+        size_t cap = d->cap_weights ? 2 * d->cap_weights : 64;
+        struct sd_dnnl_weight **p = realloc(d->weights, cap * sizeof *p);
+        if (!p) return sd_errorf(cpu->ctx, SD_ERR_NOMEM, "oneDNN weights cache: out of memory");
+        d->weights = p, d->cap_weights = cap;
+    }
     struct sd_dnnl_weight *w = calloc(1, sizeof *w);
-    if (!w || !d->n_w_buckets) {
-        free(w);
-        return sd_errorf(cpu->ctx, SD_ERR_NOMEM, "oneDNN weights cache: out of memory");
-    }
+    if (!w) return sd_errorf(cpu->ctx, SD_ERR_NOMEM, "oneDNN weights cache: out of memory");
     w->hash = h;
     w->src = src;
     w->src_bytes = bytes;
     w->user_md = *user_md;
     w->want_md = *want_md;
     int rc = weight_fill(cpu, w, user_md);
+    if (rc == SD_OK && sd_hmap_put(&d->w_index, h, (uint32_t)d->n_weights) != SD_OK)
+        rc = sd_errorf(cpu->ctx, SD_ERR_NOMEM, "oneDNN weights cache: out of memory");
     if (rc != SD_OK) {
         weight_destroy(d, w);
         return rc;
     }
-    w->next = d->w_buckets[h % d->n_w_buckets];
-    d->w_buckets[h % d->n_w_buckets] = w;
-    d->n_weights++;
+    d->weights[d->n_weights++] = w;
     *out = w->mem;
     return SD_OK;
 }
@@ -271,14 +256,9 @@ int sd_dnnl_weights_get(struct sd_cpu *cpu, const float *src, const dnnl_memory_
 void sd_cpu_dnnl_weights_forget(struct sd_cpu *cpu) {
     struct sd_cpu_dnnl *d = cpu ? cpu->dnnl : NULL;
     if (!d) return;
-    for (size_t i = 0; i < d->n_w_buckets; i++) {
-        for (struct sd_dnnl_weight *w = d->w_buckets[i], *n; w; w = n) {
-            n = w->next;
-            weight_destroy(d, w);
-        }
-        d->w_buckets[i] = NULL;
-    }
+    for (size_t i = 0; i < d->n_weights; i++) weight_destroy(d, d->weights[i]);
     d->n_weights = 0;
+    sd_hmap_clear(&d->w_index);
 }
 
 void sd_cpu_dnnl_weights_drop(struct sd_cpu *cpu, struct sd_tensor *const *w, int n) {
@@ -289,17 +269,17 @@ void sd_cpu_dnnl_weights_drop(struct sd_cpu *cpu, struct sd_tensor *const *w, in
         sd_cpu_dnnl_weights_forget(cpu);
         return;
     }
-    for (size_t i = 0; i < d->n_w_buckets; i++)
-        for (struct sd_dnnl_weight **pp = &d->w_buckets[i]; *pp;) {
-            struct sd_dnnl_weight *e = *pp;
-            if (sd_weight_set_hits(&set, e->src, e->src_bytes)) {
-                *pp = e->next;
-                weight_destroy(d, e);
-                d->n_weights--;
-            } else {
-                pp = &e->next;
-            }
-        }
+    size_t kept = 0;
+    for (size_t i = 0; i < d->n_weights; i++) {
+        struct sd_dnnl_weight *e = d->weights[i];
+        if (sd_weight_set_hits(&set, e->src, e->src_bytes)) weight_destroy(d, e);
+        else d->weights[kept++] = e;
+    }
+    if (kept != d->n_weights) { /* compact, then index the positions again (cannot fail: it held more) */
+        d->n_weights = kept;
+        sd_hmap_clear(&d->w_index);
+        for (size_t i = 0; i < kept; i++) (void)sd_hmap_put(&d->w_index, d->weights[i]->hash, (uint32_t)i);
+    }
     sd_weight_set_free(&set);
 }
 
@@ -345,14 +325,12 @@ fail:
 void sd_cpu_dnnl_free(struct sd_cpu *cpu) {
     struct sd_cpu_dnnl *d = cpu ? cpu->dnnl : NULL;
     if (!d) return;
-    for (size_t i = 0; i < d->n_prim_buckets; i++)
-        for (struct sd_dnnl_prim *e = d->prim_buckets[i], *n; e; e = n) {
-            n = e->next;
-            prim_destroy(e);
-        }
-    free(d->prim_buckets);
+    for (size_t i = 0; i < d->n_prims; i++) prim_destroy(d->prims[i]);
+    free(d->prims);
+    sd_hmap_free(&d->prim_index);
     sd_cpu_dnnl_weights_forget(cpu);
-    free(d->w_buckets);
+    free(d->weights);
+    sd_hmap_free(&d->w_index);
     if (d->stream) dnnl_stream_destroy(d->stream);
     if (d->engine) dnnl_engine_destroy(d->engine);
     free(d);

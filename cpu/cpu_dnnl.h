@@ -32,6 +32,7 @@
 #include <dnnl.h>
 
 #include "cpu.h"
+#include "hashmap.h"
 
 #define SD_DNNL_KEY_VERSION 1
 #define SD_DNNL_MAX_MEM 8
@@ -72,8 +73,7 @@ struct sd_dnnl_key {
  * use stay zero/NULL. Owned by the cache. */
 struct sd_dnnl_prim {
     struct sd_dnnl_key key;
-    uint64_t hash;
-    struct sd_dnnl_prim *next;
+    uint64_t hash;                    /* of key (the cache's index) */
     dnnl_primitive_t prim;            /* the op (NULL for SD_DNNL_CONV_GEMM) */
     dnnl_primitive_t pre, post;       /* optional src reorder, dst reorder */
     dnnl_memory_t mem[SD_DNNL_MAX_MEM]; /* bound per call via set_data_handle */
@@ -90,10 +90,12 @@ struct sd_dnnl_weight; /* cpu_dnnl.c */
 struct sd_cpu_dnnl {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
-    struct sd_dnnl_prim **prim_buckets;
-    size_t n_prim_buckets, n_prims;
-    struct sd_dnnl_weight **w_buckets;
-    size_t n_w_buckets, n_weights;
+    struct sd_dnnl_prim **prims;      /* the primitive cache's entries */
+    size_t n_prims, cap_prims;
+    struct sd_hmap prim_index;        /* hash of an entry's key -> its position in prims */
+    struct sd_dnnl_weight **weights;  /* the weights cache's entries */
+    size_t n_weights, cap_weights;
+    struct sd_hmap w_index;           /* hash of (src, bytes) -> position in weights */
     int conv_algo;                    /* policy (opts.conv), SD_CONV_AUTO = rule */
     struct sd_dnnl_prim *last;        /* entry of the latest sd_dnnl_prim_get (bench/ prints its impl) */
     /* Counters (tests and profiling). */

@@ -108,7 +108,7 @@ static inline float att_row(float *s, int64_t nk, int64_t nv, float *m, float *l
     return corr;
 }
 
-int sd_cpu_attention(struct sd_cpu *cpu, struct sd_tensor *node) {
+int sd_cpu_op_attention(struct sd_cpu *cpu, struct sd_tensor *node) {
     const struct sd_tensor *qt = node->src[0], *kt = node->src[1], *vt = node->src[2];
     const int H = node->p.attention.n_heads;
     const float scale = node->p.attention.scale;

@@ -57,10 +57,10 @@ static int binary(struct sd_cpu *cpu, struct sd_tensor *node, enum binop op) {
     return SD_OK;
 }
 
-int sd_cpu_add(struct sd_cpu *cpu, struct sd_tensor *node) { return binary(cpu, node, BIN_ADD); }
-int sd_cpu_mul(struct sd_cpu *cpu, struct sd_tensor *node) { return binary(cpu, node, BIN_MUL); }
+int sd_cpu_op_add(struct sd_cpu *cpu, struct sd_tensor *node) { return binary(cpu, node, BIN_ADD); }
+int sd_cpu_op_mul(struct sd_cpu *cpu, struct sd_tensor *node) { return binary(cpu, node, BIN_MUL); }
 
-int sd_cpu_scale(struct sd_cpu *cpu, struct sd_tensor *node) {
+int sd_cpu_op_scale(struct sd_cpu *cpu, struct sd_tensor *node) {
     (void)cpu;
     const float *x = node->src[0]->data;
     float *y = node->data;

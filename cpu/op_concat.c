@@ -8,7 +8,7 @@
 
 #include <string.h>
 
-int sd_cpu_concat(struct sd_cpu *cpu, struct sd_tensor *node) {
+int sd_cpu_op_concat(struct sd_cpu *cpu, struct sd_tensor *node) {
     const struct sd_tensor *at = node->src[0], *bt = node->src[1];
     const int slot = 4 - node->n_dims + node->p.concat.dim;
     if (node->p.concat.dim < 0 || slot < 0 || slot > 3)

@@ -348,7 +348,7 @@ static int conv_check(struct sd_cpu *cpu, const struct sd_tensor *node, struct c
     return SD_OK;
 }
 
-int sd_cpu_conv2d(struct sd_cpu *cpu, struct sd_tensor *node) {
+int sd_cpu_op_conv2d(struct sd_cpu *cpu, struct sd_tensor *node) {
     struct conv_shape s;
     int rc = conv_check(cpu, node, &s);
     if (rc != SD_OK) return rc;

@@ -6,7 +6,7 @@
 
 #include <string.h>
 
-int sd_cpu_embedding(struct sd_cpu *cpu, struct sd_tensor *node) {
+int sd_cpu_op_embedding(struct sd_cpu *cpu, struct sd_tensor *node) {
     const struct sd_tensor *it = node->src[0], *tt = node->src[1];
     if (it->type != SD_I32 || tt->type != SD_F32)
         return sd_errorf(cpu->ctx, SD_ERR_UNSUPPORTED, "embedding: ids must be i32 (got %s), table f32 (got %s)",

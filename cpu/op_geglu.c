@@ -3,7 +3,7 @@
 #include "cpu.h"
 #include "cpu_math.h"
 
-int sd_cpu_geglu(struct sd_cpu *cpu, struct sd_tensor *node) {
+int sd_cpu_op_geglu(struct sd_cpu *cpu, struct sd_tensor *node) {
     (void)cpu;
     const float *x = node->src[0]->data;
     float *y = node->data;

@@ -43,7 +43,7 @@ static void gn_stats(const float *x, int64_t n, double *mean, double *var) {
     *var = m2 / cnt;
 }
 
-int sd_cpu_group_norm(struct sd_cpu *cpu, struct sd_tensor *node) {
+int sd_cpu_op_group_norm(struct sd_cpu *cpu, struct sd_tensor *node) {
     const struct sd_tensor *xt = node->src[0];
     const float *x = xt->data;
     const float *gamma = node->src[1] ? node->src[1]->data : NULL;

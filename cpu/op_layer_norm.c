@@ -8,7 +8,7 @@
 
 #include <math.h>
 
-int sd_cpu_layer_norm(struct sd_cpu *cpu, struct sd_tensor *node) {
+int sd_cpu_op_layer_norm(struct sd_cpu *cpu, struct sd_tensor *node) {
     (void)cpu;
     const struct sd_tensor *xt = node->src[0];
     const float *x = xt->data;

@@ -58,7 +58,7 @@ fail:
     return rc;
 }
 
-int sd_cpu_linear(struct sd_cpu *cpu, struct sd_tensor *node) {
+int sd_cpu_op_linear(struct sd_cpu *cpu, struct sd_tensor *node) {
     const struct sd_tensor *x = node->src[0], *w = node->src[1], *b = node->src[2];
     char sx[64], sw[64], sy[64];
     int rc = SD_OK;

@@ -50,7 +50,7 @@ fail:
     return rc;
 }
 
-int sd_cpu_matmul(struct sd_cpu *cpu, struct sd_tensor *node) {
+int sd_cpu_op_matmul(struct sd_cpu *cpu, struct sd_tensor *node) {
     const struct sd_tensor *a = node->src[0], *b = node->src[1];
     const struct sd_matmul_params *p = &node->p.matmul;
     char sa[64], sb[64], sy[64];

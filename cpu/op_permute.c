@@ -86,7 +86,7 @@ static void perm_simplify(const struct sd_tensor *x, const int *perm, struct per
     v->n = 4;
 }
 
-int sd_cpu_permute(struct sd_cpu *cpu, struct sd_tensor *node) {
+int sd_cpu_op_permute(struct sd_cpu *cpu, struct sd_tensor *node) {
     const struct sd_tensor *xt = node->src[0];
     if (sd_dtype_size(xt->type) != 4)
         return sd_errorf(cpu->ctx, SD_ERR_UNSUPPORTED, "permute: dtype %s", sd_dtype_name(xt->type));

@@ -10,7 +10,7 @@
 
 #include <math.h>
 
-int sd_cpu_timestep_embed(struct sd_cpu *cpu, struct sd_tensor *node) {
+int sd_cpu_op_timestep_embedding(struct sd_cpu *cpu, struct sd_tensor *node) {
     const struct sd_timestep_params p = node->p.timestep;
     const float *t = node->src[0]->data;
     float *y = node->data;

@@ -47,11 +47,11 @@ static inline __m512 relu16(__m512 x) { return _mm512_max_ps(x, _mm512_setzero_p
         return SD_OK;                                                                      \
     }
 
-SD_UNARY_OP(sd_cpu_gelu, sd_geluf, sd_gelu16)
-SD_UNARY_OP(sd_cpu_quick_gelu, quick_gelu, quick_gelu16)
-SD_UNARY_OP(sd_cpu_silu, sd_siluf, sd_silu16)
-SD_UNARY_OP(sd_cpu_relu, reluf, relu16)
+SD_UNARY_OP(sd_cpu_op_gelu, sd_geluf, sd_gelu16)
+SD_UNARY_OP(sd_cpu_op_quick_gelu, quick_gelu, quick_gelu16)
+SD_UNARY_OP(sd_cpu_op_silu, sd_siluf, sd_silu16)
+SD_UNARY_OP(sd_cpu_op_relu, reluf, relu16)
 
 #undef SD_UNARY_VEC
 #define SD_UNARY_VEC(vf)
-SD_UNARY_OP(sd_cpu_tanh, tanhf, none)
+SD_UNARY_OP(sd_cpu_op_tanh, tanhf, none)

@@ -19,7 +19,7 @@ static int64_t nearest_src(int64_t dst, int64_t in, int64_t out) {
     return s < in - 1 ? s : in - 1;
 }
 
-int sd_cpu_upsample(struct sd_cpu *cpu, struct sd_tensor *node) {
+int sd_cpu_op_upsample_nearest(struct sd_cpu *cpu, struct sd_tensor *node) {
     const struct sd_tensor *xt = node->src[0];
     const float *x = xt->data;
     float *y = node->data;

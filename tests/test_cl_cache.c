@@ -78,10 +78,7 @@ static void cache_path(struct sd_backend *b, const char *program, char *path, si
 }
 
 static unsigned long long hash_floats(const float *x, int64_t n) {
-    unsigned long long h = 1469598103934665603ull;
-    const unsigned char *p = (const unsigned char *)x;
-    for (int64_t i = 0; i < n * (int64_t)sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ull;
-    return h;
+    return sd_fnv1a(x, (size_t)n * sizeof *x, SD_FNV1A_SEED);
 }
 
 /* Child process: a fresh start that makes every program and runs the graph;

@@ -147,7 +147,7 @@ static void test_conv_case(struct sd_cpu *cpu, const struct conv_case *c, uint64
     for (int algo = 0; algo < SD_CONV_ALGO_COUNT; algo++) {
         sd_cpu_dnnl_set_conv_algo(cpu, algo);
         memset(y->data, 0xff, (size_t)n * sizeof(float));
-        int rc = sd_cpu_conv2d(cpu, y);
+        int rc = sd_cpu_op_conv2d(cpu, y);
         /* measured <= 3.5e-6 for every algorithm (Winograd included) */
         double tol = 3e-5, err = 0;
         int bad = rc != SD_OK || check_close("conv2d", y->data, ref, n, tol, tol, &err);
@@ -206,11 +206,11 @@ static void test_conv_cache(struct sd_cpu *cpu) {
     sd_cpu_dnnl_set_conv_algo(cpu, SD_CONV_DIRECT); /* the path that uses the weights cache */
 
     long p0 = d->prims_created, r0 = d->weight_reorders;
-    int rc = sd_cpu_conv2d(cpu, y);
+    int rc = sd_cpu_op_conv2d(cpu, y);
     memcpy(first, y->data, (size_t)n * sizeof *first);
     long p1 = d->prims_created, r1 = d->weight_reorders, h1 = d->prim_hits;
     memset(y->data, 0xff, (size_t)n * sizeof(float));
-    rc |= sd_cpu_conv2d(cpu, y);
+    rc |= sd_cpu_op_conv2d(cpu, y);
     CHECK(rc == SD_OK && p1 == p0 + 1 && d->prims_created == p1 && d->prim_hits == h1 + 1,
           "cache: same shape twice creates one primitive (created %ld then %ld, hits +%ld)", p1 - p0,
           d->prims_created - p1, d->prim_hits - h1);
@@ -225,7 +225,7 @@ static void test_conv_cache(struct sd_cpu *cpu) {
     float *ref2 = malloc((size_t)n2 * sizeof *ref2);
     ref_conv2d(x2->data, w->data, b->data, ref2, 1, 32, 9, 14, 48, 3, 3, p, y2->ne[2], y2->ne[3]);
     long p2 = d->prims_created;
-    rc = sd_cpu_conv2d(cpu, y2);
+    rc = sd_cpu_op_conv2d(cpu, y2);
     CHECK(rc == SD_OK && d->prims_created == p2 + 1 && !check_close("conv2d", y2->data, ref2, n2, 1e-5, 1e-5, NULL),
           "cache: a different shape gets its own primitive and is correct");
 
@@ -233,13 +233,13 @@ static void test_conv_cache(struct sd_cpu *cpu) {
     for (int64_t i = 0; i < sd_tensor_nelements(w); i++) ((float *)w->data)[i] *= -0.5f;
     ref_conv2d(x->data, w->data, b->data, ref, 2, 32, 12, 12, 48, 3, 3, p, y->ne[2], y->ne[3]);
     sd_cpu_dnnl_weights_forget(cpu);
-    rc = sd_cpu_conv2d(cpu, y);
+    rc = sd_cpu_op_conv2d(cpu, y);
     CHECK(rc == SD_OK && !check_close("conv2d", y->data, ref, n, 1e-5, 1e-5, NULL),
           "weights cache: forget then changed weights are used");
     /* Changed again without forget (contract broken): the fingerprint guard redoes the reorder. */
     for (int64_t i = 0; i < sd_tensor_nelements(w); i++) ((float *)w->data)[i] *= 3.0f;
     ref_conv2d(x->data, w->data, b->data, ref, 2, 32, 12, 12, 48, 3, 3, p, y->ne[2], y->ne[3]);
-    rc = sd_cpu_conv2d(cpu, y);
+    rc = sd_cpu_op_conv2d(cpu, y);
     CHECK(rc == SD_OK && !check_close("conv2d", y->data, ref, n, 1e-5, 1e-5, NULL),
           "weights cache: fingerprint catches weights changed in place");
 
@@ -270,13 +270,13 @@ static void test_conv_rule(struct sd_cpu *cpu) {
         int s = cases[i].s, p = cases[i].pad;
         struct sd_tensor *y = conv_node(x, w, NULL, (struct sd_conv2d_params){s, s, p, p, p, p});
         sd_cpu_dnnl_set_conv_algo(cpu, cases[i].policy);
-        int rc = sd_cpu_conv2d(cpu, y);
+        int rc = sd_cpu_op_conv2d(cpu, y);
         int got = rc == SD_OK && cpu->dnnl->last ? cpu->dnnl->last->algo : -1;
         int want = cases[i].want;
         if (want == SD_CONV_WINO && got == SD_CONV_DIRECT) {
             /* Fine only where oneDNN has no Winograd kernel (no AVX-512): forced wino falls back too. */
             sd_cpu_dnnl_set_conv_algo(cpu, SD_CONV_WINO);
-            if (sd_cpu_conv2d(cpu, y) == SD_OK && cpu->dnnl->last->algo == SD_CONV_DIRECT) want = SD_CONV_DIRECT;
+            if (sd_cpu_op_conv2d(cpu, y) == SD_OK && cpu->dnnl->last->algo == SD_CONV_DIRECT) want = SD_CONV_DIRECT;
         }
         CHECK(got == want, "conv2d rule: %s [%lld,%lld,%lld,%lld]->%lld k%lld s%d picks %s (got %s)",
               sd_conv_algo_name(cases[i].policy), (long long)cases[i].N, (long long)cases[i].Ci,
@@ -302,7 +302,7 @@ static void test_conv_errors(struct sd_cpu *cpu) {
     y->p.conv2d = (struct sd_conv2d_params){1, 1, 1, 1, 1, 1};
     snprintf(y->name, sizeof y->name, "bad_conv");
     sd_ctx_clear(cpu->ctx);
-    int rc = sd_cpu_conv2d(cpu, y);
+    int rc = sd_cpu_op_conv2d(cpu, y);
     CHECK(rc == SD_ERR_INVALID && strstr(cpu->ctx->msg, "conv2d(bad_conv)"),
           "conv2d: channel mismatch is SD_ERR_INVALID naming the node (%s)", cpu->ctx->msg);
     sd_ctx_clear(cpu->ctx);
@@ -340,12 +340,12 @@ static void test_linear_case(struct sd_cpu *cpu, int n_dims, const int64_t *xdim
     ref_linear(x->data, w->data, b ? b->data : NULL, ref, rows, in, out);
     char xs[64];
     double err = 0;
-    int rc = sd_cpu_linear(cpu, y);
+    int rc = sd_cpu_op_linear(cpu, y);
     int bad = rc != SD_OK || check_close("linear", y->data, ref, rows * out, 1e-5, 1e-5, &err); /* measured <= 1.2e-6 */
     /* Second run: cached primitive and weights, same answer. */
     if (!bad) {
         memset(y->data, 0xff, (size_t)(rows * out) * sizeof(float));
-        rc = sd_cpu_linear(cpu, y);
+        rc = sd_cpu_op_linear(cpu, y);
         bad = rc != SD_OK || check_close("linear (cached)", y->data, ref, rows * out, 1e-5, 1e-5, NULL);
     }
     CHECK(!bad, "linear x %s by w [%lld,%lld]%s, twice (max err %.2g) %s", sd_tensor_shape_str(x, xs, sizeof xs),
@@ -381,7 +381,7 @@ static void test_matmul_case(struct sd_cpu *cpu, int64_t B0, int64_t B1, int64_t
     /* K terms of O(1) products: scale the tolerance with sqrt(K)*alpha
      * (measured <= 4.8e-6 at K = 77; 10x margin). */
     double atol = 2e-6 * sqrt((double)K) * fabs(alpha) + 2e-7;
-    int rc = sd_cpu_matmul(cpu, y);
+    int rc = sd_cpu_op_matmul(cpu, y);
     int bad = rc != SD_OK || check_close("matmul", y->data, ref, n, atol, 2e-5, &err);
     CHECK(!bad, "matmul [%lld,%lld] %lldx%lld%s by %lldx%lld%s alpha %g (max err %.2g, atol %.2g) %s", (long long)B0,
           (long long)B1, (long long)M, (long long)K, ta ? "(stored T)" : "", (long long)K, (long long)N,
@@ -401,6 +401,35 @@ static void test_matmul(struct sd_cpu *cpu) {
     test_matmul_case(cpu, 1, 16, 256, 77, 40, 0, 0, 1.0f, 620);          /* probs·v (cross) */
 }
 
+/* The primitive cache's bookkeeping: 300 keys, every third dropped (the
+ * last entry moves into each hole), then every key asked again: survivors
+ * are hits with the same entry, dropped ones are made anew. */
+static void test_prim_cache(struct sd_cpu *cpu) {
+    enum { N = 300 };
+    struct sd_cpu_dnnl *d = cpu->dnnl;
+    struct sd_dnnl_prim *e[N];
+    size_t n0 = d->n_prims;
+    int created, made = 0, ok = 1;
+    for (int i = 0; i < N; i++) {
+        struct sd_dnnl_key k;
+        memset(&k, 0, sizeof k);
+        k.version = SD_DNNL_KEY_VERSION, k.kind = 1000, k.dims[0] = i;
+        e[i] = sd_dnnl_prim_get(cpu, &k, &created);
+        made += created;
+    }
+    for (int i = 0; i < N; i += 3) sd_dnnl_prim_drop(cpu, e[i]);
+    ok &= d->n_prims == n0 + N - N / 3;
+    for (int i = 0; i < N; i++) {
+        struct sd_dnnl_key k;
+        memset(&k, 0, sizeof k);
+        k.version = SD_DNNL_KEY_VERSION, k.kind = 1000, k.dims[0] = i;
+        struct sd_dnnl_prim *p = sd_dnnl_prim_get(cpu, &k, &created);
+        ok &= p && p->key.dims[0] == i && created == (i % 3 == 0) && (i % 3 == 0 || p == e[i]);
+    }
+    CHECK(made == N && ok && d->n_prims == n0 + N, "primitive cache: %d keys, every third dropped then asked "
+          "again: survivors hit the same entry, dropped ones are made anew (%zu entries)", N, d->n_prims);
+}
+
 int main(void) {
     san = getenv("SDRT_TEST_SAN") && atoi(getenv("SDRT_TEST_SAN"));
     struct sd_ctx ctx = {0};
@@ -416,6 +445,7 @@ int main(void) {
     test_conv_errors(&cpu);
     test_linear(&cpu);
     test_matmul(&cpu);
+    test_prim_cache(&cpu);
     sd_cpu_dnnl_free(&cpu);
     CHECK(cpu.dnnl == NULL, "sd_cpu_dnnl_free clears cpu->dnnl");
     sd_cpu_dnnl_free(&cpu); /* second free is a no-op */

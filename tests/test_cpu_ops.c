@@ -90,7 +90,7 @@ static void test_group_norm_case(int nd, const int64_t *dims, int G, int affine,
     y->p.group_norm = (struct sd_group_norm_params){G, 1e-5f, silu};
     float *ref = ref_new(y);
     ref_group_norm(x->data, gm ? gm->data : NULL, bt ? bt->data : NULL, ref, N, C, S, G, 1e-5, silu);
-    int rc = sd_cpu_group_norm(&cpu, y);
+    int rc = sd_cpu_op_group_norm(&cpu, y);
     char sh[64];
     shape_str(x, sh);
     CHECK(rc == SD_OK && !check_close("group_norm", y->data, ref, sd_tensor_nelements(y), tol, tol, NULL),
@@ -134,7 +134,7 @@ static void test_layer_norm_case(int nd, const int64_t *dims, int affine, float 
             ref[r * C + i] = (float)((xd[r * C + i] - mu) / sqrt(var + 1e-5) * (gm ? ((float *)gm->data)[i] : 1.0) +
                                      (bt ? ((float *)bt->data)[i] : 0.0));
     }
-    int rc = sd_cpu_layer_norm(&cpu, y);
+    int rc = sd_cpu_op_layer_norm(&cpu, y);
     char sh[64];
     shape_str(x, sh);
     CHECK(rc == SD_OK && !check_close("layer_norm", y->data, ref, sd_tensor_nelements(y), tol, tol, NULL),
@@ -169,7 +169,7 @@ static void test_softmax_case(int nd, const int64_t *dims, float scale, int caus
         for (int64_t j = 0; j < L; j++)
             ref[r * L + j] = (!causal || j <= i) ? (float)(exp((double)scale * xd[r * L + j] - mx) / s) : 0.0f;
     }
-    int rc = sd_cpu_softmax(&cpu, y);
+    int rc = sd_cpu_op_softmax(&cpu, y);
     char sh[64];
     shape_str(x, sh);
     CHECK(rc == SD_OK && !check_close("softmax", y->data, ref, sd_tensor_nelements(y), 1.5e-7, 1.5e-6, NULL),
@@ -224,7 +224,7 @@ static void test_attention_case(int64_t B, int64_t Lq, int64_t Lk, int H, int64_
     float *ref = ref_new(y);
     ref_attention(q->data, k->data, v->data, ref, B, Lq, Lk, H, d, dv, scale, causal, step);
     double t0 = omp_get_wtime();
-    int rc = sd_cpu_attention(&cpu, y);
+    int rc = sd_cpu_op_attention(&cpu, y);
     double t = omp_get_wtime() - t0;
     /* Compare only the reference rows. */
     int64_t rows = 0, C = H * dv;
@@ -271,9 +271,9 @@ static void test_unary(void) {
         enum sd_op op;
         int (*fn)(struct sd_cpu *, struct sd_tensor *);
         double (*f)(double);
-    } ops[] = {{"gelu", SD_OP_GELU, sd_cpu_gelu, gelu_d},
-               {"quick_gelu", SD_OP_QUICK_GELU, sd_cpu_quick_gelu, quick_gelu_d},
-               {"silu", SD_OP_SILU, sd_cpu_silu, silu_d}};
+    } ops[] = {{"gelu", SD_OP_GELU, sd_cpu_op_gelu, gelu_d},
+               {"quick_gelu", SD_OP_QUICK_GELU, sd_cpu_op_quick_gelu, quick_gelu_d},
+               {"silu", SD_OP_SILU, sd_cpu_op_silu, silu_d}};
     for (int o = 0; o < 3; o++) {
         struct sd_tensor *y = node_new(ops[o].op, 1, &n, x, NULL, NULL);
         for (int64_t i = 0; i < n; i++) ref[i] = (float)ops[o].f(xd[i]);
@@ -295,7 +295,7 @@ static void test_geglu(void) {
     for (int64_t r = 0; r < 2 * 77; r++)
         for (int64_t i = 0; i < 640; i++)
             ref[r * 640 + i] = (float)(xd[r * 1280 + i] * gelu_d(xd[r * 1280 + 640 + i]));
-    int rc = sd_cpu_geglu(&cpu, y);
+    int rc = sd_cpu_op_geglu(&cpu, y);
     CHECK(rc == SD_OK && !check_close("geglu", y->data, ref, sd_tensor_nelements(y), 3e-7, 3e-6, NULL),
           "geglu [2, 77, 1280] -> [2, 77, 640] (tol 3e-7 abs + 3e-6 rel; measured 9.5e-7)");
     free(ref);
@@ -316,7 +316,7 @@ static void test_binary_case(int is_mul, int nd, const int64_t *ad, const int64_
                                   (b->ne[2] > 1 ? i2 : 0)) * b->ne[3] + (b->ne[3] > 1 ? i3 : 0);
                     ref[ia] = is_mul ? A[ia] * Bd[ib] : A[ia] + Bd[ib];
                 }
-    int rc = is_mul ? sd_cpu_mul(&cpu, y) : sd_cpu_add(&cpu, y);
+    int rc = is_mul ? sd_cpu_op_mul(&cpu, y) : sd_cpu_op_add(&cpu, y);
     char sa[64], sb[64];
     shape_str(a, sa);
     shape_str(b, sb);
@@ -341,7 +341,7 @@ static void test_binary(void) {
     y->p.scale = (struct sd_scale_params){0.18215f, -0.5f};
     float *ref = ref_new(y);
     for (int64_t i = 0; i < n; i++) ref[i] = (float)((double)((float *)x->data)[i] * 0.18215f - 0.5);
-    int rc = sd_cpu_scale(&cpu, y);
+    int rc = sd_cpu_op_scale(&cpu, y);
     CHECK(rc == SD_OK && !check_close("scale", y->data, ref, n, 3e-7, 3e-6, NULL),
           "scale x*s+b (tol 3e-7 + 3e-6 rel; measured 1.2e-7: one fma vs double)");
     free(ref);
@@ -370,7 +370,7 @@ static void test_concat_case(int nd, const int64_t *ad, const int64_t *bd, int d
                     if (s == b) j[slot] -= a->ne[slot];
                     ref[o] = ((float *)s->data)[((j[0] * s->ne[1] + j[1]) * s->ne[2] + j[2]) * s->ne[3] + j[3]];
                 }
-    int rc = sd_cpu_concat(&cpu, y);
+    int rc = sd_cpu_op_concat(&cpu, y);
     char sa[64], sb[64];
     shape_str(a, sa);
     shape_str(b, sb);
@@ -404,7 +404,7 @@ static void test_upsample_case(int64_t N, int64_t C, int64_t H, int64_t W, int64
                 si = si < H - 1 ? si : H - 1, sj = sj < W - 1 ? sj : W - 1;
                 ref[(p * OH + i) * OW + j] = xd[(p * H + si) * W + sj];
             }
-    int rc = sd_cpu_upsample(&cpu, y);
+    int rc = sd_cpu_op_upsample_nearest(&cpu, y);
     CHECK(rc == SD_OK && !check_close("upsample", y->data, ref, sd_tensor_nelements(y), 0, 0, NULL),
           "upsample [%lld, %lld, %lld, %lld] -> %lldx%lld (exact)", (long long)N, (long long)C, (long long)H,
           (long long)W, (long long)OH, (long long)OW);
@@ -425,7 +425,7 @@ static void test_upsample(void) {
     struct sd_tensor *y = node_new(SD_OP_UPSAMPLE, 4, (int64_t[]){1, 1, 1, 17}, x, NULL, NULL);
     y->p.upsample = (struct sd_upsample_params){1, 17};
     float want[17] = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8};
-    int rc = sd_cpu_upsample(&cpu, y);
+    int rc = sd_cpu_op_upsample_nearest(&cpu, y);
     CHECK(rc == SD_OK && !check_close("upsample9to17", y->data, want, 17, 0, 0, NULL), "upsample 9->17 index map");
     tfree(x), tfree(y);
 }
@@ -450,7 +450,7 @@ static void test_permute_case(int nd, const int64_t *dims, const int *perm) {
                     ref[o++] = ((float *)x->data)[i[0] * xs[p4[0]] + i[1] * xs[p4[1]] + i[2] * xs[p4[2]] +
                                                   i[3] * xs[p4[3]]];
     double t0 = omp_get_wtime();
-    int rc = sd_cpu_permute(&cpu, y);
+    int rc = sd_cpu_op_permute(&cpu, y);
     double t = omp_get_wtime() - t0;
     char sh[64];
     shape_str(x, sh);
@@ -488,17 +488,17 @@ static void test_embedding(void) {
     float *ref = ref_new(y);
     for (int64_t i = 0; i < B * L; i++)
         for (int64_t c = 0; c < C; c++) ref[i * C + c] = ((float *)table->data)[id[i] * C + c];
-    int rc = sd_cpu_embedding(&cpu, y);
+    int rc = sd_cpu_op_embedding(&cpu, y);
     CHECK(rc == SD_OK && !check_close("embedding", y->data, ref, B * L * C, 0, 0, NULL),
           "embedding ids [2, 77] from table [1000, 64] (exact)");
     id[100] = (int32_t)V;
     sd_ctx_clear(&ctx);
-    rc = sd_cpu_embedding(&cpu, y);
+    rc = sd_cpu_op_embedding(&cpu, y);
     CHECK(rc == SD_ERR_INVALID && strstr(ctx.msg, "1000") && strstr(ctx.msg, "100"),
           "embedding: out-of-range id is an error naming it: %s", ctx.msg);
     id[100] = -3;
     sd_ctx_clear(&ctx);
-    rc = sd_cpu_embedding(&cpu, y);
+    rc = sd_cpu_op_embedding(&cpu, y);
     CHECK(rc == SD_ERR_INVALID && strstr(ctx.msg, "-3"), "embedding: negative id is an error: %s", ctx.msg);
     free(ref);
     tfree(ids), tfree(table), tfree(y);
@@ -522,7 +522,7 @@ static void test_timestep_case(int dim, int flip, float shift) {
             ref[b * dim + i] = (float)(flip ? cos((double)arg) : sin((double)arg));
             ref[b * dim + half + i] = (float)(flip ? sin((double)arg) : cos((double)arg));
         }
-    int rc = sd_cpu_timestep_embed(&cpu, y);
+    int rc = sd_cpu_op_timestep_embedding(&cpu, y);
     const float *yd = y->data;
     CHECK(rc == SD_OK && !check_close("timestep", yd, ref, B * dim, 1e-6, 0, NULL) &&
               yd[2 * dim + (flip ? 0 : half)] == 1.0f && yd[2 * dim + (flip ? half : 0)] == 0.0f,

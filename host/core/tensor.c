@@ -6,34 +6,52 @@
 #include <string.h>
 
 static const char *op_names[SD_OP_COUNT] = {
-#define X(e, name, nsrc, member) [SD_OP_##e] = name,
-#include "ops.def"
-#undef X
-};
-static const int op_nsrc[SD_OP_COUNT] = {
-#define X(e, name, nsrc, member) [SD_OP_##e] = nsrc,
+#define X(e, name, kind, flops) [SD_OP_##e] = #name,
 #include "ops.def"
 #undef X
 };
 _Static_assert(sizeof op_names / sizeof op_names[0] == SD_OP_COUNT, "op table size");
 
+static const bool op_kernel[SD_OP_COUNT] = {
+#define X(e, name, kind, flops) SD_OP_IF_KERNEL(kind, [SD_OP_##e] = true,)
+#include "ops.def"
+#undef X
+};
+
+/* The `flops` column of ops.def. */
+enum flops_kind { FLOPS_zero, FLOPS_out, FLOPS_conv2d, FLOPS_linear, FLOPS_matmul, FLOPS_attention };
+static const enum flops_kind op_flops[SD_OP_COUNT] = {
+#define X(e, name, kind, flops) [SD_OP_##e] = FLOPS_##flops,
+#include "ops.def"
+#undef X
+};
+
 const char *sd_op_name(enum sd_op op) {
     return (unsigned)op < SD_OP_COUNT ? op_names[op] : "?";
 }
-int sd_op_max_src(enum sd_op op) { return (unsigned)op < SD_OP_COUNT ? op_nsrc[op] : 0; }
+
+int sd_op_by_name(const char *name) {
+    for (int op = 0; name && op < SD_OP_COUNT; op++)
+        if (strcmp(name, op_names[op]) == 0) return op;
+    return -1;
+}
+
+bool sd_op_is_kernel(enum sd_op op) { return (unsigned)op < SD_OP_COUNT && op_kernel[op]; }
 
 double sd_node_flops(const struct sd_tensor *t) {
+    if ((unsigned)t->op >= SD_OP_COUNT) return 0;
     const struct sd_tensor *a = t->src[0], *b = t->src[1];
     double out = (double)sd_tensor_nelements(t);
-    switch (t->op) {
-    case SD_OP_CONV2D: return 2.0 * out * (double)(b->ne[1] * b->ne[2] * b->ne[3]);
-    case SD_OP_LINEAR: return 2.0 * out * (double)b->ne[3];
-    case SD_OP_MATMUL: return 2.0 * out * (double)(t->p.matmul.trans_a ? a->ne[2] : a->ne[3]);
-    case SD_OP_ATTENTION: /* QK^T and PV: 2*B*Lq*Lk*(d + dv) */
+    switch (op_flops[t->op]) {
+    case FLOPS_zero: return 0;
+    case FLOPS_out: return out;
+    case FLOPS_conv2d: return 2.0 * out * (double)(b->ne[1] * b->ne[2] * b->ne[3]);
+    case FLOPS_linear: return 2.0 * out * (double)b->ne[3];
+    case FLOPS_matmul: return 2.0 * out * (double)(t->p.matmul.trans_a ? a->ne[2] : a->ne[3]);
+    case FLOPS_attention: /* QK^T and PV: 2*B*Lq*Lk*(d + dv) */
         return 2.0 * (double)(a->ne[1] * a->ne[2]) * (double)b->ne[2] * (double)(a->ne[3] + t->src[2]->ne[3]);
-    case SD_OP_NONE: case SD_OP_RESHAPE: return 0;
-    default: return out;
     }
+    return 0;
 }
 
 static const char *dtype_names[SD_DTYPE_COUNT] = {"f32", "f16", "bf16", "i32", "i64"};

@@ -20,13 +20,24 @@
 enum sd_dtype { SD_F32 = 0, SD_F16, SD_BF16, SD_I32, SD_I64, SD_DTYPE_COUNT };
 
 enum sd_op {
-#define X(e, name, nsrc, member) SD_OP_##e,
+#define X(e, name, kind, flops) SD_OP_##e,
 #include "ops.def"
 #undef X
     SD_OP_COUNT
 };
 
-/* Per-op parameters; each op uses the member named in ops.def. */
+/* For X-macros over ops.def: SD_OP_IF_KERNEL(kind, ...) expands to its
+ * other arguments for the ops a backend computes (kind `kernel`), to nothing
+ * for leaves and views. E.g. a backend's declarations and dispatch table:
+ *   #define X(e, name, kind, flops) SD_OP_IF_KERNEL(kind, [SD_OP_##e] = my_op_##name,)
+ */
+#define SD_OP_IF_KERNEL(kind, ...) SD_OP_IF_KERNEL_##kind(__VA_ARGS__)
+#define SD_OP_IF_KERNEL_kernel(...) __VA_ARGS__
+#define SD_OP_IF_KERNEL_leaf(...)
+#define SD_OP_IF_KERNEL_view(...)
+
+/* Per-op parameters: an op reads the member of its name (upsample_nearest:
+ * upsample, timestep_embedding: timestep); ops without parameters none. */
 struct sd_conv2d_params { int stride_h, stride_w, pad_t, pad_l, pad_b, pad_r; };
 struct sd_matmul_params { int trans_a, trans_b; float alpha; };
 struct sd_group_norm_params { int groups; float eps; int silu; };
@@ -87,9 +98,14 @@ struct sd_tensor {
 };
 
 const char *sd_op_name(enum sd_op op);
-/* Floating-point operations of a node (multiply-add = 2), for GFLOP/s. */
+/* The op named `name` (as sd_op_name gives it), or -1. */
+int sd_op_by_name(const char *name);
+/* True for ops a backend computes; false for leaves (SD_OP_NONE) and views
+ * (SD_OP_RESHAPE), which need no kernel. */
+bool sd_op_is_kernel(enum sd_op op);
+/* Floating-point operations of a node (multiply-add = 2), for GFLOP/s;
+ * the formula is the op's `flops` column in ops.def. */
 double sd_node_flops(const struct sd_tensor *node);
-int sd_op_max_src(enum sd_op op);
 const char *sd_dtype_name(enum sd_dtype t);
 size_t sd_dtype_size(enum sd_dtype t);
 

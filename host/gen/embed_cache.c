@@ -1,11 +1,13 @@
 /* embed_cache.c - bounded LRU of text embeddings (see embed_cache.h). A
  * linear list: a handful of prompts is the common case; lookups compare a
- * 64-bit hash first, then the ids. */
+ * 64-bit hash (FNV-1a, hashmap.h) first, then the ids. */
 #include "embed_cache.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "hashmap.h"
 
 struct entry {
     uint64_t hash, model, tick;
@@ -25,9 +27,9 @@ struct sd_embed_cache {
 };
 
 static uint64_t hash(uint64_t model, int clip_skip, const int32_t *ids, int n) {
-    uint64_t h = 1469598103934665603ull ^ model ^ ((uint64_t)(uint32_t)clip_skip << 32);
-    for (int i = 0; i < n; i++) h = (h ^ (uint32_t)ids[i]) * 1099511628211ull;
-    return h;
+    uint64_t h = sd_fnv1a(&model, sizeof model, SD_FNV1A_SEED);
+    h = sd_fnv1a(&clip_skip, sizeof clip_skip, h);
+    return sd_fnv1a(ids, (size_t)n * sizeof *ids, h);
 }
 
 struct sd_embed_cache *sd_embed_cache_new(size_t max_bytes) {

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hashmap.h"
+
 struct json_block {
     struct json_block *next;
     size_t cap, used;
@@ -300,11 +302,7 @@ static const char *parse_number(struct parser *ps, const char *p, struct sd_json
     return p;
 }
 
-static uint32_t hash_key(const char *s, size_t n) {
-    uint32_t h = 2166136261u;
-    for (size_t k = 0; k < n; k++) h = (h ^ (unsigned char)s[k]) * 16777619u;
-    return h ^ (h >> 15);
-}
+static uint64_t hash_key(const char *s, size_t n) { return sd_fnv1a(s, n, SD_FNV1A_SEED); }
 
 static int same_key(const struct sd_json *a, const char *k, size_t klen) {
     return a->klen == klen && memcmp(a->key, k, klen) == 0;
@@ -321,23 +319,21 @@ static int index_object(struct parser *ps, struct sd_json *obj, const char *at) 
         return SD_OK;
     }
     if (n > (1u << 30)) return fail(ps, at, "object has too many members");
-    uint32_t cap = 16;
-    while (cap < 2 * n) cap *= 2;
-    uint32_t *idx = arena_alloc(ps->doc, cap * sizeof *idx);
-    if (!idx) return sd_errorf(ps->ctx, SD_ERR_NOMEM, "json: out of memory");
-    memset(idx, 0, cap * sizeof *idx);
+    size_t cap = sd_hmap_slots_for(n);
+    struct sd_hmap *idx = arena_alloc(ps->doc, sizeof *idx);
+    struct sd_hmap_slot *slots = arena_alloc(ps->doc, cap * sizeof *slots);
+    if (!idx || !slots) return sd_errorf(ps->ctx, SD_ERR_NOMEM, "json: out of memory");
+    sd_hmap_init_fixed(idx, slots, cap); /* sized for n: every put below fits */
     for (size_t k = 0; k < n; k++) {
         const struct sd_json *m = &obj->kids[k];
-        uint32_t h = hash_key(m->key, m->klen) & (cap - 1);
-        while (idx[h]) {
-            if (same_key(&obj->kids[idx[h] - 1], m->key, m->klen))
+        uint64_t h = hash_key(m->key, m->klen);
+        struct sd_hmap_iter it;
+        for (uint32_t j = sd_hmap_find(idx, h, &it); j != SD_HMAP_NONE; j = sd_hmap_next(idx, &it))
+            if (same_key(&obj->kids[j], m->key, m->klen))
                 return fail(ps, at, "duplicate key \"%s\" in object", m->key);
-            h = (h + 1) & (cap - 1);
-        }
-        idx[h] = (uint32_t)k + 1;
+        if (sd_hmap_insert(idx, &it, (uint32_t)k) != SD_OK) return sd_errorf(ps->ctx, SD_ERR_NOMEM, "json: out of memory");
     }
     obj->index = idx;
-    obj->index_mask = cap - 1;
     return SD_OK;
 }
 
@@ -499,9 +495,10 @@ const struct sd_json *sd_json_get(const struct sd_json *obj, const char *key) {
     if (!obj || obj->type != SD_JSON_OBJ || !key) return NULL;
     size_t klen = strlen(key);
     if (obj->index) {
-        uint32_t h = hash_key(key, klen) & obj->index_mask;
-        for (uint32_t k; (k = obj->index[h]) != 0; h = (h + 1) & obj->index_mask)
-            if (same_key(&obj->kids[k - 1], key, klen)) return &obj->kids[k - 1];
+        struct sd_hmap_iter it;
+        for (uint32_t k = sd_hmap_find(obj->index, hash_key(key, klen), &it); k != SD_HMAP_NONE;
+             k = sd_hmap_next(obj->index, &it))
+            if (same_key(&obj->kids[k], key, klen)) return &obj->kids[k];
         return NULL;
     }
     for (size_t k = 0; k < obj->n; k++)

@@ -39,6 +39,8 @@
 
 #include "sdrt.h"
 
+struct sd_hmap;
+
 #define SD_JSON_MAX_DEPTH 256
 
 enum sd_json_type { SD_JSON_NULL = 0, SD_JSON_BOOL, SD_JSON_NUM, SD_JSON_STR, SD_JSON_ARR, SD_JSON_OBJ };
@@ -55,8 +57,8 @@ struct sd_json {
     size_t klen;
     struct sd_json *kids;       /* ARR/OBJ: the elements / members, in order */
     size_t n;                   /* ARR/OBJ: how many */
-    uint32_t *index;            /* OBJ: open-addressing hash of member positions+1, or NULL */
-    uint32_t index_mask;        /* OBJ: index capacity - 1 */
+    struct sd_hmap *index;      /* OBJ with more than 8 members: FNV-1a of a key -> member
+                                   position (hashmap.h), in the document's memory; else NULL */
 };
 
 /* Parses text[0..len) (need not be NUL-terminated). On success *out is the

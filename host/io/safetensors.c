@@ -54,12 +54,6 @@ char *sd_st_shape_str(int n_dims, const int64_t *shape, char *buf, size_t n) {
     return buf;
 }
 
-static uint32_t hash_name(const char *s) {
-    uint32_t h = 2166136261u;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
-    return h ^ (h >> 15);
-}
-
 /* ---- reading ---------------------------------------------------------- */
 
 struct span {
@@ -199,11 +193,7 @@ static int st_parse(struct sd_ctx *ctx, struct sd_st_file *f) {
         return sd_errorf(ctx, SD_ERR_FORMAT, "%s: header has too many entries (%zu)", P, h->n);
     f->tensors = calloc(h->n ? h->n : 1, sizeof *f->tensors);
     spans = malloc((h->n ? h->n : 1) * sizeof *spans);
-    uint32_t cap = 16;
-    while (cap < 2 * h->n) cap *= 2;
-    f->index = calloc(cap, sizeof *f->index);
-    f->index_mask = cap - 1;
-    if (!f->tensors || !spans || !f->index) {
+    if (!f->tensors || !spans || sd_hmap_init(&f->index, h->n) != SD_OK) {
         rc = sd_errorf(ctx, SD_ERR_NOMEM, "%s: out of memory for %zu header entries", P, h->n);
         goto fail;
     }
@@ -218,9 +208,11 @@ static int st_parse(struct sd_ctx *ctx, struct sd_st_file *f) {
         size_t begin;
         if ((rc = parse_entry(ctx, f, e, t, data_len, &begin))) goto fail;
         if (t->nbytes) spans[ns++] = (struct span){begin, begin + t->nbytes, n};
-        uint32_t s = hash_name(t->name) & f->index_mask;
-        while (f->index[s]) s = (s + 1) & f->index_mask; /* names are unique: the JSON parser rejects duplicates */
-        f->index[s] = (uint32_t)n + 1;
+        /* Names are unique: the JSON parser rejects duplicates. */
+        if (sd_hmap_put(&f->index, sd_hash_str(t->name), (uint32_t)n) != SD_OK) {
+            rc = sd_errorf(ctx, SD_ERR_NOMEM, "%s: out of memory for %zu header entries", P, h->n);
+            goto fail;
+        }
         n++;
     }
     f->n_tensors = n;
@@ -255,7 +247,7 @@ static void st_free(struct sd_st_file *f) {
     if (f->mapped && f->base) munmap((void *)f->base, f->size);
     sd_json_free(f->header);
     free(f->tensors);
-    free(f->index);
+    sd_hmap_free(&f->index);
     free(f->path);
     free(f);
 }
@@ -323,9 +315,10 @@ void sd_st_close(struct sd_st_file *f) {
 }
 
 const struct sd_st_tensor *sd_st_find(const struct sd_st_file *f, const char *name) {
-    if (!f || !name || !f->index) return NULL;
-    for (uint32_t s = hash_name(name) & f->index_mask, k; (k = f->index[s]) != 0; s = (s + 1) & f->index_mask)
-        if (strcmp(f->tensors[k - 1].name, name) == 0) return &f->tensors[k - 1];
+    if (!f || !name) return NULL;
+    struct sd_hmap_iter it;
+    for (uint32_t k = sd_hmap_find(&f->index, sd_hash_str(name), &it); k != SD_HMAP_NONE; k = sd_hmap_next(&f->index, &it))
+        if (strcmp(f->tensors[k].name, name) == 0) return &f->tensors[k];
     return NULL;
 }
 

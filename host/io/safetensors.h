@@ -31,6 +31,7 @@
 
 #include <stdatomic.h>
 
+#include "hashmap.h"
 #include "json.h"
 #include "tensor.h"
 
@@ -58,8 +59,7 @@ struct sd_st_file {
     /* private */
     int mapped;                      /* base is our mmap (else a borrowed buffer) */
     struct sd_json *header;
-    uint32_t *index;                 /* open addressing: tensor position + 1 */
-    uint32_t index_mask;
+    struct sd_hmap index;            /* FNV-1a of a tensor name -> its position */
     atomic_int refs;
 };
 

@@ -18,6 +18,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "hashmap.h"
+
 enum { W_FILE, W_ADDED, W_SLICE };
 
 struct w_entry {
@@ -43,44 +45,18 @@ struct sd_weights {
     struct sd_ctx *ctx;
     struct w_entry **e;
     int n, cap;
-    uint32_t *index;                 /* open addressing: entry position + 1 */
-    uint32_t index_cap;
+    struct sd_hmap index;            /* FNV-1a of a name -> entry position */
     struct w_source *src;
     int n_src;
     pthread_mutex_t lock;            /* lazy loads and `used` marks */
 };
 
-static uint32_t hash_name(const char *s) {
-    uint32_t h = 2166136261u;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
-    return h ^ (h >> 15);
-}
-
 static struct w_entry *lookup(const struct sd_weights *w, const char *name) {
-    if (!w->index_cap) return NULL;
-    uint32_t mask = w->index_cap - 1;
-    for (uint32_t s = hash_name(name) & mask, k; (k = w->index[s]) != 0; s = (s + 1) & mask)
-        if (strcmp(w->e[k - 1]->name, name) == 0) return w->e[k - 1];
+    struct sd_hmap_iter it;
+    for (uint32_t k = sd_hmap_find(&w->index, sd_hash_str(name), &it); k != SD_HMAP_NONE;
+         k = sd_hmap_next(&w->index, &it))
+        if (strcmp(w->e[k]->name, name) == 0) return w->e[k];
     return NULL;
-}
-
-static void index_insert(struct sd_weights *w, int pos) {
-    uint32_t mask = w->index_cap - 1, s = hash_name(w->e[pos]->name) & mask;
-    while (w->index[s]) s = (s + 1) & mask;
-    w->index[s] = (uint32_t)pos + 1;
-}
-
-/* Rebuilds the index for entries [0, w->n) with room for `want` entries. */
-static int index_rebuild(struct sd_weights *w, int want) {
-    uint32_t cap = 64;
-    while (cap < 2u * (uint32_t)want) cap *= 2;
-    uint32_t *idx = calloc(cap, sizeof *idx);
-    if (!idx) return sd_errorf(w->ctx, SD_ERR_NOMEM, "weights: out of memory for the index");
-    free(w->index);
-    w->index = idx;
-    w->index_cap = cap;
-    for (int k = 0; k < w->n; k++) index_insert(w, k);
-    return SD_OK;
 }
 
 static void entry_free(struct w_entry *e) {
@@ -101,19 +77,17 @@ static struct w_entry *entry_new(struct sd_weights *w, const char *name, int n_d
         w->e = p;
         w->cap = cap;
     }
-    if (2u * (uint32_t)(w->n + 1) > w->index_cap && index_rebuild(w, w->cap)) goto fail;
+    if (sd_hmap_put(&w->index, sd_hash_str(name), (uint32_t)w->n) != SD_OK) goto nomem;
     e->n_dims = n_dims;
     memcpy(e->shape, shape, (size_t)n_dims * sizeof *shape);
     if (n_dims <= 4) sd_tensor_set_shape(&e->t, SD_F32, n_dims, shape);
     e->t.flags = SD_TF_WEIGHT;
     e->t.index = -1;
     snprintf(e->t.name, sizeof e->t.name, "%s", name);
-    w->e[w->n] = e;
-    index_insert(w, w->n++);
+    w->e[w->n++] = e;
     return e;
 nomem:
     sd_errorf(w->ctx, SD_ERR_NOMEM, "weights: out of memory adding '%s'", name);
-fail:
     entry_free(e);
     return NULL;
 }
@@ -139,7 +113,7 @@ void sd_weights_free(struct sd_weights *w) {
     }
     free(w->src);
     free(w->e);
-    free(w->index);
+    sd_hmap_free(&w->index);
     pthread_mutex_destroy(&w->lock);
     free(w);
 }
@@ -209,10 +183,8 @@ int sd_weights_add_file(struct sd_weights *w, struct sd_st_file *f, const char *
 fail:
     for (int k = n0; k < w->n; k++) entry_free(w->e[k]);
     w->n = n0;
-    if (w->index_cap) { /* re-insert the survivors in place: no allocation */
-        memset(w->index, 0, w->index_cap * sizeof *w->index);
-        for (int k = 0; k < w->n; k++) index_insert(w, k);
-    }
+    sd_hmap_clear(&w->index); /* re-index the survivors: fewer than before, nothing allocates */
+    for (int k = 0; k < w->n; k++) sd_hmap_put(&w->index, sd_hash_str(w->e[k]->name), (uint32_t)k);
     free(s->desc);
     return rc;
 }

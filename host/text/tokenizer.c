@@ -7,8 +7,8 @@
  * e.g. a space is U+0120; "</w>" marks a word end), kept in one arena with a
  * string -> id hash used only while loading. Encoding never builds strings:
  * a pre-token's bytes map straight to the ids of their one-byte symbols
- * (byte_id / byte_id_end), and merges are looked up by id pair in
- * merge_key/rank/out, so BPE runs over small int arrays.
+ * (byte_id / byte_id_end), and merges are looked up by id pair
+ * (merge_index, hashmap.h), so BPE runs over small int arrays.
  */
 #include "tokenizer.h"
 
@@ -42,88 +42,86 @@ static void byte_tables(unsigned char order[256], uint32_t cp[256]) {
 
 /* ---- string table ------------------------------------------------------ */
 
-static uint32_t hash_bytes(const char *s, size_t len) {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
-}
+static uint64_t hash_bytes(const char *s, size_t len) { return sd_fnv1a(s, len, SD_FNV1A_SEED); }
 
 static const char *tok_str(const struct sd_tokenizer *t, int id) { return t->strs + t->str_off[id]; }
 
+/* Id of s[0..len), or -1 (it is left where the lookup ended). */
+static int str_lookup(const struct sd_tokenizer *t, const char *s, size_t len, struct sd_hmap_iter *it) {
+    for (uint32_t id = sd_hmap_find(&t->str_index, hash_bytes(s, len), it); id != SD_HMAP_NONE;
+         id = sd_hmap_next(&t->str_index, it)) {
+        const char *k = tok_str(t, (int)id);
+        if (strncmp(k, s, len) == 0 && k[len] == 0) return (int)id;
+    }
+    return -1;
+}
+
 /* Id of s[0..len), or -1 (also for s with a NUL byte: no token has one). */
 static int str_find(const struct sd_tokenizer *t, const char *s, size_t len) {
+    struct sd_hmap_iter it;
     if (memchr(s, 0, len)) return -1;
-    for (uint32_t h = hash_bytes(s, len) & t->str_mask;; h = (h + 1) & t->str_mask) {
-        int id = t->str_index[h];
-        if (id < 0) return -1;
-        const char *k = tok_str(t, id);
-        if (strncmp(k, s, len) == 0 && k[len] == 0) return id;
-    }
+    return str_lookup(t, s, len, &it);
 }
 
 /* Makes room for n_vocab ids (call once, before str_add). */
 static int str_init(struct sd_ctx *ctx, struct sd_tokenizer *t, int n_vocab) {
-    uint32_t cap = 1;
-    while (cap < (uint32_t)n_vocab * 2) cap <<= 1;
     t->n_vocab = n_vocab;
     t->str_off = calloc((size_t)n_vocab, sizeof *t->str_off);
-    t->str_index = malloc(cap * sizeof *t->str_index);
-    t->str_mask = cap - 1;
     t->strs_cap = (size_t)n_vocab * 8;
     t->strs = malloc(t->strs_cap);
-    if (!t->str_off || !t->str_index || !t->strs) return sd_errorf(ctx, SD_ERR_NOMEM, "tokenizer: out of memory");
-    memset(t->str_index, 0xFF, cap * sizeof *t->str_index);
+    if (!t->str_off || !t->strs || sd_hmap_init(&t->str_index, (size_t)n_vocab) != SD_OK)
+        return sd_errorf(ctx, SD_ERR_NOMEM, "tokenizer: out of memory");
     return SD_OK;
 }
 
 /* Sets the string of id to s[0..len); returns SD_OK, or SD_ERR_FORMAT when
  * the string is already some other id's (the name says where, for errors). */
 static int str_add(struct sd_ctx *ctx, struct sd_tokenizer *t, int id, const char *s, size_t len, const char *where) {
-    uint32_t h = hash_bytes(s, len) & t->str_mask;
-    for (; t->str_index[h] >= 0; h = (h + 1) & t->str_mask) {
-        const char *k = tok_str(t, t->str_index[h]);
-        if (strncmp(k, s, len) == 0 && k[len] == 0)
-            return sd_errorf(ctx, SD_ERR_FORMAT, "%s: token \"%.*s\" appears twice (ids %d and %d)", where, (int)len,
-                             s, t->str_index[h], id);
-    }
+    struct sd_hmap_iter it;
+    int old = str_lookup(t, s, len, &it);
+    if (old >= 0)
+        return sd_errorf(ctx, SD_ERR_FORMAT, "%s: token \"%.*s\" appears twice (ids %d and %d)", where, (int)len, s,
+                         old, id);
     if (t->strs_len + len + 1 > t->strs_cap) {
         size_t cap = t->strs_cap * 2 + len + 1;
         char *p = realloc(t->strs, cap);
         if (!p) return sd_errorf(ctx, SD_ERR_NOMEM, "tokenizer: out of memory");
         t->strs = p, t->strs_cap = cap;
     }
+    if (sd_hmap_insert(&t->str_index, &it, (uint32_t)id) != SD_OK)
+        return sd_errorf(ctx, SD_ERR_NOMEM, "tokenizer: out of memory");
     memcpy(t->strs + t->strs_len, s, len);
     t->strs[t->strs_len + len] = 0;
     t->str_off[id] = (uint32_t)t->strs_len;
     t->strs_len += len + 1;
-    t->str_index[h] = id;
     return SD_OK;
 }
 
 /* ---- merges -------------------------------------------------------------- */
 
-static uint32_t pair_slot(const struct sd_tokenizer *t, uint64_t key) {
-    return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 40) & t->merge_mask;
+static uint64_t pair_hash(int a, int b) { return sd_hash_u64((uint64_t)(uint32_t)a << 32 | (uint32_t)b); }
+
+/* Rank of merging (a, b) and the merged id in *out, or -1 (it is left
+ * where the lookup ended). */
+static int merge_lookup(const struct sd_tokenizer *t, int a, int b, int *out, struct sd_hmap_iter *it) {
+    for (uint32_t r = sd_hmap_find(&t->merge_index, pair_hash(a, b), it); r != SD_HMAP_NONE;
+         r = sd_hmap_next(&t->merge_index, it))
+        if (t->merge[r].a == a && t->merge[r].b == b) {
+            *out = t->merge[r].out;
+            return (int)r;
+        }
+    return -1;
 }
 
-/* Rank of merging (a, b) and the merged id in *out, or -1. */
 static int merge_find(const struct sd_tokenizer *t, int a, int b, int *out) {
-    uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-    for (uint32_t h = pair_slot(t, key);; h = (h + 1) & t->merge_mask) {
-        if (t->merge_rank[h] < 0) return -1;
-        if (t->merge_key[h] == key) { *out = t->merge_out[h]; return t->merge_rank[h]; }
-    }
+    struct sd_hmap_iter it;
+    return merge_lookup(t, a, b, out, &it);
 }
 
 static int merge_init(struct sd_ctx *ctx, struct sd_tokenizer *t) {
-    uint32_t cap = 1;
-    while (cap < SD_TOKENIZER_N_MERGES * 2) cap <<= 1;
-    t->merge_key = malloc(cap * sizeof *t->merge_key);
-    t->merge_rank = malloc(cap * sizeof *t->merge_rank);
-    t->merge_out = malloc(cap * sizeof *t->merge_out);
-    if (!t->merge_key || !t->merge_rank || !t->merge_out) return sd_errorf(ctx, SD_ERR_NOMEM, "tokenizer: out of memory");
-    memset(t->merge_rank, 0xFF, cap * sizeof *t->merge_rank);
-    t->merge_mask = cap - 1;
+    t->merge = malloc(SD_TOKENIZER_N_MERGES * sizeof *t->merge);
+    if (!t->merge || sd_hmap_init(&t->merge_index, SD_TOKENIZER_N_MERGES) != SD_OK)
+        return sd_errorf(ctx, SD_ERR_NOMEM, "tokenizer: out of memory");
     return SD_OK;
 }
 
@@ -193,13 +191,14 @@ static int read_merges(struct sd_ctx *ctx, struct sd_tokenizer *t, const char *t
                 return sd_errorf(ctx, SD_ERR_FORMAT, "%s:%d: merged symbol \"%.*s\" is not in vocab.json", path, line,
                                  (int)(al + bl), buf);
         }
-        uint64_t key = (uint64_t)(uint32_t)ia << 32 | (uint32_t)ib;
-        uint32_t h = pair_slot(t, key);
-        for (; t->merge_rank[h] >= 0; h = (h + 1) & t->merge_mask)
-            if (t->merge_key[h] == key)
-                return sd_errorf(ctx, SD_ERR_FORMAT, "%s:%d: duplicate merge \"%.*s %.*s\"", path, line, (int)al, a,
-                                 (int)bl, b);
-        t->merge_key[h] = key, t->merge_rank[h] = rank, t->merge_out[h] = out;
+        int dup_out;
+        struct sd_hmap_iter it;
+        if (merge_lookup(t, ia, ib, &dup_out, &it) >= 0)
+            return sd_errorf(ctx, SD_ERR_FORMAT, "%s:%d: duplicate merge \"%.*s %.*s\"", path, line, (int)al, a,
+                             (int)bl, b);
+        if (sd_hmap_insert(&t->merge_index, &it, (uint32_t)rank) != SD_OK)
+            return sd_errorf(ctx, SD_ERR_NOMEM, "tokenizer: out of memory");
+        t->merge[rank] = (struct sd_tok_merge){ia, ib, out};
         rank++;
         p = nl ? nl + 1 : end;
     }
@@ -482,10 +481,14 @@ struct sd_tokenizer *sd_tokenizer_load_diffusers(struct sd_ctx *ctx, const char 
 
 /* ---- pre-token cache ----------------------------------------------------- */
 
-struct cache_slot { uint32_t hash, key_off, key_len, ids_off, n_ids; };
+enum { CACHE_ENTRIES = 2048, CACHE_MAX_KEY = 256 };
+
+struct cache_entry { uint32_t key_off, key_len, ids_off, n_ids; };
 
 struct sd_tok_cache {
-    struct cache_slot slot[4096];
+    struct sd_hmap map;  /* hash of a pre-token -> its entry */
+    struct sd_hmap_slot slots[2 * CACHE_ENTRIES];
+    struct cache_entry e[CACHE_ENTRIES];
     uint32_t used;
     char keys[1 << 16];
     uint32_t keys_len;
@@ -493,41 +496,45 @@ struct sd_tok_cache {
     uint32_t ids_len;
 };
 
-enum { CACHE_MASK = 4095, CACHE_MAX_KEY = 256 };
+static struct sd_tok_cache *cache_new(void) {
+    struct sd_tok_cache *c = malloc(sizeof *c);
+    if (!c) return NULL;
+    sd_hmap_init_fixed(&c->map, c->slots, 2 * CACHE_ENTRIES);
+    c->used = c->keys_len = c->ids_len = 0;
+    return c;
+}
 
-static const struct cache_slot *cache_get(const struct sd_tok_cache *c, const char *key, uint32_t len, uint32_t h) {
-    for (uint32_t i = h & CACHE_MASK;; i = (i + 1) & CACHE_MASK) {
-        const struct cache_slot *s = &c->slot[i];
-        if (!s->key_len) return NULL;
-        if (s->hash == h && s->key_len == len && memcmp(c->keys + s->key_off, key, len) == 0) return s;
+static const struct cache_entry *cache_get(const struct sd_tok_cache *c, const char *key, uint32_t len, uint64_t h) {
+    struct sd_hmap_iter it;
+    for (uint32_t v = sd_hmap_find(&c->map, h, &it); v != SD_HMAP_NONE; v = sd_hmap_next(&c->map, &it)) {
+        const struct cache_entry *e = &c->e[v];
+        if (e->key_len == len && memcmp(c->keys + e->key_off, key, len) == 0) return e;
     }
+    return NULL;
 }
 
 /* Adds key -> ids, clearing the whole cache first when it is full. */
-static void cache_put(struct sd_tok_cache *c, const char *key, uint32_t len, uint32_t h, const int *ids, int n) {
+static void cache_put(struct sd_tok_cache *c, const char *key, uint32_t len, uint64_t h, const int *ids, int n) {
     if (len > CACHE_MAX_KEY || (uint32_t)n > 1024) return;
-    if (c->used >= 2048 || c->keys_len + len > sizeof c->keys || c->ids_len + (uint32_t)n > 1 << 14) {
-        memset(c->slot, 0, sizeof c->slot);
+    if (c->used >= CACHE_ENTRIES || c->keys_len + len > sizeof c->keys || c->ids_len + (uint32_t)n > 1 << 14) {
+        sd_hmap_clear(&c->map);
         c->used = c->keys_len = c->ids_len = 0;
     }
-    uint32_t i = h & CACHE_MASK;
-    while (c->slot[i].key_len) i = (i + 1) & CACHE_MASK;
-    c->slot[i] = (struct cache_slot){h, c->keys_len, len, c->ids_len, (uint32_t)n};
+    if (sd_hmap_put(&c->map, h, c->used) != SD_OK) return; /* cannot happen: room for CACHE_ENTRIES */
+    c->e[c->used++] = (struct cache_entry){c->keys_len, len, c->ids_len, (uint32_t)n};
     memcpy(c->keys + c->keys_len, key, len);
     memcpy(c->ids + c->ids_len, ids, (size_t)n * sizeof *ids);
     c->keys_len += len;
     c->ids_len += (uint32_t)n;
-    c->used++;
 }
 
 void sd_tokenizer_free(struct sd_tokenizer *t) {
     if (!t) return;
     free(t->strs);
     free(t->str_off);
-    free(t->str_index);
-    free(t->merge_key);
-    free(t->merge_rank);
-    free(t->merge_out);
+    sd_hmap_free(&t->str_index);
+    sd_hmap_free(&t->merge_index);
+    free(t->merge);
     free(t->cache);
     free(t->scratch);
     free(t);
@@ -655,7 +662,7 @@ static int encode_normalized(struct sd_tokenizer *t, const uint32_t *s, size_t n
     int *sym = NULL;
     size_t cap = 0;
     int rc = SD_OK;
-    if (!t->cache && !(t->cache = calloc(1, sizeof *t->cache)))
+    if (!t->cache && !(t->cache = cache_new()))
         return sd_errorf(t->ctx, SD_ERR_NOMEM, "tokenizer: out of memory");
     for (size_t i = 0; i < n;) {
         uint32_t c = s[i];
@@ -691,8 +698,8 @@ static int encode_normalized(struct sd_tokenizer *t, const uint32_t *s, size_t n
         /* The reference's cache is seeded with the two specials. */
         if (nbytes == strlen(BOS_STR) && memcmp(bytes, BOS_STR, nbytes) == 0) { sink_put(out, t->bos_id); continue; }
         if (nbytes == strlen(EOS_STR) && memcmp(bytes, EOS_STR, nbytes) == 0) { sink_put(out, t->eos_id); continue; }
-        uint32_t h = hash_bytes(bytes, nbytes);
-        const struct cache_slot *hit = cache_get(t->cache, bytes, (uint32_t)nbytes, h);
+        uint64_t h = hash_bytes(bytes, nbytes);
+        const struct cache_entry *hit = cache_get(t->cache, bytes, (uint32_t)nbytes, h);
         if (hit) {
             for (uint32_t j = 0; j < hit->n_ids; j++) sink_put(out, t->cache->ids[hit->ids_off + j]);
             continue;

@@ -58,6 +58,7 @@
 #ifndef SDRT_TOKENIZER_H
 #define SDRT_TOKENIZER_H
 
+#include "hashmap.h"
 #include "sdrt.h"
 
 #define SD_TOKENIZER_CTX 77          /* CLIP context length: BOS + 75 + EOS */
@@ -90,11 +91,9 @@ struct sd_tokenizer {
     char *strs;          /* token strings (byte-to-unicode form), NUL-separated */
     size_t strs_len, strs_cap;
     uint32_t *str_off;   /* [n_vocab] offset of each id's string in strs */
-    int32_t *str_index;  /* open-addressing hash string -> id (-1 empty) */
-    uint32_t str_mask;
-    uint64_t *merge_key; /* open-addressing hash (left << 32 | right) -> rank */
-    int32_t *merge_rank, *merge_out;
-    uint32_t merge_mask;
+    struct sd_hmap str_index; /* FNV-1a of a string -> its id */
+    struct sd_tok_merge { int32_t a, b, out; } *merge; /* [rank]: a + b -> out */
+    struct sd_hmap merge_index; /* hash of (a, b) -> rank */
     int n_merges;
     struct sd_tok_cache *cache;
     uint32_t *scratch;   /* normalisation buffers, grown on demand */
