@@ -1,4 +1,4 @@
-/* op_unary.c - elementwise activations on OpenCL (gelu, quick_gelu, silu),
+/* op_unary.c - elementwise activations on OpenCL (gelu, quick_gelu, silu, relu, tanh),
  * one work-item per element; kernels in kernels/<op>.cl. */
 #include "cl_impl.h"
 
@@ -17,3 +17,5 @@ static int unary(struct sd_cl *cl, struct sd_tensor *t, const char *prog, const 
 int sd_cl_op_gelu(struct sd_cl *cl, struct sd_tensor *t) { return unary(cl, t, "gelu", "kernel_gelu_f32"); }
 int sd_cl_op_quick_gelu(struct sd_cl *cl, struct sd_tensor *t) { return unary(cl, t, "quick_gelu", "kernel_quick_gelu_f32"); }
 int sd_cl_op_silu(struct sd_cl *cl, struct sd_tensor *t) { return unary(cl, t, "silu", "kernel_silu_f32"); }
+int sd_cl_op_relu(struct sd_cl *cl, struct sd_tensor *t) { return unary(cl, t, "relu", "kernel_relu_f32"); }
+int sd_cl_op_tanh(struct sd_cl *cl, struct sd_tensor *t) { return unary(cl, t, "tanh", "kernel_tanh_f32"); }

@@ -1,5 +1,6 @@
 /* op_unary.c - elementwise activations on the CPU: GELU (exact, erf),
- * quick GELU (x*sigmoid(1.702x)) and SiLU (x*sigmoid(x)).
+ * quick GELU (x*sigmoid(1.702x)), SiLU (x*sigmoid(x)), ReLU and tanh
+ * (libm tanhf, scalar: TAESD applies it to the latent only).
  *
  * Same-shape f32 in and out; a flat parallel loop over vectorisable helpers
  * from cpu_math.h (max relative error ~2e-6, see there), in chunks of
@@ -8,6 +9,9 @@
 #include "cpu.h"
 #include "cpu_math.h"
 
+#include <math.h>
+
+static inline float reluf(float x) { return x > 0.0f ? x : 0.0f; } /* NaN -> 0, as max(x, 0) below */
 static inline float quick_gelu(float x) { return x / (1.0f + sd_expf(-1.702f * x)); }
 
 /* y[i] = f(x[i]): 16 lanes at a time with the AVX-512 version vf where
@@ -19,6 +23,7 @@ static inline __m512 quick_gelu16(__m512 x) {
     const __m512 e = sd_exp16(_mm512_mul_ps(x, _mm512_set1_ps(-1.702f)));
     return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
+static inline __m512 relu16(__m512 x) { return _mm512_max_ps(x, _mm512_setzero_ps()); }
 #else
 #define SD_UNARY_VEC(vf)
 #endif
@@ -45,3 +50,8 @@ static inline __m512 quick_gelu16(__m512 x) {
 SD_UNARY_OP(sd_cpu_op_gelu, sd_geluf, sd_gelu16)
 SD_UNARY_OP(sd_cpu_op_quick_gelu, quick_gelu, quick_gelu16)
 SD_UNARY_OP(sd_cpu_op_silu, sd_siluf, sd_silu16)
+SD_UNARY_OP(sd_cpu_op_relu, reluf, relu16)
+
+#undef SD_UNARY_VEC
+#define SD_UNARY_VEC(vf)
+SD_UNARY_OP(sd_cpu_op_tanh, tanhf, none)

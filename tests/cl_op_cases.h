@@ -105,6 +105,14 @@ static struct sd_tensor *b_silu(struct sd_graph *g, struct tc *tc) {
     tc->in_scale = 6;
     return sd_silu(g, IN(tc, g, 4, 2, 320, 32, 32));
 }
+static struct sd_tensor *b_relu(struct sd_graph *g, struct tc *tc) {
+    tc->in_scale = 6;
+    return sd_relu(g, IN(tc, g, 4, 1, 64, 33, 17));
+}
+static struct sd_tensor *b_tanh(struct sd_graph *g, struct tc *tc) {
+    tc->in_scale = 6;
+    return sd_tanh(g, IN(tc, g, 4, 1, 4, 64, 64));
+}
 static struct sd_tensor *b_geglu(struct sd_graph *g, struct tc *tc) {
     tc->in_scale = 4;
     return sd_geglu(g, IN(tc, g, 3, 2, S(256, 64), 2560));
@@ -195,6 +203,8 @@ static const struct op_case cases[] __attribute__((unused)) = {
     {"gelu [2,320,32,32]", b_gelu, 1e-6, 1e-5},
     {"quick_gelu [1,77,3072]", b_quick_gelu, 2e-7, 2e-6},
     {"silu [2,320,32,32]", b_silu, 3e-7, 3e-6},
+    {"relu [1,64,33,17]", b_relu, 0, 0},
+    {"tanh [1,4,64,64]", b_tanh, 1e-6, 1e-5},
     {"geglu [2,256,2560]", b_geglu, 3e-6, 3e-5},
     {"add channel bcast", b_add_chan, 0, 0},
     {"add same shape", b_add_same, 0, 0},

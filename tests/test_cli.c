@@ -205,6 +205,29 @@ static void test_bad_inputs(void) {
     bad_input("output is a directory", ARGS(T2I, "-o", tmp_dir), ARGS("output", tmp_dir, "is a directory"), out);
     bad_input("preview directory missing", ARGS(T2I, "-o", out, "--preview-every", "1", "--preview-dir", no_dir),
               ARGS("preview directory", "does not exist"), out);
+    bad_input("--vae taesd without --taesd", ARGS(T2I, "-o", out, "--vae", "taesd"), ARGS("--vae taesd needs --taesd"), out);
+    bad_input("--vae other", ARGS(T2I, "-o", out, "--vae", "tiny"), ARGS("--vae is full or taesd", "tiny"), out);
+    bad_input("--taesd not a taesd", ARGS(T2I, "-o", out, "--taesd", notpng, "--vae", "taesd"), ARGS(notpng), out);
+    bad_input("--memory-budget unit", ARGS(T2I, "-o", out, "--memory-budget", "4TB"), ARGS("--memory-budget", "4TB"), out);
+    bad_input("--vae-tile not a multiple of 32", ARGS(T2I, "-o", out, "--vae-tile", "48"),
+              ARGS("--vae-tile 48", "multiple of 32"), out);
+    {
+        struct result r = run(ARGS(T2I, "-o", out, "--json", "--width", "160", "--memory-budget", "1MiB", "--taesd",
+                                   "tests/models/tiny-taesd", "--preview", "taesd", "--preview-every", "2",
+                                   "--preview-dir", tmp_dir));
+        CHECK(r.status == 0 && strstr(r.out, "\"phase\": \"vae_decode\"") && strstr(r.out, "\"tiled\": true") &&
+                  strstr(r.out, "preview-002.png"),
+              "cli --memory-budget 1MiB at 160x64: the VAE decode ran in tiles; --preview taesd wrote its preview");
+        char pv[PATH_MAX];
+        path_in(pv, sizeof pv, "preview-002.png");
+        unlink(pv), unlink(out);
+        result_free(&r);
+        r = run(ARGS(T2I, "-o", out, "--json", "--taesd", "tests/models/tiny-taesd-raw/taesd_decoder.safetensors", "--vae",
+                     "taesd"));
+        CHECK(r.status == 0 && exists(out) && !strstr(r.out, "tiled"), "cli --vae taesd (original layout) wrote %s", out);
+        unlink(out);
+        result_free(&r);
+    }
     bad_input("img2img without --init-image", ARGS(I2I, "-o", out), ARGS("--init-image is required"), out);
     bad_input("unreadable init image", ARGS(I2I, "--init-image", no_init, "-o", out), ARGS("init image", no_init), out);
     bad_input("init image is a directory", ARGS(I2I, "--init-image", tmp_dir, "-o", out), ARGS("init image", "directory"), out);

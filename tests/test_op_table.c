@@ -62,6 +62,8 @@ static struct sd_tensor *b_attention(struct sd_graph *g) {
 static struct sd_tensor *b_gelu(struct sd_graph *g) { return sd_gelu(g, in(g, 3, D(2, 3, 8))); }
 static struct sd_tensor *b_quick_gelu(struct sd_graph *g) { return sd_quick_gelu(g, in(g, 3, D(2, 3, 8))); }
 static struct sd_tensor *b_silu(struct sd_graph *g) { return sd_silu(g, in(g, 3, D(2, 3, 8))); }
+static struct sd_tensor *b_relu(struct sd_graph *g) { return sd_relu(g, in(g, 4, D(1, 4, 3, 5))); }
+static struct sd_tensor *b_tanh(struct sd_graph *g) { return sd_tanh(g, in(g, 4, D(1, 4, 2, 3))); }
 static struct sd_tensor *b_geglu(struct sd_graph *g) { return sd_geglu(g, in(g, 3, D(2, 3, 16))); } /* out 2*3*8 */
 static struct sd_tensor *b_add(struct sd_graph *g) { return sd_add(g, in(g, 3, D(2, 3, 8)), in(g, 1, D(8))); }
 static struct sd_tensor *b_mul(struct sd_graph *g) { return sd_mul(g, in(g, 3, D(2, 3, 8)), in(g, 3, D(2, 1, 8))); }
@@ -92,6 +94,8 @@ static const struct op_case cases[] = {
     {SD_OP_GELU, 48, "[2,3,8]", b_gelu},
     {SD_OP_QUICK_GELU, 48, "[2,3,8]", b_quick_gelu},
     {SD_OP_SILU, 48, "[2,3,8]", b_silu},
+    {SD_OP_RELU, 60, "[1,4,3,5]", b_relu},
+    {SD_OP_TANH, 24, "[1,4,2,3]", b_tanh},
     {SD_OP_GEGLU, 48, "[2,3,16] -> [2,3,8]", b_geglu},
     {SD_OP_ADD, 48, "[2,3,8] + [8]", b_add},
     {SD_OP_MUL, 48, "[2,3,8] * [2,1,8]", b_mul},

@@ -22,6 +22,7 @@
 
 #include <strings.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -40,6 +41,9 @@ struct opts {
     const char *preview_dir, *backend, *device;
     int n_iter;
     int steps, width, height, batch, clip_skip, threads, preview_every, quiet, json, low_memory;
+    int vae_tiling, vae_tile;
+    unsigned long long memory_budget; /* --memory-budget, bytes; 0 = none */
+    const char *taesd, *vae, *preview; /* --taesd PATH, --vae full|taesd, --preview latent|taesd */
     float cfg, strength, eta;
     long long seed;
     int prediction; /* -1 = from the model */
@@ -59,6 +63,8 @@ struct run {
     char preview_path[PATH_MAX];
     struct sd_ctx *ctx;
     char lora_hashes[1024]; /* A1111 "name: hash, ..." of the run's LoRAs */
+    struct sd_runtime *rt;
+    struct sd_taesd *preview_taesd; /* --preview taesd */
 };
 
 static int parse_prediction(void *opts, const char *v) {
@@ -103,6 +109,29 @@ static int parse_rng(void *opts, const char *v) {
                         "the default); A1111's GPU (philox) noise is not implemented\n", v);
         return 2;
     }
+    return 0;
+}
+
+/* BYTES, or N with a unit: KiB, MiB, GiB (K, M, G, KB, MB, GB are read as the same powers of 1024). */
+static int parse_budget(void *opts, const char *v) {
+    struct opts *o = opts;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    unsigned long long mul = 1;
+    if (end != v && *end) {
+        const char u = (char)toupper((unsigned char)*end);
+        const char *rest = end + 1;
+        if (!strcasecmp(rest, "iB") || !strcasecmp(rest, "B") || !*rest)
+            mul = u == 'K' ? 1ull << 10 : u == 'M' ? 1ull << 20 : u == 'G' ? 1ull << 30 : 0;
+        else
+            mul = 0;
+    }
+    if (end == v || errno || mul == 0 || !(x > 0) || x * (double)mul > 1e18) {
+        fprintf(stderr, "sdrt: --memory-budget takes bytes or a size with KiB, MiB or GiB (got '%s')\n", v);
+        return 2;
+    }
+    o->memory_budget = (unsigned long long)(x * (double)mul);
     return 0;
 }
 
@@ -152,6 +181,17 @@ static const struct cli_opt options[] = {
     {"threads", 0, CLI_INT, O(threads), "N", "CPU threads (default: all cores)", NULL, 0},
     {"low-memory", 0, CLI_FLAG, O(low_memory), NULL, "CPU convolutions keep no transformed weight copies: SD 1.5 at 512x512\n"
                                                       "peaks at ~6 GB instead of ~13 GB, ~1.4x slower UNet", NULL, 0},
+    {"vae-tiling", 0, CLI_FLAG, O(vae_tiling), NULL, "decode (and encode) in overlapping tiles blended as diffusers'\n"
+     "enable_tiling(): bounded memory for large images (differs slightly from untiled)", NULL, 0},
+    {"vae-tile", 0, CLI_INT, O(vae_tile), "PX", "tile side in pixels, a multiple of 32 (default: the VAE's sample_size, 512)", NULL, 0},
+    {"memory-budget", 0, CLI_FN, 0, "SIZE", "tile the VAE when its untiled activation memory would exceed SIZE\n"
+     "(bytes, or with KiB/MiB/GiB, e.g. 4GiB)", parse_budget, 0},
+    {"taesd", 0, CLI_STR, O(taesd), "PATH", "TAESD tiny autoencoder: an AutoencoderTiny folder, or taesd_decoder.safetensors\n"
+     "(taesd_encoder beside it is picked up); used by --vae taesd and --preview taesd", NULL, 0},
+    {"vae", 0, CLI_STR, O(vae), "full|taesd", "decoder of the final image: the model's VAE (default) or the --taesd one\n"
+     "(several times faster, approximate)", NULL, 0},
+    {"preview", 0, CLI_STR, O(preview), "latent|taesd", "--preview-every previews: the latent->RGB map at 1/8 size (default)\n"
+     "or a full-size TAESD decode", NULL, 0},
     {"output", 'o', CLI_STR, O(output), "PATH", "PNG to write (default out.png; several images: %d in PATH or -N before .png)", NULL, 0},
     {"preview-every", 0, CLI_INT, O(preview_every), "N", "write a cheap latent preview every N steps to --preview-dir", NULL, 0},
     {"preview-dir", 0, CLI_STR, O(preview_dir), "DIR", "where previews go (default: the output's directory)", NULL, 0},
@@ -212,12 +252,14 @@ static int on_event(void *user, const struct sd_gen_event *ev) {
     }
     if (ev->kind == SD_EV_PHASE) {
         if (o->json) {
-            printf("{\"event\": \"phase\", \"phase\": \"%s\", \"seconds\": %.4f%s}\n", ev->phase, ev->seconds,
-                   strcmp(ev->phase, "vae_decode") ? (ev->cached ? ", \"cached\": true" : ", \"cached\": false") : "");
+            printf("{\"event\": \"phase\", \"phase\": \"%s\", \"seconds\": %.4f%s%s}\n", ev->phase, ev->seconds,
+                   strcmp(ev->phase, "vae_decode") ? (ev->cached ? ", \"cached\": true" : ", \"cached\": false") : "",
+                   ev->tiled ? ", \"tiled\": true" : "");
             fflush(stdout);
         } else if (!o->quiet && isatty(2) && strcmp(ev->phase, "clip")) {
             fprintf(stderr, "\n");
         }
+        if (!o->json && !o->quiet && ev->tiled) fprintf(stderr, "sdrt: %s ran in tiles (%.2f s)\n", ev->phase, ev->seconds);
         return 0;
     }
     r->steps_done = ev->step + 1;
@@ -237,9 +279,17 @@ static int on_event(void *user, const struct sd_gen_event *ev) {
         uint8_t *rgb = malloc((size_t)ev->h * ev->w * 3);
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s/preview-%03d.png", r->preview_path, ev->step + 1);
-        if (rgb) {
-            sd_preview_rgb8(ev->x0, ev->w, ev->h, SD_PREVIEW_SD15, rgb);
-            if (sd_png_write_rgb8(r->ctx, path, rgb, ev->w, ev->h, NULL) == SD_OK && o->json) {
+        struct sd_taesd *t = r->preview_taesd;
+        const int f = t ? t->downscale : 1, pw = ev->w * f, ph = ev->h * f;
+        if (t) {
+            free(rgb);
+            rgb = malloc((size_t)pw * ph * 3);
+        }
+        if (rgb && t && sd_preview_taesd_rgb8(r->rt, t, ev->x0, ev->w, ev->h, rgb)) {
+            fprintf(stderr, "sdrt: taesd preview: %s\n", r->ctx->msg);
+        } else if (rgb) {
+            if (!t) sd_preview_rgb8(ev->x0, ev->w, ev->h, SD_PREVIEW_SD15, rgb);
+            if (sd_png_write_rgb8(r->ctx, path, rgb, pw, ph, NULL) == SD_OK && o->json) {
                 printf("{\"event\": \"preview\", \"step\": %d, \"path\": ", ev->step + 1);
                 cli_json_str(stdout, path);
                 printf("}\n");
@@ -356,6 +406,7 @@ static int generate(struct opts *o) {
     struct sd_runtime *rt = NULL;
     struct sd_embed_cache *cache = NULL;
     struct sd_lora_state *lora = NULL;
+    struct sd_taesd *taesd = NULL;
     float *init = NULL, *mask = NULL, *images = NULL;
     struct run r = {.o = o, .ctx = &ctx};
     struct cli_log log = {.json = o->json};
@@ -387,6 +438,7 @@ static int generate(struct opts *o) {
     g.negative_prompt = o->negative ? o->negative : "";
     g.width = o->width, g.height = o->height, g.batch = o->batch, g.cfg_scale = o->cfg, g.clip_skip = o->clip_skip;
     g.strength = o->strength;
+    g.vae_tiling = o->vae_tiling, g.vae_tile = o->vae_tile, g.memory_budget = o->memory_budget;
     g.sampler.steps = o->steps;
     if (o->sampler && sd_sampler_parse_name(&ctx, o->sampler, &g.sampler)) goto usage_err;
     if (o->scheduler) {
@@ -402,6 +454,17 @@ static int generate(struct opts *o) {
     if (o->n_iter < 1 || o->n_iter > 10000) { sd_errorf(&ctx, SD_ERR_INVALID, "--n-iter must be 1..10000 (got %d)", o->n_iter); goto usage_err; }
     if (o->mode != MODE_TXT2IMG && !o->init) { sd_errorf(&ctx, SD_ERR_INVALID, "--init-image is required"); goto usage_err; }
     if (o->mode == MODE_INPAINT && !o->mask) { sd_errorf(&ctx, SD_ERR_INVALID, "--mask is required"); goto usage_err; }
+    const int vae_taesd = o->vae && !strcmp(o->vae, "taesd"), preview_taesd = o->preview && !strcmp(o->preview, "taesd");
+    if ((o->vae && !vae_taesd && strcmp(o->vae, "full")) || (o->preview && !preview_taesd && strcmp(o->preview, "latent"))) {
+        sd_errorf(&ctx, SD_ERR_INVALID, "--vae is full or taesd, --preview is latent or taesd (got %s)",
+                  o->vae && !vae_taesd && strcmp(o->vae, "full") ? o->vae : o->preview);
+        goto usage_err;
+    }
+    if ((vae_taesd || preview_taesd) && !o->taesd) {
+        sd_errorf(&ctx, SD_ERR_INVALID, "--%s taesd needs --taesd PATH (an AutoencoderTiny folder or taesd_decoder.safetensors)",
+                  vae_taesd ? "vae" : "preview");
+        goto usage_err;
+    }
     if (!o->output) o->output = "out.png";
     if (check_output_path(&ctx, o->output)) goto usage_err;
     if (o->preview_every > 0) {
@@ -450,12 +513,28 @@ static int generate(struct opts *o) {
         if (o->init) sd_error_wrap(&ctx, "init image %s is %dx%d", o->init, g.width, g.height);
         goto usage_err;
     }
+    const int tile_unit = 4 * sd_vae_downscale(&m->vae);
+    if (o->vae_tile < 0 || o->vae_tile % tile_unit) {
+        sd_errorf(&ctx, SD_ERR_INVALID, "--vae-tile %d is not a positive multiple of %d (4 x the VAE's factor)", o->vae_tile,
+                  tile_unit);
+        goto usage_err;
+    }
     if (o->prediction >= 0) {
         m->prediction = (enum sd_prediction)o->prediction;
         snprintf(m->prediction_why, sizeof m->prediction_why, "--prediction");
     }
     if (!(tok = load_tokenizer(&ctx, o, m))) goto fail;
+    if (o->taesd) {
+        if ((rc = sd_taesd_load(&ctx, o->taesd, &taesd))) {
+            if (rc == SD_ERR_NOMEM) goto fail;
+            goto usage_err;
+        }
+        if (sd_taesd_decode_check(&ctx, taesd, m->vae.latent_channels, sd_vae_downscale(&m->vae))) goto usage_err;
+        if (vae_taesd) g.taesd_decode = taesd;
+        if (preview_taesd) r.preview_taesd = taesd;
+    }
     if (!(rt = sd_runtime_new(&ctx, &ro))) goto fail;
+    r.rt = rt;
     if (!(cache = sd_embed_cache_new(64u << 20))) { sd_errorf(&ctx, SD_ERR_NOMEM, "out of memory"); goto fail; }
     if (!(lora = sd_lora_state_new(&ctx, m))) goto fail;
     g.loras = o->loras, g.n_loras = o->n_loras, g.lora_dir = o->lora_dir;
@@ -539,7 +618,9 @@ done:
     if (lora && rt) sd_lora_apply(lora, NULL, 0, &rt, 1, NULL, NULL);
     sd_lora_state_free(lora);
     if (rt && m) sd_runtime_release_model(rt, m);
+    if (rt && taesd) sd_runtime_release_taesd(rt, taesd);
     sd_runtime_free(rt);
+    sd_taesd_free(taesd);
     sd_tokenizer_free(tok);
     sd_model_free(m);
     return status;

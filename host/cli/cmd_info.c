@@ -1,10 +1,13 @@
 /* cmd_info.c - `sdrt info MODEL [--config DIR] [--json]`: identifies a
  * checkpoint (layout, family, dtype) and counts tensors and parameters per
- * component, reading headers only (weights load lazily). */
+ * component, reading headers only (weights load lazily). A path that is no
+ * SD checkpoint but a TAESD (AutoencoderTiny folder, taesd_*.safetensors)
+ * is described as one. */
 #include "cli_opts.h"
 #include "cmd.h"
 #include "lora.h"
 #include "model_load.h"
+#include "taesd.h"
 #include "weights.h"
 
 #include <stdio.h>
@@ -123,8 +126,24 @@ int sd_cmd_info(int argc, char **argv) {
     struct sd_ctx ctx = {0};
     struct sd_model *m = NULL;
     if (sd_model_load(&ctx, path, config, &m) != SD_OK) {
-        fprintf(stderr, "sdrt: %s\n", ctx.msg);
-        return 1;
+        struct sd_ctx tctx = {0};
+        struct sd_taesd *t = NULL;
+        if (sd_taesd_load(&tctx, path, &t) != SD_OK) {
+            fprintf(stderr, "sdrt: %s\n", ctx.msg);
+            return 1;
+        }
+        char d[512];
+        sd_taesd_describe(t, d, sizeof d);
+        if (json)
+            printf("{\"path\": \"%s\", \"kind\": \"taesd\", \"layout\": \"%s\", \"encoder\": %s, \"decoder\": %s, "
+                   "\"width\": %d, \"latent_channels\": %d, \"downscale\": %d, \"scaling_factor\": %g}\n", path,
+                   t->diffusers ? "diffusers" : "taesd", t->has_encoder ? "true" : "false", t->has_decoder ? "true" : "false",
+                   t->width, t->latent_channels, t->downscale, (double)t->scaling_factor);
+        else
+            printf("%s\n  %s\n  use with: sdrt txt2img ... --taesd %s --vae taesd (final image) or --preview taesd\n", path,
+                   d, path);
+        sd_taesd_free(t);
+        return 0;
     }
     const char *layout = m->single_file ? "single-file (LDM names)" : "diffusers folder";
     const char *pred = m->prediction == SD_PRED_V ? "v_prediction" : "epsilon";

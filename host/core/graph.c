@@ -313,6 +313,8 @@ static struct sd_tensor *unary(struct sd_graph *g, enum sd_op op, struct sd_tens
 struct sd_tensor *sd_gelu(struct sd_graph *g, struct sd_tensor *x) { return unary(g, SD_OP_GELU, x); }
 struct sd_tensor *sd_quick_gelu(struct sd_graph *g, struct sd_tensor *x) { return unary(g, SD_OP_QUICK_GELU, x); }
 struct sd_tensor *sd_silu(struct sd_graph *g, struct sd_tensor *x) { return unary(g, SD_OP_SILU, x); }
+struct sd_tensor *sd_relu(struct sd_graph *g, struct sd_tensor *x) { return unary(g, SD_OP_RELU, x); }
+struct sd_tensor *sd_tanh(struct sd_graph *g, struct sd_tensor *x) { return unary(g, SD_OP_TANH, x); }
 
 struct sd_tensor *sd_geglu(struct sd_graph *g, struct sd_tensor *x) {
     GUARD1(x);

@@ -89,6 +89,8 @@ struct sd_tensor *sd_attention(struct sd_graph *g, struct sd_tensor *q, struct s
 struct sd_tensor *sd_gelu(struct sd_graph *g, struct sd_tensor *x);
 struct sd_tensor *sd_quick_gelu(struct sd_graph *g, struct sd_tensor *x);
 struct sd_tensor *sd_silu(struct sd_graph *g, struct sd_tensor *x);
+struct sd_tensor *sd_relu(struct sd_graph *g, struct sd_tensor *x);
+struct sd_tensor *sd_tanh(struct sd_graph *g, struct sd_tensor *x);
 struct sd_tensor *sd_geglu(struct sd_graph *g, struct sd_tensor *x);
 struct sd_tensor *sd_add(struct sd_graph *g, struct sd_tensor *a, struct sd_tensor *b);
 struct sd_tensor *sd_mul(struct sd_graph *g, struct sd_tensor *a, struct sd_tensor *b);

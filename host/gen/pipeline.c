@@ -127,6 +127,7 @@ struct gen {
     double t_step;
     int cfg;
     int vae_cached;         /* an encode came from the cache */
+    int tiled;              /* the VAE phase being reported ran in tiles */
 };
 
 static int denoise(void *user, const float *x, float t, float *out) {
@@ -188,7 +189,8 @@ static int on_step(void *user, const struct sd_step_info *info) {
 }
 
 static int phase(struct gen *G, const char *name, double seconds, int cached) {
-    struct sd_gen_event ev = {.kind = SD_EV_PHASE, .phase = name, .seconds = seconds, .cached = cached};
+    struct sd_gen_event ev = {.kind = SD_EV_PHASE, .phase = name, .seconds = seconds, .cached = cached,
+                              .tiled = G->tiled};
     if (G->g->on_event && G->g->on_event(G->g->user, &ev)) return sd_errorf(G->p->ctx, SD_ERR_CANCELLED, "cancelled");
     return SD_OK;
 }
@@ -201,12 +203,16 @@ static int vae_encode_cached(struct gen *G, const float *img, float *moments) {
     const int H = G->g->height, W = G->g->width;
     const int tag = -(H * 65536 + W), n_words = 3 * H * W;
     const size_t n_mom = (size_t)2 * p->model->vae.latent_channels * G->h * G->w;
+    int tile, rc = sd_vae_want_tiles(p->ctx, p->model, 0, H, W, G->g->vae_tiling, G->g->memory_budget, G->g->vae_tile,
+                                     &G->tiled, &tile);
+    if (rc) return rc;
+    if (G->tiled) return sd_vae_encode_tiled(p->rt, p->model, img, 1, H, W, tile, moments); /* not cached */
     if (sd_embed_cache_get(p->cache, p->model->id, tag, (const int32_t *)(const void *)img, n_words, moments,
                            (int64_t)n_mom)) {
         G->vae_cached = 1;
         return SD_OK;
     }
-    int rc = sd_run_vae_encode(p->rt, p->model, img, 1, H, W, moments);
+    rc = sd_run_vae_encode(p->rt, p->model, img, 1, H, W, moments);
     if (!rc) sd_embed_cache_put(p->cache, p->model->id, tag, (const int32_t *)(const void *)img, n_words, moments, (int64_t)n_mom);
     return rc;
 }
@@ -273,6 +279,8 @@ static int validate(struct sd_pipeline *p, const struct sd_gen_params *g) {
     if (!p->model->te || !p->model->va) return sd_errorf(ctx, SD_ERR_INVALID, "%s: generation needs a text encoder and a VAE", p->model->path);
     if (g->mask && !g->init_image) return sd_errorf(ctx, SD_ERR_INVALID, "a mask needs an init image");
     const int lc = p->model->vae.latent_channels;
+    if (g->taesd_decode && (rc = sd_taesd_decode_check(ctx, g->taesd_decode, lc, sd_vae_downscale(&p->model->vae))))
+        return rc;
     if (p->model->unet.in_channels == 2 * lc + 1 && !g->mask)
         return sd_errorf(ctx, SD_ERR_INVALID, "%s is an inpainting model: give an init image and a mask", p->model->path);
     if (g->clip_skip > p->model->clip.layers)
@@ -434,6 +442,7 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
         }
         if (rc) goto done;
         if ((rc = phase(&G, "vae_encode", sd_time_s() - t0, G.vae_cached))) goto done;
+        G.tiled = 0;
     }
 
     /* 3. Denoising loop. */
@@ -444,14 +453,22 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
     /* 4. Decode. */
     t0 = sd_time_s();
     if (g->latents_out) memcpy(g->latents_out, x, sizeof(float) * (size_t)G.B * G.lat);
-    const float inv = 1.0f / m->vae.scaling_factor;
-    for (size_t i = 0; i < (size_t)G.B * G.lat; i++) x[i] *= inv;
     const size_t n_img = (size_t)3 * g->height * g->width;
 #ifdef SDRT_POISON
     sd_poison_f32(images, (size_t)G.B * n_img);
 #endif
-    for (int b = 0; b < G.B && !rc; b++)
-        rc = sd_run_vae_decode(p->rt, m, x + b * G.lat, 1, G.h, G.w, images + (size_t)b * n_img);
+    if (g->taesd_decode) { /* UNet-space latents: TAESD applies its own scaling */
+        for (int b = 0; b < G.B && !rc; b++)
+            rc = sd_run_taesd_decode(p->rt, g->taesd_decode, x + b * G.lat, 1, G.h, G.w, images + (size_t)b * n_img);
+    } else {
+        const float inv = 1.0f / m->vae.scaling_factor;
+        for (size_t i = 0; i < (size_t)G.B * G.lat; i++) x[i] *= inv;
+        int tile;
+        rc = sd_vae_want_tiles(p->ctx, m, 1, G.h, G.w, g->vae_tiling, g->memory_budget, g->vae_tile, &G.tiled, &tile);
+        for (int b = 0; b < G.B && !rc; b++)
+            rc = G.tiled ? sd_vae_decode_tiled(p->rt, m, x + b * G.lat, 1, G.h, G.w, tile, images + (size_t)b * n_img)
+                         : sd_run_vae_decode(p->rt, m, x + b * G.lat, 1, G.h, G.w, images + (size_t)b * n_img);
+    }
 #ifdef SDRT_POISON
     size_t unwritten = rc ? 0 : sd_poison_count(images, (size_t)G.B * n_img);
     if (unwritten)

@@ -17,6 +17,8 @@
 #include "model_run.h"
 #include "sampler.h"
 #include "tokenizer.h"
+#include "taesd.h"
+#include "vae_tiling.h"
 
 enum sd_gen_event_kind {
     SD_EV_PHASE,   /* a phase finished: phase ("clip", "vae_encode", "vae_decode"), seconds, cached */
@@ -29,6 +31,7 @@ struct sd_gen_event {
     const char *phase;
     double seconds;
     int cached;             /* PHASE clip: every embedding came from the cache */
+    int tiled;              /* PHASE vae_encode / vae_decode: ran in tiles (vae_tiling.h) */
     int step, n_steps;
     float t;
     const float *x0;        /* STEP: predicted clean latents [batch, channels, h, w] (UNet space) */
@@ -57,6 +60,16 @@ struct sd_gen_params {
                                          * starts from the image noised to the first step's level
                                          * (also at 1, as diffusers); inpaint at 1 from pure noise */
     const float *mask;                  /* [height, width] in [0, 1]; >= 0.5 repaints */
+    /* VAE tiling (vae_tiling.h): vae_tiling 1 = always; 0 = only where the untiled VAE's
+     * activation arena for one image would exceed memory_budget bytes (0 = no budget).
+     * vae_tile: tile side in pixels, a multiple of 32 for SD (0 = the VAE's sample_size,
+     * halved while one tile's arena would still exceed memory_budget). */
+    int vae_tiling, vae_tile;
+    uint64_t memory_budget;
+    /* Optional: decode the final latents with this TAESD (taesd.h) instead of the VAE
+     * (fast, approximate; tiling does not apply). Its latent channels and factor must
+     * match the model's VAE. */
+    struct sd_taesd *taesd_decode;
     sd_gen_event_fn on_event;
     void *user;
     /* Optional: receives the final latents [batch, C, height/f, width/f] in

@@ -2,6 +2,9 @@
 #include "preview.h"
 
 #include <math.h>
+#include <stdlib.h>
+
+#include "png_io.h"
 
 /* rows: latent channel 0..3; columns: R, G, B */
 static const float sd15_factors[4][3] = {
@@ -32,4 +35,14 @@ void sd_preview_rgb8(const float *latent, int w, int h, enum sd_preview_kind kin
             if (v != v) v = 0.0f;
             rgb[i * 3 + k] = (uint8_t)rintf(v * 255.0f);
         }
+}
+
+int sd_preview_taesd_rgb8(struct sd_runtime *rt, struct sd_taesd *t, const float *latent, int w, int h, uint8_t *rgb) {
+    const int f = t->downscale;
+    float *img = malloc(sizeof(float) * 3 * (size_t)(f * w) * (size_t)(f * h));
+    if (!img) return sd_errorf(sd_runtime_ctx(rt), SD_ERR_NOMEM, "taesd preview: out of memory");
+    int rc = sd_run_taesd_decode(rt, t, latent, 1, h, w, img);
+    if (!rc) sd_image_to_rgb8(img, f * w, f * h, rgb);
+    free(img);
+    return rc;
 }

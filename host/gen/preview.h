@@ -1,4 +1,5 @@
-/* preview.h - cheap latent -> RGB previews (sd-reference §8.1).
+/* preview.h - cheap latent -> RGB previews (sd-reference §8.1), and TAESD
+ * previews (§8.2, below).
  *
  * A fixed linear map per latent pixel: rgb = sum_c latent[c] * F[c] + bias,
  * then clamp((rgb + 1) / 2, 0, 1) * 255 rounded half to even (ComfyUI
@@ -11,7 +12,9 @@
 #ifndef SDRT_PREVIEW_H
 #define SDRT_PREVIEW_H
 
+#include "runtime.h"
 #include "sdrt.h"
+#include "taesd.h"
 
 enum sd_preview_kind {
     SD_PREVIEW_SD15 = 0, /* SD 1.x / 2.x latents (ComfyUI class SD15) */
@@ -21,5 +24,11 @@ enum sd_preview_kind {
 /* latent: one image, [4, h, w] channel planes. rgb: h*w*3 bytes, interleaved,
  * an h x w image (latent resolution, 1/8 of the decoded image). */
 void sd_preview_rgb8(const float *latent, int w, int h, enum sd_preview_kind kind, uint8_t *rgb);
+
+/* TAESD preview (sd-reference §8.2): latent = one image's [C, h, w] (UNet
+ * space, the sampler's x0), decoded by t's decoder on rt into rgb: (f*w) x
+ * (f*h) x 3 bytes, f = t->downscale, with the final image's postprocess
+ * (sd_image_to_rgb8). Returns SD_OK or an error (rt's ctx). */
+int sd_preview_taesd_rgb8(struct sd_runtime *rt, struct sd_taesd *t, const float *latent, int w, int h, uint8_t *rgb);
 
 #endif

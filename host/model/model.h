@@ -45,6 +45,8 @@ struct sd_vae_config {
     int block_out[SD_MAX_LEVELS];
     int norm_groups;
     float scaling_factor;
+    int sample_size;    /* config.json sample_size (first of a list): the tiled VAE's tile in pixels
+                         * (diffusers tile_sample_min_size); 0 = not given (tiling then uses 512) */
     int has_encoder, has_decoder;
 };
 

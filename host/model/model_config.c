@@ -238,6 +238,8 @@ static int check_configs(struct sd_ctx *ctx, const struct sd_model *m, const cha
     if (!(m->clip.eps > 0 && m->clip.eps < 1))
         return sd_errorf(ctx, SD_ERR_FORMAT, "%s/text_encoder/config.json: layer_norm_eps must be in (0, 1) (got %g)",
                          dir, (double)m->clip.eps);
+    if (m->vae.sample_size < 0 || m->vae.sample_size > 65536)
+        return bad_int(ctx, dir, "vae/config.json", "sample_size", m->vae.sample_size);
     if (!isfinite(m->vae.scaling_factor) || m->vae.scaling_factor == 0)
         return sd_errorf(ctx, SD_ERR_FORMAT, "%s/vae/config.json: scaling_factor must be finite and non-zero (got %g)",
                          dir, (double)m->vae.scaling_factor);
@@ -264,6 +266,9 @@ int sd_model_read_configs(struct sd_ctx *ctx, struct sd_model *m, const char *di
     if (j) {
         m->vae.norm_groups = (int)sd_json_int(sd_json_get(j, "norm_num_groups"), m->vae.norm_groups);
         m->vae.scaling_factor = (float)sd_json_num(sd_json_get(j, "scaling_factor"), m->vae.scaling_factor);
+        int ss[1] = {m->vae.sample_size};
+        int_list(sd_json_get(j, "sample_size"), ss, 1);
+        m->vae.sample_size = ss[0];
         sd_json_free(j);
     }
     j = read_json(ctx, dir, "text_encoder/config.json", &rc);

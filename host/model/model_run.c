@@ -99,6 +99,23 @@ int sd_run_vae_encode(struct sd_runtime *rt, struct sd_model *m, const float *im
     return sd_runtime_run(rt, &k, build_vae_enc, &r, in, moments);
 }
 
+int sd_vae_arena_estimate(struct sd_ctx *ctx, struct sd_model *m, int decode, int h, int w, size_t *bytes) {
+    *bytes = 0;
+    if (!m->va || (!decode && !m->vae.has_encoder))
+        return sd_errorf(ctx, SD_ERR_INVALID, "%s: the model has no VAE %s", m->path, decode ? "decoder" : "encoder");
+    struct sd_graph *g = sd_graph_new(ctx);
+    if (!g) return sd_errorf(ctx, SD_ERR_NOMEM, "vae arena estimate: out of memory");
+    struct run_args r = {m, 1, h, w, 0};
+    struct sd_tensor *in[SD_GRAPH_MAX_INPUTS];
+    int n_in = 0;
+    struct sd_tensor *o = decode ? build_vae_dec(g, &r, in, &n_in) : build_vae_enc(g, &r, in, &n_in);
+    if (o) sd_graph_output(g, o);
+    int rc = sd_graph_plan(g);
+    if (rc == SD_OK) *bytes = g->arena_size;
+    sd_graph_free(g);
+    return rc;
+}
+
 /* Every weight tensor of m (all components), malloc'd; *n gets the count. */
 static struct sd_tensor **model_weights(const struct sd_model *m, int *n) {
     struct sd_weights *parts[3] = {m->te, m->un, m->va};

@@ -21,6 +21,11 @@ int sd_run_vae_decode(struct sd_runtime *rt, struct sd_model *m, const float *z,
 /* VAE: img [B, 3, H, W] in [-1, 1], H and W multiples of f -> moments [B, 2*latent, H/f, W/f]. */
 int sd_run_vae_encode(struct sd_runtime *rt, struct sd_model *m, const float *img, int B, int H, int W, float *moments);
 
+/* Activation arena bytes the untiled decoder (decode != 0, sizes h x w in
+ * latents) or encoder (H x W in pixels) would need for one image: the
+ * graph is built and memory-planned, nothing is allocated or run. */
+int sd_vae_arena_estimate(struct sd_ctx *ctx, struct sd_model *m, int decode, int h, int w, size_t *bytes);
+
 /* Drops the runtime's cached graphs of m and every backend's copies of all
  * of m's weights (device uploads, oneDNN reordered and Winograd copies):
  * call it on every runtime that ran m, before sd_model_free(m). */
