@@ -9,6 +9,7 @@
  */
 #include "cli_opts.h"
 #include "cmd.h"
+#include "cpu.h"
 #include "model_load.h"
 #include "model_run.h"
 
@@ -37,7 +38,7 @@ static double median(struct phase *p) {
 }
 
 struct bench_opts {
-    const char *model, *config, *comps, *backends, *device;
+    const char *model, *config, *comps, *backends, *device, *precision;
     int width, height, runs, threads, profile, batch, low_memory;
 };
 
@@ -54,6 +55,8 @@ static const struct cli_opt options[] = {
     {"runs", 0, CLI_INT, O(runs), "N", "timed runs, 1..32 (default 3; the median is shown)", NULL, 0},
     {"threads", 0, CLI_INT, O(threads), "N", "CPU threads (default: all cores)", NULL, 0},
     {"low-memory", 0, CLI_FLAG, O(low_memory), NULL, "CPU convolutions keep no transformed weight copies", NULL, 0},
+    {"precision", 0, CLI_STR, O(precision), "auto|f32|bf16", "GEMM-class compute precision (default auto: bf16 where\n"
+                                                            "the CPU has bf16 instructions)", NULL, 0},
     {"profile", 0, CLI_FLAG, O(profile), NULL, "add a per-op table (one profiled run after the timed ones)", NULL, 0},
     {NULL, 0, 0, 0, NULL, NULL, NULL, 0},
 };
@@ -84,7 +87,8 @@ int sd_cmd_bench(int argc, char **argv) {
     struct cli_log log = {0};
     struct sd_runtime_opts ro;
     sd_runtime_opts_init(&ro);
-    if (cli_runtime_opts(&ctx, &ro, &log) || (bo.device && cli_device_index(&ctx, "--device", bo.device, &ro.cl_device))) {
+    if (cli_runtime_opts(&ctx, &ro, &log) || (bo.device && cli_device_index(&ctx, "--device", bo.device, &ro.cl_device)) ||
+        cli_precision(&ctx, &ro, bo.precision)) {
         fprintf(stderr, "sdrt: %s\n", ctx.msg);
         return 2;
     }
@@ -100,6 +104,8 @@ int sd_cmd_bench(int argc, char **argv) {
     }
     printf("model %s (%s), loaded in %.2f s; %dx%d, UNet batch %d, %d runs (median)\n", model, sd_family_name(m->family),
            sd_time_s() - t0, width, height, batch, runs);
+    printf("cpu: precision %s -> %s (oneDNN ISA %s)\n", sd_precision_name(ro.precision),
+           sd_cpu_precision_bf16(ro.precision) ? "bf16" : "f32", sd_cpu_isa());
     const int f = sd_vae_downscale(&m->vae), h = height / f, w = width / f, L = m->clip.max_pos;
     const int lat = m->unet.in_channels, ctxd = m->unet.context_dim, lc = m->unet.out_channels;
     if (width % f || height % f) {
