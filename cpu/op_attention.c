@@ -22,15 +22,8 @@
  * called inside the parallel region runs single-threaded. Each thread uses
  * its own slice of the backend scratch (packed K/V, Q block, S tile, O, m,
  * l), sized in the serial part before the parallel region.
- *
- * bf16 (backend precision bf16 on a CPU with avx512_bf16, even head dims):
- * the same loop with the two GEMMs on bf16 operands and f32 accumulation
- * (att_bf16.c): Q (pre-scaled), K and V rounded to bf16 when packed (always
- * packed, into the same buffers), the softmax in f32 as above, P rounded to
- * bf16 for P.V; O, m, l and the output stay f32.
  */
-#include "att_bf16.h"
-#include "cpu_dnnl.h"
+#include "cpu.h"
 #include "cpu_math.h"
 
 #include <dnnl.h>
@@ -129,12 +122,7 @@ int sd_cpu_op_attention(struct sd_cpu *cpu, struct sd_tensor *node) {
     const float *q = qt->data, *k = kt->data, *v = vt->data;
     float *out = node->data;
 
-#if SD_ATT_BF16
-    const int bf16 = cpu->dnnl && cpu->dnnl->bf16 && sd_att_bf16_ok(d, dv);
-#else
-    const int bf16 = 0;
-#endif
-    const int pack = H > 1 || bf16;
+    const int pack = H > 1;
     const struct att_ws L = att_ws_layout(Lk, d, dv, pack);
     const int nthr = omp_get_max_threads();
     float *scratch = sd_cpu_scratch(cpu, (size_t)(L.total * nthr) * sizeof(float));
@@ -156,36 +144,6 @@ int sd_cpu_op_attention(struct sd_cpu *cpu, struct sd_tensor *node) {
             /* This head's K and V: packed contiguous, or in place with row stride. */
             const float *Kh = k + b * Lk * Cq + h * d, *Vh = v + b * Lk * Cv + h * dv;
             int64_t ldk = Cq, ldv = Cv;
-#if SD_ATT_BF16
-            if (bf16) {
-                if (packed != bh) {
-                    sd_att_pack_kv(Kh, Cq, Vh, Cv, Lk, d, dv, (uint32_t *)Kp, (uint32_t *)Vp);
-                    packed = bh;
-                }
-                const int64_t i0 = qb * ATT_BQ, nq = Lq - i0 < ATT_BQ ? Lq - i0 : ATT_BQ;
-                sd_att_pack_q(q + (b * Lq + i0) * Cq + h * d, Cq, nq, d, scale, (uint32_t *)Qp);
-                for (int64_t r = 0; r < nq; r++) m[r] = -INFINITY, l[r] = 0;
-                memset(O, 0, (size_t)(nq * dv) * sizeof *O);
-                const int64_t kend = causal ? (i0 + nq < Lk ? i0 + nq : Lk) : Lk;
-                for (int64_t j0 = 0; j0 < kend; j0 += ATT_BK) {
-                    const int64_t nk = kend - j0 < ATT_BK ? kend - j0 : ATT_BK;
-                    sd_att_qk((const uint32_t *)Qp, nq, d, (const uint32_t *)Kp, Lk, j0, nk, S);
-                    for (int64_t r = 0; r < nq; r++) {
-                        const int64_t vis = causal ? i0 + r - j0 + 1 : nk;
-                        const float corr = att_row(S + r * nk, nk, vis < nk ? vis : nk, m + r, l + r);
-                        if (corr != 1.0f)
-                            for (int64_t c = 0; c < dv; c++) O[r * dv + c] *= corr;
-                    }
-                    sd_att_pv(S, nq, nk, (const uint32_t *)Vp, dv, j0, O);
-                }
-                for (int64_t r = 0; r < nq; r++) {
-                    const float inv = 1.0f / l[r];
-                    float *y = out + (b * Lq + i0 + r) * Cv + h * dv;
-                    for (int64_t c = 0; c < dv; c++) y[c] = O[r * dv + c] * inv;
-                }
-                continue;
-            }
-#endif
             if (pack) {
                 if (packed != bh) {
                     for (int64_t j = 0; j < Lk; j++) {
