@@ -77,20 +77,24 @@
  * bf16 (opts.precision bf16, or auto on a CPU with avx512_bf16/AMX): src
  * and weights in bf16, f32 accumulation and f32 dst (our activations stay
  * f32; the per-call src reorder does the rounding), weights reordered once
- * into a bf16 copy (half of f32's bytes; no Winograd copies at all). The
- * rule then is: the tiny convs as above (gemm, f32), 1x1 -> nchw (oneDNN's
- * gemm-based conv in bf16), everything else -> direct (brgconv bf16).
- * `bench_ops --conv --cpu-time --precision bf16` on a 2-core Zen 4
- * (avx512_core_bf16; f32 sgemm peak 214 GFLOP/s; GFLOP/s, direct / nchw):
- *   2,320,64,64 -> 320 3x3 s1      408 / 322   (f32 wino 649, f32 direct 197)
- *   2,1280,16,16 -> 1280 3x3 s1    434 / 251
- *   2,1280,8,8 -> 1280 3x3 s1      445 / 271
- *   1,512,128,128 -> 512 3x3 s1    398 / 338
- *   2,320,64,64 -> 320 1x1         220 / 339   (f32 gemm ~190)
- *   2,1280,16,16 -> 1280 1x1       361 / 387
- * f32 Winograd stays faster per conv on the large planes (1.5x), at 4x the
- * weight bytes in copies and a serial transform on first use; bf16 direct
- * is 2x f32 direct with no transform.
+ * into a bf16 copy (half of f32's bytes). oneDNN has no bf16 Winograd, and
+ * `bench_ops --conv --cpu-time` on a 2-core Zen 4 (avx512_core_bf16, f32
+ * sgemm peak 214 GFLOP/s) has f32 Winograd ahead of bf16 direct wherever
+ * the f32 rule takes Winograd (GFLOP/s at direct-conv FLOPs):
+ *   shape                          f32 wino  bf16 direct  bf16 nchw  f32 rule
+ *   2,320,64,64 -> 320 3x3 s1         649        408         322       662
+ *   2,1280,16,16 -> 1280 3x3 s1       580        434         251       572
+ *   1,512,128,128 -> 512 3x3 s1       646        398         338       591
+ *   2,1280,8,8 -> 1280 3x3 s1         316        445         271       183 (nchw)
+ *   2,1280,16,16 -> 1280 3x3 s2         -        384         272       181 (direct)
+ *   2,320,64,64 -> 320 1x1              -        220         339       204 (gemm)
+ *   2,1280,16,16 -> 1280 1x1            -        361         387       209 (gemm)
+ * So in bf16 the rule is: the tiny convs as above (gemm, f32); the
+ * Winograd shapes keep f32 Winograd (policy auto; a UNet CFG step measured
+ * 4.96 s vs 5.44 s with bf16 direct there, at 4x the weight bytes in
+ * copies); 1x1 -> nchw (bf16); everything else -> direct (bf16). The lowmem
+ * policy in bf16 takes bf16 direct also on the Winograd shapes: no f32
+ * copies, only bf16 ones.
  *
  * opts.conv = <name> (or sd_cpu_dnnl_set_conv_algo) forces one
  * algorithm; one that oneDNN cannot build for a shape falls back to direct.
@@ -119,12 +123,17 @@ static int is_pointwise(const struct conv_shape *s) {
  * `policy` is SD_CONV_AUTO or SD_CONV_LOWMEM. */
 static int conv_pick(const struct conv_shape *s, int policy, int bf16) {
     const int tiny = s->Ci * s->kh * s->kw < 64 || s->Co < 16; /* conv_in / conv_out */
+    const int wino = s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1 && s->Ci >= 64 && s->Co >= 64 &&
+                     s->OH * s->OW >= 256;
     if (tiny) return SD_CONV_GEMM;
-    if (bf16) return is_pointwise(s) ? SD_CONV_NCHW : SD_CONV_DIRECT; /* see "bf16" above */
+    if (bf16) { /* see "bf16" above */
+        if (wino && policy != SD_CONV_LOWMEM) return SD_CONV_WINO; /* f32 Winograd */
+        return is_pointwise(s) ? SD_CONV_NCHW : SD_CONV_DIRECT;
+    }
     if (is_pointwise(s)) return SD_CONV_GEMM;
     if (policy == SD_CONV_LOWMEM) return SD_CONV_NCHW;
-    if (s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1 && s->Ci >= 64 && s->Co >= 64)
-        return s->OH * s->OW >= 256 ? SD_CONV_WINO : SD_CONV_NCHW;
+    if (wino) return SD_CONV_WINO;
+    if (s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1 && s->Ci >= 64 && s->Co >= 64) return SD_CONV_NCHW;
     return SD_CONV_DIRECT;
 }
 
