@@ -169,6 +169,8 @@ static void case_init(struct bench_case *c) {
                  (long long)d[2], (long long)d[3], (long long)d[4]);
         break;
     }
+    for (int i = 0; i < 2; i++) /* model-owned constants for the graphs (sd_graph_weight) */
+        if (c->w[i]) c->w[i]->flags |= SD_TF_WEIGHT;
 }
 
 /* Builds the case's graph; returns the node. */
