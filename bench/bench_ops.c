@@ -8,6 +8,7 @@
  *   -s TEXT                          --conv: only the shapes whose text contains TEXT
  *   -r N                             timed runs per case (default: adaptive, 3..15)
  *   --cpu-time                       time by process CPU seconds / threads (see clock_s)
+ *   --precision f32|bf16|auto        the CPU backend's GEMM precision (default f32)
  *
  * The table runs each case as a 1-node graph through the scheduler, one
  * column per backend in `backends[]` (only "cpu" for now; an OpenCL column
@@ -37,7 +38,14 @@ struct bench_backend {
     struct sd_backend *(*new)(struct sd_ctx *ctx);
 };
 
-static struct sd_backend *cpu_new(struct sd_ctx *ctx) { return sd_cpu_backend_new(ctx, NULL); }
+static int precision = SD_PRECISION_F32; /* --precision auto|f32|bf16 */
+
+static struct sd_backend *cpu_new(struct sd_ctx *ctx) {
+    struct sd_runtime_opts o;
+    sd_runtime_opts_init(&o);
+    o.precision = (enum sd_precision)precision;
+    return sd_cpu_backend_new(ctx, &o);
+}
 
 static const struct bench_backend backends[] = {
     {"cpu", cpu_new},
@@ -161,6 +169,8 @@ static void case_init(struct bench_case *c) {
                  (long long)d[2], (long long)d[3], (long long)d[4]);
         break;
     }
+    for (int i = 0; i < 2; i++) /* model-owned constants for the graphs (sd_graph_weight) */
+        if (c->w[i]) c->w[i]->flags |= SD_TF_WEIGHT;
 }
 
 /* Builds the case's graph; returns the node. */
@@ -415,8 +425,10 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "-r") == 0 && i + 1 < argc) fixed_runs = atoi(argv[++i]);
         else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc) only = argv[++i];
         else if (strcmp(argv[i], "--cpu-time") == 0) use_cpu_time = 1;
+        else if (strcmp(argv[i], "--precision") == 0 && i + 1 < argc && sd_precision_parse(argv[i + 1]) >= 0)
+            precision = sd_precision_parse(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--conv [-s shape-substring] | --linear] [-r runs] [--cpu-time]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--conv [-s shape-substring] | --linear] [-r runs] [--cpu-time] [--precision f32|bf16|auto]\n", argv[0]);
             return 2;
         }
     }
@@ -433,8 +445,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     double peak = sgemm_peak();
-    printf("bench_ops: %d threads, dnnl_sgemm 1024^3 peak %.1f GFLOP/s%s\n", omp_get_max_threads(), peak,
-           use_cpu_time ? " (cpu-time clock)" : "");
+    printf("bench_ops: %d threads, dnnl_sgemm 1024^3 peak %.1f GFLOP/s%s, precision %s (oneDNN ISA %s)\n",
+           omp_get_max_threads(), peak, use_cpu_time ? " (cpu-time clock)" : "",
+           sd_cpu_of(host)->dnnl->bf16 ? "bf16" : "f32", sd_dnnl_isa_name());
     if (mode == 1) run_conv_algos(sd_cpu_of(host), peak);
     else if (mode == 2) run_linear_algos(sd_cpu_of(host), peak);
     else run_table(bes, host, &ctx, peak);

@@ -44,8 +44,17 @@ void *sd_cpu_scratch(struct sd_cpu *cpu, size_t n);
 /* Runs one node on the CPU (used by tests and by other backends' fallbacks). */
 int sd_cpu_run_node(struct sd_cpu *cpu, struct sd_tensor *node);
 
+/* Whether a CPU backend created with this enum sd_precision computes its
+ * GEMM-class ops in bf16 on this machine (AUTO: avx512_bf16 or AMX; BF16:
+ * any AVX-512, emulated without bf16 instructions), and the name of the
+ * ISA oneDNN dispatches to ("avx512_core_bf16", "avx2", ...). */
+int sd_cpu_precision_bf16(int precision);
+const char *sd_cpu_isa(void);
+
 /* oneDNN plumbing (cpu_dnnl.c). */
-int sd_cpu_dnnl_init(struct sd_cpu *cpu, int conv_policy); /* enum sd_conv_policy */
+/* conv_policy: enum sd_conv_policy; precision: enum sd_precision (AUTO is
+ * resolved here from the CPU's ISA and the choice logged at SD_LOG_DEBUG). */
+int sd_cpu_dnnl_init(struct sd_cpu *cpu, int conv_policy, int precision, const struct sd_log *log);
 void sd_cpu_dnnl_free(struct sd_cpu *cpu);
 /* The weight lifecycle slots (backend.h): drop the oneDNN copies (reordered,
  * Winograd) of exactly these weights. */

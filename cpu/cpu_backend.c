@@ -141,7 +141,7 @@ struct sd_backend *sd_cpu_backend_new(struct sd_ctx *ctx, const struct sd_runtim
     b->is_host = 1;
     cpu->ctx = ctx;
     cpu->n_threads = opts->threads > 0 ? opts->threads : omp_get_num_procs();
-    if (parse_disabled(cpu, opts->cpu_disable) != SD_OK || sd_cpu_dnnl_init(cpu, opts->conv) != SD_OK) {
+    if (parse_disabled(cpu, opts->cpu_disable) != SD_OK || sd_cpu_dnnl_init(cpu, opts->conv, opts->precision, &opts->log) != SD_OK) {
         cpu_free(b);
         return NULL;
     }

@@ -303,7 +303,35 @@ _Static_assert((int)SD_CONV_ALGO_COUNT == (int)SD_CONV_POLICY_COUNT && (int)SD_C
                    (int)SD_CONV_WINO == (int)SD_CONV_POLICY_WINO,
                "enum sd_conv_algo follows enum sd_conv_policy (runtime.h)");
 
-int sd_cpu_dnnl_init(struct sd_cpu *cpu, int conv_policy) {
+int sd_dnnl_has_bf16(void) {
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    return isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx;
+}
+
+const char *sd_dnnl_isa_name(void) {
+    switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_mic: return "avx512_mic";
+    case dnnl_cpu_isa_avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    default: return "other";
+    }
+}
+
+int sd_cpu_precision_bf16(int precision) {
+    const int avx512 = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
+    return (precision == SD_PRECISION_BF16 && avx512) || (precision == SD_PRECISION_AUTO && sd_dnnl_has_bf16());
+}
+
+const char *sd_cpu_isa(void) { return sd_dnnl_isa_name(); }
+
+int sd_cpu_dnnl_init(struct sd_cpu *cpu, int conv_policy, int precision, const struct sd_log *log) {
     struct sd_cpu_dnnl *d = calloc(1, sizeof *d);
     int rc = SD_OK;
     if (!d) return sd_errorf(cpu->ctx, SD_ERR_NOMEM, "oneDNN: out of memory");
@@ -316,6 +344,22 @@ int sd_cpu_dnnl_init(struct sd_cpu *cpu, int conv_policy) {
         goto fail;
     }
     d->conv_algo = conv_policy;
+    if (precision < 0 || precision >= SD_PRECISION_COUNT) {
+        rc = sd_errorf(cpu->ctx, SD_ERR_INVALID, "cpu backend: precision %d unknown (f32, auto, bf16)", precision);
+        goto fail;
+    }
+    /* bf16 kernels: native with avx512_bf16/AMX; oneDNN emulates them on
+     * other AVX-512 CPUs (bf16 asked for explicitly) and has none below. */
+    d->bf16 = sd_cpu_precision_bf16(precision);
+    if (precision == SD_PRECISION_AUTO)
+        sd_logf(log, SD_LOG_DEBUG, "cpu: precision auto -> %s (oneDNN ISA %s)", d->bf16 ? "bf16" : "f32",
+                sd_dnnl_isa_name());
+    else if (precision == SD_PRECISION_BF16 && !d->bf16)
+        sd_logf(log, SD_LOG_WARN, "cpu: precision bf16 needs AVX-512 (oneDNN ISA %s): computing in f32",
+                sd_dnnl_isa_name());
+    else if (d->bf16 && !sd_dnnl_has_bf16())
+        sd_logf(log, SD_LOG_WARN, "cpu: precision bf16 on a CPU without bf16 instructions (oneDNN ISA %s): "
+                "oneDNN emulates it, slower than f32", sd_dnnl_isa_name());
     return SD_OK;
 fail:
     sd_cpu_dnnl_free(cpu);

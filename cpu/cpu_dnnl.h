@@ -34,7 +34,7 @@
 #include "cpu.h"
 #include "hashmap.h"
 
-#define SD_DNNL_KEY_VERSION 1
+#define SD_DNNL_KEY_VERSION 2
 #define SD_DNNL_MAX_MEM 8
 
 /* Internal primitive kinds (the `op` of a key). */
@@ -66,6 +66,7 @@ struct sd_dnnl_key {
     int64_t dims[16];   /* op-specific dims */
     int64_t strides[8]; /* op-specific strides / paddings */
     float alpha;        /* output scale (matmul) */
+    int bf16;           /* bf16 operands (f32 accumulation and dst), from the backend's precision */
     int n_threads;      /* oneDNN bakes the thread count into some kernels */
 };
 
@@ -97,6 +98,7 @@ struct sd_cpu_dnnl {
     size_t n_weights, cap_weights;
     struct sd_hmap w_index;           /* hash of (src, bytes) -> position in weights */
     int conv_algo;                    /* policy (opts.conv), SD_CONV_AUTO = rule */
+    int bf16;                         /* precision resolved at init: 1 = bf16 GEMM-class ops */
     struct sd_dnnl_prim *last;        /* entry of the latest sd_dnnl_prim_get (bench/ prints its impl) */
     /* Counters (tests and profiling). */
     long prims_created, prim_hits, weight_reorders, weight_hits;
@@ -151,6 +153,15 @@ int sd_dnnl_exec(struct sd_cpu *cpu, dnnl_primitive_t p, int nargs, const dnnl_e
  * implementation name into impl (impl_n bytes). */
 int sd_dnnl_prim_from_pd(struct sd_cpu *cpu, dnnl_primitive_desc_t pd, dnnl_primitive_t *out, char *impl,
                          size_t impl_n);
+
+/* Whether oneDNN runs bf16 kernels natively here (avx512_core_bf16 or AMX),
+ * and the name of the ISA oneDNN dispatches to. */
+int sd_dnnl_has_bf16(void);
+const char *sd_dnnl_isa_name(void);
+/* The dnnl data type of the backend's GEMM operands (bf16 or f32). */
+static inline dnnl_data_type_t sd_dnnl_op_type(const struct sd_cpu *cpu) {
+    return cpu->dnnl->bf16 ? dnnl_bf16 : dnnl_f32;
+}
 
 /* Forces a conv2d algorithm or policy (SD_CONV_AUTO restores the rule).
  * Entries already cached keep theirs; the algorithm is part of the key, so

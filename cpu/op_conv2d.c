@@ -74,6 +74,28 @@
  * above, nchw otherwise. Without AVX-512 oneDNN has no Winograd and wino
  * falls back to direct (the rule was measured here, with AVX-512 only).
  *
+ * bf16 (opts.precision bf16, or auto on a CPU with avx512_bf16/AMX): src
+ * and weights in bf16, f32 accumulation and f32 dst (our activations stay
+ * f32; the per-call src reorder does the rounding), weights reordered once
+ * into a bf16 copy (half of f32's bytes). oneDNN has no bf16 Winograd, and
+ * `bench_ops --conv --cpu-time` on a 2-core Zen 4 (avx512_core_bf16, f32
+ * sgemm peak 214 GFLOP/s) has f32 Winograd ahead of bf16 direct wherever
+ * the f32 rule takes Winograd (GFLOP/s at direct-conv FLOPs):
+ *   shape                          f32 wino  bf16 direct  bf16 nchw  f32 rule
+ *   2,320,64,64 -> 320 3x3 s1         649        408         322       662
+ *   2,1280,16,16 -> 1280 3x3 s1       580        434         251       572
+ *   1,512,128,128 -> 512 3x3 s1       646        398         338       591
+ *   2,1280,8,8 -> 1280 3x3 s1         316        445         271       183 (nchw)
+ *   2,1280,16,16 -> 1280 3x3 s2         -        384         272       181 (direct)
+ *   2,320,64,64 -> 320 1x1              -        220         339       204 (gemm)
+ *   2,1280,16,16 -> 1280 1x1            -        361         387       209 (gemm)
+ * So in bf16 the rule is: the tiny convs as above (gemm, f32); the
+ * Winograd shapes keep f32 Winograd (policy auto; a UNet CFG step measured
+ * 4.96 s vs 5.44 s with bf16 direct there, at 4x the weight bytes in
+ * copies); 1x1 -> nchw (bf16); everything else -> direct (bf16). The lowmem
+ * policy in bf16 takes bf16 direct also on the Winograd shapes: no f32
+ * copies, only bf16 ones.
+ *
  * opts.conv = <name> (or sd_cpu_dnnl_set_conv_algo) forces one
  * algorithm; one that oneDNN cannot build for a shape falls back to direct.
  * `build/bench/bench_ops --conv [--cpu-time]` re-measures the table.
@@ -99,12 +121,19 @@ static int is_pointwise(const struct conv_shape *s) {
 
 /* The per-shape rule, from the measurements in the header comment.
  * `policy` is SD_CONV_AUTO or SD_CONV_LOWMEM. */
-static int conv_pick(const struct conv_shape *s, int policy) {
+static int conv_pick(const struct conv_shape *s, int policy, int bf16) {
     const int tiny = s->Ci * s->kh * s->kw < 64 || s->Co < 16; /* conv_in / conv_out */
-    if (is_pointwise(s) || tiny) return SD_CONV_GEMM;
+    const int wino = s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1 && s->Ci >= 64 && s->Co >= 64 &&
+                     s->OH * s->OW >= 256;
+    if (tiny) return SD_CONV_GEMM;
+    if (bf16) { /* see "bf16" above */
+        if (wino && policy != SD_CONV_LOWMEM) return SD_CONV_WINO; /* f32 Winograd */
+        return is_pointwise(s) ? SD_CONV_NCHW : SD_CONV_DIRECT;
+    }
+    if (is_pointwise(s)) return SD_CONV_GEMM;
     if (policy == SD_CONV_LOWMEM) return SD_CONV_NCHW;
-    if (s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1 && s->Ci >= 64 && s->Co >= 64)
-        return s->OH * s->OW >= 256 ? SD_CONV_WINO : SD_CONV_NCHW;
+    if (wino) return SD_CONV_WINO;
+    if (s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1 && s->Ci >= 64 && s->Co >= 64) return SD_CONV_NCHW;
     return SD_CONV_DIRECT;
 }
 
@@ -122,10 +151,13 @@ static int conv_plan_dnnl(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const stru
     SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&dst_user, 4, ddims, dnnl_f32, dnnl_nchw));
     SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&w_user, 4, wdims, dnnl_f32, dnnl_oihw));
     SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&b_md, 1, bdims, dnnl_f32, dnnl_x));
-    SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&w_md, 4, wdims, dnnl_f32, dnnl_format_tag_any));
     for (;;) {
+        /* src and weights in bf16 (dst stays f32), except Winograd: oneDNN
+         * has no bf16 Winograd, so a forced wino runs in f32. */
+        const dnnl_data_type_t dt = e->key.bf16 && algo != SD_CONV_WINO ? dnnl_bf16 : dnnl_f32;
+        SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&w_md, 4, wdims, dt, dnnl_format_tag_any));
         dnnl_format_tag_t act = algo == SD_CONV_NCHW ? dnnl_nchw : dnnl_format_tag_any;
-        SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&src_md, 4, sdims, dnnl_f32, act));
+        SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&src_md, 4, sdims, dt, act));
         SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&dst_md, 4, ddims, dnnl_f32, act));
         dnnl_convolution_desc_t cd;
         dnnl_alg_kind_t kind = algo == SD_CONV_WINO ? dnnl_convolution_winograd : dnnl_convolution_direct;
@@ -367,12 +399,13 @@ int sd_cpu_op_conv2d(struct sd_cpu *cpu, struct sd_tensor *node) {
     int64_t geo[] = {s.sh, s.sw, s.pt, s.pl, s.pb, s.pr};
     memcpy(key.strides, geo, sizeof geo);
     key.n_threads = omp_get_max_threads();
+    key.bf16 = cpu->dnnl->bf16;
 
     int created;
     struct sd_dnnl_prim *e = sd_dnnl_prim_get(cpu, &key, &created);
     if (!e) return SD_ERR_NOMEM;
     if (created) {
-        int algo = key.algo == SD_CONV_AUTO || key.algo == SD_CONV_LOWMEM ? conv_pick(&s, key.algo) : key.algo;
+        int algo = key.algo == SD_CONV_AUTO || key.algo == SD_CONV_LOWMEM ? conv_pick(&s, key.algo, key.bf16) : key.algo;
         rc = algo == SD_CONV_GEMM ? conv_plan_gemm(cpu, e, &s) : conv_plan_dnnl(cpu, e, &s, algo);
         if (rc != SD_OK) {
             sd_dnnl_prim_drop(cpu, e);

@@ -185,6 +185,7 @@ static void test_bad_inputs(void) {
               ARGS("--device 99", "no such OpenCL device"), out);
     bad_input("--device not a number", ARGS(T2I, "-o", out, "--backend", "opencl", "--device", "gpu"),
               ARGS("--device gpu", "device number"), out);
+    bad_input("bad --precision", ARGS(T2I, "-o", out, "--precision", "fp8"), ARGS("--precision fp8", "auto, f32 or bf16"), out);
     setenv("SDRT_CONV_ALGO", "fastest", 1);
     bad_input("bad SDRT_CONV_ALGO", ARGS(T2I, "-o", out), ARGS("SDRT_CONV_ALGO=fastest", "lowmem"), out);
     unsetenv("SDRT_CONV_ALGO");
@@ -512,6 +513,10 @@ int main(int argc, char **argv) {
     /* sdrt on the tiny model runs many tiny parallel regions; let idle
      * OpenMP threads sleep instead of spinning (see test_pipeline.c). */
     setenv("OMP_WAIT_POLICY", "passive", 0);
+    /* The parity checks below compare with diffusers' f32 images: the
+     * command's default --precision auto would pick bf16 on a CPU with
+     * bf16 instructions (tests/test_bf16.c covers that mode). */
+    setenv("SDRT_PRECISION", "f32", 1);
     if (!mkdtemp(tmp_dir)) {
         test_fail("cli: mkdtemp: %s", strerror(errno));
         return test_summary();

@@ -695,6 +695,11 @@ static void test_clients(void) {
 int main(int argc, char **argv) {
     (void)argc;
     signal(SIGPIPE, SIG_IGN);
+    /* The parity mode on every machine: the server and the sdrt txt2img
+     * references it is compared with would otherwise default to --precision
+     * auto (bf16 where the CPU has it), and the OpenCL device (PoCL, f32) is
+     * held to the f32 CPU-vs-OpenCL tolerance. */
+    setenv("SDRT_PRECISION", "f32", 1);
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     exe[n > 0 ? n : 0] = 0;

@@ -22,6 +22,12 @@ static int conv_algo(struct sd_runtime_opts *o, const char *var, const char *v) 
     o->conv = (enum sd_conv_policy)p;
     return 0;
 }
+static int precision(struct sd_runtime_opts *o, const char *var, const char *v) {
+    int p = sd_precision_parse(v);
+    if (p < 0) return bad(var, v, "auto, f32 or bf16");
+    o->precision = (enum sd_precision)p;
+    return 0;
+}
 static int cpu_disable(struct sd_runtime_opts *o, const char *var, const char *v) { (void)var; o->cpu_disable = v; return 0; }
 static int cl_disable(struct sd_runtime_opts *o, const char *var, const char *v) { (void)var; o->cl_disable = v; return 0; }
 static int cl_device(struct sd_runtime_opts *o, const char *var, const char *v) {
@@ -84,6 +90,7 @@ static const struct {
     {"SDRT_SCHED_DEBUG", "SD_SCHED_DEBUG", sched_debug},
     {"SDRT_GRAPH_DEBUG", NULL, graph_debug},
     {"SDRT_CONV_ALGO", NULL, conv_algo},
+    {"SDRT_PRECISION", NULL, precision},
     {"SDRT_CPU_DISABLE", NULL, cpu_disable},
     {"SDRT_CL_DEVICE", NULL, cl_device},
     {"SDRT_CL_DISABLE", NULL, cl_disable},
@@ -115,6 +122,7 @@ int cli_runtime_opts(struct sd_ctx *ctx, struct sd_runtime_opts *o, struct cli_l
     o->log.fn = cli_log;
     o->log.user = log;
     o->cl_cache_dir = cache_root();
+    o->precision = SD_PRECISION_AUTO; /* the command's default; the library's is f32 */
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
         const char *name = vars[i].name, *v = getenv(name);
         if ((!v || !*v) && vars[i].alias) v = getenv(name = vars[i].alias);
@@ -123,6 +131,14 @@ int cli_runtime_opts(struct sd_ctx *ctx, struct sd_runtime_opts *o, struct cli_l
     /* Debug output is delivered at SD_LOG_INFO: asking for it lifts a
      * quieter level. */
     if (o->debug && o->log.level < SD_LOG_INFO) o->log.level = SD_LOG_INFO;
+    return SD_OK;
+}
+
+int cli_precision(struct sd_ctx *ctx, struct sd_runtime_opts *o, const char *s) {
+    if (!s) return SD_OK;
+    int p = sd_precision_parse(s);
+    if (p < 0) return sd_errorf(ctx, SD_ERR_INVALID, "--precision %s: want auto, f32 or bf16", s);
+    o->precision = (enum sd_precision)p;
     return SD_OK;
 }
 

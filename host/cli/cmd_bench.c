@@ -9,12 +9,15 @@
  */
 #include "cli_opts.h"
 #include "cmd.h"
+#include "cpu.h"
 #include "model_load.h"
 #include "model_run.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -29,6 +32,17 @@ static void fill(float *x, size_t n, uint64_t seed) {
     }
 }
 
+/* --cpu-time: process CPU seconds divided by the threads, so that a
+ * neighbour's load on a shared machine does not count (idle OpenMP threads
+ * must sleep: OMP_WAIT_POLICY=passive). */
+static int cpu_clock_threads;
+static double bench_clock(void) {
+    if (!cpu_clock_threads) return sd_time_s();
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ((double)ts.tv_sec + ts.tv_nsec * 1e-9) / cpu_clock_threads;
+}
+
 struct phase { const char *name; double flops; double t[32]; int n; };
 
 static double median(struct phase *p) {
@@ -37,8 +51,8 @@ static double median(struct phase *p) {
 }
 
 struct bench_opts {
-    const char *model, *config, *comps, *backends, *device;
-    int width, height, runs, threads, profile, batch, low_memory;
+    const char *model, *config, *comps, *backends, *device, *precision;
+    int width, height, runs, threads, profile, batch, low_memory, cpu_time;
 };
 
 #define O(field) CLI_OFF(struct bench_opts, field)
@@ -54,6 +68,10 @@ static const struct cli_opt options[] = {
     {"runs", 0, CLI_INT, O(runs), "N", "timed runs, 1..32 (default 3; the median is shown)", NULL, 0},
     {"threads", 0, CLI_INT, O(threads), "N", "CPU threads (default: all cores)", NULL, 0},
     {"low-memory", 0, CLI_FLAG, O(low_memory), NULL, "CPU convolutions keep no transformed weight copies", NULL, 0},
+    {"precision", 0, CLI_STR, O(precision), "auto|f32|bf16", "GEMM-class compute precision (default auto: bf16 where\n"
+                                                            "the CPU has bf16 instructions)", NULL, 0},
+    {"cpu-time", 0, CLI_FLAG, O(cpu_time), NULL, "time phases by process CPU seconds / threads (stable on a shared\n"
+                                                  "machine; run with OMP_WAIT_POLICY=passive)", NULL, 0},
     {"profile", 0, CLI_FLAG, O(profile), NULL, "add a per-op table (one profiled run after the timed ones)", NULL, 0},
     {NULL, 0, 0, 0, NULL, NULL, NULL, 0},
 };
@@ -84,12 +102,14 @@ int sd_cmd_bench(int argc, char **argv) {
     struct cli_log log = {0};
     struct sd_runtime_opts ro;
     sd_runtime_opts_init(&ro);
-    if (cli_runtime_opts(&ctx, &ro, &log) || (bo.device && cli_device_index(&ctx, "--device", bo.device, &ro.cl_device))) {
+    if (cli_runtime_opts(&ctx, &ro, &log) || (bo.device && cli_device_index(&ctx, "--device", bo.device, &ro.cl_device)) ||
+        cli_precision(&ctx, &ro, bo.precision)) {
         fprintf(stderr, "sdrt: %s\n", ctx.msg);
         return 2;
     }
     if (bo.threads > 0) ro.threads = bo.threads;
     if (bo.low_memory) ro.conv = SD_CONV_POLICY_LOWMEM;
+    if (bo.cpu_time) cpu_clock_threads = bo.threads > 0 ? bo.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (runs < 1 || runs > 32) runs = runs < 1 ? 1 : 32;
     struct sd_model *m = NULL;
     double t0 = sd_time_s();
@@ -100,6 +120,9 @@ int sd_cmd_bench(int argc, char **argv) {
     }
     printf("model %s (%s), loaded in %.2f s; %dx%d, UNet batch %d, %d runs (median)\n", model, sd_family_name(m->family),
            sd_time_s() - t0, width, height, batch, runs);
+    printf("cpu: precision %s -> %s (oneDNN ISA %s)%s\n", sd_precision_name(ro.precision),
+           sd_cpu_precision_bf16(ro.precision) ? "bf16" : "f32", sd_cpu_isa(),
+           cpu_clock_threads ? "; times are process CPU seconds / threads" : "");
     const int f = sd_vae_downscale(&m->vae), h = height / f, w = width / f, L = m->clip.max_pos;
     const int lat = m->unet.in_channels, ctxd = m->unet.context_dim, lc = m->unet.out_channels;
     if (width % f || height % f) {
@@ -144,19 +167,19 @@ int sd_cmd_bench(int argc, char **argv) {
             sd_runtime_set_profile(rt, prof_run);
             double s;
             if (strstr(comps, "clip") && m->te) {
-                s = sd_time_s();
+                s = bench_clock();
                 if (sd_run_clip(rt, m, ids, 2, 0, emb)) rc = 1;
-                if (r > 0 && !prof_run) ph[0].t[ph[0].n++] = sd_time_s() - s;
+                if (r > 0 && !prof_run) ph[0].t[ph[0].n++] = bench_clock() - s;
             }
             if (!rc && strstr(comps, "unet")) {
-                s = sd_time_s();
+                s = bench_clock();
                 if (sd_run_unet(rt, m, x, batch, h, w, t, ctxv, L, out)) rc = 1;
-                if (r > 0 && !prof_run) ph[1].t[ph[1].n++] = sd_time_s() - s;
+                if (r > 0 && !prof_run) ph[1].t[ph[1].n++] = bench_clock() - s;
             }
             if (!rc && strstr(comps, "vae") && m->va) {
-                s = sd_time_s();
+                s = bench_clock();
                 if (sd_run_vae_decode(rt, m, z, 1, h, w, img)) rc = 1;
-                if (r > 0 && !prof_run) ph[2].t[ph[2].n++] = sd_time_s() - s;
+                if (r > 0 && !prof_run) ph[2].t[ph[2].n++] = bench_clock() - s;
             }
             if (r == 0) printf("[%s] warm-up done; activation arena %.1f MiB\n", bn, sd_runtime_arena_bytes(rt) / 1048576.0);
         }

@@ -37,7 +37,7 @@ enum mode { MODE_TXT2IMG = 1, MODE_IMG2IMG = 2, MODE_INPAINT = 4 };
 
 struct opts {
     enum mode mode;
-    const char *model, *config, *prompt, *negative, *sampler, *scheduler, *output, *init, *mask, *vocab;
+    const char *model, *config, *prompt, *negative, *sampler, *scheduler, *output, *init, *mask, *vocab, *precision;
     const char *preview_dir, *backend, *device;
     int n_iter;
     int steps, width, height, batch, clip_skip, threads, preview_every, quiet, json, low_memory;
@@ -192,6 +192,9 @@ static const struct cli_opt options[] = {
      "(several times faster, approximate)", NULL, 0},
     {"preview", 0, CLI_STR, O(preview), "latent|taesd", "--preview-every previews: the latent->RGB map at 1/8 size (default)\n"
      "or a full-size TAESD decode", NULL, 0},
+    {"precision", 0, CLI_STR, O(precision), "auto|f32|bf16", "convolutions, linears and attention in bf16 with f32\n"
+                                                            "accumulation, or f32 (default auto: bf16 where the CPU has\n"
+                                                            "bf16 instructions, avx512_bf16 or AMX; the choice is logged)", NULL, 0},
     {"output", 'o', CLI_STR, O(output), "PATH", "PNG to write (default out.png; several images: %d in PATH or -N before .png)", NULL, 0},
     {"preview-every", 0, CLI_INT, O(preview_every), "N", "write a cheap latent preview every N steps to --preview-dir", NULL, 0},
     {"preview-dir", 0, CLI_STR, O(preview_dir), "DIR", "where previews go (default: the output's directory)", NULL, 0},
@@ -424,6 +427,7 @@ static int generate(struct opts *o) {
     if (o->threads < 0) { sd_errorf(&ctx, SD_ERR_INVALID, "--threads must be >= 0 (got %d)", o->threads); goto usage_err; }
     if (o->threads) ro.threads = o->threads;
     if (o->low_memory) ro.conv = SD_CONV_POLICY_LOWMEM;
+    if (cli_precision(&ctx, &ro, o->precision)) goto usage_err;
     if (o->device && kind == SD_BACKEND_CPU) {
         sd_errorf(&ctx, SD_ERR_INVALID, "--device %s picks an OpenCL device: give --backend opencl (or auto)", o->device);
         goto usage_err;

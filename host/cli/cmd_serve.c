@@ -14,7 +14,7 @@
 
 struct opts {
     struct sd_server_opts s;
-    const char *devices, *backend_unused;
+    const char *devices, *backend_unused, *precision;
     int port, threads_cpu, quiet, no_warmup, json;
     int max_body_mb;
 };
@@ -46,6 +46,8 @@ static const struct cli_opt options[] = {
     {"balance", 0, CLI_FN, 0, "least-busy|round-robin|random", "placement of jobs on the devices (default least-busy:\n"
                                                                 "a free device takes the oldest queued job)", parse_balance, 0},
     {"threads", 0, CLI_INT, O(threads_cpu), "N", "CPU threads per CPU worker (default: all cores)", NULL, 0},
+    {"precision", 0, CLI_STR, O(precision), "auto|f32|bf16", "CPU compute precision as for txt2img (default auto: bf16\n"
+                                                            "where the CPU has bf16 instructions)", NULL, 0},
     {"http-threads", 0, CLI_INT, O(s.threads), "N", "HTTP thread pool size (default 8)", NULL, 0},
     {"queue-max", 0, CLI_INT, O(s.queue_max), "N", "most queued jobs; more get 503 + Retry-After (default 64)", NULL, 0},
     {"timeout", 0, CLI_INT, O(s.timeout_s), "S", "idle connection timeout in seconds (default 30)", NULL, 0},
@@ -103,6 +105,7 @@ int sd_cmd_serve(int argc, char **argv) {
     struct cli_log log = {0};
     if (cli_runtime_opts(&ctx, &o.s.rt, &log)) goto usage_err;
     if (o.threads_cpu) o.s.rt.threads = o.threads_cpu;
+    if (cli_precision(&ctx, &o.s.rt, o.precision)) goto usage_err;
     o.s.log = o.s.rt.log;
     o.s.log.level = o.quiet ? SD_LOG_WARN : SD_LOG_INFO;
     o.s.port = o.port;

@@ -30,6 +30,13 @@ enum sd_conv_policy {
     SD_CONV_POLICY_AUTO = 0, SD_CONV_POLICY_LOWMEM, SD_CONV_POLICY_DIRECT, SD_CONV_POLICY_NCHW,
     SD_CONV_POLICY_GEMM, SD_CONV_POLICY_WINO, SD_CONV_POLICY_COUNT
 };
+/* Compute precision of the GEMM-class ops (convolutions, linears,
+ * attention). F32: everything in f32 (the diffusers parity mode; the
+ * library default). BF16: bf16 operands with f32 accumulation and f32
+ * activations between ops (CPU: oneDNN bf16 kernels; weights reordered once
+ * into bf16 copies). AUTO: BF16 where the CPU has bf16 instructions
+ * (avx512_bf16, AMX), else F32; the backend logs what it picked. */
+enum sd_precision { SD_PRECISION_F32 = 0, SD_PRECISION_AUTO, SD_PRECISION_BF16, SD_PRECISION_COUNT };
 /* OpenCL attention: AUTO = blocked GEMMs (score blocks <= 64 MiB), or the flash kernel. */
 enum sd_cl_attn { SD_CL_ATTN_AUTO = 0, SD_CL_ATTN_GEMM, SD_CL_ATTN_FLASH };
 /* OpenCL GEMM engine: AUTO = our kernels on CPU-type devices and with a
@@ -51,6 +58,7 @@ struct sd_runtime_opts {
     enum sd_backend_kind backend;   /* default SD_BACKEND_CPU; AUTO = OpenCL if a device works, else CPU alone */
     int threads;                    /* CPU (OpenMP) threads; 0 = all cores */
     enum sd_conv_policy conv;       /* CPU convolution policy; default AUTO */
+    enum sd_precision precision;    /* GEMM-class compute precision; default F32 (the sdrt command: AUTO) */
     const char *cpu_disable;        /* "op,op": ops the CPU backend refuses (tests); NULL = none */
     int cl_device;                  /* OpenCL device: the flat index `sdrt devices` lists; -1 (default) =
                                      * the first GPU, else the first device */
@@ -77,6 +85,8 @@ void sd_runtime_opts_init(struct sd_runtime_opts *o);
 int sd_backend_kind_parse(const char *s);   /* "cpu" | "opencl" | "auto" */
 int sd_conv_policy_parse(const char *s);    /* "auto" | "lowmem" | "direct" | "nchw" | "gemm" | "wino" */
 const char *sd_conv_policy_name(int p);
+int sd_precision_parse(const char *s);      /* "f32" | "auto" | "bf16" */
+const char *sd_precision_name(int p);
 int sd_cl_attn_parse(const char *s);        /* "auto" | "gemm" | "flash" */
 int sd_cl_gemm_parse(const char *s);        /* "auto" | "own" | "clblast" */
 

@@ -24,11 +24,14 @@ static int lookup(const char *const *names, int n, const char *s) {
 
 static const char *const backend_names[] = {"cpu", "opencl", "auto"};
 static const char *const conv_names[SD_CONV_POLICY_COUNT] = {"auto", "lowmem", "direct", "nchw", "gemm", "wino"};
+static const char *const precision_names[SD_PRECISION_COUNT] = {"f32", "auto", "bf16"};
 static const char *const attn_names[] = {"auto", "gemm", "flash"};
 static const char *const gemm_names[] = {"auto", "own", "clblast"};
 
 int sd_backend_kind_parse(const char *s) { return lookup(backend_names, 3, s); }
 int sd_conv_policy_parse(const char *s) { return lookup(conv_names, SD_CONV_POLICY_COUNT, s); }
 const char *sd_conv_policy_name(int p) { return p >= 0 && p < SD_CONV_POLICY_COUNT ? conv_names[p] : "?"; }
+int sd_precision_parse(const char *s) { return lookup(precision_names, SD_PRECISION_COUNT, s); }
+const char *sd_precision_name(int p) { return p >= 0 && p < SD_PRECISION_COUNT ? precision_names[p] : "?"; }
 int sd_cl_attn_parse(const char *s) { return lookup(attn_names, 3, s); }
 int sd_cl_gemm_parse(const char *s) { return lookup(gemm_names, 3, s); }
