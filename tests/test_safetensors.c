@@ -396,6 +396,11 @@ static void test_writer_atomic(void) {
     rc = sd_st_write(&ctx, path_in("no/such/dir/x.safetensors"), &t, 1, NULL);
     CHECK(rc == SD_ERR_IO && strstr(ctx.msg, "cannot create") && strstr(ctx.msg, "x.safetensors.tmp") &&
               count_dir(dir) == before, "unwritable directory fails cleanly: %s", ctx.msg);
+    struct sd_st_tensor badname = t;
+    badname.name = "x\xff";
+    rc = sd_st_write(&ctx, path_in("badname.safetensors"), &badname, 1, NULL);
+    CHECK(rc == SD_ERR_INVALID && strstr(ctx.msg, "is not valid UTF-8") && stat(path_in("badname.safetensors"), &st) != 0,
+          "a tensor name that is not UTF-8 is refused: %s", ctx.msg);
     /* Invalid input never touches an existing file. */
     const char *p = path_in("keep.safetensors");
     rc = sd_st_write(&ctx, p, &t, 1, NULL);

@@ -348,6 +348,7 @@ struct sbuf {
     char *p;
     size_t n, cap;
     int oom;
+    const char *unquotable;  /* a string sd_json_quote refused (not UTF-8, or no memory) */
 };
 
 static void sb_put(struct sbuf *b, const char *s, size_t n) {
@@ -372,6 +373,7 @@ static void sb_str(struct sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
 
 static void sb_quote(struct sbuf *b, const char *s) {
     char *q = sd_json_quote(s, strlen(s));
+    if (!q && !b->unquotable) b->unquotable = s;
     if (!q) b->oom = 1;
     else sb_str(b, q);
     free(q);
@@ -496,6 +498,11 @@ int sd_st_write(struct sd_ctx *ctx, const char *path, const struct sd_st_tensor 
     }
     sb_str(&hb, "}");
     while (!hb.oom && hb.n % 8) sb_str(&hb, " ");
+    if (hb.unquotable) {
+        rc = sd_errorf(ctx, SD_ERR_INVALID, "sd_st_write(%s): '%s' is not valid UTF-8 (or out of memory quoting it)",
+                       path, hb.unquotable);
+        goto fail;
+    }
     if (hb.oom) {
         rc = sd_errorf(ctx, SD_ERR_NOMEM, "sd_st_write(%s): out of memory for the header", path);
         goto fail;
