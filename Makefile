@@ -185,13 +185,14 @@ bench: all benches testenv
 # $(BUILD)/tests/test_fuzz_<target> (gcc, this build's flags, tests/fuzz/replay.c
 # instead of libFuzzer), which tests/run.sh runs to replay the corpus.
 FUZZ_SECONDS ?= 60
-FUZZ_SRC_safetensors := host/io/safetensors.c host/io/json.c host/io/weights.c host/core/error.c host/core/tensor.c
+FUZZ_SRC_safetensors := host/io/safetensors.c host/io/json.c host/io/weights.c host/core/error.c host/core/tensor.c \
+                        host/core/hashmap.c
 FUZZ_SRC_png         := host/io/png_io.c host/core/error.c
 FUZZ_SRC_prompt      := host/text/prompt.c host/core/error.c
 FUZZ_SRC_lora        := host/lora/lora_key.c host/core/error.c
-FUZZ_SRC_tokenizer   := host/text/tokenizer.c host/text/unicode.c host/io/json.c host/core/error.c
+FUZZ_SRC_tokenizer   := host/text/tokenizer.c host/text/unicode.c host/io/json.c host/core/error.c host/core/hashmap.c
 FUZZ_SRC_json        := host/io/json.c host/model/model_config.c host/io/weights.c host/io/safetensors.c \
-                        host/core/error.c host/core/tensor.c
+                        host/core/error.c host/core/tensor.c host/core/hashmap.c
 FUZZ_SRC_request     := host/server/reqparse.c host/server/base64.c host/io/png_io.c host/core/error.c \
                         $(filter-out host/gen/sampler_impl.h,$(wildcard host/gen/sampler*.c)) host/gen/noise_schedule.c host/gen/rng.c
 FUZZ_MAXLEN_request  := 16384

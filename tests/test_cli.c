@@ -260,7 +260,7 @@ static int json_lines(const char *text, struct sd_json **docs, int max, int *bad
     *bad = 0;
     for (const char *p = text; *p && n < max;) {
         size_t len = strcspn(p, "\n");
-        if (sd_json_parse(&ctx, p, len, &docs[n]) || docs[n]->type != SD_JSON_OBJ) {
+        if (sd_json_parse(&ctx, p, len, &docs[n]) || sd_json_type(docs[n]) != SD_JSON_OBJ) {
             printf("  not a JSON object: '%.*s' (%s)\n", (int)len, p, ctx.msg);
             (*bad)++;
         }

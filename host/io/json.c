@@ -1,532 +1,223 @@
-/* json.c - strict JSON parser into a DOM (see json.h for the contract).
+/* json.c - strict JSON reading on jansson (see json.h for the contract).
  *
- * How it works: a recursive-descent parser. Values of the container being
- * parsed are pushed on one growable stack; when the container closes, its
- * children are copied into a contiguous array in the document's arena (so a
- * container's kids are adjacent and nothing is reallocated afterwards) and
- * popped. All nodes and indexes come from a chunked arena; all strings go to
- * one buffer of len+1 bytes, which always suffices: an unescaped string plus
- * its NUL is never longer than its quoted source text.
+ * jansson parses (json_loadb with JSON_REJECT_DUPLICATES and
+ * JSON_ALLOW_NUL); this file adds what jansson does not check (NUL bytes in
+ * the text, the nesting limit, a leading byte-order mark) and turns
+ * jansson's error (text, position) into a message with the byte offset of
+ * the offending token in the caller's text.
  */
 #include "json.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-#include "hashmap.h"
+#define J(v) ((json_t *)(v))
+#define SD(v) ((const struct sd_json *)(v))
 
-struct json_block {
-    struct json_block *next;
-    size_t cap, used;
-    _Alignas(16) unsigned char data[];
-};
-
-/* The root node comes first so that sd_json_free can find the document. */
-struct json_doc {
-    struct sd_json root;
-    struct json_block *blocks;
-    char *strings;
-};
-
-struct parser {
-    struct sd_ctx *ctx;
-    const char *start, *end;
-    struct json_doc *doc;
-    char *sp;                  /* next free byte in doc->strings */
-    struct sd_json *stk;       /* children of the open containers */
-    size_t n, cap;
-};
-
-static void *arena_alloc(struct json_doc *doc, size_t size) {
-    size = (size + 15) & ~(size_t)15;
-    struct json_block *b = doc->blocks;
-    if (!b || b->cap - b->used < size) {
-        size_t cap = size > 65536 ? size : 65536;
-        if (b && b->cap * 2 > cap && b->cap < (1u << 24)) cap = b->cap * 2;
-        if (cap < size) cap = size;
-        struct json_block *nb = malloc(sizeof *nb + cap);
-        if (!nb) return NULL;
-        nb->cap = cap;
-        nb->used = 0;
-        /* A block bigger than the usual goes behind the current one so the
-         * current one's free space is still used. */
-        if (b && cap == size && b->cap - b->used > 256) {
-            nb->next = b->next;
-            b->next = nb;
-            nb->used = size;
-            return nb->data;
+/* The first byte at which brackets nest deeper than SD_JSON_MAX_DEPTH
+ * (strings skipped), or len. */
+static size_t depth_offset(const char *t, size_t len) {
+    int d = 0, in_str = 0, esc = 0;
+    for (size_t k = 0; k < len; k++) {
+        char c = t[k];
+        if (in_str) {
+            if (esc) esc = 0;
+            else if (c == '\\') esc = 1;
+            else if (c == '"') in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '[' || c == '{') {
+            if (++d > SD_JSON_MAX_DEPTH) return k;
+        } else if (c == ']' || c == '}') {
+            d--;
         }
-        nb->next = b;
-        doc->blocks = nb;
-        b = nb;
     }
-    void *p = b->data + b->used;
-    b->used += size;
-    return p;
+    return len;
 }
 
-static int fail(struct parser *ps, const char *at, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(struct parser *ps, const char *at, const char *fmt, ...) {
-    char what[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    return sd_errorf(ps->ctx, SD_ERR_FORMAT, "json: %s at byte %zu%s", what, (size_t)(at - ps->start),
-                     at >= ps->end ? " (end of input)" : "");
-}
-
-static const char *skip_ws(const char *p, const char *end) {
-    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
-    return p;
-}
-
-static int push(struct parser *ps, const struct sd_json *v) {
-    if (ps->n == ps->cap) {
-        size_t cap = ps->cap ? ps->cap * 2 : 256;
-        struct sd_json *s = realloc(ps->stk, cap * sizeof *s);
-        if (!s) return sd_errorf(ps->ctx, SD_ERR_NOMEM, "json: out of memory");
-        ps->stk = s;
-        ps->cap = cap;
+/* Whether v holds containers nested deeper than SD_JSON_MAX_DEPTH (v itself
+ * at `depth`). jansson bounds the recursion (its own limit is 2048). */
+static int too_deep(json_t *v, int depth) {
+    if (depth > SD_JSON_MAX_DEPTH) return 1;
+    if (json_is_array(v)) {
+        size_t n = json_array_size(v);
+        for (size_t k = 0; k < n; k++) {
+            json_t *c = json_array_get(v, k);
+            if ((json_is_array(c) || json_is_object(c)) && too_deep(c, depth + 1)) return 1;
+        }
+    } else if (json_is_object(v)) {
+        for (void *it = json_object_iter(v); it; it = json_object_iter_next(v, it)) {
+            json_t *c = json_object_iter_value(it);
+            if ((json_is_array(c) || json_is_object(c)) && too_deep(c, depth + 1)) return 1;
+        }
     }
-    ps->stk[ps->n++] = *v;
-    return SD_OK;
+    return 0;
 }
 
-static int hexval(int c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-/* Reads 4 hex digits at p (p+4 <= end checked by the caller); -1 if bad. */
-static long hex4(const char *p) {
-    long v = 0;
-    for (int k = 0; k < 4; k++) {
-        int h = hexval((unsigned char)p[k]);
-        if (h < 0) return -1;
-        v = v * 16 + h;
+/* Appends s[0..n) to d (capacity cap, NUL-terminated), bytes outside
+ * printable ASCII and UTF-8 written as \xNN. */
+static void put_clean(char *d, size_t cap, const char *s, size_t n) {
+    size_t o = strlen(d);
+    for (size_t k = 0; k < n && o + 5 < cap; k++) {
+        unsigned char c = (unsigned char)s[k];
+        if (c < 0x20 || c == 0x7f) o += (size_t)snprintf(d + o, cap - o, "\\x%02x", c);
+        else d[o++] = (char)c;
     }
-    return v;
+    d[o] = 0;
 }
 
-static char *put_utf8(char *d, unsigned long cp) {
-    if (cp < 0x80) {
-        *d++ = (char)cp;
-    } else if (cp < 0x800) {
-        *d++ = (char)(0xc0 | (cp >> 6));
-        *d++ = (char)(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-        *d++ = (char)(0xe0 | (cp >> 12));
-        *d++ = (char)(0x80 | ((cp >> 6) & 0x3f));
-        *d++ = (char)(0x80 | (cp & 0x3f));
+/* The error message for jansson's error e over text[0..len), which began
+ * at byte `base` of the caller's text. */
+static int parse_error(struct sd_ctx *ctx, const json_error_t *e, const char *text, size_t len, size_t base) {
+    enum json_error_code code = json_error_code(e);
+    if (code == json_error_out_of_memory)
+        return sd_errorf(ctx, SD_ERR_NOMEM, "json: out of memory (%zu-byte document)", len);
+    size_t pos = e->position > 0 ? (size_t)e->position : 0;
+    if (pos > len) pos = len;
+    if (code == json_error_stack_overflow)
+        return sd_errorf(ctx, SD_ERR_FORMAT, "json: nesting deeper than %d at byte %zu", SD_JSON_MAX_DEPTH,
+                         base + depth_offset(text, len));
+    char what[256] = "";
+    size_t at = pos;
+    /* jansson appends " near '<token>'" (the token read so far, up to 20
+     * bytes) or " near end of file"; the token starts near-length bytes
+     * before its position. */
+    const char *near = strstr(e->text, " near ");
+    size_t wlen = near ? (size_t)(near - e->text) : strlen(e->text);
+    if (code == json_error_duplicate_key && pos >= 2 && text[pos - 1] == '"') {
+        /* The key ends at pos; it starts at the previous unescaped quote. */
+        size_t s = pos - 1;
+        while (s > 0) {
+            s--;
+            size_t bs = 0;
+            while (bs < s && text[s - 1 - bs] == '\\') bs++;
+            if (text[s] == '"' && bs % 2 == 0) break;
+        }
+        snprintf(what, sizeof what, "duplicate key ");
+        put_clean(what, sizeof what - 12, text + s, pos - s);
+        strcat(what, " in object");
+        at = s;
+    } else if (code == json_error_invalid_utf8) {
+        snprintf(what, sizeof what, "invalid UTF-8 (%.*s)", (int)wlen, e->text);
+    } else if (!strncmp(e->text, "control character", 17) || !strncmp(e->text, "unexpected newline", 18)) {
+        snprintf(what, sizeof what, "%.*s in string", (int)wlen, e->text);
     } else {
-        *d++ = (char)(0xf0 | (cp >> 18));
-        *d++ = (char)(0x80 | ((cp >> 12) & 0x3f));
-        *d++ = (char)(0x80 | ((cp >> 6) & 0x3f));
-        *d++ = (char)(0x80 | (cp & 0x3f));
-    }
-    return d;
-}
-
-/* Length of the valid UTF-8 sequence at p (lead byte >= 0x80), or 0. */
-static int utf8_len(const unsigned char *p, const unsigned char *end) {
-    unsigned c = p[0];
-    int n;
-    unsigned lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
-    if (c >= 0xc2 && c <= 0xdf) n = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        if (c == 0xe0) lo = 0xa0;       /* no overlong forms */
-        if (c == 0xed) hi = 0x9f;       /* no UTF-16 surrogates */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        if (c == 0xf0) lo = 0x90;
-        if (c == 0xf4) hi = 0x8f;       /* <= U+10FFFF */
-    } else return 0;
-    if (end - p < n) return 0;
-    if (p[1] < lo || p[1] > hi) return 0;
-    for (int k = 2; k < n; k++)
-        if ((p[k] & 0xc0) != 0x80) return 0;
-    return n;
-}
-
-/* Parses the string whose opening quote is at ps-position p; on success sets
- * *out and *outlen and returns the position after the closing quote, or NULL. */
-static const char *parse_string(struct parser *ps, const char *p, const char **out, size_t *outlen) {
-    const char *q0 = p, *end = ps->end;
-    char *d = ps->sp, *d0 = d;
-    p++;
-    for (;;) {
-        const char *run = p;
-        while (p < end && (unsigned char)*p >= 0x20 && (unsigned char)*p < 0x80 && *p != '"' && *p != '\\') p++;
-        memcpy(d, run, (size_t)(p - run));
-        d += p - run;
-        if (p >= end) {
-            fail(ps, q0, "unterminated string");
-            return NULL;
-        }
-        unsigned char c = (unsigned char)*p;
-        if (c == '"') break;
-        if (c < 0x20) {
-            fail(ps, p, "control character 0x%02x in string", c);
-            return NULL;
-        }
-        if (c >= 0x80) {
-            int n = utf8_len((const unsigned char *)p, (const unsigned char *)end);
-            if (!n) {
-                fail(ps, p, "invalid UTF-8 in string");
-                return NULL;
+        snprintf(what, sizeof what, "%.*s", (int)wlen, e->text);
+        if (near && near[6] == '\'') {
+            const char *tok = near + 7, *q = strrchr(tok, '\'');
+            size_t tlen = q ? (size_t)(q - tok) : strlen(tok);
+            strcat(what, " near '");
+            put_clean(what, sizeof what - 2, tok, tlen);
+            strcat(what, "'");
+            if (tlen <= pos) at = pos - tlen;
+            /* Inside a string token: point at the escape itself. */
+            if (!strncmp(e->text, "invalid escape", 14) && at < pos) {
+                for (size_t k = pos; k-- > at;)
+                    if (text[k] == '\\') {
+                        at = k;
+                        break;
+                    }
+            } else if (!strncmp(e->text, "invalid Unicode '\\u", 19) && at < pos) {
+                for (size_t k = at; k + 6 <= pos; k++)
+                    if (text[k] == '\\' && text[k + 1] == 'u' && !strncasecmp(text + k + 2, e->text + 19, 4)) {
+                        at = k;
+                        break;
+                    }
             }
-            memcpy(d, p, (size_t)n);
-            d += n;
-            p += n;
-            continue;
-        }
-        /* backslash */
-        if (end - p < 2) {
-            fail(ps, q0, "unterminated string");
-            return NULL;
-        }
-        char e = p[1];
-        p += 2;
-        switch (e) {
-        case '"': *d++ = '"'; break;
-        case '\\': *d++ = '\\'; break;
-        case '/': *d++ = '/'; break;
-        case 'b': *d++ = '\b'; break;
-        case 'f': *d++ = '\f'; break;
-        case 'n': *d++ = '\n'; break;
-        case 'r': *d++ = '\r'; break;
-        case 't': *d++ = '\t'; break;
-        case 'u': {
-            long cp = end - p >= 4 ? hex4(p) : -1;
-            if (cp < 0) {
-                fail(ps, p - 2, "invalid \\u escape");
-                return NULL;
-            }
-            p += 4;
-            if (cp >= 0xdc00 && cp <= 0xdfff) {
-                fail(ps, p - 6, "unpaired low surrogate \\u%04lx", (unsigned long)cp);
-                return NULL;
-            }
-            if (cp >= 0xd800 && cp <= 0xdbff) {
-                long lo = end - p >= 6 && p[0] == '\\' && p[1] == 'u' ? hex4(p + 2) : -1;
-                if (lo < 0xdc00 || lo > 0xdfff) {
-                    fail(ps, p - 6, "unpaired high surrogate \\u%04lx", (unsigned long)cp);
-                    return NULL;
-                }
-                p += 6;
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-            }
-            d = put_utf8(d, (unsigned long)cp);
-            break;
-        }
-        default:
-            fail(ps, p - 2, "invalid escape '\\%c'", e >= 0x20 && e < 0x7f ? e : '?');
-            return NULL;
         }
     }
-    *d = 0;
-    *out = d0;
-    *outlen = (size_t)(d - d0);
-    ps->sp = d + 1;
-    return p + 1;
-}
-
-static const char *parse_number(struct parser *ps, const char *p, struct sd_json *v) {
-    const char *s = p, *end = ps->end;
-    int neg = 0, integer = 1;
-    if (*p == '-') { neg = 1; p++; }
-    if (p >= end || *p < '0' || *p > '9') {
-        fail(ps, s, "invalid number");
-        return NULL;
-    }
-    uint64_t u = 0;
-    int overflow = 0;
-    if (*p == '0') {
-        p++;
-        if (p < end && *p >= '0' && *p <= '9') {
-            fail(ps, s, "invalid number (leading zero)");
-            return NULL;
-        }
-    } else {
-        while (p < end && *p >= '0' && *p <= '9') {
-            unsigned dgt = (unsigned)(*p - '0');
-            if (u > (UINT64_MAX - dgt) / 10) overflow = 1;
-            else u = u * 10 + dgt;
-            p++;
-        }
-    }
-    if (p < end && *p == '.') {
-        integer = 0;
-        p++;
-        if (p >= end || *p < '0' || *p > '9') {
-            fail(ps, p, "invalid number (digit expected after '.')");
-            return NULL;
-        }
-        while (p < end && *p >= '0' && *p <= '9') p++;
-    }
-    if (p < end && (*p == 'e' || *p == 'E')) {
-        integer = 0;
-        p++;
-        if (p < end && (*p == '+' || *p == '-')) p++;
-        if (p >= end || *p < '0' || *p > '9') {
-            fail(ps, p, "invalid number (digit expected in exponent)");
-            return NULL;
-        }
-        while (p < end && *p >= '0' && *p <= '9') p++;
-    }
-    v->type = SD_JSON_NUM;
-    if (integer && !overflow && (neg ? u <= (uint64_t)INT64_MAX + 1 : u <= (uint64_t)INT64_MAX)) {
-        v->is_int = 1;
-        v->i = neg ? (int64_t)(0 - u) : (int64_t)u;
-        if (u <= (1ull << 53)) {
-            v->num = neg ? -(double)u : (double)u;
-            return p;
-        }
-    }
-    /* strtod needs a NUL-terminated copy (text need not be terminated). */
-    size_t n = (size_t)(p - s);
-    char small[128], *buf = n < sizeof small ? small : malloc(n + 1);
-    if (!buf) {
-        sd_errorf(ps->ctx, SD_ERR_NOMEM, "json: out of memory");
-        return NULL;
-    }
-    memcpy(buf, s, n);
-    buf[n] = 0;
-    v->num = strtod(buf, NULL);
-    if (buf != small) free(buf);
-    return p;
-}
-
-static uint64_t hash_key(const char *s, size_t n) { return sd_fnv1a(s, n, SD_FNV1A_SEED); }
-
-static int same_key(const struct sd_json *a, const char *k, size_t klen) {
-    return a->klen == klen && memcmp(a->key, k, klen) == 0;
-}
-
-/* Builds obj's hash index (when large) and rejects duplicate keys. */
-static int index_object(struct parser *ps, struct sd_json *obj, const char *at) {
-    size_t n = obj->n;
-    if (n <= 8) {
-        for (size_t a = 1; a < n; a++)
-            for (size_t b = 0; b < a; b++)
-                if (same_key(&obj->kids[b], obj->kids[a].key, obj->kids[a].klen))
-                    return fail(ps, at, "duplicate key \"%s\" in object", obj->kids[a].key);
-        return SD_OK;
-    }
-    if (n > (1u << 30)) return fail(ps, at, "object has too many members");
-    size_t cap = sd_hmap_slots_for(n);
-    struct sd_hmap *idx = arena_alloc(ps->doc, sizeof *idx);
-    struct sd_hmap_slot *slots = arena_alloc(ps->doc, cap * sizeof *slots);
-    if (!idx || !slots) return sd_errorf(ps->ctx, SD_ERR_NOMEM, "json: out of memory");
-    sd_hmap_init_fixed(idx, slots, cap); /* sized for n: every put below fits */
-    for (size_t k = 0; k < n; k++) {
-        const struct sd_json *m = &obj->kids[k];
-        uint64_t h = hash_key(m->key, m->klen);
-        struct sd_hmap_iter it;
-        for (uint32_t j = sd_hmap_find(idx, h, &it); j != SD_HMAP_NONE; j = sd_hmap_next(idx, &it))
-            if (same_key(&obj->kids[j], m->key, m->klen))
-                return fail(ps, at, "duplicate key \"%s\" in object", m->key);
-        if (sd_hmap_insert(idx, &it, (uint32_t)k) != SD_OK) return sd_errorf(ps->ctx, SD_ERR_NOMEM, "json: out of memory");
-    }
-    obj->index = idx;
-    return SD_OK;
-}
-
-/* Moves the children pushed since `base` into the arena as v's kids. */
-static int close_container(struct parser *ps, struct sd_json *v, size_t base) {
-    v->n = ps->n - base;
-    if (v->n) {
-        v->kids = arena_alloc(ps->doc, v->n * sizeof *v->kids);
-        if (!v->kids) return sd_errorf(ps->ctx, SD_ERR_NOMEM, "json: out of memory");
-        memcpy(v->kids, ps->stk + base, v->n * sizeof *v->kids);
-    }
-    ps->n = base;
-    return SD_OK;
-}
-
-static const char *parse_value(struct parser *ps, const char *p, struct sd_json *v, int depth);
-
-static const char *parse_array(struct parser *ps, const char *p, struct sd_json *v, int depth) {
-    size_t base = ps->n;
-    v->type = SD_JSON_ARR;
-    p = skip_ws(p + 1, ps->end);
-    if (p < ps->end && *p == ']') return close_container(ps, v, base) ? NULL : p + 1;
-    for (;;) {
-        struct sd_json child;
-        p = parse_value(ps, p, &child, depth + 1);
-        if (!p || push(ps, &child)) return NULL;
-        p = skip_ws(p, ps->end);
-        if (p < ps->end && *p == ',') {
-            p = skip_ws(p + 1, ps->end);
-            continue;
-        }
-        if (p < ps->end && *p == ']') break;
-        fail(ps, p, "expected ',' or ']'");
-        return NULL;
-    }
-    return close_container(ps, v, base) ? NULL : p + 1;
-}
-
-static const char *parse_object(struct parser *ps, const char *p, struct sd_json *v, int depth) {
-    const char *at = p;
-    size_t base = ps->n;
-    v->type = SD_JSON_OBJ;
-    p = skip_ws(p + 1, ps->end);
-    if (p < ps->end && *p == '}') return close_container(ps, v, base) ? NULL : p + 1;
-    for (;;) {
-        struct sd_json child;
-        const char *key;
-        size_t klen;
-        if (p >= ps->end || *p != '"') {
-            fail(ps, p, "expected '\"' (object key)");
-            return NULL;
-        }
-        p = parse_string(ps, p, &key, &klen);
-        if (!p) return NULL;
-        p = skip_ws(p, ps->end);
-        if (p >= ps->end || *p != ':') {
-            fail(ps, p, "expected ':'");
-            return NULL;
-        }
-        p = skip_ws(p + 1, ps->end);
-        p = parse_value(ps, p, &child, depth + 1);
-        if (!p) return NULL;
-        child.key = key;
-        child.klen = klen;
-        if (push(ps, &child)) return NULL;
-        p = skip_ws(p, ps->end);
-        if (p < ps->end && *p == ',') {
-            p = skip_ws(p + 1, ps->end);
-            continue;
-        }
-        if (p < ps->end && *p == '}') break;
-        fail(ps, p, "expected ',' or '}'");
-        return NULL;
-    }
-    if (close_container(ps, v, base) || index_object(ps, v, at)) return NULL;
-    return p + 1;
-}
-
-static const char *parse_literal(struct parser *ps, const char *p, const char *word) {
-    size_t n = strlen(word);
-    if ((size_t)(ps->end - p) < n || memcmp(p, word, n) != 0) {
-        fail(ps, p, "invalid literal (expected '%s')", word);
-        return NULL;
-    }
-    return p + n;
-}
-
-/* Parses one value at p (whitespace already skipped) into *v. */
-static const char *parse_value(struct parser *ps, const char *p, struct sd_json *v, int depth) {
-    memset(v, 0, sizeof *v);
-    if (p >= ps->end) {
-        fail(ps, p, "expected a value");
-        return NULL;
-    }
-    switch (*p) {
-    case '{':
-    case '[':
-        if (depth >= SD_JSON_MAX_DEPTH) {
-            fail(ps, p, "nesting deeper than %d", SD_JSON_MAX_DEPTH);
-            return NULL;
-        }
-        return *p == '{' ? parse_object(ps, p, v, depth) : parse_array(ps, p, v, depth);
-    case '"':
-        v->type = SD_JSON_STR;
-        return parse_string(ps, p, &v->s, &v->slen);
-    case 't': v->type = SD_JSON_BOOL; v->b = 1; return parse_literal(ps, p, "true");
-    case 'f': v->type = SD_JSON_BOOL; return parse_literal(ps, p, "false");
-    case 'n': v->type = SD_JSON_NULL; return parse_literal(ps, p, "null");
-    default:
-        if (*p == '-' || (*p >= '0' && *p <= '9')) return parse_number(ps, p, v);
-        if ((unsigned char)*p >= 0x20 && (unsigned char)*p < 0x7f) fail(ps, p, "unexpected '%c'", *p);
-        else fail(ps, p, "unexpected byte 0x%02x", (unsigned char)*p);
-        return NULL;
-    }
+    int eof = code == json_error_premature_end_of_input || (near && !strncmp(near, " near end of file", 17));
+    return sd_errorf(ctx, SD_ERR_FORMAT, "json: %s at byte %zu%s", what, base + at, eof ? " (end of input)" : "");
 }
 
 int sd_json_parse(struct sd_ctx *ctx, const char *text, size_t len, struct sd_json **out) {
     *out = NULL;
-    struct parser ps = {.ctx = ctx, .start = text, .end = text + len};
-    struct json_doc *doc = calloc(1, sizeof *doc);
-    if (!doc || !(doc->strings = malloc(len + 1))) {
-        free(doc);
-        return sd_errorf(ctx, SD_ERR_NOMEM, "json: out of memory (%zu-byte document)", len);
+    size_t base = 0;
+    if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) base = 3;
+    const char *nul = memchr(text, 0, len);
+    if (nul) return sd_errorf(ctx, SD_ERR_FORMAT, "json: NUL byte at byte %zu", (size_t)(nul - text));
+    json_error_t e;
+    json_t *root = json_loadb(text + base, len - base, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &e);
+    if (!root) return parse_error(ctx, &e, text + base, len - base, base);
+    if ((json_is_array(root) || json_is_object(root)) && too_deep(root, 1)) {
+        json_decref(root);
+        return sd_errorf(ctx, SD_ERR_FORMAT, "json: nesting deeper than %d at byte %zu", SD_JSON_MAX_DEPTH,
+                         base + depth_offset(text + base, len - base));
     }
-    ps.doc = doc;
-    ps.sp = doc->strings;
-    const char *p = text;
-    if (len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0) p += 3;
-    p = skip_ws(p, ps.end);
-    p = parse_value(&ps, p, &doc->root, 0);
-    if (p) {
-        p = skip_ws(p, ps.end);
-        if (p < ps.end) {
-            fail(&ps, p, "unexpected data after the JSON value");
-            p = NULL;
-        }
-    }
-    free(ps.stk);
-    if (!p) {
-        sd_json_free(&doc->root);
-        return ctx && ctx->status ? ctx->status : SD_ERR_FORMAT;
-    }
-    *out = &doc->root;
+    *out = (struct sd_json *)root;
     return SD_OK;
 }
 
 void sd_json_free(struct sd_json *root) {
-    if (!root) return;
-    struct json_doc *doc = (struct json_doc *)root;
-    for (struct json_block *b = doc->blocks, *next; b; b = next) {
-        next = b->next;
-        free(b);
+    if (root) json_decref(J(root));
+}
+
+enum sd_json_type sd_json_type(const struct sd_json *v) {
+    switch (v ? json_typeof(J(v)) : JSON_NULL) {
+    case JSON_OBJECT: return SD_JSON_OBJ;
+    case JSON_ARRAY: return SD_JSON_ARR;
+    case JSON_STRING: return SD_JSON_STR;
+    case JSON_INTEGER:
+    case JSON_REAL: return SD_JSON_NUM;
+    case JSON_TRUE:
+    case JSON_FALSE: return SD_JSON_BOOL;
+    default: return SD_JSON_NULL;
     }
-    free(doc->strings);
-    free(doc);
 }
 
 const struct sd_json *sd_json_get(const struct sd_json *obj, const char *key) {
-    if (!obj || obj->type != SD_JSON_OBJ || !key) return NULL;
-    size_t klen = strlen(key);
-    if (obj->index) {
-        struct sd_hmap_iter it;
-        for (uint32_t k = sd_hmap_find(obj->index, hash_key(key, klen), &it); k != SD_HMAP_NONE;
-             k = sd_hmap_next(obj->index, &it))
-            if (same_key(&obj->kids[k], key, klen)) return &obj->kids[k];
-        return NULL;
-    }
-    for (size_t k = 0; k < obj->n; k++)
-        if (same_key(&obj->kids[k], key, klen)) return &obj->kids[k];
-    return NULL;
+    if (!obj || !key || !json_is_object(J(obj))) return NULL;
+    return SD(json_object_get(J(obj), key));
 }
 
 size_t sd_json_len(const struct sd_json *v) {
-    return v && (v->type == SD_JSON_ARR || v->type == SD_JSON_OBJ) ? v->n : 0;
+    if (!v) return 0;
+    if (json_is_array(J(v))) return json_array_size(J(v));
+    if (json_is_object(J(v))) return json_object_size(J(v));
+    return 0;
 }
 
 const struct sd_json *sd_json_at(const struct sd_json *v, size_t i) {
-    return i < sd_json_len(v) ? &v->kids[i] : NULL;
+    return v && json_is_array(J(v)) ? SD(json_array_get(J(v), i)) : NULL;
 }
 
-const char *sd_json_str(const struct sd_json *v) { return v && v->type == SD_JSON_STR ? v->s : NULL; }
+int sd_json_next(const struct sd_json *obj, struct sd_json_member *m) {
+    if (!obj || !json_is_object(J(obj))) return 0;
+    m->iter = m->iter ? json_object_iter_next(J(obj), m->iter) : json_object_iter(J(obj));
+    if (!m->iter) {
+        m->key = NULL;
+        m->klen = 0;
+        m->value = NULL;
+        return 0;
+    }
+    m->key = json_object_iter_key(m->iter);
+    m->klen = json_object_iter_key_len(m->iter);
+    m->value = SD(json_object_iter_value(m->iter));
+    return 1;
+}
 
-double sd_json_num(const struct sd_json *v, double def) { return v && v->type == SD_JSON_NUM ? v->num : def; }
+const char *sd_json_str(const struct sd_json *v) { return v && json_is_string(J(v)) ? json_string_value(J(v)) : NULL; }
+
+size_t sd_json_slen(const struct sd_json *v) { return v && json_is_string(J(v)) ? json_string_length(J(v)) : 0; }
+
+double sd_json_num(const struct sd_json *v, double def) { return v && json_is_number(J(v)) ? json_number_value(J(v)) : def; }
+
+int sd_json_is_int(const struct sd_json *v) { return v && json_is_integer(J(v)); }
 
 int64_t sd_json_int(const struct sd_json *v, int64_t def) {
-    if (!v || v->type != SD_JSON_NUM) return def;
-    if (v->is_int) return v->i;
+    if (!v) return def;
+    if (json_is_integer(J(v))) return (int64_t)json_integer_value(J(v));
+    if (!json_is_real(J(v))) return def;
+    double x = json_real_value(J(v));
     const double lim = 9007199254740992.0; /* 2^53 */
-    if (v->num >= -lim && v->num <= lim && v->num == (double)(int64_t)v->num) return (int64_t)v->num;
+    if (x >= -lim && x <= lim && x == (double)(int64_t)x) return (int64_t)x;
     return def;
 }
 
-int sd_json_bool(const struct sd_json *v, int def) { return v && v->type == SD_JSON_BOOL ? v->b : def; }
+int sd_json_bool(const struct sd_json *v, int def) { return v && json_is_boolean(J(v)) ? json_is_true(J(v)) : def; }
 
 const char *sd_json_type_name(enum sd_json_type t) {
     static const char *names[] = {"null", "bool", "number", "string", "array", "object"};
@@ -534,26 +225,9 @@ const char *sd_json_type_name(enum sd_json_type t) {
 }
 
 char *sd_json_quote(const char *s, size_t len) {
-    size_t cap = 2 + 1;
-    for (size_t k = 0; k < len; k++) {
-        unsigned char c = (unsigned char)s[k];
-        cap += c == '"' || c == '\\' ? 2 : c < 0x20 ? 6 : 1;
-    }
-    char *out = malloc(cap), *d = out;
-    if (!out) return NULL;
-    *d++ = '"';
-    for (size_t k = 0; k < len; k++) {
-        unsigned char c = (unsigned char)s[k];
-        if (c == '"' || c == '\\') {
-            *d++ = '\\';
-            *d++ = (char)c;
-        } else if (c < 0x20) {
-            d += sprintf(d, "\\u%04x", c);
-        } else {
-            *d++ = (char)c;
-        }
-    }
-    *d++ = '"';
-    *d = 0;
-    return out;
+    json_t *str = json_stringn(s, len);
+    if (!str) return NULL;
+    char *q = json_dumps(str, JSON_ENCODE_ANY);
+    json_decref(str);
+    return q;
 }

@@ -69,25 +69,26 @@ static int cmp_span(const void *a, const void *b) {
 /* "a number", "an array", ... for messages. */
 static const char *a_type(const struct sd_json *v) {
     static const char *names[] = {"null", "a boolean", "a number", "a string", "an array", "an object"};
-    return (unsigned)v->type < sizeof names / sizeof names[0] ? names[v->type] : "?";
+    return names[sd_json_type(v)];
 }
 
 /* Reads a non-negative integer JSON value into *out; 0 when not one. */
 static int json_uint(const struct sd_json *v, int64_t *out) {
-    if (!v || v->type != SD_JSON_NUM || !v->is_int || v->i < 0) return 0;
-    *out = v->i;
+    if (!sd_json_is_int(v) || sd_json_int(v, -1) < 0) return 0;
+    *out = sd_json_int(v, -1);
     return 1;
 }
 
 /* Validates one header entry into t. */
-static int parse_entry(struct sd_ctx *ctx, struct sd_st_file *f, const struct sd_json *e, struct sd_st_tensor *t,
-                       size_t data_len, size_t *begin) {
-    const char *P = f->path, *N = e->key;
+static int parse_entry(struct sd_ctx *ctx, struct sd_st_file *f, const struct sd_json_member *em,
+                       struct sd_st_tensor *t, size_t data_len, size_t *begin) {
+    const char *P = f->path, *N = em->key;
+    const struct sd_json *e = em->value;
     char sh[256];
     t->name = N;
-    if (strlen(N) != e->klen)
+    if (strlen(N) != em->klen)
         return sd_errorf(ctx, SD_ERR_FORMAT, "%s: tensor name '%s...' contains a NUL byte", P, N);
-    if (e->type != SD_JSON_OBJ)
+    if (sd_json_type(e) != SD_JSON_OBJ)
         return sd_errorf(ctx, SD_ERR_FORMAT, "%s: tensor '%s': entry is %s, not an object", P, N,
                          a_type(e));
     const struct sd_json *dt = sd_json_get(e, "dtype"), *shape = sd_json_get(e, "shape"),
@@ -95,28 +96,28 @@ static int parse_entry(struct sd_ctx *ctx, struct sd_st_file *f, const struct sd
     if (!dt || !shape || !offs)
         return sd_errorf(ctx, SD_ERR_FORMAT, "%s: tensor '%s': missing \"%s\"", P, N,
                          !dt ? "dtype" : !shape ? "shape" : "data_offsets");
-    if (dt->type != SD_JSON_STR)
+    if (sd_json_type(dt) != SD_JSON_STR)
         return sd_errorf(ctx, SD_ERR_FORMAT, "%s: tensor '%s': \"dtype\" is %s, not a string", P, N,
                          a_type(dt));
-    const struct st_dtype *d = dtype_by_name(dt->s);
-    if (!d) return sd_errorf(ctx, SD_ERR_FORMAT, "%s: tensor '%s': unknown dtype '%s'", P, N, dt->s);
+    const struct st_dtype *d = dtype_by_name(sd_json_str(dt));
+    if (!d) return sd_errorf(ctx, SD_ERR_FORMAT, "%s: tensor '%s': unknown dtype '%s'", P, N, sd_json_str(dt));
     t->type = d->type;
     t->dtype = d->name;
-    if (shape->type != SD_JSON_ARR)
+    if (sd_json_type(shape) != SD_JSON_ARR)
         return sd_errorf(ctx, SD_ERR_FORMAT, "%s: tensor '%s': \"shape\" is %s, not an array", P, N,
                          a_type(shape));
-    if (shape->n > SD_ST_MAX_DIMS)
+    if (sd_json_len(shape) > SD_ST_MAX_DIMS)
         return sd_errorf(ctx, SD_ERR_FORMAT, "%s: tensor '%s': shape has %zu dims (at most %d supported)", P, N,
-                         shape->n, SD_ST_MAX_DIMS);
-    t->n_dims = (int)shape->n;
+                         sd_json_len(shape), SD_ST_MAX_DIMS);
+    t->n_dims = (int)sd_json_len(shape);
     uint64_t count = 1;
     int overflow = 0;
     for (int k = 0; k < t->n_dims; k++) {
-        const struct sd_json *v = &shape->kids[k];
+        const struct sd_json *v = sd_json_at(shape, (size_t)k);
         if (!json_uint(v, &t->shape[k])) {
-            if (v->type == SD_JSON_NUM)
+            if (sd_json_type(v) == SD_JSON_NUM)
                 return sd_errorf(ctx, SD_ERR_FORMAT, "%s: tensor '%s': shape[%d] = %g is not a non-negative integer",
-                                 P, N, k, v->num);
+                                 P, N, k, sd_json_num(v, 0));
             return sd_errorf(ctx, SD_ERR_FORMAT, "%s: tensor '%s': shape[%d] is %s, not an integer", P, N, k,
                              a_type(v));
         }
@@ -133,7 +134,8 @@ static int parse_entry(struct sd_ctx *ctx, struct sd_st_file *f, const struct sd
         return sd_errorf(ctx, SD_ERR_FORMAT, "%s: tensor '%s': shape %s of %s is not a whole number of bytes", P, N,
                          sd_st_shape_str(t->n_dims, t->shape, sh, sizeof sh), d->name);
     int64_t b, en;
-    if (offs->type != SD_JSON_ARR || offs->n != 2 || !json_uint(&offs->kids[0], &b) || !json_uint(&offs->kids[1], &en))
+    if (sd_json_type(offs) != SD_JSON_ARR || sd_json_len(offs) != 2 || !json_uint(sd_json_at(offs, 0), &b) ||
+        !json_uint(sd_json_at(offs, 1), &en))
         return sd_errorf(ctx, SD_ERR_FORMAT, "%s: tensor '%s': \"data_offsets\" is not [begin, end] with integers >= 0",
                          P, N);
     if (b > en || (uint64_t)en > data_len)
@@ -153,13 +155,13 @@ static int parse_entry(struct sd_ctx *ctx, struct sd_st_file *f, const struct sd
 }
 
 static int check_metadata(struct sd_ctx *ctx, struct sd_st_file *f, const struct sd_json *m) {
-    if (m->type != SD_JSON_OBJ)
+    if (sd_json_type(m) != SD_JSON_OBJ)
         return sd_errorf(ctx, SD_ERR_FORMAT, "%s: \"__metadata__\" is %s, not an object", f->path,
                          a_type(m));
-    for (size_t k = 0; k < m->n; k++)
-        if (m->kids[k].type != SD_JSON_STR)
+    for (struct sd_json_member k = {0}; sd_json_next(m, &k);)
+        if (sd_json_type(k.value) != SD_JSON_STR)
             return sd_errorf(ctx, SD_ERR_FORMAT, "%s: \"__metadata__\" value of '%s' is %s, not a string", f->path,
-                             m->kids[k].key, a_type(&m->kids[k]));
+                             k.key, a_type(k.value));
     f->metadata = m;
     return SD_OK;
 }
@@ -187,30 +189,30 @@ static int st_parse(struct sd_ctx *ctx, struct sd_st_file *f) {
         return rc;
     }
     const struct sd_json *h = f->header;
-    if (h->type != SD_JSON_OBJ)
+    size_t hn = sd_json_len(h);
+    if (sd_json_type(h) != SD_JSON_OBJ)
         return sd_errorf(ctx, SD_ERR_FORMAT, "%s: header is %s, not a JSON object", P, a_type(h));
-    if (h->n > (size_t)INT32_MAX / 4)
-        return sd_errorf(ctx, SD_ERR_FORMAT, "%s: header has too many entries (%zu)", P, h->n);
-    f->tensors = calloc(h->n ? h->n : 1, sizeof *f->tensors);
-    spans = malloc((h->n ? h->n : 1) * sizeof *spans);
-    if (!f->tensors || !spans || sd_hmap_init(&f->index, h->n) != SD_OK) {
-        rc = sd_errorf(ctx, SD_ERR_NOMEM, "%s: out of memory for %zu header entries", P, h->n);
+    if (hn > (size_t)INT32_MAX / 4)
+        return sd_errorf(ctx, SD_ERR_FORMAT, "%s: header has too many entries (%zu)", P, hn);
+    f->tensors = calloc(hn ? hn : 1, sizeof *f->tensors);
+    spans = malloc((hn ? hn : 1) * sizeof *spans);
+    if (!f->tensors || !spans || sd_hmap_init(&f->index, hn) != SD_OK) {
+        rc = sd_errorf(ctx, SD_ERR_NOMEM, "%s: out of memory for %zu header entries", P, hn);
         goto fail;
     }
     int n = 0, ns = 0;
-    for (size_t k = 0; k < h->n; k++) {
-        const struct sd_json *e = &h->kids[k];
-        if (strcmp(e->key, "__metadata__") == 0) {
-            if ((rc = check_metadata(ctx, f, e))) goto fail;
+    for (struct sd_json_member e = {0}; sd_json_next(h, &e);) {
+        if (strcmp(e.key, "__metadata__") == 0) {
+            if ((rc = check_metadata(ctx, f, e.value))) goto fail;
             continue;
         }
         struct sd_st_tensor *t = &f->tensors[n];
-        size_t begin;
-        if ((rc = parse_entry(ctx, f, e, t, data_len, &begin))) goto fail;
+        size_t begin = 0;
+        if ((rc = parse_entry(ctx, f, &e, t, data_len, &begin))) goto fail;
         if (t->nbytes) spans[ns++] = (struct span){begin, begin + t->nbytes, n};
         /* Names are unique: the JSON parser rejects duplicates. */
         if (sd_hmap_put(&f->index, sd_hash_str(t->name), (uint32_t)n) != SD_OK) {
-            rc = sd_errorf(ctx, SD_ERR_NOMEM, "%s: out of memory for %zu header entries", P, h->n);
+            rc = sd_errorf(ctx, SD_ERR_NOMEM, "%s: out of memory for %zu header entries", P, hn);
             goto fail;
         }
         n++;
@@ -346,6 +348,7 @@ struct sbuf {
     char *p;
     size_t n, cap;
     int oom;
+    const char *unquotable;  /* a string sd_json_quote refused (not UTF-8, or no memory) */
 };
 
 static void sb_put(struct sbuf *b, const char *s, size_t n) {
@@ -370,6 +373,7 @@ static void sb_str(struct sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
 
 static void sb_quote(struct sbuf *b, const char *s) {
     char *q = sd_json_quote(s, strlen(s));
+    if (!q && !b->unquotable) b->unquotable = s;
     if (!q) b->oom = 1;
     else sb_str(b, q);
     free(q);
@@ -494,6 +498,11 @@ int sd_st_write(struct sd_ctx *ctx, const char *path, const struct sd_st_tensor 
     }
     sb_str(&hb, "}");
     while (!hb.oom && hb.n % 8) sb_str(&hb, " ");
+    if (hb.unquotable) {
+        rc = sd_errorf(ctx, SD_ERR_INVALID, "sd_st_write(%s): '%s' is not valid UTF-8 (or out of memory quoting it)",
+                       path, hb.unquotable);
+        goto fail;
+    }
     if (hb.oom) {
         rc = sd_errorf(ctx, SD_ERR_NOMEM, "sd_st_write(%s): out of memory for the header", path);
         goto fail;

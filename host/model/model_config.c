@@ -152,7 +152,7 @@ static struct sd_json *read_json(struct sd_ctx *ctx, const char *dir, const char
 
 static void int_list(const struct sd_json *v, int *out, int n) {
     if (!v) return;
-    if (v->type == SD_JSON_NUM) {
+    if (sd_json_type(v) == SD_JSON_NUM) {
         for (int i = 0; i < n; i++) out[i] = (int)sd_json_int(v, out[i]);
     } else {
         for (int i = 0; i < n && i < (int)sd_json_len(v); i++) out[i] = (int)sd_json_int(sd_json_at(v, (size_t)i), out[i]);
@@ -166,7 +166,7 @@ static void int_list(const struct sd_json *v, int *out, int n) {
 static int read_scheduler(struct sd_ctx *ctx, struct sd_model *m, const char *dir, const struct sd_json *j) {
     const struct sd_json *v = sd_json_get(j, "prediction_type");
     const char *pt = sd_json_str(v);
-    if (v && v->type != SD_JSON_NULL) {
+    if (v && sd_json_type(v) != SD_JSON_NULL) {
         if (!pt || (strcmp(pt, "v_prediction") && strcmp(pt, "epsilon")))
             return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "%s/scheduler/scheduler_config.json: prediction_type '%s' is not "
                              "supported (epsilon, v_prediction)", dir, pt ? pt : "?");
@@ -179,7 +179,7 @@ static int read_scheduler(struct sd_ctx *ctx, struct sd_model *m, const char *di
                  "%s/scheduler/scheduler_config.json has no prediction_type (diffusers' default: epsilon)", dir);
     }
     v = sd_json_get(j, "timestep_spacing");
-    if (v && v->type != SD_JSON_NULL) {
+    if (v && sd_json_type(v) != SD_JSON_NULL) {
         const char *ts = sd_json_str(v);
         if (!ts || (strcmp(ts, "leading") && strcmp(ts, "linspace") && strcmp(ts, "trailing")))
             return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "%s/scheduler/scheduler_config.json: timestep_spacing '%s' is not "
@@ -187,7 +187,7 @@ static int read_scheduler(struct sd_ctx *ctx, struct sd_model *m, const char *di
         snprintf(m->timestep_spacing, sizeof m->timestep_spacing, "%s", ts);
     }
     v = sd_json_get(j, "steps_offset");
-    if (v && v->type != SD_JSON_NULL) {
+    if (v && sd_json_type(v) != SD_JSON_NULL) {
         int64_t so = sd_json_int(v, -1);
         if (so < 0 || so >= 1000)
             return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "%s/scheduler/scheduler_config.json: steps_offset %lld is not in 0..999",
@@ -252,7 +252,7 @@ int sd_model_read_configs(struct sd_ctx *ctx, struct sd_model *m, const char *di
     if (rc) return rc;
     if (j) {
         const struct sd_json *h = sd_json_get(j, "num_attention_heads");
-        if (!h || h->type == SD_JSON_NULL) h = sd_json_get(j, "attention_head_dim");
+        if (!h || sd_json_type(h) == SD_JSON_NULL) h = sd_json_get(j, "attention_head_dim");
         if (h) {
             int_list(h, m->unet.heads, SD_MAX_LEVELS);
             m->unet.head_dim = 0;

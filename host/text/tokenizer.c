@@ -367,36 +367,41 @@ struct sd_tokenizer *sd_tokenizer_load_files(struct sd_ctx *ctx, const char *voc
     if (sd_json_parse(ctx, text, len, &doc) != SD_OK) { sd_error_wrap(ctx, "tokenizer: %s", vocab_json); goto fail; }
     free(text);
     text = NULL;
-    if (doc->type != SD_JSON_OBJ || doc->n < 512) {
+    size_t n_doc = sd_json_len(doc);
+    if (sd_json_type(doc) != SD_JSON_OBJ || n_doc < 512) {
         sd_errorf(ctx, SD_ERR_FORMAT, "tokenizer: %s: expected an object of token -> id, got %s with %zu entries",
-                  vocab_json, sd_json_type_name(doc->type), doc->n);
+                  vocab_json, sd_json_type_name(sd_json_type(doc)), n_doc);
         goto fail;
     }
-    int n_vocab = (int)doc->n;
+    int n_vocab = (int)n_doc;
+    /* order[id]: the member with that id (jansson keeps the key strings). */
+    struct sd_json_member *order_m = calloc((size_t)n_vocab, sizeof *order_m);
     order = malloc((size_t)n_vocab * sizeof *order);
-    if (!order) { sd_errorf(ctx, SD_ERR_NOMEM, "tokenizer: out of memory"); goto fail; }
+    if (!order || !order_m) { free(order_m); sd_errorf(ctx, SD_ERR_NOMEM, "tokenizer: out of memory"); goto fail; }
     for (int i = 0; i < n_vocab; i++) order[i] = -1;
-    for (int i = 0; i < n_vocab; i++) {
-        const struct sd_json *m = &doc->kids[i];
-        int64_t id = m->type == SD_JSON_NUM && m->is_int ? m->i : -1;
-        if (id < 0 || id >= n_vocab || m->klen == 0 || strlen(m->key) != m->klen) {
-            sd_errorf(ctx, SD_ERR_FORMAT, "tokenizer: %s: entry \"%s\" needs an id in [0, %d)", vocab_json, m->key,
+    int i = 0;
+    for (struct sd_json_member m = {0}; sd_json_next(doc, &m); i++) {
+        int64_t id = sd_json_is_int(m.value) ? sd_json_int(m.value, -1) : -1;
+        if (id < 0 || id >= n_vocab || m.klen == 0 || strlen(m.key) != m.klen) {
+            sd_errorf(ctx, SD_ERR_FORMAT, "tokenizer: %s: entry \"%s\" needs an id in [0, %d)", vocab_json, m.key,
                       n_vocab);
+            free(order_m);
             goto fail;
         }
         if (order[id] >= 0) {
             sd_errorf(ctx, SD_ERR_FORMAT, "tokenizer: %s: id %lld used by \"%s\" and \"%s\"", vocab_json,
-                      (long long)id, doc->kids[order[id]].key, m->key);
+                      (long long)id, order_m[id].key, m.key);
+            free(order_m);
             goto fail;
         }
         order[id] = i;
+        order_m[id] = m;
     }
     t = tok_alloc(ctx);
-    if (!t || str_init(ctx, t, n_vocab) != SD_OK || merge_init(ctx, t) != SD_OK) goto fail;
-    for (int id = 0; id < n_vocab; id++) {
-        const struct sd_json *m = &doc->kids[order[id]];
-        if (str_add(ctx, t, id, m->key, m->klen, vocab_json) != SD_OK) goto fail;
-    }
+    if (!t || str_init(ctx, t, n_vocab) != SD_OK || merge_init(ctx, t) != SD_OK) { free(order_m); goto fail; }
+    for (int id = 0; id < n_vocab; id++)
+        if (str_add(ctx, t, id, order_m[id].key, order_m[id].klen, vocab_json) != SD_OK) { free(order_m); goto fail; }
+    free(order_m);
     sd_json_free(doc);
     doc = NULL;
     if (resolve_ids(ctx, t, vocab_json) != SD_OK) goto fail;

@@ -1,4 +1,4 @@
-/* fuzz_json.c - libFuzzer target for the JSON parser (host/io/json.c) and
+/* fuzz_json.c - libFuzzer target for the JSON reader (host/io/json.c on jansson) and
  * the diffusers config readers on top of it (host/model/model_config.c:
  * unet, vae, text_encoder, scheduler and tokenizer configs).
  *
@@ -18,28 +18,35 @@
 static size_t walk(const struct sd_json *v, int depth) {
     size_t n = 1;
     FUZZ_REQUIRE(depth < 10000);
-    switch (v->type) {
+    switch (sd_json_type(v)) {
     case SD_JSON_STR: {
         FUZZ_REQUIRE(sd_json_str(v) != NULL);
-        char *q = sd_json_quote(sd_json_str(v), strlen(sd_json_str(v)));
+        char *q = sd_json_quote(sd_json_str(v), sd_json_slen(v));
         FUZZ_REQUIRE(q && q[0] == '"');
         free(q);
         break;
     }
-    case SD_JSON_NUM: (void)sd_json_num(v, 0), (void)sd_json_int(v, 0); break;
+    case SD_JSON_NUM: (void)sd_json_num(v, 0), (void)sd_json_int(v, 0), (void)sd_json_is_int(v); break;
     case SD_JSON_ARR:
-    case SD_JSON_OBJ:
         for (size_t i = 0; i < sd_json_len(v); i++) {
             const struct sd_json *c = sd_json_at(v, i);
             FUZZ_REQUIRE(c != NULL);
-            if (v->type == SD_JSON_OBJ) FUZZ_REQUIRE(c->key && sd_json_get(v, c->key) != NULL);
             n += walk(c, depth + 1);
         }
         FUZZ_REQUIRE(sd_json_at(v, sd_json_len(v)) == NULL);
         break;
+    case SD_JSON_OBJ: {
+        size_t count = 0;
+        for (struct sd_json_member m = {0}; sd_json_next(v, &m); count++) {
+            FUZZ_REQUIRE(m.key && m.value && strlen(m.key) == m.klen && sd_json_get(v, m.key) == m.value);
+            n += walk(m.value, depth + 1);
+        }
+        FUZZ_REQUIRE(count == sd_json_len(v) && sd_json_at(v, 0) == NULL);
+        break;
+    }
     default: break;
     }
-    (void)sd_json_type_name(v->type);
+    (void)sd_json_type_name(sd_json_type(v));
     return n;
 }
 

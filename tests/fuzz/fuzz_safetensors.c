@@ -30,9 +30,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (size_t j = 0; j < t->nbytes; j++) sum += d[j];
         if (sd_st_find(f, t->name) != t || t->n_dims < 0 || t->n_dims > SD_ST_MAX_DIMS) __builtin_trap();
     }
-    for (size_t k = 0; k < sd_json_len(f->metadata); k++) {
-        const struct sd_json *m = sd_json_at(f->metadata, k);
-        if (sd_st_metadata(f, m->key) != m->s && strlen(m->key) == m->klen) __builtin_trap();
+    for (struct sd_json_member m = {0}; sd_json_next(f->metadata, &m);) {
+        if (sd_st_metadata(f, m.key) != sd_json_str(m.value) && strlen(m.key) == m.klen) __builtin_trap();
     }
     struct sd_weights *w = sd_weights_new(&ctx);
     if (w && sd_weights_add_file(w, f, NULL, NULL, NULL) == SD_OK) {

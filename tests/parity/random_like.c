@@ -52,13 +52,13 @@ int main(int argc, char **argv) {
     size_t nt = sd_json_len(doc);
     struct sd_st_tensor *t = calloc(nt, sizeof *t);
     int k = 0;
-    for (size_t i = 0; i < nt; i++) {
-        const struct sd_json *e = sd_json_at(doc, i);
-        if (!strcmp(e->key, "__metadata__")) continue;
+    for (struct sd_json_member m = {0}; sd_json_next(doc, &m);) {
+        const struct sd_json *e = m.value;
+        if (!strcmp(m.key, "__metadata__")) continue;
         const char *dt = sd_json_str(sd_json_get(e, "dtype"));
         const struct sd_json *shape = sd_json_get(e, "shape");
         struct sd_st_tensor *x = &t[k];
-        x->name = e->key;
+        x->name = m.key;
         x->dtype = dt;
         x->n_dims = (int)sd_json_len(shape);
         int64_t el = 1;
