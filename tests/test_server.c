@@ -313,8 +313,23 @@ static void test_endpoints(void) {
         txt = json_dumps(req, 0);
         j = call_json("POST", "/sdapi/v1/img2img", txt, &st);
         CHECK(st == 200 && json_array_size(json_object_get(j, "images")) == 1, "a1111: img2img with mask (inpaint) -> one image (%d)", st);
+        char *original = strdup(st == 200 ? json_string_value(json_array_get(json_object_get(j, "images"), 0)) : "");
         json_decref(j);
         free(txt);
+        /* A1111's masked content: fill, latent noise, latent nothing each start
+         * the repainted region elsewhere than original (1): another image. */
+        for (int fill = 0; fill <= 3; fill++) {
+            if (fill == 1) continue;
+            json_object_set_new(req, "inpainting_fill", json_integer(fill));
+            txt = json_dumps(req, 0);
+            j = call_json("POST", "/sdapi/v1/img2img", txt, &st);
+            const char *im = json_string_value(json_array_get(json_object_get(j, "images"), 0));
+            CHECK(st == 200 && im && original && strcmp(im, original), "a1111: inpainting_fill %d gives another image than 1 (%d)",
+                  fill, st);
+            json_decref(j);
+            free(txt);
+        }
+        free(original);
         /* a data: URL works too */
         size_t n = strlen(b64_copy) + 32;
         char *url = malloc(n);

@@ -24,6 +24,7 @@ void sd_gen_params_init(struct sd_gen_params *g) {
     g->batch = 1;
     g->cfg_scale = 7.5f;
     g->strength = 0.75f;
+    g->inpaint_fill = SD_FILL_ORIGINAL;
     sd_sampler_params_init(&g->sampler);
 }
 
@@ -258,6 +259,9 @@ int sd_gen_params_check(struct sd_ctx *ctx, const struct sd_gen_params *g) {
         return sd_errorf(ctx, SD_ERR_INVALID, "strength must be in (0, 1] (got %g)", (double)g->strength);
     if (!(g->cfg_scale >= 0 && g->cfg_scale <= 100))
         return sd_errorf(ctx, SD_ERR_INVALID, "cfg scale must be in [0, 100] (got %g)", (double)g->cfg_scale);
+    if ((unsigned)g->inpaint_fill > SD_FILL_LATENT_NOTHING)
+        return sd_errorf(ctx, SD_ERR_INVALID, "inpainting fill must be 0-3 (fill, original, latent noise, latent nothing; got %d)",
+                         (int)g->inpaint_fill);
     if (g->clip_skip < 0) return sd_errorf(ctx, SD_ERR_INVALID, "clip skip must be >= 0 (got %d; 1 = last layer)", g->clip_skip);
     return SD_OK;
 }
@@ -405,7 +409,30 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
         const bool pure_noise = g->mask && g->strength >= 1.0f;
         start = sd_sampler_start_index(G.s, g->strength);
         if (start < 0) { rc = p->ctx->status; goto done; }
-        if (!pure_noise || G.cin == 4) rc = encode_image(&G, g->init_image, &rng, G.init_lat);
+        if (g->mask) {
+            /* Binarised mask, nearest-resized to the latent grid (pixel (f*y, f*x)). */
+            G.mask_lat = malloc(sizeof(float) * (size_t)G.B * hw);
+            if (!G.mask_lat) rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
+            for (int y = 0; !rc && y < G.h; y++)
+                for (int xx = 0; xx < G.w; xx++) {
+                    float v = g->mask[(size_t)(y * f) * g->width + (size_t)xx * f] >= 0.5f ? 1.0f : 0.0f;
+                    for (int b = 0; b < G.B; b++) G.mask_lat[b * hw + (size_t)y * G.w + xx] = v;
+                }
+        }
+        /* A1111's masked content: every mode but "original" fills the image's
+         * masked pixels before encoding; the latent modes then replace the
+         * repainted region of the init latent (inpaint_fill.h). */
+        const bool filling = g->mask && g->inpaint_fill != SD_FILL_ORIGINAL;
+        float *filled = NULL;
+        if (!rc && filling && (!pure_noise || G.cin == 4)) {
+            if (!(filled = malloc(sizeof(float) * 3 * HW))) rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
+            if (!rc) memcpy(filled, g->init_image, sizeof(float) * 3 * HW);
+            if (!rc) rc = sd_inpaint_fill_image(p->ctx, filled, g->mask, g->width, g->height);
+        }
+        if (!rc && (!pure_noise || G.cin == 4)) rc = encode_image(&G, filled ? filled : g->init_image, &rng, G.init_lat);
+        free(filled);
+        if (!rc && filling && (!pure_noise || G.cin == 4))
+            rc = sd_inpaint_fill_latent(p->ctx, g->inpaint_fill, G.init_lat, G.mask_lat, G.B, G.lc, G.h, G.w, g->seed);
         if (!rc) {
             sd_rng_randn(&rng, G.noise, (int64_t)G.B * G.lat);
             if (pure_noise) {
@@ -416,15 +443,7 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
             }
         }
         if (!rc && g->mask) {
-            /* Binarised mask, nearest-resized to the latent grid (pixel (f*y, f*x)). */
-            G.mask_lat = malloc(sizeof(float) * (size_t)G.B * hw);
-            if (!G.mask_lat) rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
-            for (int y = 0; !rc && y < G.h; y++)
-                for (int xx = 0; xx < G.w; xx++) {
-                    float v = g->mask[(size_t)(y * f) * g->width + (size_t)xx * f] >= 0.5f ? 1.0f : 0.0f;
-                    for (int b = 0; b < G.B; b++) G.mask_lat[b * hw + (size_t)y * G.w + xx] = v;
-                }
-            if (!rc && G.cin == 2 * G.lc + 1) {
+            if (G.cin == 2 * G.lc + 1) {
                 /* masked image = image where mask < 0.5, else 0 (mid grey) */
                 float *masked = malloc(sizeof(float) * 3 * HW);
                 G.masked_lat = malloc(sizeof(float) * (size_t)G.B * G.lat);

@@ -54,7 +54,7 @@ static int parse_img2img(struct srv *s, json_t *o, struct gen_req *r, struct per
     json_t *mask = json_object_get(o, "mask");
     if (mask && !json_is_null(mask)) {
         if (!json_is_string(mask)) return perr_set(e, 422, "mask", "expected a base64 PNG");
-        int invert = 0, fill = 1, blur = 4;
+        int invert = 0, fill = SD_FILL_FILL, blur = 4; /* A1111's defaults */
         if (req_int(o, "inpainting_mask_invert", &invert, 0, 1, e) || req_int(o, "inpainting_fill", &fill, 0, 3, e) ||
             req_int(o, "mask_blur", &blur, 0, 64, e))
             return -1;
@@ -64,6 +64,7 @@ static int parse_img2img(struct srv *s, json_t *o, struct gen_req *r, struct per
         blur_mask(r->mask, r->width, r->height, blur);
         if (invert)
             for (size_t i = 0; i < n; i++) r->mask[i] = 1.0f - r->mask[i];
+        r->inpaint_fill = fill;
         r->mode = MODE_INPAINT;
     }
     return 0;

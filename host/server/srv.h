@@ -39,6 +39,7 @@ struct gen_req {
     struct sd_sampler_params sampler;
     long long seed;               /* resolved (never -1 once queued) */
     float *init, *mask;           /* [3,h,w] in [-1,1]; [h,w] in [0,1] */
+    int inpaint_fill;             /* A1111 inpainting_fill 0-3 (enum sd_inpaint_fill) */
     int preview_every;            /* steps; 0 = none */
     int model;                    /* index into srv.models; -1 = the current one */
 };

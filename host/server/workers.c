@@ -221,6 +221,7 @@ void gen_params_of(const struct gen_req *r, struct sd_gen_params *g) {
     g->cfg_scale = r->cfg, g->clip_skip = r->clip_skip, g->sampler = r->sampler;
     g->strength = r->strength;
     g->init_image = r->init, g->mask = r->mask;
+    if (r->mask) g->inpaint_fill = (enum sd_inpaint_fill)r->inpaint_fill;
     g->seed = (uint64_t)r->seed;
 }
 
