@@ -98,7 +98,7 @@ static json_t *info_json(struct srv *s, struct job *j) {
     json_object_set_new(o, "batch_size", json_integer(r->batch));
     json_object_set_new(o, "restore_faces", json_false());
     json_object_set_new(o, "face_restoration_model", json_null());
-    json_object_set_new(o, "sd_model_name", json_string(srv_model_name(s)));
+    json_object_set_new(o, "sd_model_name", json_string(j->ran_model >= 0 ? s->models[j->ran_model].name : srv_model_name(s)));
     json_object_set_new(o, "sd_model_hash", json_null());
     json_object_set_new(o, "sd_vae_name", json_null());
     json_object_set_new(o, "sd_vae_hash", json_null());
@@ -232,7 +232,7 @@ static void interrupt(struct srv *s, int skip, struct reply *rp) {
 
 static json_t *options_json(struct srv *s) {
     json_t *o = json_deep_copy(s->options);
-    json_object_set_new(o, "sd_model_checkpoint", json_string(srv_model_name(s)));
+    json_object_set_new(o, "sd_model_checkpoint", json_string(srv_option_model_name(s)));
     json_object_set_new(o, "CLIP_stop_at_last_layers", json_integer(s->clip_skip > 1 ? s->clip_skip : 1));
     json_object_set_new(o, "sd_vae", json_string("Automatic"));
     json_object_set_new(o, "samples_format", json_string("png"));
@@ -262,6 +262,7 @@ static void set_options(struct srv *s, json_t *body, struct reply *rp) {
         if (srv_model_switch(&ctx, s, idx)) { reply_errorf(rp, 500, "sd_model_checkpoint", 0, "%s", ctx.msg); return; }
     }
     pthread_mutex_lock(&s->mu);
+    if (idx >= 0) s->opt_model = idx;
     s->clip_skip = clip;
     const char *k;
     json_t *v;

@@ -46,8 +46,9 @@ static int cmp_entry(const void *a, const void *b) {
 }
 
 int srv_models_scan(struct sd_ctx *ctx, struct srv *s) {
-    char keep[PATH_MAX] = "";
+    char keep[PATH_MAX] = "", keep_opt[PATH_MAX] = "";
     if (s->n_models && s->cur_model >= 0) snprintf(keep, sizeof keep, "%s", s->models[s->cur_model].path);
+    if (s->n_models && s->opt_model >= 0) snprintf(keep_opt, sizeof keep_opt, "%s", s->models[s->opt_model].path);
     s->n_models = 0;
     if (s->model_path[0]) add_model(s, s->model_path);
     if (s->models_dir[0]) {
@@ -66,9 +67,11 @@ int srv_models_scan(struct sd_ctx *ctx, struct srv *s) {
         closedir(d);
         qsort(s->models + first, (size_t)(s->n_models - first), sizeof *s->models, cmp_entry);
     }
-    s->cur_model = -1;
+    s->cur_model = s->opt_model = -1;
     for (int i = 0; i < s->n_models && keep[0]; i++)
         if (!strcmp(s->models[i].path, keep)) s->cur_model = i;
+    for (int i = 0; i < s->n_models; i++)
+        if (!strcmp(s->models[i].path, keep_opt)) s->opt_model = i;
     if (!s->n_models) return sd_errorf(ctx, SD_ERR_INVALID, "no model: give --model PATH or --models-dir DIR");
     return SD_OK;
 }
@@ -85,6 +88,7 @@ int srv_model_find(struct srv *s, const char *name) {
 }
 
 const char *srv_model_name(struct srv *s) { return s->cur_model >= 0 ? s->models[s->cur_model].name : ""; }
+const char *srv_option_model_name(struct srv *s) { return s->opt_model >= 0 ? s->models[s->opt_model].name : srv_model_name(s); }
 
 static struct sd_tokenizer *load_tok(struct sd_ctx *ctx, struct srv *s, const char *path, const struct sd_model *m) {
     char p[PATH_MAX + 32];
@@ -314,6 +318,25 @@ static void *worker_main(void *arg) {
             pthread_cond_timedwait(&s->work_cv, &s->mu, &ts);
             continue;
         }
+        /* The job's model: its override, else the option's; switch to it
+         * (waits for running jobs; other workers take none meanwhile). */
+        const int want = j->r.model >= 0 ? j->r.model : s->opt_model;
+        int sw_err = 0;
+        struct sd_ctx sctx = {0};
+        while (!sw_err && want >= 0 && want != s->cur_model && !s->stopping) {
+            pthread_mutex_unlock(&s->mu);
+            sw_err = srv_model_switch(&sctx, s, want);
+            pthread_mutex_lock(&s->mu);
+        }
+        if (sw_err) {
+            snprintf(j->err, sizeof j->err, "%s", sctx.msg);
+            sd_logf(&s->o.log, SD_LOG_WARN, "job %s failed: %s", j->id, sctx.msg);
+            job_finish(s, j, JOB_FAILED);
+            job_unref(s, j);
+            pthread_cond_broadcast(&s->ev_cv);
+            continue;
+        }
+        j->ran_model = s->cur_model;
         j->state = JOB_RUNNING;
         j->worker = w->idx;
         j->t_start = sd_time_s();
