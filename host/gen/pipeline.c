@@ -124,6 +124,8 @@ struct gen {
     float *masked_lat;      /* inpaint (2*lc+1 channels): [B, lc, h, w] */
     float *init_lat;        /* img2img/inpaint: [B, lc, h, w] */
     float *noise;           /* inpaint blending noise */
+    float *x0_last;         /* decode_on_cancel: the last step's x0 prediction [B, lc, h, w] */
+    int have_x0;
     struct sd_sampler *s;
     double t_step;
     int cfg;
@@ -179,6 +181,18 @@ static int on_step(void *user, const struct sd_step_info *info) {
                     float m = G->mask_lat[b * hw + i];
                     info->x[k] = (1 - m) * proper[k] + m * info->x[k];
                 }
+    }
+    if (G->x0_last && info->x0) {
+        memcpy(G->x0_last, info->x0, (size_t)G->B * G->lat * sizeof(float));
+        if (G->mask_lat && G->cin == G->lc) /* keep the unmasked area, as the blend above */
+            for (int b = 0; b < G->B; b++)
+                for (int c = 0; c < G->lc; c++)
+                    for (size_t i = 0; i < (size_t)G->h * G->w; i++) {
+                        size_t k = (size_t)b * G->lat + c * (size_t)G->h * G->w + i;
+                        float m = G->mask_lat[(size_t)b * G->h * G->w + i];
+                        G->x0_last[k] = (1 - m) * G->init_lat[k] + m * G->x0_last[k];
+                    }
+        G->have_x0 = 1;
     }
     double now = sd_time_s();
     struct sd_gen_event ev = {.kind = SD_EV_STEP, .step = info->step, .n_steps = info->n_steps, .t = info->t,
@@ -466,7 +480,17 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
 
     /* 3. Denoising loop. */
     G.t_step = sd_time_s();
+    if (g->decode_on_cancel && !(G.x0_last = malloc(sizeof(float) * (size_t)G.B * G.lat))) {
+        rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
+        goto done;
+    }
     rc = sd_sampler_run(G.s, x, start, denoise, &G, &rng, on_step, &G);
+    int interrupted = 0;
+    if (rc == SD_ERR_CANCELLED && G.have_x0) { /* decode_on_cancel */
+        memcpy(x, G.x0_last, sizeof(float) * (size_t)G.B * G.lat);
+        sd_ctx_clear(p->ctx);
+        interrupted = 1, rc = SD_OK;
+    }
     if (rc) goto done;
 
     /* 4. Decode. */
@@ -494,11 +518,16 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
         rc = sd_errorf(p->ctx, SD_ERR_BACKEND, "vae decode left %zu of %zu image values unwritten", unwritten,
                        (size_t)G.B * n_img);
 #endif
-    if (!rc) rc = phase(&G, "vae_decode", sd_time_s() - t0, 0);
+    if (!rc && interrupted) { /* the phase event says the images were written */
+        phase(&G, "vae_decode", sd_time_s() - t0, 0);
+        rc = sd_errorf(p->ctx, SD_ERR_CANCELLED, "cancelled; the images are the last finished step's prediction");
+    } else if (!rc) {
+        rc = phase(&G, "vae_decode", sd_time_s() - t0, 0);
+    }
 done:
     sd_sampler_free(G.s);
     free(cond); free(unc); free(x);
     free(G.context); free(G.xin); free(G.tin); free(G.eps);
-    free(G.mask_lat); free(G.masked_lat); free(G.init_lat); free(G.noise);
+    free(G.mask_lat); free(G.masked_lat); free(G.init_lat); free(G.noise); free(G.x0_last);
     return rc;
 }

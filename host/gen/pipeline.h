@@ -75,6 +75,13 @@ struct sd_gen_params {
     struct sd_taesd *taesd_decode;
     sd_gen_event_fn on_event;
     void *user;
+    /* When a step event cancels: 0 = stop at once (images unwritten); 1 = as
+     * A1111's interrupt, decode the last finished step's x0 prediction
+     * (inpainting with an ordinary model: blended with the init latent
+     * outside the mask) into images, send the vae_decode phase event (the
+     * sign that images were written) and return SD_ERR_CANCELLED. A cancel
+     * before the first step finished writes nothing and sends no such event. */
+    int decode_on_cancel;
     /* Optional: receives the final latents [batch, C, height/f, width/f] in
      * UNet space (before 1/scaling_factor; diffusers output_type="latent");
      * C = model->vae.latent_channels, f = sd_vae_downscale(&model->vae). */

@@ -142,6 +142,7 @@ struct run_ctx {
     struct worker *w;
     struct job *j;
     double t_step;
+    int decoded;      /* the vae_decode phase was reported: the images are written */
 };
 
 static int on_event(void *user, const struct sd_gen_event *ev) {
@@ -149,6 +150,7 @@ static int on_event(void *user, const struct sd_gen_event *ev) {
     struct srv *s = rc->w->s;
     struct job *j = rc->j;
     if (ev->kind != SD_EV_STEP) {
+        if (ev->kind == SD_EV_PHASE && ev->phase && !strcmp(ev->phase, "vae_decode")) rc->decoded = 1;
         pthread_mutex_lock(&s->mu);
         int stop = j->cancel || j->skip || s->stopping;
         pthread_mutex_unlock(&s->mu);
@@ -237,6 +239,9 @@ static int run_job(struct worker *w, struct job *j, struct sd_ctx *ctx) {
     gen_params_of(r, &g);
     struct run_ctx rc = {.w = w, .j = j};
     g.on_event = on_event, g.user = &rc;
+    /* A1111: an interrupted request also returns the image of the iteration
+     * it stopped (its last step's prediction, decoded). */
+    g.decode_on_cancel = j->origin == ORIGIN_A1111;
     int err = sd_gen_params_check(ctx, &g);
     if (!err) err = sd_gen_check_size(ctx, s->model, g.width, g.height);
     if (err) return err;
@@ -250,12 +255,15 @@ static int run_job(struct worker *w, struct job *j, struct sd_ctx *ctx) {
         j->iter = it, j->step = 0;
         pthread_mutex_unlock(&s->mu);
         g.seed = (uint64_t)(r->seed + it);
+        rc.decoded = 0;
         err = sd_generate(&p, &g, images);
         pthread_mutex_lock(&s->mu);
         int skipped = j->skip && !j->cancel;
         j->skip = 0;
         pthread_mutex_unlock(&s->mu);
         if (err == SD_ERR_CANCELLED && skipped) { sd_ctx_clear(ctx); err = SD_OK; continue; }
+        const int interrupted = err == SD_ERR_CANCELLED && rc.decoded;
+        if (interrupted) sd_ctx_clear(ctx), err = SD_OK;
         for (int b = 0; b < g.batch && !err; b++) {
             sd_image_to_rgb8(images + (size_t)b * plane, g.width, g.height, rgb);
             char *txt = infotext(s, j, g.seed);
@@ -276,6 +284,7 @@ static int run_job(struct worker *w, struct job *j, struct sd_ctx *ctx) {
             free(png);
             free(txt);
         }
+        if (interrupted && !err) err = sd_errorf(ctx, SD_ERR_CANCELLED, "interrupted at step %d", j->step);
     }
     free(images);
     free(rgb);
