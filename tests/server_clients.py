@@ -82,7 +82,11 @@ def t_progress_interrupt():
           "webuiapi: get_progress while running", str({k: p.get(k) for k in ("progress", "eta_relative", "state")}))
     r = api.interrupt()
     th.join(60)
-    check(not th.is_alive() and isinstance(r, dict) and "r" in out, "webuiapi: interrupt ends the running txt2img")
+    res = out.get("r")
+    n = len(res.images) if res is not None else -1
+    check(not th.is_alive() and isinstance(r, dict) and n == 1 and res.images[0].size == (64, 64),
+          "webuiapi: interrupt ends the running txt2img and returns the interrupted iteration's image (as A1111)",
+          f"{n} images")
 
 
 def t_options():

@@ -388,6 +388,48 @@ static void test_img2img(void) {
     result_free(&r);
 }
 
+/* --inpainting-fill: with the 9-channel model at strength 0.6 (the init
+ * latent is used), latent-nothing and fill give other images than original;
+ * an unknown mode is a usage error naming the choices. */
+static int files_same(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb;
+    for (int ca = 0, cb = 0; same && ca != EOF;) {
+        ca = fgetc(fa), cb = fgetc(fb);
+        same = ca == cb;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+static void test_inpainting_fill(void) {
+    char init[PATH_MAX], out[3][PATH_MAX];
+    const char *modes[3] = {"original", "latent-nothing", "fill"};
+    path_in(init, sizeof init, "init.png");
+    int st[3];
+    for (int k = 0; k < 3; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "fill-%d.png", k);
+        path_in(out[k], sizeof out[k], name);
+        struct result r = run(ARGS("inpaint", "--model", MODEL_INPAINT, "--prompt", "a cat", "--init-image", init, "--mask", init,
+                                   "--strength", "0.6", "--steps", "2", "--seed", "5", "-q", "--inpainting-fill", modes[k],
+                                   "-o", out[k]));
+        st[k] = r.status;
+        result_free(&r);
+    }
+    CHECK(!st[0] && !st[1] && !st[2] && exists(out[0]) && exists(out[1]) && exists(out[2]) && !files_same(out[0], out[1]) &&
+              !files_same(out[0], out[2]) && !files_same(out[1], out[2]),
+          "cli inpaint --inpainting-fill original / latent-nothing / fill: three different images (exit %d %d %d)", st[0], st[1],
+          st[2]);
+    for (int k = 0; k < 3; k++) unlink(out[k]);
+    struct result r = run(ARGS("inpaint", "--model", MODEL_INPAINT, "--prompt", "x", "--init-image", init, "--mask", init,
+                               "--inpainting-fill", "blur", "-o", out[0]));
+    CHECK(r.status == 2 && strstr(r.err, "--inpainting-fill") && strstr(r.err, "latent-noise") && !exists(out[0]),
+          "cli --inpainting-fill blur: exit %d, names the modes", r.status);
+    result_free(&r);
+}
+
 /* --backend opencl --device 0: the same image from OpenCL device 0 (PoCL):
  * diffusers' image rounded to 8 bits (measured 0.4999 levels, as on the
  * CPU); nothing on stderr. */
@@ -524,6 +566,7 @@ int main(int argc, char **argv) {
     test_bad_inputs();
     test_txt2img();
     test_img2img();
+    test_inpainting_fill();
     test_device();
     test_batch_failure();
     test_json_error();

@@ -317,6 +317,50 @@ static void test_repeat_and_cache(struct env envs[3], const struct sd_st_file *g
     free(l1), free(i1), free(l2), free(i2), free(l3), free(i3);
 }
 
+struct cancel_at {
+    int step, decoded;
+    float *x0;
+    size_t n;
+};
+
+static int cancel_at_step(void *user, const struct sd_gen_event *ev) {
+    struct cancel_at *c = user;
+    if (ev->kind == SD_EV_PHASE && !strcmp(ev->phase, "vae_decode")) c->decoded = 1;
+    if (ev->kind != SD_EV_STEP || ev->step != c->step) return 0;
+    memcpy(c->x0, ev->x0, c->n * sizeof(float));
+    return 1;
+}
+
+/* decode_on_cancel (A1111's interrupt): cancelled at step 2, the images are
+ * the VAE decode of that step's x0 prediction, bit for bit; without it,
+ * nothing is decoded. */
+static void test_decode_on_cancel(struct env envs[3], const struct sd_st_file *gf) {
+    const struct pcase *c = case_named("t2i_euler_a");
+    struct env *e = env_get(envs, c->model);
+    if (!e) { test_fail("decode_on_cancel: no model"); return; }
+    struct sd_gen_params g;
+    float *init, *mask;
+    params_for(c, gf, &g, &init, &mask);
+    const int h = c->height / 8, w = c->width / 8;
+    const size_t nl = (size_t)4 * h * w, ni = (size_t)3 * c->height * c->width;
+    struct cancel_at ca = {.step = 1, .x0 = malloc(sizeof(float) * nl), .n = nl};
+    float *img = malloc(sizeof(float) * ni), *ref = malloc(sizeof(float) * ni), *lat = malloc(sizeof(float) * nl);
+    g.on_event = cancel_at_step, g.user = &ca, g.decode_on_cancel = 1;
+    int rc = sd_generate(&e->p, &g, img);
+    const float inv = 1.0f / e->m->vae.scaling_factor; /* as the pipeline scales */
+    for (size_t i = 0; i < nl; i++) lat[i] = ca.x0[i] * inv;
+    int rc2 = sd_run_vae_decode(e->rt, e->m, lat, 1, h, w, ref);
+    CHECK(rc == SD_ERR_CANCELLED && ca.decoded && !rc2 && !memcmp(img, ref, sizeof(float) * ni),
+          "pipeline decode_on_cancel: cancelled at step 2 of %d -> the image of that step's x0, bit for bit (rc %d, decoded %d, decode %d, "
+          "differ %d)", c->steps, rc, ca.decoded, rc2, memcmp(img, ref, sizeof(float) * ni) != 0);
+    sd_ctx_clear(&e->ctx);
+    ca.decoded = 0, g.decode_on_cancel = 0;
+    rc = sd_generate(&e->p, &g, img);
+    CHECK(rc == SD_ERR_CANCELLED && !ca.decoded, "pipeline cancel without decode_on_cancel: no decode (rc %d)", rc);
+    sd_ctx_clear(&e->ctx);
+    free(ca.x0), free(img), free(ref), free(lat), free(init), free(mask);
+}
+
 /* 1 vs 2 CPU threads on fresh runtimes: identical bytes (txt2img with CFG,
  * and 9-channel inpaint with VAE encode). */
 static void test_threads(const struct sd_st_file *gf) {
@@ -361,6 +405,7 @@ int main(int argc, char **argv) {
     memset(envs, 0, sizeof envs);
     for (int i = 0; i < N_CASES; i++) test_case(envs, &cases[i], gf);
     test_repeat_and_cache(envs, gf);
+    test_decode_on_cancel(envs, gf);
     for (int i = 0; i < 3; i++) env_free(&envs[i]);
     test_threads(gf);
     sd_st_close(gf);

@@ -313,8 +313,23 @@ static void test_endpoints(void) {
         txt = json_dumps(req, 0);
         j = call_json("POST", "/sdapi/v1/img2img", txt, &st);
         CHECK(st == 200 && json_array_size(json_object_get(j, "images")) == 1, "a1111: img2img with mask (inpaint) -> one image (%d)", st);
+        char *original = strdup(st == 200 ? json_string_value(json_array_get(json_object_get(j, "images"), 0)) : "");
         json_decref(j);
         free(txt);
+        /* A1111's masked content: fill, latent noise, latent nothing each start
+         * the repainted region elsewhere than original (1): another image. */
+        for (int fill = 0; fill <= 3; fill++) {
+            if (fill == 1) continue;
+            json_object_set_new(req, "inpainting_fill", json_integer(fill));
+            txt = json_dumps(req, 0);
+            j = call_json("POST", "/sdapi/v1/img2img", txt, &st);
+            const char *im = json_string_value(json_array_get(json_object_get(j, "images"), 0));
+            CHECK(st == 200 && im && original && strcmp(im, original), "a1111: inpainting_fill %d gives another image than 1 (%d)",
+                  fill, st);
+            json_decref(j);
+            free(txt);
+        }
+        free(original);
         /* a data: URL works too */
         size_t n = strlen(b64_copy) + 32;
         char *url = malloc(n);
@@ -396,6 +411,58 @@ static void test_endpoints(void) {
     CHECK(r.status == 200 && strstr(r.body, "EventSource") && !strstr(r.body, "http://") && !strstr(r.body, "https://"),
           "page: GET / is one self-contained page");
     resp_free(&r);
+}
+
+/* The model of a finished A1111 request (its info's sd_model_name). */
+static char *a1111_model(const char *body, int *st) {
+    json_t *j = call_json("POST", "/sdapi/v1/txt2img", body, st);
+    json_t *info = json_loads(json_string_value(json_object_get(j, "info")) ? json_string_value(json_object_get(j, "info")) : "",
+                              0, NULL);
+    const char *m = json_string_value(json_object_get(info, "sd_model_name"));
+    char *out = strdup(m ? m : "?");
+    json_decref(info);
+    json_decref(j);
+    return out;
+}
+
+static char *option_model(void) {
+    int st;
+    json_t *j = call_json("GET", "/sdapi/v1/options", NULL, &st);
+    const char *m = json_string_value(json_object_get(j, "sd_model_checkpoint"));
+    char *out = strdup(m ? m : "?");
+    json_decref(j);
+    return out;
+}
+
+/* override_settings.sd_model_checkpoint is the request's own unless
+ * override_settings_restore_afterwards is false (A1111). */
+static void test_override_restore(void) {
+    int st1, st2, st3;
+    char *before = option_model();
+    char *m1 = a1111_model("{\"prompt\":\"a\",\"steps\":2,\"width\":64,\"height\":64,\"seed\":1,"
+                           "\"override_settings\":{\"sd_model_checkpoint\":\"tiny-sd1-sched\"}}", &st1);
+    char *after = option_model();
+    char *m2 = a1111_model("{\"prompt\":\"a\",\"steps\":2,\"width\":64,\"height\":64,\"seed\":1}", &st2);
+    CHECK(st1 == 200 && st2 == 200 && !strcmp(before, "tiny-sd1") && !strcmp(m1, "tiny-sd1-sched") && !strcmp(after, before) &&
+              !strcmp(m2, before),
+          "a1111: override_settings model runs that request on it (%s) and is restored afterwards (option %s -> %s, next "
+          "request on %s)", m1, before, after, m2);
+    free(m1); free(after); free(m2);
+    m1 = a1111_model("{\"prompt\":\"a\",\"steps\":2,\"width\":64,\"height\":64,\"seed\":1,"
+                     "\"override_settings_restore_afterwards\":false,"
+                     "\"override_settings\":{\"sd_model_checkpoint\":\"tiny-sd1-sched\"}}", &st1);
+    after = option_model();
+    m2 = a1111_model("{\"prompt\":\"a\",\"steps\":2,\"width\":64,\"height\":64,\"seed\":1}", &st2);
+    CHECK(st1 == 200 && st2 == 200 && !strcmp(m1, "tiny-sd1-sched") && !strcmp(after, "tiny-sd1-sched") &&
+              !strcmp(m2, "tiny-sd1-sched"),
+          "a1111: override_settings_restore_afterwards false keeps the override as the option (%s, next request on %s)", after, m2);
+    free(m1); free(after); free(m2);
+    json_t *j = call_json("POST", "/sdapi/v1/options", "{\"sd_model_checkpoint\":\"tiny-sd1\"}", &st3);
+    json_decref(j);
+    after = option_model();
+    CHECK(st3 == 200 && !strcmp(after, "tiny-sd1"), "a1111: POST options switches the option back (%s)", after);
+    free(after);
+    free(before);
 }
 
 static void test_errors(void) {
@@ -719,6 +786,7 @@ int main(int argc, char **argv) {
     }
     test_ok("server: started on 127.0.0.1:%d", port);
     test_endpoints();
+    test_override_restore();
     test_errors();
     test_sse();
     test_concurrency();

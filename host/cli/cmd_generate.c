@@ -52,6 +52,7 @@ struct opts {
     struct sd_lora_req loras[8]; /* --lora PATH[:W] */
     char lora_paths[8][PATH_MAX];
     int n_loras;
+    enum sd_inpaint_fill inpaint_fill; /* --inpainting-fill */
 };
 
 struct run {
@@ -73,6 +74,13 @@ static int parse_prediction(void *opts, const char *v) {
     else if (!strcmp(v, "epsilon") || !strcmp(v, "eps")) o->prediction = SD_PRED_EPSILON;
     else { fprintf(stderr, "sdrt: --prediction is epsilon or v, got '%s'\n", v); return 2; }
     return 0;
+}
+
+static int parse_fill(void *opts, const char *v) {
+    struct sd_ctx ctx = {0};
+    if (!sd_inpaint_fill_parse(&ctx, v, &((struct opts *)opts)->inpaint_fill)) return 0;
+    fprintf(stderr, "sdrt: --inpainting-fill: %s\n", ctx.msg);
+    return 2;
 }
 
 static int parse_spacing(void *opts, const char *v) {
@@ -147,6 +155,8 @@ static const struct cli_opt options[] = {
     {"init-image", 0, CLI_STR, O(init), "PNG", "the image to start from (img2img) or to repaint (inpaint); its size is\n"
                                                 "the output size (multiples of the VAE factor: 8 for SD)", NULL, I2I},
     {"mask", 0, CLI_STR, O(mask), "PNG", "white = repaint, black = keep (same size as the image)", NULL, MODE_INPAINT},
+    {"inpainting-fill", 0, CLI_FN, 0, "MODE", "what the masked area starts from (A1111's masked content): fill, original\n"
+                                               "(default), latent-noise, latent-nothing", parse_fill, MODE_INPAINT},
     {"strength", 0, CLI_FLOAT, O(strength), "X", "how much to change the image, (0, 1] (img2img 0.75, inpaint 1.0)", NULL, I2I},
     {"steps", 0, CLI_INT, O(steps), "N", "sampling steps (default 20)", NULL, 0},
     {"cfg-scale", 0, CLI_FLOAT, O(cfg), "X", "classifier-free guidance scale (default 7.5; <= 1 disables CFG)", NULL, 0},
@@ -497,6 +507,7 @@ static int generate(struct opts *o) {
             goto usage_err;
         }
         g.mask = mask;
+        g.inpaint_fill = o->inpaint_fill;
     }
     if (o->seed < 0) {
         struct timespec ts;
@@ -641,6 +652,7 @@ static void defaults(struct opts *o, enum mode mode) {
     o->strength = mode == MODE_INPAINT ? 1.0f : 0.75f;
     o->seed = -1;
     o->prediction = -1;
+    o->inpaint_fill = SD_FILL_ORIGINAL;
 }
 
 static int run_mode(enum mode mode, int argc, char **argv) {

@@ -24,6 +24,7 @@ void sd_gen_params_init(struct sd_gen_params *g) {
     g->batch = 1;
     g->cfg_scale = 7.5f;
     g->strength = 0.75f;
+    g->inpaint_fill = SD_FILL_ORIGINAL;
     sd_sampler_params_init(&g->sampler);
 }
 
@@ -123,6 +124,8 @@ struct gen {
     float *masked_lat;      /* inpaint (2*lc+1 channels): [B, lc, h, w] */
     float *init_lat;        /* img2img/inpaint: [B, lc, h, w] */
     float *noise;           /* inpaint blending noise */
+    float *x0_last;         /* decode_on_cancel: the last step's x0 prediction [B, lc, h, w] */
+    int have_x0;
     struct sd_sampler *s;
     double t_step;
     int cfg;
@@ -178,6 +181,18 @@ static int on_step(void *user, const struct sd_step_info *info) {
                     float m = G->mask_lat[b * hw + i];
                     info->x[k] = (1 - m) * proper[k] + m * info->x[k];
                 }
+    }
+    if (G->x0_last && info->x0) {
+        memcpy(G->x0_last, info->x0, (size_t)G->B * G->lat * sizeof(float));
+        if (G->mask_lat && G->cin == G->lc) /* keep the unmasked area, as the blend above */
+            for (int b = 0; b < G->B; b++)
+                for (int c = 0; c < G->lc; c++)
+                    for (size_t i = 0; i < (size_t)G->h * G->w; i++) {
+                        size_t k = (size_t)b * G->lat + c * (size_t)G->h * G->w + i;
+                        float m = G->mask_lat[(size_t)b * G->h * G->w + i];
+                        G->x0_last[k] = (1 - m) * G->init_lat[k] + m * G->x0_last[k];
+                    }
+        G->have_x0 = 1;
     }
     double now = sd_time_s();
     struct sd_gen_event ev = {.kind = SD_EV_STEP, .step = info->step, .n_steps = info->n_steps, .t = info->t,
@@ -258,6 +273,9 @@ int sd_gen_params_check(struct sd_ctx *ctx, const struct sd_gen_params *g) {
         return sd_errorf(ctx, SD_ERR_INVALID, "strength must be in (0, 1] (got %g)", (double)g->strength);
     if (!(g->cfg_scale >= 0 && g->cfg_scale <= 100))
         return sd_errorf(ctx, SD_ERR_INVALID, "cfg scale must be in [0, 100] (got %g)", (double)g->cfg_scale);
+    if ((unsigned)g->inpaint_fill > SD_FILL_LATENT_NOTHING)
+        return sd_errorf(ctx, SD_ERR_INVALID, "inpainting fill must be 0-3 (fill, original, latent noise, latent nothing; got %d)",
+                         (int)g->inpaint_fill);
     if (g->clip_skip < 0) return sd_errorf(ctx, SD_ERR_INVALID, "clip skip must be >= 0 (got %d; 1 = last layer)", g->clip_skip);
     return SD_OK;
 }
@@ -405,7 +423,30 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
         const bool pure_noise = g->mask && g->strength >= 1.0f;
         start = sd_sampler_start_index(G.s, g->strength);
         if (start < 0) { rc = p->ctx->status; goto done; }
-        if (!pure_noise || G.cin == 4) rc = encode_image(&G, g->init_image, &rng, G.init_lat);
+        if (g->mask) {
+            /* Binarised mask, nearest-resized to the latent grid (pixel (f*y, f*x)). */
+            G.mask_lat = malloc(sizeof(float) * (size_t)G.B * hw);
+            if (!G.mask_lat) rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
+            for (int y = 0; !rc && y < G.h; y++)
+                for (int xx = 0; xx < G.w; xx++) {
+                    float v = g->mask[(size_t)(y * f) * g->width + (size_t)xx * f] >= 0.5f ? 1.0f : 0.0f;
+                    for (int b = 0; b < G.B; b++) G.mask_lat[b * hw + (size_t)y * G.w + xx] = v;
+                }
+        }
+        /* A1111's masked content: every mode but "original" fills the image's
+         * masked pixels before encoding; the latent modes then replace the
+         * repainted region of the init latent (inpaint_fill.h). */
+        const bool filling = g->mask && g->inpaint_fill != SD_FILL_ORIGINAL;
+        float *filled = NULL;
+        if (!rc && filling && (!pure_noise || G.cin == 4)) {
+            if (!(filled = malloc(sizeof(float) * 3 * HW))) rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
+            if (!rc) memcpy(filled, g->init_image, sizeof(float) * 3 * HW);
+            if (!rc) rc = sd_inpaint_fill_image(p->ctx, filled, g->mask, g->width, g->height);
+        }
+        if (!rc && (!pure_noise || G.cin == 4)) rc = encode_image(&G, filled ? filled : g->init_image, &rng, G.init_lat);
+        free(filled);
+        if (!rc && filling && (!pure_noise || G.cin == 4))
+            rc = sd_inpaint_fill_latent(p->ctx, g->inpaint_fill, G.init_lat, G.mask_lat, G.B, G.lc, G.h, G.w, g->seed);
         if (!rc) {
             sd_rng_randn(&rng, G.noise, (int64_t)G.B * G.lat);
             if (pure_noise) {
@@ -416,15 +457,7 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
             }
         }
         if (!rc && g->mask) {
-            /* Binarised mask, nearest-resized to the latent grid (pixel (f*y, f*x)). */
-            G.mask_lat = malloc(sizeof(float) * (size_t)G.B * hw);
-            if (!G.mask_lat) rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
-            for (int y = 0; !rc && y < G.h; y++)
-                for (int xx = 0; xx < G.w; xx++) {
-                    float v = g->mask[(size_t)(y * f) * g->width + (size_t)xx * f] >= 0.5f ? 1.0f : 0.0f;
-                    for (int b = 0; b < G.B; b++) G.mask_lat[b * hw + (size_t)y * G.w + xx] = v;
-                }
-            if (!rc && G.cin == 2 * G.lc + 1) {
+            if (G.cin == 2 * G.lc + 1) {
                 /* masked image = image where mask < 0.5, else 0 (mid grey) */
                 float *masked = malloc(sizeof(float) * 3 * HW);
                 G.masked_lat = malloc(sizeof(float) * (size_t)G.B * G.lat);
@@ -447,7 +480,17 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
 
     /* 3. Denoising loop. */
     G.t_step = sd_time_s();
+    if (g->decode_on_cancel && !(G.x0_last = malloc(sizeof(float) * (size_t)G.B * G.lat))) {
+        rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
+        goto done;
+    }
     rc = sd_sampler_run(G.s, x, start, denoise, &G, &rng, on_step, &G);
+    int interrupted = 0;
+    if (rc == SD_ERR_CANCELLED && G.have_x0) { /* decode_on_cancel */
+        memcpy(x, G.x0_last, sizeof(float) * (size_t)G.B * G.lat);
+        sd_ctx_clear(p->ctx);
+        interrupted = 1, rc = SD_OK;
+    }
     if (rc) goto done;
 
     /* 4. Decode. */
@@ -475,11 +518,16 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
         rc = sd_errorf(p->ctx, SD_ERR_BACKEND, "vae decode left %zu of %zu image values unwritten", unwritten,
                        (size_t)G.B * n_img);
 #endif
-    if (!rc) rc = phase(&G, "vae_decode", sd_time_s() - t0, 0);
+    if (!rc && interrupted) { /* the phase event says the images were written */
+        phase(&G, "vae_decode", sd_time_s() - t0, 0);
+        rc = sd_errorf(p->ctx, SD_ERR_CANCELLED, "cancelled; the images are the last finished step's prediction");
+    } else if (!rc) {
+        rc = phase(&G, "vae_decode", sd_time_s() - t0, 0);
+    }
 done:
     sd_sampler_free(G.s);
     free(cond); free(unc); free(x);
     free(G.context); free(G.xin); free(G.tin); free(G.eps);
-    free(G.mask_lat); free(G.masked_lat); free(G.init_lat); free(G.noise);
+    free(G.mask_lat); free(G.masked_lat); free(G.init_lat); free(G.noise); free(G.x0_last);
     return rc;
 }

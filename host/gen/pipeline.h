@@ -12,6 +12,7 @@
 #define SDRT_PIPELINE_H
 
 #include "embed_cache.h"
+#include "inpaint_fill.h"
 #include "lora.h"
 #include "model.h"
 #include "model_run.h"
@@ -60,6 +61,8 @@ struct sd_gen_params {
                                          * starts from the image noised to the first step's level
                                          * (also at 1, as diffusers); inpaint at 1 from pure noise */
     const float *mask;                  /* [height, width] in [0, 1]; >= 0.5 repaints */
+    enum sd_inpaint_fill inpaint_fill;  /* with a mask: what the repainted region starts from
+                                         * (inpaint_fill.h; default SD_FILL_ORIGINAL) */
     /* VAE tiling (vae_tiling.h): vae_tiling 1 = always; 0 = only where the untiled VAE's
      * activation arena for one image would exceed memory_budget bytes (0 = no budget).
      * vae_tile: tile side in pixels, a multiple of 32 for SD (0 = the VAE's sample_size,
@@ -72,6 +75,13 @@ struct sd_gen_params {
     struct sd_taesd *taesd_decode;
     sd_gen_event_fn on_event;
     void *user;
+    /* When a step event cancels: 0 = stop at once (images unwritten); 1 = as
+     * A1111's interrupt, decode the last finished step's x0 prediction
+     * (inpainting with an ordinary model: blended with the init latent
+     * outside the mask) into images, send the vae_decode phase event (the
+     * sign that images were written) and return SD_ERR_CANCELLED. A cancel
+     * before the first step finished writes nothing and sends no such event. */
+    int decode_on_cancel;
     /* Optional: receives the final latents [batch, C, height/f, width/f] in
      * UNet space (before 1/scaling_factor; diffusers output_type="latent");
      * C = model->vae.latent_channels, f = sd_vae_downscale(&model->vae). */

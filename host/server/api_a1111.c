@@ -54,7 +54,7 @@ static int parse_img2img(struct srv *s, json_t *o, struct gen_req *r, struct per
     json_t *mask = json_object_get(o, "mask");
     if (mask && !json_is_null(mask)) {
         if (!json_is_string(mask)) return perr_set(e, 422, "mask", "expected a base64 PNG");
-        int invert = 0, fill = 1, blur = 4;
+        int invert = 0, fill = SD_FILL_FILL, blur = 4; /* A1111's defaults */
         if (req_int(o, "inpainting_mask_invert", &invert, 0, 1, e) || req_int(o, "inpainting_fill", &fill, 0, 3, e) ||
             req_int(o, "mask_blur", &blur, 0, 64, e))
             return -1;
@@ -64,6 +64,7 @@ static int parse_img2img(struct srv *s, json_t *o, struct gen_req *r, struct per
         blur_mask(r->mask, r->width, r->height, blur);
         if (invert)
             for (size_t i = 0; i < n; i++) r->mask[i] = 1.0f - r->mask[i];
+        r->inpaint_fill = fill;
         r->mode = MODE_INPAINT;
     }
     return 0;
@@ -97,7 +98,7 @@ static json_t *info_json(struct srv *s, struct job *j) {
     json_object_set_new(o, "batch_size", json_integer(r->batch));
     json_object_set_new(o, "restore_faces", json_false());
     json_object_set_new(o, "face_restoration_model", json_null());
-    json_object_set_new(o, "sd_model_name", json_string(srv_model_name(s)));
+    json_object_set_new(o, "sd_model_name", json_string(j->ran_model >= 0 ? s->models[j->ran_model].name : srv_model_name(s)));
     json_object_set_new(o, "sd_model_hash", json_null());
     json_object_set_new(o, "sd_vae_name", json_null());
     json_object_set_new(o, "sd_vae_hash", json_null());
@@ -231,7 +232,7 @@ static void interrupt(struct srv *s, int skip, struct reply *rp) {
 
 static json_t *options_json(struct srv *s) {
     json_t *o = json_deep_copy(s->options);
-    json_object_set_new(o, "sd_model_checkpoint", json_string(srv_model_name(s)));
+    json_object_set_new(o, "sd_model_checkpoint", json_string(srv_option_model_name(s)));
     json_object_set_new(o, "CLIP_stop_at_last_layers", json_integer(s->clip_skip > 1 ? s->clip_skip : 1));
     json_object_set_new(o, "sd_vae", json_string("Automatic"));
     json_object_set_new(o, "samples_format", json_string("png"));
@@ -261,6 +262,7 @@ static void set_options(struct srv *s, json_t *body, struct reply *rp) {
         if (srv_model_switch(&ctx, s, idx)) { reply_errorf(rp, 500, "sd_model_checkpoint", 0, "%s", ctx.msg); return; }
     }
     pthread_mutex_lock(&s->mu);
+    if (idx >= 0) s->opt_model = idx;
     s->clip_skip = clip;
     const char *k;
     json_t *v;

@@ -20,6 +20,7 @@ struct job *job_new(struct srv *s, enum job_origin origin) {
     j->exclude_worker = -1;
     j->pin = -1;
     j->worker = -1;
+    j->ran_model = -1;
     j->t_created = sd_time_s();
     pthread_mutex_lock(&s->mu);
     unsigned long long n = ++s->next_id;

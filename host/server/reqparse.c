@@ -174,6 +174,8 @@ int req_gen_common(struct srv *s, json_t *o, struct gen_req *r, int a1111, struc
     r->clip_skip = s->clip_skip;
     r->preview_every = L->preview_every;
     r->model = -1;
+    r->restore = 1;
+    r->inpaint_fill = SD_FILL_ORIGINAL; /* native jobs; A1111's img2img: its field, default fill */
     if (req_str(o, "prompt", &prompt, (size_t)L->max_prompt, e) || req_str(o, "negative_prompt", &neg, (size_t)L->max_prompt, e) ||
         req_int(o, "width", &r->width, 8, L->max_side, e) || req_int(o, "height", &r->height, 8, L->max_side, e) ||
         req_int(o, "steps", &r->sampler.steps, 1, L->max_steps, e) ||
@@ -208,6 +210,7 @@ int req_gen_common(struct srv *s, json_t *o, struct gen_req *r, int a1111, struc
             return -1;
         }
     }
+    if (req_bool(o, "override_settings_restore_afterwards", &r->restore, e)) return -1;
     if ((long long)r->width * r->height * r->batch > (long long)L->max_side * L->max_side)
         return perr_set(e, 422, "batch_size", "%dx%d x %d images is more than the server's pixel limit %dx%d", r->width,
                         r->height, r->batch, L->max_side, L->max_side);

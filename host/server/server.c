@@ -360,7 +360,7 @@ struct sd_server *sd_server_start(struct sd_ctx *ctx, const struct sd_server_opt
     copy_opt(s->cors, sizeof s->cors, o->cors_origin);
     s->o.listen = s->o.vocab = s->o.model = s->o.models_dir = s->o.config = NULL;
     s->o.api_key = s->o.api_auth = s->o.cors_origin = NULL;
-    s->cur_model = -1;
+    s->cur_model = s->opt_model = -1;
     s->seed = (unsigned)time(NULL);
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->switch_mu, NULL);
@@ -371,6 +371,7 @@ struct sd_server *sd_server_start(struct sd_ctx *ctx, const struct sd_server_opt
         goto fail;
     }
     if (srv_models_scan(ctx, s) || srv_model_switch(ctx, s, 0) || srv_workers_start(ctx, s)) goto fail;
+    s->opt_model = s->cur_model;
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
@@ -445,12 +446,12 @@ int srv_submit(struct srv *s, struct job *j, struct reply *rp) {
         reply_errorf(rp, 422, NULL, j->origin == ORIGIN_OPENAI, "%s", vctx.msg);
         return -1;
     }
-    if (j->r.model >= 0 && j->r.model != s->cur_model) {
-        struct sd_ctx ctx = {0};
-        if (srv_model_switch(&ctx, s, j->r.model)) {
-            reply_errorf(rp, 500, "sd_model_checkpoint", 0, "%s", ctx.msg);
-            return -1;
-        }
+    /* A model override runs on that model (the worker switches); without
+     * override_settings_restore_afterwards it also becomes the option. */
+    if (j->r.model >= 0 && !j->r.restore) {
+        pthread_mutex_lock(&s->mu);
+        s->opt_model = j->r.model;
+        pthread_mutex_unlock(&s->mu);
     }
     if (j->r.seed < 0) {
         struct timespec ts;

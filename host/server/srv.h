@@ -39,8 +39,12 @@ struct gen_req {
     struct sd_sampler_params sampler;
     long long seed;               /* resolved (never -1 once queued) */
     float *init, *mask;           /* [3,h,w] in [-1,1]; [h,w] in [0,1] */
+    int inpaint_fill;             /* A1111 inpainting_fill 0-3 (enum sd_inpaint_fill) */
     int preview_every;            /* steps; 0 = none */
-    int model;                    /* index into srv.models; -1 = the current one */
+    int model;                    /* override_settings.sd_model_checkpoint: index into srv.models;
+                                   * -1 = the server's option (srv.opt_model) */
+    int restore;                  /* override_settings_restore_afterwards (default 1): the
+                                   * override is this request's only; 0: it becomes the option */
 };
 
 struct job {
@@ -55,6 +59,7 @@ struct job {
     int cancel, skip;
     int exclude_worker, retried, worker;
     int pin;                      /* round-robin / random placement: the worker, else -1 */
+    int ran_model;                /* the model it ran on (srv.models index), -1 before */
     struct job_image *images;
     int n_images;
     char err[600];
@@ -104,7 +109,9 @@ struct srv {
     struct MHD_Daemon *d;
     int port;
     struct model_entry models[SRV_MAX_MODELS];
-    int n_models, cur_model;
+    int n_models, cur_model;      /* cur_model: the one loaded (s->model) */
+    int opt_model;                /* options' sd_model_checkpoint: what a job without an
+                                   * override runs on (workers switch to it) */
     struct sd_model *model;
     struct sd_tokenizer *tok;
     int switching, running, stopping;
@@ -156,6 +163,7 @@ int srv_model_switch(struct sd_ctx *ctx, struct srv *s, int idx);
 int srv_workers_start(struct sd_ctx *ctx, struct srv *s);
 void srv_workers_stop(struct srv *s);
 const char *srv_model_name(struct srv *s);
+const char *srv_option_model_name(struct srv *s); /* the option's model (opt_model) */
 void gen_params_of(const struct gen_req *r, struct sd_gen_params *g);                   /* the current model's name */
 
 /* Request parsing helpers (reqparse.c). A parse error fills err/field and returns -1. */

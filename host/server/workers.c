@@ -46,8 +46,9 @@ static int cmp_entry(const void *a, const void *b) {
 }
 
 int srv_models_scan(struct sd_ctx *ctx, struct srv *s) {
-    char keep[PATH_MAX] = "";
+    char keep[PATH_MAX] = "", keep_opt[PATH_MAX] = "";
     if (s->n_models && s->cur_model >= 0) snprintf(keep, sizeof keep, "%s", s->models[s->cur_model].path);
+    if (s->n_models && s->opt_model >= 0) snprintf(keep_opt, sizeof keep_opt, "%s", s->models[s->opt_model].path);
     s->n_models = 0;
     if (s->model_path[0]) add_model(s, s->model_path);
     if (s->models_dir[0]) {
@@ -66,9 +67,11 @@ int srv_models_scan(struct sd_ctx *ctx, struct srv *s) {
         closedir(d);
         qsort(s->models + first, (size_t)(s->n_models - first), sizeof *s->models, cmp_entry);
     }
-    s->cur_model = -1;
+    s->cur_model = s->opt_model = -1;
     for (int i = 0; i < s->n_models && keep[0]; i++)
         if (!strcmp(s->models[i].path, keep)) s->cur_model = i;
+    for (int i = 0; i < s->n_models; i++)
+        if (!strcmp(s->models[i].path, keep_opt)) s->opt_model = i;
     if (!s->n_models) return sd_errorf(ctx, SD_ERR_INVALID, "no model: give --model PATH or --models-dir DIR");
     return SD_OK;
 }
@@ -85,6 +88,7 @@ int srv_model_find(struct srv *s, const char *name) {
 }
 
 const char *srv_model_name(struct srv *s) { return s->cur_model >= 0 ? s->models[s->cur_model].name : ""; }
+const char *srv_option_model_name(struct srv *s) { return s->opt_model >= 0 ? s->models[s->opt_model].name : srv_model_name(s); }
 
 static struct sd_tokenizer *load_tok(struct sd_ctx *ctx, struct srv *s, const char *path, const struct sd_model *m) {
     char p[PATH_MAX + 32];
@@ -138,6 +142,7 @@ struct run_ctx {
     struct worker *w;
     struct job *j;
     double t_step;
+    int decoded;      /* the vae_decode phase was reported: the images are written */
 };
 
 static int on_event(void *user, const struct sd_gen_event *ev) {
@@ -145,6 +150,7 @@ static int on_event(void *user, const struct sd_gen_event *ev) {
     struct srv *s = rc->w->s;
     struct job *j = rc->j;
     if (ev->kind != SD_EV_STEP) {
+        if (ev->kind == SD_EV_PHASE && ev->phase && !strcmp(ev->phase, "vae_decode")) rc->decoded = 1;
         pthread_mutex_lock(&s->mu);
         int stop = j->cancel || j->skip || s->stopping;
         pthread_mutex_unlock(&s->mu);
@@ -221,6 +227,7 @@ void gen_params_of(const struct gen_req *r, struct sd_gen_params *g) {
     g->cfg_scale = r->cfg, g->clip_skip = r->clip_skip, g->sampler = r->sampler;
     g->strength = r->strength;
     g->init_image = r->init, g->mask = r->mask;
+    if (r->mask) g->inpaint_fill = (enum sd_inpaint_fill)r->inpaint_fill;
     g->seed = (uint64_t)r->seed;
 }
 
@@ -232,6 +239,9 @@ static int run_job(struct worker *w, struct job *j, struct sd_ctx *ctx) {
     gen_params_of(r, &g);
     struct run_ctx rc = {.w = w, .j = j};
     g.on_event = on_event, g.user = &rc;
+    /* A1111: an interrupted request also returns the image of the iteration
+     * it stopped (its last step's prediction, decoded). */
+    g.decode_on_cancel = j->origin == ORIGIN_A1111;
     int err = sd_gen_params_check(ctx, &g);
     if (!err) err = sd_gen_check_size(ctx, s->model, g.width, g.height);
     if (err) return err;
@@ -245,12 +255,15 @@ static int run_job(struct worker *w, struct job *j, struct sd_ctx *ctx) {
         j->iter = it, j->step = 0;
         pthread_mutex_unlock(&s->mu);
         g.seed = (uint64_t)(r->seed + it);
+        rc.decoded = 0;
         err = sd_generate(&p, &g, images);
         pthread_mutex_lock(&s->mu);
         int skipped = j->skip && !j->cancel;
         j->skip = 0;
         pthread_mutex_unlock(&s->mu);
         if (err == SD_ERR_CANCELLED && skipped) { sd_ctx_clear(ctx); err = SD_OK; continue; }
+        const int interrupted = err == SD_ERR_CANCELLED && rc.decoded;
+        if (interrupted) sd_ctx_clear(ctx), err = SD_OK;
         for (int b = 0; b < g.batch && !err; b++) {
             sd_image_to_rgb8(images + (size_t)b * plane, g.width, g.height, rgb);
             char *txt = infotext(s, j, g.seed);
@@ -271,6 +284,7 @@ static int run_job(struct worker *w, struct job *j, struct sd_ctx *ctx) {
             free(png);
             free(txt);
         }
+        if (interrupted && !err) err = sd_errorf(ctx, SD_ERR_CANCELLED, "interrupted at step %d", j->step);
     }
     free(images);
     free(rgb);
@@ -313,6 +327,25 @@ static void *worker_main(void *arg) {
             pthread_cond_timedwait(&s->work_cv, &s->mu, &ts);
             continue;
         }
+        /* The job's model: its override, else the option's; switch to it
+         * (waits for running jobs; other workers take none meanwhile). */
+        const int want = j->r.model >= 0 ? j->r.model : s->opt_model;
+        int sw_err = 0;
+        struct sd_ctx sctx = {0};
+        while (!sw_err && want >= 0 && want != s->cur_model && !s->stopping) {
+            pthread_mutex_unlock(&s->mu);
+            sw_err = srv_model_switch(&sctx, s, want);
+            pthread_mutex_lock(&s->mu);
+        }
+        if (sw_err) {
+            snprintf(j->err, sizeof j->err, "%s", sctx.msg);
+            sd_logf(&s->o.log, SD_LOG_WARN, "job %s failed: %s", j->id, sctx.msg);
+            job_finish(s, j, JOB_FAILED);
+            job_unref(s, j);
+            pthread_cond_broadcast(&s->ev_cv);
+            continue;
+        }
+        j->ran_model = s->cur_model;
         j->state = JOB_RUNNING;
         j->worker = w->idx;
         j->t_start = sd_time_s();
