@@ -36,6 +36,7 @@ void job_ref(struct job *j) { j->refs++; }
 static void job_free(struct job *j) {
     gen_req_free(&j->r);
     json_decref(j->echo);
+    free(j->lora_hashes);
     for (int i = 0; i < j->n_images; i++) {
         free(j->images[i].png);
         free(j->images[i].infotext);

@@ -16,6 +16,12 @@ void gen_req_free(struct gen_req *r) {
     free(r->negative);
     free(r->init);
     free(r->mask);
+    for (int i = 0; i < r->n_loras; i++) {
+        free(r->loras[i].name);
+        free(r->loras[i].path);
+    }
+    free(r->loras);
+    free(r->lora_key);
     memset(r, 0, sizeof *r);
 }
 
