@@ -193,8 +193,6 @@ void gen_params_of(const struct gen_req *r, struct sd_gen_params *g);           
 struct perr;
 /* Scans --lora-dir (reading outside mu), then swaps s->lora_list: SD_OK or an error on ctx. */
 int srv_loras_scan(struct sd_ctx *ctx, struct srv *s);
-/* The native `loras: [{"name"|"path", "weight", "te", "unet"}]` field. */
-int req_loras(struct srv *s, json_t *o, struct gen_req *r, struct perr *e);
 /* At submit: resolves r's explicit LoRAs and prompt tags in --lora-dir,
  * opens and validates each file, builds r->lora_key. 4xx on e. */
 int srv_loras_prepare(struct srv *s, struct gen_req *r, struct perr *e);
@@ -217,6 +215,9 @@ int req_llong(json_t *o, const char *key, long long *out, struct perr *e);
 int req_float(json_t *o, const char *key, float *out, float lo, float hi, struct perr *e);
 int req_str(json_t *o, const char *key, const char **out, size_t max_len, struct perr *e);
 int req_bool(json_t *o, const char *key, int *out, struct perr *e);
+/* The native `loras: [{"name"|"path", "weight", "te", "unet"}]` field into
+ * r->loras (at most SRV_MAX_LORAS; exactly one of name and path each). */
+int req_loras(struct srv *s, json_t *o, struct gen_req *r, struct perr *e);
 /* Decodes a base64 PNG (raw or data: URL) into [3,h,w] (or a [h,w] mask when
  * is_mask) resized to w x h when *w, *h > 0, else sized from the image. */
 int req_image(struct srv *s, const char *field, const char *b64, int is_mask, float **out, int *w, int *h, struct perr *e);
