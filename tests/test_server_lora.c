@@ -343,6 +343,52 @@ static void test_concurrent_sets(void) {
         for (int k = 0; k < 2; k++) free(ref[s][k]);
 }
 
+/* Scheduling: a long job holds set A on one worker; B waits for the model
+ * while at most 4 younger A jobs pass it on the other worker (grouping,
+ * SRV_LORA_MAX_BYPASS); B is still queued then. The long job is cancelled:
+ * B switches the set, and the A jobs behind it start after it. */
+static void test_fairness(void) {
+    char *ids[8];
+    ids[0] = submit("{\"prompt\":\"long <lora:kohya_alias:0.8>\",\"steps\":150,\"n_iter\":16,\"width\":256,\"height\":256,"
+                    "\"preview_every\":0}");
+    usleep(100000);
+    ids[1] = submit("{\"prompt\":\"b <lora:sd1_locon:0.5>\",\"steps\":2,\"width\":64,\"height\":64,\"preview_every\":0}");
+    for (int i = 2; i < 8; i++)
+        ids[i] = submit("{\"prompt\":\"a <lora:kohya_alias:0.8>\",\"steps\":2,\"width\":64,\"height\":64,\"preview_every\":0}");
+    for (int i = 2; i < 6; i++) json_decref(ids[i] ? wait_job(ids[i]) : NULL);
+    char path[128];
+    int st, queued = 0;
+    for (int i = 0; i < 8; i++) {
+        snprintf(path, sizeof path, "/v1/jobs/%s", ids[i] ? ids[i] : "none");
+        json_t *j = call_json("GET", path, NULL, &st);
+        const char *s = json_string_value(json_object_get(j, "status"));
+        queued |= (s && !strcmp(s, "queued")) << i;
+        json_decref(j);
+    }
+    snprintf(path, sizeof path, "/v1/jobs/%s", ids[0] ? ids[0] : "none");
+    json_decref(call_json("DELETE", path, NULL, &st));
+    double at[8] = {0};
+    int done = 0;
+    const char *want[8] = {"cancelled", "done", "done", "done", "done", "done", "done", "done"};
+    for (int i = 0; i < 8; i++) {
+        json_t *j = ids[i] ? wait_job(ids[i]) : NULL;
+        const char *s = json_string_value(json_object_get(j, "status"));
+        done += s && !strcmp(s, want[i]);
+        at[i] = json_number_value(json_object_get(j, "started_at"));
+        json_decref(j);
+        free(ids[i]);
+    }
+    int before = 0, after = 0;
+    for (int i = 2; i < 8; i++) {
+        before += at[i] < at[1];
+        after += at[i] > at[1];
+    }
+    CHECK(done == 8 && queued == (1 << 1 | 1 << 6 | 1 << 7) && before == 4 && after == 2,
+          "scheduling: while a long set-A job runs, 4 younger set-A jobs pass the waiting set-B job (bound 4) and the "
+          "other 2 wait behind it; B runs once the model is free (%d before, %d after, queued mask 0x%x)",
+          before, after, queued);
+}
+
 static void test_errors(void) {
     size_t ref_len = 0;
     char *ref = reference_png("a red cube", NULL, 100, &ref_len);
@@ -425,6 +471,7 @@ int main(int argc, char **argv) {
     test_listing();
     test_a1111_tag();
     test_concurrent_sets();
+    test_fairness();
     test_errors();
     stop_server();
     snprintf(cmd, sizeof cmd, "rm -rf %s", lora_dir);
