@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """server_clients.py PORT KEY - drives a running `sdrt serve` with the real
 client packages from PyPI, unchanged: webuiapi (txt2img, img2img, inpaint,
-progress, interrupt, options with a model switch, png-info) over HTTP Basic
+progress, interrupt, options with a model switch, png-info, get_loras and a
+<lora:NAME:W> tag) over HTTP Basic
 (user:pass) and openai's images.generate with the Bearer key. Prints one
 "ok NAME" / "FAIL NAME: why" line per check (run by tests/test_server.c,
 with build/testenv from `make testenv`)."""
@@ -101,6 +102,15 @@ def t_options():
     check(r.image.size == (64, 64) and r.info["sd_model_name"] == other, "webuiapi: txt2img on the switched model")
 
 
+def t_loras():
+    names = {l["name"]: l for l in api.get_loras()}
+    check("sd1_kohya" in names and names["sd1_kohya"]["alias"] == "kohya_alias", "webuiapi: get_loras",
+          str(list(names))[:200])
+    r = api.txt2img(prompt="a red cube <lora:kohya_alias:0.8>", seed=12, width=64, height=64, steps=2)
+    check(r.image.size == (64, 64) and 'Lora hashes: "kohya_alias: ' in r.info["infotexts"][0],
+          "webuiapi: txt2img with a <lora:NAME:W> tag", str(r.info)[:300])
+
+
 def t_openai():
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key)
     r = client.images.generate(prompt="a cat", n=1, size="64x64", response_format="b64_json",
@@ -113,6 +123,6 @@ def t_openai():
 
 for name, fn in [("webuiapi: txt2img", t_txt2img), ("webuiapi: img2img", t_img2img), ("webuiapi: inpaint", t_inpaint),
                  ("webuiapi: png_info", t_png_info), ("webuiapi: progress/interrupt", t_progress_interrupt),
-                 ("webuiapi: options", t_options), ("openai", t_openai)]:
+                 ("webuiapi: loras", t_loras), ("webuiapi: options", t_options), ("openai", t_openai)]:
     run(name, fn)
 sys.exit(1 if failed else 0)

@@ -148,8 +148,8 @@ static int start_server(const char *const *extra) {
     snprintf(sdrt, sizeof sdrt, "%s/../sdrt", bindir);
     const char *argv[40] = {sdrt, "serve", "--model", "tests/models/tiny-sd1", "--port", "0", "--threads", "1",
                             "--devices", "cpu,cpu", "--api-key", KEY, "--max-body-mb", "1", "--max-side", "1024", "--queue-max", "256",
-                            "--api-auth", "user:pass,other:secret", "--models-dir", models_dir};
-    int n = 22;
+                            "--api-auth", "user:pass,other:secret", "--models-dir", models_dir, "--lora-dir", "tests/lora"};
+    int n = 24;
     for (int i = 0; extra && extra[i]; i++) argv[n++] = extra[i];
     argv[n] = NULL;
     return start_server_args(argv);

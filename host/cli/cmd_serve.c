@@ -35,6 +35,8 @@ static int parse_balance(void *opts, const char *v) {
 static const struct cli_opt options[] = {
     {"model", 'm', CLI_STR, O(s.model), "PATH", "model loaded at start (single-file .safetensors or diffusers folder)", NULL, 0},
     {"models-dir", 0, CLI_STR, O(s.models_dir), "DIR", "more models (*.safetensors, diffusers folders) to switch among", NULL, 0},
+    {"lora-dir", 0, CLI_STR, O(s.lora_dir), "DIR", "LoRA files for <lora:NAME:W> prompt tags and the jobs' `loras`\n"
+                                                  "(NAME.safetensors or ss_output_name); listed by /sdapi/v1/loras", NULL, 0},
     {"config", 0, CLI_STR, O(s.config), "DIR", "diffusers folder whose config.json files describe single-file models", NULL, 0},
     {"vocab", 0, CLI_STR, O(s.vocab), "PATH", "CLIP BPE vocabulary for single-file models (default as txt2img)", NULL, 0},
     {"listen", 0, CLI_STR, O(s.listen), "ADDR", "address to bind (default 127.0.0.1; 0.0.0.0 = every interface)", NULL, 0},

@@ -353,7 +353,7 @@ static int apply_loras(struct sd_pipeline *p, const struct sd_gen_params *g) {
 
 int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *images) {
     int rc = validate(p, g);
-    if (!rc) rc = apply_loras(p, g);
+    if (!rc && !p->lora_applied) rc = apply_loras(p, g);
     if (rc) return rc;
     struct sd_model *m = p->model;
     const int f = sd_vae_downscale(&m->vae);

@@ -116,6 +116,12 @@ struct sd_pipeline {
     struct sd_embed_cache *cache;
     struct sd_lora_state *lora;         /* the model's LoRA state (sd_lora_state_new), or NULL: no LoRAs */
     const struct sd_log *log;           /* LoRA match reports; NULL = none */
+    /* The caller has already made this generation's LoRA set active on
+     * `lora` (sd_lora_apply with every runtime over the model, under its own
+     * lock: the server's workers) and keeps it for the whole call: then
+     * sd_generate only reads `lora` (the embedding cache key) and neither
+     * resolves the prompt's tags nor applies g->loras. */
+    int lora_applied;
 };
 
 /* Validates g against the model (sizes multiples of the VAE factor, steps,

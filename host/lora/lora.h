@@ -116,6 +116,9 @@ struct sd_lora_report {
 };
 struct sd_lora_state;
 struct sd_lora_state *sd_lora_state_new(struct sd_ctx *ctx, struct sd_model *m);
+/* Binds the error context later calls report on (as sd_runtime_set_ctx):
+ * a long-lived state (the server's) gets each caller's context. */
+void sd_lora_state_set_ctx(struct sd_lora_state *ls, struct sd_ctx *ctx);
 /* Restores the model's own weights (tell the runtimes first with
  * sd_lora_apply(ls, NULL, 0, rts, n, NULL) if any still hold copies). */
 void sd_lora_state_free(struct sd_lora_state *ls);

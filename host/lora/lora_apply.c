@@ -87,6 +87,10 @@ void sd_lora_state_free(struct sd_lora_state *ls) {
     free(ls);
 }
 
+void sd_lora_state_set_ctx(struct sd_lora_state *ls, struct sd_ctx *ctx) {
+    if (ls) ls->ctx = ctx;
+}
+
 uint64_t sd_lora_te_signature(const struct sd_lora_state *ls) { return ls ? ls->te_sig : 0; }
 
 const struct sd_lora_file *sd_lora_state_file(struct sd_lora_state *ls, const char *path) {

@@ -290,9 +290,13 @@ static void lists(struct srv *s, const char *p, struct reply *rp) {
                                                s->models[i].name, "hash", "sha256", "filename", s->models[i].path, "config"));
         pthread_mutex_unlock(&s->mu);
         rp->json = a;
-    } else if (!strcmp(p, "loras") || !strcmp(p, "sd-vae") || !strcmp(p, "hypernetworks") || !strcmp(p, "face-restorers") ||
+    } else if (!strcmp(p, "loras")) {
+        pthread_mutex_lock(&s->mu);
+        rp->json = s->lora_list ? json_deep_copy(s->lora_list) : json_array();
+        pthread_mutex_unlock(&s->mu);
+    } else if (!strcmp(p, "sd-vae") || !strcmp(p, "hypernetworks") || !strcmp(p, "face-restorers") ||
                !strcmp(p, "prompt-styles") || !strcmp(p, "realesrgan-models")) {
-        rp->json = json_array(); /* LoRA in requests comes with the LoRA work (host/lora) */
+        rp->json = json_array();
     } else if (!strcmp(p, "upscalers")) {
         rp->json = json_pack("[{s:s,s:n,s:n,s:n,s:i}]", "name", "None", "model_name", "model_path", "model_url", "scale", 1);
     } else if (!strcmp(p, "latent-upscale-modes")) {
@@ -354,6 +358,10 @@ int api_a1111(struct srv *s, const char *method, const char *p, json_t *body, co
             int rc = srv_models_scan(&ctx, s);
             pthread_mutex_unlock(&s->mu);
             pthread_mutex_unlock(&s->switch_mu);
+            if (rc) { reply_errorf(rp, 500, NULL, 0, "%s", ctx.msg); return 1; }
+        } else if (p[8] == 'l') {
+            struct sd_ctx ctx = {0};
+            int rc = srv_loras_scan(&ctx, s);
             if (rc) { reply_errorf(rp, 500, NULL, 0, "%s", ctx.msg); return 1; }
         }
         rp->json = json_null();

@@ -13,6 +13,7 @@ static void create(struct srv *s, json_t *body, struct reply *rp) {
     if (!j) { reply_errorf(rp, 500, NULL, 0, "out of memory"); return; }
     const char *init = NULL, *mask = NULL;
     int rc = req_gen_common(s, body, &j->r, 0, &e);
+    if (!rc) rc = req_loras(s, body, &j->r, &e);
     if (!rc) rc = req_str(body, "init_image", &init, s->o.max_body, &e) || req_str(body, "mask", &mask, s->o.max_body, &e);
     if (!rc && init) {
         j->r.mode = MODE_IMG2IMG;

@@ -37,6 +37,7 @@ void job_ref(struct job *j) { j->refs++; }
 static void job_free(struct job *j) {
     gen_req_free(&j->r);
     json_decref(j->echo);
+    free(j->lora_hashes);
     for (int i = 0; i < j->n_images; i++) {
         free(j->images[i].png);
         free(j->images[i].infotext);
@@ -200,6 +201,7 @@ json_t *job_status_json(struct srv *s, struct job *j) {
         json_object_set_new(o, "iterations", json_integer(j->r.n_iter));
         if (j->state == JOB_RUNNING) json_object_set_new(o, "eta_seconds", json_real(per * (left > 0 ? left : 0)));
         if (j->worker >= 0) json_object_set_new(o, "device", json_string(s->workers[j->worker].name));
+        if (j->t_start > 0) json_object_set_new(o, "started_at", json_real(j->t_start - s->t_start)); /* s since server start */
     }
     if (j->state == JOB_FAILED) json_object_set_new(o, "error", json_string(j->err));
     json_t *imgs = json_array();

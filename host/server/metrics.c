@@ -50,6 +50,8 @@ void api_metrics(struct srv *s, struct reply *rp) {
             "sdrt_jobs_rejected_total %ld\n", s->rejected_full);
     put(&b, "# HELP sdrt_job_retries_total Jobs retried on another device after a device error.\n"
             "# TYPE sdrt_job_retries_total counter\nsdrt_job_retries_total %ld\n", s->retries);
+    put(&b, "# HELP sdrt_lora_switches_total Changes of the model's active LoRA set.\n"
+            "# TYPE sdrt_lora_switches_total counter\nsdrt_lora_switches_total %ld\n", s->lora_switches);
     put(&b, "# HELP sdrt_http_requests_total HTTP requests.\n# TYPE sdrt_http_requests_total counter\n"
             "sdrt_http_requests_total %ld\n", s->requests);
     put(&b, "# HELP sdrt_http_client_errors_total 4xx responses.\n# TYPE sdrt_http_client_errors_total counter\n"

@@ -16,6 +16,12 @@ void gen_req_free(struct gen_req *r) {
     free(r->negative);
     free(r->init);
     free(r->mask);
+    for (int i = 0; i < r->n_loras; i++) {
+        free(r->loras[i].name);
+        free(r->loras[i].path);
+    }
+    free(r->loras);
+    free(r->lora_key);
     memset(r, 0, sizeof *r);
 }
 
@@ -215,5 +221,34 @@ int req_gen_common(struct srv *s, json_t *o, struct gen_req *r, int a1111, struc
         return perr_set(e, 422, "batch_size", "%dx%d x %d images is more than the server's pixel limit %dx%d", r->width,
                         r->height, r->batch, L->max_side, L->max_side);
     if (!(r->prompt = strdup(prompt)) || !(r->negative = strdup(neg))) return perr_set(e, 500, "", "out of memory");
+    return 0;
+}
+
+/* The native `loras` field (srv.h); names and paths are resolved at submit
+ * (srv_loras_prepare). */
+int req_loras(struct srv *s, json_t *o, struct gen_req *r, struct perr *e) {
+    json_t *a = json_object_get(o, "loras");
+    if (!a || json_is_null(a)) return 0;
+    if (!json_is_array(a)) return perr_set(e, 422, "loras", "expected an array of {\"name\" or \"path\", \"weight\", \"te\", \"unet\"}");
+    if (json_array_size(a) > SRV_MAX_LORAS) return perr_set(e, 422, "loras", "at most %d LoRAs", SRV_MAX_LORAS);
+    (void)s;
+    size_t i;
+    json_t *it;
+    json_array_foreach(a, i, it) {
+        if (!json_is_object(it)) return perr_set(e, 422, "loras", "item %zu: expected an object", i);
+        const char *name = NULL, *path = NULL;
+        float w = 1.0f, te, un;
+        if (req_str(it, "name", &name, 255, e) || req_str(it, "path", &path, PATH_MAX - 1, e) ||
+            req_float(it, "weight", &w, -20.0f, 20.0f, e))
+            return snprintf(e->field, sizeof e->field, "loras[%zu]", i), -1;
+        te = un = w;
+        if (req_float(it, "te", &te, -20.0f, 20.0f, e) || req_float(it, "unet", &un, -20.0f, 20.0f, e))
+            return snprintf(e->field, sizeof e->field, "loras[%zu]", i), -1;
+        if (!name == !path) return perr_set(e, 422, "loras", "item %zu: give exactly one of \"name\" and \"path\"", i);
+        struct srv_lora *n = realloc(r->loras, sizeof *n * (size_t)(r->n_loras + 1));
+        if (!n) return perr_set(e, 500, NULL, "out of memory");
+        r->loras = n;
+        n[r->n_loras++] = (struct srv_lora){name ? strdup(name) : NULL, path ? strdup(path) : NULL, te, un};
+    }
     return 0;
 }

@@ -355,10 +355,11 @@ struct sd_server *sd_server_start(struct sd_ctx *ctx, const struct sd_server_opt
     copy_opt(s->model_path, sizeof s->model_path, o->model);
     copy_opt(s->models_dir, sizeof s->models_dir, o->models_dir);
     copy_opt(s->config, sizeof s->config, o->config);
+    copy_opt(s->lora_dir, sizeof s->lora_dir, o->lora_dir);
     copy_opt(s->api_key, sizeof s->api_key, o->api_key);
     copy_opt(s->api_auth, sizeof s->api_auth, o->api_auth);
     copy_opt(s->cors, sizeof s->cors, o->cors_origin);
-    s->o.listen = s->o.vocab = s->o.model = s->o.models_dir = s->o.config = NULL;
+    s->o.listen = s->o.vocab = s->o.model = s->o.models_dir = s->o.config = s->o.lora_dir = NULL;
     s->o.api_key = s->o.api_auth = s->o.cors_origin = NULL;
     s->cur_model = s->opt_model = -1;
     s->seed = (unsigned)time(NULL);
@@ -370,7 +371,8 @@ struct sd_server *sd_server_start(struct sd_ctx *ctx, const struct sd_server_opt
         sd_errorf(ctx, SD_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    if (srv_models_scan(ctx, s) || srv_model_switch(ctx, s, 0) || srv_workers_start(ctx, s)) goto fail;
+    if (srv_models_scan(ctx, s) || srv_loras_scan(ctx, s) || srv_model_switch(ctx, s, 0) || srv_workers_start(ctx, s))
+        goto fail;
     s->opt_model = s->cur_model;
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
@@ -427,6 +429,10 @@ void sd_server_stop(struct sd_server *sv) {
     for (int i = 0; i < s->n_jobs; i++) job_unref(s, s->jobs[i]);
     pthread_mutex_unlock(&s->mu);
     free(s->jobs);
+    sd_lora_state_free(s->lora); /* the runtimes released the model (srv_workers_stop) */
+    free(s->lora_key);
+    free(s->lora_hash);
+    json_decref(s->lora_list);
     sd_model_free(s->model);
     sd_tokenizer_free(s->tok);
     sd_embed_cache_free(s->cache);
@@ -444,6 +450,11 @@ int srv_submit(struct srv *s, struct job *j, struct reply *rp) {
     gen_params_of(&j->r, &g);
     if (sd_gen_params_check(&vctx, &g)) {
         reply_errorf(rp, 422, NULL, j->origin == ORIGIN_OPENAI, "%s", vctx.msg);
+        return -1;
+    }
+    struct perr e = {0};
+    if (srv_loras_prepare(s, &j->r, &e)) {
+        reply_error(rp, &e, j->origin == ORIGIN_OPENAI);
         return -1;
     }
     /* A model override runs on that model (the worker switches); without

@@ -29,6 +29,7 @@ struct sd_server_opts {
     const char *config;           /* diffusers folder describing single-file models, or NULL */
     const char *models_dir;       /* more models: *.safetensors and diffusers folders, or NULL */
     const char *vocab;            /* CLIP BPE vocabulary for single-file models */
+    const char *lora_dir;         /* LoRA files for <lora:NAME:W> tags and `loras`, or NULL (no LoRAs) */
     const char *api_key;          /* Bearer token, or NULL */
     const char *api_auth;         /* "user:pass,user2:pass2" (HTTP Basic), or NULL */
     const char *cors_origin;      /* Access-Control-Allow-Origin, or NULL (no CORS headers) */

@@ -30,6 +30,15 @@ struct job_image {
     char *infotext;
 };
 
+/* One LoRA of a request: before srv_loras_prepare, name (resolved in
+ * --lora-dir) or path (inside --lora-dir); after it, both set. */
+struct srv_lora {
+    char *name;                   /* the "Lora hashes" name: the tag's NAME, else the file stem */
+    char *path;
+    float te, unet;
+};
+#define SRV_MAX_LORAS 8 /* sd_lora_apply takes at most 8 files at once */
+
 /* What a request asks for (owned strings and arrays). */
 struct gen_req {
     enum job_mode mode;
@@ -45,6 +54,9 @@ struct gen_req {
                                    * -1 = the server's option (srv.opt_model) */
     int restore;                  /* override_settings_restore_afterwards (default 1): the
                                    * override is this request's only; 0: it becomes the option */
+    struct srv_lora *loras;       /* explicit `loras` first, then the prompt's tags (the pipeline's order) */
+    int n_loras;
+    char *lora_key;               /* the set's identity ("" = none): equal keys, equal merged weights */
 };
 
 struct job {
@@ -60,6 +72,8 @@ struct job {
     int exclude_worker, retried, worker;
     int pin;                      /* round-robin / random placement: the worker, else -1 */
     int ran_model;                /* the model it ran on (srv.models index), -1 before */
+    int lora_bypassed;            /* times younger jobs with the model's active LoRA set went first */
+    char *lora_hashes;            /* A1111 "name: hash, ..." of its set, set when it starts; NULL = none */
     struct job_image *images;
     int n_images;
     char err[600];
@@ -92,6 +106,11 @@ struct model_entry {
     char path[PATH_MAX];
 };
 
+/* Jobs with another LoRA set than the model's active one wait until no
+ * generation uses the model; meanwhile younger jobs with the active set
+ * may go first, each waiting job at most this many times (workers.c). */
+#define SRV_LORA_MAX_BYPASS 4
+
 #define SRV_MAX_MODELS 64
 #define HIST_BUCKETS 12
 
@@ -118,6 +137,18 @@ struct srv {
     int clip_skip;                /* options CLIP_stop_at_last_layers */
     json_t *options;              /* other options POSTed back, kept as given */
     struct sd_embed_cache *cache;
+    /* LoRA (loras.c): the model's state and its active set. lora_users
+     * generations hold the set (every running job, with or without LoRAs);
+     * a switch happens only at lora_users == 0, by the one worker that set
+     * lora_switching, and tells every worker's runtime. Guarded by mu. */
+    char lora_dir[PATH_MAX];
+    struct sd_lora_state *lora;
+    struct sd_ctx lora_ctx;       /* the state's context between switches (a switch binds the job's) */
+    char *lora_key;               /* the active set (NULL or "" = none) */
+    char (*lora_hash)[16];        /* A1111 short hash of each file of the active set, in order */
+    int lora_users, lora_switching;
+    long lora_switches;
+    json_t *lora_list;            /* GET /sdapi/v1/loras, from the last scan */
     struct worker workers[SD_SERVER_MAX_DEVICES];
     int n_workers;
     struct job *qhead, *qtail;
@@ -166,6 +197,20 @@ const char *srv_model_name(struct srv *s);
 const char *srv_option_model_name(struct srv *s); /* the option's model (opt_model) */
 void gen_params_of(const struct gen_req *r, struct sd_gen_params *g);                   /* the current model's name */
 
+/* loras.c */
+struct perr;
+/* Scans --lora-dir (reading outside mu), then swaps s->lora_list: SD_OK or an error on ctx. */
+int srv_loras_scan(struct sd_ctx *ctx, struct srv *s);
+/* At submit: resolves r's explicit LoRAs and prompt tags in --lora-dir,
+ * opens and validates each file, builds r->lora_key. 4xx on e. */
+int srv_loras_prepare(struct srv *s, struct gen_req *r, struct perr *e);
+int srv_lora_key_eq(const char *a, const char *b);
+/* Makes j's set the model's active one (the caller set lora_switching, no
+ * generation uses the model); every worker's runtime is told. Outside mu. */
+int srv_lora_activate(struct srv *s, struct job *j, struct sd_ctx *ctx);
+/* j->lora_hashes from the active set's hashes (under mu). */
+void srv_lora_job_hashes(struct srv *s, struct job *j);
+
 /* Request parsing helpers (reqparse.c). A parse error fills err/field and returns -1. */
 struct perr {
     int status;
@@ -178,6 +223,9 @@ int req_llong(json_t *o, const char *key, long long *out, struct perr *e);
 int req_float(json_t *o, const char *key, float *out, float lo, float hi, struct perr *e);
 int req_str(json_t *o, const char *key, const char **out, size_t max_len, struct perr *e);
 int req_bool(json_t *o, const char *key, int *out, struct perr *e);
+/* The native `loras: [{"name"|"path", "weight", "te", "unet"}]` field into
+ * r->loras (at most SRV_MAX_LORAS; exactly one of name and path each). */
+int req_loras(struct srv *s, json_t *o, struct gen_req *r, struct perr *e);
 /* Decodes a base64 PNG (raw or data: URL) into [3,h,w] (or a [h,w] mask when
  * is_mask) resized to w x h when *w, *h > 0, else sized from the image. */
 int req_image(struct srv *s, const char *field, const char *b64, int is_mask, float **out, int *w, int *h, struct perr *e);

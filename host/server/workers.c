@@ -114,7 +114,10 @@ int srv_model_switch(struct sd_ctx *ctx, struct srv *s, int idx) {
     int rc = sd_model_load(ctx, path, s->config[0] ? s->config : NULL, &m);
     if (!rc && !(tok = load_tok(ctx, s, path, m))) rc = ctx->status ? ctx->status : SD_ERR_INVALID;
     if (!rc) rc = sd_model_load_weights(m);
+    struct sd_lora_state *ls = rc ? NULL : sd_lora_state_new(&s->lora_ctx, m);
+    if (!rc && !ls) rc = sd_errorf(ctx, SD_ERR_NOMEM, "%s", s->lora_ctx.msg);
     if (rc) {
+        sd_tokenizer_free(tok);
         sd_model_free(m);
         sd_error_wrap(ctx, "model %s", s->models[idx].name);
         pthread_mutex_unlock(&s->switch_mu);
@@ -125,12 +128,17 @@ int srv_model_switch(struct sd_ctx *ctx, struct srv *s, int idx) {
     while (s->running > 0) pthread_cond_wait(&s->ev_cv, &s->mu);
     struct sd_model *old = s->model;
     struct sd_tokenizer *old_tok = s->tok;
+    struct sd_lora_state *old_ls = s->lora;
     for (int i = 0; i < s->n_workers && old; i++)
         if (s->workers[i].rt) sd_runtime_release_model(s->workers[i].rt, old);
-    s->model = m, s->tok = tok, s->cur_model = idx;
+    s->model = m, s->tok = tok, s->cur_model = idx, s->lora = ls;
+    free(s->lora_key);
+    free(s->lora_hash);
+    s->lora_key = NULL, s->lora_hash = NULL; /* a fresh model: no LoRA */
     s->switching = 0;
     pthread_cond_broadcast(&s->work_cv);
     pthread_mutex_unlock(&s->mu);
+    sd_lora_state_free(old_ls); /* its copies are released above; the originals come back before the free */
     sd_model_free(old);
     sd_tokenizer_free(old_tok);
     sd_logf(&s->o.log, SD_LOG_INFO, "model %s loaded (%s)", s->models[idx].name, path);
@@ -216,6 +224,7 @@ static char *infotext(struct srv *s, const struct job *j, uint64_t seed) {
     it.denoising_strength = r->mode == MODE_TXT2IMG ? -1 : r->strength;
     it.clip_skip = r->clip_skip;
     it.rng = "CPU";
+    it.lora_hashes = j->lora_hashes;
     it.version = "sdrt " SDRT_VERSION;
     return sd_infotext_format(&it);
 }
@@ -249,7 +258,9 @@ static int run_job(struct worker *w, struct job *j, struct sd_ctx *ctx) {
     float *images = malloc(sizeof(float) * plane * (size_t)g.batch);
     uint8_t *rgb = malloc(plane);
     if (!images || !rgb) { free(images); free(rgb); return sd_errorf(ctx, SD_ERR_NOMEM, "out of memory"); }
-    struct sd_pipeline p = {.ctx = ctx, .model = s->model, .rt = w->rt, .tok = s->tok, .cache = s->cache};
+    /* The job holds the model's active LoRA set (its own: worker_main). */
+    struct sd_pipeline p = {.ctx = ctx, .model = s->model, .rt = w->rt, .tok = s->tok, .cache = s->cache,
+                            .lora = s->lora, .log = &s->o.log, .lora_applied = 1};
     for (int it = j->iter; it < r->n_iter && !err; it++) {
         pthread_mutex_lock(&s->mu);
         j->iter = it, j->step = 0;
@@ -291,18 +302,45 @@ static int run_job(struct worker *w, struct job *j, struct sd_ctx *ctx) {
     return err;
 }
 
-/* The next job this worker may run (under mu), taken off the queue. */
-static struct job *take(struct worker *w) {
+/* The next job this worker may run (under mu), taken off the queue.
+ * LoRA sets (srv.h): the oldest eligible job runs when it needs the
+ * model's active set or when no generation uses the model (then *activate:
+ * this worker switches the set, lora_switching keeps others out; a job
+ * for a model other than the current one counts as a switch too). Else a
+ * younger job with the active set may go first, at most
+ * SRV_LORA_MAX_BYPASS times per waiting job; after that nothing new starts
+ * until the model is free and the old job switches it. */
+static struct job *take(struct worker *w, int *activate) {
     struct srv *s = w->s;
-    if (s->switching || sd_time_s() < w->unhealthy_until) return NULL;
-    struct job **pp = &s->qhead, *prev = NULL;
+    *activate = 0;
+    if (s->switching || s->lora_switching || sd_time_s() < w->unhealthy_until) return NULL;
+    struct job **pp = &s->qhead, *prev = NULL, *head = NULL;
     for (; *pp; prev = *pp, pp = &(*pp)->next) {
         struct job *j = *pp;
         if (j->exclude_worker == w->idx || (j->pin >= 0 && j->pin != w->idx)) continue;
+        /* A job for another model needs the model to itself, like a LoRA
+         * set switch: the worker switches the model, then applies its set. */
+        const int want = j->r.model >= 0 ? j->r.model : s->opt_model;
+        int same = (want < 0 || want == s->cur_model) && srv_lora_key_eq(j->r.lora_key, s->lora_key);
+        if (!head) {
+            head = j;
+            if (!same && s->lora_users > 0) {
+                if (j->lora_bypassed >= SRV_LORA_MAX_BYPASS) return NULL;
+                continue; /* look for a younger job with the active set */
+            }
+            *activate = !same;
+        } else if (!same) {
+            continue;
+        } else {
+            head->lora_bypassed++;
+        }
         *pp = j->next;
         if (s->qtail == j) s->qtail = prev;
         s->qlen--;
         j->next = NULL;
+        s->lora_users++;
+        if (*activate) s->lora_switching = 1;
+        else srv_lora_job_hashes(s, j);
         return j; /* the queue's reference moves to the worker */
     }
     return NULL;
@@ -319,7 +357,8 @@ static void *worker_main(void *arg) {
     struct srv *s = w->s;
     pthread_mutex_lock(&s->mu);
     while (!s->stopping) {
-        struct job *j = take(w);
+        int activate = 0;
+        struct job *j = take(w, &activate);
         if (!j) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -338,6 +377,8 @@ static void *worker_main(void *arg) {
             pthread_mutex_lock(&s->mu);
         }
         if (sw_err) {
+            if (activate) s->lora_switching = 0;
+            if (--s->lora_users == 0 || activate) pthread_cond_broadcast(&s->work_cv);
             snprintf(j->err, sizeof j->err, "%s", sctx.msg);
             sd_logf(&s->o.log, SD_LOG_WARN, "job %s failed: %s", j->id, sctx.msg);
             job_finish(s, j, JOB_FAILED);
@@ -358,13 +399,15 @@ static void *worker_main(void *arg) {
         struct sd_ctx ctx = {0};
         sd_runtime_set_ctx(w->rt, &ctx);
         double t0 = sd_time_s();
-        int err = run_job(w, j, &ctx);
+        int err = activate ? srv_lora_activate(s, j, &ctx) : SD_OK;
+        if (!err) err = run_job(w, j, &ctx);
         double t1 = sd_time_s();
 
         pthread_mutex_lock(&s->mu);
         w->busy_s += t1 - t0;
         w->cur = NULL;
         s->running--;
+        if (--s->lora_users == 0) pthread_cond_broadcast(&s->work_cv);
         if (err == SD_ERR_BACKEND && !j->retried && other_healthy(s, w->idx) && !j->cancel) {
             w->unhealthy_until = sd_time_s() + s->o.backoff_s;
             for (struct job *q = s->qhead; q; q = q->next)

@@ -6,10 +6,12 @@
  * Contract: parsing either reports an error naming a field with a 4xx
  * status, or yields a request within the server's limits (sizes multiples
  * of 8 within max_side, steps, batch, n_iter in range, prompts within
- * max_prompt); a decoded image has the size asked for. tests/run.sh
+ * max_prompt, at most 8 `loras` with a name or a path and bounded
+ * weights); a decoded image has the size asked for. tests/run.sh
  * replays tests/fuzz/request/ (test_fuzz_request).
  */
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +40,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_REQUIRE(r.batch >= 1 && r.batch <= s.o.max_batch && r.n_iter >= 1 && r.n_iter <= s.o.max_n_iter);
         FUZZ_REQUIRE(r.prompt && strlen(r.prompt) <= (size_t)s.o.max_prompt && r.negative);
         FUZZ_REQUIRE(r.model == -1 || r.model == 0);
+        if (req_loras(&s, body, &r, &e) == 0) {
+            FUZZ_REQUIRE(r.n_loras >= 0 && r.n_loras <= SRV_MAX_LORAS);
+            for (int i = 0; i < r.n_loras; i++)
+                FUZZ_REQUIRE(!r.loras[i].name != !r.loras[i].path && fabsf(r.loras[i].te) <= 20 && fabsf(r.loras[i].unet) <= 20);
+        } else {
+            FUZZ_REQUIRE(e.status >= 400 && e.status < 600 && e.msg[0]);
+        }
     } else if (body) {
         FUZZ_REQUIRE(e.status >= 400 && e.status < 600 && e.msg[0]);
     }
