@@ -173,16 +173,20 @@ static char *read_file(const char *path, size_t *n) {
 
 /* `sdrt txt2img` as the jobs run it: prompt (tags resolved in tests/lora),
  * optional --lora, seed. */
-static char *reference_png(const char *prompt, const char *lora, long long seed, size_t *n) {
+static char *reference_png_of(const char *model, const char *prompt, const char *lora, long long seed, size_t *n) {
     char cmd[PATH_MAX * 2], out[96];
     snprintf(out, sizeof out, "/tmp/sdrt-test-slora-%d-%lld.png", (int)getpid(), seed);
-    snprintf(cmd, sizeof cmd, "%s/../sdrt txt2img --model tests/models/tiny-sd1 -p '%s' -n 'blurry' --steps 2 "
+    snprintf(cmd, sizeof cmd, "%s/../sdrt txt2img --model %s -p '%s' -n 'blurry' --steps 2 "
              "-W 64 -H 64 --sampler 'Euler a' --cfg-scale 7.5 --seed %lld --lora-dir tests/lora %s%s -q -o %s 2>/dev/null",
-             bindir, prompt, seed, lora ? "--lora " : "", lora ? lora : "", out);
+             bindir, model, prompt, seed, lora ? "--lora " : "", lora ? lora : "", out);
     if (system(cmd) != 0) return NULL;
     char *b = read_file(out, n);
     unlink(out);
     return b;
+}
+
+static char *reference_png(const char *prompt, const char *lora, long long seed, size_t *n) {
+    return reference_png_of("tests/models/tiny-sd1", prompt, lora, seed, n);
 }
 
 static char *b64_decode_cmd(const char *b64, size_t *n) {
@@ -288,6 +292,43 @@ static void test_a1111_tag(void) {
     CHECK(st == 200 && json_is_string(json_object_get(json_array_get(json_object_get(j, "data"), 0), "b64_json")),
           "openai: images.generations with a <lora:...> tag (%d)", st);
     json_decref(j);
+}
+
+/* A request for another model (override_settings) with the LoRA set that is
+ * active on the current model: the worker switches the model, whose fresh
+ * LoRA state has no set, and must apply the request's set to it. */
+static void test_model_override(void) {
+    size_t n = 0, ref_len = 0, n2 = 0, ref2_len = 0;
+    int st;
+    json_t *j = call_json("POST", "/sdapi/v1/txt2img",
+                          "{\"prompt\":\"a red cube <lora:kohya_alias:0.8>\",\"negative_prompt\":\"blurry\",\"steps\":2,"
+                          "\"width\":64,\"height\":64,\"sampler_name\":\"Euler a\",\"cfg_scale\":7.5,\"seed\":11}", &st);
+    json_decref(j);
+    char *ref = reference_png_of("tests/models/tiny-sd1-sched", "a red cube <lora:kohya_alias:0.8>", NULL, 11, &ref_len);
+    j = call_json("POST", "/sdapi/v1/txt2img",
+                  "{\"prompt\":\"a red cube <lora:kohya_alias:0.8>\",\"negative_prompt\":\"blurry\",\"steps\":2,"
+                  "\"width\":64,\"height\":64,\"sampler_name\":\"Euler a\",\"cfg_scale\":7.5,\"seed\":11,"
+                  "\"override_settings\":{\"sd_model_checkpoint\":\"tiny-sd1-sched\"}}", &st);
+    const char *b64 = json_string_value(json_array_get(json_object_get(j, "images"), 0));
+    char *got = b64 ? b64_decode_cmd(b64, &n) : NULL;
+    CHECK(st == 200 && ref && got && n == ref_len && !memcmp(got, ref, n),
+          "model override with the active LoRA set: the LoRA is applied to the other model (byte-identical to sdrt "
+          "txt2img --model tiny-sd1-sched with the tag) (%d, %zu bytes)", st, n);
+    json_decref(j);
+    free(got);
+    free(ref);
+    /* and back on the option's model, the same set again */
+    char *ref2 = reference_png("a red cube <lora:kohya_alias:0.8>", NULL, 11, &ref2_len);
+    j = call_json("POST", "/sdapi/v1/txt2img",
+                  "{\"prompt\":\"a red cube <lora:kohya_alias:0.8>\",\"negative_prompt\":\"blurry\",\"steps\":2,"
+                  "\"width\":64,\"height\":64,\"sampler_name\":\"Euler a\",\"cfg_scale\":7.5,\"seed\":11}", &st);
+    b64 = json_string_value(json_array_get(json_object_get(j, "images"), 0));
+    got = b64 ? b64_decode_cmd(b64, &n2) : NULL;
+    CHECK(st == 200 && ref2 && got && n2 == ref2_len && !memcmp(got, ref2, n2),
+          "model restored after the override: the LoRA set applied again on tiny-sd1 (byte-identical) (%d)", st);
+    json_decref(j);
+    free(got);
+    free(ref2);
 }
 
 /* Jobs with set A (tag), set B (tag), C (none) and D (`loras` field, the
@@ -464,8 +505,15 @@ int main(int argc, char **argv) {
     if (sd_st_write(&c, cmd, t, 2, NULL)) { test_fail("server lora: %s", c.msg); return 1; }
     char sdrt[PATH_MAX + 16];
     snprintf(sdrt, sizeof sdrt, "%s/../sdrt", bindir);
+    char models_dir[64], cwd[PATH_MAX], link[PATH_MAX + 96];
+    snprintf(models_dir, sizeof models_dir, "%s-models", lora_dir);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", models_dir);
+    if (system(cmd) || !getcwd(cwd, sizeof cwd)) { test_fail("server lora: cannot make %s", models_dir); return 1; }
+    snprintf(link, sizeof link, "%s/tiny-sd1-sched", models_dir);
+    snprintf(cmd, sizeof cmd, "%s/tests/models/tiny-sd1-sched", cwd);
+    if (symlink(cmd, link)) { test_fail("server lora: cannot link %s", link); return 1; }
     const char *args[] = {sdrt, "serve", "--model", "tests/models/tiny-sd1", "--port", "0", "--threads", "1", "--devices", "cpu,cpu",
-                          "--api-key", KEY, "--lora-dir", lora_dir, NULL};
+                          "--api-key", KEY, "--lora-dir", lora_dir, "--models-dir", models_dir, NULL};
     if (start_server_args(args)) { test_fail("server lora: did not start"); return 1; }
     test_ok("server lora: started on 127.0.0.1:%d with --lora-dir", port);
     test_listing();
@@ -473,8 +521,9 @@ int main(int argc, char **argv) {
     test_concurrent_sets();
     test_fairness();
     test_errors();
+    test_model_override();
     stop_server();
-    snprintf(cmd, sizeof cmd, "rm -rf %s", lora_dir);
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s", lora_dir, models_dir);
     if (system(cmd)) test_fail("server lora: cannot remove %s", lora_dir);
     return test_failures ? 1 : 0;
 }
