@@ -201,6 +201,17 @@ static char *b64_decode_cmd(const char *b64, size_t *n) {
     return got;
 }
 
+/* Whether the server process has exited (it is then a zombie until reaped). */
+static int server_dead(void) {
+    char path[64], state = 0;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)server_pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 1;
+    int ok = fscanf(f, "%*d %*s %c", &state) == 1;
+    fclose(f);
+    return !ok || state == 'Z';
+}
+
 /* Waits for a native job; returns its final status (malloc'd JSON). */
 static json_t *wait_job(const char *id) {
     char path[128];
@@ -211,6 +222,7 @@ static json_t *wait_job(const char *id) {
         const char *s = json_string_value(json_object_get(j, "status"));
         if (s && (!strcmp(s, "done") || !strcmp(s, "failed") || !strcmp(s, "cancelled"))) return j;
         json_decref(j);
+        if (kill(server_pid, 0) != 0 || server_dead()) return NULL; /* the server died: fail now, not in minutes */
         usleep(20000);
     }
     return NULL;

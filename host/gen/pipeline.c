@@ -60,7 +60,9 @@ static int tokenize_chunks(struct sd_pipeline *p, const char *text, int32_t **id
         }
         free(tmp);
         if (!(tmp = malloc(sizeof(int) * (size_t)(k > 0 ? k : 1)))) { rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "prompt: out of memory"); break; }
-        if ((rc = sd_tokenizer_encode(p->tok, fr->text, tmp, k, &k))) break;
+        int got = 0;
+        if ((rc = sd_tokenizer_encode(p->tok, fr->text, tmp, k, &got))) break;
+        if (got != k) { rc = sd_errorf(p->ctx, SD_ERR_INVALID, "prompt: the tokenizer gave %d ids, then %d", k, got); break; }
         for (int i = 0; i < k; i++) all[n] = tmp[i], wt[n++] = (float)fr->weight;
     }
     if (!rc) {

@@ -216,6 +216,7 @@ static struct sd_tokenizer *tok_alloc(struct sd_ctx *ctx) {
         return NULL;
     }
     t->ctx = ctx;
+    pthread_mutex_init(&t->lock, NULL);
     return t;
 }
 
@@ -542,6 +543,7 @@ void sd_tokenizer_free(struct sd_tokenizer *t) {
     free(t->merge);
     free(t->cache);
     free(t->scratch);
+    pthread_mutex_destroy(&t->lock);
     free(t);
 }
 
@@ -734,8 +736,17 @@ static const char *find_special(const struct sd_tokenizer *t, const char *s, int
     return best;
 }
 
+static int encode_locked(struct sd_tokenizer *t, const char *text, int *ids, int max, int *n);
+
 int sd_tokenizer_encode(struct sd_tokenizer *t, const char *text, int *ids, int max, int *n) {
     if (!text || (max > 0 && !ids)) return sd_errorf(t->ctx, SD_ERR_INVALID, "tokenizer: NULL text or ids");
+    pthread_mutex_lock(&t->lock);
+    int rc = encode_locked(t, text, ids, max, n);
+    pthread_mutex_unlock(&t->lock);
+    return rc;
+}
+
+static int encode_locked(struct sd_tokenizer *t, const char *text, int *ids, int max, int *n) {
     struct id_sink out = {ids, max < 0 ? 0 : max, 0};
     int rc = SD_OK;
     const char *p = text;
@@ -774,12 +785,18 @@ char *sd_tokenizer_normalize(struct sd_tokenizer *t, const char *text) {
     const uint32_t *s;
     size_t n;
     if (!text) { sd_errorf(t->ctx, SD_ERR_INVALID, "tokenizer: NULL text"); return NULL; }
-    if (normalize(t, text, strlen(text), &s, &n) != SD_OK) return NULL;
-    char *r = malloc(n * 4 + 1);
-    if (!r) { sd_errorf(t->ctx, SD_ERR_NOMEM, "tokenizer: out of memory"); return NULL; }
-    size_t w = 0;
-    for (size_t i = 0; i < n; i++) w += (size_t)sd_unicode_utf8_encode(s[i], r + w);
-    r[w] = 0;
+    pthread_mutex_lock(&t->lock);
+    char *r = NULL;
+    if (normalize(t, text, strlen(text), &s, &n) == SD_OK) {
+        if ((r = malloc(n * 4 + 1))) {
+            size_t w = 0;
+            for (size_t i = 0; i < n; i++) w += (size_t)sd_unicode_utf8_encode(s[i], r + w);
+            r[w] = 0;
+        } else {
+            sd_errorf(t->ctx, SD_ERR_NOMEM, "tokenizer: out of memory");
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
     return r;
 }
 

@@ -52,14 +52,17 @@
  * - Vocabulary: the OpenAI .gz (read with zlib, a plain-text file works too)
  *   builds the 49408 ids of §1.1; the diffusers files give the same ids. Only
  *   the first 48894 merges are used, as in both references.
- * - A tokenizer is not thread-safe (encode updates the pre-token cache); use
- *   one per thread. It borrows ctx for encode's errors; ctx must outlive it.
+ * - Encoding is serialised by a mutex (it updates the pre-token cache and
+ *   scratch buffers), so threads may share one tokenizer (a server's workers
+ *   do). It borrows ctx for encode's errors; ctx must outlive it.
  */
 #ifndef SDRT_TOKENIZER_H
 #define SDRT_TOKENIZER_H
 
 #include "hashmap.h"
 #include "sdrt.h"
+
+#include <pthread.h>
 
 #define SD_TOKENIZER_CTX 77          /* CLIP context length: BOS + 75 + EOS */
 #define SD_TOKENIZER_BOS 49406       /* <|startoftext|> */
@@ -98,6 +101,8 @@ struct sd_tokenizer {
     struct sd_tok_cache *cache;
     uint32_t *scratch;   /* normalisation buffers, grown on demand */
     size_t scratch_cap;
+    pthread_mutex_t lock; /* encode and normalise use the cache and scratch: one thread at a time
+                           * (a server's workers share one tokenizer) */
 };
 
 /* Loads OpenAI's bpe_simple_vocab_16e6.txt.gz (gzip or plain text) and builds
