@@ -13,6 +13,7 @@
 #include "unicode.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -509,6 +510,36 @@ static void test_speed(struct sd_tokenizer *tok, double load_s) {
           warm * 1e6);
 }
 
+/* Threads sharing one tokenizer (as a server's workers do): every prompt of
+ * the golden set, encoded by two threads at once in opposite orders, gives
+ * the golden ids each time (the pre-token cache and scratch buffers are
+ * shared state). */
+struct shared_run { struct sd_tokenizer *tok; const struct golden *g; int ng, reverse, bad, checked; };
+
+static void *shared_encode(void *arg) {
+    struct shared_run *r = arg;
+    for (int rep = 0; rep < 4; rep++)
+        for (int k = 0; k < r->ng; k++) {
+            const struct golden *g = &r->g[r->reverse ? r->ng - 1 - k : k];
+            if (!g->has_sd1) continue;
+            int ids[SD_TOKENIZER_CTX];
+            if (sd_tokenizer_encode_clip(r->tok, g->text, ids, NULL) || memcmp(ids, g->sd1, sizeof ids)) r->bad++;
+            r->checked++;
+        }
+    return NULL;
+}
+
+static void test_shared_threads(struct sd_tokenizer *tok, const struct golden *g, int ng) {
+    struct shared_run r[2] = {{tok, g, ng, 0, 0, 0}, {tok, g, ng, 1, 0, 0}};
+    pthread_t th[2];
+    int started = 0;
+    for (int i = 0; i < 2; i++) started += pthread_create(&th[i], NULL, shared_encode, &r[i]) == 0;
+    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+    CHECK(started == 2 && r[0].bad == 0 && r[1].bad == 0 && r[0].checked > 0,
+          "one tokenizer shared by two threads: %d + %d encodings equal the goldens (%d + %d differ)", r[0].checked,
+          r[1].checked, r[0].bad, r[1].bad);
+}
+
 int main(void) {
     struct sd_ctx ctx = {0};
     double t0 = sd_time_s();
@@ -525,6 +556,7 @@ int main(void) {
     CHECK(ng >= 500, "golden file %s parses: %d prompts", GOLDEN, ng);
     test_vectors(tok);
     if (ng > 0) test_goldens(tok, g, ng);
+    if (ng > 0) test_shared_threads(tok, g, ng);
     test_encode_api(tok);
     char dir[] = "/tmp/sdrt_tok_XXXXXX";
     if (mkdtemp(dir)) {
