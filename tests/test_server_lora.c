@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include "test.h"
 #include "safetensors.h"
+#include "http_client.h"
 
 #include <jansson.h>
 #include <arpa/inet.h>
@@ -34,76 +35,9 @@
 #endif
 #define KEY "test-key-lora"
 
-static int port;
 static pid_t server_pid;
 static char bindir[PATH_MAX];
 static char lora_dir[64];
-
-struct resp {
-    int status;
-    char *head, *body;
-    size_t len;
-};
-
-static void resp_free(struct resp *r) { free(r->head); free(r->body); memset(r, 0, sizeof *r); }
-
-/* One request on a fresh connection (Connection: close); reads to EOF. */
-static int http(const char *method, const char *path, const char *auth, const char *extra, const void *body, size_t blen,
-                struct resp *r) {
-    memset(r, 0, sizeof *r);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct timeval tv = {30, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) { close(fd); return -1; }
-    char hdr[1024];
-    int n = snprintf(hdr, sizeof hdr, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s%s%s%s"
-                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n", method, path,
-                     auth ? "Authorization: " : "", auth ? auth : "", auth ? "\r\n" : "", extra ? extra : "", blen);
-    if (write(fd, hdr, (size_t)n) != n) { close(fd); return -1; }
-    for (size_t off = 0; off < blen;) {
-        ssize_t k = write(fd, (const char *)body + off, blen - off);
-        if (k <= 0) break;
-        off += (size_t)k;
-    }
-    size_t cap = 65536, len = 0;
-    char *buf = malloc(cap);
-    for (ssize_t k; (k = read(fd, buf + len, cap - len - 1)) > 0;) {
-        len += (size_t)k;
-        if (cap - len < 4096) buf = realloc(buf, cap *= 2);
-    }
-    close(fd);
-    buf[len] = 0;
-    char *sep = strstr(buf, "\r\n\r\n");
-    if (!sep || sscanf(buf, "HTTP/1.%*d %d", &r->status) != 1) { free(buf); return -1; }
-    *sep = 0;
-    r->head = strdup(buf);
-    char *b = sep + 4;
-    size_t blen2 = len - (size_t)(b - buf);
-    if (strcasestr(r->head, "Transfer-Encoding: chunked")) { /* de-chunk */
-        char *o = malloc(blen2 + 1), *p = b;
-        size_t ol = 0;
-        for (;;) {
-            unsigned long cl = strtoul(p, &p, 16);
-            p = strstr(p, "\r\n");
-            if (!p || cl == 0) break;
-            p += 2;
-            memcpy(o + ol, p, cl);
-            ol += cl;
-            p += cl + 2;
-        }
-        o[ol] = 0;
-        r->body = o, r->len = ol;
-    } else {
-        r->body = malloc(blen2 + 1);
-        memcpy(r->body, b, blen2);
-        r->body[blen2] = 0;
-        r->len = blen2;
-    }
-    free(buf);
-    return 0;
-}
 
 static int start_server_args(const char *const *argv) {
     int pfd[2];
