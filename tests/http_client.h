@@ -1,6 +1,8 @@
-/* http_client.h - the server tests' HTTP/1.1 client: one request per
- * connection to 127.0.0.1:port (the test's server), the response read to EOF
- * and de-chunked. Included by tests/test_server*.c, which set `port`. */
+/* http_client.h - the server tests' harness: start `sdrt serve` with its
+ * port read from its log (start_server_args), stop it with SIGTERM
+ * (stop_server), and an HTTP/1.1 client: one request per connection to
+ * 127.0.0.1:port, the response read to EOF and de-chunked. Included by
+ * tests/test_server*.c after test.h. */
 #ifndef SDRT_TEST_HTTP_CLIENT_H
 #define SDRT_TEST_HTTP_CLIENT_H
 
@@ -11,9 +13,12 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int port; /* the server under test */
+static pid_t server_pid;
 
 struct resp {
     int status;
@@ -79,6 +84,60 @@ static int http(const char *method, const char *path, const char *auth, const ch
     }
     free(buf);
     return 0;
+}
+
+
+static int start_server_args(const char *const *argv) {
+    int pfd[2];
+    if (pipe(pfd)) return -1;
+    server_pid = fork();
+    if (server_pid == 0) {
+        dup2(pfd[1], 2);
+        close(pfd[0]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(pfd[1]);
+    FILE *f = fdopen(pfd[0], "r");
+    char line[512];
+    port = 0;
+    while (fgets(line, sizeof line, f)) {
+        char *p = strstr(line, "serving on http://127.0.0.1:");
+        if (p) { port = atoi(p + 28); break; }
+    }
+    /* Keep draining the server's log so it never blocks on a full pipe. */
+    if (fork() == 0) {
+        while (fgets(line, sizeof line, f)) {}
+        _exit(0);
+    }
+    fclose(f);
+    return port > 0 ? 0 : -1;
+}
+
+static void stop_server(void) {
+    kill(server_pid, SIGTERM);
+    int st = 0;
+    for (int i = 0; i < 200; i++) {
+        if (waitpid(server_pid, &st, WNOHANG) == server_pid) {
+            CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "server: stops on SIGTERM with status 0");
+            return;
+        }
+        usleep(50000);
+    }
+    kill(server_pid, SIGKILL);
+    waitpid(server_pid, &st, 0);
+    test_fail("server: did not stop within 10 s of SIGTERM");
+}
+
+/* Whether the server process has exited (it is then a zombie until reaped). */
+static inline int server_dead(void) {
+    char path[64], state = 0;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)server_pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 1;
+    int ok = fscanf(f, "%*d %*s %c", &state) == 1;
+    fclose(f);
+    return !ok || state == 'Z';
 }
 
 #endif

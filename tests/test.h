@@ -131,6 +131,14 @@ static void fill_random(float *x, int64_t n, uint64_t seed) {
     }
 }
 
+/* The CLIP BPE vocabulary the tests use: $SDRT_VOCAB, else the copy
+ * `make vocab` installs. */
+static const char *vocab_path(void) __attribute__((unused));
+static const char *vocab_path(void) {
+    const char *env = getenv("SDRT_VOCAB");
+    return env && *env ? env : "build/vocab/bpe_simple_vocab_16e6.txt.gz";
+}
+
 static int test_summary(void) __attribute__((unused));
 static int test_summary(void) { return test_failures ? 1 : 0; }
 

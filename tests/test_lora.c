@@ -52,11 +52,6 @@ struct env {
     struct sd_pipeline p;
 };
 
-static const char *vocab_path(void) {
-    const char *env = getenv("SDRT_VOCAB");
-    return env && *env ? env : "build/vocab/bpe_simple_vocab_16e6.txt.gz";
-}
-
 static void env_free(struct env *e) {
     if (e->ls && e->rt) sd_lora_apply(e->ls, NULL, 0, &e->rt, 1, NULL, NULL);
     sd_lora_state_free(e->ls);

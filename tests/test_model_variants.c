@@ -65,11 +65,6 @@ static const struct vcase cases[] = {
 };
 #define N_CASES ((int)(sizeof cases / sizeof *cases))
 
-static const char *vocab_path(void) {
-    const char *env = getenv("SDRT_VOCAB");
-    return env && *env ? env : "build/vocab/bpe_simple_vocab_16e6.txt.gz";
-}
-
 static int load(struct sd_ctx *ctx, const char *name, struct sd_model **m) {
     char path[256];
     snprintf(path, sizeof path, "tests/models/%s", name);

@@ -108,11 +108,6 @@ struct env {
     struct sd_pipeline p;
 };
 
-static const char *vocab_path(void) {
-    const char *env = getenv("SDRT_VOCAB");
-    return env && *env ? env : "build/vocab/bpe_simple_vocab_16e6.txt.gz";
-}
-
 static void env_free(struct env *e) {
     if (e->rt && e->m) sd_runtime_release_model(e->rt, e->m);
     sd_runtime_free(e->rt);

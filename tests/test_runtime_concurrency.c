@@ -46,11 +46,6 @@ struct job {
     int rc;
 };
 
-static const char *vocab_path(void) {
-    const char *env = getenv("SDRT_VOCAB");
-    return env && *env ? env : "build/vocab/bpe_simple_vocab_16e6.txt.gz";
-}
-
 static int64_t img_n(const struct job_spec *s) { return 3LL * s->width * s->height; }
 
 static void *run_job(void *arg) {

@@ -38,7 +38,6 @@
 #define N_CLIENTS 8
 #define KEY "test-key-123"
 
-static pid_t server_pid;
 static char bindir[PATH_MAX];
 static char models_dir[64];
 
@@ -76,7 +75,6 @@ static long rss_kb(void) {
     return kb;
 }
 
-static int start_server_args(const char *const *argv_in);
 static int start_server(const char *const *extra) {
     char sdrt[PATH_MAX + 16];
     snprintf(sdrt, sizeof sdrt, "%s/../sdrt", bindir);
@@ -89,47 +87,6 @@ static int start_server(const char *const *extra) {
     return start_server_args(argv);
 }
 
-static int start_server_args(const char *const *argv) {
-    int pfd[2];
-    if (pipe(pfd)) return -1;
-    server_pid = fork();
-    if (server_pid == 0) {
-        dup2(pfd[1], 2);
-        close(pfd[0]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(pfd[1]);
-    FILE *f = fdopen(pfd[0], "r");
-    char line[512];
-    port = 0;
-    while (fgets(line, sizeof line, f)) {
-        char *p = strstr(line, "serving on http://127.0.0.1:");
-        if (p) { port = atoi(p + 28); break; }
-    }
-    /* Keep draining the server's log so it never blocks on a full pipe. */
-    if (fork() == 0) {
-        while (fgets(line, sizeof line, f)) {}
-        _exit(0);
-    }
-    fclose(f);
-    return port > 0 ? 0 : -1;
-}
-
-static void stop_server(void) {
-    kill(server_pid, SIGTERM);
-    int st = 0;
-    for (int i = 0; i < 200; i++) {
-        if (waitpid(server_pid, &st, WNOHANG) == server_pid) {
-            CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "server: stops on SIGTERM with status 0");
-            return;
-        }
-        usleep(50000);
-    }
-    kill(server_pid, SIGKILL);
-    waitpid(server_pid, &st, 0);
-    test_fail("server: did not stop within 10 s of SIGTERM");
-}
 
 /* `sdrt txt2img` with the settings the concurrency jobs use. */
 static char *reference_png(long long seed, size_t *n) {

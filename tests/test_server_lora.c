@@ -35,51 +35,9 @@
 #endif
 #define KEY "test-key-lora"
 
-static pid_t server_pid;
 static char bindir[PATH_MAX];
 static char lora_dir[64];
 
-static int start_server_args(const char *const *argv) {
-    int pfd[2];
-    if (pipe(pfd)) return -1;
-    server_pid = fork();
-    if (server_pid == 0) {
-        dup2(pfd[1], 2);
-        close(pfd[0]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(pfd[1]);
-    FILE *f = fdopen(pfd[0], "r");
-    char line[512];
-    port = 0;
-    while (fgets(line, sizeof line, f)) {
-        char *p = strstr(line, "serving on http://127.0.0.1:");
-        if (p) { port = atoi(p + 28); break; }
-    }
-    /* Keep draining the server's log so it never blocks on a full pipe. */
-    if (fork() == 0) {
-        while (fgets(line, sizeof line, f)) {}
-        _exit(0);
-    }
-    fclose(f);
-    return port > 0 ? 0 : -1;
-}
-
-static void stop_server(void) {
-    kill(server_pid, SIGTERM);
-    int st = 0;
-    for (int i = 0; i < 200; i++) {
-        if (waitpid(server_pid, &st, WNOHANG) == server_pid) {
-            CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "server: stops on SIGTERM with status 0");
-            return;
-        }
-        usleep(50000);
-    }
-    kill(server_pid, SIGKILL);
-    waitpid(server_pid, &st, 0);
-    test_fail("server: did not stop within 10 s of SIGTERM");
-}
 
 
 static const char *A = "Bearer " KEY;
@@ -133,17 +91,6 @@ static char *b64_decode_cmd(const char *b64, size_t *n) {
     char *got = read_file(path, n);
     unlink(path);
     return got;
-}
-
-/* Whether the server process has exited (it is then a zombie until reaped). */
-static int server_dead(void) {
-    char path[64], state = 0;
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)server_pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return 1;
-    int ok = fscanf(f, "%*d %*s %c", &state) == 1;
-    fclose(f);
-    return !ok || state == 'Z';
 }
 
 /* Waits for a native job; returns its final status (malloc'd JSON). */

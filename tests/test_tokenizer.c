@@ -21,11 +21,6 @@
 
 #define GOLDEN "tests/golden/tokenizer_ids.txt"
 
-static const char *vocab_path(void) {
-    const char *p = getenv("SDRT_VOCAB");
-    return p && *p ? p : "build/vocab/" SD_TOKENIZER_GZ_NAME;
-}
-
 /* ---- golden file --------------------------------------------------------- */
 
 struct golden {

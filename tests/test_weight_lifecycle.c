@@ -213,11 +213,6 @@ static double rss_mib(void) {
     return kb / 1024.0;
 }
 
-static const char *vocab_path(void) {
-    const char *env = getenv("SDRT_VOCAB");
-    return env && *env ? env : "build/vocab/bpe_simple_vocab_16e6.txt.gz";
-}
-
 #ifndef LOOPS
 #define LOOPS 20
 #endif
