@@ -237,6 +237,7 @@ static void test_sigterm(struct sd_rq *q, struct rw_proc *w) {
     char b[64];
     for (int i = 0; i < 200 && atoi(job_field(q, "term-run", "step", b, sizeof b)) < 1; i++) redis_sleep_ms(50);
     int rc = rw_signal_wait(w, SIGTERM, 120);
+    if (rc != 0) rw_log_tail(w, 30);
     struct sd_rq_result r;
     int got = wait_result(q, "term-run", &r, 1);
     json_t *s = NULL;

@@ -36,7 +36,7 @@ struct item {
     char id[128];
     char *event, *data;           /* IT_EVENT; IT_FINISH: the final event */
     char *kv[10];                 /* IT_SET: field, value pairs */
-    int n_kv;
+    int n_kv, n_str;              /* pairs; strings held */
     int slot;                     /* IT_FINISH */
     unsigned gen;
     enum job_state state;
@@ -95,7 +95,7 @@ static void cv_wait_ms(struct sd_rq_worker *w, int ms) { /* under w->mu */
 static void item_free(struct item *it) {
     free(it->event);
     free(it->data);
-    for (int i = 0; i < it->n_kv; i++) free(it->kv[i]);
+    for (int i = 0; i < it->n_str; i++) free(it->kv[i]);
     free(it);
 }
 
@@ -120,9 +120,14 @@ static struct item *item_set(const char *id, int n, const char *const *kv) {
     if (!it) return NULL;
     it->kind = IT_SET;
     snprintf(it->id, sizeof it->id, "%s", id);
-    for (int i = 0; i < 2 * n && i < 10; i++)
-        if ((it->kv[i] = strdup(kv[i]))) it->n_kv++;
-    it->n_kv /= 2;
+    for (int i = 0; i < 2 * n && i < 10; i++) {
+        if (!(it->kv[i] = strdup(kv[i]))) {
+            item_free(it);
+            return NULL;
+        }
+        it->n_str++;
+    }
+    it->n_kv = it->n_str / 2;
     return it;
 }
 
