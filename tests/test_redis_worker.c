@@ -204,6 +204,34 @@ static void test_cancel(struct sd_rq *q) {
     sd_rq_result_free(&r2);
 }
 
+/* Skip ends the current iteration (no image for it), the next one runs.
+ * The job runs several times longer than --claim-idle (500 ms): the
+ * heartbeats keep it from being taken again (one delivery, no duplicate). */
+static void test_skip_long(struct sd_rq *q) {
+    struct sd_ctx ctx = {0};
+    struct rw_job j = {"skip me", 32, 400, 2, 40};
+    char *req = rw_wire(&j, "tiny-sd1");
+    double t0 = sd_time_s();
+    int st = sd_rq_submit(&ctx, q, "tiny-sd1", "skip-long", req);
+    free(req);
+    int running = wait_state(q, "skip-long", "running", 60);
+    char b[64], a[64];
+    for (int i = 0; i < 200 && atoi(job_field(q, "skip-long", "step", b, sizeof b)) < 2; i++) redis_sleep_ms(50);
+    st |= sd_rq_cancel(&ctx, q, "skip-long", 1);
+    struct sd_rq_result r;
+    int got = wait_result(q, "skip-long", &r, 120);
+    double took = sd_time_s() - t0;
+    json_t *s = NULL;
+    sd_rq_stats(&ctx, q, &s);
+    long long dups = json_integer_value(json_object_get(json_object_get(s, "stats"), "duplicates"));
+    json_decref(s);
+    CHECK(st == SD_OK && running && got && !strcmp(r.state, "done") && r.n == 1 && r.images[0].seed == 41 && dups == 0 &&
+              !strcmp(job_field(q, "skip-long", "attempts", a, sizeof a), "1") && took > 1.0,
+          "worker: skip drops the running iteration (1 image, seed 41); the job ran %.1f s with --claim-idle 0.5 s: "
+          "1 delivery, no duplicate (heartbeats)", took);
+    sd_rq_result_free(&r);
+}
+
 /* The model "broken" is listed (--models-dir) but does not load: each
  * attempt fails, the entry is retried, then dead-lettered with the error. */
 static void test_failing(struct sd_rq *q, redisContext *c) {
@@ -278,6 +306,7 @@ int main(int argc, char **argv) {
         test_malformed(q, &w, c);
         test_duplicate(q, &w, c);
         test_cancel(q);
+        test_skip_long(q);
         test_failing(q, c);
         test_sigterm(q, &w);
     }
