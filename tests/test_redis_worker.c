@@ -278,6 +278,59 @@ static void test_sigterm(struct sd_rq *q, struct rw_proc *w) {
     sd_rq_result_free(&r);
 }
 
+/* A worker with two devices runs two jobs at once; same bytes. */
+static void test_two_devices(struct sd_rq *q, const char *const *base_args) {
+    const char *args[16];
+    int a = 0;
+    for (int i = 0; base_args[i]; i++) args[a++] = base_args[i];
+    args[a++] = "--devices";
+    args[a++] = "cpu,cpu";
+    args[a] = NULL;
+    struct rw_proc w2;
+    if (rw_start(&w2, dir, rs.url, "w2", args)) {
+        test_fail("worker: a worker with --devices cpu,cpu did not start");
+        return;
+    }
+    struct sd_ctx ctx = {0};
+    struct rw_job j = {"a red cube", 32, 2, 1, 500};
+    int st = 0;
+    for (int i = 0; i < 4; i++) {
+        struct rw_job k = j;
+        k.seed = j.seed + i;
+        char id[32], *req = rw_wire(&k, "tiny-sd1");
+        snprintf(id, sizeof id, "two%d", i);
+        st |= sd_rq_submit(&ctx, q, "tiny-sd1", id, req);
+        free(req);
+    }
+    int same = 0;
+    char devs[4][64];
+    for (int i = 0; i < 4; i++) {
+        char id[32], ref[300];
+        snprintf(id, sizeof id, "two%d", i);
+        snprintf(ref, sizeof ref, "%s/ref-%d.png", dir, i);
+        struct sd_rq_result r;
+        size_t n = 0;
+        char *want = rw_read_file(ref, &n);
+        if (wait_result(q, id, &r, 60) && !strcmp(r.state, "done") && r.n == 1 && want && r.images[0].len == n &&
+            !memcmp(r.images[0].png, want, n))
+            same++;
+        job_field(q, id, "device", devs[i], sizeof devs[i]);
+        free(want);
+        sd_rq_result_free(&r);
+    }
+    json_t *s = NULL;
+    sd_rq_stats(&ctx, q, &s);
+    size_t nd = 0;
+    json_t *ws = json_object_get(s, "workers");
+    for (size_t i = 0; i < json_array_size(ws); i++)
+        if (!strcmp(json_string_value(json_object_get(json_array_get(ws, i), "name")), "w2"))
+            nd = json_array_size(json_object_get(json_array_get(ws, i), "devices"));
+    json_decref(s);
+    int rc = rw_signal_wait(&w2, SIGTERM, 60);
+    CHECK(st == SD_OK && same == 4 && nd == 2 && rc == 0, "worker: --devices cpu,cpu: 4 jobs byte-identical (devices %s %s %s %s), "
+          "2 devices announced, SIGTERM exit 0", devs[0], devs[1], devs[2], devs[3]);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     signal(SIGPIPE, SIG_IGN);
@@ -309,6 +362,7 @@ int main(int argc, char **argv) {
         test_skip_long(q);
         test_failing(q, c);
         test_sigterm(q, &w);
+        test_two_devices(q, args);
     }
     if (w.pid > 0) rw_signal_wait(&w, SIGKILL, 10);
     sd_rq_close(q);

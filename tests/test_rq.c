@@ -114,6 +114,13 @@ static long long pending_count(redisContext *c, const char *stream) {
     return n;
 }
 
+static long long xlen_of(redisContext *c, const char *key) {
+    redisReply *r = redisCommand(c, "XLEN %s", key);
+    long long n = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    if (r) freeReplyObject(r);
+    return n;
+}
+
 static void test_flow(struct redis_srv *rs) {
     struct sd_ctx ctx = {0};
     struct sd_rq *fe = open_q(&ctx, rs->url, 30000), *wk = open_q(&ctx, rs->url, 30000);
@@ -247,6 +254,20 @@ static void test_flow(struct redis_srv *rs) {
               json_integer_value(json_object_get(json_object_get(stats, "stats"), "done")) == 1,
           "rq stats: length 3, pending 0, dead 2, done 1, duplicates 1");
     json_decref(stats);
+    /* Trim: the 3 acknowledged entries but the last delivered one go; a new
+     * (undelivered) entry and a pending one stay. */
+    long long trimmed = -1, trimmed2 = -1, trimmed3 = -1;
+    st = sd_rq_trim(&ctx, wk, "tiny-sd1", 0, &trimmed);
+    st |= sd_rq_submit(&ctx, fe, "tiny-sd1", "late1", "{}");
+    st |= sd_rq_submit(&ctx, fe, "tiny-sd1", "late2", "{}");
+    st |= sd_rq_take(&ctx, wk, "w1", models, 2, 0, &e, &got); /* late1: pending */
+    st |= sd_rq_trim(&ctx, wk, "tiny-sd1", 0, &trimmed2);
+    long long len = xlen_of(c, "t:jobs:tiny-sd1");
+    st |= sd_rq_trim(&ctx, wk, "tiny-sd1", 3600000, &trimmed3);
+    st |= sd_rq_trim(&ctx, wk, "nostream", 0, &trimmed3);
+    CHECK(st == SD_OK && got && trimmed == 2 && trimmed2 == 1 && len == 2 && trimmed3 == 0,
+          "rq trim: acknowledged entries trimmed (2, then the last acknowledged 1), pending and undelivered kept (length %lld)", len);
+    sd_rq_entry_free(&e);
     st = sd_rq_worker_alive(&ctx, wk, "w1", "{\"pid\":1}", 5);
     st |= sd_rq_worker_alive(&ctx, wk, "w-gone", "{\"pid\":2}", 1);
     redis_sleep_ms(1100);

@@ -19,6 +19,8 @@
 #define RQW_BLOCK_MS 1000
 #define RQW_TICK_MS 200
 #define RQW_ALIVE_TTL_S 15
+#define RQW_TRIM_EVERY_S 60
+#define RQW_TRIM_KEEP_MS (10 * 60 * 1000) /* acknowledged entries stay 10 minutes (for inspection) */
 
 /* An entry this worker holds, with its local job (a reference). */
 struct slot {
@@ -533,7 +535,7 @@ static void announce(struct sd_rq_worker *w) {
 
 static void *monitor(void *arg) {
     struct sd_rq_worker *w = arg;
-    double beat_s = w->o.claim_idle_ms / 3000.0, last_announce = 0;
+    double beat_s = w->o.claim_idle_ms / 3000.0, last_announce = 0, last_trim = sd_time_s();
     while (!w->quit && !w->aborting) {
         struct { int k; unsigned gen; struct sd_rq_entry e; int beat; } snap[RQW_SLOTS];
         int n = 0;
@@ -572,6 +574,15 @@ static void *monitor(void *arg) {
             }
             pthread_mutex_unlock(&w->mu);
             pthread_mutex_unlock(&w->s->mu);
+        }
+        if (now - last_trim >= RQW_TRIM_EVERY_S) { /* the job streams do not grow without bound */
+            for (int i = 0; i < w->n_models && !w->aborting; i++) {
+                struct sd_ctx ctx = {0};
+                long long n = 0;
+                if (sd_rq_trim(&ctx, w->q_mon, w->models[i], RQW_TRIM_KEEP_MS, &n) == SD_OK && n > 0)
+                    sd_logf(&w->s->o.log, SD_LOG_DEBUG, "trimmed %lld acknowledged entries of %s", n, w->models[i]);
+            }
+            last_trim = now;
         }
         if (now - last_announce >= RQW_ALIVE_TTL_S / 3.0) {
             announce(w);
