@@ -315,6 +315,54 @@ static void test_reclaim(struct redis_srv *rs) {
     sd_rq_close(b);
 }
 
+struct two_submits {
+    struct sd_rq *q;
+    int st;
+};
+static void *submit_two(void *p) {
+    struct two_submits *a = p;
+    struct sd_ctx ctx = {0};
+    redis_sleep_ms(300);
+    a->st = sd_rq_submit(&ctx, a->q, "ma", "two-a", "{}") | sd_rq_submit(&ctx, a->q, "mb", "two-b", "{}");
+    return NULL;
+}
+
+/* A blocking take over two streams that both get an entry while it waits
+ * takes one; the other stays undelivered (not pending under this consumer). */
+static void test_multi(struct redis_srv *rs) {
+    struct sd_ctx ctx = {0};
+    struct sd_rq *a = open_q(&ctx, rs->url, 30000), *b = open_q(&ctx, rs->url, 30000);
+    if (!a || !b) {
+        CHECK(0, "rq multi: connect");
+        return;
+    }
+    const char *models[2] = {"ma", "mb"};
+    struct sd_rq_entry e;
+    int got = 0;
+    int st = sd_rq_take(&ctx, a, "M", models, 2, 0, &e, &got); /* creates the groups */
+    struct two_submits ts = {b, -1};
+    pthread_t th;
+    pthread_create(&th, NULL, submit_two, &ts);
+    double t0 = sd_time_s();
+    st |= sd_rq_take(&ctx, a, "M", models, 2, 3000, &e, &got);
+    double waited = sd_time_s() - t0;
+    pthread_join(th, NULL);
+    redisContext *c = redis_raw(rs);
+    long long pa = pending_count(c, "t:jobs:ma"), pb = pending_count(c, "t:jobs:mb");
+    struct sd_rq_entry e2;
+    int got2 = 0;
+    st |= sd_rq_take(&ctx, a, "M", models, 2, 0, &e2, &got2);
+    CHECK(st == SD_OK && ts.st == SD_OK && got && waited < 2.5 && pa + pb == 1 && got2 && strcmp(e.id, e2.id) &&
+              e2.deliveries == 1,
+          "rq take: blocking on 2 streams wakes on new entries (%.2f s), takes one, leaves the other undelivered "
+          "(pending %lld + %lld), the next take gets it as a first delivery", waited, pa, pb);
+    sd_rq_entry_free(&e);
+    sd_rq_entry_free(&e2);
+    redisFree(c);
+    sd_rq_close(a);
+    sd_rq_close(b);
+}
+
 struct submitter {
     struct sd_rq *q;
     struct sd_ctx ctx;
@@ -389,6 +437,7 @@ int main(void) {
     test_auth(&rs);
     test_flow(&rs);
     test_reclaim(&rs);
+    test_multi(&rs);
     test_restart(&rs);
     redis_stop(&rs);
     return test_summary();
