@@ -277,6 +277,18 @@ static void test_failing(struct sd_rq *q, redisContext *c) {
           err ? err->str : "none");
     if (d) freeReplyObject(d);
     sd_rq_result_free(&r);
+    /* A request every worker rejects (steps above the sampler's 1000) fails at once, on its first delivery. */
+    struct rw_job bad = {"x", 32, 5000, 1, 1};
+    req = rw_wire(&bad, "tiny-sd1");
+    t0 = sd_time_s();
+    st = sd_rq_submit(&ctx, q, "tiny-sd1", "invalid", req);
+    free(req);
+    got = wait_result(q, "invalid", &r, 60);
+    took = sd_time_s() - t0;
+    CHECK(st == SD_OK && got && !strcmp(r.state, "failed") && r.error && strstr(r.error, "invalid request: steps must be 1..1000") &&
+              took < 5 && pending(c, "sdrt:jobs:tiny-sd1") == 0,
+          "worker: an invalid request (5000 steps) fails at once on its first delivery (%.2f s): %s", took, r.error ? r.error : "");
+    if (got) sd_rq_result_free(&r);
 }
 
 static void test_sigterm(struct sd_rq *q, struct rw_proc *w) {
