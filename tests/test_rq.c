@@ -315,6 +315,47 @@ static void test_reclaim(struct redis_srv *rs) {
     sd_rq_close(b);
 }
 
+/* Redis lost the stream (restarted without persistence, deleted by hand)
+ * while a worker held entries: finishing them still works (no NOGROUP error
+ * looping the worker), and the next take recreates the group. */
+static void test_lost_stream(struct redis_srv *rs) {
+    struct sd_ctx ctx = {0};
+    struct sd_rq *q = open_q(&ctx, rs->url, 30000);
+    if (!q) {
+        CHECK(0, "rq lost stream: connect");
+        return;
+    }
+    const char *models[1] = {"m4"};
+    struct sd_rq_entry e1, e2;
+    int g1 = 0, g2 = 0, got3 = 0;
+    int st = sd_rq_submit(&ctx, q, "m4", "lost1", "{}") | sd_rq_submit(&ctx, q, "m4", "lost2", "{}");
+    st |= sd_rq_take(&ctx, q, "L", models, 1, 0, &e1, &g1) | sd_rq_take(&ctx, q, "L", models, 1, 0, &e2, &g2);
+    redisContext *c = redis_raw(rs);
+    redisReply *r = redisCommand(c, "DEL t:jobs:m4");
+    if (r) freeReplyObject(r);
+    struct sd_rq_result res = {.state = "done", .n = 0};
+    int written = 0;
+    st |= sd_rq_complete(&ctx, q, &e1, "L", &res, "result", "{}", &written);
+    int st2 = sd_rq_dead_letter(&ctx, q, &e2, "L", "gave up");
+    struct sd_rq_result back;
+    int found = 0;
+    st2 |= sd_rq_result(&ctx, q, "lost2", &back, &found);
+    int failed = found && !strcmp(back.state, "failed");
+    if (found) sd_rq_result_free(&back);
+    r = redisCommand(c, "XADD t:jobs:m4 * id lost3 req {}"); /* a stream without the group */
+    if (r) freeReplyObject(r);
+    struct sd_rq_entry e3;
+    st2 |= sd_rq_take(&ctx, q, "L", models, 1, 0, &e3, &got3);
+    CHECK(st == SD_OK && g1 && g2 && written && st2 == SD_OK && failed && got3 && !strcmp(e3.id, "lost3"),
+          "rq lost stream: complete and dead-letter of entries whose stream vanished still write their results; "
+          "the next take recreates the group (%s)", ctx.msg);
+    sd_rq_entry_free(&e1);
+    sd_rq_entry_free(&e2);
+    sd_rq_entry_free(&e3);
+    redisFree(c);
+    sd_rq_close(q);
+}
+
 struct two_submits {
     struct sd_rq *q;
     int st;
@@ -438,6 +479,7 @@ int main(void) {
     test_flow(&rs);
     test_reclaim(&rs);
     test_multi(&rs);
+    test_lost_stream(&rs);
     test_restart(&rs);
     redis_stop(&rs);
     return test_summary();

@@ -77,10 +77,11 @@ int sd_rq_complete(struct sd_ctx *ctx, struct sd_rq *q, const struct sd_rq_entry
 
 /* KEYS: dead, result, job, events, stream, stats. ARGV: entry_id, ttl, id,
  * req, error, attempts, worker, now, data (the final event), valid id.
- * Does nothing when the entry is no longer pending (a repeated call). */
+ * Does nothing when the entry is no longer pending (a repeated call); goes
+ * ahead when the group is gone (a Redis that lost its data). */
 static const char DEAD_LUA[] =
-    "local p = redis.call('XPENDING', KEYS[5], '" SD_RQ_GROUP "', ARGV[1], ARGV[1], 1)\n"
-    "if #p == 0 then return 0 end\n"
+    "local p = redis.pcall('XPENDING', KEYS[5], '" SD_RQ_GROUP "', ARGV[1], ARGV[1], 1)\n"
+    "if p.err == nil and #p == 0 then return 0 end\n" /* no group (Redis lost its data): dead-letter anyway */
     "redis.call('XADD', KEYS[1], 'MAXLEN', '~', '10000', '*', 'id', ARGV[3], 'req', ARGV[4], 'error', ARGV[5], 'attempts', ARGV[6],"
     " 'worker', ARGV[7], 't', ARGV[8])\n"
     "redis.call('HINCRBY', KEYS[6], 'dead', 1)\n"
