@@ -402,6 +402,25 @@ static void test_two_devices(struct sd_rq *q, const char *const *base_args) {
           "2 devices announced, SIGTERM exit 0", devs[0], devs[1], devs[2], devs[3]);
 }
 
+/* SIGTERM of an idle worker while Redis is down: it holds nothing, so it
+ * exits at once instead of waiting for Redis (runs last: Redis stays down). */
+static void test_sigterm_outage(void) {
+    const char *args[] = {"--model", "tests/models/tiny-sd1", "--threads", "1", "--no-warmup", NULL};
+    struct rw_proc w3;
+    if (rw_start(&w3, dir, rs.url, "w3", args)) {
+        test_fail("worker: w3 did not start");
+        return;
+    }
+    redis_halt(&rs, SIGKILL);
+    redis_sleep_ms(300);
+    double t0 = sd_time_s();
+    int rc = rw_signal_wait(&w3, SIGTERM, 20);
+    double took = sd_time_s() - t0;
+    if (rc != 0) rw_log_tail(&w3, 10);
+    CHECK(rc == 0 && took < 10 && rw_log_has(&w3, "reconnecting"),
+          "worker: SIGTERM while Redis is down and nothing is held exits 0 in %.1f s", took);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     signal(SIGPIPE, SIG_IGN);
@@ -439,6 +458,7 @@ int main(int argc, char **argv) {
         test_failing(q, c);
         test_sigterm(q, &w);
         test_two_devices(q, args);
+        test_sigterm_outage();
     }
     if (w.pid > 0) rw_signal_wait(&w, SIGKILL, 10);
     sd_rq_close(q);
