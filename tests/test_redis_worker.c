@@ -1,11 +1,13 @@
 /* test_redis_worker.c - `sdrt worker --redis` against this test's own
  * redis-server, jobs submitted through host/queue as a front-end does:
- * results byte-identical to `sdrt txt2img` with events and job state;
- * malformed entries dead-lettered while the worker keeps going; a job whose
- * model fails to load on every attempt dead-lettered with its error after
- * --max-attempts; a duplicate delivery acknowledged without a second
- * result; cancel of a running and of a queued job; SIGTERM finishing the
- * current job and exiting 0. */
+ * usage errors; results byte-identical to `sdrt txt2img` with events and
+ * job state; malformed entries dead-lettered while the worker keeps going;
+ * a model switch on a worker with two models; a duplicate delivery
+ * acknowledged without a second result; cancel of a running and of a queued
+ * job; skip; heartbeats keeping a job that runs 3x --claim-idle; a job whose
+ * model fails to load dead-lettered with its error after --max-attempts; an
+ * invalid request failed at once; SIGTERM finishing the current job and
+ * exiting 0; two devices; SIGTERM during a Redis outage. */
 #include "redis_harness.h"
 #include "redis_worker_harness.h"
 #include "test.h"
@@ -421,10 +423,35 @@ static void test_sigterm_outage(void) {
           "worker: SIGTERM while Redis is down and nothing is held exits 0 in %.1f s", took);
 }
 
+/* Usage errors: exit 2 with the reason, before loading anything. */
+static void test_usage(void) {
+    char cmd[PATH_MAX + 200];
+    struct { const char *args, *want; } cases[] = {
+        {"--model tests/models/tiny-sd1", "--redis URL is required"},
+        {"--redis http://x --model tests/models/tiny-sd1", "neither redis://"},
+        {"--redis redis://h:99999 --model tests/models/tiny-sd1", "bad port"},
+        {"--redis redis://h --model tests/models/tiny-sd1 --claim-idle 5", "--claim-idle must be >= 100"},
+        {"--redis redis://h", "--model or --models-dir is required"},
+    };
+    int good = 0, n = (int)(sizeof cases / sizeof cases[0]);
+    for (int i = 0; i < n; i++) {
+        snprintf(cmd, sizeof cmd, "%s worker %s 2>&1", rw_sdrt, cases[i].args);
+        FILE *p = popen(cmd, "r");
+        char out[1024] = "";
+        size_t len = p ? fread(out, 1, sizeof out - 1, p) : 0;
+        out[len] = 0;
+        int rc = p ? pclose(p) : -1;
+        if (WIFEXITED(rc) && WEXITSTATUS(rc) == 2 && strstr(out, cases[i].want)) good++;
+        else printf("  %s: rc %d, %s", cases[i].args, rc, out);
+    }
+    CHECK(good == n, "worker: %d usage errors exit 2 naming the problem", n);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     signal(SIGPIPE, SIG_IGN);
     rw_init(argv[0]);
+    test_usage();
     if (redis_start(&rs, 0, NULL)) {
         test_fail("worker: could not start redis-server");
         redis_stop(&rs);
