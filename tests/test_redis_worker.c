@@ -409,7 +409,10 @@ static void test_two_devices(struct sd_rq *q, const char *const *base_args) {
 static void test_sigterm_outage(void) {
     const char *args[] = {"--model", "tests/models/tiny-sd1", "--threads", "1", "--no-warmup", NULL};
     struct rw_proc w3;
-    if (rw_start(&w3, dir, rs.url, "w3", args)) {
+    setenv("SDRT_REDIS_URL", rs.url, 1); /* w3 is told the URL by the environment */
+    int started = rw_start(&w3, dir, NULL, "w3", args);
+    unsetenv("SDRT_REDIS_URL");
+    if (started) {
         test_fail("worker: w3 did not start");
         return;
     }
@@ -420,14 +423,14 @@ static void test_sigterm_outage(void) {
     double took = sd_time_s() - t0;
     if (rc != 0) rw_log_tail(&w3, 10);
     CHECK(rc == 0 && took < 10 && rw_log_has(&w3, "reconnecting"),
-          "worker: SIGTERM while Redis is down and nothing is held exits 0 in %.1f s", took);
+          "worker: (Redis URL from SDRT_REDIS_URL) SIGTERM while Redis is down and nothing is held exits 0 in %.1f s", took);
 }
 
 /* Usage errors: exit 2 with the reason, before loading anything. */
 static void test_usage(void) {
     char cmd[PATH_MAX + 200];
     struct { const char *args, *want; } cases[] = {
-        {"--model tests/models/tiny-sd1", "--redis URL is required"},
+        {"--model tests/models/tiny-sd1", "--redis URL (or SDRT_REDIS_URL) is required"},
         {"--redis http://x --model tests/models/tiny-sd1", "neither redis://"},
         {"--redis redis://h:99999 --model tests/models/tiny-sd1", "bad port"},
         {"--redis redis://h --model tests/models/tiny-sd1 --claim-idle 5", "--claim-idle must be >= 100"},
