@@ -4,7 +4,7 @@
  * job state; malformed entries dead-lettered while the worker keeps going;
  * a model switch on a worker with two models; a duplicate delivery
  * acknowledged without a second result; cancel of a running and of a queued
- * job; skip; heartbeats keeping a job that runs 3x --claim-idle; a job whose
+ * job; skip; heartbeats keeping a job that runs 2.5x --claim-idle; a job whose
  * model fails to load dead-lettered with its error after --max-attempts; an
  * invalid request failed at once; SIGTERM finishing the current job and
  * exiting 0; two devices; SIGTERM during a Redis outage. */
@@ -229,17 +229,17 @@ static void test_skip(struct sd_rq *q) {
     if (got) sd_rq_result_free(&r);
 }
 
-/* A job running 3x --claim-idle (0.5 s) is not taken again: the heartbeats
+/* A job running 2.5x --claim-idle (1 s) is not taken again: the heartbeats
  * keep its entry fresh (one delivery, no duplicate execution). */
 static void test_heartbeat(struct sd_rq *q) {
     struct sd_ctx ctx = {0};
-    struct rw_job j = {"a long one", 64, 1000, 1, 8};
+    struct rw_job j = {"a long one", 128, 1000, 1, 8};
     char *req = rw_wire(&j, "tiny-sd1");
     int st = sd_rq_submit(&ctx, q, "tiny-sd1", "long", req);
     free(req);
     int running = wait_state(q, "long", "running", 60);
     double t0 = sd_time_s();
-    redis_sleep_ms(1600);
+    redis_sleep_ms(2500);
     char b[64], a[64];
     int still = !strcmp(job_field(q, "long", "state", b, sizeof b), "running");
     double ran = sd_time_s() - t0;
@@ -252,7 +252,7 @@ static void test_heartbeat(struct sd_rq *q) {
     json_decref(s);
     CHECK(st == SD_OK && running && still && got && !strcmp(r.state, "cancelled") && dups == 0 &&
               !strcmp(job_field(q, "long", "attempts", a, sizeof a), "1"),
-          "worker: a job running %.1f s with --claim-idle 0.5 s keeps its one delivery (heartbeats), no duplicate; "
+          "worker: a job running %.1f s with --claim-idle 1 s keeps its one delivery (heartbeats), no duplicate; "
           "then cancelled (%s %s, still %d, dups %lld)", ran, got ? r.state : "no result", got && r.error ? r.error : "",
           still, dups);
     if (got) sd_rq_result_free(&r);
@@ -470,7 +470,7 @@ int main(int argc, char **argv) {
     if (!realpath("tests/models/tiny-sd1", tiny) || symlink(tiny, link)) test_fail("worker: cannot link %s", link);
     FILE *f = fopen(broken, "wb");
     if (f) fputs("this is not a safetensors file", f), fclose(f);
-    const char *args[] = {"--model", "tests/models/tiny-sd1", "--models-dir", models, "--claim-idle", "500",
+    const char *args[] = {"--model", "tests/models/tiny-sd1", "--models-dir", models, "--claim-idle", "1000",
                           "--threads", "1", "--no-warmup", NULL};
     struct rw_proc w;
     struct sd_rq *q = open_q();
