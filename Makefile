@@ -189,7 +189,8 @@ bench: all benches testenv
 # The checkpoint and its diffusers folder come from PEERS_MODELS (generated there
 # by tests/reference/gen_full.py when missing: ~10 GB of memory, ~15 min); the
 # OpenVINO IR is exported once into build/peers/ (delete it to re-export).
-# PEERS_LOCK=FILE runs each heavy process under `flock FILE nice -n 5`.
+# PEERS_ONLY picks the runs (bench/bench_peers.py --help; the last two are
+# `sdrt bench --json --profile` for the per-op charts). PEERS_LOCK=FILE runs each heavy process under `flock FILE nice -n 5`.
 # The peers are tooling only, never dependencies of sdrt: build/peers-venv holds
 # them (pinned: bench/requirements-peers.txt; several GB from PyPI, once);
 # stable-diffusion.cpp is compiled by pip for this CPU (GGML_NATIVE).
@@ -197,6 +198,7 @@ PEERS_MODELS  ?= models
 PEERS_STEPS   ?= 4
 PEERS_THREADS ?= $(shell nproc)
 PEERS_LOCK    ?=
+PEERS_ONLY    ?= openvino-default,sdrt-auto,sdrt-f32,openvino-f32,sdcpp,sdrt-bench-f32,sdrt-bench-auto
 PEERS_VENV    := build/peers-venv
 PEERS_CKPT    := $(PEERS_MODELS)/sd15-random-f16.safetensors
 PEERS_FOLDER  := $(PEERS_MODELS)/sd15-random-f16
@@ -230,7 +232,7 @@ $(PEERS_IR)/unet/openvino_model.xml: | $(PEERS_CKPT) $(PEERS_VENV)/.stamp $(VOCA
 
 bench-peers: all vocab peers-venv $(PEERS_IR)/unet/openvino_model.xml
 	/usr/bin/python3 bench/bench_peers.py --model $(PEERS_CKPT) --ir $(PEERS_IR) --python $(PEERS_VENV)/bin/python \
-	  --steps $(PEERS_STEPS) --threads $(PEERS_THREADS) --out $(PEERS_OUT) $(if $(PEERS_LOCK),--lock $(PEERS_LOCK) --nice 5,)
+	  --steps $(PEERS_STEPS) --threads $(PEERS_THREADS) --only $(PEERS_ONLY) --out $(PEERS_OUT) $(if $(PEERS_LOCK),--lock $(PEERS_LOCK) --nice 5,)
 	$(MAKE) bench-chart
 
 # Charts (bench/chart.py, Debian's matplotlib): the bench-peers table and, when

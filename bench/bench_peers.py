@@ -73,29 +73,47 @@ def time_v(text):
             "user_s": grab(r"User time \(seconds\): ([\d.]+)"), "sys_s": grab(r"System time \(seconds\): ([\d.]+)")}
 
 
-def run_one(name, cmd, a, env=None):
-    """One cold process under /usr/bin/time -v (and the --lock, nice). Returns (stdout, time -v dict)."""
+def cached_fraction(paths):
+    """Share of the files' bytes in the page cache (fincore), None where unknown."""
+    size = res = 0
+    for p in paths:
+        files = [os.path.join(d, f) for d, _, fs in os.walk(p) for f in fs] if os.path.isdir(p) else [p]
+        for f in files:
+            try:
+                out = subprocess.run(["fincore", "-b", "-n", "-o", "RES,SIZE", f], capture_output=True, text=True,
+                                     check=True).stdout.split()
+                res, size = res + int(out[0]), size + int(out[1])
+            except (OSError, subprocess.CalledProcessError, ValueError, IndexError):
+                return None
+    return min(1.0, res / size) if size else None
+
+
+def run_one(name, cmd, a, env=None, files=()):
+    """One cold process under /usr/bin/time -v (and the --lock, nice). Returns (stdout, time -v dict);
+    files: the model files it reads (their page-cache share is recorded just before it starts)."""
     log = os.path.join(a.out, name + ".log")
     tv = os.path.join(a.out, name + ".time")
     full = ["/usr/bin/time", "-v", "-o", tv] + cmd
     if a.nice:
         full = ["nice", "-n", str(a.nice)] + full
+    # The page-cache share of the model files is taken just before the run (once the lock is held).
+    full = [sys.executable, os.path.abspath(__file__), "--cached-then", ",".join(files), "--"] + full
     if a.lock:
         full = ["flock", a.lock] + full
     print(f"bench-peers: [{name}] {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
-    try:
-        load = open("/proc/loadavg").read().split()[:3]
-    except OSError:
-        load = ["?"]
     t0 = time.time()
     with open(log, "w") as f:
         p = subprocess.run(full, stdout=subprocess.PIPE, stderr=f, text=True, env=env)
         f.write(p.stdout)
     with open(tv) as f:
         t = time_v(f.read())
-    t["load_average_before"] = " ".join(load)
+    with open(log) as f:
+        m = re.search(r"model files in the page cache: (\d+)%; load average: ([\d. ]+)", f.read())
+    t["files_cached"] = int(m.group(1)) / 100 if m else None
+    t["load_average_before"] = m.group(2).strip() if m else "?"
     print(f"bench-peers: [{name}] exit {p.returncode}, {time.time() - t0:.1f} s wall, peak RSS "
-          f"{(t['peak_rss_kib'] or 0) / 1048576:.2f} GiB (load average before: {' '.join(load)})", flush=True)
+          f"{(t['peak_rss_kib'] or 0) / 1048576:.2f} GiB (load average before: {t['load_average_before']}; model files in the page "
+          f"cache: {fmt_cached(t['files_cached'])})", flush=True)
     if p.returncode:
         sys.stderr.write(f"bench-peers: [{name}] failed; its output is in {log}\n")
         return None, t
@@ -107,7 +125,7 @@ def run_openvino(a, prec):
     js = os.path.join(a.out, name + ".json")
     out, t = run_one(name, [a.python, "bench/peer_openvino.py", "run", a.ir, "--precision", prec, "--steps", str(a.steps),
                             "--size", str(a.size), "--threads", str(a.threads), "--png", os.path.join(a.out, name + ".png"),
-                            "--json", js], a)
+                            "--json", js], a, files=[a.ir])
     if out is None:
         return None
     with open(js) as f:
@@ -124,7 +142,7 @@ def run_sdrt(a, prec):
            "--sampler", "Euler", "--cfg-scale", "7.5", "--width", str(a.size), "--height", str(a.size), "--seed", "1",
            "--threads", str(a.threads), "--precision", prec, "--json", "--output", os.path.join(a.out, name + ".png")]
     env = dict(os.environ, OMP_WAIT_POLICY="passive", SDRT_LOG_LEVEL="debug")
-    out, t = run_one(name, cmd, a, env)
+    out, t = run_one(name, cmd, a, env, files=[a.model])
     if out is None:
         return None
     steps, phases, picked, done = [], {}, None, None
@@ -153,11 +171,26 @@ def run_sdrt(a, prec):
     return r
 
 
+def run_sdrt_bench(a, prec):
+    """`sdrt bench --json --profile` (per phase and per op) for the charts; not in the table."""
+    name = f"sdrt-bench-{prec}"
+    out, t = run_one(name, [a.sdrt, "bench", "--model", a.model, "--precision", prec, "--runs", "2", "--profile", "--json",
+                            "--threads", str(a.threads), "--width", str(a.size), "--height", str(a.size)], a,
+                     dict(os.environ, OMP_WAIT_POLICY="passive"), files=[a.model])
+    if out is None:
+        return False
+    d = json.loads(out)
+    d["peak_rss_kib"] = t["peak_rss_kib"]
+    with open(os.path.join(a.out, name + ".json"), "w") as f:
+        json.dump(d, f, indent=1)
+    return True
+
+
 def run_sdcpp(a):
     name = "sdcpp"
     js = os.path.join(a.out, name + ".json")
     out, t = run_one(name, [a.python, "bench/peer_sdcpp.py", a.model, "--steps", str(a.steps), "--size", str(a.size),
-                            "--threads", str(a.threads), "--json", js], a)
+                            "--threads", str(a.threads), "--json", js], a, files=[a.model])
     if out is None:
         return None
     with open(js) as f:
@@ -166,6 +199,10 @@ def run_sdcpp(a):
     r.update(t)
     r["name"] = name
     return r
+
+
+def fmt_cached(f):
+    return "?" if f is None else f"{100 * f:.0f}%"
 
 
 def median(xs):
@@ -205,10 +242,26 @@ def table(res):
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     faults = [f"{(r.get('minor_faults') or 0) / 1e6:.2f} M" for r in runs]
     lines.append("| minor page faults (process) | " + " | ".join(faults) + " |")
+    lines.append("| model files in the page cache at start | " + " | ".join(fmt_cached(r.get("files_cached")) for r in runs) + " |")
+    lines.append("| load average before the run | " + " | ".join(r.get("load_average_before", "?") for r in runs) + " |")
     return "\n".join(lines)
 
 
+def cached_then(argv):
+    """--cached-then FILES -- CMD...: print the page-cache share of FILES, then exec CMD (run under the lock)."""
+    files = [f for f in argv[0].split(",") if f]
+    try:
+        load = " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        load = "?"
+    print(f"bench-peers: model files in the page cache: {fmt_cached(cached_fraction(files))}; load average: {load}",
+          file=sys.stderr, flush=True)
+    os.execvp(argv[2], argv[2:])
+
+
 def main():
+    if len(sys.argv) > 3 and sys.argv[1] == "--cached-then":
+        cached_then(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="models/sd15-random-f16.safetensors", help="single-file checkpoint (sdrt, sd.cpp)")
     ap.add_argument("--ir", default="build/peers/sd15-random-ov", help="OpenVINO IR folder (peer_openvino.py export)")
@@ -218,7 +271,8 @@ def main():
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--only", default="openvino-default,sdrt-auto,sdrt-f32,openvino-f32,sdcpp",
-                    help="which runs, in this order (of openvino-default, openvino-f32, sdrt-f32, sdrt-auto, sdcpp)")
+                    help="which runs, in this order (of openvino-default, openvino-f32, sdrt-f32, sdrt-auto, sdcpp; "
+                         "sdrt-bench-f32 and sdrt-bench-auto add `sdrt bench --json --profile` files for the charts)")
     ap.add_argument("--lock", help="flock this file around each process (one heavy process at a time)")
     ap.add_argument("--nice", type=int, default=0)
     ap.add_argument("--out", default="build/bench-peers")
@@ -230,20 +284,21 @@ def main():
         with open(path) as f:
             print(table(json.load(f)))
         return 0
-    res = {"isa": cpu_isa(), "command": "make bench-peers (" + " ".join(shlex.quote(x) for x in sys.argv) + ")",
+    res = {"isa": cpu_isa(), "command": "python3 " + " ".join(shlex.quote(x) for x in sys.argv),
            "size": a.size, "steps": a.steps, "threads": a.threads, "model": a.model, "ir": a.ir,
            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": []}
     print(res["isa"]["line"], flush=True)
     runners = {"openvino-default": lambda: run_openvino(a, "default"), "openvino-f32": lambda: run_openvino(a, "f32"),
-               "sdrt-f32": lambda: run_sdrt(a, "f32"), "sdrt-auto": lambda: run_sdrt(a, "auto"), "sdcpp": lambda: run_sdcpp(a)}
+               "sdrt-f32": lambda: run_sdrt(a, "f32"), "sdrt-auto": lambda: run_sdrt(a, "auto"), "sdcpp": lambda: run_sdcpp(a),
+               "sdrt-bench-f32": lambda: run_sdrt_bench(a, "f32"), "sdrt-bench-auto": lambda: run_sdrt_bench(a, "auto")}
     failed = 0
     for name in a.only.split(","):
         if name not in runners:
             sys.stderr.write(f"bench-peers: unknown run '{name}' (of {', '.join(runners)})\n")
             return 2
         r = runners[name]()
-        failed += r is None
-        if r:
+        failed += r is None or r is False
+        if isinstance(r, dict):
             res["runs"].append(r)
         with open(path, "w") as f:
             json.dump(res, f, indent=1)
