@@ -172,15 +172,20 @@ def run_sdrt(a, prec):
 
 
 def run_sdrt_bench(a, prec):
-    """`sdrt bench --json --profile` (per phase and per op) for the charts; not in the table."""
+    """`sdrt bench --json --profile --cpu-time` (per phase and per op) for the charts and the table's
+    CPU-time row (warm phases: process CPU seconds / threads)."""
     name = f"sdrt-bench-{prec}"
     out, t = run_one(name, [a.sdrt, "bench", "--model", a.model, "--precision", prec, "--runs", "2", "--profile", "--json",
+                            "--cpu-time",
                             "--threads", str(a.threads), "--width", str(a.size), "--height", str(a.size)], a,
                      dict(os.environ, OMP_WAIT_POLICY="passive"), files=[a.model])
     if out is None:
         return False
     d = json.loads(out)
     d["peak_rss_kib"] = t["peak_rss_kib"]
+    ph = d["backends"][0]["phases"]
+    if "unet" in ph:
+        a.bench_cpu[prec] = ph["unet"]["median_s"]
     with open(os.path.join(a.out, name + ".json"), "w") as f:
         json.dump(d, f, indent=1)
     return True
@@ -240,6 +245,22 @@ def table(res):
                 c += f" ({v / base[key]:.2f}x)"
             cells.append(c)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    # Warm UNet step as process CPU seconds / threads: OpenVINO and sd.cpp per call (steps 2-N),
+    # sdrt from `sdrt bench --cpu-time` (the sdrt-bench runs), steadier than wall time on a shared machine.
+    warm = []
+    bcpu = base.get("step_median_cpu_s") if base else None
+    for r in runs:
+        v = r.get("step_median_cpu_s")
+        if v is None and r["runtime"] == "sdrt":
+            v = res.get("sdrt_bench_unet_cpu_s", {}).get(r["name"].replace("sdrt-", ""))
+        warm.append("-" if v is None else f"{v:.2f} s" + (f" ({v / bcpu:.2f}x)" if bcpu and r is not base else ""))
+    lines.append("| UNet CFG step, CPU s / threads (sdrt: `sdrt bench --cpu-time`) | " + " | ".join(warm) + " |")
+    cpu = []
+    for r in runs:
+        c = (r.get("user_s") or 0) + (r.get("sys_s") or 0)
+        b = (base.get("user_s") or 0) + (base.get("sys_s") or 0) if base else 0
+        cpu.append(f"{c:.1f} s ({r.get('sys_s') or 0:.1f} sys)" + (f" ({c / b:.2f}x)" if b and r is not base else ""))
+    lines.append("| process CPU time, user + sys (whole process) | " + " | ".join(cpu) + " |")
     faults = [f"{(r.get('minor_faults') or 0) / 1e6:.2f} M" for r in runs]
     lines.append("| minor page faults (process) | " + " | ".join(faults) + " |")
     lines.append("| model files in the page cache at start | " + " | ".join(fmt_cached(r.get("files_cached")) for r in runs) + " |")
@@ -292,6 +313,7 @@ def main():
                "sdrt-f32": lambda: run_sdrt(a, "f32"), "sdrt-auto": lambda: run_sdrt(a, "auto"), "sdcpp": lambda: run_sdcpp(a),
                "sdrt-bench-f32": lambda: run_sdrt_bench(a, "f32"), "sdrt-bench-auto": lambda: run_sdrt_bench(a, "auto")}
     failed = 0
+    a.bench_cpu = res["sdrt_bench_unet_cpu_s"] = {}
     for name in a.only.split(","):
         if name not in runners:
             sys.stderr.write(f"bench-peers: unknown run '{name}' (of {', '.join(runners)})\n")

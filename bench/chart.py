@@ -31,6 +31,7 @@ PEER_PANELS = [
     ("load_s", "load (+ compile) (s)"),
     ("cold_image_s", "cold image, load to PNG (s)"),
     ("peak_rss_kib", "peak resident memory (GiB)"),
+    ("cpu_s", "process CPU time, user + sys (s)"),
 ]
 
 
@@ -65,21 +66,22 @@ def chart_peers(path, out):
     with open(path) as f:
         res = json.load(f)
     runs = [r for r in res["runs"] if r]
+    for r in runs:
+        r["cpu_s"] = (r.get("user_s") or 0) + (r.get("sys_s") or 0) or None
     base = next((r for r in runs if r["name"] == "openvino-default"), None)
     labels = [r["config"] for r in runs]
     colors = [COLORS.get(r["runtime"], "#8c8c8c") for r in runs]
-    fig, axes = plt.subplots(4, 2, figsize=(11, 9))
+    fig, axes = plt.subplots(4, 2, figsize=(11, 9.5))
     axes = axes.ravel()
     for ax, (key, title) in zip(axes, PEER_PANELS):
         scale = 1 / 1048576 if key == "peak_rss_kib" else 1
         vals = [r.get(key) * scale if r.get(key) is not None else None for r in runs]
         b = base.get(key) * scale if base and base.get(key) else None
         bar_panel(ax, labels, vals, colors, title.replace("2-N", f"2-{res['steps']}"), b)
-    axes[-1].axis("off")
-    axes[-1].text(0, 0.9, "ratios: against OpenVINO default (< 1: less)\n" + res["isa"]["line"].replace("; ", ";\n")
-                  + f"\nSD 1.5 architecture, random weights, {res['size']}x{res['size']},\nEuler, CFG 7.5, "
-                  f"{res['steps']} steps, {res['threads']} threads, one cold process each", va="top", fontsize=8)
-    fig.suptitle("sdrt, OpenVINO and stable-diffusion.cpp side by side (make bench-peers)", x=0.02, ha="left")
+    fig.suptitle("sdrt, OpenVINO and stable-diffusion.cpp side by side (make bench-peers); ratios against OpenVINO "
+                 f"default (< 1: less)\n{res['isa']['line']}\nSD 1.5 architecture, random weights, "
+                 f"{res['size']}x{res['size']}, Euler, CFG 7.5, {res['steps']} steps, {res['threads']} threads, "
+                 "one cold process each", x=0.02, ha="left", fontsize=8)
     fig.tight_layout()
     save(fig, out, "peers")
 

@@ -91,14 +91,16 @@ def cmd_export(a):
     print(f"peer_openvino: exported {a.ir_dir} in {time.perf_counter() - t0:.1f} s", flush=True)
 
 
-def timed(obj, sink):
-    """Wrap obj.forward: append the wall seconds of each call to sink."""
+def timed(obj, sink, cpu_sink, threads):
+    """Wrap obj.forward: append the wall seconds of each call to sink, and the process CPU
+    seconds / threads of the call to cpu_sink (steadier than wall time on a shared machine)."""
     inner = obj.forward
 
     def forward(*args, **kw):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         r = inner(*args, **kw)
         sink.append(time.perf_counter() - t)
+        cpu_sink.append((time.process_time() - c) / threads)
         return r
     obj.forward = forward
 
@@ -136,10 +138,10 @@ def cmd_run(a):
     prec = {name: precision_of(getattr(pipe, name)) for name in ("text_encoder", "unet", "vae_decoder")}
     print(f"peer_openvino: openvino {ov.__version__}, precision {a.precision}: INFERENCE_PRECISION_HINT "
           + ", ".join(f"{k} {v}" for k, v in prec.items()), flush=True)
-    unet, text, vae = [], [], []
-    timed(pipe.unet, unet)
-    timed(pipe.text_encoder, text)
-    timed(pipe.vae_decoder, vae)
+    unet, text, vae, unet_cpu, text_cpu, vae_cpu = [], [], [], [], [], []
+    timed(pipe.unet, unet, unet_cpu, a.threads)
+    timed(pipe.text_encoder, text, text_cpu, a.threads)
+    timed(pipe.vae_decoder, vae, vae_cpu, a.threads)
     t1 = time.perf_counter()
     image = pipe(PROMPT, negative_prompt="", num_inference_steps=a.steps, guidance_scale=7.5, height=a.size,
                  width=a.size, generator=torch.Generator().manual_seed(1)).images[0]
@@ -158,6 +160,10 @@ def cmd_run(a):
         "step_s": unet,
         "first_step_s": unet[0] if unet else None,
         "step_median_s": statistics.median(unet[1:]) if len(unet) > 1 else None,
+        "step_cpu_s": unet_cpu,
+        "step_median_cpu_s": statistics.median(unet_cpu[1:]) if len(unet_cpu) > 1 else None,
+        "vae_decode_cpu_s": sum(vae_cpu),
+        "text_encode_cpu_s": sum(text_cpu),
         "vae_decode_s": sum(vae),
         "text_encode_s": sum(text),
         "text_encode_calls": len(text),

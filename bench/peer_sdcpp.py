@@ -52,11 +52,16 @@ def main():
         t0 = time.perf_counter()
         sd = StableDiffusion(model_path=a.model, n_threads=a.threads, verbose=True)
         load = time.perf_counter() - t0
-        prog = {}
+        prog, cpu = {}, {}
+        last_cpu = [time.process_time()]
 
         def progress(step, steps, t):
+            # CPU seconds / threads of the process since the previous step's callback.
+            c = time.process_time()
             if steps == a.steps and step >= 1:
                 prog[step] = t
+                cpu[step] = (c - last_cpu[0]) / a.threads
+            last_cpu[0] = c
 
         t1 = time.perf_counter()
         img = sd.generate_image(prompt=PROMPT, negative_prompt="", width=a.size, height=a.size, cfg_scale=7.5,
@@ -67,9 +72,9 @@ def main():
     finally:
         sys.stderr.flush()
         os.dup2(saved, 2)
-    cap.seek(0)
-    log = cap.read()
-    sys.stderr.write(log)
+        cap.seek(0)
+        log = cap.read()
+        sys.stderr.write(log)
     steps = [prog[k] for k in sorted(prog)]
     res = {
         "runtime": "stable-diffusion.cpp",
@@ -79,6 +84,7 @@ def main():
         "step_s": steps,
         "first_step_s": steps[0] if steps else None,
         "step_median_s": statistics.median(steps[1:]) if len(steps) > 1 else None,
+        "step_median_cpu_s": statistics.median([cpu[k] for k in sorted(cpu)][1:]) if len(cpu) > 1 else None,
         "text_encode_s": seconds(log, r"get_learned_condition completed"),
         "vae_decode_s": seconds(log, r"decode_first_stage completed"),
         "load_s": load, "generate_s": generate, "cold_image_s": load + generate,
