@@ -298,6 +298,8 @@ def main():
     ap.add_argument("--nice", type=int, default=0)
     ap.add_argument("--out", default="build/bench-peers")
     ap.add_argument("--table", action="store_true", help="reprint the table of OUT/results.json")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep OUT/results.json's other runs, replacing those rerun now (say so when quoting ratios)")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     path = os.path.join(a.out, "results.json")
@@ -308,12 +310,20 @@ def main():
     res = {"isa": cpu_isa(), "command": "python3 " + " ".join(shlex.quote(x) for x in sys.argv),
            "size": a.size, "steps": a.steps, "threads": a.threads, "model": a.model, "ir": a.ir,
            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": []}
+    if a.merge and os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        rerun = set(a.only.split(","))
+        res["runs"] = [r for r in old["runs"] if r["name"] not in rerun]
+        res["sdrt_bench_unet_cpu_s"] = old.get("sdrt_bench_unet_cpu_s", {})
+        res["command"] = old["command"] + "; then " + res["command"]
+        res["merged"] = old.get("merged", []) + [{"rerun": sorted(rerun), "started": res["started"]}]
     print(res["isa"]["line"], flush=True)
     runners = {"openvino-default": lambda: run_openvino(a, "default"), "openvino-f32": lambda: run_openvino(a, "f32"),
                "sdrt-f32": lambda: run_sdrt(a, "f32"), "sdrt-auto": lambda: run_sdrt(a, "auto"), "sdcpp": lambda: run_sdcpp(a),
                "sdrt-bench-f32": lambda: run_sdrt_bench(a, "f32"), "sdrt-bench-auto": lambda: run_sdrt_bench(a, "auto")}
     failed = 0
-    a.bench_cpu = res["sdrt_bench_unet_cpu_s"] = {}
+    a.bench_cpu = res.setdefault("sdrt_bench_unet_cpu_s", {})
     for name in a.only.split(","):
         if name not in runners:
             sys.stderr.write(f"bench-peers: unknown run '{name}' (of {', '.join(runners)})\n")
@@ -322,6 +332,8 @@ def main():
         failed += r is None or r is False
         if isinstance(r, dict):
             res["runs"].append(r)
+            order = {n: i for i, n in enumerate(("openvino-default", "sdrt-auto", "sdrt-f32", "openvino-f32", "sdcpp"))}
+            res["runs"].sort(key=lambda x: order.get(x["name"], 99))
         with open(path, "w") as f:
             json.dump(res, f, indent=1)
     print("\n" + table(res))
