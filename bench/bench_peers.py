@@ -228,32 +228,41 @@ def fmt(key, v):
 
 def table(res):
     runs = [r for r in res["runs"] if r]
-    base = next((r for r in runs if r["name"] == "openvino-default"), None)
+    def base_for(key):
+        """The first OpenVINO-default run with this figure (a rerun's only where the first lacks it)."""
+        return next((r for r in runs if r["name"].startswith("openvino-default") and r.get(key) is not None), None)
+    base = base_for("step_median_s")
     lines = [res["isa"]["line"], f"command: {res['command']}",
              f"SD 1.5 architecture, random weights, {res['size']}x{res['size']}, Euler, CFG 7.5, {res['steps']} steps, "
-             f"{res['threads']} threads, seed 1; ratio = runtime / OpenVINO default (< 1: less time or memory)", ""]
+             f"{res['threads']} threads, seed 1; ratio = runtime / OpenVINO default (< 1: less time or memory)"]
+    for m in res.get("merged", []):
+        lines.append(f"rerun at {m['started']} and added (a repeated configuration as NAME-2; ratios against the first "
+                     f"OpenVINO default run that has the figure): {', '.join(m['rerun'])}")
+    lines.append("")
     head = "| | " + " | ".join(r["config"] for r in runs) + " |"
     lines += [head, "|---" * (len(runs) + 1) + "|"]
     for key, label, _ in ROWS:
         if key == "step_median_s":
             label = f"UNet CFG step (median of steps 2-{res['steps']})"
         cells = []
+        b = base_for(key)
         for r in runs:
             v = r.get(key)
             c = fmt(key, v)
-            if base and r is not base and v is not None and base.get(key):
-                c += f" ({v / base[key]:.2f}x)"
+            if b and r is not b and v is not None and b.get(key):
+                c += f" ({v / b[key]:.2f}x)"
             cells.append(c)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     # Warm UNet step as process CPU seconds / threads: OpenVINO and sd.cpp per call (steps 2-N),
     # sdrt from `sdrt bench --cpu-time` (the sdrt-bench runs), steadier than wall time on a shared machine.
     warm = []
-    bcpu = base.get("step_median_cpu_s") if base else None
+    cbase = base_for("step_median_cpu_s")
+    bcpu = cbase.get("step_median_cpu_s") if cbase else None
     for r in runs:
         v = r.get("step_median_cpu_s")
         if v is None and r["runtime"] == "sdrt":
             v = res.get("sdrt_bench_unet_cpu_s", {}).get(r["name"].replace("sdrt-", ""))
-        warm.append("-" if v is None else f"{v:.2f} s" + (f" ({v / bcpu:.2f}x)" if bcpu and r is not base else ""))
+        warm.append("-" if v is None else f"{v:.2f} s" + (f" ({v / bcpu:.2f}x)" if bcpu and r is not cbase else ""))
     lines.append("| UNet CFG step, CPU s / threads (sdrt: `sdrt bench --cpu-time`) | " + " | ".join(warm) + " |")
     cpu = []
     for r in runs:
@@ -314,7 +323,9 @@ def main():
         with open(path) as f:
             old = json.load(f)
         rerun = set(a.only.split(","))
-        res["runs"] = [r for r in old["runs"] if r["name"] not in rerun]
+        # Earlier runs are kept; a configuration run again is added beside them as NAME-2.
+        res["runs"] = old["runs"]
+        a.rename = {n for n in rerun if any(r["name"] == n for r in old["runs"])}
         res["sdrt_bench_unet_cpu_s"] = old.get("sdrt_bench_unet_cpu_s", {})
         res["command"] = old["command"] + "; then " + res["command"]
         res["merged"] = old.get("merged", []) + [{"rerun": sorted(rerun), "started": res["started"]}]
@@ -331,8 +342,11 @@ def main():
         r = runners[name]()
         failed += r is None or r is False
         if isinstance(r, dict):
+            if name in getattr(a, "rename", ()):
+                r["name"], r["config"] = name + "-2", r["config"] + ", rerun"
             res["runs"].append(r)
-            order = {n: i for i, n in enumerate(("openvino-default", "sdrt-auto", "sdrt-f32", "openvino-f32", "sdcpp"))}
+            order = {n: i for i, n in enumerate(("openvino-default", "openvino-default-2", "sdrt-auto", "sdrt-f32",
+                                                  "openvino-f32", "sdcpp"))}
             res["runs"].sort(key=lambda x: order.get(x["name"], 99))
         with open(path, "w") as f:
             json.dump(res, f, indent=1)

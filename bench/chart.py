@@ -25,6 +25,7 @@ plt.rcParams.update({"svg.fonttype": "none", "font.size": 8, "axes.titlesize": 9
 COLORS = {"openvino": "#4c72b0", "sdrt": "#dd8452", "stable-diffusion.cpp": "#55a868"}
 PEER_PANELS = [
     ("step_median_s", "UNet CFG step, median of steps 2-N (s)"),
+    ("step_cpu_warm_s", "UNet CFG step, CPU s / threads (sdrt: sdrt bench --cpu-time)"),
     ("first_step_s", "first step of the process (s)"),
     ("vae_decode_s", "VAE decode (s)"),
     ("text_encode_s", "text encoding, 2 prompts (s)"),
@@ -44,6 +45,7 @@ def save(fig, out, name):
 
 
 def bar_panel(ax, labels, values, colors, title, base=None):
+    """Horizontal bars with their values (and ratio to base)."""
     y = list(range(len(labels)))[::-1]
     ax.barh(y, [v or 0 for v in values], color=colors)
     ax.set_yticks(y)
@@ -68,15 +70,20 @@ def chart_peers(path, out):
     runs = [r for r in res["runs"] if r]
     for r in runs:
         r["cpu_s"] = (r.get("user_s") or 0) + (r.get("sys_s") or 0) or None
-    base = next((r for r in runs if r["name"] == "openvino-default"), None)
+        r["step_cpu_warm_s"] = r.get("step_median_cpu_s")
+        if r["step_cpu_warm_s"] is None and r["runtime"] == "sdrt":
+            r["step_cpu_warm_s"] = res.get("sdrt_bench_unet_cpu_s", {}).get(r["name"].replace("sdrt-", ""))
     labels = [r["config"] for r in runs]
     colors = [COLORS.get(r["runtime"], "#8c8c8c") for r in runs]
-    fig, axes = plt.subplots(4, 2, figsize=(11, 9.5))
+    fig, axes = plt.subplots(5, 2, figsize=(11, 11.5))
     axes = axes.ravel()
+    axes[-1].axis("off")
     for ax, (key, title) in zip(axes, PEER_PANELS):
         scale = 1 / 1048576 if key == "peak_rss_kib" else 1
         vals = [r.get(key) * scale if r.get(key) is not None else None for r in runs]
-        b = base.get(key) * scale if base and base.get(key) else None
+        # Ratios against the first OpenVINO-default run that has the figure (a rerun's where needed).
+        base = next((r for r in runs if r["name"].startswith("openvino-default") and r.get(key) is not None), None)
+        b = base.get(key) * scale if base else None
         bar_panel(ax, labels, vals, colors, title.replace("2-N", f"2-{res['steps']}"), b)
     fig.suptitle("sdrt, OpenVINO and stable-diffusion.cpp side by side (make bench-peers); ratios against OpenVINO "
                  f"default (< 1: less)\n{res['isa']['line']}\nSD 1.5 architecture, random weights, "
