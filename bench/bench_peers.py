@@ -183,9 +183,8 @@ def run_sdrt_bench(a, prec):
         return False
     d = json.loads(out)
     d["peak_rss_kib"] = t["peak_rss_kib"]
-    ph = d["backends"][0]["phases"]
-    if "unet" in ph:
-        a.bench_cpu[prec] = ph["unet"]["median_s"]
+    if d.get("clock") == "process_cpu_per_thread":
+        a.bench_cpu[prec] = {k: v["median_s"] for k, v in d["backends"][0]["phases"].items()}
     with open(os.path.join(a.out, name + ".json"), "w") as f:
         json.dump(d, f, indent=1)
     return True
@@ -253,17 +252,20 @@ def table(res):
                 c += f" ({v / b[key]:.2f}x)"
             cells.append(c)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    # Warm UNet step as process CPU seconds / threads: OpenVINO and sd.cpp per call (steps 2-N),
-    # sdrt from `sdrt bench --cpu-time` (the sdrt-bench runs), steadier than wall time on a shared machine.
-    warm = []
-    cbase = base_for("step_median_cpu_s")
-    bcpu = cbase.get("step_median_cpu_s") if cbase else None
-    for r in runs:
-        v = r.get("step_median_cpu_s")
-        if v is None and r["runtime"] == "sdrt":
-            v = res.get("sdrt_bench_unet_cpu_s", {}).get(r["name"].replace("sdrt-", ""))
-        warm.append("-" if v is None else f"{v:.2f} s" + (f" ({v / bcpu:.2f}x)" if bcpu and r is not cbase else ""))
-    lines.append("| UNet CFG step, CPU s / threads (sdrt: `sdrt bench --cpu-time`) | " + " | ".join(warm) + " |")
+    # Warm phases as process CPU seconds / threads: OpenVINO and sd.cpp per call (UNet: steps 2-N),
+    # sdrt from `sdrt bench --cpu-time` (the sdrt-bench runs): steadier than wall time on a shared machine.
+    for label, key, phase in (("UNet CFG step", "step_median_cpu_s", "unet"), ("VAE decode", "vae_decode_cpu_s", "vae_decode"),
+                              ("text encoding", "text_encode_cpu_s", "clip")):
+        cbase = base_for(key)
+        bcpu = cbase.get(key) if cbase else None
+        cells = []
+        for r in runs:
+            v = r.get(key)
+            if v is None and r["runtime"] == "sdrt":
+                v = res.get("sdrt_bench_cpu_s", {}).get(r["name"].replace("sdrt-", ""), {}).get(phase)
+            cells.append("-" if v is None else fmt(key, v) + (f" ({v / bcpu:.2f}x)" if bcpu and r is not cbase else ""))
+        if any(c != "-" for c in cells):
+            lines.append(f"| {label}, CPU s / threads (sdrt: `sdrt bench --cpu-time`, warm) | " + " | ".join(cells) + " |")
     cpu = []
     for r in runs:
         c = (r.get("user_s") or 0) + (r.get("sys_s") or 0)
@@ -314,7 +316,15 @@ def main():
     path = os.path.join(a.out, "results.json")
     if a.table:
         with open(path) as f:
-            print(table(json.load(f)))
+            res = json.load(f)
+        for prec in ("auto", "f32", "bf16"):
+            bp = os.path.join(a.out, f"sdrt-bench-{prec}.json")
+            if prec not in res.setdefault("sdrt_bench_cpu_s", {}) and os.path.exists(bp):
+                with open(bp) as f:
+                    d = json.load(f)
+                if d.get("clock") == "process_cpu_per_thread":
+                    res["sdrt_bench_cpu_s"][prec] = {k: v["median_s"] for k, v in d["backends"][0]["phases"].items()}
+        print(table(res))
         return 0
     res = {"isa": cpu_isa(), "command": "python3 " + " ".join(shlex.quote(x) for x in sys.argv),
            "size": a.size, "steps": a.steps, "threads": a.threads, "model": a.model, "ir": a.ir,
@@ -326,7 +336,7 @@ def main():
         # Earlier runs are kept; a configuration run again is added beside them as NAME-2.
         res["runs"] = old["runs"]
         a.rename = {n for n in rerun if any(r["name"] == n for r in old["runs"])}
-        res["sdrt_bench_unet_cpu_s"] = old.get("sdrt_bench_unet_cpu_s", {})
+        res["sdrt_bench_cpu_s"] = old.get("sdrt_bench_cpu_s", {})
         res["command"] = old["command"] + "; then " + res["command"]
         res["merged"] = old.get("merged", []) + [{"rerun": sorted(rerun), "started": res["started"]}]
     print(res["isa"]["line"], flush=True)
@@ -334,7 +344,7 @@ def main():
                "sdrt-f32": lambda: run_sdrt(a, "f32"), "sdrt-auto": lambda: run_sdrt(a, "auto"), "sdcpp": lambda: run_sdcpp(a),
                "sdrt-bench-f32": lambda: run_sdrt_bench(a, "f32"), "sdrt-bench-auto": lambda: run_sdrt_bench(a, "auto")}
     failed = 0
-    a.bench_cpu = res.setdefault("sdrt_bench_unet_cpu_s", {})
+    a.bench_cpu = res.setdefault("sdrt_bench_cpu_s", {})
     for name in a.only.split(","):
         if name not in runners:
             sys.stderr.write(f"bench-peers: unknown run '{name}' (of {', '.join(runners)})\n")

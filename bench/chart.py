@@ -72,7 +72,7 @@ def chart_peers(path, out):
         r["cpu_s"] = (r.get("user_s") or 0) + (r.get("sys_s") or 0) or None
         r["step_cpu_warm_s"] = r.get("step_median_cpu_s")
         if r["step_cpu_warm_s"] is None and r["runtime"] == "sdrt":
-            r["step_cpu_warm_s"] = res.get("sdrt_bench_unet_cpu_s", {}).get(r["name"].replace("sdrt-", ""))
+            r["step_cpu_warm_s"] = res.get("sdrt_bench_cpu_s", {}).get(r["name"].replace("sdrt-", ""), {}).get("unet")
     labels = [r["config"] for r in runs]
     colors = [COLORS.get(r["runtime"], "#8c8c8c") for r in runs]
     fig, axes = plt.subplots(5, 2, figsize=(11, 11.5))
@@ -142,7 +142,7 @@ def chart_bench(paths, out):
         ax.text(t, yi, f" {t:.2f} s", va="center")
     ax.set_yticks(y)
     ax.set_yticklabels([s[0] for s in with_ops])
-    ax.set_xlabel("seconds of one profiled CLIP + UNet CFG step + VAE decode")
+    ax.set_xlabel("wall seconds of one profiled CLIP + UNet CFG step + VAE decode (per-op timers are wall clock)")
     ax.set_xlim(0, max(left) * 1.15)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.spines[["top", "right"]].set_visible(False)
