@@ -68,6 +68,14 @@ def chart_peers(path, out):
     with open(path) as f:
         res = json.load(f)
     runs = [r for r in res["runs"] if r]
+    cpu = res.setdefault("sdrt_bench_cpu_s", {})
+    for prec in ("auto", "f32", "bf16"):  # the sdrt-bench runs' files beside results.json
+        bp = os.path.join(os.path.dirname(path), f"sdrt-bench-{prec}.json")
+        if prec not in cpu and os.path.exists(bp):
+            with open(bp) as f:
+                d = json.load(f)
+            if d.get("clock") == "process_cpu_per_thread":
+                cpu[prec] = {k: v["median_s"] for k, v in d["backends"][0]["phases"].items()}
     for r in runs:
         r["cpu_s"] = (r.get("user_s") or 0) + (r.get("sys_s") or 0) or None
         r["step_cpu_warm_s"] = r.get("step_median_cpu_s")
@@ -89,7 +97,7 @@ def chart_peers(path, out):
                  f"default (< 1: less)\n{res['isa']['line']}\nSD 1.5 architecture, random weights, "
                  f"{res['size']}x{res['size']}, Euler, CFG 7.5, {res['steps']} steps, {res['threads']} threads, "
                  "one cold process each", x=0.02, ha="left", fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     save(fig, out, "peers")
 
 
