@@ -230,7 +230,7 @@ $(PEERS_IR)/unet/openvino_model.xml: | $(PEERS_CKPT) $(PEERS_VENV)/.stamp $(VOCA
 	@[ -f $(PEERS_FOLDER)/unet/config.json ] || { echo "$(PEERS_FOLDER)/ missing: delete $(PEERS_CKPT) to regenerate both"; exit 1; }
 	$(PEERS_RUN)$(PEERS_VENV)/bin/python bench/peer_openvino.py export --vocab $(VOCAB_GZ) $(PEERS_FOLDER) $(PEERS_IR)
 
-bench-peers: all vocab peers-venv $(PEERS_IR)/unet/openvino_model.xml
+bench-peers: all vocab peers-venv $(PEERS_CKPT) $(PEERS_IR)/unet/openvino_model.xml
 	/usr/bin/python3 bench/bench_peers.py --model $(PEERS_CKPT) --ir $(PEERS_IR) --python $(PEERS_VENV)/bin/python \
 	  --steps $(PEERS_STEPS) --threads $(PEERS_THREADS) --only $(PEERS_ONLY) --out $(PEERS_OUT) $(if $(PEERS_LOCK),--lock $(PEERS_LOCK) --nice 5,)
 	$(MAKE) bench-chart
