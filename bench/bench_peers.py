@@ -10,7 +10,12 @@ Same work everywhere: 512x512 txt2img, Euler, CFG 7.5 (one batch-2 UNet call per
 for sdrt and OpenVINO, two calls for stable-diffusion.cpp), --steps steps (4), seed 1,
 --threads threads. Per step = median of steps 2..N; first step; VAE decode; text
 encoding (prompt + negative prompt); load (OpenVINO: read IR + reshape + compile); cold
-image = load + generate to PNG inside the process; peak RSS of the whole process.
+image = load + generate to PNG inside the process; peak RSS of the whole process. On a
+shared machine wall times move with the neighbours' load, so the table also gives CPU
+seconds / threads: per UNet/VAE/text-encoder call for OpenVINO and stable-diffusion.cpp
+(steps 2-N), `sdrt bench --cpu-time` for sdrt (the sdrt-bench runs), and the whole
+process's user + sys time; each run's load average and the page-cache share of its model
+files at its start are recorded beside it.
 
 Standard library only. Results: OUT/results.json (the chart script reads it), OUT/*.json
 (one per process), OUT/*.log (each process's output). --table reprints the table from
