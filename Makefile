@@ -8,6 +8,7 @@
 #   make bench      op/phase benchmarks (medians, GFLOP/s, machine sgemm peak)
 #   make fuzz       run every fuzz target (tests/fuzz/) for FUZZ_SECONDS each
 #   make parity-full  full-size random SD1.5/SD2.1 checkpoints through sdrt and diffusers
+#   make bench-peers  sdrt side by side with OpenVINO and stable-diffusion.cpp (full-size SD 1.5, slow)
 #   make reference-venv  .venv/ with PyTorch/diffusers for tests/reference/ (tooling only)
 #
 # snprintf truncation is intended everywhere it happens (names, messages),
@@ -60,7 +61,8 @@ DEB_PKGS := gcc make libc6-dev libdnnl-dev libclblast-dev ocl-icd-opencl-dev ope
 # What the tests need beyond building: headless Chromium drives the server's page.
 TEST_DEB_PKGS := chromium
 
-.PHONY: all deps test-deps install-debs check test test-asan demo bench fuzz clean tests benches vocab reference-venv parity-full testenv
+.PHONY: all deps test-deps install-debs check test test-asan demo bench fuzz clean tests benches vocab reference-venv parity-full testenv \
+        peers-venv bench-peers bench-chart
 
 all: $(BUILD)/sdrt $(LIB)
 
@@ -177,6 +179,71 @@ bench: all benches testenv
 	@for b in $(BENCH_BIN); do $$b || exit 1; done
 	OMP_WAIT_POLICY=passive $(BUILD)/sdrt bench --model $(BENCH_MODEL) --backends cpu,opencl --width 256 --height 256 --runs 3 --profile
 	OMP_WAIT_POLICY=passive build/testenv/bin/python bench/server_bench.py $(BUILD)/sdrt
+
+# Side by side with the peer runtimes (docs/benchmarks.md, "Side by side with
+# OpenVINO and stable-diffusion.cpp"): OpenVINO at its default precision and at
+# f32 (bench/peer_openvino.py), sdrt --precision f32 and auto, and
+# stable-diffusion.cpp (bench/peer_sdcpp.py) on the same random-weight full-size
+# SD 1.5, 512x512, Euler, CFG 7.5, PEERS_STEPS steps, one cold process each, back
+# to back; one table of ratios against OpenVINO's default with the CPU's ISA.
+# The checkpoint and its diffusers folder come from PEERS_MODELS (generated there
+# by tests/reference/gen_full.py when missing: ~10 GB of memory, ~15 min); the
+# OpenVINO IR is exported once into build/peers/ (delete it to re-export).
+# PEERS_ONLY picks the runs (bench/bench_peers.py --help; the last two are
+# `sdrt bench --json --profile` for the per-op charts). PEERS_LOCK=FILE runs each heavy process under `flock FILE nice -n 5`.
+# The peers are tooling only, never dependencies of sdrt: build/peers-venv holds
+# them (pinned: bench/requirements-peers.txt; several GB from PyPI, once);
+# stable-diffusion.cpp is compiled by pip for this CPU (GGML_NATIVE).
+PEERS_MODELS  ?= models
+PEERS_STEPS   ?= 4
+PEERS_THREADS ?= $(shell nproc)
+PEERS_LOCK    ?=
+PEERS_ONLY    ?= openvino-default,sdrt-auto,sdrt-f32,openvino-f32,sdcpp,sdrt-bench-f32,sdrt-bench-auto
+PEERS_VENV    := build/peers-venv
+PEERS_CKPT    := $(PEERS_MODELS)/sd15-random-f16.safetensors
+PEERS_FOLDER  := $(PEERS_MODELS)/sd15-random-f16
+PEERS_IR      := build/peers/sd15-random-ov
+PEERS_OUT     := build/bench-peers
+PEERS_DEBS    := python3-venv python3-pip python3-matplotlib cmake g++ time
+PEERS_RUN     := $(if $(PEERS_LOCK),flock $(PEERS_LOCK) nice -n 5 ,)
+
+peers-venv: $(PEERS_VENV)/.stamp
+$(PEERS_VENV)/.stamp: bench/requirements-peers.txt
+	@missing=$$(for p in $(PEERS_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@rm -rf $(PEERS_VENV) && /usr/bin/python3 -m venv $(PEERS_VENV)
+	@echo "peers-venv: OpenVINO, optimum-intel, torch (several GB) from PyPI -> $(PEERS_VENV)"
+	$(PEERS_VENV)/bin/pip install -q --disable-pip-version-check $$(grep -v '^#\|stable-diffusion-cpp' bench/requirements-peers.txt)
+	CMAKE_ARGS="-DGGML_NATIVE=ON" $(PEERS_VENV)/bin/pip install -q --disable-pip-version-check --no-binary stable-diffusion-cpp-python \
+	  $$(grep '^stable-diffusion-cpp' bench/requirements-peers.txt)
+	@touch $@
+
+$(PEERS_CKPT):
+	$(MAKE) reference-venv
+	mkdir -p $(PEERS_MODELS)
+	$(PEERS_RUN)nice -n 10 .venv/bin/python tests/reference/gen_full.py --model sd15 --dtype f16 --folder --out $(PEERS_MODELS)
+
+$(PEERS_IR)/unet/openvino_model.xml: | $(PEERS_CKPT) $(PEERS_VENV)/.stamp $(VOCAB_GZ)
+	@[ -f $(PEERS_FOLDER)/unet/config.json ] || { echo "$(PEERS_FOLDER)/ missing: delete $(PEERS_CKPT) to regenerate both"; exit 1; }
+	$(PEERS_RUN)$(PEERS_VENV)/bin/python bench/peer_openvino.py export --vocab $(VOCAB_GZ) $(PEERS_FOLDER) $(PEERS_IR)
+
+bench-peers: all vocab peers-venv $(PEERS_CKPT) $(PEERS_IR)/unet/openvino_model.xml
+	/usr/bin/python3 bench/bench_peers.py --model $(PEERS_CKPT) --ir $(PEERS_IR) --python $(PEERS_VENV)/bin/python \
+	  --steps $(PEERS_STEPS) --threads $(PEERS_THREADS) --only $(PEERS_ONLY) --out $(PEERS_OUT) $(if $(PEERS_LOCK),--lock $(PEERS_LOCK) --nice 5,)
+	$(MAKE) bench-chart
+
+# Charts (bench/chart.py, Debian's matplotlib): the bench-peers table and, when
+# present, `sdrt bench --json` files (CHART_BENCH) per phase and per op, as SVG
+# and PNG into CHART_OUT (docs/img holds the committed ones).
+CHART_OUT   ?= $(PEERS_OUT)
+CHART_BENCH ?= $(wildcard $(PEERS_OUT)/sdrt-bench-*.json)
+bench-chart:
+	@dpkg -s python3-matplotlib >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-matplotlib; }
+	/usr/bin/python3 bench/chart.py --peers $(PEERS_OUT)/results.json $(CHART_BENCH:%=--bench %) --out $(CHART_OUT)
 
 # Fuzzing (docs/architecture.md "Tests"): one libFuzzer target per parser of untrusted
 # input, each built with clang from the sources it exercises; `make fuzz` runs

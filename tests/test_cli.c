@@ -20,6 +20,8 @@
  * (PoCL here: diffusers' image rounded to 8 bits).
  * A batch that fails midway (--n-iter 2, the second image cannot be
  * written) exits 1, removes the image it had written, and says so.
+ * `sdrt bench --json` prints one JSON object on stdout (the tables on
+ * stderr): every timed run and its median per phase, per op and per backend.
  */
 #include "json.h"
 #include "png_io.h"
@@ -535,6 +537,49 @@ static void cleanup(void) {
     rmdir(tmp_dir);
 }
 
+/* `sdrt bench --json --profile --runs 3`: one JSON object on stdout whose
+ * medians are the middle of its own runs, the per-op table summed over the
+ * runtime's backends equals its by_backend entries, the human tables on stderr. */
+static void test_bench_json(void) {
+    struct result r = run(ARGS("bench", "--model", MODEL, "--width", "64", "--height", "64", "--runs", "3", "--profile",
+                               "--threads", "2", "--json"));
+    struct sd_ctx ctx = {0};
+    struct sd_json *d = NULL;
+    int parsed = r.status == 0 && sd_json_parse(&ctx, r.out, strlen(r.out), &d) == SD_OK;
+    const struct sd_json *b = sd_json_at(sd_json_get(d, "backends"), 0);
+    int phases_ok = parsed && sd_json_len(sd_json_get(d, "backends")) == 1 && !strcmp(sd_json_str(sd_json_get(b, "name")), "cpu");
+    static const char *const names[3] = {"clip", "unet", "vae_decode"};
+    for (int p = 0; p < 3 && phases_ok; p++) {
+        const struct sd_json *ph = sd_json_get(sd_json_get(b, "phases"), names[p]), *runs = sd_json_get(ph, "runs_s");
+        double v[3], med = sd_json_num(sd_json_get(ph, "median_s"), -1);
+        phases_ok &= sd_json_len(runs) == 3;
+        for (int k = 0; k < 3 && phases_ok; k++) v[k] = sd_json_num(sd_json_at(runs, (size_t)k), -1), phases_ok &= v[k] > 0;
+        int below = 0, above = 0;
+        for (int k = 0; k < 3 && phases_ok; k++) below += v[k] < med, above += v[k] > med;
+        phases_ok &= below <= 1 && above <= 1 && med > 0;
+    }
+    const struct sd_json *ops = sd_json_get(b, "ops"), *be = sd_json_at(sd_json_get(b, "by_backend"), 0);
+    long conv = -1, conv_be = -1;
+    double total = 0;
+    for (size_t i = 0; i < sd_json_len(ops); i++) {
+        const struct sd_json *o = sd_json_at(ops, i);
+        total += sd_json_num(sd_json_get(o, "seconds"), 0);
+        if (!strcmp(sd_json_str(sd_json_get(o, "op")), "conv2d")) conv = (long)sd_json_int(sd_json_get(o, "calls"), -1);
+    }
+    for (size_t i = 0; i < sd_json_len(sd_json_get(be, "ops")); i++) {
+        const struct sd_json *o = sd_json_at(sd_json_get(be, "ops"), i);
+        if (!strcmp(sd_json_str(sd_json_get(o, "op")), "conv2d")) conv_be = (long)sd_json_int(sd_json_get(o, "calls"), -1);
+    }
+    const char *prec = sd_json_str(sd_json_get(d, "cpu_compute"));
+    CHECK(phases_ok && conv > 0 && conv == conv_be && total > 0 && prec && !strcmp(prec, "f32") &&
+              sd_json_int(sd_json_get(d, "threads"), 0) == 2 && strstr(r.err, "vae_decode"),
+          "cli bench --json: one object, 3 runs + median per phase, %ld conv2d calls (by backend %ld), %.3f s of ops, "
+          "compute %s, tables on stderr",
+          conv, conv_be, total, prec ? prec : "?");
+    sd_json_free(d);
+    result_free(&r);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     const char *env = getenv("SDRT_BIN");
@@ -571,6 +616,7 @@ int main(int argc, char **argv) {
     test_batch_failure();
     test_json_error();
     test_lora();
+    test_bench_json();
     cleanup();
     return test_summary();
 }

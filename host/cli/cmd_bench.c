@@ -5,7 +5,9 @@
  * UNet evaluation at batch 2 (a CFG step) and one VAE decode, printing the
  * median seconds and achieved GFLOP/s per phase, then (--profile) a table of
  * where the time goes per op. Inputs are seeded random values: timing does
- * not depend on them.
+ * not depend on them. --json prints the same figures (every timed run, the
+ * medians, per op and per backend of each runtime) as one JSON object on
+ * stdout, the human-readable lines going to stderr; bench/chart.py draws it.
  */
 #include "cli_opts.h"
 #include "cmd.h"
@@ -45,6 +47,8 @@ static double bench_clock(void) {
 
 struct phase { const char *name; double flops; double t[32]; int n; };
 
+enum { MAXB = 4, MAXRT = 4 };
+
 static double median(struct phase *p) {
     qsort(p->t, (size_t)p->n, sizeof p->t[0], cmp_double);
     return p->n ? p->t[p->n / 2] : 0;
@@ -52,7 +56,7 @@ static double median(struct phase *p) {
 
 struct bench_opts {
     const char *model, *config, *comps, *backends, *device, *precision;
-    int width, height, runs, threads, profile, batch, low_memory, cpu_time;
+    int width, height, runs, threads, profile, batch, low_memory, cpu_time, json;
 };
 
 #define O(field) CLI_OFF(struct bench_opts, field)
@@ -73,6 +77,8 @@ static const struct cli_opt options[] = {
     {"cpu-time", 0, CLI_FLAG, O(cpu_time), NULL, "time phases by process CPU seconds / threads (stable on a shared\n"
                                                   "machine; run with OMP_WAIT_POLICY=passive)", NULL, 0},
     {"profile", 0, CLI_FLAG, O(profile), NULL, "add a per-op table (one profiled run after the timed ones)", NULL, 0},
+    {"json", 0, CLI_FLAG, O(json), NULL, "one JSON object on stdout (runs, medians, per op and backend); the\n"
+                                          "tables go to stderr", NULL, 0},
     {NULL, 0, 0, 0, NULL, NULL, NULL, 0},
 };
 #undef O
@@ -98,6 +104,7 @@ int sd_cmd_bench(int argc, char **argv) {
         return 2;
     }
     if (batch < 1 || batch > 64) { fprintf(stderr, "sdrt: bench: --batch must be 1..64 (got %d)\n", batch); return 2; }
+    FILE *txt = bo.json ? stderr : stdout;
     struct sd_ctx ctx = {0};
     struct cli_log log = {0};
     struct sd_runtime_opts ro;
@@ -112,15 +119,16 @@ int sd_cmd_bench(int argc, char **argv) {
     if (bo.cpu_time) cpu_clock_threads = bo.threads > 0 ? bo.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (runs < 1 || runs > 32) runs = runs < 1 ? 1 : 32;
     struct sd_model *m = NULL;
-    double t0 = sd_time_s();
+    double t0 = sd_time_s(), load_s = 0;
     if (sd_model_load(&ctx, model, config, &m) || sd_model_load_weights(m)) {
         fprintf(stderr, "sdrt: %s\n", ctx.msg);
         sd_model_free(m);
         return 1;
     }
-    printf("model %s (%s), loaded in %.2f s; %dx%d, UNet batch %d, %d runs (median)\n", model, sd_family_name(m->family),
-           sd_time_s() - t0, width, height, batch, runs);
-    printf("cpu: precision %s -> %s (oneDNN ISA %s)%s\n", sd_precision_name(ro.precision),
+    load_s = sd_time_s() - t0;
+    fprintf(txt, "model %s (%s), loaded in %.2f s; %dx%d, UNet batch %d, %d runs (median)\n", model, sd_family_name(m->family),
+            load_s, width, height, batch, runs);
+    fprintf(txt, "cpu: precision %s -> %s (oneDNN ISA %s)%s\n", sd_precision_name(ro.precision),
            sd_cpu_precision_bf16(ro.precision) ? "bf16" : "f32", sd_cpu_isa(),
            cpu_clock_threads ? "; times are process CPU seconds / threads" : "");
     const int f = sd_vae_downscale(&m->vae), h = height / f, w = width / f, L = m->clip.max_pos;
@@ -146,12 +154,17 @@ int sd_cmd_bench(int argc, char **argv) {
 
     char list[256];
     snprintf(list, sizeof list, "%s", backends);
-    enum { MAXB = 4 };
     const char *names[MAXB];
-    double med[MAXB][3] = {{0}};
+    double med[MAXB][3] = {{0}}, arena[MAXB] = {0};
     int have[MAXB][3] = {{0}};
+    struct phase all[MAXB][3];
     struct sd_op_profile prof[MAXB][SD_OP_COUNT];
+    /* Per backend of each runtime (an `auto` runtime has a device and the CPU). */
+    static struct sd_op_profile prof_be[MAXB][MAXRT][SD_OP_COUNT];
+    char be_names[MAXB][MAXRT][32];
+    int n_be[MAXB] = {0};
     memset(prof, 0, sizeof prof);
+    memset(prof_be, 0, sizeof prof_be);
     int nb = 0;
     for (char *save = NULL, *bn = strtok_r(list, ",", &save); bn && nb < MAXB; bn = strtok_r(NULL, ",", &save)) {
         int kind = sd_backend_kind_parse(bn);
@@ -181,10 +194,14 @@ int sd_cmd_bench(int argc, char **argv) {
                 if (sd_run_vae_decode(rt, m, z, 1, h, w, img)) rc = 1;
                 if (r > 0 && !prof_run) ph[2].t[ph[2].n++] = bench_clock() - s;
             }
-            if (r == 0) printf("[%s] warm-up done; activation arena %.1f MiB\n", bn, sd_runtime_arena_bytes(rt) / 1048576.0);
+            if (r == 0) {
+                arena[nb] = sd_runtime_arena_bytes(rt) / 1048576.0;
+                fprintf(txt, "[%s] warm-up done; activation arena %.1f MiB\n", bn, arena[nb]);
+            }
         }
         if (rc) { fprintf(stderr, "sdrt: %s\n", ctx.msg); sd_runtime_free(rt); goto done; }
         names[nb] = bn;
+        memcpy(all[nb], ph, sizeof ph);
         for (int p = 0; p < 3; p++)
             if (ph[p].n) med[nb][p] = median(&ph[p]), have[nb][p] = 1;
         /* Per op, summed over the runtime's backends (an op the device refused
@@ -193,41 +210,89 @@ int sd_cmd_bench(int argc, char **argv) {
             for (int op = 0; op < SD_OP_COUNT; op++) {
                 const struct sd_op_profile *q = sd_runtime_profile(rt, b, (enum sd_op)op);
                 prof[nb][op].seconds += q->seconds, prof[nb][op].flops += q->flops, prof[nb][op].calls += q->calls;
+                if (b < MAXRT) prof_be[nb][b][op] = *q;
             }
+        for (int b = 0; profile && b < sd_runtime_n_backends(rt) && b < MAXRT; b++, n_be[nb]++)
+            snprintf(be_names[nb][b], sizeof be_names[nb][b], "%s", sd_runtime_backend_name(rt, b));
         if (profile && sd_runtime_n_backends(rt) > 1) {
-            printf("[%s] per backend:\n", bn);
-            sd_runtime_profile_print(rt, stdout);
+            fprintf(txt, "[%s] per backend:\n", bn);
+            sd_runtime_profile_print(rt, txt);
         }
         sd_runtime_free(rt);
         nb++;
     }
     /* Side by side: phases (median seconds), then ops (seconds, GFLOP/s). */
-    printf("\n%-12s", "phase");
-    for (int b = 0; b < nb; b++) printf(" %14s", names[b]);
-    printf("\n");
+    fprintf(txt, "\n%-12s", "phase");
+    for (int b = 0; b < nb; b++) fprintf(txt, " %14s", names[b]);
+    fprintf(txt, "\n");
     static const char *pn[3] = {"clip", "unet", "vae_decode"};
     for (int p = 0; p < 3; p++) {
-        printf("%-12s", pn[p]);
+        fprintf(txt, "%-12s", pn[p]);
         for (int b = 0; b < nb; b++)
-            if (have[b][p]) printf(" %12.3f s", med[b][p]);
-            else printf(" %14s", "-");
-        printf("\n");
+            if (have[b][p]) fprintf(txt, " %12.3f s", med[b][p]);
+            else fprintf(txt, " %14s", "-");
+        fprintf(txt, "\n");
     }
     if (profile) {
-        printf("\n%-20s", "op (one run each)");
-        for (int b = 0; b < nb; b++) printf(" %12s s %8s", names[b], "GFLOP/s");
-        printf("\n");
+        fprintf(txt, "\n%-20s", "op (one run each)");
+        for (int b = 0; b < nb; b++) fprintf(txt, " %12s s %8s", names[b], "GFLOP/s");
+        fprintf(txt, "\n");
         for (int op = 0; op < SD_OP_COUNT; op++) {
             int any = 0;
             for (int b = 0; b < nb; b++) any |= prof[b][op].calls > 0;
             if (!any) continue;
-            printf("%-20s", sd_op_name((enum sd_op)op));
+            fprintf(txt, "%-20s", sd_op_name((enum sd_op)op));
             for (int b = 0; b < nb; b++) {
                 const struct sd_op_profile *q = &prof[b][op];
-                printf(" %14.3f %8.1f", q->seconds, q->seconds > 0 ? q->flops / q->seconds * 1e-9 : 0.0);
+                fprintf(txt, " %14.3f %8.1f", q->seconds, q->seconds > 0 ? q->flops / q->seconds * 1e-9 : 0.0);
             }
-            printf("\n");
+            fprintf(txt, "\n");
         }
+    }
+    if (bo.json) {
+        printf("{\"model\": ");
+        cli_json_str(stdout, model);
+        printf(", \"family\": \"%s\", \"width\": %d, \"height\": %d, \"unet_batch\": %d, \"runs\": %d, \"threads\": %d, "
+               "\"precision\": \"%s\", \"cpu_compute\": \"%s\", \"isa\": ", sd_family_name(m->family), width, height, batch,
+               runs, bo.threads > 0 ? bo.threads : (int)sysconf(_SC_NPROCESSORS_ONLN), sd_precision_name(ro.precision), sd_cpu_precision_bf16(ro.precision) ? "bf16" : "f32");
+        cli_json_str(stdout, sd_cpu_isa());
+        printf(", \"low_memory\": %s, \"clock\": \"%s\", \"load_s\": %.4f, \"backends\": [", bo.low_memory ? "true" : "false",
+               cpu_clock_threads ? "process_cpu_per_thread" : "wall", load_s);
+        for (int b = 0; b < nb; b++) {
+            printf("%s\n  {\"name\": ", b ? "," : "");
+            cli_json_str(stdout, names[b]);
+            printf(", \"arena_mib\": %.1f, \"phases\": {", arena[b]);
+            int first = 1;
+            for (int p = 0; p < 3; p++) {
+                if (!have[b][p]) continue;
+                printf("%s\"%s\": {\"median_s\": %.5f, \"runs_s\": [", first ? "" : ", ", all[b][p].name, med[b][p]);
+                for (int k = 0; k < all[b][p].n; k++) printf("%s%.5f", k ? ", " : "", all[b][p].t[k]);
+                printf("]}");
+                first = 0;
+            }
+            printf("}, \"ops\": [");
+            for (int op = 0, k = 0; profile && op < SD_OP_COUNT; op++) {
+                const struct sd_op_profile *q = &prof[b][op];
+                if (!q->calls) continue;
+                printf("%s\n    {\"op\": \"%s\", \"calls\": %d, \"seconds\": %.5f, \"gflops\": %.1f}", k++ ? "," : "",
+                       sd_op_name((enum sd_op)op), q->calls, q->seconds, q->seconds > 0 ? q->flops / q->seconds * 1e-9 : 0.0);
+            }
+            printf("], \"by_backend\": [");
+            for (int e = 0; e < n_be[b]; e++) {
+                printf("%s\n    {\"backend\": ", e ? "," : "");
+                cli_json_str(stdout, be_names[b][e]);
+                printf(", \"ops\": [");
+                for (int op = 0, k = 0; op < SD_OP_COUNT; op++) {
+                    const struct sd_op_profile *q = &prof_be[b][e][op];
+                    if (!q->calls) continue;
+                    printf("%s{\"op\": \"%s\", \"calls\": %d, \"seconds\": %.5f}", k++ ? ", " : "", sd_op_name((enum sd_op)op),
+                           q->calls, q->seconds);
+                }
+                printf("]}");
+            }
+            printf("]}");
+        }
+        printf("\n]}\n");
     }
 done:
     free(x); free(out); free(ctxv); free(t); free(img); free(z); free(emb); free(ids);
