@@ -32,7 +32,7 @@ endif
 HOST_DIRS := $(sort $(dir $(wildcard host/*/*.c host/*/*.h)))
 INC     := $(patsubst %/,-I%,$(HOST_DIRS)) -Icpu -Icl -I$(BUILD)/gen
 CFLAGS  += $(CSTD) $(OPT) $(WARN) -fopenmp -pthread -MMD -MP $(INC)
-LDLIBS  += -ldnnl -lclblast -lOpenCL -lmicrohttpd -ljansson -lpng -lz -lm -fopenmp -pthread
+LDLIBS  += -ldnnl -lclblast -lOpenCL -lmicrohttpd -ljansson -lhiredis -lpng -lz -lm -fopenmp -pthread
 ifeq ($(SAN),1)
 LDLIBS  += -fsanitize=address,undefined
 endif
@@ -56,7 +56,7 @@ LIB      := $(BUILD)/libsdrt.a
 
 DEB_PKGS := gcc make libc6-dev libdnnl-dev libclblast-dev ocl-icd-opencl-dev opencl-headers \
             pocl-opencl-icd clinfo libpng-dev zlib1g-dev clang libclang-rt-14-dev python3 python3-venv python3-pip \
-            libmicrohttpd-dev libjansson-dev
+            libmicrohttpd-dev libjansson-dev libhiredis-dev redis-server
 # What the tests need beyond building: headless Chromium drives the server's page.
 TEST_DEB_PKGS := chromium
 
