@@ -61,6 +61,8 @@ void sd_rq_close(struct sd_rq *q);
 const struct sd_rq_opts *sd_rq_opts_of(const struct sd_rq *q);
 /* The URL with the password replaced by "***" (for messages). */
 const char *sd_rq_url_safe(const struct sd_rq *q);
+/* Successful reconnects of this connection after it was lost. */
+long sd_rq_reconnects(const struct sd_rq *q);
 
 /* Parsed URL (exposed for tests). */
 struct sd_rq_url {
@@ -79,7 +81,8 @@ int sd_rq_name_ok(const char *s);
 /* ---- front-end ---- */
 
 /* Queues job `id` for `model` with the wire request req_json: creates
- * P:job:ID (state queued) and XADDs the entry, atomically and once (a
+ * P:job:ID (state queued; `seed` and `iters` from the request's "seed" and
+ * "n_iter" when it has them) and XADDs the entry, atomically and once (a
  * second submit of the same id returns SD_ERR_INVALID "exists"). */
 int sd_rq_submit(struct sd_ctx *ctx, struct sd_rq *q, const char *model, const char *id, const char *req_json);
 /* P:job:ID as a JSON object (numbers for the numeric fields); SD_ERR_INVALID
@@ -115,8 +118,9 @@ int sd_rq_read_events(struct sd_ctx *ctx, struct sd_rq *q, int n, const char *co
 /* Sets the job's cancel (skip = 0) or skip (skip = 1) flag; a queued job is
  * cancelled by the worker that takes it. SD_ERR_INVALID when unknown. */
 int sd_rq_cancel(struct sd_ctx *ctx, struct sd_rq *q, const char *id, int skip);
-/* {"models": {MODEL: {"length", "pending", "dead"}}, "workers": [{name,
- * ...description}], "stats": {counters}}. */
+/* {"models": {MODEL: {"length", "pending", "dead"}} for every P:jobs:*
+ * stream, "workers": [{name, ...description}] (alive ones), "stats":
+ * {submitted, done, failed, cancelled, dead, duplicates}}. */
 int sd_rq_stats(struct sd_ctx *ctx, struct sd_rq *q, json_t **out);
 
 /* ---- worker ---- */

@@ -208,6 +208,7 @@ static int rq_reconnect(struct sd_ctx *ctx, struct sd_rq *q, double t0) {
             q->c = NULL;
         }
         if (rq_connect_once(ctx, q) == SD_OK) {
+            q->reconnects++;
             if (q->outage) {
                 sd_logf(&q->o.log, SD_LOG_INFO, "redis: reconnected to %s after %.1f s", q->safe_url,
                         sd_time_s() - q->outage_t0);
@@ -302,6 +303,7 @@ int sd_rq_open(struct sd_ctx *ctx, const struct sd_rq_opts *o, struct sd_rq **ou
                  u->user[0] || u->password[0] ? "@" : "", u->host, u->port, u->db);
     st = rq_connect_once(ctx, q);
     if (st && q->o.retry_ms != 0) st = rq_reconnect(ctx, q, sd_time_s());
+    q->reconnects = 0;
     if (st) {
         free(q);
         return st;
@@ -318,6 +320,7 @@ void sd_rq_close(struct sd_rq *q) {
 
 const struct sd_rq_opts *sd_rq_opts_of(const struct sd_rq *q) { return &q->o; }
 const char *sd_rq_url_safe(const struct sd_rq *q) { return q->safe_url; }
+long sd_rq_reconnects(const struct sd_rq *q) { return q->reconnects; }
 
 const char *sd_rq_key(const struct sd_rq *q, char *buf, size_t cap, const char *a, const char *b) {
     if (b)

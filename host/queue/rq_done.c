@@ -90,7 +90,7 @@ static const char DEAD_LUA[] =
     "  redis.call('HSET', KEYS[3], 'state', 'failed', 'ended', ARGV[8], 'error', ARGV[5], 'worker', ARGV[7],"
     " 'attempts', ARGV[6])\n"
     "  redis.call('EXPIRE', KEYS[3], ARGV[2])\n"
-    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', '" RQ_EVENTS_MAXLEN "', '*', 'event', 'failed', 'data', ARGV[9])\n"
+    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', '" RQ_EVENTS_MAXLEN "', '*', 'event', 'error', 'data', ARGV[9])\n"
     "  redis.call('EXPIRE', KEYS[4], ARGV[2])\n"
     "  redis.call('HINCRBY', KEYS[6], 'failed', 1)\n"
     "end\n"
@@ -108,7 +108,7 @@ int sd_rq_dead_letter(struct sd_ctx *ctx, struct sd_rq *q, const struct sd_rq_en
     snprintf(ttl, sizeof ttl, "%d", q->o.result_ttl_s);
     snprintf(now, sizeof now, "%lld", rq_now_ms());
     snprintf(att, sizeof att, "%d", e->deliveries);
-    json_t *d = json_pack("{s:s,s:s,s:s}", "id", e->id, "state", "failed", "error", error ? error : "");
+    json_t *d = json_pack("{s:s,s:s,s:s}", "id", e->id, "status", "failed", "error", error ? error : "");
     char *data = d ? json_dumps(d, JSON_COMPACT) : NULL;
     json_decref(d);
     if (!data) return sd_errorf(ctx, SD_ERR_NOMEM, "redis: out of memory");

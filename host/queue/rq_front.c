@@ -53,7 +53,7 @@ static const char SUBMIT_LUA[] =
     "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
     "redis.pcall('XGROUP', 'CREATE', KEYS[2], '" SD_RQ_GROUP "', '0', 'MKSTREAM')\n"
     "redis.call('HSET', KEYS[1], 'state', 'queued', 'model', ARGV[4], 'created', ARGV[3], 'attempts', '0',"
-    " 'step', '0', 'steps', '0', 'iter', '0', 'iters', '0')\n"
+    " 'step', '0', 'steps', '0', 'iter', '0', 'iters', ARGV[7], 'seed', ARGV[6])\n"
     "redis.call('EXPIRE', KEYS[1], ARGV[5])\n"
     "redis.call('XADD', KEYS[2], '*', 'id', ARGV[1], 'req', ARGV[2], 't', ARGV[3])\n"
     "redis.call('SADD', KEYS[3], ARGV[4])\n"
@@ -69,9 +69,14 @@ int sd_rq_submit(struct sd_ctx *ctx, struct sd_rq *q, const char *model, const c
                            sd_rq_key(q, kstats, sizeof kstats, "stats", NULL)};
     snprintf(t, sizeof t, "%lld", rq_now_ms());
     snprintf(ttl, sizeof ttl, "%d", q->o.live_ttl_s);
-    const char *args[5] = {id, req_json, t, model, ttl};
+    char seed[32] = "", iters[16] = "1";
+    json_t *req = json_loads(req_json, 0, NULL), *sv = json_object_get(req, "seed"), *nv = json_object_get(req, "n_iter");
+    if (json_is_integer(sv)) snprintf(seed, sizeof seed, "%" JSON_INTEGER_FORMAT, json_integer_value(sv));
+    if (json_is_integer(nv)) snprintf(iters, sizeof iters, "%" JSON_INTEGER_FORMAT, json_integer_value(nv));
+    json_decref(req);
+    const char *args[7] = {id, req_json, t, model, ttl, seed, iters};
     redisReply *r;
-    int st = rq_eval(ctx, q, &r, SUBMIT_LUA, 4, keys, 5, args, NULL);
+    int st = rq_eval(ctx, q, &r, SUBMIT_LUA, 4, keys, 7, args, NULL);
     if (st) return sd_error_wrap(ctx, "submitting job %s", id);
     int added = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
     freeReplyObject(r);
@@ -80,7 +85,7 @@ int sd_rq_submit(struct sd_ctx *ctx, struct sd_rq *q, const char *model, const c
 }
 
 static int numeric_field(const char *k) {
-    static const char *const num[] = {"created", "started", "ended", "step", "steps", "iter", "iters", "attempts", "device"};
+    static const char *const num[] = {"created", "started", "ended", "step", "steps", "iter", "iters", "attempts", "seed"};
     for (size_t i = 0; i < sizeof num / sizeof num[0]; i++)
         if (!strcmp(k, num[i])) return 1;
     return 0;
@@ -277,19 +282,48 @@ static long long int_reply(struct sd_rq *q, struct sd_ctx *ctx, int argc, const 
     return v;
 }
 
+/* Every model with a jobs stream (SCAN MATCH PREFIX:jobs:*), as a JSON array of names. */
+static int scan_models(struct sd_ctx *ctx, struct sd_rq *q, json_t *names) {
+    char pat[160], cur[32] = "0";
+    snprintf(pat, sizeof pat, "%s:jobs:*", q->prefix);
+    size_t plen = strlen(pat) - 1;
+    do {
+        const char *argv[8] = {"SCAN", cur, "MATCH", pat, "COUNT", "1000", "TYPE", "stream"};
+        redisReply *r;
+        int st = sd_rq_command(ctx, q, (void **)&r, 8, argv, NULL);
+        if (st) return st;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            freeReplyObject(r);
+            return sd_errorf(ctx, SD_ERR_FORMAT, "redis: unexpected SCAN reply");
+        }
+        snprintf(cur, sizeof cur, "%s", r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements; i++) {
+            const char *k = r->element[1]->element[i]->str;
+            if (strlen(k) > plen && sd_rq_name_ok(k + plen)) json_array_append_new(names, json_string(k + plen));
+        }
+        freeReplyObject(r);
+    } while (strcmp(cur, "0"));
+    return SD_OK;
+}
+
 int sd_rq_stats(struct sd_ctx *ctx, struct sd_rq *q, json_t **out) {
     *out = NULL;
     char k[256], k2[256];
-    const char *argv[4] = {"SMEMBERS", sd_rq_key(q, k, sizeof k, "models", NULL)};
-    redisReply *models = NULL, *workers = NULL, *stats = NULL;
-    int st = sd_rq_command(ctx, q, (void **)&models, 2, argv, NULL);
-    if (st) return st;
+    const char *argv[4] = {NULL, NULL};
+    redisReply *workers = NULL, *stats = NULL;
+    json_t *models = json_array();
+    if (!models) return sd_errorf(ctx, SD_ERR_NOMEM, "redis: out of memory");
+    int st = scan_models(ctx, q, models);
+    if (st) {
+        json_decref(models);
+        return st;
+    }
     json_t *o = json_object(), *jm = json_object(), *jw = json_array(), *js = json_object();
     json_object_set_new(o, "models", jm);
     json_object_set_new(o, "workers", jw);
     json_object_set_new(o, "stats", js);
-    for (size_t i = 0; !st && models->type == REDIS_REPLY_ARRAY && i < models->elements; i++) {
-        const char *m = models->element[i]->str;
+    for (size_t i = 0; !st && i < json_array_size(models); i++) {
+        const char *m = json_string_value(json_array_get(models, i));
         json_t *e = json_object();
         json_object_set_new(jm, m, e);
         const char *a1[2] = {"XLEN", sd_rq_key(q, k, sizeof k, "jobs", m)};
@@ -308,7 +342,8 @@ int sd_rq_stats(struct sd_ctx *ctx, struct sd_rq *q, json_t **out) {
         const char *a3[2] = {"XLEN", sd_rq_key(q, k2, sizeof k2, "dead", m)};
         json_object_set_new(e, "dead", json_integer(int_reply(q, ctx, 2, a3, &st)));
     }
-    freeReplyObject(models);
+    json_decref(models);
+    argv[0] = "SMEMBERS";
     argv[1] = sd_rq_key(q, k, sizeof k, "workers", NULL);
     if (!st) st = sd_rq_command(ctx, q, (void **)&workers, 2, argv, NULL);
     for (size_t i = 0; !st && workers->type == REDIS_REPLY_ARRAY && i < workers->elements; i++) {

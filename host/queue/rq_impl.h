@@ -16,6 +16,7 @@ struct sd_rq {
     char safe_url[600];
     redisContext *c;
     int outage;                   /* a reconnect is under way (logged once) */
+    long reconnects;              /* successful reconnects after a lost connection */
     double outage_t0;
     int block_ms;                 /* the blocking time of the command being sent */
     char claim_cursor[RQ_MAX_STREAMS][48]; /* XAUTOCLAIM cursor per model (take's order) */
