@@ -459,7 +459,14 @@ int srv_submit(struct srv *s, struct job *j, struct reply *rp) {
         return -1;
     }
     struct perr e = {0};
-    if (srv_loras_prepare(s, &j->r, &e)) {
+    if (s->rq && !s->lora_dir[0]) { /* front-end without the LoRA files: the workers resolve the names */
+        for (int i = 0; i < j->r.n_loras; i++)
+            if (!j->r.loras[i].name) {
+                reply_errorf(rp, 422, "loras", j->origin == ORIGIN_OPENAI, "loras[%d]: a front-end without --lora-dir "
+                             "passes LoRAs by name only (the workers resolve them in their --lora-dir)", i);
+                return -1;
+            }
+    } else if (srv_loras_prepare(s, &j->r, &e)) {
         reply_error(rp, &e, j->origin == ORIGIN_OPENAI);
         return -1;
     }
