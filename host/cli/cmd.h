@@ -20,6 +20,10 @@ int sd_cmd_txt2img(int argc, char **argv);
 int sd_cmd_img2img(int argc, char **argv);
 int sd_cmd_inpaint(int argc, char **argv);
 int sd_cmd_serve(int argc, char **argv);
+int sd_cmd_worker(int argc, char **argv);
+/* cmd_serve.c: --devices cpu,opencl:N,... into s (shared with `sdrt worker`). */
+struct sd_server_opts;
+int parse_devices(struct sd_ctx *ctx, struct sd_server_opts *s, const char *list);
 
 /* cli_env.c: the one place that reads the environment. Fills o (after
  * sd_runtime_opts_init) from the SDRT_* variables of docs/running.md and

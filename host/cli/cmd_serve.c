@@ -79,7 +79,7 @@ static void usage(unsigned mode, FILE *f) {
     fprintf(f, "Endpoints and examples: docs/server.md.\n");
 }
 
-static int parse_devices(struct sd_ctx *ctx, struct sd_server_opts *s, const char *list) {
+int parse_devices(struct sd_ctx *ctx, struct sd_server_opts *s, const char *list) {
     char buf[256];
     snprintf(buf, sizeof buf, "%s", list);
     s->n_devices = 0;

@@ -15,6 +15,7 @@ static const struct sd_cmd cmds[] = {
     {"img2img", "generate from a prompt and an init image", sd_cmd_img2img},
     {"inpaint", "repaint the masked part of an image", sd_cmd_inpaint},
     {"serve", "HTTP server: A1111 and OpenAI APIs, async jobs with SSE (docs/server.md)", sd_cmd_serve},
+    {"worker", "runs jobs from Redis Streams (sdrt serve --redis; docs/scale-out.md)", sd_cmd_worker},
     {"devices", "list OpenCL devices and the CPU backend", sd_cmd_devices},
     {"bench", "time CLIP, a UNet CFG step and a VAE decode per backend", sd_cmd_bench},
 };

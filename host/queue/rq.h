@@ -61,6 +61,8 @@ void sd_rq_close(struct sd_rq *q);
 const struct sd_rq_opts *sd_rq_opts_of(const struct sd_rq *q);
 /* The URL with the password replaced by "***" (for messages). */
 const char *sd_rq_url_safe(const struct sd_rq *q);
+/* Changes how long one call keeps reconnecting (-1: until *stop). */
+void sd_rq_set_retry(struct sd_rq *q, int retry_ms);
 /* Successful reconnects of this connection after it was lost. */
 long sd_rq_reconnects(const struct sd_rq *q);
 
@@ -142,6 +144,8 @@ void sd_rq_entry_free(struct sd_rq_entry *e);
  * e filled (e->bad says whether the entry is malformed), or *got = 0. */
 int sd_rq_take(struct sd_ctx *ctx, struct sd_rq *q, const char *consumer, const char *const *models, int n,
                int block_ms, struct sd_rq_entry *e, int *got);
+/* XACKs e without writing anything (its job has a result already). */
+int sd_rq_ack(struct sd_ctx *ctx, struct sd_rq *q, const struct sd_rq_entry *e);
 /* Keeps e claimed by consumer (XCLAIM JUSTID, resets its idle time). */
 int sd_rq_heartbeat(struct sd_ctx *ctx, struct sd_rq *q, const char *consumer, const struct sd_rq_entry *e);
 /* Appends an event to P:events:ID (MAXLEN ~ 1000) with the job's TTL. */

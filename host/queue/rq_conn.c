@@ -320,6 +320,7 @@ void sd_rq_close(struct sd_rq *q) {
 
 const struct sd_rq_opts *sd_rq_opts_of(const struct sd_rq *q) { return &q->o; }
 const char *sd_rq_url_safe(const struct sd_rq *q) { return q->safe_url; }
+void sd_rq_set_retry(struct sd_rq *q, int retry_ms) { q->o.retry_ms = retry_ms; }
 long sd_rq_reconnects(const struct sd_rq *q) { return q->reconnects; }
 
 const char *sd_rq_key(const struct sd_rq *q, char *buf, size_t cap, const char *a, const char *b) {

@@ -174,6 +174,11 @@ int sd_rq_take(struct sd_ctx *ctx, struct sd_rq *q, const char *consumer, const 
     return SD_OK;
 }
 
+int sd_rq_ack(struct sd_ctx *ctx, struct sd_rq *q, const struct sd_rq_entry *e) {
+    const char *argv[4] = {"XACK", e->stream, SD_RQ_GROUP, e->entry_id};
+    return sd_rq_command(ctx, q, NULL, 4, argv, NULL);
+}
+
 int sd_rq_heartbeat(struct sd_ctx *ctx, struct sd_rq *q, const char *consumer, const struct sd_rq_entry *e) {
     const char *argv[7] = {"XCLAIM", e->stream, SD_RQ_GROUP, consumer, "0", e->entry_id, "JUSTID"};
     return sd_rq_command(ctx, q, NULL, 7, argv, NULL);

@@ -145,6 +145,7 @@ void job_event(struct srv *s, struct job *j, const char *event, json_t *data) {
         snprintf(f, len, "id: %d\nevent: %s\ndata: %s\n\n", j->n_events, event, txt);
         j->events[j->n_events++] = f;
     }
+    if (s->hooks.event) s->hooks.event(s->hooks.user, s, j, event, txt);
     free(txt);
     for (int i = 0; i < j->n_watchers; i++) MHD_resume_connection(j->watchers[i]);
     j->n_watchers = 0;
@@ -234,6 +235,7 @@ void job_finish(struct srv *s, struct job *j, enum job_state st) {
     s->outcome[st]++;
     if (st == JOB_DONE) hist_add(&s->job_h, j->t_end - j->t_created);
     job_event(s, j, st == JOB_DONE ? "result" : st == JOB_FAILED ? "error" : "cancelled", job_status_json(s, j));
+    if (s->hooks.finish) s->hooks.finish(s->hooks.user, s, j);
     if (j->waiter) {
         MHD_resume_connection(j->waiter);
         j->waiter = NULL;

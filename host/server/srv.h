@@ -124,6 +124,16 @@ struct hist {
     long count, b[HIST_BUCKETS];  /* cumulative counts are computed when printed */
 };
 
+/* Observers of every job's events and ends (rq_worker.c publishes them to
+ * Redis). Called under mu with the SSE data JSON; NULL members = none. */
+struct job;
+struct srv;
+struct srv_hooks {
+    void (*event)(void *user, struct srv *s, struct job *j, const char *event, const char *data_json);
+    void (*finish)(void *user, struct srv *s, struct job *j);
+    void *user;
+};
+
 struct srv {
     struct sd_server_opts o;
     char listen[64], vocab[PATH_MAX], model_path[PATH_MAX], models_dir[PATH_MAX], config[PATH_MAX];
@@ -142,6 +152,7 @@ struct srv {
     int clip_skip;                /* options CLIP_stop_at_last_layers */
     json_t *options;              /* other options POSTed back, kept as given */
     struct sd_embed_cache *cache;
+    struct srv_hooks hooks;       /* `sdrt worker` (rq_worker.c) observes the jobs; zero = none */
     /* LoRA (loras.c): the model's state and its active set. lora_users
      * generations hold the set (every running job, with or without LoRAs);
      * a switch happens only at lora_users == 0, by the one worker that set
