@@ -5,9 +5,9 @@ completion elsewhere (run by `make bench`; docs/scale-out.md).
 
 Starts its own redis-server (unix socket in a temp dir, AOF on as in
 production, appendfsync everysec), one `sdrt serve --redis` front-end and 1,
-2, then 3 `sdrt worker`s (--threads 1 each) on the tiny model. Throughput: 48
+2, then 3 `sdrt worker`s (--threads 1 each) on the tiny model. Throughput: 96
 native jobs (64x64, 8 steps, distinct seeds) from 8 concurrent clients through
-POST /v1/jobs + poll + image fetch, jobs per second of wall time. Failover: with
+POST /v1/jobs + its SSE stream to the end + image fetch, jobs per second of wall time. Failover: with
 2 workers (--claim-idle 2000), a 128x128 60-step job is SIGKILLed on the worker
 running it after its first step; measured: kill -> result (median of 3), next to
 the job's own run time. Prints one line per figure."""
@@ -26,7 +26,7 @@ import urllib.request
 sdrt = sys.argv[1]
 model = sys.argv[2] if len(sys.argv) > 2 else "tests/models/tiny-sd1"
 name = os.path.basename(model.rstrip("/")).removesuffix(".safetensors")
-N_JOBS, N_CLIENTS, CLAIM_IDLE_MS = 48, 8, 2000
+N_JOBS, N_CLIENTS, CLAIM_IDLE_MS = 96, 8, 2000
 tmp = tempfile.mkdtemp(prefix="sdrt-scaleout-")
 sock = os.path.join(tmp, "redis.sock")
 url = "unix://" + sock
@@ -90,11 +90,8 @@ def req(base, path, body=None):
 def run_job(base, seed, side=64, steps=8):
     body = {"prompt": "a red cube", "steps": steps, "width": side, "height": side, "seed": seed, "preview_every": 0}
     jid = json.loads(req(base, "/v1/jobs", body))["id"]
-    while True:
-        st = json.loads(req(base, f"/v1/jobs/{jid}"))
-        if st["status"] in ("done", "failed", "cancelled"):
-            break
-        time.sleep(0.01)
+    req(base, f"/v1/jobs/{jid}/events")  # the SSE stream ends with the job (no polling)
+    st = json.loads(req(base, f"/v1/jobs/{jid}"))
     if st["status"] != "done":
         raise SystemExit(f"job {jid}: {st}")
     req(base, f"/v1/jobs/{jid}/images/0.png")
@@ -136,12 +133,12 @@ try:
     procs.append(start_redis())
     fe, base = start_frontend()
     procs.append(fe)
-    workers = []
+    workers = [start_worker()]
     run_job(base, 1)  # nothing measured before one job went through
     for n in (1, 2, 3):
         while len(workers) < n:
             workers.append(start_worker())
-        run_job(base, 2)  # every worker warm (one job each is enough on the tiny model)
+        run_job(base, 2)  # the new worker joined (workers warm up before they take jobs)
         print(f"throughput, {n} worker{'s' if n > 1 else ''} (--threads 1 each), {N_JOBS} jobs 64x64 8 steps, "
               f"{N_CLIENTS} clients: {throughput(base, 1000 * n):.1f} jobs/s", flush=True)
     while len(workers) > 2:
