@@ -50,7 +50,7 @@ CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 # Fuzz targets (tests/fuzz/fuzz_<target>.c), replayed by the tests as test_fuzz_<target>.
-FUZZ_TARGETS := safetensors png prompt tokenizer json lora request
+FUZZ_TARGETS := safetensors png prompt tokenizer json lora request wire
 FUZZ_REPLAY := $(FUZZ_TARGETS:%=$(BUILD)/tests/test_fuzz_%)
 LIB      := $(BUILD)/libsdrt.a
 
@@ -196,7 +196,9 @@ FUZZ_SRC_json        := host/io/json.c host/model/model_config.c host/io/weights
                         host/core/error.c host/core/tensor.c host/core/hashmap.c
 FUZZ_SRC_request     := host/server/reqparse.c host/server/base64.c host/io/png_io.c host/core/error.c \
                         $(filter-out host/gen/sampler_impl.h,$(wildcard host/gen/sampler*.c)) host/gen/noise_schedule.c host/gen/rng.c
+FUZZ_SRC_wire        := host/server/req_wire.c $(FUZZ_SRC_request) host/text/prompt.c
 FUZZ_MAXLEN_request  := 16384
+FUZZ_MAXLEN_wire     := 16384
 FUZZ_MAXLEN_safetensors := 65536
 FUZZ_MAXLEN_png      := 65536
 FUZZ_MAXLEN_prompt   := 4096

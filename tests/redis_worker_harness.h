@@ -37,6 +37,7 @@ static inline int rw_start(struct rw_proc *p, const char *dir, const char *url, 
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a crashed test leaves no worker behind */
         int fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         int devnull = open("/dev/null", O_RDWR);
         if (fd >= 0) dup2(fd, 2);
@@ -102,6 +103,16 @@ static inline int rw_log_has(const struct rw_proc *p, const char *s) {
         if (strstr(line, s)) found = 1;
     if (f) fclose(f);
     return found;
+}
+
+/* Prints the last n lines of the worker's log (a failure's context). */
+static inline void rw_log_tail(const struct rw_proc *p, int n) {
+    FILE *f = fopen(p->log, "r");
+    char lines[64][512];
+    int k = 0;
+    while (f && fgets(lines[k % 64], sizeof lines[0], f)) k++;
+    if (f) fclose(f);
+    for (int i = k > n ? k - n : 0; i < k; i++) printf("  %s: %s", p->name, lines[i % 64]);
 }
 
 /* The settings of the tests' jobs: `sdrt txt2img -p PROMPT -n 'blurry'

@@ -168,19 +168,24 @@ static void test_malformed(struct sd_rq *q, struct rw_proc *w, redisContext *c) 
 
 /* A job delivered again after its result was written: acknowledged, not run. */
 static void test_duplicate(struct sd_rq *q, struct rw_proc *w, redisContext *c) {
+    struct sd_ctx ctx = {0};
+    json_t *s0 = NULL;
+    sd_rq_stats(&ctx, q, &s0);
+    long long done0 = json_integer_value(json_object_get(json_object_get(s0, "stats"), "done"));
+    json_decref(s0);
     redisReply *r = redisCommand(c, "XRANGE sdrt:jobs:tiny-sd1 - + COUNT 1");
     const redisReply *req = r && r->type == REDIS_REPLY_ARRAY && r->elements ? field_of(r->element[0]->element[1], "req") : NULL;
     redisReply *a = req ? redisCommand(c, "XADD sdrt:jobs:tiny-sd1 * id res0 req %s", req->str) : NULL;
     if (a) freeReplyObject(a);
     if (r) freeReplyObject(r);
     for (int i = 0; i < 200 && !rw_log_has(w, "job res0 has a result already"); i++) redis_sleep_ms(50);
-    struct sd_ctx ctx = {0};
     json_t *s = NULL;
     sd_rq_stats(&ctx, q, &s);
     long long done = json_integer_value(json_object_get(json_object_get(s, "stats"), "done"));
     json_decref(s);
-    CHECK(rw_log_has(w, "job res0 has a result already") && pending(c, "sdrt:jobs:tiny-sd1") == 0 && done == 5,
-          "worker: a job delivered again after its result is acknowledged without a second result (done %lld)", done);
+    CHECK(rw_log_has(w, "job res0 has a result already") && pending(c, "sdrt:jobs:tiny-sd1") == 0 && done == done0,
+          "worker: a job delivered again after its result is acknowledged without a second result (done %lld -> %lld)",
+          done0, done);
 }
 
 static void test_cancel(struct sd_rq *q) {
@@ -204,6 +209,53 @@ static void test_cancel(struct sd_rq *q) {
     sd_rq_result_free(&r2);
 }
 
+/* Skip ends the current iteration (no image for it), the next one runs. */
+static void test_skip(struct sd_rq *q) {
+    struct sd_ctx ctx = {0};
+    struct rw_job j = {"skip me", 32, 150, 2, 40};
+    char *req = rw_wire(&j, "tiny-sd1");
+    int st = sd_rq_submit(&ctx, q, "tiny-sd1", "skip", req);
+    free(req);
+    int running = wait_state(q, "skip", "running", 60);
+    char b[64];
+    for (int i = 0; i < 200 && atoi(job_field(q, "skip", "step", b, sizeof b)) < 2; i++) redis_sleep_ms(20);
+    st |= sd_rq_cancel(&ctx, q, "skip", 1);
+    struct sd_rq_result r;
+    int got = wait_result(q, "skip", &r, 120);
+    CHECK(st == SD_OK && running && got && !strcmp(r.state, "done") && r.n == 1 && r.images[0].seed == 41,
+          "worker: skip drops the running iteration, the next runs (1 image, seed 41)");
+    if (got) sd_rq_result_free(&r);
+}
+
+/* A job running 3x --claim-idle (0.5 s) is not taken again: the heartbeats
+ * keep its entry fresh (one delivery, no duplicate execution). */
+static void test_heartbeat(struct sd_rq *q) {
+    struct sd_ctx ctx = {0};
+    struct rw_job j = {"a long one", 64, 1000, 1, 8};
+    char *req = rw_wire(&j, "tiny-sd1");
+    int st = sd_rq_submit(&ctx, q, "tiny-sd1", "long", req);
+    free(req);
+    int running = wait_state(q, "long", "running", 60);
+    double t0 = sd_time_s();
+    redis_sleep_ms(1600);
+    char b[64], a[64];
+    int still = !strcmp(job_field(q, "long", "state", b, sizeof b), "running");
+    double ran = sd_time_s() - t0;
+    st |= sd_rq_cancel(&ctx, q, "long", 0);
+    struct sd_rq_result r;
+    int got = wait_result(q, "long", &r, 60);
+    json_t *s = NULL;
+    sd_rq_stats(&ctx, q, &s);
+    long long dups = json_integer_value(json_object_get(json_object_get(s, "stats"), "duplicates"));
+    json_decref(s);
+    CHECK(st == SD_OK && running && still && got && !strcmp(r.state, "cancelled") && dups == 0 &&
+              !strcmp(job_field(q, "long", "attempts", a, sizeof a), "1"),
+          "worker: a job running %.1f s with --claim-idle 0.5 s keeps its one delivery (heartbeats), no duplicate; "
+          "then cancelled (%s %s, still %d, dups %lld)", ran, got ? r.state : "no result", got && r.error ? r.error : "",
+          still, dups);
+    if (got) sd_rq_result_free(&r);
+}
+
 /* The model "broken" is listed (--models-dir) but does not load: each
  * attempt fails, the entry is retried, then dead-lettered with the error. */
 static void test_failing(struct sd_rq *q, redisContext *c) {
@@ -225,6 +277,18 @@ static void test_failing(struct sd_rq *q, redisContext *c) {
           err ? err->str : "none");
     if (d) freeReplyObject(d);
     sd_rq_result_free(&r);
+    /* A request every worker rejects (steps above the sampler's 1000) fails at once, on its first delivery. */
+    struct rw_job bad = {"x", 32, 5000, 1, 1};
+    req = rw_wire(&bad, "tiny-sd1");
+    t0 = sd_time_s();
+    st = sd_rq_submit(&ctx, q, "tiny-sd1", "invalid", req);
+    free(req);
+    got = wait_result(q, "invalid", &r, 60);
+    took = sd_time_s() - t0;
+    CHECK(st == SD_OK && got && !strcmp(r.state, "failed") && r.error && strstr(r.error, "invalid request: steps must be 1..1000") &&
+              took < 5 && pending(c, "sdrt:jobs:tiny-sd1") == 0,
+          "worker: an invalid request (5000 steps) fails at once on its first delivery (%.2f s): %s", took, r.error ? r.error : "");
+    if (got) sd_rq_result_free(&r);
 }
 
 static void test_sigterm(struct sd_rq *q, struct rw_proc *w) {
@@ -237,6 +301,7 @@ static void test_sigterm(struct sd_rq *q, struct rw_proc *w) {
     char b[64];
     for (int i = 0; i < 200 && atoi(job_field(q, "term-run", "step", b, sizeof b)) < 1; i++) redis_sleep_ms(50);
     int rc = rw_signal_wait(w, SIGTERM, 120);
+    if (rc != 0) rw_log_tail(w, 30);
     struct sd_rq_result r;
     int got = wait_result(q, "term-run", &r, 1);
     json_t *s = NULL;
@@ -247,6 +312,94 @@ static void test_sigterm(struct sd_rq *q, struct rw_proc *w) {
               rw_log_has(w, "worker w1 stopped: taken"),
           "worker: SIGTERM mid-job finishes it (result done), exits 0 and leaves the workers list (rc %d)", rc);
     sd_rq_result_free(&r);
+}
+
+/* A job for the worker's second model (tiny-b: a link to the tiny model
+ * under another name): the worker switches, the image is `sdrt txt2img
+ * --model models/tiny-b` (whose infotext names tiny-b); then back. */
+static void test_switch(struct sd_rq *q) {
+    char cmd[PATH_MAX * 2], ref[300];
+    snprintf(ref, sizeof ref, "%s/ref-b.png", dir);
+    snprintf(cmd, sizeof cmd,
+             "%s txt2img --model %s/models/tiny-b -p 'a red cube' -n 'blurry' --steps 2 -W 32 -H 32 --sampler 'Euler a' "
+             "--cfg-scale 7.5 --seed 77 --threads 1 -q -o %s", rw_sdrt, dir, ref);
+    if (system(cmd)) {
+        test_fail("worker: sdrt txt2img on tiny-b failed");
+        return;
+    }
+    struct sd_ctx ctx = {0};
+    struct rw_job j = {"a red cube", 32, 2, 1, 77};
+    char *req = rw_wire(&j, "tiny-b");
+    int st = sd_rq_submit(&ctx, q, "tiny-b", "on-b", req);
+    free(req);
+    req = rw_wire(&j, "tiny-sd1");
+    st |= sd_rq_submit(&ctx, q, "tiny-sd1", "back-on-a", req);
+    free(req);
+    struct sd_rq_result r, r2;
+    size_t n = 0;
+    char *want = rw_read_file(ref, &n);
+    int got = wait_result(q, "on-b", &r, 60), got2 = wait_result(q, "back-on-a", &r2, 60);
+    CHECK(st == SD_OK && got && !strcmp(r.state, "done") && r.n == 1 && want && r.images[0].len == n &&
+              !memcmp(r.images[0].png, want, n) && strstr(r.images[0].infotext, "Model: tiny-b") && got2 &&
+              !strcmp(r2.state, "done") && strstr(r2.images[0].infotext, "Model: tiny-sd1"),
+          "worker: a job for its second model switches to it (byte-identical to sdrt txt2img on that model), the next "
+          "one switches back");
+    free(want);
+    if (got) sd_rq_result_free(&r);
+    if (got2) sd_rq_result_free(&r2);
+}
+
+/* A worker with two devices runs two jobs at once; same bytes. */
+static void test_two_devices(struct sd_rq *q, const char *const *base_args) {
+    const char *args[16];
+    int a = 0;
+    for (int i = 0; base_args[i]; i++) args[a++] = base_args[i];
+    args[a++] = "--devices";
+    args[a++] = "cpu,cpu";
+    args[a] = NULL;
+    struct rw_proc w2;
+    if (rw_start(&w2, dir, rs.url, "w2", args)) {
+        test_fail("worker: a worker with --devices cpu,cpu did not start");
+        return;
+    }
+    struct sd_ctx ctx = {0};
+    struct rw_job j = {"a red cube", 32, 2, 1, 500};
+    int st = 0;
+    for (int i = 0; i < 4; i++) {
+        struct rw_job k = j;
+        k.seed = j.seed + i;
+        char id[32], *req = rw_wire(&k, "tiny-sd1");
+        snprintf(id, sizeof id, "two%d", i);
+        st |= sd_rq_submit(&ctx, q, "tiny-sd1", id, req);
+        free(req);
+    }
+    int same = 0;
+    char devs[4][64];
+    for (int i = 0; i < 4; i++) {
+        char id[32], ref[300];
+        snprintf(id, sizeof id, "two%d", i);
+        snprintf(ref, sizeof ref, "%s/ref-%d.png", dir, i);
+        struct sd_rq_result r;
+        size_t n = 0;
+        char *want = rw_read_file(ref, &n);
+        if (wait_result(q, id, &r, 60) && !strcmp(r.state, "done") && r.n == 1 && want && r.images[0].len == n &&
+            !memcmp(r.images[0].png, want, n))
+            same++;
+        job_field(q, id, "device", devs[i], sizeof devs[i]);
+        free(want);
+        sd_rq_result_free(&r);
+    }
+    json_t *s = NULL;
+    sd_rq_stats(&ctx, q, &s);
+    size_t nd = 0;
+    json_t *ws = json_object_get(s, "workers");
+    for (size_t i = 0; i < json_array_size(ws); i++)
+        if (!strcmp(json_string_value(json_object_get(json_array_get(ws, i), "name")), "w2"))
+            nd = json_array_size(json_object_get(json_array_get(ws, i), "devices"));
+    json_decref(s);
+    int rc = rw_signal_wait(&w2, SIGTERM, 60);
+    CHECK(st == SD_OK && same == 4 && nd == 2 && rc == 0, "worker: --devices cpu,cpu: 4 jobs byte-identical (devices %s %s %s %s), "
+          "2 devices announced, SIGTERM exit 0", devs[0], devs[1], devs[2], devs[3]);
 }
 
 int main(int argc, char **argv) {
@@ -263,6 +416,9 @@ int main(int argc, char **argv) {
     snprintf(models, sizeof models, "%s/models", dir);
     mkdir(models, 0755);
     snprintf(broken, sizeof broken, "%s/broken.safetensors", models);
+    char tiny[PATH_MAX], link[400];
+    snprintf(link, sizeof link, "%s/tiny-b", models);
+    if (!realpath("tests/models/tiny-sd1", tiny) || symlink(tiny, link)) test_fail("worker: cannot link %s", link);
     FILE *f = fopen(broken, "wb");
     if (f) fputs("this is not a safetensors file", f), fclose(f);
     const char *args[] = {"--model", "tests/models/tiny-sd1", "--models-dir", models, "--claim-idle", "500",
@@ -275,10 +431,14 @@ int main(int argc, char **argv) {
     } else {
         test_results(q, &w);
         test_malformed(q, &w, c);
+        test_switch(q);
         test_duplicate(q, &w, c);
         test_cancel(q);
+        test_skip(q);
+        test_heartbeat(q);
         test_failing(q, c);
         test_sigterm(q, &w);
+        test_two_devices(q, args);
     }
     if (w.pid > 0) rw_signal_wait(&w, SIGKILL, 10);
     sd_rq_close(q);

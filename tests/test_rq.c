@@ -114,6 +114,13 @@ static long long pending_count(redisContext *c, const char *stream) {
     return n;
 }
 
+static long long xlen_of(redisContext *c, const char *key) {
+    redisReply *r = redisCommand(c, "XLEN %s", key);
+    long long n = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    if (r) freeReplyObject(r);
+    return n;
+}
+
 static void test_flow(struct redis_srv *rs) {
     struct sd_ctx ctx = {0};
     struct sd_rq *fe = open_q(&ctx, rs->url, 30000), *wk = open_q(&ctx, rs->url, 30000);
@@ -247,6 +254,20 @@ static void test_flow(struct redis_srv *rs) {
               json_integer_value(json_object_get(json_object_get(stats, "stats"), "done")) == 1,
           "rq stats: length 3, pending 0, dead 2, done 1, duplicates 1");
     json_decref(stats);
+    /* Trim: the 3 acknowledged entries but the last delivered one go; a new
+     * (undelivered) entry and a pending one stay. */
+    long long trimmed = -1, trimmed2 = -1, trimmed3 = -1;
+    st = sd_rq_trim(&ctx, wk, "tiny-sd1", 0, &trimmed);
+    st |= sd_rq_submit(&ctx, fe, "tiny-sd1", "late1", "{}");
+    st |= sd_rq_submit(&ctx, fe, "tiny-sd1", "late2", "{}");
+    st |= sd_rq_take(&ctx, wk, "w1", models, 2, 0, &e, &got); /* late1: pending */
+    st |= sd_rq_trim(&ctx, wk, "tiny-sd1", 0, &trimmed2);
+    long long len = xlen_of(c, "t:jobs:tiny-sd1");
+    st |= sd_rq_trim(&ctx, wk, "tiny-sd1", 3600000, &trimmed3);
+    st |= sd_rq_trim(&ctx, wk, "nostream", 0, &trimmed3);
+    CHECK(st == SD_OK && got && trimmed == 2 && trimmed2 == 1 && len == 2 && trimmed3 == 0,
+          "rq trim: acknowledged entries trimmed (2, then the last acknowledged 1), pending and undelivered kept (length %lld)", len);
+    sd_rq_entry_free(&e);
     st = sd_rq_worker_alive(&ctx, wk, "w1", "{\"pid\":1}", 5);
     st |= sd_rq_worker_alive(&ctx, wk, "w-gone", "{\"pid\":2}", 1);
     redis_sleep_ms(1100);
@@ -294,15 +315,107 @@ static void test_reclaim(struct redis_srv *rs) {
     sd_rq_close(b);
 }
 
-struct restarter {
-    struct redis_srv *rs;
-    int rc;
+/* Redis lost the stream (restarted without persistence, deleted by hand)
+ * while a worker held entries: finishing them still works (no NOGROUP error
+ * looping the worker), and the next take recreates the group. */
+static void test_lost_stream(struct redis_srv *rs) {
+    struct sd_ctx ctx = {0};
+    struct sd_rq *q = open_q(&ctx, rs->url, 30000);
+    if (!q) {
+        CHECK(0, "rq lost stream: connect");
+        return;
+    }
+    const char *models[1] = {"m4"};
+    struct sd_rq_entry e1, e2;
+    int g1 = 0, g2 = 0, got3 = 0;
+    int st = sd_rq_submit(&ctx, q, "m4", "lost1", "{}") | sd_rq_submit(&ctx, q, "m4", "lost2", "{}");
+    st |= sd_rq_take(&ctx, q, "L", models, 1, 0, &e1, &g1) | sd_rq_take(&ctx, q, "L", models, 1, 0, &e2, &g2);
+    redisContext *c = redis_raw(rs);
+    redisReply *r = redisCommand(c, "DEL t:jobs:m4");
+    if (r) freeReplyObject(r);
+    struct sd_rq_result res = {.state = "done", .n = 0};
+    int written = 0;
+    st |= sd_rq_complete(&ctx, q, &e1, "L", &res, "result", "{}", &written);
+    int st2 = sd_rq_dead_letter(&ctx, q, &e2, "L", "gave up");
+    struct sd_rq_result back;
+    int found = 0;
+    st2 |= sd_rq_result(&ctx, q, "lost2", &back, &found);
+    int failed = found && !strcmp(back.state, "failed");
+    if (found) sd_rq_result_free(&back);
+    r = redisCommand(c, "XADD t:jobs:m4 * id lost3 req {}"); /* a stream without the group */
+    if (r) freeReplyObject(r);
+    struct sd_rq_entry e3;
+    st2 |= sd_rq_take(&ctx, q, "L", models, 1, 0, &e3, &got3);
+    CHECK(st == SD_OK && g1 && g2 && written && st2 == SD_OK && failed && got3 && !strcmp(e3.id, "lost3"),
+          "rq lost stream: complete and dead-letter of entries whose stream vanished still write their results; "
+          "the next take recreates the group (%s)", ctx.msg);
+    sd_rq_entry_free(&e1);
+    sd_rq_entry_free(&e2);
+    sd_rq_entry_free(&e3);
+    redisFree(c);
+    sd_rq_close(q);
+}
+
+struct two_submits {
+    struct sd_rq *q;
+    int st;
 };
-static void *restart_later(void *p) {
-    struct restarter *r = p;
-    redis_halt(r->rs, SIGKILL);
-    redis_sleep_ms(700);
-    r->rc = redis_launch(r->rs);
+static void *submit_two(void *p) {
+    struct two_submits *a = p;
+    struct sd_ctx ctx = {0};
+    redis_sleep_ms(300);
+    a->st = sd_rq_submit(&ctx, a->q, "ma", "two-a", "{}") | sd_rq_submit(&ctx, a->q, "mb", "two-b", "{}");
+    return NULL;
+}
+
+/* A blocking take over two streams that both get an entry while it waits
+ * takes one; the other stays undelivered (not pending under this consumer). */
+static void test_multi(struct redis_srv *rs) {
+    struct sd_ctx ctx = {0};
+    struct sd_rq *a = open_q(&ctx, rs->url, 30000), *b = open_q(&ctx, rs->url, 30000);
+    if (!a || !b) {
+        CHECK(0, "rq multi: connect");
+        return;
+    }
+    const char *models[2] = {"ma", "mb"};
+    struct sd_rq_entry e;
+    int got = 0;
+    int st = sd_rq_take(&ctx, a, "M", models, 2, 0, &e, &got); /* creates the groups */
+    struct two_submits ts = {b, -1};
+    pthread_t th;
+    pthread_create(&th, NULL, submit_two, &ts);
+    double t0 = sd_time_s();
+    st |= sd_rq_take(&ctx, a, "M", models, 2, 3000, &e, &got);
+    double waited = sd_time_s() - t0;
+    pthread_join(th, NULL);
+    redisContext *c = redis_raw(rs);
+    long long pa = pending_count(c, "t:jobs:ma"), pb = pending_count(c, "t:jobs:mb");
+    struct sd_rq_entry e2;
+    int got2 = 0;
+    st |= sd_rq_take(&ctx, a, "M", models, 2, 0, &e2, &got2);
+    CHECK(st == SD_OK && ts.st == SD_OK && got && waited < 2.5 && pa + pb == 1 && got2 && strcmp(e.id, e2.id) &&
+              e2.deliveries == 1,
+          "rq take: blocking on 2 streams wakes on new entries (%.2f s), takes one, leaves the other undelivered "
+          "(pending %lld + %lld), the next take gets it as a first delivery", waited, pa, pb);
+    sd_rq_entry_free(&e);
+    sd_rq_entry_free(&e2);
+    redisFree(c);
+    sd_rq_close(a);
+    sd_rq_close(b);
+}
+
+struct submitter {
+    struct sd_rq *q;
+    struct sd_ctx ctx;
+    int st;
+    double took;
+};
+static void *submit_later(void *p) {
+    struct submitter *a = p;
+    redis_sleep_ms(200);
+    double t0 = sd_time_s();
+    a->st = sd_rq_submit(&a->ctx, a->q, "m3", "during", "{}");
+    a->took = sd_time_s() - t0;
     return NULL;
 }
 
@@ -325,18 +438,21 @@ static void test_restart(struct redis_srv *rs) {
     struct sd_rq *q = NULL;
     int st = sd_rq_open(&ctx, &o, &q);
     st |= sd_rq_submit(&ctx, q, "m3", "before", "{}");
-    struct restarter rr = {rs, -1};
+    /* The server is killed, a submit is made meanwhile (another thread), the
+     * server comes back after 0.7 s (started from this thread: it is our child). */
+    struct submitter sub = {q, {0}, -1, 0};
     pthread_t th;
-    pthread_create(&th, NULL, restart_later, &rr);
-    redis_sleep_ms(200);
-    double t0 = sd_time_s();
-    st |= sd_rq_submit(&ctx, q, "m3", "during", "{}");
-    double took = sd_time_s() - t0;
+    redis_halt(rs, SIGKILL);
+    pthread_create(&th, NULL, submit_later, &sub);
+    redis_sleep_ms(700);
+    int relaunched = redis_launch(rs);
     pthread_join(th, NULL);
+    st |= sub.st;
+    double took = sub.took;
     json_t *s1 = NULL, *s2 = NULL;
     st |= sd_rq_job_state(&ctx, q, "before", &s1);
     st |= sd_rq_job_state(&ctx, q, "during", &s2);
-    CHECK(st == SD_OK && rr.rc == 0 && s1 && s2 && logs == 2 && sd_rq_reconnects(q) == 1,
+    CHECK(st == SD_OK && relaunched == 0 && s1 && s2 && logs == 2 && sd_rq_reconnects(q) == 1,
           "rq reconnect: a submit during a Redis restart succeeds after %.2f s, the earlier job survived (AOF), "
           "2 log lines (lost, reconnected), 1 reconnect counted",
           took);
@@ -362,6 +478,8 @@ int main(void) {
     test_auth(&rs);
     test_flow(&rs);
     test_reclaim(&rs);
+    test_multi(&rs);
+    test_lost_stream(&rs);
     test_restart(&rs);
     redis_stop(&rs);
     return test_summary();

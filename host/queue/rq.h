@@ -11,7 +11,8 @@
  *   P:events:ID     stream of the job's events (fields event, data)
  *   P:result:ID     hash written once (state, n, png:K, seed:K, infotext:K,
  *                   timings, worker, error), TTL result_ttl_s
- *   P:dead:MODEL    dead-letter stream (id, req, error, attempts, worker, t)
+ *   P:dead:MODEL    dead-letter stream (id, req, error, attempts, worker, t),
+ *                   capped at about 10000 entries
  *   P:worker:NAME   a live worker's description (TTL), P:workers its names
  *   P:models        the models jobs were submitted for; P:stats counters
  *
@@ -166,6 +167,11 @@ int sd_rq_complete(struct sd_ctx *ctx, struct sd_rq *q, const struct sd_rq_entry
  * one exists) and XACKs e, in one script. */
 int sd_rq_dead_letter(struct sd_ctx *ctx, struct sd_rq *q, const struct sd_rq_entry *e, const char *worker,
                       const char *error);
+/* Trims P:jobs:MODEL of entries that are acknowledged and older than
+ * keep_ms (XTRIM MINID below the oldest pending entry, the group's last
+ * delivered one and now - keep_ms); *trimmed = entries removed. Nothing is
+ * trimmed from a stream without the group. */
+int sd_rq_trim(struct sd_ctx *ctx, struct sd_rq *q, const char *model, long long keep_ms, long long *trimmed);
 /* Announces a live worker: P:worker:NAME = desc_json with TTL ttl_s, NAME in P:workers. */
 int sd_rq_worker_alive(struct sd_ctx *ctx, struct sd_rq *q, const char *name, const char *desc_json, int ttl_s);
 /* Removes P:worker:NAME and NAME from P:workers (a clean exit). */

@@ -77,11 +77,12 @@ int sd_rq_complete(struct sd_ctx *ctx, struct sd_rq *q, const struct sd_rq_entry
 
 /* KEYS: dead, result, job, events, stream, stats. ARGV: entry_id, ttl, id,
  * req, error, attempts, worker, now, data (the final event), valid id.
- * Does nothing when the entry is no longer pending (a repeated call). */
+ * Does nothing when the entry is no longer pending (a repeated call); goes
+ * ahead when the group is gone (a Redis that lost its data). */
 static const char DEAD_LUA[] =
-    "local p = redis.call('XPENDING', KEYS[5], '" SD_RQ_GROUP "', ARGV[1], ARGV[1], 1)\n"
-    "if #p == 0 then return 0 end\n"
-    "redis.call('XADD', KEYS[1], '*', 'id', ARGV[3], 'req', ARGV[4], 'error', ARGV[5], 'attempts', ARGV[6],"
+    "local p = redis.pcall('XPENDING', KEYS[5], '" SD_RQ_GROUP "', ARGV[1], ARGV[1], 1)\n"
+    "if p.err == nil and #p == 0 then return 0 end\n" /* no group (Redis lost its data): dead-letter anyway */
+    "redis.call('XADD', KEYS[1], 'MAXLEN', '~', '10000', '*', 'id', ARGV[3], 'req', ARGV[4], 'error', ARGV[5], 'attempts', ARGV[6],"
     " 'worker', ARGV[7], 't', ARGV[8])\n"
     "redis.call('HINCRBY', KEYS[6], 'dead', 1)\n"
     "if ARGV[10] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then\n"
@@ -118,6 +119,46 @@ int sd_rq_dead_letter(struct sd_ctx *ctx, struct sd_rq *q, const struct sd_rq_en
     int st = rq_eval(ctx, q, &r, DEAD_LUA, 6, keys, 10, args, NULL);
     free(data);
     if (st) return sd_error_wrap(ctx, "dead-lettering entry %s", e->entry_id);
+    freeReplyObject(r);
+    return SD_OK;
+}
+
+/* KEYS: the jobs stream. ARGV: now - keep as "MS-0". */
+static const char TRIM_LUA[] =
+    "local function less(a, b)\n"
+    "  local am, as = string.match(a, '^(%d+)-(%d+)$')\n"
+    "  local bm, bs = string.match(b, '^(%d+)-(%d+)$')\n"
+    "  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)\n"
+    "  return am < bm or (am == bm and as < bs)\n"
+    "end\n"
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+    "local cut = ARGV[1]\n"
+    "local found = false\n"
+    "for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do\n"
+    "  local name, last\n"
+    "  for i = 1, #g, 2 do\n"
+    "    if g[i] == 'name' then name = g[i + 1] end\n"
+    "    if g[i] == 'last-delivered-id' then last = g[i + 1] end\n"
+    "  end\n"
+    "  if name == '" SD_RQ_GROUP "' then found = true; if less(last, cut) then cut = last end end\n"
+    "end\n"
+    "if not found then return 0 end\n"
+    "local p = redis.call('XPENDING', KEYS[1], '" SD_RQ_GROUP "')\n"
+    "if p[1] > 0 and less(p[2], cut) then cut = p[2] end\n"
+    "return redis.call('XTRIM', KEYS[1], 'MINID', cut)\n";
+
+int sd_rq_trim(struct sd_ctx *ctx, struct sd_rq *q, const char *model, long long keep_ms, long long *trimmed) {
+    *trimmed = 0;
+    if (!sd_rq_name_ok(model)) return sd_errorf(ctx, SD_ERR_INVALID, "redis: bad model name");
+    char k[256], cut[48];
+    const char *keys[1] = {sd_rq_key(q, k, sizeof k, "jobs", model)};
+    long long t = rq_now_ms() - (keep_ms > 0 ? keep_ms : 0);
+    snprintf(cut, sizeof cut, "%lld-0", t > 0 ? t : 0);
+    const char *args[1] = {cut};
+    redisReply *r;
+    int st = rq_eval(ctx, q, &r, TRIM_LUA, 1, keys, 1, args, NULL);
+    if (st) return st;
+    if (r->type == REDIS_REPLY_INTEGER) *trimmed = r->integer;
     freeReplyObject(r);
     return SD_OK;
 }

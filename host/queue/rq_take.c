@@ -90,6 +90,43 @@ static int deliveries_of(struct sd_ctx *ctx, struct sd_rq *q, const struct sd_rq
     return SD_OK;
 }
 
+/* XREADGROUP of one new entry from models[i]'s stream (blocking up to
+ * block_ms when > 0). */
+static int read_one(struct sd_ctx *ctx, struct sd_rq *q, const char *consumer, const char *const *models, int n, int i,
+                    int block_ms, struct sd_rq_entry *e, int *got) {
+    const char *argv[10];
+    char key[320], bms[16];
+    int a = 0;
+    argv[a++] = "XREADGROUP";
+    argv[a++] = "GROUP";
+    argv[a++] = SD_RQ_GROUP;
+    argv[a++] = consumer;
+    argv[a++] = "COUNT";
+    argv[a++] = "1";
+    if (block_ms > 0) {
+        snprintf(bms, sizeof bms, "%d", block_ms);
+        argv[a++] = "BLOCK";
+        argv[a++] = bms;
+    }
+    argv[a++] = "STREAMS";
+    argv[a++] = sd_rq_key(q, key, sizeof key, "jobs", models[i]);
+    argv[a++] = ">";
+    redisReply *r;
+    q->block_ms = block_ms > 0 ? block_ms : 0;
+    int st = stream_cmd(ctx, q, &r, a, argv, models, n);
+    q->block_ms = 0;
+    if (st) return st;
+    const redisReply *sr = r->type == REDIS_REPLY_ARRAY && r->elements == 1 ? r->element[0] : NULL;
+    const redisReply *es = sr && sr->type == REDIS_REPLY_ARRAY && sr->elements == 2 ? sr->element[1] : NULL;
+    const redisReply *en = es && es->type == REDIS_REPLY_ARRAY && es->elements >= 1 ? es->element[0] : NULL;
+    if (en && en->type == REDIS_REPLY_ARRAY && en->elements == 2 && (st = entry_fill(ctx, q, models[i], en, e)) == SD_OK) {
+        e->deliveries = 1;
+        *got = 1;
+    }
+    freeReplyObject(r);
+    return st;
+}
+
 int sd_rq_take(struct sd_ctx *ctx, struct sd_rq *q, const char *consumer, const char *const *models, int n,
                int block_ms, struct sd_rq_entry *e, int *got) {
     *got = 0;
@@ -123,54 +160,36 @@ int sd_rq_take(struct sd_ctx *ctx, struct sd_rq *q, const char *consumer, const 
             return st;
         }
     }
-    /* 2. A new entry: each stream without blocking, then all of them blocking
-     * (COUNT 1 per stream: only the first is taken, the others stay pending
-     * under this consumer until reclaimed after claim_idle_ms). */
-    for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1 && block_ms <= 0) break;
-        int from = 0, to = pass == 0 ? n : 1;
-        for (int i = from; i < to; i++) {
-            const char *argv[8 + 2 * RQ_MAX_STREAMS];
-            char keys[RQ_MAX_STREAMS][320], bms[16];
-            int a = 0;
-            argv[a++] = "XREADGROUP";
-            argv[a++] = "GROUP";
-            argv[a++] = SD_RQ_GROUP;
-            argv[a++] = consumer;
-            argv[a++] = "COUNT";
-            argv[a++] = "1";
-            if (pass == 1) {
-                snprintf(bms, sizeof bms, "%d", block_ms);
-                argv[a++] = "BLOCK";
-                argv[a++] = bms;
-            }
-            argv[a++] = "STREAMS";
-            int lo = pass == 0 ? i : 0, hi = pass == 0 ? i + 1 : n;
-            for (int k = lo; k < hi; k++) argv[a++] = sd_rq_key(q, keys[k], sizeof keys[k], "jobs", models[k]);
-            for (int k = lo; k < hi; k++) argv[a++] = ">";
-            redisReply *r;
-            q->block_ms = pass == 1 ? block_ms : 0;
-            st = stream_cmd(ctx, q, &r, a, argv, models, n);
-            q->block_ms = 0;
-            if (st) return st;
-            for (size_t s = 0; r->type == REDIS_REPLY_ARRAY && s < r->elements && !*got; s++) {
-                const redisReply *sr = r->element[s];
-                if (sr->type != REDIS_REPLY_ARRAY || sr->elements != 2) continue;
-                int m = -1;
-                for (int k = lo; k < hi; k++)
-                    if (!strcmp(keys[k], sr->element[0]->str)) m = k;
-                const redisReply *es = sr->element[1];
-                if (m < 0 || es->type != REDIS_REPLY_ARRAY || es->elements < 1) continue;
-                const redisReply *en = es->element[0];
-                if (en->type != REDIS_REPLY_ARRAY || en->elements != 2) continue;
-                if ((st = entry_fill(ctx, q, models[m], en, e))) break;
-                e->deliveries = 1;
-                *got = 1;
-            }
-            freeReplyObject(r);
-            if (st || *got) return st;
-        }
-    }
+    /* 2. A new entry: each stream without blocking; then wait. One stream:
+     * XREADGROUP blocks on it. Several: XREAD BLOCK on all of them (it takes
+     * nothing: an XREADGROUP over several streams could hand out one entry
+     * per stream, and the extra ones would wait, pending, until reclaimed)
+     * and read each stream again once woken. */
+    for (int i = 0; i < n; i++)
+        if ((st = read_one(ctx, q, consumer, models, n, i, 0, e, got)) || *got) return st;
+    if (block_ms <= 0) return SD_OK;
+    if (n == 1) return read_one(ctx, q, consumer, models, n, 0, block_ms, e, got);
+    const char *argv[6 + 2 * RQ_MAX_STREAMS];
+    char keys[RQ_MAX_STREAMS][320], bms[16];
+    int a = 0;
+    snprintf(bms, sizeof bms, "%d", block_ms);
+    argv[a++] = "XREAD";
+    argv[a++] = "COUNT";
+    argv[a++] = "1";
+    argv[a++] = "BLOCK";
+    argv[a++] = bms;
+    argv[a++] = "STREAMS";
+    for (int k = 0; k < n; k++) argv[a++] = sd_rq_key(q, keys[k], sizeof keys[k], "jobs", models[k]);
+    for (int k = 0; k < n; k++) argv[a++] = "$";
+    redisReply *r;
+    q->block_ms = block_ms;
+    st = sd_rq_command(ctx, q, (void **)&r, a, argv, NULL);
+    q->block_ms = 0;
+    if (st) return st;
+    int woken = r->type == REDIS_REPLY_ARRAY;
+    freeReplyObject(r);
+    for (int i = 0; woken && i < n; i++)
+        if ((st = read_one(ctx, q, consumer, models, n, i, 0, e, got)) || *got) return st;
     return SD_OK;
 }
 

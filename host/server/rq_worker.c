@@ -19,6 +19,8 @@
 #define RQW_BLOCK_MS 1000
 #define RQW_TICK_MS 200
 #define RQW_ALIVE_TTL_S 15
+#define RQW_TRIM_EVERY_S 60
+#define RQW_TRIM_KEEP_MS (10 * 60 * 1000) /* acknowledged entries stay 10 minutes (for inspection) */
 
 /* An entry this worker holds, with its local job (a reference). */
 struct slot {
@@ -36,7 +38,7 @@ struct item {
     char id[128];
     char *event, *data;           /* IT_EVENT; IT_FINISH: the final event */
     char *kv[10];                 /* IT_SET: field, value pairs */
-    int n_kv;
+    int n_kv, n_str;              /* pairs; strings held */
     int slot;                     /* IT_FINISH */
     unsigned gen;
     enum job_state state;
@@ -95,7 +97,7 @@ static void cv_wait_ms(struct sd_rq_worker *w, int ms) { /* under w->mu */
 static void item_free(struct item *it) {
     free(it->event);
     free(it->data);
-    for (int i = 0; i < it->n_kv; i++) free(it->kv[i]);
+    for (int i = 0; i < it->n_str; i++) free(it->kv[i]);
     free(it);
 }
 
@@ -120,9 +122,14 @@ static struct item *item_set(const char *id, int n, const char *const *kv) {
     if (!it) return NULL;
     it->kind = IT_SET;
     snprintf(it->id, sizeof it->id, "%s", id);
-    for (int i = 0; i < 2 * n && i < 10; i++)
-        if ((it->kv[i] = strdup(kv[i]))) it->n_kv++;
-    it->n_kv /= 2;
+    for (int i = 0; i < 2 * n && i < 10; i++) {
+        if (!(it->kv[i] = strdup(kv[i]))) {
+            item_free(it);
+            return NULL;
+        }
+        it->n_str++;
+    }
+    it->n_kv = it->n_str / 2;
     return it;
 }
 
@@ -528,7 +535,7 @@ static void announce(struct sd_rq_worker *w) {
 
 static void *monitor(void *arg) {
     struct sd_rq_worker *w = arg;
-    double beat_s = w->o.claim_idle_ms / 3000.0, last_announce = 0;
+    double beat_s = w->o.claim_idle_ms / 3000.0, last_announce = 0, last_trim = sd_time_s();
     while (!w->quit && !w->aborting) {
         struct { int k; unsigned gen; struct sd_rq_entry e; int beat; } snap[RQW_SLOTS];
         int n = 0;
@@ -567,6 +574,15 @@ static void *monitor(void *arg) {
             }
             pthread_mutex_unlock(&w->mu);
             pthread_mutex_unlock(&w->s->mu);
+        }
+        if (now - last_trim >= RQW_TRIM_EVERY_S) { /* the job streams do not grow without bound */
+            for (int i = 0; i < w->n_models && !w->aborting; i++) {
+                struct sd_ctx ctx = {0};
+                long long n = 0;
+                if (sd_rq_trim(&ctx, w->q_mon, w->models[i], RQW_TRIM_KEEP_MS, &n) == SD_OK && n > 0)
+                    sd_logf(&w->s->o.log, SD_LOG_DEBUG, "trimmed %lld acknowledged entries of %s", n, w->models[i]);
+            }
+            last_trim = now;
         }
         if (now - last_announce >= RQW_ALIVE_TTL_S / 3.0) {
             announce(w);

@@ -8,7 +8,8 @@
  * LoRA: each settled at once), turns it into a local job and queues it; a
  * monitor keeps the entries it holds claimed (XCLAIM JUSTID every
  * claim_idle/3), relays the cancel/skip flags to the running jobs and
- * announces the worker (P:worker:NAME); a publisher writes the jobs'
+ * announces the worker (P:worker:NAME) and trims acknowledged entries older
+ * than 10 minutes from its job streams (every minute); a publisher writes the jobs'
  * events, progress and results (the result, the final event and the XACK
  * in one script), retrying through Redis outages until written. A job that
  * fails while running stays pending for another worker (its error in
