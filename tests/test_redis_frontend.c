@@ -6,7 +6,7 @@
  * and its image byte-identical to `sdrt txt2img`; the same job read through
  * the other front-end; an A1111 synchronous txt2img byte-identical to the
  * CLI; A1111 progress of a running job and interrupt reaching the worker
- * running it; a worker SIGKILLed mid-job and the job finished by the other
+ * running it; DELETE of two running jobs and a queued one; a worker SIGKILLed mid-job and the job finished by the other
  * (time from the kill to the result measured); Redis killed and restarted
  * from its AOF with jobs in flight, every job finished, the front-end's
  * reconnects counted in /metrics; the queue metrics; the real `webuiapi`
@@ -360,6 +360,43 @@ static void test_progress_interrupt(void) {
     free(b);
 }
 
+static int is_cancelled(json_t *j) { return !strcmp(json_string_value(json_object_get(j, "status")) ?
+                                                     json_string_value(json_object_get(j, "status")) : "", "cancelled"); }
+
+/* DELETE /v1/jobs/{id}: two running jobs (one per worker) stop on their
+ * workers; a third, still queued, is cancelled by the worker that takes it
+ * without running. */
+static void test_delete(void) {
+    use_fe(1);
+    char ids[3][32];
+    int ok = 1;
+    for (int i = 0; i < 3; i++) ok &= !submit(41 + i, 128, 150, ids[i]);
+    json_t *a = wait_job(ids[0], is_running, 60.0 * SLOW), *b = wait_job(ids[1], is_running, 60.0 * SLOW);
+    CHECK(ok && is_running(a) && is_running(b), "delete: two 150-step jobs running (one per worker), a third queued");
+    json_decref(a);
+    json_decref(b);
+    int st, all = 1;
+    for (int i = 2; i >= 0; i--) {
+        char path[96];
+        snprintf(path, sizeof path, "/v1/jobs/%s", ids[i]);
+        json_decref(call("DELETE", path, NULL, &st));
+        all &= st == 200;
+    }
+    int cancelled = 0, steps_run = 0;
+    for (int i = 0; i < 3; i++) {
+        json_t *j = wait_job(ids[i], is_final, 60.0 * SLOW);
+        cancelled += is_cancelled(j);
+        if (i < 2) steps_run += (int)json_integer_value(json_object_get(j, "step"));
+        json_decref(j);
+    }
+    char key[128], started[32] = "";
+    snprintf(key, sizeof key, "HGET %s:job:%s started", PREFIX, ids[2]);
+    rcli(started, sizeof started, key);
+    CHECK(all && cancelled == 3 && steps_run < 2 * 150 && !started[0],
+          "delete: all 3 cancelled through the front-end (the running ones at steps summing to %d of 300; the queued one "
+          "never started)", steps_run);
+}
+
 /* Which worker index runs a job, from its status's device "NAME/..." */
 static int worker_of(json_t *j) {
     const char *d = jstr(j, "device");
@@ -524,6 +561,7 @@ int main(int argc, char **argv) {
         test_other_frontend();
         test_a1111_sync();
         test_progress_interrupt();
+        test_delete();
         test_kill_worker();
         test_redis_restart();
         test_webuiapi();
