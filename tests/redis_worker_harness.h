@@ -28,7 +28,8 @@ struct rw_proc {
     char name[64];
 };
 
-/* Starts `sdrt worker --redis URL --name NAME ARGS...` (extra: NULL-ended),
+/* Starts `sdrt worker --redis URL --name NAME ARGS...` (extra: NULL-ended;
+ * url NULL: no --redis, the environment's SDRT_REDIS_URL),
  * stderr into a log in dir; waits up to 60 s for its "ready" line. */
 static inline int rw_start(struct rw_proc *p, const char *dir, const char *url, const char *name, const char *const *extra) {
     memset(p, 0, sizeof *p);
@@ -46,8 +47,10 @@ static inline int rw_start(struct rw_proc *p, const char *dir, const char *url, 
         int a = 0;
         argv[a++] = rw_sdrt;
         argv[a++] = "worker";
-        argv[a++] = "--redis";
-        argv[a++] = url;
+        if (url) { /* else the worker reads SDRT_REDIS_URL */
+            argv[a++] = "--redis";
+            argv[a++] = url;
+        }
         argv[a++] = "--name";
         argv[a++] = name;
         for (int i = 0; extra && extra[i] && a < 46; i++) argv[a++] = extra[i];

@@ -106,6 +106,7 @@ int main(int argc, char **argv) {
     struct sd_ctx ctx = {0};
     if (!started || sd_rq_open(&ctx, &o, &q)) {
         test_fail("faults: workers or the producer did not start (%s)", ctx.msg);
+        for (int k = 0; k < N_WORKERS; k++) rw_log_tail(&workers[k], 10);
         for (int k = 0; k < N_WORKERS; k++) rw_signal_wait(&workers[k], SIGKILL, 5);
         redis_stop(&rs);
         return test_summary();

@@ -1,11 +1,13 @@
 /* test_redis_worker.c - `sdrt worker --redis` against this test's own
  * redis-server, jobs submitted through host/queue as a front-end does:
- * results byte-identical to `sdrt txt2img` with events and job state;
- * malformed entries dead-lettered while the worker keeps going; a job whose
- * model fails to load on every attempt dead-lettered with its error after
- * --max-attempts; a duplicate delivery acknowledged without a second
- * result; cancel of a running and of a queued job; SIGTERM finishing the
- * current job and exiting 0. */
+ * usage errors; results byte-identical to `sdrt txt2img` with events and
+ * job state; malformed entries dead-lettered while the worker keeps going;
+ * a model switch on a worker with two models; a duplicate delivery
+ * acknowledged without a second result; cancel of a running and of a queued
+ * job; skip; heartbeats keeping a job that runs 2.5x --claim-idle; a job whose
+ * model fails to load dead-lettered with its error after --max-attempts; an
+ * invalid request failed at once; SIGTERM finishing the current job and
+ * exiting 0; two devices; SIGTERM during a Redis outage. */
 #include "redis_harness.h"
 #include "redis_worker_harness.h"
 #include "test.h"
@@ -227,17 +229,17 @@ static void test_skip(struct sd_rq *q) {
     if (got) sd_rq_result_free(&r);
 }
 
-/* A job running 3x --claim-idle (0.5 s) is not taken again: the heartbeats
+/* A job running 2.5x --claim-idle (1 s) is not taken again: the heartbeats
  * keep its entry fresh (one delivery, no duplicate execution). */
 static void test_heartbeat(struct sd_rq *q) {
     struct sd_ctx ctx = {0};
-    struct rw_job j = {"a long one", 64, 1000, 1, 8};
+    struct rw_job j = {"a long one", 128, 1000, 1, 8};
     char *req = rw_wire(&j, "tiny-sd1");
     int st = sd_rq_submit(&ctx, q, "tiny-sd1", "long", req);
     free(req);
     int running = wait_state(q, "long", "running", 60);
     double t0 = sd_time_s();
-    redis_sleep_ms(1600);
+    redis_sleep_ms(2500);
     char b[64], a[64];
     int still = !strcmp(job_field(q, "long", "state", b, sizeof b), "running");
     double ran = sd_time_s() - t0;
@@ -250,7 +252,7 @@ static void test_heartbeat(struct sd_rq *q) {
     json_decref(s);
     CHECK(st == SD_OK && running && still && got && !strcmp(r.state, "cancelled") && dups == 0 &&
               !strcmp(job_field(q, "long", "attempts", a, sizeof a), "1"),
-          "worker: a job running %.1f s with --claim-idle 0.5 s keeps its one delivery (heartbeats), no duplicate; "
+          "worker: a job running %.1f s with --claim-idle 1 s keeps its one delivery (heartbeats), no duplicate; "
           "then cancelled (%s %s, still %d, dups %lld)", ran, got ? r.state : "no result", got && r.error ? r.error : "",
           still, dups);
     if (got) sd_rq_result_free(&r);
@@ -402,10 +404,57 @@ static void test_two_devices(struct sd_rq *q, const char *const *base_args) {
           "2 devices announced, SIGTERM exit 0", devs[0], devs[1], devs[2], devs[3]);
 }
 
+/* SIGTERM of an idle worker while Redis is down: it holds nothing, so it
+ * exits at once instead of waiting for Redis (runs last: Redis stays down). */
+static void test_sigterm_outage(void) {
+    const char *args[] = {"--model", "tests/models/tiny-sd1", "--threads", "1", "--no-warmup", NULL};
+    struct rw_proc w3;
+    setenv("SDRT_REDIS_URL", rs.url, 1); /* w3 is told the URL by the environment */
+    int started = rw_start(&w3, dir, NULL, "w3", args);
+    unsetenv("SDRT_REDIS_URL");
+    if (started) {
+        test_fail("worker: w3 did not start");
+        return;
+    }
+    redis_halt(&rs, SIGKILL);
+    redis_sleep_ms(300);
+    double t0 = sd_time_s();
+    int rc = rw_signal_wait(&w3, SIGTERM, 20);
+    double took = sd_time_s() - t0;
+    if (rc != 0) rw_log_tail(&w3, 10);
+    CHECK(rc == 0 && took < 10 && rw_log_has(&w3, "reconnecting"),
+          "worker: (Redis URL from SDRT_REDIS_URL) SIGTERM while Redis is down and nothing is held exits 0 in %.1f s", took);
+}
+
+/* Usage errors: exit 2 with the reason, before loading anything. */
+static void test_usage(void) {
+    char cmd[PATH_MAX + 200];
+    struct { const char *args, *want; } cases[] = {
+        {"--model tests/models/tiny-sd1", "--redis URL (or SDRT_REDIS_URL) is required"},
+        {"--redis http://x --model tests/models/tiny-sd1", "neither redis://"},
+        {"--redis redis://h:99999 --model tests/models/tiny-sd1", "bad port"},
+        {"--redis redis://h --model tests/models/tiny-sd1 --claim-idle 5", "--claim-idle must be >= 100"},
+        {"--redis redis://h", "--model or --models-dir is required"},
+    };
+    int good = 0, n = (int)(sizeof cases / sizeof cases[0]);
+    for (int i = 0; i < n; i++) {
+        snprintf(cmd, sizeof cmd, "%s worker %s 2>&1", rw_sdrt, cases[i].args);
+        FILE *p = popen(cmd, "r");
+        char out[1024] = "";
+        size_t len = p ? fread(out, 1, sizeof out - 1, p) : 0;
+        out[len] = 0;
+        int rc = p ? pclose(p) : -1;
+        if (WIFEXITED(rc) && WEXITSTATUS(rc) == 2 && strstr(out, cases[i].want)) good++;
+        else printf("  %s: rc %d, %s", cases[i].args, rc, out);
+    }
+    CHECK(good == n, "worker: %d usage errors exit 2 naming the problem", n);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     signal(SIGPIPE, SIG_IGN);
     rw_init(argv[0]);
+    test_usage();
     if (redis_start(&rs, 0, NULL)) {
         test_fail("worker: could not start redis-server");
         redis_stop(&rs);
@@ -421,7 +470,7 @@ int main(int argc, char **argv) {
     if (!realpath("tests/models/tiny-sd1", tiny) || symlink(tiny, link)) test_fail("worker: cannot link %s", link);
     FILE *f = fopen(broken, "wb");
     if (f) fputs("this is not a safetensors file", f), fclose(f);
-    const char *args[] = {"--model", "tests/models/tiny-sd1", "--models-dir", models, "--claim-idle", "500",
+    const char *args[] = {"--model", "tests/models/tiny-sd1", "--models-dir", models, "--claim-idle", "1000",
                           "--threads", "1", "--no-warmup", NULL};
     struct rw_proc w;
     struct sd_rq *q = open_q();
@@ -439,6 +488,7 @@ int main(int argc, char **argv) {
         test_failing(q, c);
         test_sigterm(q, &w);
         test_two_devices(q, args);
+        test_sigterm_outage();
     }
     if (w.pid > 0) rw_signal_wait(&w, SIGKILL, 10);
     sd_rq_close(q);

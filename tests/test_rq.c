@@ -285,7 +285,7 @@ static void test_flow(struct redis_srv *rs) {
 /* A stale entry is reclaimed with its delivery count; a heartbeat keeps a live one. */
 static void test_reclaim(struct redis_srv *rs) {
     struct sd_ctx ctx = {0};
-    struct sd_rq *a = open_q(&ctx, rs->url, 300), *b = open_q(&ctx, rs->url, 300);
+    struct sd_rq *a = open_q(&ctx, rs->url, 600), *b = open_q(&ctx, rs->url, 600);
     if (!a || !b) {
         CHECK(0, "rq reclaim: connect");
         return;
@@ -295,17 +295,17 @@ static void test_reclaim(struct redis_srv *rs) {
     struct sd_rq_entry e, e2;
     int got = 0, got2 = 0;
     st |= sd_rq_take(&ctx, a, "A", models, 1, 0, &e, &got);
-    /* A heartbeats for 1 s (3x the idle threshold): B finds nothing. */
+    /* A heartbeats every 0.1 s for 1.5 s (2.5x the idle threshold): B finds nothing. */
     int stolen = 0;
-    for (int i = 0; i < 10; i++) {
+    for (int i = 0; i < 15; i++) {
         redis_sleep_ms(100);
         st |= sd_rq_heartbeat(&ctx, a, "A", &e);
         st |= sd_rq_take(&ctx, b, "B", models, 1, 0, &e2, &got2);
         if (got2) stolen++, sd_rq_entry_free(&e2);
     }
-    CHECK(st == SD_OK && got && stolen == 0, "rq heartbeat: a live entry is not reclaimed (1 s, idle threshold 0.3 s)");
+    CHECK(st == SD_OK && got && stolen == 0, "rq heartbeat: a live entry is not reclaimed (1.5 s, idle threshold 0.6 s)");
     /* A dies: after the threshold B reclaims it as delivery 2. */
-    redis_sleep_ms(400);
+    redis_sleep_ms(800);
     st = sd_rq_take(&ctx, b, "B", models, 1, 0, &e2, &got2);
     CHECK(st == SD_OK && got2 && !strcmp(e2.id, "r1") && e2.deliveries == 2 && !strcmp(e2.entry_id, e.entry_id),
           "rq reclaim: a stale entry is taken by another consumer, deliveries 2");

@@ -31,7 +31,7 @@ static void on_signal(int sig) {
 #define O(field) CLI_OFF(struct opts, field)
 static const struct cli_opt options[] = {
     {"redis", 0, CLI_STR, O(w.url), "URL", "Redis: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] or\n"
-                                            "unix:///PATH/TO/SOCKET[?db=N&password=P] (required)", NULL, 0},
+                                            "unix:///PATH/TO/SOCKET[?db=N&password=P] (default: $SDRT_REDIS_URL)", NULL, 0},
     {"redis-prefix", 0, CLI_STR, O(w.prefix), "P", "key prefix shared with the front-ends (default sdrt)", NULL, 0},
     {"name", 0, CLI_STR, O(w.name), "NAME", "consumer name in the group (default HOST:PID)", NULL, 0},
     {"claim-idle", 0, CLI_INT, O(w.claim_idle_ms), "MS", "a job pending this long without a heartbeat is taken over\n"
@@ -75,7 +75,11 @@ int sd_cmd_worker(int argc, char **argv) {
     s->log = s->rt.log;
     s->log.level = o.quiet ? SD_LOG_WARN : SD_LOG_INFO;
     s->warmup = !o.no_warmup;
-    if (!o.w.url) { sd_errorf(&ctx, SD_ERR_INVALID, "--redis URL is required (see --help)"); goto usage_err; }
+    if (!o.w.url) { /* the variable keeps a password out of the process list */
+        const char *env = getenv("SDRT_REDIS_URL");
+        if (env && *env) o.w.url = env;
+    }
+    if (!o.w.url) { sd_errorf(&ctx, SD_ERR_INVALID, "--redis URL (or SDRT_REDIS_URL) is required (see --help)"); goto usage_err; }
     if (!s->model && !s->models_dir) { sd_errorf(&ctx, SD_ERR_INVALID, "--model or --models-dir is required (see --help)"); goto usage_err; }
     if (o.w.claim_idle_ms < 100) { sd_errorf(&ctx, SD_ERR_INVALID, "--claim-idle must be >= 100 ms"); goto usage_err; }
     if (o.w.max_attempts < 1 || o.w.result_ttl_s < 1) { sd_errorf(&ctx, SD_ERR_INVALID, "--max-attempts and --result-ttl must be >= 1"); goto usage_err; }

@@ -94,7 +94,7 @@ static int deliveries_of(struct sd_ctx *ctx, struct sd_rq *q, const struct sd_rq
  * block_ms when > 0). */
 static int read_one(struct sd_ctx *ctx, struct sd_rq *q, const char *consumer, const char *const *models, int n, int i,
                     int block_ms, struct sd_rq_entry *e, int *got) {
-    const char *argv[10];
+    const char *argv[12];
     char key[320], bms[16];
     int a = 0;
     argv[a++] = "XREADGROUP";

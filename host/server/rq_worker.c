@@ -57,6 +57,7 @@ struct sd_rq_worker {
     int n_used;
     struct item *out_head, *out_tail;
     volatile int draining, aborting, quit, stop_io;
+    volatile int pull_stop;       /* the puller's connection gives up reconnecting (draining or aborting) */
     struct sd_rq_worker_counts c;
     const char *models[SRV_MAX_MODELS];
     int n_models;
@@ -627,7 +628,7 @@ static struct srv *srv_new_local(struct sd_ctx *ctx, const struct sd_server_opts
     return s;
 }
 
-static int open_q(struct sd_ctx *ctx, struct sd_rq_worker *w, struct sd_rq **q) {
+static int open_q(struct sd_ctx *ctx, struct sd_rq_worker *w, struct sd_rq **q, const volatile int *stop) {
     struct sd_rq_opts ro;
     sd_rq_opts_init(&ro);
     ro.url = w->url;
@@ -635,7 +636,7 @@ static int open_q(struct sd_ctx *ctx, struct sd_rq_worker *w, struct sd_rq **q) 
     ro.claim_idle_ms = w->o.claim_idle_ms;
     ro.max_attempts = w->o.max_attempts;
     ro.result_ttl_s = w->o.result_ttl_s;
-    ro.stop = &w->stop_io;
+    ro.stop = stop;
     ro.log = w->o.srv.log;
     int st = sd_rq_open(ctx, &ro, q);
     if (!st) sd_rq_set_retry(*q, -1); /* from now on, every call waits for Redis to come back */
@@ -666,7 +667,9 @@ struct sd_rq_worker *sd_rq_worker_start(struct sd_ctx *ctx, const struct sd_rq_w
         sd_errorf(ctx, SD_ERR_INVALID, "--claim-idle must be >= 100 ms, --max-attempts and --result-ttl >= 1");
         goto fail;
     }
-    if (open_q(ctx, w, &w->q_pull) || open_q(ctx, w, &w->q_mon) || open_q(ctx, w, &w->q_pub)) goto fail;
+    if (open_q(ctx, w, &w->q_pull, &w->pull_stop) || open_q(ctx, w, &w->q_mon, &w->stop_io) ||
+        open_q(ctx, w, &w->q_pub, &w->stop_io))
+        goto fail;
     struct sd_server_opts so = o->srv;
     so.keep_jobs = 8; /* the results live in Redis */
     if (!(w->s = srv_new_local(ctx, &so))) goto fail;
@@ -701,7 +704,7 @@ struct sd_rq_worker *sd_rq_worker_start(struct sd_ctx *ctx, const struct sd_rq_w
             w->o.max_attempts);
     return w;
 fail:
-    w->aborting = w->stop_io = 1;
+    w->aborting = w->stop_io = w->pull_stop = 1;
     sd_rq_worker_stop(w);
     return NULL;
 }
@@ -709,8 +712,16 @@ fail:
 void sd_rq_worker_drain(struct sd_rq_worker *w) {
     if (!w) return;
     w->draining = 1;
+    w->pull_stop = 1; /* a take waiting for Redis to come back gives up: nothing is held there */
     pthread_mutex_lock(&w->mu);
     pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    /* The puller first (an entry it is taking now becomes a job to finish), then the jobs. */
+    if (w->started[2]) {
+        pthread_join(w->th[2], NULL);
+        w->started[2] = 0;
+    }
+    pthread_mutex_lock(&w->mu);
     while ((w->n_used > 0 || w->out_head) && !w->aborting) cv_wait_ms(w, RQW_TICK_MS);
     pthread_mutex_unlock(&w->mu);
 }
@@ -719,6 +730,7 @@ void sd_rq_worker_abort(struct sd_rq_worker *w) { /* async-signal-safe: flags on
     if (!w) return;
     w->aborting = 1;
     w->stop_io = 1;
+    w->pull_stop = 1;
 }
 
 void sd_rq_worker_counts(struct sd_rq_worker *w, struct sd_rq_worker_counts *c) {
@@ -731,10 +743,10 @@ const char *sd_rq_worker_name(const struct sd_rq_worker *w) { return w->name; }
 
 void sd_rq_worker_stop(struct sd_rq_worker *w) {
     if (!w) return;
-    if (!w->aborting && w->started[2]) sd_rq_worker_drain(w);
+    if (!w->aborting && w->started[0]) sd_rq_worker_drain(w);
     pthread_mutex_lock(&w->mu);
     w->quit = 1;
-    if (w->aborting) w->stop_io = 1;
+    w->stop_io = w->pull_stop = 1; /* drained (or aborted): nothing is left to write */
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
     for (int i = 2; i >= 0; i--)
