@@ -45,6 +45,8 @@ static int fe_port[2];
 static char worker_name[2][32];
 static int worker_gen;
 
+static int broken; /* a worker died unexpectedly: the remaining checks are skipped */
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -182,13 +184,31 @@ static int submit(long long seed, int side, int steps, char id[32]) {
     return st == 202 && v ? 0 : -1;
 }
 
+/* Whether a worker died that the test did not kill (then it says so, with its log's last line). */
+static int worker_died(void) {
+    for (int k = 0; k < 2 && !broken; k++) {
+        int st;
+        if (worker_pid[k] <= 0 || waitpid(worker_pid[k], &st, WNOHANG) != worker_pid[k]) continue;
+        char logf[256], line[512], last[512] = "";
+        snprintf(logf, sizeof logf, "%s/%s.log", dir, worker_name[k]);
+        FILE *f = fopen(logf, "r");
+        while (f && fgets(line, sizeof line, f)) snprintf(last, sizeof last, "%s", line);
+        if (f) fclose(f);
+        last[strcspn(last, "\n")] = 0;
+        test_fail("redisfe: worker %s died (status 0x%x); its log ends: %s", worker_name[k], st, last);
+        worker_pid[k] = -1;
+        broken = 1;
+    }
+    return broken;
+}
+
 /* Polls GET /v1/jobs/{id} until cond(status json) or the timeout; returns the last status (caller frees). */
 static json_t *wait_job(const char *id, int (*cond)(json_t *), double timeout_s) {
     char path[96];
     snprintf(path, sizeof path, "/v1/jobs/%s", id);
     double t0 = now_s();
     json_t *j = NULL;
-    while (now_s() - t0 < timeout_s) {
+    while (now_s() - t0 < timeout_s && !worker_died()) {
         int st;
         json_decref(j);
         j = call("GET", path, NULL, &st);
@@ -225,6 +245,7 @@ static void test_native_sse(void) {
     size_t rn = 0;
     char *ref = reference_png(11, 64, 6, &rn);
     CHECK(!submit(11, 64, 6, native_id), "native: POST /v1/jobs on front-end 1 -> 202 (%s)", native_id);
+    json_decref(wait_job(native_id, is_final, 60.0 * SLOW)); /* then its stream is read whole, at once */
     char path[96];
     snprintf(path, sizeof path, "/v1/jobs/%s/events", native_id);
     struct resp r;
@@ -327,7 +348,7 @@ static void test_progress_interrupt(void) {
     int step = 0, st = 0;
     double progress = 0;
     char job[64] = "";
-    while (now_s() - t0 < 60.0 * SLOW) {
+    while (now_s() - t0 < 60.0 * SLOW && !worker_died()) {
         json_decref(pr);
         pr = call("GET", "/sdapi/v1/progress", NULL, &st);
         json_t *s = json_object_get(pr, "state");
@@ -556,17 +577,9 @@ int main(int argc, char **argv) {
     CHECK(started, "redisfe: two sdrt workers joined (%s, %s)", worker_name[0], worker_name[1]);
     int fes = started && !start_fe(0) && !start_fe(1);
     CHECK(fes, "redisfe: two sdrt serve --redis front-ends (ports %d, %d)", fe_port[0], fe_port[1]);
-    if (fes) {
-        test_native_sse();
-        test_other_frontend();
-        test_a1111_sync();
-        test_progress_interrupt();
-        test_delete();
-        test_kill_worker();
-        test_redis_restart();
-        test_webuiapi();
-        test_metrics();
-    }
+    void (*const tests[])(void) = {test_native_sse, test_other_frontend, test_a1111_sync, test_progress_interrupt,
+                                   test_delete, test_kill_worker, test_redis_restart, test_webuiapi, test_metrics};
+    for (size_t i = 0; fes && i < sizeof tests / sizeof *tests && !worker_died(); i++) tests[i]();
     /* Stop everything: front-ends and workers on SIGTERM (exit 0), then Redis. */
     for (int k = 0; k < 2; k++)
         if (fe_pid[k] > 0) { use_fe(k); stop_server(); }
