@@ -443,6 +443,12 @@ static void test_kill_worker(void) {
           (long long)json_integer_value(json_object_get(j, "step")));
     json_decref(j);
     if (k < 0) { free(ref); return; }
+    use_fe(1); /* the running job as the other front-end sees it (mirrored from Redis, then followed) */
+    j = wait_job(id, is_running, 10.0 * SLOW);
+    CHECK(is_running(j) && worker_of(j) == k, "kill: front-end 2 shows the job running on %s too (step %lld)", worker_name[k],
+          (long long)json_integer_value(json_object_get(j, "step")));
+    json_decref(j);
+    use_fe(0);
     double t_kill = now_s();
     kill(worker_pid[k], SIGKILL);
     int st;
