@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -75,6 +76,7 @@ static int start_redis(void) {
     snprintf(logf, sizeof logf, "%s/redis.log", dir);
     redis_pid = fork();
     if (redis_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives a crashed test */
         execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700", "--dir", dir,
                "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", logf, (char *)NULL);
         _exit(127);
@@ -107,6 +109,7 @@ static int start_worker(int k) {
     snprintf(idle, sizeof idle, "%d", CLAIM_IDLE_MS);
     worker_pid[k] = fork();
     if (worker_pid[k] == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         FILE *f = freopen(logf, "w", stderr);
         (void)f;
         execl(sdrt, sdrt, "worker", "--redis", url, "--model", "tests/models/tiny-sd1", "--threads", "1", "--name",
