@@ -179,6 +179,7 @@ bench: all benches testenv
 	@for b in $(BENCH_BIN); do $$b || exit 1; done
 	OMP_WAIT_POLICY=passive $(BUILD)/sdrt bench --model $(BENCH_MODEL) --backends cpu,opencl --width 256 --height 256 --runs 3 --profile
 	OMP_WAIT_POLICY=passive build/testenv/bin/python bench/server_bench.py $(BUILD)/sdrt
+	OMP_WAIT_POLICY=passive build/testenv/bin/python bench/scaleout_bench.py $(BUILD)/sdrt
 
 # Side by side with the peer runtimes (docs/benchmarks.md, "Side by side with
 # OpenVINO and stable-diffusion.cpp"): OpenVINO at its default precision and at

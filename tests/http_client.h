@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <signal.h>
@@ -92,6 +93,7 @@ static int start_server_args(const char *const *argv) {
     if (pipe(pfd)) return -1;
     server_pid = fork();
     if (server_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* the server never outlives a crashed test */
         dup2(pfd[1], 2);
         close(pfd[0]);
         execv(argv[0], (char *const *)argv);

@@ -62,6 +62,10 @@ static const struct cli_opt options[] = {
     {"preview-every", 0, CLI_INT, O(s.preview_every), "N", "default preview period of jobs in steps (0 = off; default 5)", NULL, 0},
     {"keep-jobs", 0, CLI_INT, O(s.keep_jobs), "N", "finished jobs kept for GET /v1/jobs/{id} (default 256)", NULL, 0},
     {"backoff", 0, CLI_INT, O(s.backoff_s), "S", "seconds a device rests after a device error (default 60)", NULL, 0},
+    {"redis", 0, CLI_STR, O(s.redis_url), "URL", "front-end of `sdrt worker`s (docs/scale-out.md): jobs go to Redis Streams;\n"
+                                               "redis://[:PASS@]HOST[:PORT][/DB] or unix:///PATH[?db=N]; --model/--models-dir\n"
+                                               "then only name the models (nothing is loaded here)", NULL, 0},
+    {"redis-prefix", 0, CLI_STR, O(s.redis_prefix), "P", "Redis key prefix shared with the workers (default sdrt)", NULL, 0},
     {"no-warmup", 0, CLI_FLAG, O(no_warmup), NULL, "skip the warm-up generation at start", NULL, 0},
     {"quiet", 'q', CLI_FLAG, O(quiet), NULL, "log warnings only", NULL, 0},
     {NULL, 0, 0, 0, NULL, NULL, NULL, 0},
@@ -150,7 +154,7 @@ int sd_cmd_serve(int argc, char **argv) {
         fprintf(stderr, "sdrt: %s\n", ctx.msg);
         return ctx.status == SD_ERR_INVALID || ctx.status == SD_ERR_IO || ctx.status == SD_ERR_FORMAT ? 2 : 1;
     }
-    fprintf(stderr, "sdrt: serving on http://%s:%d\n", o.s.listen, sd_server_port(srv));
+    fprintf(stderr, "sdrt: serving on http://%s:%d%s\n", o.s.listen, sd_server_port(srv), o.s.redis_url ? " (Redis front-end)" : "");
     fflush(stderr);
     while (!stop_flag) pause();
     fprintf(stderr, "sdrt: stopping\n");

@@ -177,6 +177,7 @@ static void generate(struct srv *s, json_t *body, int img2img, struct reply *rp)
 
 /* The job A1111's "current job" means: the oldest running A1111 job, else any running one. */
 static struct job *current(struct srv *s) {
+    if (s->rq) return rqfe_current(s); /* front-end mode: no local workers */
     struct job *best = NULL;
     for (int i = 0; i < s->n_workers; i++) {
         struct job *j = s->workers[i].cur;
@@ -189,7 +190,7 @@ static struct job *current(struct srv *s) {
 static void progress(struct srv *s, struct reply *rp, int skip_image) {
     pthread_mutex_lock(&s->mu);
     struct job *j = current(s);
-    int queued = s->qlen;
+    int queued = s->rq ? rqfe_queued(s) : s->qlen;
     json_t *state = json_pack("{s:b,s:b,s:b,s:s,s:i,s:s,s:i,s:i,s:i}", "skipped", j ? j->skip : 0, "interrupted",
                               j ? j->cancel : 0, "stopping_generation", 0, "job", j ? j->id : "", "job_count",
                               j ? j->r.n_iter : 0, "job_timestamp", "0", "job_no", j ? j->iter : 0, "sampling_step",
@@ -220,6 +221,20 @@ static void progress(struct srv *s, struct reply *rp, int skip_image) {
 static void interrupt(struct srv *s, int skip, struct reply *rp) {
     pthread_mutex_lock(&s->mu);
     int n = 0;
+    if (s->rq) { /* front-end mode: this front-end's running jobs, flagged in Redis */
+        char (*ids)[24] = calloc((size_t)s->n_jobs + 1, sizeof *ids);
+        for (int i = 0; ids && i < s->n_jobs; i++)
+            if (s->jobs[i]->state == JOB_RUNNING) {
+                if (skip) s->jobs[i]->skip = 1;
+                else s->jobs[i]->cancel = 1;
+                memcpy(ids[n++], s->jobs[i]->id, sizeof ids[0]);
+            }
+        pthread_mutex_unlock(&s->mu);
+        for (int i = 0; i < n; i++) rqfe_cancel(s, ids[i], skip);
+        free(ids);
+        rp->json = json_pack("{s:b,s:i}", skip ? "skipped" : "interrupted", n > 0, "jobs", n);
+        return;
+    }
     for (int i = 0; i < s->n_workers; i++)
         if (s->workers[i].cur) {
             if (skip) s->workers[i].cur->skip = 1;
@@ -257,7 +272,7 @@ static void set_options(struct srv *s, json_t *body, struct reply *rp) {
         reply_errorf(rp, 422, "sd_model_checkpoint", 0, "unknown model '%s' (GET /sdapi/v1/sd-models)", ck);
         return;
     }
-    if (idx >= 0) {
+    if (idx >= 0 && !s->rq) { /* front-end mode: the workers load models; the option is the default */
         struct sd_ctx ctx = {0};
         if (srv_model_switch(&ctx, s, idx)) { reply_errorf(rp, 500, "sd_model_checkpoint", 0, "%s", ctx.msg); return; }
     }

@@ -72,6 +72,12 @@ int api_jobs(struct srv *s, const char *method, const char *path, json_t *body, 
     rest += n;
     pthread_mutex_lock(&s->mu);
     struct job *j = job_find(s, id);
+    if (!j && s->rq) { /* front-end mode: a job submitted through another front-end */
+        pthread_mutex_unlock(&s->mu);
+        int found = !rqfe_adopt(s, id);
+        pthread_mutex_lock(&s->mu);
+        if (found) j = job_find(s, id);
+    }
     if (!j) {
         pthread_mutex_unlock(&s->mu);
         reply_errorf(rp, 404, "id", 0, "no job %s (finished jobs are kept for the last %d)", id, s->o.keep_jobs);
@@ -81,6 +87,15 @@ int api_jobs(struct srv *s, const char *method, const char *path, json_t *body, 
     char tail[8];
     if (!*rest && !strcmp(method, "GET")) {
         rp->json = job_status_json(s, j);
+    } else if (!*rest && !strcmp(method, "DELETE") && s->rq) {
+        /* front-end mode: the flag goes to Redis; the worker ends the job (a
+         * queued one when it takes it) and its cancelled event comes back */
+        if (j->state < JOB_DONE) j->cancel = 1;
+        int live = j->state < JOB_DONE;
+        rp->json = job_status_json(s, j);
+        pthread_mutex_unlock(&s->mu);
+        if (live) rqfe_cancel(s, id, 0);
+        return 1;
     } else if (!*rest && !strcmp(method, "DELETE")) {
         job_cancel(s, j);
         rp->json = job_status_json(s, j);

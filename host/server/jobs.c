@@ -82,8 +82,7 @@ void job_place(struct srv *s, struct job *j) {
     }
 }
 
-int job_enqueue(struct srv *s, struct job *j) {
-    if (s->qlen >= s->o.queue_max) return -1;
+int job_register(struct srv *s, struct job *j) {
     if (s->n_jobs == s->cap_jobs) {
         int cap = s->cap_jobs ? 2 * s->cap_jobs : 64;
         struct job **n = realloc(s->jobs, sizeof *n * (size_t)cap);
@@ -92,6 +91,11 @@ int job_enqueue(struct srv *s, struct job *j) {
     }
     s->jobs[s->n_jobs++] = j;
     job_ref(j);
+    return 0;
+}
+
+int job_enqueue(struct srv *s, struct job *j) {
+    if (s->qlen >= s->o.queue_max || job_register(s, j)) return -1;
     job_place(s, j);
     j->state = JOB_QUEUED;
     j->next = NULL;
@@ -108,6 +112,11 @@ int job_enqueue(struct srv *s, struct job *j) {
 
 int job_position(struct srv *s, const struct job *j) {
     int k = 0;
+    if (s->rq) { /* front-end mode: this front-end's older queued jobs (the stream is shared) */
+        if (j->state != JOB_QUEUED) return -1;
+        for (int i = 0; i < s->n_jobs && s->jobs[i] != j; i++) k += s->jobs[i]->state == JOB_QUEUED;
+        return k;
+    }
     for (struct job *q = s->qhead; q; q = q->next, k++)
         if (q == j) return k;
     return -1;
@@ -202,6 +211,7 @@ json_t *job_status_json(struct srv *s, struct job *j) {
         json_object_set_new(o, "iterations", json_integer(j->r.n_iter));
         if (j->state == JOB_RUNNING) json_object_set_new(o, "eta_seconds", json_real(per * (left > 0 ? left : 0)));
         if (j->worker >= 0) json_object_set_new(o, "device", json_string(s->workers[j->worker].name));
+        else if (j->rq_device[0]) json_object_set_new(o, "device", json_string(j->rq_device)); /* front-end mode */
         if (j->t_start > 0) json_object_set_new(o, "started_at", json_real(j->t_start - s->t_start)); /* s since server start */
     }
     if (j->state == JOB_FAILED) json_object_set_new(o, "error", json_string(j->err));

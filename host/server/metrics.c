@@ -73,6 +73,11 @@ void api_metrics(struct srv *s, struct reply *rp) {
     for (int i = 0; i < s->n_workers; i++)
         put(&b, "sdrt_device_failures_total{device=\"%s\"} %d\n", s->workers[i].name, s->workers[i].failures);
     pthread_mutex_unlock(&s->mu);
+    if (s->rq) { /* front-end mode: the Redis queue (rq_frontend.c) */
+        char *q = rqfe_metrics(s);
+        put(&b, "%s", q ? q : "");
+        free(q);
+    }
     if (!b.p) { reply_errorf(rp, 500, NULL, 0, "out of memory"); return; }
     rp->bytes = (uint8_t *)b.p, rp->len = b.len;
     rp->ctype = "text/plain; version=0.0.4";

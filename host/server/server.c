@@ -371,8 +371,13 @@ struct sd_server *sd_server_start(struct sd_ctx *ctx, const struct sd_server_opt
         sd_errorf(ctx, SD_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    if (srv_models_scan(ctx, s) || srv_loras_scan(ctx, s) || srv_model_switch(ctx, s, 0) || srv_workers_start(ctx, s))
+    if (srv_models_scan(ctx, s) || srv_loras_scan(ctx, s)) goto fail;
+    if (o->redis_url) { /* front-end: the models are names, the workers load them */
+        s->cur_model = 0;
+        if (rqfe_start(ctx, s)) goto fail;
+    } else if (srv_model_switch(ctx, s, 0) || srv_workers_start(ctx, s)) {
         goto fail;
+    }
     s->opt_model = s->cur_model;
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
@@ -417,6 +422,7 @@ void sd_server_stop(struct sd_server *sv) {
     struct srv *s = (struct srv *)sv;
     if (!s) return;
     srv_workers_stop(s); /* ends every job: suspended requests and streams resume */
+    rqfe_stop(s);        /* front-end mode: the relay stops, unfinished jobs end here (not on the workers) */
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < s->n_jobs; i++) {
         struct job *j = s->jobs[i];
@@ -453,7 +459,14 @@ int srv_submit(struct srv *s, struct job *j, struct reply *rp) {
         return -1;
     }
     struct perr e = {0};
-    if (srv_loras_prepare(s, &j->r, &e)) {
+    if (s->rq && !s->lora_dir[0]) { /* front-end without the LoRA files: the workers resolve the names */
+        for (int i = 0; i < j->r.n_loras; i++)
+            if (!j->r.loras[i].name) {
+                reply_errorf(rp, 422, "loras", j->origin == ORIGIN_OPENAI, "loras[%d]: a front-end without --lora-dir "
+                             "passes LoRAs by name only (the workers resolve them in their --lora-dir)", i);
+                return -1;
+            }
+    } else if (srv_loras_prepare(s, &j->r, &e)) {
         reply_error(rp, &e, j->origin == ORIGIN_OPENAI);
         return -1;
     }
@@ -469,6 +482,7 @@ int srv_submit(struct srv *s, struct job *j, struct reply *rp) {
         clock_gettime(CLOCK_REALTIME, &ts);
         j->r.seed = (long long)(((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20)) & 0xffffffffu);
     }
+    if (s->rq) return rqfe_submit(s, j, rp); /* front-end mode: to Redis */
     pthread_mutex_lock(&s->mu);
     int rc = s->stopping ? -1 : job_enqueue(s, j);
     if (rc) s->rejected_full++;

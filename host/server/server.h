@@ -45,6 +45,10 @@ struct sd_server_opts {
     struct sd_server_device devices[SD_SERVER_MAX_DEVICES]; /* default: one CPU worker */
     int backoff_s;                /* an unhealthy device rests this long (default 60) */
     int balance;                  /* SD_BALANCE_*: placement of jobs on workers */
+    const char *redis_url;        /* front-end mode (docs/scale-out.md): jobs go to `sdrt worker`s through
+                                   * Redis Streams (redis://[:pass@]host[:port][/db], unix:///path[?db=N]);
+                                   * no model is loaded here, --model/--models-dir only name the models */
+    const char *redis_prefix;     /* key prefix (default "sdrt") */
     struct sd_runtime_opts rt;    /* base runtime options (threads, log, ...) */
     struct sd_log log;
 };

@@ -86,6 +86,11 @@ struct job {
     struct MHD_Connection **watchers; /* suspended SSE streams waiting for the next event */
     int n_watchers, cap_watchers;
     struct job *next;             /* queue link */
+    /* Redis front-end (rq_frontend.c): the job runs on some `sdrt worker`. */
+    char rq_last[32];             /* the last event read from P:events:{id} ("0" = none yet) */
+    char rq_device[96];           /* "worker/device" that runs it, from its running event */
+    int rq_adopted;               /* submitted through another front-end, mirrored here */
+    int rq_final;                 /* its final event was read; the result is read next */
 };
 
 struct worker {
@@ -172,6 +177,7 @@ struct srv {
     long requests, outcome[JOB_STATE_COUNT], rejected_full, errors_4xx, auth_failures, retries;
     struct hist step_h, job_h;
     double t_start;
+    struct rqfe *rq;              /* Redis front-end mode (rq_frontend.c), NULL: local devices */
 };
 
 /* jobs.c */
@@ -179,6 +185,8 @@ struct job *job_new(struct srv *s, enum job_origin origin); /* refs 1, under no 
 void job_ref(struct job *j);                                 /* under mu */
 void job_unref(struct srv *s, struct job *j);                /* under mu */
 void gen_req_free(struct gen_req *r);
+/* Adds j to the known jobs (under mu, a ref taken): 0, or -1 (out of memory). */
+int job_register(struct srv *s, struct job *j);
 /* Enqueues (under mu): 0, or -1 when the queue is full. */
 int job_enqueue(struct srv *s, struct job *j);
 void job_place(struct srv *s, struct job *j);                /* under mu */
@@ -221,6 +229,25 @@ int srv_lora_key_eq(const char *a, const char *b);
 int srv_lora_activate(struct srv *s, struct job *j, struct sd_ctx *ctx);
 /* j->lora_hashes from the active set's hashes (under mu). */
 void srv_lora_job_hashes(struct srv *s, struct job *j);
+
+/* rq_frontend.c - `sdrt serve --redis URL` (docs/scale-out.md): jobs go to
+ * Redis Streams for `sdrt worker`s instead of local devices; one relay
+ * thread applies each job's Redis events to the local job object (so SSE,
+ * progress and synchronous requests work unchanged). Calls outside mu. */
+struct reply;
+int rqfe_start(struct sd_ctx *ctx, struct srv *s);
+void rqfe_stop(struct srv *s);
+/* Submits j (its seed resolved) to its model's stream and registers it: 0, or -1 with rp filled. */
+int rqfe_submit(struct srv *s, struct job *j, struct reply *rp);
+/* Writes the cancel (or skip) flag of job id to Redis: the worker running it stops at its next step. */
+void rqfe_cancel(struct srv *s, const char *id, int skip);
+/* A job submitted through another front-end, read from Redis and mirrored
+ * locally (then followed like the local ones): 0, or -1 when Redis has none. */
+int rqfe_adopt(struct srv *s, const char *id);
+/* The queue's /metrics lines (malloc'd text, NULL on error). */
+char *rqfe_metrics(struct srv *s);
+struct job *rqfe_current(struct srv *s); /* under mu: the running job A1111's progress means */
+int rqfe_queued(struct srv *s);          /* under mu: this front-end's queued jobs */
 
 /* Request parsing helpers (reqparse.c). A parse error fills err/field and returns -1. */
 struct perr {
