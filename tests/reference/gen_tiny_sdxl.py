@@ -36,6 +36,7 @@ from model_io import round_exact  # noqa: E402
 
 from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
 from diffusers.loaders import single_file_utils as sfu  # noqa: E402
+from diffusers.models.attention_processor import Attention  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection  # noqa: E402
 import diffusers  # noqa: E402
@@ -50,6 +51,21 @@ TE1_HIDDEN, TE2_HIDDEN, PROJ, TIME_DIM = 8, 12, 12, 8
 SEEDS = dict(te1=501, te2=502, unet=503, vae=504, inputs=505)
 SGM_TE1 = "conditioner.embedders.0.transformer."
 SGM_TE2 = "conditioner.embedders.1.model."
+
+
+_get_attention_scores = Attention.get_attention_scores
+
+
+def _get_attention_scores_zeroed(self, query, key, attention_mask=None):
+    """As gen_pipeline_goldens.py: torch 1.13's CPU baddbmm(torch.empty(...), beta=0) can
+    carry NaNs from the empty buffer into the scores (seen here on a 3x3 self-attention);
+    a zero mask with beta=1 gives the same numbers every time."""
+    if attention_mask is None:
+        attention_mask = torch.zeros(query.shape[0], query.shape[1], key.shape[1], dtype=query.dtype)
+    return _get_attention_scores(self, query, key, attention_mask)
+
+
+Attention.get_attention_scores = _get_attention_scores_zeroed
 
 
 def te_config(hidden, heads, act, with_proj):
@@ -221,7 +237,11 @@ def main():
     for a, b, what in ((r1, te1, "te1"), (r2, te2, "te2"), (ru, unet, "unet"), (rv, vae, "vae")):
         check_equal(f"folder reload {what}", a.state_dict(), b.state_dict())
     verify_single(single, r1, r2, ru, rv)
-    model_io.save_golden(os.path.join(golden, "sdxl.safetensors"), goldens(r1, r2, ru, rv),
+    gold = goldens(r1, r2, ru, rv)
+    for k, v in gold.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise RuntimeError(f"golden {k} is not finite")
+    model_io.save_golden(os.path.join(golden, "sdxl.safetensors"), gold,
                          "tiny-sdxl text encoders, UNet (text_time), VAE",
                          {"generator": "tests/reference/gen_tiny_sdxl.py", "scaling_factor": str(SCALE)})
     n = sum(p.numel() for p in ru.parameters())

@@ -1,0 +1,215 @@
+/* test_sdxl.c - SDXL parity with diffusers/transformers on the tiny
+ * SDXL-architecture model (tests/reference/gen_tiny_sdxl.py), loaded as a
+ * diffusers folder (f32) and as an SGM single file (f16, f16-exact weights;
+ * its heads come from the folder's configs via --config):
+ *   - `sdrt info`-level facts: family, parameter counts per component equal
+ *     to what diffusers reports for the same weights;
+ *   - text encoder 1 (CLIP ViT-L layout) hidden_states[-2], text encoder 2
+ *     (OpenCLIP bigG layout) hidden_states[-2] and its pooled, projected
+ *     text_embeds;
+ *   - the UNet with add_embedding (pooled text + 6 Fourier-embedded time
+ *     ids) at batch 2, 16x16 and 9x11;
+ *   - the VAE decode (SDXL scaling factor) and encode moments;
+ *   - bad input: an SGM file without its second encoder, a folder without
+ *     text_encoder_2/.
+ * Tolerances: about 10x the measured error (printed in each ok line).
+ */
+#include "model_load.h"
+#include "model_run.h"
+#include "weights.h"
+#include "safetensors.h"
+#include "test.h"
+#include "golden_st.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void compare(const char *what, const float *got, const float *ref, int64_t n, double atol, double rtol) {
+    double mx = 0;
+    if (check_close(what, got, ref, n, atol, rtol, &mx)) test_fail("%s (max abs err %.3g)", what, mx);
+    else test_ok("%s matches diffusers", what);
+}
+
+static void test_text(struct sd_runtime *rt, struct sd_model *m, const char *label, struct sd_st_file *g) {
+    char what[160];
+    for (int which = 1; which <= 2; which++) {
+        char n[64];
+        snprintf(n, sizeof n, "te%d.input_ids", which);
+        const struct sd_st_tensor *ids = gt(g, n);
+        snprintf(n, sizeof n, "te%d.penultimate", which);
+        const struct sd_st_tensor *pen = gt(g, n);
+        const struct sd_st_tensor *pooled = which == 2 ? gt(g, "te2.text_embeds") : NULL;
+        if (!ids || !pen || (which == 2 && !pooled)) continue;
+        const int B = (int)ids->shape[0], L = (int)ids->shape[1], d = (int)pen->shape[2];
+        const int p = pooled ? (int)pooled->shape[1] : 0, row = L * d + p;
+        float *out = malloc(sizeof(float) * (size_t)B * row), *a = malloc(sizeof(float) * (size_t)B * L * d);
+        float *b = malloc(sizeof(float) * (size_t)B * (p ? p : 1));
+        int32_t eos[16];
+        sd_clip_eos_rows(ids->data, B, L, eos);
+        snprintf(what, sizeof what, "%s text encoder %d", label, which);
+        if (sd_run_clip_xl(rt, m, which, ids->data, which == 2 ? eos : NULL, B, out)) {
+            test_fail("%s: %s", what, sd_runtime_ctx(rt)->msg);
+        } else {
+            for (int r = 0; r < B; r++) {
+                memcpy(a + (size_t)r * L * d, out + (size_t)r * row, sizeof(float) * (size_t)L * d);
+                if (p) memcpy(b + (size_t)r * p, out + (size_t)r * row + (size_t)L * d, sizeof(float) * (size_t)p);
+            }
+            snprintf(what, sizeof what, "%s text encoder %d hidden_states[-2]", label, which);
+            compare(what, a, pen->data, numel(pen), 2e-5, 2e-4);
+            if (p) {
+                snprintf(what, sizeof what, "%s text encoder 2 pooled text_embeds", label);
+                compare(what, b, pooled->data, numel(pooled), 2e-5, 2e-4);
+            }
+        }
+        free(out), free(a), free(b);
+    }
+}
+
+static void test_unet(struct sd_runtime *rt, struct sd_model *m, const char *label, struct sd_st_file *g) {
+    static const char *cases[2] = {"a", "b"};
+    static const char *parts[6] = {"sample", "timestep", "context", "text_embeds", "time_ids", "out"};
+    for (int c = 0; c < 2; c++) {
+        const struct sd_st_tensor *t[6];
+        int ok = 1;
+        for (int i = 0; i < 6; i++) {
+            char n[64];
+            snprintf(n, sizeof n, "unet.%s.%s", cases[c], parts[i]);
+            ok &= (t[i] = gt(g, n)) != NULL;
+        }
+        if (!ok) continue;
+        char what[160];
+        snprintf(what, sizeof what, "%s unet (add_embedding) %lldx%lld batch 2", label, (long long)t[0]->shape[2],
+                 (long long)t[0]->shape[3]);
+        float *out = malloc(sizeof(float) * (size_t)numel(t[5]));
+        if (sd_run_unet_xl(rt, m, t[0]->data, 2, (int)t[0]->shape[2], (int)t[0]->shape[3], t[1]->data, t[2]->data,
+                           (int)t[2]->shape[1], t[3]->data, t[4]->data, out))
+            test_fail("%s: %s", what, sd_runtime_ctx(rt)->msg);
+        else
+            compare(what, out, t[5]->data, numel(t[5]), 2e-5, 2e-4);
+        free(out);
+    }
+}
+
+static void test_vae(struct sd_runtime *rt, struct sd_model *m, const char *label, struct sd_st_file *g) {
+    const struct sd_st_tensor *lat = gt(g, "vae.decode.latent"), *img = gt(g, "vae.decode.image");
+    const struct sd_st_tensor *ein = gt(g, "vae.encode.image"), *mom = gt(g, "vae.encode.moments");
+    if (!lat || !img || !ein || !mom) return;
+    char what[160];
+    CHECK(fabsf(m->vae.scaling_factor - 0.13025f) < 1e-7f, "%s VAE scaling factor %g (SDXL 0.13025)", label,
+          (double)m->vae.scaling_factor);
+    float *z = malloc(sizeof(float) * (size_t)numel(lat)), *out = malloc(sizeof(float) * (size_t)numel(img));
+    for (int64_t i = 0; i < numel(lat); i++) z[i] = ((const float *)lat->data)[i] / m->vae.scaling_factor;
+    snprintf(what, sizeof what, "%s vae decode (latent / 0.13025)", label);
+    if (sd_run_vae_decode(rt, m, z, 1, (int)lat->shape[2], (int)lat->shape[3], out)) test_fail("%s: %s", what, sd_runtime_ctx(rt)->msg);
+    else compare(what, out, img->data, numel(img), 3e-5, 3e-4);
+    free(out);
+    out = malloc(sizeof(float) * (size_t)numel(mom));
+    snprintf(what, sizeof what, "%s vae encode moments", label);
+    if (sd_run_vae_encode(rt, m, ein->data, 1, (int)ein->shape[2], (int)ein->shape[3], out))
+        test_fail("%s: %s", what, sd_runtime_ctx(rt)->msg);
+    else
+        compare(what, out, mom->data, numel(mom), 1e-5, 1e-4);
+    free(z), free(out);
+}
+
+/* Parameter counts of diffusers' components for the same weights
+ * (gen_tiny_sdxl.py prints them). */
+static void test_counts(struct sd_model *m, const char *label) {
+    CHECK(sd_weights_n_params(m->te) == 398512 && sd_weights_n_params(m->te2) == 599640 &&
+              sd_weights_n_params(m->un) == 231772 && sd_weights_n_params(m->va) == 100247,
+          "%s parameters per component as diffusers: te %lld, te2 %lld, unet %lld, vae %lld", label,
+          (long long)sd_weights_n_params(m->te), (long long)sd_weights_n_params(m->te2), (long long)sd_weights_n_params(m->un),
+          (long long)sd_weights_n_params(m->va));
+    CHECK(m->unet.add_in == 60 && m->unet.add_n_ids == 6 && m->unet.add_time_dim == 8 && m->clip2.projection == 12 &&
+              m->unet.context_dim == 20 && m->clip2.pad_id == 0 && m->clip.pad_id == 49407,
+          "%s config: add_embedding %d = pooled %d + %d ids x %d, context %d, pads %d / %d", label, m->unet.add_in,
+          m->clip2.projection, m->unet.add_n_ids, m->unet.add_time_dim, m->unet.context_dim, m->clip.pad_id, m->clip2.pad_id);
+}
+
+/* A copy of the SGM file without the tensors under `drop`: loading it must
+ * fail with a message containing `want`. */
+static void test_bad_single(const char *drop, const char *want, const char *what) {
+    struct sd_ctx ctx = {0};
+    struct sd_st_file *f = NULL;
+    char path[] = "/tmp/sdrt_sdxl_bad_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0 || sd_st_open(&ctx, "tests/models/tiny-sdxl.safetensors", &f)) {
+        test_fail("%s: setup (%s)", what, ctx.msg);
+        return;
+    }
+    close(fd);
+    struct sd_st_tensor *keep = malloc(sizeof *keep * (size_t)f->n_tensors);
+    int n = 0;
+    for (int i = 0; i < f->n_tensors; i++)
+        if (strncmp(f->tensors[i].name, drop, strlen(drop))) keep[n++] = f->tensors[i];
+    struct sd_model *m = NULL;
+    if (sd_st_write(&ctx, path, keep, n, NULL)) {
+        test_fail("%s: write: %s", what, ctx.msg);
+    } else {
+        int rc = sd_model_load(&ctx, path, "tests/models/tiny-sdxl", &m);
+        CHECK(rc != SD_OK && !m && strstr(ctx.msg, want), "%s is refused: %s", what, ctx.msg);
+    }
+    sd_model_free(m);
+    unlink(path);
+    free(keep);
+    sd_st_close(f);
+}
+
+/* A diffusers SDXL folder without text_encoder_2/ (links to the others). */
+static void test_bad_folder(void) {
+    char dir[] = "/tmp/sdrt_sdxl_dir_XXXXXX", cwd[1024], a[2048], b[2048];
+    static const char *subs[] = {"unet", "vae", "text_encoder", "tokenizer", "scheduler", "model_index.json"};
+    if (!mkdtemp(dir) || !getcwd(cwd, sizeof cwd)) {
+        test_fail("sdxl folder without text_encoder_2: setup");
+        return;
+    }
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
+        snprintf(a, sizeof a, "%s/tests/models/tiny-sdxl/%s", cwd, subs[i]);
+        snprintf(b, sizeof b, "%s/%s", dir, subs[i]);
+        if (symlink(a, b)) test_fail("symlink %s", b);
+    }
+    struct sd_ctx ctx = {0};
+    struct sd_model *m = NULL;
+    int rc = sd_model_load(&ctx, dir, NULL, &m);
+    CHECK(rc != SD_OK && !m && strstr(ctx.msg, "without text_encoder_2"), "SDXL folder without text_encoder_2 is refused: %s",
+          ctx.msg);
+    sd_model_free(m);
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
+        snprintf(b, sizeof b, "%s/%s", dir, subs[i]);
+        unlink(b);
+    }
+    rmdir(dir);
+}
+
+int main(void) {
+    struct { const char *path, *config, *label; int single; } cases[] = {
+        {"tests/models/tiny-sdxl", NULL, "tiny-sdxl (diffusers)", 0},
+        {"tests/models/tiny-sdxl.safetensors", "tests/models/tiny-sdxl", "tiny-sdxl (SGM single file f16)", 1},
+    };
+    struct sd_ctx ctx = {0};
+    struct sd_runtime *rt = sd_runtime_new(&ctx, NULL);
+    CHECK(rt != NULL, "cpu runtime (%s)", ctx.msg);
+    struct sd_st_file *g = golden("sdxl");
+    for (size_t i = 0; rt && g && i < sizeof cases / sizeof cases[0]; i++) {
+        struct sd_model *m = NULL;
+        if (sd_model_load(&ctx, cases[i].path, cases[i].config, &m)) {
+            test_fail("%s: load: %s", cases[i].label, ctx.msg);
+            continue;
+        }
+        CHECK(m->family == SD_FAMILY_SDXL && m->single_file == cases[i].single, "%s detected as %s (%s)", cases[i].label,
+              sd_family_name(m->family), m->family_why);
+        test_counts(m, cases[i].label);
+        test_text(rt, m, cases[i].label, g);
+        test_unet(rt, m, cases[i].label, g);
+        test_vae(rt, m, cases[i].label, g);
+        sd_runtime_release_model(rt, m);
+        sd_model_free(m);
+    }
+    sd_st_close(g);
+    sd_runtime_free(rt);
+    test_bad_single("conditioner.embedders.1.", "conditioner.embedders.1", "SGM file without its second encoder (bigG)");
+    test_bad_single("conditioner.embedders.0.", "only the bigG text encoder",
+                    "SGM base file without CLIP ViT-L (a base taken for a refiner)");
+    test_bad_folder();
+    return test_summary();
+}
