@@ -11,11 +11,20 @@
  *     ids) at batch 2, 16x16 and 9x11;
  *   - the VAE decode (SDXL scaling factor) and encode moments;
  *   - bad input: an SGM file without its second encoder, a folder without
- *     text_encoder_2/.
+ *     text_encoder_2/;
+ *   - whole pipelines against diffusers' StableDiffusionXLPipeline /
+ *     StableDiffusionXLImg2ImgPipeline (tests/reference/gen_sdxl_pipeline_goldens.py,
+ *     CPU generator, same seeds): txt2img with Euler, DPM++ 2M (with a
+ *     negative prompt), Euler a at batch 2, no CFG; img2img with Euler a at
+ *     strength 0.6. Latents and images compared as in test_pipeline.c (atol
+ *     3e-3 + rtol 1e-4 on latents of |x| ~ 20, 1e-4 on images in [0, 1]).
  * Tolerances: about 10x the measured error (printed in each ok line).
  */
+#include "embed_cache.h"
 #include "model_load.h"
 #include "model_run.h"
+#include "pipeline.h"
+#include "tokenizer.h"
 #include "weights.h"
 #include "safetensors.h"
 #include "test.h"
@@ -181,6 +190,101 @@ static void test_bad_folder(void) {
     rmdir(dir);
 }
 
+struct xcase {
+    const char *name;
+    int img2img;
+    const char *sampler;
+    int steps, width, height;
+    float cfg;
+    const char *prompt, *negative;
+    int batch;
+    float strength;
+    uint64_t seed;
+};
+
+#define NEG "blurry, low quality, watermark"
+static const struct xcase xcases[] = {
+    {"xl_t2i_euler", 0, "Euler", 4, 64, 64, 7.5f, "a photo of a cat", "", 1, 1.0f, 41},
+    {"xl_t2i_dpmpp_2m_neg", 0, "DPM++ 2M", 4, 64, 48, 5.0f, "a watercolor painting of a lighthouse at dawn, soft light", NEG,
+     1, 1.0f, 42},
+    {"xl_t2i_euler_a_b2", 0, "Euler a", 3, 48, 64, 7.5f, "a small robot reading a book in a library", NEG, 2, 1.0f, 43},
+    {"xl_t2i_nocfg", 0, "Euler", 3, 64, 64, 1.0f, "a photo of a cat", "", 1, 1.0f, 44},
+    {"xl_i2i_euler_a_s06", 1, "Euler a", 5, 64, 48, 7.5f, "a watercolor painting of a lighthouse at dawn, soft light", "", 1,
+     0.6f, 45},
+};
+
+static float *gcopy(struct sd_st_file *f, const char *name, int64_t n) {
+    const struct sd_st_tensor *t = gt(f, name);
+    if (!t || t->type != SD_F32 || t->nbytes != (size_t)n * sizeof(float)) return NULL;
+    float *o = malloc(t->nbytes);
+    memcpy(o, t->data, t->nbytes);
+    return o;
+}
+
+static void test_pipeline(const char *path, const char *config, const char *label) {
+    struct sd_ctx ctx = {0};
+    struct sd_model *m = NULL;
+    struct sd_tokenizer *tok = NULL;
+    struct sd_runtime *rt = NULL;
+    struct sd_embed_cache *cache = sd_embed_cache_new(16u << 20);
+    struct sd_st_file *gf = golden("sdxl_pipeline");
+    if (sd_model_load(&ctx, path, config, &m) || !(tok = sd_tokenizer_load_bpe_gz(&ctx, vocab_path())) ||
+        !(rt = sd_runtime_new(&ctx, NULL)) || !gf) {
+        test_fail("%s pipeline setup: %s", label, ctx.msg);
+        goto out;
+    }
+    struct sd_pipeline p = {.ctx = &ctx, .model = m, .rt = rt, .tok = tok, .cache = cache};
+    for (size_t i = 0; i < sizeof xcases / sizeof xcases[0]; i++) {
+        const struct xcase *c = &xcases[i];
+        struct sd_gen_params g;
+        sd_gen_params_init(&g);
+        g.prompt = c->prompt, g.negative_prompt = c->negative;
+        g.width = c->width, g.height = c->height, g.batch = c->batch, g.cfg_scale = c->cfg, g.seed = c->seed;
+        g.strength = c->strength, g.sampler.steps = c->steps;
+        if (sd_sampler_parse_name(&ctx, c->sampler, &g.sampler)) test_fail("%s: sampler %s", c->name, ctx.msg);
+        const int64_t nl = (int64_t)c->batch * 4 * (c->height / 8) * (c->width / 8), ni = (int64_t)c->batch * 3 * c->height * c->width;
+        char key[96];
+        float *init = NULL;
+        if (c->img2img) {
+            snprintf(key, sizeof key, "init_image.%dx%d", c->width, c->height);
+            g.init_image = init = gcopy(gf, key, 3LL * c->width * c->height);
+        }
+        snprintf(key, sizeof key, "%s.latents", c->name);
+        float *ref_lat = gcopy(gf, key, nl);
+        snprintf(key, sizeof key, "%s.image", c->name);
+        float *ref_img = gcopy(gf, key, ni);
+        float *lat = malloc(sizeof(float) * (size_t)nl), *img = malloc(sizeof(float) * (size_t)ni);
+        g.latents_out = lat;
+        double e_lat = 0, e_img = 0, mag = 0;
+        int bad = !ref_lat || !ref_img || (c->img2img && !init);
+        if (!bad && sd_generate(&p, &g, img)) {
+            printf("  %s: %s\n", c->name, ctx.msg);
+            bad = 1;
+        }
+        if (!bad) {
+            for (int64_t k = 0; k < ni; k++) {
+                float v = img[k] / 2 + 0.5f;
+                img[k] = v < 0 ? 0 : v > 1 ? 1 : v;
+            }
+            for (int64_t k = 0; k < nl; k++) mag = fmax(mag, fabs(ref_lat[k]));
+            bad |= check_close(c->name, lat, ref_lat, nl, 3e-3, 1e-4, &e_lat);
+            bad |= check_close(c->name, img, ref_img, ni, 1e-4, 1e-4, &e_img);
+        }
+        if (bad) test_fail("%s pipeline %s: latents err %.3g, image err %.3g", label, c->name, e_lat, e_img);
+        else test_ok("%s pipeline %s (%s %s, %d steps, %dx%d, batch %d) matches diffusers: latents max abs err %.2e "
+                     "(|ref| <= %.1f), image %.2e", label, c->name, c->img2img ? "img2img" : "txt2img", c->sampler, c->steps,
+                     c->width, c->height, c->batch, e_lat, mag, e_img);
+        free(init), free(ref_lat), free(ref_img), free(lat), free(img);
+    }
+out:
+    if (rt && m) sd_runtime_release_model(rt, m);
+    sd_runtime_free(rt);
+    sd_embed_cache_free(cache);
+    sd_tokenizer_free(tok);
+    sd_model_free(m);
+    sd_st_close(gf);
+}
+
 int main(void) {
     struct { const char *path, *config, *label; int single; } cases[] = {
         {"tests/models/tiny-sdxl", NULL, "tiny-sdxl (diffusers)", 0},
@@ -211,5 +315,7 @@ int main(void) {
     test_bad_single("conditioner.embedders.0.", "only the bigG text encoder",
                     "SGM base file without CLIP ViT-L (a base taken for a refiner)");
     test_bad_folder();
+    test_pipeline("tests/models/tiny-sdxl", NULL, "tiny-sdxl (diffusers)");
+    test_pipeline("tests/models/tiny-sdxl.safetensors", "tests/models/tiny-sdxl", "tiny-sdxl (SGM f16)");
     return test_summary();
 }

@@ -11,6 +11,7 @@
 #include "pipeline.h"
 #include "poison.h"
 #include "prompt.h"
+#include "sdxl_cond.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -32,7 +33,7 @@ void sd_gen_params_init(struct sd_gen_params *g) {
  * syntax is parsed (prompt.c), each fragment tokenised, and the tokens cut
  * into 75-token chunks (comma backtracking, BREAK). *ids and *w are
  * malloc'd [n_chunks * 77]. */
-static int tokenize_chunks(struct sd_pipeline *p, const char *text, int32_t **ids, float **w, int *n_chunks) {
+int sd_tokenize_chunks(struct sd_pipeline *p, const char *text, int pad_zero, int32_t **ids, float **w, int *n_chunks) {
     struct sd_prompt *pr = sd_prompt_parse(p->ctx, text);
     if (!pr) return p->ctx->status ? p->ctx->status : SD_ERR_INVALID;
     int cap = 256, n = 0, rc = SD_OK;
@@ -67,8 +68,8 @@ static int tokenize_chunks(struct sd_pipeline *p, const char *text, int32_t **id
     }
     if (!rc) {
         struct sd_chunk_params cp;
-        sd_chunk_params_init(&cp, p->tok->pad_id == 0);
-        cp.chunk_len = p->model->clip.max_pos - 2;
+        sd_chunk_params_init(&cp, pad_zero);
+        cp.chunk_len = (p->model->te ? p->model->clip.max_pos : p->model->clip2.max_pos) - 2;
         rc = sd_prompt_chunk(p->ctx, all, wt, n, &cp, ids, w, n_chunks);
     }
     free(tmp);
@@ -81,7 +82,7 @@ static int tokenize_chunks(struct sd_pipeline *p, const char *text, int32_t **id
 int sd_encode_prompt(struct sd_pipeline *p, const char *prompt, int clip_skip, float **emb, int *n_chunks, int *cached) {
     int32_t *ids = NULL;
     float *w = NULL;
-    int rc = tokenize_chunks(p, prompt, &ids, &w, n_chunks);
+    int rc = sd_tokenize_chunks(p, prompt, p->tok->pad_id == 0, &ids, &w, n_chunks);
     if (rc) return rc;
     const int L = p->model->clip.max_pos, d = p->model->clip.hidden, nid = *n_chunks * L;
     *emb = malloc(sizeof(float) * (size_t)nid * d);
@@ -121,6 +122,8 @@ struct gen {
     int lc, f;              /* latent channels, VAE downscale factor (image = f * latent) */
     size_t lat;             /* floats per latent image (lc*h*w) */
     float *context;         /* [2B or B, chunks*77, d]: uncond first */
+    float *pooled, *time_ids; /* SDXL: [2B or B, pooled], [2B or B, add_n_ids], uncond first */
+    int L;                  /* tokens per chunk (77) */
     float *xin, *tin, *eps; /* UNet batch buffers */
     float *mask_lat;        /* inpaint: [B, 1, h, w] */
     float *masked_lat;      /* inpaint (2*lc+1 channels): [B, lc, h, w] */
@@ -149,8 +152,9 @@ static int denoise(void *user, const float *x, float t, float *out) {
         }
         G->tin[r] = t;
     }
-    const int L = G->chunks * G->p->model->clip.max_pos;
-    int rc = sd_run_unet(G->p->rt, G->p->model, G->xin, nb, G->h, G->w, G->tin, G->context, L, G->eps);
+    const int L = G->chunks * G->L;
+    int rc = sd_run_unet_xl(G->p->rt, G->p->model, G->xin, nb, G->h, G->w, G->tin, G->context, L, G->pooled, G->time_ids,
+                            G->eps);
     if (rc) return rc;
     if (!G->cfg) {
         memcpy(out, G->eps, (size_t)B * lat * sizeof(float));
@@ -296,14 +300,21 @@ static int validate(struct sd_pipeline *p, const struct sd_gen_params *g) {
     int rc = sd_gen_params_check(ctx, g);
     if (rc) return rc;
     if ((rc = sd_gen_check_size(ctx, p->model, g->width, g->height))) return rc;
-    if (!p->model->te || !p->model->va) return sd_errorf(ctx, SD_ERR_INVALID, "%s: generation needs a text encoder and a VAE", p->model->path);
+    const bool xl = sd_family_is_xl(p->model->family);
+    if ((!p->model->te && !(xl && p->model->te2)) || !p->model->va)
+        return sd_errorf(ctx, SD_ERR_INVALID, "%s: generation needs a text encoder and a VAE", p->model->path);
+    if (xl && !p->model->te2)
+        return sd_errorf(ctx, SD_ERR_INVALID, "%s: SDXL generation needs the OpenCLIP bigG text encoder", p->model->path);
+    if (p->model->family == SD_FAMILY_SDXL_REFINER && !g->init_image)
+        return sd_errorf(ctx, SD_ERR_INVALID, "%s is an SDXL refiner: it refines an image (img2img, or --refiner after an SDXL "
+                         "base model), it does not generate from noise; use an SDXL base model for txt2img", p->model->path);
     if (g->mask && !g->init_image) return sd_errorf(ctx, SD_ERR_INVALID, "a mask needs an init image");
     const int lc = p->model->vae.latent_channels;
     if (g->taesd_decode && (rc = sd_taesd_decode_check(ctx, g->taesd_decode, lc, sd_vae_downscale(&p->model->vae))))
         return rc;
     if (p->model->unet.in_channels == 2 * lc + 1 && !g->mask)
         return sd_errorf(ctx, SD_ERR_INVALID, "%s is an inpainting model: give an init image and a mask", p->model->path);
-    if (g->clip_skip > p->model->clip.layers)
+    if (!xl && g->clip_skip > p->model->clip.layers)
         return sd_errorf(ctx, SD_ERR_INVALID, "clip skip %d is too large for %s: its text encoder has %d layers (1 = last layer)",
                          g->clip_skip, p->model->path, p->model->clip.layers);
     if (p->model->unet.in_channels != lc && p->model->unet.in_channels != 2 * lc + 1)
@@ -353,6 +364,22 @@ static int apply_loras(struct sd_pipeline *p, const struct sd_gen_params *g) {
     return rc;
 }
 
+/* One side's conditioning: SD's CLIP context, or SDXL's two-encoder context
+ * and pooled vector (pooled, [pooled width]); an empty SDXL negative prompt
+ * is all zeros, as A1111 and diffusers make it. */
+static int encode_side(struct sd_pipeline *p, const struct sd_gen_params *g, const char *text, int negative, float **emb,
+                       int *n, int *cached, float *pooled) {
+    if (!sd_family_is_xl(p->model->family)) return sd_encode_prompt(p, text, g->clip_skip, emb, n, cached);
+    if (negative && !*text) {
+        *n = 1, *cached = 1;
+        memset(pooled, 0, sizeof(float) * (size_t)sd_sdxl_pooled_width(p->model));
+        if (!(*emb = calloc((size_t)p->model->clip2.max_pos * sd_sdxl_context_width(p->model), sizeof(float))))
+            return sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
+        return SD_OK;
+    }
+    return sd_sdxl_encode_prompt(p, text, emb, n, pooled, cached);
+}
+
 int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *images) {
     int rc = validate(p, g);
     if (!rc && !p->lora_applied) rc = apply_loras(p, g);
@@ -364,22 +391,28 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
     G.cfg = g->cfg_scale > 1.0f;
     G.lat = (size_t)G.lc * G.h * G.w;
     const size_t hw = (size_t)G.h * G.w;
-    const int d = m->clip.hidden, L = m->clip.max_pos;
+    const bool xl = sd_family_is_xl(m->family);
+    const int d = xl ? sd_sdxl_context_width(m) : m->clip.hidden, L = xl ? m->clip2.max_pos : m->clip.max_pos;
+    const int P = xl ? sd_sdxl_pooled_width(m) : 0, NI = xl ? m->unet.add_n_ids : 0;
+    G.L = L;
     float *cond = NULL, *unc = NULL, *x = NULL;
+    float *pooled_cu = xl ? calloc((size_t)3 * (P > 0 ? P : 1), sizeof(float)) : NULL; /* cond, uncond, scratch */
     struct sd_rng rng;
     sd_rng_seed(&rng, g->seed);
+    if (xl && !pooled_cu) return sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
 
     /* 1. Prompts. */
     double t0 = sd_time_s();
     int nc = 0, nu = 0, cached_c = 0, cached_u = 1;
-    if ((rc = sd_encode_prompt(p, g->prompt, g->clip_skip, &cond, &nc, &cached_c))) goto done;
-    if (G.cfg && (rc = sd_encode_prompt(p, g->negative_prompt ? g->negative_prompt : "", g->clip_skip, &unc, &nu, &cached_u)))
+    if ((rc = encode_side(p, g, g->prompt, 0, &cond, &nc, &cached_c, pooled_cu))) goto done;
+    if (G.cfg && (rc = encode_side(p, g, g->negative_prompt ? g->negative_prompt : "", 1, &unc, &nu, &cached_u,
+                                   xl ? pooled_cu + P : NULL)))
         goto done;
     G.chunks = nc > nu ? nc : nu;
     float *empty = NULL;
     if (G.cfg && nc != nu) { /* pad the shorter with empty chunks */
         int ne = 0, ce = 0;
-        if ((rc = sd_encode_prompt(p, "", g->clip_skip, &empty, &ne, &ce))) goto done;
+        if ((rc = encode_side(p, g, "", 0, &empty, &ne, &ce, xl ? pooled_cu + 2 * P : NULL))) goto done;
     }
     const int nb = G.cfg ? 2 * G.B : G.B;
     const size_t per = (size_t)G.chunks * L * d;
@@ -398,6 +431,16 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
                    sizeof(float) * (size_t)L * d);
     }
     free(empty);
+    if (xl) { /* pooled text and time ids per UNet row, uncond first */
+        G.pooled = malloc(sizeof(float) * (size_t)nb * (P > 0 ? P : 1));
+        G.time_ids = malloc(sizeof(float) * (size_t)nb * NI);
+        if (!G.pooled || !G.time_ids) { rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory"); goto done; }
+        for (int r = 0; r < nb; r++) {
+            const int is_cond = !G.cfg || r >= G.B;
+            memcpy(G.pooled + (size_t)r * P, pooled_cu + (is_cond ? 0 : P), sizeof(float) * (size_t)P);
+            sd_sdxl_time_ids(m, g, !is_cond, G.time_ids + (size_t)r * NI);
+        }
+    }
     if ((rc = phase(&G, "clip", sd_time_s() - t0, cached_c && cached_u))) goto done;
 
     /* 2. Sampler and starting latents. */
@@ -529,7 +572,7 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
 done:
     sd_sampler_free(G.s);
     free(cond); free(unc); free(x);
-    free(G.context); free(G.xin); free(G.tin); free(G.eps);
+    free(G.context); free(G.xin); free(G.tin); free(G.eps); free(G.pooled); free(G.time_ids); free(pooled_cu);
     free(G.mask_lat); free(G.masked_lat); free(G.init_lat); free(G.noise); free(G.x0_last);
     return rc;
 }

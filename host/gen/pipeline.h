@@ -44,6 +44,16 @@ struct sd_gen_event {
 /* Returns non-zero to cancel the generation. */
 typedef int (*sd_gen_event_fn)(void *user, const struct sd_gen_event *ev);
 
+/* SDXL micro-conditioning of one side (prompt or negative): the UNet's
+ * add_embedding "time ids". 0 = unset: A1111's defaults (original size =
+ * target size = the image size, crop 0, 0; aesthetic score 6 for the prompt,
+ * 2.5 for the negative - the refiner's). Unset negative fields take the
+ * prompt's values (diffusers negative_original_size etc.). */
+struct sd_xl_cond {
+    int orig_w, orig_h, crop_top, crop_left, target_w, target_h;
+    float aesthetic;
+};
+
 struct sd_gen_params {
     const char *prompt, *negative_prompt;
     int width, height, batch;
@@ -54,7 +64,9 @@ struct sd_gen_params {
                                          * the sampler's diffusers class default); steps_offset is
                                          * replaced by the model's scheduler_config.json value if it
                                          * has one; prediction from the model */
-    int clip_skip;                      /* A1111 numbering: 0/1 = last layer */
+    int clip_skip;                      /* A1111 numbering: 0/1 = last layer (SDXL: ignored, as A1111:
+                                         * both encoders give their penultimate layer) */
+    struct sd_xl_cond xl, xl_neg;       /* SDXL size / crop / aesthetic conditioning (see above) */
     /* img2img / inpaint: init_image [3, height, width] in [-1, 1] */
     const float *init_image;
     float strength;                     /* (0, 1]: steps run = floor(steps * strength). img2img
