@@ -135,6 +135,40 @@ static void test_counts(struct sd_model *m, const char *label) {
           m->clip2.projection, m->unet.add_n_ids, m->unet.add_time_dim, m->unet.context_dim, m->clip.pad_id, m->clip2.pad_id);
 }
 
+/* The refiner: bigG only, 5 time ids (original size, crop, aesthetic score). */
+static void test_refiner(struct sd_runtime *rt, struct sd_st_file *g, const char *path, const char *config, const char *label) {
+    struct sd_ctx ctx = {0};
+    struct sd_model *m = NULL;
+    if (sd_model_load(&ctx, path, config, &m)) {
+        test_fail("%s: load: %s", label, ctx.msg);
+        return;
+    }
+    CHECK(m->family == SD_FAMILY_SDXL_REFINER && !m->te && m->te2 && m->unet.add_n_ids == 5 && m->unet.context_dim == 12 &&
+              sd_weights_n_params(m->un) == 281868 && sd_weights_n_params(m->te2) == 599640,
+          "%s detected as %s (%s): %d time ids, context %d, unet %lld parameters", label, sd_family_name(m->family),
+          m->family_why, m->unet.add_n_ids, m->unet.context_dim, (long long)sd_weights_n_params(m->un));
+    static const char *parts[6] = {"sample", "timestep", "context", "text_embeds", "time_ids", "out"};
+    const struct sd_st_tensor *t[6];
+    int ok = 1;
+    for (int i = 0; i < 6; i++) {
+        char n[64];
+        snprintf(n, sizeof n, "refiner.%s", parts[i]);
+        ok &= (t[i] = gt(g, n)) != NULL;
+    }
+    if (ok) {
+        char what[160];
+        snprintf(what, sizeof what, "%s unet (aesthetic-score add_embedding) 9x11 batch 2", label);
+        float *out = malloc(sizeof(float) * (size_t)numel(t[5]));
+        if (sd_run_unet_xl(rt, m, t[0]->data, 2, 9, 11, t[1]->data, t[2]->data, 77, t[3]->data, t[4]->data, out))
+            test_fail("%s: %s", what, sd_runtime_ctx(rt)->msg);
+        else
+            compare(what, out, t[5]->data, numel(t[5]), 3e-5, 3e-4);
+        free(out);
+    }
+    sd_runtime_release_model(rt, m);
+    sd_model_free(m);
+}
+
 /* A copy of the SGM file without the tensors under `drop`: loading it must
  * fail with a message containing `want`. */
 static void test_bad_single(const char *drop, const char *want, const char *what) {
@@ -309,6 +343,10 @@ int main(void) {
         sd_runtime_release_model(rt, m);
         sd_model_free(m);
     }
+    if (rt && g) test_refiner(rt, g, "tests/models/tiny-sdxl-refiner", NULL, "tiny-sdxl-refiner (diffusers)");
+    if (rt && g)
+        test_refiner(rt, g, "tests/models/tiny-sdxl-refiner.safetensors", "tests/models/tiny-sdxl-refiner",
+                     "tiny-sdxl-refiner (SGM single file f16)");
     sd_st_close(g);
     sd_runtime_free(rt);
     test_bad_single("conditioner.embedders.1.", "conditioner.embedders.1", "SGM file without its second encoder (bigG)");

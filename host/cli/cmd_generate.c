@@ -165,10 +165,10 @@ static const struct cli_opt options[] = {
     {"sampler", 0, CLI_STR, O(sampler), "NAME", "Euler, Euler a (default), DDIM, DPM++ 2M, DPM++ 2M Karras, LMS, PLMS, LCM, ...", NULL, 0},
     {"scheduler", 0, CLI_STR, O(scheduler), "NAME", "karras | normal (Karras sigmas for Euler, LMS, DPM++)", NULL, 0},
     {"eta", 0, CLI_FLOAT, O(eta), "X", "DDIM eta (default 0)", NULL, 0},
-    {"width", 'W', CLI_INT, O(width), "N", "image width, a multiple of the VAE factor: 8 for SD (default 512;\n"
-                                                     "img2img: the image's)", NULL, 0},
-    {"height", 'H', CLI_INT, O(height), "N", "image height, a multiple of the VAE factor (default 512; img2img: the\n"
-                                                       "image's)", NULL, 0},
+    {"width", 'W', CLI_INT, O(width), "N", "image width, a multiple of the VAE factor: 8 for SD (default 512,\n"
+                                                     "SDXL 1024; img2img: the image's)", NULL, 0},
+    {"height", 'H', CLI_INT, O(height), "N", "image height, a multiple of the VAE factor (default 512, SDXL 1024;\n"
+                                                       "img2img: the image's)", NULL, 0},
     {"batch", 0, CLI_INT, O(batch), "N", "images per run, denoised together (default 1)", NULL, 0},
     {"n-iter", 0, CLI_INT, O(n_iter), "N", "runs one after another with seeds seed, seed+1, ... (A1111 batch count);\n"
                                           "later runs reuse the prompt embeddings (no CLIP time)", NULL, 0},
@@ -522,6 +522,11 @@ static int generate(struct opts *o) {
     if ((rc = sd_model_load(&ctx, o->model, o->config, &m))) {
         if (rc == SD_ERR_NOMEM) goto fail;
         goto usage_err;
+    }
+    /* SDXL's native size is 1024x1024 (A1111's default for SDXL models). */
+    if (sd_family_is_xl(m->family) && !o->init) {
+        if (!width_given) g.width = 1024;
+        if (!height_given) g.height = 1024;
     }
     /* Sizes must be multiples of the model's VAE factor (8 for SD 1.x/2.x). */
     if (sd_gen_check_size(&ctx, m, g.width, g.height)) {

@@ -48,7 +48,7 @@ transformers.utils.logging.set_verbosity_error()
 TOKEN_EMB = "text_model.embeddings.token_embedding.weight"
 SCALE = 0.13025
 TE1_HIDDEN, TE2_HIDDEN, PROJ, TIME_DIM = 8, 12, 12, 8
-SEEDS = dict(te1=501, te2=502, unet=503, vae=504, inputs=505)
+SEEDS = dict(te1=501, te2=502, unet=503, vae=504, inputs=505, refiner=506)
 SGM_TE1 = "conditioner.embedders.0.transformer."
 SGM_TE2 = "conditioner.embedders.1.model."
 
@@ -91,6 +91,11 @@ UNET = dict(
     addition_embed_type="text_time", addition_time_embed_dim=TIME_DIM,
     projection_class_embeddings_input_dim=PROJ + 6 * TIME_DIM,
 )
+# The refiner: bigG only (context = its 12 wide states), 5 time ids (original size, crop,
+# aesthetic score), no attention at level 0 either (real refiner: [384, 768, 1536, 1536], depth 4).
+UNET_REFINER = dict(UNET, cross_attention_dim=TE2_HIDDEN, block_out_channels=[8, 16, 20],
+                    attention_head_dim=[2, 4, 5], transformer_layers_per_block=[1, 2, 2],
+                    projection_class_embeddings_input_dim=PROJ + 5 * TIME_DIM)
 VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
            up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[8, 12, 16, 16],
            layers_per_block=2, act_fn="silu", latent_channels=4, norm_num_groups=4,
@@ -119,7 +124,8 @@ def build():
                              SEEDS["te2"]).eval()
     unet = model_io.randomise(UNet2DConditionModel(**UNET), SEEDS["unet"]).eval()
     vae = model_io.randomise(AutoencoderKL(**VAE), SEEDS["vae"]).eval()
-    return te1, te2, unet, vae
+    refiner = model_io.randomise(UNet2DConditionModel(**UNET_REFINER), SEEDS["refiner"]).eval()
+    return te1, te2, unet, vae, refiner
 
 
 def text_tensors(model):
@@ -151,14 +157,44 @@ def write_folder(d, te1, te2, unet, vae):
     })
 
 
-def bigg_openclip(te2):
+def write_refiner_folder(d):
+    """The refiner folder: its own unet/, text_encoder_2/, tokenizer_2/ and vae/ linked to tiny-sdxl
+    (the real refiner's bigG and VAE are the base's too), no text_encoder/."""
+    if os.path.lexists(d):
+        shutil.rmtree(d)
+    os.makedirs(d)
+    for sub in ("text_encoder_2", "tokenizer_2", "vae", "scheduler"):
+        os.symlink(os.path.join("..", "tiny-sdxl", sub), os.path.join(d, sub))
+    model_io.write_json(os.path.join(d, "model_index.json"), {
+        "_class_name": "StableDiffusionXLImg2ImgPipeline", "_diffusers_version": "0.31.0",
+        "force_zeros_for_empty_prompt": False, "requires_aesthetics_score": True,
+        "feature_extractor": [None, None], "image_encoder": [None, None],
+        "scheduler": ["diffusers", SCHEDULER["_class_name"]], "text_encoder": [None, None], "tokenizer": [None, None],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+    })
+
+
+def bigg_openclip(te2, embedder=SGM_TE2):
     """CLIPTextModelWithProjection -> conditioner.embedders.1.model.* (OpenCLIP names,
     every layer kept: SDXL needs the last one for the pooled output). text_projection is
     stored in OpenCLIP's orientation [width, embed] = Linear weight transposed."""
     sd = text_tensors(te2)
     proj = sd.pop("text_projection.weight")
     oc = ldm_keys.sd2_clip_to_openclip(sd, 3, proj.t().contiguous(), torch.tensor(2.6592600345611572))
-    return {SGM_TE2 + k[len(ldm_keys.SD2_CLIP_PREFIX):]: v for k, v in oc.items()}
+    return {embedder + k[len(ldm_keys.SD2_CLIP_PREFIX):]: v for k, v in oc.items()}
+
+
+SGM_REFINER_TE = "conditioner.embedders.0.model."
+
+
+def sgm_refiner(te2, refiner, vae):
+    usd = dict(refiner.state_dict())
+    label = {f"{ldm_keys.UNET_PREFIX}label_emb.0.{i}.{s}": usd.pop(f"add_embedding.linear_{j}.{s}")
+             for i, j in ((0, 1), (2, 2)) for s in ("weight", "bias")}
+    return {**ldm_keys.unet_to_ldm(usd, refiner.config), **label,
+            **ldm_keys.vae_to_ldm(vae.state_dict(), vae.config), **bigg_openclip(te2, SGM_REFINER_TE)}
 
 
 def sgm_single(te1, te2, unet, vae):
@@ -193,7 +229,7 @@ def verify_single(path, te1, te2, unet, vae):
 
 
 @torch.no_grad()
-def goldens(te1, te2, unet, vae):
+def goldens(te1, te2, unet, vae, refiner):
     out = {}
     ids1, ids2 = token_ids(49407), token_ids(0)
     o1 = te1(input_ids=ids1, output_hidden_states=True)
@@ -214,6 +250,13 @@ def goldens(te1, te2, unet, vae):
         out.update({f"unet.{c}.sample": x, f"unet.{c}.timestep": t, f"unet.{c}.context": ctx[rows].clone(),
                     f"unet.{c}.text_embeds": o2.text_embeds[rows].clone(), f"unet.{c}.time_ids": time_ids,
                     f"unet.{c}.out": y})
+    x = torch.randn(2, 4, 9, 11, generator=g)
+    t = torch.tensor([981.0, 150.0])
+    time_ids = torch.tensor([[72, 88, 0, 0, 6.0], [1024, 768, 16, 8, 2.5]])
+    y = refiner(x, t, encoder_hidden_states=o2.hidden_states[-2][2:4],
+                added_cond_kwargs={"text_embeds": o2.text_embeds[2:4], "time_ids": time_ids}).sample
+    out.update({"refiner.sample": x, "refiner.timestep": t, "refiner.context": o2.hidden_states[-2][2:4].clone(),
+                "refiner.text_embeds": o2.text_embeds[2:4].clone(), "refiner.time_ids": time_ids, "refiner.out": y})
     latent = torch.randn(1, 4, 6, 5, generator=g)
     img = torch.rand(1, 3, 48, 40, generator=g) * 2 - 1
     out.update({"vae.decode.latent": latent, "vae.decode.image": vae.decode(latent / SCALE).sample,
@@ -224,20 +267,32 @@ def goldens(te1, te2, unet, vae):
 def main():
     torch.set_num_threads(1)
     models, golden = "tests/models", "tests/golden"
-    te1, te2, unet, vae = build()
+    te1, te2, unet, vae, refiner = build()
     d = os.path.join(models, "tiny-sdxl")
     write_folder(d, te1, te2, unet, vae)
     single = os.path.join(models, "tiny-sdxl.safetensors")
     model_io.save_tensors(single, model_io.cast_floats(sgm_single(te1, te2, unet, vae), torch.float16),
                           {"sdrt_note": "tiny random-weight SDXL model for tests (tests/reference/gen_tiny_sdxl.py)"})
+    dr = os.path.join(models, "tiny-sdxl-refiner")
+    write_refiner_folder(dr)
+    refiner.save_pretrained(os.path.join(dr, "unet"), safe_serialization=True)
+    rsingle = os.path.join(models, "tiny-sdxl-refiner.safetensors")
+    model_io.save_tensors(rsingle, model_io.cast_floats(sgm_refiner(te2, refiner, vae), torch.float16),
+                          {"sdrt_note": "tiny random-weight SDXL refiner for tests (tests/reference/gen_tiny_sdxl.py)"})
     r1 = CLIPTextModel.from_pretrained(os.path.join(d, "text_encoder")).eval()
     r2 = CLIPTextModelWithProjection.from_pretrained(os.path.join(d, "text_encoder_2")).eval()
     ru = UNet2DConditionModel.from_pretrained(os.path.join(d, "unet")).eval()
     rv = AutoencoderKL.from_pretrained(os.path.join(d, "vae")).eval()
-    for a, b, what in ((r1, te1, "te1"), (r2, te2, "te2"), (ru, unet, "unet"), (rv, vae, "vae")):
+    rr = UNet2DConditionModel.from_pretrained(os.path.join(dr, "unet")).eval()
+    for a, b, what in ((r1, te1, "te1"), (r2, te2, "te2"), (ru, unet, "unet"), (rv, vae, "vae"), (rr, refiner, "refiner")):
         check_equal(f"folder reload {what}", a.state_dict(), b.state_dict())
     verify_single(single, r1, r2, ru, rv)
-    gold = goldens(r1, r2, ru, rv)
+    ck = {k: v.float() if v.is_floating_point() else v for k, v in load_file(rsingle).items()}
+    check_equal("refiner unet", sfu.convert_ldm_unet_checkpoint(ck, rr.config), rr.state_dict())
+    t2 = sfu.convert_open_clip_checkpoint(r2, ck, prefix=SGM_REFINER_TE)
+    t2.pop("text_model.embeddings.position_ids", None)
+    check_equal("refiner te2", t2, r2.state_dict())
+    gold = goldens(r1, r2, ru, rv, rr)
     for k, v in gold.items():
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise RuntimeError(f"golden {k} is not finite")
@@ -247,7 +302,8 @@ def main():
     n = sum(p.numel() for p in ru.parameters())
     print(f"gen_tiny_sdxl: wrote tiny-sdxl/, tiny-sdxl.safetensors, sdxl golden; unet params {n}; "
           f"te1 {sum(p.numel() for p in r1.parameters())}, te2 {sum(p.numel() for p in r2.parameters())}, "
-          f"vae {sum(p.numel() for p in rv.parameters())}; single-file checks passed")
+          f"vae {sum(p.numel() for p in rv.parameters())}, refiner unet {sum(p.numel() for p in rr.parameters())}; "
+          "single-file checks passed")
 
 
 if __name__ == "__main__":
