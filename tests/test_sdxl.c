@@ -16,7 +16,9 @@
  *     StableDiffusionXLImg2ImgPipeline (tests/reference/gen_sdxl_pipeline_goldens.py,
  *     CPU generator, same seeds): txt2img with Euler, DPM++ 2M (with a
  *     negative prompt), Euler a at batch 2, no CFG; img2img with Euler a at
- *     strength 0.6. Latents and images compared as in test_pipeline.c (atol
+ *     strength 0.6; base + refiner hand-off at 0.8 (Euler, where A1111's
+ *     in-run switch equals diffusers' denoising_end / denoising_start);
+ *     Turbo-style 1 step (Euler a, trailing timesteps, no CFG). Latents and images compared as in test_pipeline.c (atol
  *     3e-3 + rtol 1e-4 on latents of |x| ~ 20, 1e-4 on images in [0, 1]).
  * Tolerances: about 10x the measured error (printed in each ok line).
  */
@@ -30,8 +32,13 @@
 #include "test.h"
 #include "golden_st.h"
 
+#include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include "png_io.h"
 
 static void compare(const char *what, const float *got, const float *ref, int64_t n, double atol, double rtol) {
     double mx = 0;
@@ -224,9 +231,11 @@ static void test_bad_folder(void) {
     rmdir(dir);
 }
 
+enum xmode { XT2I, XI2I, XREFINER, XTURBO };
+
 struct xcase {
     const char *name;
-    int img2img;
+    enum xmode mode;
     const char *sampler;
     int steps, width, height;
     float cfg;
@@ -238,14 +247,18 @@ struct xcase {
 
 #define NEG "blurry, low quality, watermark"
 static const struct xcase xcases[] = {
-    {"xl_t2i_euler", 0, "Euler", 4, 64, 64, 7.5f, "a photo of a cat", "", 1, 1.0f, 41},
-    {"xl_t2i_dpmpp_2m_neg", 0, "DPM++ 2M", 4, 64, 48, 5.0f, "a watercolor painting of a lighthouse at dawn, soft light", NEG,
-     1, 1.0f, 42},
-    {"xl_t2i_euler_a_b2", 0, "Euler a", 3, 48, 64, 7.5f, "a small robot reading a book in a library", NEG, 2, 1.0f, 43},
-    {"xl_t2i_nocfg", 0, "Euler", 3, 64, 64, 1.0f, "a photo of a cat", "", 1, 1.0f, 44},
-    {"xl_i2i_euler_a_s06", 1, "Euler a", 5, 64, 48, 7.5f, "a watercolor painting of a lighthouse at dawn, soft light", "", 1,
-     0.6f, 45},
+    {"xl_t2i_euler", XT2I, "Euler", 4, 64, 64, 7.5f, "a photo of a cat", "", 1, 1.0f, 41},
+    {"xl_t2i_dpmpp_2m_neg", XT2I, "DPM++ 2M", 4, 64, 48, 5.0f, "a watercolor painting of a lighthouse at dawn, soft light",
+     NEG, 1, 1.0f, 42},
+    {"xl_t2i_euler_a_b2", XT2I, "Euler a", 3, 48, 64, 7.5f, "a small robot reading a book in a library", NEG, 2, 1.0f, 43},
+    {"xl_t2i_nocfg", XT2I, "Euler", 3, 64, 64, 1.0f, "a photo of a cat", "", 1, 1.0f, 44},
+    {"xl_i2i_euler_a_s06", XI2I, "Euler a", 5, 64, 48, 7.5f, "a watercolor painting of a lighthouse at dawn, soft light", "",
+     1, 0.6f, 45},
+    /* strength: the refiner switch */
+    {"xl_refiner_euler", XREFINER, "Euler", 10, 64, 64, 7.5f, "a photo of a cat", NEG, 1, 0.8f, 46},
+    {"xl_turbo_1step", XTURBO, "Euler a", 1, 64, 64, 0.0f, "a photo of a cat", "", 1, 1.0f, 47},
 };
+static const char *const xmode_name[] = {"txt2img", "img2img", "base + refiner", "turbo (trailing, no CFG)"};
 
 static float *gcopy(struct sd_st_file *f, const char *name, int64_t n) {
     const struct sd_st_tensor *t = gt(f, name);
@@ -255,15 +268,15 @@ static float *gcopy(struct sd_st_file *f, const char *name, int64_t n) {
     return o;
 }
 
-static void test_pipeline(const char *path, const char *config, const char *label) {
+static void test_pipeline(const char *path, const char *config, const char *rpath, const char *rconfig, const char *label) {
     struct sd_ctx ctx = {0};
-    struct sd_model *m = NULL;
+    struct sd_model *m = NULL, *ref = NULL;
     struct sd_tokenizer *tok = NULL;
     struct sd_runtime *rt = NULL;
     struct sd_embed_cache *cache = sd_embed_cache_new(16u << 20);
     struct sd_st_file *gf = golden("sdxl_pipeline");
     if (sd_model_load(&ctx, path, config, &m) || !(tok = sd_tokenizer_load_bpe_gz(&ctx, vocab_path())) ||
-        !(rt = sd_runtime_new(&ctx, NULL)) || !gf) {
+        !(rt = sd_runtime_new(&ctx, NULL)) || !gf || sd_model_load(&ctx, rpath, rconfig, &ref)) {
         test_fail("%s pipeline setup: %s", label, ctx.msg);
         goto out;
     }
@@ -275,11 +288,13 @@ static void test_pipeline(const char *path, const char *config, const char *labe
         g.prompt = c->prompt, g.negative_prompt = c->negative;
         g.width = c->width, g.height = c->height, g.batch = c->batch, g.cfg_scale = c->cfg, g.seed = c->seed;
         g.strength = c->strength, g.sampler.steps = c->steps;
+        if (c->mode == XREFINER) g.refiner = ref, g.refiner_switch = c->strength, g.strength = 1.0f;
+        if (c->mode == XTURBO) g.sampler.spacing = SD_SPACING_TRAILING;
         if (sd_sampler_parse_name(&ctx, c->sampler, &g.sampler)) test_fail("%s: sampler %s", c->name, ctx.msg);
         const int64_t nl = (int64_t)c->batch * 4 * (c->height / 8) * (c->width / 8), ni = (int64_t)c->batch * 3 * c->height * c->width;
         char key[96];
         float *init = NULL;
-        if (c->img2img) {
+        if (c->mode == XI2I) {
             snprintf(key, sizeof key, "init_image.%dx%d", c->width, c->height);
             g.init_image = init = gcopy(gf, key, 3LL * c->width * c->height);
         }
@@ -290,7 +305,7 @@ static void test_pipeline(const char *path, const char *config, const char *labe
         float *lat = malloc(sizeof(float) * (size_t)nl), *img = malloc(sizeof(float) * (size_t)ni);
         g.latents_out = lat;
         double e_lat = 0, e_img = 0, mag = 0;
-        int bad = !ref_lat || !ref_img || (c->img2img && !init);
+        int bad = !ref_lat || !ref_img || (c->mode == XI2I && !init);
         if (!bad && sd_generate(&p, &g, img)) {
             printf("  %s: %s\n", c->name, ctx.msg);
             bad = 1;
@@ -306,12 +321,21 @@ static void test_pipeline(const char *path, const char *config, const char *labe
         }
         if (bad) test_fail("%s pipeline %s: latents err %.3g, image err %.3g", label, c->name, e_lat, e_img);
         else test_ok("%s pipeline %s (%s %s, %d steps, %dx%d, batch %d) matches diffusers: latents max abs err %.2e "
-                     "(|ref| <= %.1f), image %.2e", label, c->name, c->img2img ? "img2img" : "txt2img", c->sampler, c->steps,
+                     "(|ref| <= %.1f), image %.2e", label, c->name, xmode_name[c->mode], c->sampler, c->steps,
                      c->width, c->height, c->batch, e_lat, mag, e_img);
+        if (c->mode == XREFINER && !bad) { /* the hand-off matters: the base alone ends elsewhere */
+            g.refiner = NULL;
+            double d = 0;
+            if (sd_generate(&p, &g, img)) test_fail("%s without the refiner: %s", c->name, ctx.msg);
+            for (int64_t k = 0; k < nl; k++) d = fmax(d, fabs(lat[k] - ref_lat[k]));
+            CHECK(d > 0.1, "%s: the base alone differs from the hand-off by %.3g (the refiner steps count)", c->name, d);
+        }
         free(init), free(ref_lat), free(ref_img), free(lat), free(img);
     }
 out:
     if (rt && m) sd_runtime_release_model(rt, m);
+    if (rt && ref) sd_runtime_release_model(rt, ref);
+    sd_model_free(ref);
     sd_runtime_free(rt);
     sd_embed_cache_free(cache);
     sd_tokenizer_free(tok);
@@ -319,7 +343,55 @@ out:
     sd_st_close(gf);
 }
 
-int main(void) {
+/* `sdrt` (next to this test binary) with args; output to /dev/null; the exit status. */
+static char sdrt_bin[PATH_MAX];
+static int run_sdrt(const char *const *args) {
+    const char *argv[40] = {sdrt_bin};
+    int n = 1;
+    while (args[n - 1] && n < 39) argv[n] = args[n - 1], n++;
+    argv[n] = NULL;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) dup2(fd, 1), dup2(fd, 2);
+        execv(sdrt_bin, (char *const *)argv);
+        _exit(127);
+    }
+    int st = 0;
+    return pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli(void) {
+    const char *out = "/tmp/sdrt_test_sdxl_cli.png";
+    unlink(out);
+    const char *bad[] = {"txt2img", "--model", "tests/models/tiny-sdxl-refiner", "--prompt", "a cat", "--steps", "2", "-W", "64",
+                         "-H", "64", "--output", out, NULL};
+    int st = run_sdrt(bad);
+    CHECK(st == 2 && access(out, F_OK) != 0, "sdrt txt2img with a refiner as the model: exit %d (2), no output file", st);
+    const char *ok[] = {"txt2img", "--model", "tests/models/tiny-sdxl.safetensors", "--config", "tests/models/tiny-sdxl",
+                        "--refiner", "tests/models/tiny-sdxl-refiner", "--refiner-switch", "0.8", "--sampler", "Euler",
+                        "--prompt", "a cat", "--negative-prompt", "blurry", "--steps", "5", "-W", "64", "-H", "48", "--seed",
+                        "3", "--output", out, NULL};
+    st = run_sdrt(ok);
+    char *params = NULL;
+    struct sd_ctx ctx = {0};
+    if (st == 0) sd_png_read_text(&ctx, out, "parameters", &params);
+    CHECK(st == 0 && params &&
+              strstr(params, "Size: 64x48, Model: tiny-sdxl, RNG: CPU, Refiner: tiny-sdxl-refiner, Refiner switch at: 0.8, "),
+          "sdrt txt2img --refiner: exit %d, PNG parameters as A1111 writes them: %s", st, params ? params : ctx.msg);
+    free(params);
+    unlink(out);
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    setenv("OMP_WAIT_POLICY", "passive", 0); /* tiny models: idle OpenMP threads sleep (see test_pipeline.c) */
+    setenv("SDRT_PRECISION", "f32", 1);       /* the CLI's parity mode (test_cli.c) */
+    snprintf(sdrt_bin, sizeof sdrt_bin, "%s", argv[0]);
+    char *slash = strrchr(sdrt_bin, '/');
+    if (slash) snprintf(slash, sizeof sdrt_bin - (size_t)(slash - sdrt_bin), "/../sdrt");
+    else snprintf(sdrt_bin, sizeof sdrt_bin, "../sdrt");
     struct { const char *path, *config, *label; int single; } cases[] = {
         {"tests/models/tiny-sdxl", NULL, "tiny-sdxl (diffusers)", 0},
         {"tests/models/tiny-sdxl.safetensors", "tests/models/tiny-sdxl", "tiny-sdxl (SGM single file f16)", 1},
@@ -353,7 +425,9 @@ int main(void) {
     test_bad_single("conditioner.embedders.0.", "only the bigG text encoder",
                     "SGM base file without CLIP ViT-L (a base taken for a refiner)");
     test_bad_folder();
-    test_pipeline("tests/models/tiny-sdxl", NULL, "tiny-sdxl (diffusers)");
-    test_pipeline("tests/models/tiny-sdxl.safetensors", "tests/models/tiny-sdxl", "tiny-sdxl (SGM f16)");
+    test_cli();
+    test_pipeline("tests/models/tiny-sdxl", NULL, "tests/models/tiny-sdxl-refiner", NULL, "tiny-sdxl (diffusers)");
+    test_pipeline("tests/models/tiny-sdxl.safetensors", "tests/models/tiny-sdxl", "tests/models/tiny-sdxl-refiner.safetensors",
+                  "tests/models/tiny-sdxl-refiner", "tiny-sdxl (SGM f16)");
     return test_summary();
 }

@@ -124,6 +124,9 @@ struct gen {
     float *context;         /* [2B or B, chunks*77, d]: uncond first */
     float *pooled, *time_ids; /* SDXL: [2B or B, pooled], [2B or B, add_n_ids], uncond first */
     int L;                  /* tokens per chunk (77) */
+    struct sd_model *ref;   /* SDXL refiner hand-off: the refiner, its conditioning rows (as context/pooled/time_ids) */
+    float *rctx, *rpooled, *rtime;
+    int rchunks, refining;  /* refining: the switch happened */
     float *xin, *tin, *eps; /* UNet batch buffers */
     float *mask_lat;        /* inpaint: [B, 1, h, w] */
     float *masked_lat;      /* inpaint (2*lc+1 channels): [B, lc, h, w] */
@@ -152,9 +155,11 @@ static int denoise(void *user, const float *x, float t, float *out) {
         }
         G->tin[r] = t;
     }
-    const int L = G->chunks * G->L;
-    int rc = sd_run_unet_xl(G->p->rt, G->p->model, G->xin, nb, G->h, G->w, G->tin, G->context, L, G->pooled, G->time_ids,
-                            G->eps);
+    if (G->ref && !G->refining && sd_sdxl_refiner_due(t, G->g->refiner_switch)) G->refining = 1;
+    int rc = G->refining ? sd_run_unet_xl(G->p->rt, G->ref, G->xin, nb, G->h, G->w, G->tin, G->rctx, G->rchunks * G->L, G->rpooled,
+                                          G->rtime, G->eps)
+                         : sd_run_unet_xl(G->p->rt, G->p->model, G->xin, nb, G->h, G->w, G->tin, G->context, G->chunks * G->L,
+                                          G->pooled, G->time_ids, G->eps);
     if (rc) return rc;
     if (!G->cfg) {
         memcpy(out, G->eps, (size_t)B * lat * sizeof(float));
@@ -314,6 +319,18 @@ static int validate(struct sd_pipeline *p, const struct sd_gen_params *g) {
         return rc;
     if (p->model->unet.in_channels == 2 * lc + 1 && !g->mask)
         return sd_errorf(ctx, SD_ERR_INVALID, "%s is an inpainting model: give an init image and a mask", p->model->path);
+    if (g->refiner) {
+        const struct sd_model *r = g->refiner;
+        if (!xl || !sd_family_is_xl(r->family) || !r->te2)
+            return sd_errorf(ctx, SD_ERR_INVALID, "a refiner needs an SDXL base model and an SDXL model as the refiner (%s is %s, "
+                             "%s is %s)", p->model->path, sd_family_name(p->model->family), r->path, sd_family_name(r->family));
+        if (!(g->refiner_switch > 0 && g->refiner_switch <= 1))
+            return sd_errorf(ctx, SD_ERR_INVALID, "refiner switch must be in (0, 1] (got %g)", (double)g->refiner_switch);
+        if (r->unet.in_channels != lc || p->model->unet.in_channels != lc || r->unet.out_channels != lc ||
+            (r->va && r->vae.latent_channels != lc))
+            return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "refiner %s (UNet %d input channels) does not take %s's %d-channel latents "
+                             "(inpainting UNets cannot hand off)", r->path, r->unet.in_channels, p->model->path, lc);
+    }
     if (!xl && g->clip_skip > p->model->clip.layers)
         return sd_errorf(ctx, SD_ERR_INVALID, "clip skip %d is too large for %s: its text encoder has %d layers (1 = last layer)",
                          g->clip_skip, p->model->path, p->model->clip.layers);
@@ -441,6 +458,12 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
             sd_sdxl_time_ids(m, g, !is_cond, G.time_ids + (size_t)r * NI);
         }
     }
+    if (g->refiner) { /* the refiner's own conditioning of the same prompts */
+        struct sd_pipeline rp = *p;
+        rp.model = G.ref = g->refiner;
+        rp.lora = NULL;
+        if ((rc = sd_sdxl_cond_rows(&rp, g, G.cfg, G.B, &G.rctx, &G.rchunks, &G.rpooled, &G.rtime))) goto done;
+    }
     if ((rc = phase(&G, "clip", sd_time_s() - t0, cached_c && cached_u))) goto done;
 
     /* 2. Sampler and starting latents. */
@@ -549,13 +572,15 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
         for (int b = 0; b < G.B && !rc; b++)
             rc = sd_run_taesd_decode(p->rt, g->taesd_decode, x + b * G.lat, 1, G.h, G.w, images + (size_t)b * n_img);
     } else {
-        const float inv = 1.0f / m->vae.scaling_factor;
+        /* After a refiner hand-off the refiner's VAE decodes (A1111's current model, diffusers' refiner pipeline). */
+        struct sd_model *dm = G.refining && G.ref->va ? G.ref : m;
+        const float inv = 1.0f / dm->vae.scaling_factor;
         for (size_t i = 0; i < (size_t)G.B * G.lat; i++) x[i] *= inv;
         int tile;
-        rc = sd_vae_want_tiles(p->ctx, m, 1, G.h, G.w, g->vae_tiling, g->memory_budget, g->vae_tile, &G.tiled, &tile);
+        rc = sd_vae_want_tiles(p->ctx, dm, 1, G.h, G.w, g->vae_tiling, g->memory_budget, g->vae_tile, &G.tiled, &tile);
         for (int b = 0; b < G.B && !rc; b++)
-            rc = G.tiled ? sd_vae_decode_tiled(p->rt, m, x + b * G.lat, 1, G.h, G.w, tile, images + (size_t)b * n_img)
-                         : sd_run_vae_decode(p->rt, m, x + b * G.lat, 1, G.h, G.w, images + (size_t)b * n_img);
+            rc = G.tiled ? sd_vae_decode_tiled(p->rt, dm, x + b * G.lat, 1, G.h, G.w, tile, images + (size_t)b * n_img)
+                         : sd_run_vae_decode(p->rt, dm, x + b * G.lat, 1, G.h, G.w, images + (size_t)b * n_img);
     }
 #ifdef SDRT_POISON
     size_t unwritten = rc ? 0 : sd_poison_count(images, (size_t)G.B * n_img);
@@ -573,6 +598,7 @@ done:
     sd_sampler_free(G.s);
     free(cond); free(unc); free(x);
     free(G.context); free(G.xin); free(G.tin); free(G.eps); free(G.pooled); free(G.time_ids); free(pooled_cu);
+    free(G.rctx); free(G.rpooled); free(G.rtime);
     free(G.mask_lat); free(G.masked_lat); free(G.init_lat); free(G.noise); free(G.x0_last);
     return rc;
 }

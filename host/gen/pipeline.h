@@ -67,6 +67,14 @@ struct sd_gen_params {
     int clip_skip;                      /* A1111 numbering: 0/1 = last layer (SDXL: ignored, as A1111:
                                          * both encoders give their penultimate layer) */
     struct sd_xl_cond xl, xl_neg;       /* SDXL size / crop / aesthetic conditioning (see above) */
+    /* SDXL base + refiner hand-off (A1111 semantics): once a model call's
+     * timestep t has (999 - t) / 1000 >= refiner_switch, that call and every
+     * later one run `refiner` (same sampler state and random stream), with
+     * its own conditioning of the same prompts (bigG, aesthetic scores);
+     * its VAE then decodes. NULL = no refiner. The refiner must be SDXL with
+     * the base's latent space, loaded, and released by the caller. */
+    struct sd_model *refiner;
+    float refiner_switch;               /* (0, 1]; A1111's default 0.8 */
     /* img2img / inpaint: init_image [3, height, width] in [-1, 1] */
     const float *init_image;
     float strength;                     /* (0, 1]: steps run = floor(steps * strength). img2img

@@ -109,3 +109,45 @@ void sd_sdxl_time_ids(const struct sd_model *m, const struct sd_gen_params *g, i
         ids[4] = th, ids[5] = tw;
     }
 }
+
+int sd_sdxl_cond_rows(struct sd_pipeline *p, const struct sd_gen_params *g, int cfg, int B, float **ctx, int *chunks,
+                      float **pooled, float **time_ids) {
+    const struct sd_model *m = p->model;
+    const int W = sd_sdxl_context_width(m), P = sd_sdxl_pooled_width(m), NI = m->unet.add_n_ids, L = m->clip2.max_pos;
+    const char *neg = g->negative_prompt ? g->negative_prompt : "";
+    float *side[3] = {NULL, NULL, NULL}; /* cond, uncond, "" */
+    float *pool = calloc((size_t)3 * (P > 0 ? P : 1), sizeof(float));
+    int n[3] = {0, 0, 0}, cached = 0, rc = pool ? SD_OK : sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
+    *ctx = *pooled = *time_ids = NULL;
+    if (!rc) rc = sd_sdxl_encode_prompt(p, g->prompt, &side[0], &n[0], pool, &cached);
+    if (!rc && cfg) {
+        if (*neg) {
+            rc = sd_sdxl_encode_prompt(p, neg, &side[1], &n[1], pool + P, &cached);
+        } else if (!(side[1] = calloc((size_t)L * W, sizeof(float)))) {
+            rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
+        } else {
+            n[1] = 1;
+        }
+    }
+    if (!rc && cfg && n[0] != n[1]) rc = sd_sdxl_encode_prompt(p, "", &side[2], &n[2], pool + 2 * P, &cached);
+    const int nch = n[0] > n[1] ? n[0] : n[1], rows = cfg ? 2 * B : B;
+    const size_t per = (size_t)nch * L * W;
+    if (!rc && (!(*ctx = malloc(sizeof(float) * per * rows)) || !(*pooled = malloc(sizeof(float) * (size_t)rows * (P > 0 ? P : 1))) ||
+                !(*time_ids = malloc(sizeof(float) * (size_t)rows * NI))))
+        rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
+    for (int r = 0; !rc && r < rows; r++) {
+        const int c = !cfg || r >= B ? 0 : 1;
+        for (int k = 0; k < nch; k++)
+            memcpy(*ctx + r * per + (size_t)k * L * W, k < n[c] ? side[c] + (size_t)k * L * W : side[2], sizeof(float) * (size_t)L * W);
+        memcpy(*pooled + (size_t)r * P, pool + (size_t)c * P, sizeof(float) * (size_t)P);
+        sd_sdxl_time_ids(m, g, c == 1, *time_ids + (size_t)r * NI);
+    }
+    *chunks = nch;
+    for (int i = 0; i < 3; i++) free(side[i]);
+    free(pool);
+    if (rc) {
+        free(*ctx), free(*pooled), free(*time_ids);
+        *ctx = *pooled = *time_ids = NULL;
+    }
+    return rc;
+}

@@ -34,4 +34,21 @@ int sd_sdxl_encode_prompt(struct sd_pipeline *p, const char *prompt, float **ctx
  * first (diffusers: negative_* default to the positive values). */
 void sd_sdxl_time_ids(const struct sd_model *m, const struct sd_gen_params *g, int negative, float *ids);
 
+/* Everything an SDXL UNet call needs for g, for the model p->model (the
+ * refiner's hand-off builds its own this way): rows [uncond x B, cond x B]
+ * with CFG (cfg != 0), else [cond x B]; *ctx [rows, *chunks * 77, context
+ * width] (the shorter side padded with the encoding of ""), *pooled [rows,
+ * pooled width], *time_ids [rows, add_n_ids]; all malloc'd. An empty
+ * negative prompt is zeros (A1111's force_zero_negative_prompt). */
+int sd_sdxl_cond_rows(struct sd_pipeline *p, const struct sd_gen_params *g, int cfg, int B, float **ctx, int *chunks,
+                      float **pooled, float **time_ids);
+
+/* A1111's refiner switch (sd_samplers_common.apply_refiner, by sigma): a
+ * model call at timestep t runs the refiner once (999 - round(t)) / 1000 >=
+ * the switch fraction. */
+static inline int sd_sdxl_refiner_due(float t, float switch_at) {
+    const float ts = t < 0 ? 0 : (float)(int)(t + 0.5f);
+    return (999.0f - ts) / 1000.0f >= switch_at;
+}
+
 #endif

@@ -17,6 +17,16 @@ diffusers' default, which is A1111's: original size = target size = (height,
 width), crop (0, 0), the same for the negative; an empty negative prompt is
 zeros (force_zeros_for_empty_prompt).
 
+Refiner hand-off ("refiner" cases): diffusers' documented ensemble of experts, the base with
+denoising_end = switch and output_type="latent", then StableDiffusionXLImg2ImgPipeline on
+tests/models/tiny-sdxl-refiner with denoising_start = switch on those latents. With Euler
+(no sampler history, no noise draws after the start) that is exactly A1111's hand-off, which
+swaps the model inside one sampling run at the first call whose timestep t has
+(999 - t) / 1000 >= switch: both split the timesteps at t < round(1000 * (1 - switch)). The
+negative prompt is not empty (diffusers' refiner config encodes "" where A1111 gives zeros).
+Turbo ("turbo"): SDXL-Turbo's scheduler setting, Euler a with timestep_spacing "trailing",
+guidance_scale 0, 1 step.
+
 Entries per case <c>: <c>.latents [B, 4, H/8, W/8] (output_type="latent"),
 <c>.image [B, 3, H, W] in [0, 1] (output_type="np", NCHW); init_image.<W>x<H>
 [3, H, W] in [-1, 1]. Case parameters are in the metadata ("cases") and in
@@ -47,7 +57,11 @@ CASES = [
     ("xl_t2i_euler_a_b2", "txt2img", "Euler a", 3, 48, 64, 7.5, gp.P_ROBOT, gp.NEG, 2, 1.0, 43),
     ("xl_t2i_nocfg", "txt2img", "Euler", 3, 64, 64, 1.0, gp.P_CAT, "", 1, 1.0, 44),
     ("xl_i2i_euler_a_s06", "img2img", "Euler a", 5, 64, 48, 7.5, gp.P_LIGHT, "", 1, 0.6, 45),
+    # base + refiner hand-off at 0.8 (strength column: the switch), Turbo-style 1 step (trailing, no CFG)
+    ("xl_refiner_euler", "refiner", "Euler", 10, 64, 64, 7.5, gp.P_CAT, gp.NEG, 1, 0.8, 46),
+    ("xl_turbo_1step", "turbo", "Euler a", 1, 64, 64, 0.0, gp.P_CAT, "", 1, 1.0, 47),
 ]
+REFINER = os.path.join(gp.MODELS, "tiny-sdxl-refiner")
 
 
 def tokenizer(sub, tmp):
@@ -70,23 +84,39 @@ def main():
         if t1.pad_token_id != 49407 or t2.pad_token_id != 0:
             sys.exit(f"tokenizer pads {t1.pad_token_id}, {t2.pad_token_id}: expected 49407, 0")
         base = StableDiffusionXLPipeline.from_pretrained(MODEL, tokenizer=t1, tokenizer_2=t2, torch_dtype=torch.float32)
+        refiner = StableDiffusionXLImg2ImgPipeline.from_pretrained(REFINER, tokenizer_2=t2, torch_dtype=torch.float32)
+        refiner.set_progress_bar_config(disable=True)
         for name, mode, sampler, steps, w, h, cfg, prompt, neg, batch, strength, seed in CASES:
             cls, extra, _ = gp.SAMPLERS[sampler]
             comps = dict(base.components)
-            comps["scheduler"] = cls.from_config(base.scheduler.config, steps_offset=1, **extra)
-            pipe = (StableDiffusionXLPipeline if mode == "txt2img" else StableDiffusionXLImg2ImgPipeline)(**comps)
+            sched = dict(extra, timestep_spacing="trailing") if mode == "turbo" else extra
+            comps["scheduler"] = cls.from_config(base.scheduler.config, steps_offset=1, **sched)
+            pipe = (StableDiffusionXLImg2ImgPipeline if mode == "img2img" else StableDiffusionXLPipeline)(**comps)
             pipe.set_progress_bar_config(disable=True)
             kw = dict(prompt=prompt, negative_prompt=neg or None, num_inference_steps=steps, guidance_scale=cfg,
                       num_images_per_prompt=batch)
-            if mode == "txt2img":
+            if mode != "img2img":
                 kw.update(height=h, width=w)
             else:
                 img = gp.init_image(w, h)
                 kw.update(image=img, strength=strength)
                 out[f"init_image.{w}x{h}"] = pipe.image_processor.preprocess(img, height=h, width=w)[0].float()
             with torch.no_grad():
-                lat = pipe(**kw, generator=torch.Generator("cpu").manual_seed(seed), output_type="latent").images
-                img = pipe(**kw, generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images
+                if mode == "refiner":
+                    rc = dict(refiner.components)
+                    rc["scheduler"] = cls.from_config(refiner.scheduler.config, steps_offset=1, **extra)
+                    rp = StableDiffusionXLImg2ImgPipeline(**rc, requires_aesthetics_score=True,
+                                                          force_zeros_for_empty_prompt=False)
+                    rp.set_progress_bar_config(disable=True)
+                    mid = pipe(**kw, generator=torch.Generator("cpu").manual_seed(seed), denoising_end=strength,
+                               output_type="latent").images
+                    rkw = dict(prompt=prompt, negative_prompt=neg, num_inference_steps=steps, guidance_scale=cfg,
+                               image=mid, denoising_start=strength)
+                    lat = rp(**rkw, generator=torch.Generator("cpu").manual_seed(seed), output_type="latent").images
+                    img = rp(**rkw, generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images
+                else:
+                    lat = pipe(**kw, generator=torch.Generator("cpu").manual_seed(seed), output_type="latent").images
+                    img = pipe(**kw, generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images
             if not torch.isfinite(lat).all() or not np.isfinite(img).all():
                 sys.exit(f"{name}: non-finite output")
             out[f"{name}.latents"] = lat.float().contiguous()
