@@ -23,6 +23,7 @@
  * Tolerances: about 10x the measured error (printed in each ok line).
  */
 #include "embed_cache.h"
+#include "lora.h"
 #include "model_load.h"
 #include "model_run.h"
 #include "pipeline.h"
@@ -256,6 +257,82 @@ out:
     sd_st_close(gf);
 }
 
+static int lora_event(void *user, const struct sd_gen_event *ev) {
+    if (ev->kind == SD_EV_LORA && ev->lora) *(struct sd_lora_report *)user = *ev->lora;
+    return 0;
+}
+
+/* SDXL LoRAs (tests/reference/gen_lora_sdxl.py) against diffusers'
+ * load_lora_weights + fuse_lora: kohya lora_te1_/lora_te2_ + SGM-named UNet
+ * modules at 0.8, PEFT unet./text_encoder./text_encoder_2. at 0.7; every
+ * module must match; then no LoRA gives the plain golden again (exact
+ * restore). On the SGM file the bigG q/k/v are row slices of in_proj. */
+static void test_lora(const char *path, const char *config, const char *label) {
+    struct sd_ctx ctx = {0};
+    struct sd_model *m = NULL;
+    struct sd_tokenizer *tok = NULL;
+    struct sd_runtime *rt = NULL;
+    struct sd_lora_state *ls = NULL;
+    struct sd_embed_cache *cache = sd_embed_cache_new(16u << 20);
+    struct sd_st_file *gl = golden("lora_sdxl"), *gp = golden("sdxl_pipeline");
+    if (sd_model_load(&ctx, path, config, &m) || !(tok = sd_tokenizer_load_bpe_gz(&ctx, vocab_path())) ||
+        !(rt = sd_runtime_new(&ctx, NULL)) || !(ls = sd_lora_state_new(&ctx, m)) || !gl || !gp) {
+        test_fail("%s lora setup: %s", label, ctx.msg);
+        goto out;
+    }
+    struct sd_pipeline p = {.ctx = &ctx, .model = m, .rt = rt, .tok = tok, .cache = cache, .lora = ls};
+    static const struct { const char *name, *file; float mult; } cases[] = {
+        {"sdxl_kohya", "tests/lora/sdxl_kohya.safetensors", 0.8f},
+        {"sdxl_peft", "tests/lora/sdxl_peft.safetensors", 0.7f},
+        {"xl_t2i_euler", NULL, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct sd_gen_params g;
+        sd_gen_params_init(&g);
+        g.prompt = "a photo of a cat", g.width = g.height = 64, g.cfg_scale = 7.5f, g.seed = 41, g.sampler.steps = 4;
+        sd_sampler_parse_name(&ctx, "Euler", &g.sampler);
+        struct sd_lora_req req = {cases[i].file, cases[i].mult, cases[i].mult};
+        struct sd_lora_report rep = {0};
+        if (cases[i].file) g.loras = &req, g.n_loras = 1;
+        g.on_event = lora_event, g.user = &rep;
+        char key[96];
+        struct sd_st_file *gf = cases[i].file ? gl : gp;
+        snprintf(key, sizeof key, "%s.latents", cases[i].name);
+        float *ref_lat = gcopy(gf, key, 4 * 8 * 8);
+        snprintf(key, sizeof key, "%s.image", cases[i].name);
+        float *ref_img = gcopy(gf, key, 3 * 64 * 64);
+        float lat[4 * 8 * 8], *img = malloc(sizeof(float) * 3 * 64 * 64);
+        g.latents_out = lat;
+        double e_lat = 0, e_img = 0;
+        int bad = !ref_lat || !ref_img;
+        if (!bad && sd_generate(&p, &g, img)) {
+            printf("  %s: %s\n", cases[i].name, ctx.msg);
+            bad = 1;
+        }
+        if (!bad) {
+            for (int k = 0; k < 3 * 64 * 64; k++) img[k] = img[k] / 2 + 0.5f < 0 ? 0 : img[k] / 2 + 0.5f > 1 ? 1 : img[k] / 2 + 0.5f;
+            bad |= check_close(cases[i].name, lat, ref_lat, 4 * 8 * 8, 3e-3, 1e-4, &e_lat);
+            bad |= check_close(cases[i].name, img, ref_img, 3 * 64 * 64, 1e-4, 1e-4, &e_img);
+        }
+        bad |= cases[i].file && (rep.matched == 0 || rep.unmatched != 0);
+        if (bad) test_fail("%s lora %s: latents err %.3g, image err %.3g, %d modules matched, %d not", label, cases[i].name,
+                           e_lat, e_img, rep.matched, rep.unmatched);
+        else test_ok("%s %s%s matches diffusers (%d modules, none unmatched): latents err %.2e, image %.2e", label,
+                     cases[i].name, cases[i].file ? " LoRA" : " after the LoRAs (restored)", rep.matched, e_lat, e_img);
+        free(ref_lat), free(ref_img), free(img);
+    }
+    sd_lora_apply(ls, NULL, 0, &rt, 1, NULL, NULL);
+out:
+    sd_lora_state_free(ls);
+    if (rt && m) sd_runtime_release_model(rt, m);
+    sd_runtime_free(rt);
+    sd_embed_cache_free(cache);
+    sd_tokenizer_free(tok);
+    sd_model_free(m);
+    sd_st_close(gl);
+    sd_st_close(gp);
+}
+
 /* `sdrt` (next to this test binary) with args; output to /dev/null; the exit status. */
 static char sdrt_bin[PATH_MAX];
 static int run_sdrt(const char *const *args) {
@@ -339,6 +416,8 @@ int main(int argc, char **argv) {
                     "SGM base file without CLIP ViT-L (a base taken for a refiner)");
     test_bad_folder();
     test_cli();
+    test_lora("tests/models/tiny-sdxl", NULL, "tiny-sdxl (diffusers)");
+    test_lora("tests/models/tiny-sdxl.safetensors", "tests/models/tiny-sdxl", "tiny-sdxl (SGM f16)");
     test_pipeline("tests/models/tiny-sdxl", NULL, "tests/models/tiny-sdxl-refiner", NULL, "tiny-sdxl (diffusers)");
     test_pipeline("tests/models/tiny-sdxl.safetensors", "tests/models/tiny-sdxl", "tests/models/tiny-sdxl-refiner.safetensors",
                   "tests/models/tiny-sdxl-refiner", "tiny-sdxl (SGM f16)");
