@@ -145,7 +145,7 @@ static void test_bad_folder(void) {
     rmdir(dir);
 }
 
-enum xmode { XT2I, XI2I, XREFINER, XTURBO };
+enum xmode { XT2I, XI2I, XREFINER, XTURBO, XINPAINT };
 
 struct xcase {
     const char *name;
@@ -171,8 +171,12 @@ static const struct xcase xcases[] = {
     /* strength: the refiner switch */
     {"xl_refiner_euler", XREFINER, "Euler", 10, 64, 64, 7.5f, "a photo of a cat", NEG, 1, 0.8f, 46},
     {"xl_turbo_1step", XTURBO, "Euler a", 1, 64, 64, 0.0f, "a photo of a cat", "", 1, 1.0f, 47},
+    /* tests/models/tiny-sdxl-inpaint: 9-channel UNet */
+    {"xl_inp9_euler_a", XINPAINT, "Euler a", 4, 64, 64, 7.5f, "a photo of a cat", NEG, 1, 1.0f, 48},
+    {"xl_inp9_ddim_s075", XINPAINT, "DDIM", 4, 64, 64, 7.5f, "a small robot reading a book in a library", "", 1, 0.75f, 49},
 };
-static const char *const xmode_name[] = {"txt2img", "img2img", "base + refiner", "turbo (trailing, no CFG)"};
+static const char *const xmode_name[] = {"txt2img", "img2img", "base + refiner", "turbo (trailing, no CFG)",
+                                         "inpaint (9-channel UNet)"};
 
 static float *gcopy(struct sd_st_file *f, const char *name, int64_t n) {
     const struct sd_st_tensor *t = gt(f, name);
@@ -182,21 +186,28 @@ static float *gcopy(struct sd_st_file *f, const char *name, int64_t n) {
     return o;
 }
 
-static void test_pipeline(const char *path, const char *config, const char *rpath, const char *rconfig, const char *label) {
+static void test_pipeline(const char *path, const char *config, const char *rpath, const char *rconfig, const char *ipath,
+                          const char *label) {
     struct sd_ctx ctx = {0};
-    struct sd_model *m = NULL, *ref = NULL;
+    struct sd_model *m = NULL, *ref = NULL, *inp = NULL;
     struct sd_tokenizer *tok = NULL;
     struct sd_runtime *rt = NULL;
     struct sd_embed_cache *cache = sd_embed_cache_new(16u << 20);
     struct sd_st_file *gf = golden("sdxl_pipeline");
     if (sd_model_load(&ctx, path, config, &m) || !(tok = sd_tokenizer_load_bpe_gz(&ctx, vocab_path())) ||
-        !(rt = sd_runtime_new(&ctx, NULL)) || !gf || sd_model_load(&ctx, rpath, rconfig, &ref)) {
+        !(rt = sd_runtime_new(&ctx, NULL)) || !gf || sd_model_load(&ctx, rpath, rconfig, &ref) ||
+        (ipath && sd_model_load(&ctx, ipath, NULL, &inp))) {
         test_fail("%s pipeline setup: %s", label, ctx.msg);
         goto out;
     }
     struct sd_pipeline p = {.ctx = &ctx, .model = m, .rt = rt, .tok = tok, .cache = cache};
     for (size_t i = 0; i < sizeof xcases / sizeof xcases[0]; i++) {
         const struct xcase *c = &xcases[i];
+        if (c->mode == XINPAINT && !inp) continue;
+        p.model = c->mode == XINPAINT ? inp : m;
+        if (c->mode == XINPAINT)
+            CHECK(inp->family == SD_FAMILY_SDXL_INPAINT, "%s detected as %s (%s)", ipath, sd_family_name(inp->family),
+                  inp->family_why);
         struct sd_gen_params g;
         sd_gen_params_init(&g);
         g.prompt = c->prompt, g.negative_prompt = c->negative;
@@ -207,10 +218,14 @@ static void test_pipeline(const char *path, const char *config, const char *rpat
         if (sd_sampler_parse_name(&ctx, c->sampler, &g.sampler)) test_fail("%s: sampler %s", c->name, ctx.msg);
         const int64_t nl = (int64_t)c->batch * 4 * (c->height / 8) * (c->width / 8), ni = (int64_t)c->batch * 3 * c->height * c->width;
         char key[96];
-        float *init = NULL;
-        if (c->mode == XI2I) {
+        float *init = NULL, *mask = NULL;
+        if (c->mode == XI2I || c->mode == XINPAINT) {
             snprintf(key, sizeof key, "init_image.%dx%d", c->width, c->height);
             g.init_image = init = gcopy(gf, key, 3LL * c->width * c->height);
+        }
+        if (c->mode == XINPAINT) {
+            snprintf(key, sizeof key, "mask.%dx%d", c->width, c->height);
+            g.mask = mask = gcopy(gf, key, (int64_t)c->width * c->height);
         }
         snprintf(key, sizeof key, "%s.latents", c->name);
         float *ref_lat = gcopy(gf, key, nl);
@@ -219,7 +234,7 @@ static void test_pipeline(const char *path, const char *config, const char *rpat
         float *lat = malloc(sizeof(float) * (size_t)nl), *img = malloc(sizeof(float) * (size_t)ni);
         g.latents_out = lat;
         double e_lat = 0, e_img = 0, mag = 0;
-        int bad = !ref_lat || !ref_img || (c->mode == XI2I && !init);
+        int bad = !ref_lat || !ref_img || ((c->mode == XI2I || c->mode == XINPAINT) && !init) || (c->mode == XINPAINT && !mask);
         if (!bad && sd_generate(&p, &g, img)) {
             printf("  %s: %s\n", c->name, ctx.msg);
             bad = 1;
@@ -244,12 +259,14 @@ static void test_pipeline(const char *path, const char *config, const char *rpat
             for (int64_t k = 0; k < nl; k++) d = fmax(d, fabs(lat[k] - ref_lat[k]));
             CHECK(d > 0.1, "%s: the base alone differs from the hand-off by %.3g (the refiner steps count)", c->name, d);
         }
-        free(init), free(ref_lat), free(ref_img), free(lat), free(img);
+        free(init), free(mask), free(ref_lat), free(ref_img), free(lat), free(img);
     }
 out:
     if (rt && m) sd_runtime_release_model(rt, m);
     if (rt && ref) sd_runtime_release_model(rt, ref);
+    if (rt && inp) sd_runtime_release_model(rt, inp);
     sd_model_free(ref);
+    sd_model_free(inp);
     sd_runtime_free(rt);
     sd_embed_cache_free(cache);
     sd_tokenizer_free(tok);
@@ -418,8 +435,9 @@ int main(int argc, char **argv) {
     test_cli();
     test_lora("tests/models/tiny-sdxl", NULL, "tiny-sdxl (diffusers)");
     test_lora("tests/models/tiny-sdxl.safetensors", "tests/models/tiny-sdxl", "tiny-sdxl (SGM f16)");
-    test_pipeline("tests/models/tiny-sdxl", NULL, "tests/models/tiny-sdxl-refiner", NULL, "tiny-sdxl (diffusers)");
+    test_pipeline("tests/models/tiny-sdxl", NULL, "tests/models/tiny-sdxl-refiner", NULL, "tests/models/tiny-sdxl-inpaint",
+                  "tiny-sdxl (diffusers)");
     test_pipeline("tests/models/tiny-sdxl.safetensors", "tests/models/tiny-sdxl", "tests/models/tiny-sdxl-refiner.safetensors",
-                  "tests/models/tiny-sdxl-refiner", "tiny-sdxl (SGM f16)");
+                  "tests/models/tiny-sdxl-refiner", NULL, "tiny-sdxl (SGM f16)");
     return test_summary();
 }

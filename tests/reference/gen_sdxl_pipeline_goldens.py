@@ -40,7 +40,7 @@ import tempfile
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline
 from transformers import CLIPTokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +60,11 @@ CASES = [
     # base + refiner hand-off at 0.8 (strength column: the switch), Turbo-style 1 step (trailing, no CFG)
     ("xl_refiner_euler", "refiner", "Euler", 10, 64, 64, 7.5, gp.P_CAT, gp.NEG, 1, 0.8, 46),
     ("xl_turbo_1step", "turbo", "Euler a", 1, 64, 64, 0.0, gp.P_CAT, "", 1, 1.0, 47),
+    # the 9-channel SDXL inpainting UNet (tests/models/tiny-sdxl-inpaint)
+    ("xl_inp9_euler_a", "inpaint", "Euler a", 4, 64, 64, 7.5, gp.P_CAT, gp.NEG, 1, 1.0, 48),
+    ("xl_inp9_ddim_s075", "inpaint", "DDIM", 4, 64, 64, 7.5, gp.P_ROBOT, "", 1, 0.75, 49),
 ]
+INPAINT = os.path.join(gp.MODELS, "tiny-sdxl-inpaint")
 REFINER = os.path.join(gp.MODELS, "tiny-sdxl-refiner")
 
 
@@ -86,21 +90,28 @@ def main():
         base = StableDiffusionXLPipeline.from_pretrained(MODEL, tokenizer=t1, tokenizer_2=t2, torch_dtype=torch.float32)
         refiner = StableDiffusionXLImg2ImgPipeline.from_pretrained(REFINER, tokenizer_2=t2, torch_dtype=torch.float32)
         refiner.set_progress_bar_config(disable=True)
+        inpaint = StableDiffusionXLInpaintPipeline.from_pretrained(INPAINT, tokenizer=t1, tokenizer_2=t2,
+                                                                   torch_dtype=torch.float32)
         for name, mode, sampler, steps, w, h, cfg, prompt, neg, batch, strength, seed in CASES:
             cls, extra, _ = gp.SAMPLERS[sampler]
-            comps = dict(base.components)
+            comps = dict((inpaint if mode == "inpaint" else base).components)
             sched = dict(extra, timestep_spacing="trailing") if mode == "turbo" else extra
             comps["scheduler"] = cls.from_config(base.scheduler.config, steps_offset=1, **sched)
-            pipe = (StableDiffusionXLImg2ImgPipeline if mode == "img2img" else StableDiffusionXLPipeline)(**comps)
+            cls_p = {"img2img": StableDiffusionXLImg2ImgPipeline, "inpaint": StableDiffusionXLInpaintPipeline}
+            pipe = cls_p.get(mode, StableDiffusionXLPipeline)(**comps)
             pipe.set_progress_bar_config(disable=True)
             kw = dict(prompt=prompt, negative_prompt=neg or None, num_inference_steps=steps, guidance_scale=cfg,
                       num_images_per_prompt=batch)
             if mode != "img2img":
                 kw.update(height=h, width=w)
-            else:
+            if mode in ("img2img", "inpaint"):
                 img = gp.init_image(w, h)
                 kw.update(image=img, strength=strength)
                 out[f"init_image.{w}x{h}"] = pipe.image_processor.preprocess(img, height=h, width=w)[0].float()
+            if mode == "inpaint":
+                mk = gp.mask_image(w, h)
+                kw.update(mask_image=mk)
+                out[f"mask.{w}x{h}"] = torch.from_numpy(np.asarray(mk, dtype=np.float32) / np.float32(255.0))
             with torch.no_grad():
                 if mode == "refiner":
                     rc = dict(refiner.components)

@@ -48,7 +48,7 @@ transformers.utils.logging.set_verbosity_error()
 TOKEN_EMB = "text_model.embeddings.token_embedding.weight"
 SCALE = 0.13025
 TE1_HIDDEN, TE2_HIDDEN, PROJ, TIME_DIM = 8, 12, 12, 8
-SEEDS = dict(te1=501, te2=502, unet=503, vae=504, inputs=505, refiner=506)
+SEEDS = dict(te1=501, te2=502, unet=503, vae=504, inputs=505, refiner=506, inpaint=507)
 SGM_TE1 = "conditioner.embedders.0.transformer."
 SGM_TE2 = "conditioner.embedders.1.model."
 
@@ -96,14 +96,15 @@ UNET = dict(
 UNET_REFINER = dict(UNET, cross_attention_dim=TE2_HIDDEN, block_out_channels=[8, 16, 20],
                     attention_head_dim=[2, 4, 5], transformer_layers_per_block=[1, 2, 2],
                     projection_class_embeddings_input_dim=PROJ + 5 * TIME_DIM)
+UNET_INPAINT = dict(UNET, in_channels=9)  # SDXL inpainting: latent, mask, masked-image latent
 VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
            up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[8, 12, 16, 16],
            layers_per_block=2, act_fn="silu", latent_channels=4, norm_num_groups=4,
            sample_size=64, scaling_factor=SCALE, force_upcast=True)
+# stabilityai/stable-diffusion-xl-base-1.0 scheduler/scheduler_config.json (it keeps the PNDM/DDIM keys
+# clip_sample, set_alpha_to_one, skip_prk_steps false/false/true, which other samplers built from it read)
 SCHEDULER = dict(model_io.SCHEDULER_SD15, _class_name="EulerDiscreteScheduler", interpolation_type="linear",
                  timestep_spacing="leading", use_karras_sigmas=False)
-for k in ("skip_prk_steps", "clip_sample", "set_alpha_to_one"):
-    SCHEDULER.pop(k, None)
 
 IDS = [[49406, 49407],
        [49406, 320, 1125, 539, 320, 2368, 49407],
@@ -126,6 +127,26 @@ def build():
     vae = model_io.randomise(AutoencoderKL(**VAE), SEEDS["vae"]).eval()
     refiner = model_io.randomise(UNet2DConditionModel(**UNET_REFINER), SEEDS["refiner"]).eval()
     return te1, te2, unet, vae, refiner
+
+
+def write_inpaint_folder(d, unet):
+    """tiny-sdxl-inpaint: its own 9-channel unet/, everything else linked to tiny-sdxl."""
+    if os.path.lexists(d):
+        shutil.rmtree(d)
+    os.makedirs(d)
+    for sub in ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae", "scheduler"):
+        os.symlink(os.path.join("..", "tiny-sdxl", sub), os.path.join(d, sub))
+    unet.save_pretrained(os.path.join(d, "unet"), safe_serialization=True)
+    model_io.write_json(os.path.join(d, "model_index.json"), {
+        "_class_name": "StableDiffusionXLInpaintPipeline", "_diffusers_version": "0.31.0",
+        "force_zeros_for_empty_prompt": True, "requires_aesthetics_score": False,
+        "feature_extractor": [None, None], "image_encoder": [None, None],
+        "scheduler": ["diffusers", SCHEDULER["_class_name"]],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+    })
 
 
 def text_tensors(model):
@@ -273,6 +294,9 @@ def main():
     single = os.path.join(models, "tiny-sdxl.safetensors")
     model_io.save_tensors(single, model_io.cast_floats(sgm_single(te1, te2, unet, vae), torch.float16),
                           {"sdrt_note": "tiny random-weight SDXL model for tests (tests/reference/gen_tiny_sdxl.py)"})
+    torch.manual_seed(0)
+    inpaint = model_io.randomise(UNet2DConditionModel(**UNET_INPAINT), SEEDS["inpaint"]).eval()
+    write_inpaint_folder(os.path.join(models, "tiny-sdxl-inpaint"), inpaint)
     dr = os.path.join(models, "tiny-sdxl-refiner")
     write_refiner_folder(dr)
     refiner.save_pretrained(os.path.join(dr, "unet"), safe_serialization=True)
