@@ -203,7 +203,8 @@ def bigg_openclip(te2, embedder=SGM_TE2):
     stored in OpenCLIP's orientation [width, embed] = Linear weight transposed."""
     sd = text_tensors(te2)
     proj = sd.pop("text_projection.weight")
-    oc = ldm_keys.sd2_clip_to_openclip(sd, 3, proj.t().contiguous(), torch.tensor(2.6592600345611572))
+    oc = ldm_keys.sd2_clip_to_openclip(sd, te2.config.num_hidden_layers, proj.t().contiguous(),
+                                       torch.tensor(2.6592600345611572))
     return {embedder + k[len(ldm_keys.SD2_CLIP_PREFIX):]: v for k, v in oc.items()}
 
 

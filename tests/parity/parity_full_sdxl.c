@@ -1,0 +1,70 @@
+/* parity_full_sdxl.c - a full-size random SDXL checkpoint (written by
+ * tests/reference/gen_full_sdxl.py into models/, never committed) through
+ * sdrt against diffusers' outputs for the same inputs: both text encoders
+ * (penultimate states, pooled projection), the UNet with add_embedding at
+ * 16x16 (CFG pair) and 12x10 latents, the VAE decode (32x32 -> 256x256)
+ * and encode - the checks of tests/sdxl_parity.h with its bounds times
+ * --scale (default 20: 20x the tiny model's bounds; the measured errors
+ * are printed). Also prints the load time, the time per component and the
+ * resident memory.
+ *
+ *   build/tests/parity_full_sdxl MODEL GOLDEN [--backend cpu|opencl] [--scale X]
+ */
+#include "sdxl_parity.h"
+#include "weights.h"
+
+static long proc_kb(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    size_t n = strlen(key);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, key, n)) v = atol(line + n + 1);
+    if (f) fclose(f);
+    return v;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s MODEL GOLDEN [--backend cpu|opencl] [--scale X]\n", argv[0]);
+        return 2;
+    }
+    struct sd_runtime_opts o;
+    sd_runtime_opts_init(&o);
+    for (int i = 3; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--backend")) o.backend = !strcmp(argv[i + 1], "opencl") ? SD_BACKEND_OPENCL : SD_BACKEND_CPU;
+        else if (!strcmp(argv[i], "--scale")) sdxl_tol_scale = atof(argv[i + 1]);
+    }
+    if (sdxl_tol_scale == 1.0) sdxl_tol_scale = 20;
+    struct sd_ctx ctx = {0};
+    struct sd_model *m = NULL;
+    double t0 = sd_time_s();
+    if (sd_model_load(&ctx, argv[1], NULL, &m) || sd_model_load_weights(m)) {
+        fprintf(stderr, "load: %s\n", ctx.msg);
+        return 1;
+    }
+    printf("%s: %s, loaded in %.1f s, resident %.0f MiB; parameters te %lld, te2 %lld, unet %lld, vae %lld\n", argv[1],
+           sd_family_name(m->family), sd_time_s() - t0, proc_kb("VmRSS:") / 1024.0, (long long)sd_weights_n_params(m->te),
+           (long long)sd_weights_n_params(m->te2), (long long)sd_weights_n_params(m->un), (long long)sd_weights_n_params(m->va));
+    struct sd_runtime *rt = sd_runtime_new(&ctx, &o);
+    struct sd_st_file *g = NULL;
+    if (!rt || sd_st_open(&ctx, argv[2], &g)) {
+        fprintf(stderr, "%s\n", ctx.msg);
+        return 1;
+    }
+    t0 = sd_time_s();
+    test_text(rt, m, "full-size SDXL", g);
+    printf("text encoders: %.1f s\n", sd_time_s() - t0);
+    t0 = sd_time_s();
+    test_unet(rt, m, "full-size SDXL", g);
+    printf("unet (2 cases, first builds the graphs): %.1f s; peak resident %.0f MiB\n", sd_time_s() - t0,
+           proc_kb("VmHWM:") / 1024.0);
+    t0 = sd_time_s();
+    test_vae(rt, m, "full-size SDXL", g);
+    printf("vae decode + encode: %.1f s\n", sd_time_s() - t0);
+    sd_st_close(g);
+    sd_runtime_release_model(rt, m);
+    sd_runtime_free(rt);
+    sd_model_free(m);
+    return test_summary();
+}
