@@ -135,10 +135,11 @@ def main():
                        f"unet.{c}.text_embeds": pooled.clone(), f"unet.{c}.time_ids": time_ids,
                        f"unet.{c}.out": y})
         log(f"unet case {c} ({h}x{w}) evaluated")
+    unet.half()  # in place, one tensor at a time: never the f32 and f16 UNet at once
     usd = dict(unet.state_dict())
     label = {f"{ldm_keys.UNET_PREFIX}label_emb.0.{i}.{s}": usd.pop(f"add_embedding.linear_{j}.{s}")
              for i, j in ((0, 1), (2, 2)) for s in ("weight", "bias")}
-    tensors.update(half({**ldm_keys.unet_to_ldm(usd, unet.config), **label}))
+    tensors.update({**ldm_keys.unet_to_ldm(usd, unet.config), **label})
     del unet, usd, label
     gc.collect()
 
