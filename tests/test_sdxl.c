@@ -24,6 +24,8 @@
  */
 #include "embed_cache.h"
 #include "lora.h"
+#include "prompt.h"
+#include "sdxl_cond.h"
 #include "model_load.h"
 #include "model_run.h"
 #include "pipeline.h"
@@ -350,6 +352,67 @@ out:
     sd_st_close(gp);
 }
 
+/* A1111 prompt handling on both encoders (no diffusers reference: diffusers
+ * truncates at 77 and has no emphasis syntax): BREAK makes a second chunk
+ * that each encoder sees alone, the pooled vector is the first chunk's, and
+ * emphasis weights are A1111's mean-restoring rescale applied to each
+ * encoder's half of the context separately. */
+static void test_prompt_chunks(void) {
+    struct sd_ctx ctx = {0};
+    struct sd_model *m = NULL;
+    struct sd_tokenizer *tok = NULL;
+    struct sd_runtime *rt = NULL;
+    struct sd_embed_cache *cache = sd_embed_cache_new(16u << 20);
+    if (sd_model_load(&ctx, "tests/models/tiny-sdxl", NULL, &m) || !(tok = sd_tokenizer_load_bpe_gz(&ctx, vocab_path())) ||
+        !(rt = sd_runtime_new(&ctx, NULL))) {
+        test_fail("prompt chunks setup: %s", ctx.msg);
+    } else {
+        struct sd_pipeline p = {.ctx = &ctx, .model = m, .rt = rt, .tok = tok, .cache = cache};
+        const int W = sd_sdxl_context_width(m), P = sd_sdxl_pooled_width(m), L = 77, d1 = m->clip.hidden;
+        float *a = NULL, *b = NULL, *ab = NULL, *wt = NULL, pa[64], pb[64], pab[64], pw[64];
+        int na = 0, nb = 0, nab = 0, nw = 0, cached = 0;
+        int rc = sd_sdxl_encode_prompt(&p, "a photo of a cat", &a, &na, pa, &cached) ||
+                 sd_sdxl_encode_prompt(&p, "a dog", &b, &nb, pb, &cached) ||
+                 sd_sdxl_encode_prompt(&p, "a photo of a cat BREAK a dog", &ab, &nab, pab, &cached) ||
+                 sd_sdxl_encode_prompt(&p, "a photo of a (cat:1.5)", &wt, &nw, pw, &cached);
+        if (rc) {
+            test_fail("prompt chunks: %s", ctx.msg);
+        } else {
+            CHECK(W == 20 && P == 12 && na == 1 && nb == 1 && nab == 2 && nw == 1 &&
+                      !memcmp(ab, a, sizeof(float) * L * W) && !memcmp(ab + L * W, b, sizeof(float) * L * W) &&
+                      !memcmp(pab, pa, sizeof(float) * P),
+                  "SDXL prompt 'A BREAK B': 2 chunks, each encoded alone by both encoders (context %d wide), pooled of "
+                  "the first", W);
+            /* expected weighting: per encoder, z *= w, then * mean(z) / mean(z w) per chunk */
+            float *z1 = malloc(sizeof(float) * L * d1), *z2 = malloc(sizeof(float) * L * (W - d1)), w[77];
+            for (int t = 0; t < L; t++) {
+                memcpy(z1 + t * d1, a + t * W, sizeof(float) * d1);
+                memcpy(z2 + t * (W - d1), a + t * W + d1, sizeof(float) * (W - d1));
+                w[t] = t == 5 ? 1.5f : 1.0f; /* BOS a photo of a cat: "cat" is token 5 */
+            }
+            sd_prompt_apply_weights(z1, w, 1, L, d1);
+            sd_prompt_apply_weights(z2, w, 1, L, W - d1);
+            double e = 0;
+            for (int t = 0; t < L; t++) {
+                for (int k = 0; k < d1; k++) e = fmax(e, fabs(wt[t * W + k] - z1[t * d1 + k]));
+                for (int k = 0; k < W - d1; k++) e = fmax(e, fabs(wt[t * W + d1 + k] - z2[t * (W - d1) + k]));
+            }
+            double moved = 0;
+            for (int k = 0; k < L * W; k++) moved = fmax(moved, fabs(wt[k] - a[k]));
+            CHECK(e == 0 && moved > 0.01 && !memcmp(pw, pa, sizeof(float) * P),
+                  "SDXL emphasis (cat:1.5): A1111's rescale per encoder (max diff %g; changed the context by %.3g), pooled "
+                  "unweighted", e, moved);
+            free(z1), free(z2);
+        }
+        free(a), free(b), free(ab), free(wt);
+    }
+    if (rt && m) sd_runtime_release_model(rt, m);
+    sd_runtime_free(rt);
+    sd_embed_cache_free(cache);
+    sd_tokenizer_free(tok);
+    sd_model_free(m);
+}
+
 /* `sdrt` (next to this test binary) with args; output to /dev/null; the exit status. */
 static char sdrt_bin[PATH_MAX];
 static int run_sdrt(const char *const *args) {
@@ -433,6 +496,7 @@ int main(int argc, char **argv) {
                     "SGM base file without CLIP ViT-L (a base taken for a refiner)");
     test_bad_folder();
     test_cli();
+    test_prompt_chunks();
     test_lora("tests/models/tiny-sdxl", NULL, "tiny-sdxl (diffusers)");
     test_lora("tests/models/tiny-sdxl.safetensors", "tests/models/tiny-sdxl", "tiny-sdxl (SGM f16)");
     test_pipeline("tests/models/tiny-sdxl", NULL, "tests/models/tiny-sdxl-refiner", NULL, "tests/models/tiny-sdxl-inpaint",
