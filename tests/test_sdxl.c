@@ -276,8 +276,11 @@ out:
     sd_st_close(gf);
 }
 
+struct ev_seen { struct sd_lora_report rep; int steps, sdxl_steps; };
 static int lora_event(void *user, const struct sd_gen_event *ev) {
-    if (ev->kind == SD_EV_LORA && ev->lora) *(struct sd_lora_report *)user = *ev->lora;
+    struct ev_seen *e = user;
+    if (ev->kind == SD_EV_LORA && ev->lora) e->rep = *ev->lora;
+    if (ev->kind == SD_EV_STEP) e->steps++, e->sdxl_steps += ev->sdxl; /* previews pick SDXL's latent->RGB map */
     return 0;
 }
 
@@ -311,9 +314,10 @@ static void test_lora(const char *path, const char *config, const char *label) {
         g.prompt = "a photo of a cat", g.width = g.height = 64, g.cfg_scale = 7.5f, g.seed = 41, g.sampler.steps = 4;
         sd_sampler_parse_name(&ctx, "Euler", &g.sampler);
         struct sd_lora_req req = {cases[i].file, cases[i].mult, cases[i].mult};
-        struct sd_lora_report rep = {0};
+        struct ev_seen seen = {0};
+        struct sd_lora_report *const rp = &seen.rep;
         if (cases[i].file) g.loras = &req, g.n_loras = 1;
-        g.on_event = lora_event, g.user = &rep;
+        g.on_event = lora_event, g.user = &seen;
         char key[96];
         struct sd_st_file *gf = cases[i].file ? gl : gp;
         snprintf(key, sizeof key, "%s.latents", cases[i].name);
@@ -333,11 +337,14 @@ static void test_lora(const char *path, const char *config, const char *label) {
             bad |= check_close(cases[i].name, lat, ref_lat, 4 * 8 * 8, 3e-3, 1e-4, &e_lat);
             bad |= check_close(cases[i].name, img, ref_img, 3 * 64 * 64, 1e-4, 1e-4, &e_img);
         }
-        bad |= cases[i].file && (rep.matched == 0 || rep.unmatched != 0);
-        if (bad) test_fail("%s lora %s: latents err %.3g, image err %.3g, %d modules matched, %d not", label, cases[i].name,
-                           e_lat, e_img, rep.matched, rep.unmatched);
-        else test_ok("%s %s%s matches diffusers (%d modules, none unmatched): latents err %.2e, image %.2e", label,
-                     cases[i].name, cases[i].file ? " LoRA" : " after the LoRAs (restored)", rep.matched, e_lat, e_img);
+        bad |= cases[i].file && (rp->matched == 0 || rp->unmatched != 0);
+        bad |= seen.steps != 4 || seen.sdxl_steps != 4;
+        if (bad) test_fail("%s lora %s: latents err %.3g, image err %.3g, %d modules matched, %d not; %d of %d step events "
+                           "marked SDXL", label, cases[i].name, e_lat, e_img, rp->matched, rp->unmatched, seen.sdxl_steps,
+                           seen.steps);
+        else test_ok("%s %s%s matches diffusers (%d modules, none unmatched): latents err %.2e, image %.2e; step events "
+                     "marked SDXL", label, cases[i].name, cases[i].file ? " LoRA" : " after the LoRAs (restored)", rp->matched,
+                     e_lat, e_img);
         free(ref_lat), free(ref_img), free(img);
     }
     sd_lora_apply(ls, NULL, 0, &rt, 1, NULL, NULL);

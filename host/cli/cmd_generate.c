@@ -308,7 +308,7 @@ static int on_event(void *user, const struct sd_gen_event *ev) {
         if (rgb && t && sd_preview_taesd_rgb8(r->rt, t, ev->x0, ev->w, ev->h, rgb)) {
             fprintf(stderr, "sdrt: taesd preview: %s\n", r->ctx->msg);
         } else if (rgb) {
-            if (!t) sd_preview_rgb8(ev->x0, ev->w, ev->h, SD_PREVIEW_SD15, rgb);
+            if (!t) sd_preview_rgb8(ev->x0, ev->w, ev->h, ev->sdxl ? SD_PREVIEW_SDXL : SD_PREVIEW_SD15, rgb);
             if (sd_png_write_rgb8(r->ctx, path, rgb, pw, ph, NULL) == SD_OK && o->json) {
                 printf("{\"event\": \"preview\", \"step\": %d, \"path\": ", ev->step + 1);
                 cli_json_str(stdout, path);

@@ -1,4 +1,4 @@
-/* model.h - SD 1.x/2.x model description: configs, weights, graph builders.
+/* model.h - SD 1.x/2.x and SDXL model description: configs, weights, graph builders.
  *
  * Models are described once, as plain forward functions that append nodes to
  * a graph (graph.h) and read weights by their diffusers names from the

@@ -8,7 +8,7 @@
  * in_proj is split into q/k/v and whose last resblock is dropped: SD2 uses
  * the penultimate layer). EMA copies ("model_ema.*") and training buffers lie
  * outside these prefixes and are ignored. Detection follows diffusers
- * (sd-reference §0.4): SDXL keys -> unsupported; OpenCLIP text encoder or a
+ * (sd-reference §0.4): SDXL keys -> sdxl_load.c; OpenCLIP text encoder or a
  * 1024-wide context -> SD2; conv_in with 9 input channels -> inpainting.
  * Weights load lazily (weights.h): `sdrt info` reads headers only.
  */
