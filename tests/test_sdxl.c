@@ -411,6 +411,13 @@ static void test_prompt_chunks(void) {
                   "unweighted", e, moved);
             free(z1), free(z2);
         }
+        struct sd_gen_params g;
+        sd_gen_params_init(&g);
+        g.prompt = "a cat", g.width = 60, g.height = 64, g.sampler.steps = 1;
+        float *img = malloc(sizeof(float) * 3 * 60 * 64);
+        int grc = sd_generate(&p, &g, img);
+        CHECK(grc == SD_ERR_INVALID && strstr(ctx.msg, "multiples of 8"), "SDXL at 60x64 is refused: %s", ctx.msg);
+        free(img);
         free(a), free(b), free(ab), free(wt);
     }
     if (rt && m) sd_runtime_release_model(rt, m);
