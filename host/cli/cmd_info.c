@@ -145,7 +145,8 @@ int sd_cmd_info(int argc, char **argv) {
         sd_taesd_free(t);
         return 0;
     }
-    const char *layout = m->single_file ? "single-file (LDM names)" : "diffusers folder";
+    const char *layout = !m->single_file ? "diffusers folder"
+                         : sd_family_is_xl(m->family) ? "single-file (SGM names)" : "single-file (LDM names)";
     const char *pred = m->prediction == SD_PRED_V ? "v_prediction" : "epsilon";
     if (json) {
         int first = 1;
