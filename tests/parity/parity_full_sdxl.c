@@ -6,9 +6,11 @@
  * and encode - the checks of tests/sdxl_parity.h with its bounds times
  * --scale (default 20: 20x the tiny model's bounds; the measured errors
  * are printed). Also prints the load time, the time per component and the
- * resident memory.
+ * resident memory. CPU convolutions run with the low-memory policy unless
+ * --conv auto (oneDNN's Winograd copies of the UNet's 3x3 weights would add
+ * several GB to the ~14 GB of f32 weights on a 24 GB machine).
  *
- *   build/tests/parity_full_sdxl MODEL GOLDEN [--backend cpu|opencl] [--scale X]
+ *   build/tests/parity_full_sdxl MODEL GOLDEN [--backend cpu|opencl] [--scale X] [--conv auto|lowmem]
  */
 #include "sdxl_parity.h"
 #include "weights.h"
@@ -26,14 +28,16 @@ static long proc_kb(const char *key) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s MODEL GOLDEN [--backend cpu|opencl] [--scale X]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL GOLDEN [--backend cpu|opencl] [--scale X] [--conv auto|lowmem]\n", argv[0]);
         return 2;
     }
     struct sd_runtime_opts o;
     sd_runtime_opts_init(&o);
+    o.conv = SD_CONV_POLICY_LOWMEM;
     for (int i = 3; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--backend")) o.backend = !strcmp(argv[i + 1], "opencl") ? SD_BACKEND_OPENCL : SD_BACKEND_CPU;
         else if (!strcmp(argv[i], "--scale")) sdxl_tol_scale = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--conv")) o.conv = !strcmp(argv[i + 1], "auto") ? SD_CONV_POLICY_AUTO : SD_CONV_POLICY_LOWMEM;
     }
     if (sdxl_tol_scale == 1.0) sdxl_tol_scale = 20;
     struct sd_ctx ctx = {0};
