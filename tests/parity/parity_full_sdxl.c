@@ -15,7 +15,10 @@
  * buffers are a second host copy of the weights).
  *
  *   build/tests/parity_full_sdxl MODEL GOLDEN [--backend cpu|opencl] [--scale X] [--conv auto|lowmem]
- *                                [--parts text,unet,vae]
+ *                                [--parts text,unet,vae] [--precision f32|bf16]
+ * The f32 UNet does not fit 24 GB next to oneDNN's packed copies of its
+ * linear weights (10.3 GB f32 + ~8 GB): on such a machine run the UNet
+ * with --precision bf16 (packed bf16 copies; bf16 error, a wider --scale).
  */
 #include "sdxl_parity.h"
 #include "weights.h"
@@ -44,6 +47,8 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--backend")) o.backend = !strcmp(argv[i + 1], "opencl") ? SD_BACKEND_OPENCL : SD_BACKEND_CPU;
         else if (!strcmp(argv[i], "--scale")) sdxl_tol_scale = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--parts")) parts = argv[i + 1];
+        else if (!strcmp(argv[i], "--precision") && sd_precision_parse(argv[i + 1]) >= 0)
+            o.precision = (enum sd_precision)sd_precision_parse(argv[i + 1]);
         else if (!strcmp(argv[i], "--conv")) o.conv = !strcmp(argv[i + 1], "auto") ? SD_CONV_POLICY_AUTO : SD_CONV_POLICY_LOWMEM;
     }
     if (sdxl_tol_scale == 1.0) sdxl_tol_scale = 20;
