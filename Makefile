@@ -8,6 +8,7 @@
 #   make bench      op/phase benchmarks (medians, GFLOP/s, machine sgemm peak)
 #   make fuzz       run every fuzz target (tests/fuzz/) for FUZZ_SECONDS each
 #   make parity-full  full-size random SD1.5/SD2.1 checkpoints through sdrt and diffusers
+#   make parity-full-sdxl  the same for a full-size random SDXL checkpoint
 #   make bench-peers  sdrt side by side with OpenVINO and stable-diffusion.cpp (full-size SD 1.5, slow)
 #   make reference-venv  .venv/ with PyTorch/diffusers for tests/reference/ (tooling only)
 #
@@ -61,8 +62,8 @@ DEB_PKGS := gcc make libc6-dev libdnnl-dev libclblast-dev ocl-icd-opencl-dev ope
 # What the tests need beyond building: headless Chromium drives the server's page.
 TEST_DEB_PKGS := chromium
 
-.PHONY: all deps test-deps install-debs check test test-asan demo bench fuzz clean tests benches vocab reference-venv parity-full testenv \
-        peers-venv bench-peers bench-chart
+.PHONY: all deps test-deps install-debs check test test-asan demo bench fuzz clean tests benches vocab reference-venv parity-full parity-full-sdxl \
+        testenv peers-venv bench-peers bench-chart
 
 all: $(BUILD)/sdrt $(LIB)
 
@@ -325,6 +326,13 @@ $(BUILD)/tests/parity_full: tests/parity/parity_full.c $(LIB)
 $(BUILD)/tests/random_like: tests/parity/random_like.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+$(BUILD)/tests/parity_full_sdxl: tests/parity/parity_full_sdxl.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDLIBS)
+# Full-size random SDXL (tests/reference/gen_full_sdxl.py, ~7 GB f16 in models/).
+parity-full-sdxl: deps reference-venv all $(BUILD)/tests/parity_full_sdxl
+	@[ -f models/sdxl-random-f16.safetensors ] || nice -n 10 .venv/bin/python tests/reference/gen_full_sdxl.py || exit 1
+	$(BUILD)/tests/parity_full_sdxl models/sdxl-random-f16.safetensors models/sdxl-random-golden.safetensors
 parity-full: deps reference-venv all $(BUILD)/tests/parity_full $(BUILD)/tests/random_like
 	@for m in $(PARITY_MODELS); do \
 	  [ -f models/$$m-random-f16.safetensors ] || nice -n 10 .venv/bin/python tests/reference/gen_full.py --model $$m --dtype f16 || exit 1; \

@@ -505,7 +505,8 @@ static void test_keys(void) {
         {"lora_unet_x.lokr_w2_b", "lora_unet_x", SD_LR_LOKR_W2B},
         {"lora_unet_x.dora_scale", "lora_unet_x", SD_LR_DORA},
         {"model.diffusion_model.x.weight", NULL, 0},
-        {"lora_te1_text_model_x.lora_down.weight", NULL, 0},
+        {"lora_te1_text_model_x.lora_down.weight", "lora_te1_text_model_x", SD_LR_DOWN}, /* SDXL (test_sdxl.c) */
+        {"text_encoder_2.text_model.x.lora_B.weight", "lora_te2_text_model_x", SD_LR_UP},
         {".lora_down.weight", NULL, 0},
     };
     int bad = 0;

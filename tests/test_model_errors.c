@@ -1,5 +1,5 @@
 /* test_model_errors.c - bad checkpoints get clear errors, never a crash:
- * an unsupported family (SDXL), a file that is not SD, a missing tensor, a
+ * an SD1 file with an SDXL key but no SDXL UNet, a file that is not SD, a missing tensor, a
  * wrong shape, a truncated file, a missing diffusers component. Files are
  * derived from tests/models/tiny-sd1.safetensors into a temp dir. */
 #include "model_load.h"
@@ -71,7 +71,7 @@ int main(void) {
 
     snprintf(p, sizeof p, "%s/sdxl.safetensors", dir);
     CHECK(derive(p, NULL, NULL, "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias") == 0, "write sdxl-like file");
-    expect_load_error("SDXL checkpoint", p, NULL, "SDXL");
+    expect_load_error("SDXL-keyed file without add_embedding", p, NULL, "SDXL");
 
     snprintf(p, sizeof p, "%s/notsd.safetensors", dir);
     CHECK(derive(p, "model.diffusion_model.input_blocks.0.0.weight", NULL, NULL) == 0, "write non-SD file");

@@ -142,8 +142,8 @@ static void test_listing(void) {
             alias = !strcmp(json_string_value(json_object_get(e, "alias")), "kohya_alias") &&
                     json_is_string(json_object_get(json_object_get(e, "metadata"), "ss_output_name"));
     }
-    CHECK(st == 200 && n == 10 && fields && alias,
-          "loras: GET /sdapi/v1/loras lists the 10 files as A1111 (name, alias = ss_output_name, path, metadata) (%d, %d)", st, n);
+    CHECK(st == 200 && n == 12 && fields && alias,
+          "loras: GET /sdapi/v1/loras lists the 12 files of tests/lora as A1111 (name, alias = ss_output_name, path, metadata) (%d, %d)", st, n);
     json_decref(j);
     char p[PATH_MAX];
     snprintf(p, sizeof p, "%s/extra.safetensors", lora_dir);
@@ -156,7 +156,7 @@ static void test_listing(void) {
     j = call_json("POST", "/sdapi/v1/refresh-loras", "{}", &st);
     json_decref(j);
     j = call_json("GET", "/sdapi/v1/loras", NULL, &st);
-    CHECK(before == 10 && json_array_size(j) == 11, "loras: refresh-loras rescans --lora-dir (%d -> %zu)", before, json_array_size(j));
+    CHECK(before == 12 && json_array_size(j) == 13, "loras: refresh-loras rescans --lora-dir (%d -> %zu)", before, json_array_size(j));
     json_decref(j);
     unlink(p);
     j = call_json("POST", "/sdapi/v1/refresh-loras", "{}", &st);

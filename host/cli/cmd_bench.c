@@ -142,15 +142,28 @@ int sd_cmd_bench(int argc, char **argv) {
     float *x = malloc(sizeof(float) * (size_t)batch * lat * h * w), *out = malloc(sizeof(float) * (size_t)batch * lc * h * w);
     float *ctxv = malloc(sizeof(float) * (size_t)batch * L * ctxd), *t = malloc(sizeof(float) * (size_t)batch);
     float *img = malloc(sizeof(float) * 3 * (size_t)height * width), *z = malloc(sizeof(float) * lc * (size_t)h * w);
-    float *emb = malloc(sizeof(float) * 2 * (size_t)L * (m->te ? m->clip.hidden : 1));
+    const bool xl = sd_family_is_xl(m->family);
+    const int hid = m->te ? m->clip.hidden : 1, hid2 = xl && m->te2 ? m->clip2.hidden + m->clip2.projection : 1;
+    float *emb = malloc(sizeof(float) * 2 * (size_t)L * (hid > hid2 ? hid : hid2));
+    /* SDXL: pooled text and time ids for the UNet's add_embedding */
+    const int pw = xl ? m->unet.add_in - m->unet.add_n_ids * m->unet.add_time_dim : 0, ni = xl ? m->unet.add_n_ids : 0;
+    float *pooled = xl ? calloc((size_t)batch * (pw > 0 ? pw : 1), sizeof(float)) : NULL;
+    float *tids = xl ? malloc(sizeof(float) * (size_t)batch * (ni > 0 ? ni : 1)) : NULL;
+    int32_t eos[2];
+    for (int i = 0; xl && tids && i < batch * ni; i++) tids[i] = i % ni == 4 && ni == 5 ? 6.0f : (i % ni == 2 || i % ni == 3) ? 0 : (float)(i % 2 ? width : height);
     int32_t *ids = malloc(sizeof(int32_t) * 2 * (size_t)L);
     int rc = 0;
-    if (!x || !out || !ctxv || !t || !img || !z || !emb || !ids) { fprintf(stderr, "sdrt: out of memory\n"); rc = 1; goto done; }
+    if (!x || !out || !ctxv || !t || !img || !z || !emb || !ids || (xl && (!pooled || !tids))) {
+        fprintf(stderr, "sdrt: out of memory\n");
+        rc = 1;
+        goto done;
+    }
     fill(x, (size_t)batch * lat * h * w, 1);
     fill(ctxv, (size_t)batch * L * ctxd, 2);
     fill(z, (size_t)lc * h * w, 3);
     for (int i = 0; i < batch; i++) t[i] = 981.0f;
     for (int i = 0; i < 2 * L; i++) ids[i] = i % L == 0 ? 49406 : (i % L < 8 ? 320 + i % L : 49407);
+    sd_clip_eos_rows(ids, 2, L, eos);
 
     char list[256];
     snprintf(list, sizeof list, "%s", backends);
@@ -179,14 +192,19 @@ int sd_cmd_bench(int argc, char **argv) {
             const int prof_run = profile && r == last;
             sd_runtime_set_profile(rt, prof_run);
             double s;
-            if (strstr(comps, "clip") && m->te) {
+            if (strstr(comps, "clip") && (m->te || m->te2)) { /* SDXL: both encoders */
                 s = bench_clock();
-                if (sd_run_clip(rt, m, ids, 2, 0, emb)) rc = 1;
+                if (xl) {
+                    if ((m->te && sd_run_clip_xl(rt, m, 1, ids, NULL, 2, emb)) || (m->te2 && sd_run_clip_xl(rt, m, 2, ids, eos, 2, emb)))
+                        rc = 1;
+                } else if (sd_run_clip(rt, m, ids, 2, 0, emb)) {
+                    rc = 1;
+                }
                 if (r > 0 && !prof_run) ph[0].t[ph[0].n++] = bench_clock() - s;
             }
             if (!rc && strstr(comps, "unet")) {
                 s = bench_clock();
-                if (sd_run_unet(rt, m, x, batch, h, w, t, ctxv, L, out)) rc = 1;
+                if (sd_run_unet_xl(rt, m, x, batch, h, w, t, ctxv, L, pooled, tids, out)) rc = 1;
                 if (r > 0 && !prof_run) ph[1].t[ph[1].n++] = bench_clock() - s;
             }
             if (!rc && strstr(comps, "vae") && m->va) {
@@ -295,7 +313,7 @@ int sd_cmd_bench(int argc, char **argv) {
         printf("\n]}\n");
     }
 done:
-    free(x); free(out); free(ctxv); free(t); free(img); free(z); free(emb); free(ids);
+    free(x); free(out); free(ctxv); free(t); free(img); free(z); free(emb); free(ids); free(pooled); free(tids);
     sd_model_free(m);
     return rc;
 }

@@ -53,6 +53,8 @@ struct opts {
     char lora_paths[8][PATH_MAX];
     int n_loras;
     enum sd_inpaint_fill inpaint_fill; /* --inpainting-fill */
+    const char *refiner, *refiner_config; /* SDXL: --refiner MODEL [--refiner-config DIR] */
+    float refiner_switch;              /* --refiner-switch, default 0.8 */
 };
 
 struct run {
@@ -150,6 +152,11 @@ static int parse_budget(void *opts, const char *v) {
 static const struct cli_opt options[] = {
     {"model", 'm', CLI_STR, O(model), "PATH", "single-file .safetensors (LDM names) or diffusers folder", NULL, 0},
     {"config", 0, CLI_STR, O(config), "DIR", "diffusers folder whose config.json files describe a single-file model", NULL, 0},
+    {"refiner", 0, CLI_STR, O(refiner), "MODEL", "SDXL refiner: takes over the sampling at --refiner-switch (A1111's\n"
+                                                "hand-off; its VAE decodes)", NULL, 0},
+    {"refiner-switch", 0, CLI_FLOAT, O(refiner_switch), "X", "fraction of the schedule after which the refiner runs (default 0.8)",
+     NULL, 0},
+    {"refiner-config", 0, CLI_STR, O(refiner_config), "DIR", "diffusers folder describing a single-file refiner", NULL, 0},
     {"prompt", 'p', CLI_STR, O(prompt), "TEXT", "the prompt; A1111 syntax: (word), (word:1.3), [word], \\( \\), BREAK", NULL, 0},
     {"negative-prompt", 'n', CLI_STR, O(negative), "TEXT", "the negative prompt (default empty)", NULL, 0},
     {"init-image", 0, CLI_STR, O(init), "PNG", "the image to start from (img2img) or to repaint (inpaint); its size is\n"
@@ -165,10 +172,10 @@ static const struct cli_opt options[] = {
     {"sampler", 0, CLI_STR, O(sampler), "NAME", "Euler, Euler a (default), DDIM, DPM++ 2M, DPM++ 2M Karras, LMS, PLMS, LCM, ...", NULL, 0},
     {"scheduler", 0, CLI_STR, O(scheduler), "NAME", "karras | normal (Karras sigmas for Euler, LMS, DPM++)", NULL, 0},
     {"eta", 0, CLI_FLOAT, O(eta), "X", "DDIM eta (default 0)", NULL, 0},
-    {"width", 'W', CLI_INT, O(width), "N", "image width, a multiple of the VAE factor: 8 for SD (default 512;\n"
-                                                     "img2img: the image's)", NULL, 0},
-    {"height", 'H', CLI_INT, O(height), "N", "image height, a multiple of the VAE factor (default 512; img2img: the\n"
-                                                       "image's)", NULL, 0},
+    {"width", 'W', CLI_INT, O(width), "N", "image width, a multiple of the VAE factor: 8 for SD (default 512,\n"
+                                                     "SDXL 1024; img2img: the image's)", NULL, 0},
+    {"height", 'H', CLI_INT, O(height), "N", "image height, a multiple of the VAE factor (default 512, SDXL 1024;\n"
+                                                       "img2img: the image's)", NULL, 0},
     {"batch", 0, CLI_INT, O(batch), "N", "images per run, denoised together (default 1)", NULL, 0},
     {"n-iter", 0, CLI_INT, O(n_iter), "N", "runs one after another with seeds seed, seed+1, ... (A1111 batch count);\n"
                                           "later runs reuse the prompt embeddings (no CLIP time)", NULL, 0},
@@ -301,7 +308,7 @@ static int on_event(void *user, const struct sd_gen_event *ev) {
         if (rgb && t && sd_preview_taesd_rgb8(r->rt, t, ev->x0, ev->w, ev->h, rgb)) {
             fprintf(stderr, "sdrt: taesd preview: %s\n", r->ctx->msg);
         } else if (rgb) {
-            if (!t) sd_preview_rgb8(ev->x0, ev->w, ev->h, SD_PREVIEW_SD15, rgb);
+            if (!t) sd_preview_rgb8(ev->x0, ev->w, ev->h, ev->sdxl ? SD_PREVIEW_SDXL : SD_PREVIEW_SD15, rgb);
             if (sd_png_write_rgb8(r->ctx, path, rgb, pw, ph, NULL) == SD_OK && o->json) {
                 printf("{\"event\": \"preview\", \"step\": %d, \"path\": ", ev->step + 1);
                 cli_json_str(stdout, path);
@@ -414,7 +421,7 @@ static int generate(struct opts *o) {
     struct sd_gen_params g;
     sd_gen_params_init(&g);
     int rc = 0, status = 1;
-    struct sd_model *m = NULL;
+    struct sd_model *m = NULL, *refiner = NULL;
     struct sd_tokenizer *tok = NULL;
     struct sd_runtime *rt = NULL;
     struct sd_embed_cache *cache = NULL;
@@ -523,6 +530,11 @@ static int generate(struct opts *o) {
         if (rc == SD_ERR_NOMEM) goto fail;
         goto usage_err;
     }
+    /* SDXL's native size is 1024x1024 (A1111's default for SDXL models). */
+    if (sd_family_is_xl(m->family) && !o->init) {
+        if (!width_given) g.width = 1024;
+        if (!height_given) g.height = 1024;
+    }
     /* Sizes must be multiples of the model's VAE factor (8 for SD 1.x/2.x). */
     if (sd_gen_check_size(&ctx, m, g.width, g.height)) {
         if (o->init) sd_error_wrap(&ctx, "init image %s is %dx%d", o->init, g.width, g.height);
@@ -537,6 +549,14 @@ static int generate(struct opts *o) {
     if (o->prediction >= 0) {
         m->prediction = (enum sd_prediction)o->prediction;
         snprintf(m->prediction_why, sizeof m->prediction_why, "--prediction");
+    }
+    if (o->refiner) {
+        if ((rc = sd_model_load(&ctx, o->refiner, o->refiner_config, &refiner))) {
+            sd_error_wrap(&ctx, "refiner");
+            if (rc == SD_ERR_NOMEM) goto fail;
+            goto usage_err;
+        }
+        g.refiner = refiner, g.refiner_switch = o->refiner_switch;
     }
     if (!(tok = load_tokenizer(&ctx, o, m))) goto fail;
     if (o->taesd) {
@@ -587,15 +607,23 @@ static int generate(struct opts *o) {
         it.steps = g.sampler.steps;
         it.sampler = sd_sampler_display_name(g.sampler.kind, false);
         it.schedule_type = g.sampler.karras ? "Karras" : NULL;
-        it.cfg_scale = g.cfg_scale;
+        it.cfg_scale = sd_infotext_from_float(g.cfg_scale);
         it.seed = (uint64_t)seed;
         it.width = g.width, it.height = g.height;
         it.model = model_name;
-        it.denoising_strength = o->mode == MODE_TXT2IMG ? -1 : g.strength;
+        it.denoising_strength = o->mode == MODE_TXT2IMG ? -1 : sd_infotext_from_float(g.strength);
         it.clip_skip = g.clip_skip;
         it.rng = "CPU";
         it.version = "sdrt " SDRT_VERSION;
         it.lora_hashes = r.lora_hashes[0] ? r.lora_hashes : NULL;
+        char refiner_name[256];
+        if (refiner) {
+            const char *rb = strrchr(o->refiner, '/');
+            snprintf(refiner_name, sizeof refiner_name, "%s", rb && rb[1] ? rb + 1 : o->refiner);
+            char *rd = strrchr(refiner_name, '.');
+            if (rd && !strcmp(rd, ".safetensors")) *rd = 0;
+            it.refiner = refiner_name, it.refiner_switch = sd_infotext_from_float(o->refiner_switch);
+        }
         char *params = sd_infotext_format(&it);
         int wrc = sd_png_write(&ctx, path, images + (size_t)b * 3 * g.width * g.height, g.width, g.height, params);
         free(params);
@@ -633,6 +661,8 @@ done:
     if (lora && rt) sd_lora_apply(lora, NULL, 0, &rt, 1, NULL, NULL);
     sd_lora_state_free(lora);
     if (rt && m) sd_runtime_release_model(rt, m);
+    if (rt && refiner) sd_runtime_release_model(rt, refiner);
+    sd_model_free(refiner);
     if (rt && taesd) sd_runtime_release_taesd(rt, taesd);
     sd_runtime_free(rt);
     sd_taesd_free(taesd);
@@ -653,6 +683,7 @@ static void defaults(struct opts *o, enum mode mode) {
     o->seed = -1;
     o->prediction = -1;
     o->inpaint_fill = SD_FILL_ORIGINAL;
+    o->refiner_switch = 0.8f;
 }
 
 static int run_mode(enum mode mode, int argc, char **argv) {

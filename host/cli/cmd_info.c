@@ -145,7 +145,8 @@ int sd_cmd_info(int argc, char **argv) {
         sd_taesd_free(t);
         return 0;
     }
-    const char *layout = m->single_file ? "single-file (LDM names)" : "diffusers folder";
+    const char *layout = !m->single_file ? "diffusers folder"
+                         : sd_family_is_xl(m->family) ? "single-file (SGM names)" : "single-file (LDM names)";
     const char *pred = m->prediction == SD_PRED_V ? "v_prediction" : "epsilon";
     if (json) {
         int first = 1;
@@ -154,6 +155,7 @@ int sd_cmd_info(int argc, char **argv) {
         printf("\"family_from\": \"%s\", \"prediction_from\": \"%s\", \"vae_downscale\": %d, ", m->family_why,
                m->prediction_why, sd_vae_downscale(&m->vae));
         component("text_encoder", m->te, 1, &first);
+        if (sd_family_is_xl(m->family)) component("text_encoder_2", m->te2, 1, &first);
         component("unet", m->un, 1, &first);
         component("vae", m->va, 1, &first);
         printf("}\n");
@@ -161,6 +163,7 @@ int sd_cmd_info(int argc, char **argv) {
         printf("%s\n  layout        %s\n  family        %s (%s)\n  dtype         %s\n  prediction    %s (%s)\n", path, layout,
                sd_family_name(m->family), m->family_why, sd_dtype_name(m->file_dtype), pred, m->prediction_why);
         component("text encoder", m->te, 0, NULL);
+        if (sd_family_is_xl(m->family)) component("text enc 2", m->te2, 0, NULL);
         component("unet", m->un, 0, NULL);
         component("vae", m->va, 0, NULL);
         char widths[96] = "";
@@ -174,6 +177,14 @@ int sd_cmd_info(int argc, char **argv) {
         if (m->te)
             printf("  text encoder  %d layers, width %d, %d heads, %s\n", m->clip.layers, m->clip.hidden, m->clip.heads,
                    m->clip.quick_gelu ? "quick_gelu" : "gelu");
+        if (m->te2)
+            printf("  text enc 2    %d layers, width %d, %d heads, %s, pooled output %d wide (text_projection)\n",
+                   m->clip2.layers, m->clip2.hidden, m->clip2.heads, m->clip2.quick_gelu ? "quick_gelu" : "gelu",
+                   m->clip2.projection);
+        if (m->unet.add_in)
+            printf("  add_embedding %d inputs: pooled text + %d time ids x %d (%s)\n", m->unet.add_in, m->unet.add_n_ids,
+                   m->unet.add_time_dim, m->unet.add_n_ids == 5 ? "original size, crop, aesthetic score"
+                                                                 : "original size, crop, target size");
     }
     sd_model_free(m);
     return 0;

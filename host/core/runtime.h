@@ -110,7 +110,7 @@ void sd_runtime_free(struct sd_runtime *rt);
 void sd_runtime_set_ctx(struct sd_runtime *rt, struct sd_ctx *ctx);
 
 #define SD_GRAPH_KEY_DIMS 6
-#define SD_GRAPH_MAX_INPUTS 4
+#define SD_GRAPH_MAX_INPUTS 6
 
 /* Identifies a cached graph: what it computes (kind, with `what` naming it in
  * errors), whose weights it reads (owner: a model id, so a released model's

@@ -11,6 +11,7 @@
 #include "pipeline.h"
 #include "poison.h"
 #include "prompt.h"
+#include "sdxl_cond.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -32,7 +33,7 @@ void sd_gen_params_init(struct sd_gen_params *g) {
  * syntax is parsed (prompt.c), each fragment tokenised, and the tokens cut
  * into 75-token chunks (comma backtracking, BREAK). *ids and *w are
  * malloc'd [n_chunks * 77]. */
-static int tokenize_chunks(struct sd_pipeline *p, const char *text, int32_t **ids, float **w, int *n_chunks) {
+int sd_tokenize_chunks(struct sd_pipeline *p, const char *text, int pad_zero, int32_t **ids, float **w, int *n_chunks) {
     struct sd_prompt *pr = sd_prompt_parse(p->ctx, text);
     if (!pr) return p->ctx->status ? p->ctx->status : SD_ERR_INVALID;
     int cap = 256, n = 0, rc = SD_OK;
@@ -67,8 +68,8 @@ static int tokenize_chunks(struct sd_pipeline *p, const char *text, int32_t **id
     }
     if (!rc) {
         struct sd_chunk_params cp;
-        sd_chunk_params_init(&cp, p->tok->pad_id == 0);
-        cp.chunk_len = p->model->clip.max_pos - 2;
+        sd_chunk_params_init(&cp, pad_zero);
+        cp.chunk_len = (p->model->te ? p->model->clip.max_pos : p->model->clip2.max_pos) - 2;
         rc = sd_prompt_chunk(p->ctx, all, wt, n, &cp, ids, w, n_chunks);
     }
     free(tmp);
@@ -81,7 +82,7 @@ static int tokenize_chunks(struct sd_pipeline *p, const char *text, int32_t **id
 int sd_encode_prompt(struct sd_pipeline *p, const char *prompt, int clip_skip, float **emb, int *n_chunks, int *cached) {
     int32_t *ids = NULL;
     float *w = NULL;
-    int rc = tokenize_chunks(p, prompt, &ids, &w, n_chunks);
+    int rc = sd_tokenize_chunks(p, prompt, p->tok->pad_id == 0, &ids, &w, n_chunks);
     if (rc) return rc;
     const int L = p->model->clip.max_pos, d = p->model->clip.hidden, nid = *n_chunks * L;
     *emb = malloc(sizeof(float) * (size_t)nid * d);
@@ -121,6 +122,11 @@ struct gen {
     int lc, f;              /* latent channels, VAE downscale factor (image = f * latent) */
     size_t lat;             /* floats per latent image (lc*h*w) */
     float *context;         /* [2B or B, chunks*77, d]: uncond first */
+    float *pooled, *time_ids; /* SDXL: [2B or B, pooled], [2B or B, add_n_ids], uncond first */
+    int L;                  /* tokens per chunk (77) */
+    struct sd_model *ref;   /* SDXL refiner hand-off: the refiner, its conditioning rows (as context/pooled/time_ids) */
+    float *rctx, *rpooled, *rtime;
+    int rchunks, refining;  /* refining: the switch happened */
     float *xin, *tin, *eps; /* UNet batch buffers */
     float *mask_lat;        /* inpaint: [B, 1, h, w] */
     float *masked_lat;      /* inpaint (2*lc+1 channels): [B, lc, h, w] */
@@ -149,8 +155,11 @@ static int denoise(void *user, const float *x, float t, float *out) {
         }
         G->tin[r] = t;
     }
-    const int L = G->chunks * G->p->model->clip.max_pos;
-    int rc = sd_run_unet(G->p->rt, G->p->model, G->xin, nb, G->h, G->w, G->tin, G->context, L, G->eps);
+    if (G->ref && !G->refining && sd_sdxl_refiner_due(t, G->g->refiner_switch)) G->refining = 1;
+    int rc = G->refining ? sd_run_unet_xl(G->p->rt, G->ref, G->xin, nb, G->h, G->w, G->tin, G->rctx, G->rchunks * G->L, G->rpooled,
+                                          G->rtime, G->eps)
+                         : sd_run_unet_xl(G->p->rt, G->p->model, G->xin, nb, G->h, G->w, G->tin, G->context, G->chunks * G->L,
+                                          G->pooled, G->time_ids, G->eps);
     if (rc) return rc;
     if (!G->cfg) {
         memcpy(out, G->eps, (size_t)B * lat * sizeof(float));
@@ -199,7 +208,7 @@ static int on_step(void *user, const struct sd_step_info *info) {
     double now = sd_time_s();
     struct sd_gen_event ev = {.kind = SD_EV_STEP, .step = info->step, .n_steps = info->n_steps, .t = info->t,
                               .seconds = now - G->t_step, .x0 = info->x0, .batch = G->B, .channels = G->lc,
-                              .h = G->h, .w = G->w};
+                              .h = G->h, .w = G->w, .sdxl = sd_family_is_xl(G->p->model->family)};
     G->t_step = now;
     if (G->g->on_event && G->g->on_event(G->g->user, &ev)) return 1;
     return 0;
@@ -296,14 +305,33 @@ static int validate(struct sd_pipeline *p, const struct sd_gen_params *g) {
     int rc = sd_gen_params_check(ctx, g);
     if (rc) return rc;
     if ((rc = sd_gen_check_size(ctx, p->model, g->width, g->height))) return rc;
-    if (!p->model->te || !p->model->va) return sd_errorf(ctx, SD_ERR_INVALID, "%s: generation needs a text encoder and a VAE", p->model->path);
+    const bool xl = sd_family_is_xl(p->model->family);
+    if ((!p->model->te && !(xl && p->model->te2)) || !p->model->va)
+        return sd_errorf(ctx, SD_ERR_INVALID, "%s: generation needs a text encoder and a VAE", p->model->path);
+    if (xl && !p->model->te2)
+        return sd_errorf(ctx, SD_ERR_INVALID, "%s: SDXL generation needs the OpenCLIP bigG text encoder", p->model->path);
+    if (p->model->family == SD_FAMILY_SDXL_REFINER && !g->init_image)
+        return sd_errorf(ctx, SD_ERR_INVALID, "%s is an SDXL refiner: it refines an image (img2img, or --refiner after an SDXL "
+                         "base model), it does not generate from noise; use an SDXL base model for txt2img", p->model->path);
     if (g->mask && !g->init_image) return sd_errorf(ctx, SD_ERR_INVALID, "a mask needs an init image");
     const int lc = p->model->vae.latent_channels;
     if (g->taesd_decode && (rc = sd_taesd_decode_check(ctx, g->taesd_decode, lc, sd_vae_downscale(&p->model->vae))))
         return rc;
     if (p->model->unet.in_channels == 2 * lc + 1 && !g->mask)
         return sd_errorf(ctx, SD_ERR_INVALID, "%s is an inpainting model: give an init image and a mask", p->model->path);
-    if (g->clip_skip > p->model->clip.layers)
+    if (g->refiner) {
+        const struct sd_model *r = g->refiner;
+        if (!xl || !sd_family_is_xl(r->family) || !r->te2)
+            return sd_errorf(ctx, SD_ERR_INVALID, "a refiner needs an SDXL base model and an SDXL model as the refiner (%s is %s, "
+                             "%s is %s)", p->model->path, sd_family_name(p->model->family), r->path, sd_family_name(r->family));
+        if (!(g->refiner_switch > 0 && g->refiner_switch <= 1))
+            return sd_errorf(ctx, SD_ERR_INVALID, "refiner switch must be in (0, 1] (got %g)", (double)g->refiner_switch);
+        if (r->unet.in_channels != lc || p->model->unet.in_channels != lc || r->unet.out_channels != lc ||
+            (r->va && r->vae.latent_channels != lc))
+            return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "refiner %s (UNet %d input channels) does not take %s's %d-channel latents "
+                             "(inpainting UNets cannot hand off)", r->path, r->unet.in_channels, p->model->path, lc);
+    }
+    if (!xl && g->clip_skip > p->model->clip.layers)
         return sd_errorf(ctx, SD_ERR_INVALID, "clip skip %d is too large for %s: its text encoder has %d layers (1 = last layer)",
                          g->clip_skip, p->model->path, p->model->clip.layers);
     if (p->model->unet.in_channels != lc && p->model->unet.in_channels != 2 * lc + 1)
@@ -353,6 +381,22 @@ static int apply_loras(struct sd_pipeline *p, const struct sd_gen_params *g) {
     return rc;
 }
 
+/* One side's conditioning: SD's CLIP context, or SDXL's two-encoder context
+ * and pooled vector (pooled, [pooled width]); an empty SDXL negative prompt
+ * is all zeros, as A1111 and diffusers make it. */
+static int encode_side(struct sd_pipeline *p, const struct sd_gen_params *g, const char *text, int negative, float **emb,
+                       int *n, int *cached, float *pooled) {
+    if (!sd_family_is_xl(p->model->family)) return sd_encode_prompt(p, text, g->clip_skip, emb, n, cached);
+    if (negative && !*text) {
+        *n = 1, *cached = 1;
+        memset(pooled, 0, sizeof(float) * (size_t)sd_sdxl_pooled_width(p->model));
+        if (!(*emb = calloc((size_t)p->model->clip2.max_pos * sd_sdxl_context_width(p->model), sizeof(float))))
+            return sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
+        return SD_OK;
+    }
+    return sd_sdxl_encode_prompt(p, text, emb, n, pooled, cached);
+}
+
 int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *images) {
     int rc = validate(p, g);
     if (!rc && !p->lora_applied) rc = apply_loras(p, g);
@@ -364,22 +408,28 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
     G.cfg = g->cfg_scale > 1.0f;
     G.lat = (size_t)G.lc * G.h * G.w;
     const size_t hw = (size_t)G.h * G.w;
-    const int d = m->clip.hidden, L = m->clip.max_pos;
+    const bool xl = sd_family_is_xl(m->family);
+    const int d = xl ? sd_sdxl_context_width(m) : m->clip.hidden, L = xl ? m->clip2.max_pos : m->clip.max_pos;
+    const int P = xl ? sd_sdxl_pooled_width(m) : 0, NI = xl ? m->unet.add_n_ids : 0;
+    G.L = L;
     float *cond = NULL, *unc = NULL, *x = NULL;
+    float *pooled_cu = xl ? calloc((size_t)3 * (P > 0 ? P : 1), sizeof(float)) : NULL; /* cond, uncond, scratch */
     struct sd_rng rng;
     sd_rng_seed(&rng, g->seed);
+    if (xl && !pooled_cu) return sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory");
 
     /* 1. Prompts. */
     double t0 = sd_time_s();
     int nc = 0, nu = 0, cached_c = 0, cached_u = 1;
-    if ((rc = sd_encode_prompt(p, g->prompt, g->clip_skip, &cond, &nc, &cached_c))) goto done;
-    if (G.cfg && (rc = sd_encode_prompt(p, g->negative_prompt ? g->negative_prompt : "", g->clip_skip, &unc, &nu, &cached_u)))
+    if ((rc = encode_side(p, g, g->prompt, 0, &cond, &nc, &cached_c, pooled_cu))) goto done;
+    if (G.cfg && (rc = encode_side(p, g, g->negative_prompt ? g->negative_prompt : "", 1, &unc, &nu, &cached_u,
+                                   xl ? pooled_cu + P : NULL)))
         goto done;
     G.chunks = nc > nu ? nc : nu;
     float *empty = NULL;
     if (G.cfg && nc != nu) { /* pad the shorter with empty chunks */
         int ne = 0, ce = 0;
-        if ((rc = sd_encode_prompt(p, "", g->clip_skip, &empty, &ne, &ce))) goto done;
+        if ((rc = encode_side(p, g, "", 0, &empty, &ne, &ce, xl ? pooled_cu + 2 * P : NULL))) goto done;
     }
     const int nb = G.cfg ? 2 * G.B : G.B;
     const size_t per = (size_t)G.chunks * L * d;
@@ -398,6 +448,22 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
                    sizeof(float) * (size_t)L * d);
     }
     free(empty);
+    if (xl) { /* pooled text and time ids per UNet row, uncond first */
+        G.pooled = malloc(sizeof(float) * (size_t)nb * (P > 0 ? P : 1));
+        G.time_ids = malloc(sizeof(float) * (size_t)nb * NI);
+        if (!G.pooled || !G.time_ids) { rc = sd_errorf(p->ctx, SD_ERR_NOMEM, "out of memory"); goto done; }
+        for (int r = 0; r < nb; r++) {
+            const int is_cond = !G.cfg || r >= G.B;
+            memcpy(G.pooled + (size_t)r * P, pooled_cu + (is_cond ? 0 : P), sizeof(float) * (size_t)P);
+            sd_sdxl_time_ids(m, g, !is_cond, G.time_ids + (size_t)r * NI);
+        }
+    }
+    if (g->refiner) { /* the refiner's own conditioning of the same prompts */
+        struct sd_pipeline rp = *p;
+        rp.model = G.ref = g->refiner;
+        rp.lora = NULL;
+        if ((rc = sd_sdxl_cond_rows(&rp, g, G.cfg, G.B, &G.rctx, &G.rchunks, &G.rpooled, &G.rtime))) goto done;
+    }
     if ((rc = phase(&G, "clip", sd_time_s() - t0, cached_c && cached_u))) goto done;
 
     /* 2. Sampler and starting latents. */
@@ -506,13 +572,15 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
         for (int b = 0; b < G.B && !rc; b++)
             rc = sd_run_taesd_decode(p->rt, g->taesd_decode, x + b * G.lat, 1, G.h, G.w, images + (size_t)b * n_img);
     } else {
-        const float inv = 1.0f / m->vae.scaling_factor;
+        /* After a refiner hand-off the refiner's VAE decodes (A1111's current model, diffusers' refiner pipeline). */
+        struct sd_model *dm = G.refining && G.ref->va ? G.ref : m;
+        const float inv = 1.0f / dm->vae.scaling_factor;
         for (size_t i = 0; i < (size_t)G.B * G.lat; i++) x[i] *= inv;
         int tile;
-        rc = sd_vae_want_tiles(p->ctx, m, 1, G.h, G.w, g->vae_tiling, g->memory_budget, g->vae_tile, &G.tiled, &tile);
+        rc = sd_vae_want_tiles(p->ctx, dm, 1, G.h, G.w, g->vae_tiling, g->memory_budget, g->vae_tile, &G.tiled, &tile);
         for (int b = 0; b < G.B && !rc; b++)
-            rc = G.tiled ? sd_vae_decode_tiled(p->rt, m, x + b * G.lat, 1, G.h, G.w, tile, images + (size_t)b * n_img)
-                         : sd_run_vae_decode(p->rt, m, x + b * G.lat, 1, G.h, G.w, images + (size_t)b * n_img);
+            rc = G.tiled ? sd_vae_decode_tiled(p->rt, dm, x + b * G.lat, 1, G.h, G.w, tile, images + (size_t)b * n_img)
+                         : sd_run_vae_decode(p->rt, dm, x + b * G.lat, 1, G.h, G.w, images + (size_t)b * n_img);
     }
 #ifdef SDRT_POISON
     size_t unwritten = rc ? 0 : sd_poison_count(images, (size_t)G.B * n_img);
@@ -529,7 +597,8 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
 done:
     sd_sampler_free(G.s);
     free(cond); free(unc); free(x);
-    free(G.context); free(G.xin); free(G.tin); free(G.eps);
+    free(G.context); free(G.xin); free(G.tin); free(G.eps); free(G.pooled); free(G.time_ids); free(pooled_cu);
+    free(G.rctx); free(G.rpooled); free(G.rtime);
     free(G.mask_lat); free(G.masked_lat); free(G.init_lat); free(G.noise); free(G.x0_last);
     return rc;
 }

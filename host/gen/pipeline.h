@@ -37,12 +37,23 @@ struct sd_gen_event {
     float t;
     const float *x0;        /* STEP: predicted clean latents [batch, channels, h, w] (UNet space) */
     int batch, channels, h, w; /* latent size (SD: 4 channels, image / 8) */
+    int sdxl;               /* STEP: the latents are SDXL's (its latent -> RGB preview coefficients) */
     const struct sd_lora_report *lora;  /* LORA: matched / unmatched modules, tensors merged */
     const char *lora_hashes;            /* LORA: A1111 "name: hash, name: hash" of the active set */
 };
 
 /* Returns non-zero to cancel the generation. */
 typedef int (*sd_gen_event_fn)(void *user, const struct sd_gen_event *ev);
+
+/* SDXL micro-conditioning of one side (prompt or negative): the UNet's
+ * add_embedding "time ids". 0 = unset: A1111's defaults (original size =
+ * target size = the image size, crop 0, 0; aesthetic score 6 for the prompt,
+ * 2.5 for the negative - the refiner's). Unset negative fields take the
+ * prompt's values (diffusers negative_original_size etc.). */
+struct sd_xl_cond {
+    int orig_w, orig_h, crop_top, crop_left, target_w, target_h;
+    float aesthetic;
+};
 
 struct sd_gen_params {
     const char *prompt, *negative_prompt;
@@ -54,7 +65,17 @@ struct sd_gen_params {
                                          * the sampler's diffusers class default); steps_offset is
                                          * replaced by the model's scheduler_config.json value if it
                                          * has one; prediction from the model */
-    int clip_skip;                      /* A1111 numbering: 0/1 = last layer */
+    int clip_skip;                      /* A1111 numbering: 0/1 = last layer (SDXL: ignored, as A1111:
+                                         * both encoders give their penultimate layer) */
+    struct sd_xl_cond xl, xl_neg;       /* SDXL size / crop / aesthetic conditioning (see above) */
+    /* SDXL base + refiner hand-off (A1111 semantics): once a model call's
+     * timestep t has (999 - t) / 1000 >= refiner_switch, that call and every
+     * later one run `refiner` (same sampler state and random stream), with
+     * its own conditioning of the same prompts (bigG, aesthetic scores);
+     * its VAE then decodes. NULL = no refiner. The refiner must be SDXL with
+     * the base's latent space, loaded, and released by the caller. */
+    struct sd_model *refiner;
+    float refiner_switch;               /* (0, 1]; A1111's default 0.8 */
     /* img2img / inpaint: init_image [3, height, width] in [-1, 1] */
     const float *init_image;
     float strength;                     /* (0, 1]: steps run = floor(steps * strength). img2img

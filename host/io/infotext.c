@@ -23,6 +23,16 @@ void sd_infotext_float(double v, char *buf, size_t size) {
     if (!strpbrk(buf, ".e")) strncat(buf, ".0", size - strlen(buf) - 1);
 }
 
+double sd_infotext_from_float(float f) {
+    if (!isfinite(f)) return f;
+    char buf[32];
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
+        if ((float)strtod(buf, NULL) == f) return strtod(buf, NULL);
+    }
+    return f;
+}
+
 struct sbuf {
     char *p;
     size_t n, cap;
@@ -105,6 +115,11 @@ char *sd_infotext_format(const struct sd_infotext *it) {
         sb_kv(&b, &first, "Clip skip", num);
     }
     if (it->rng) sb_kv(&b, &first, "RNG", it->rng);
+    if (it->refiner) { /* A1111 extra_generation_params, set up before the LoRA hashes */
+        sb_kv(&b, &first, "Refiner", it->refiner);
+        sd_infotext_float(it->refiner_switch, num, sizeof num);
+        sb_kv(&b, &first, "Refiner switch at", num);
+    }
     if (it->lora_hashes) sb_kv(&b, &first, "Lora hashes", it->lora_hashes);
     if (it->version) sb_kv(&b, &first, "Version", it->version);
     if (b.oom) { free(b.p); return NULL; }

@@ -26,6 +26,8 @@ struct sd_infotext {
     double denoising_strength;            /* < 0 = omitted (txt2img) */
     int clip_skip;                        /* <= 1 = omitted */
     const char *rng;                      /* "CPU" for the torch CPU generator; NULL = omitted (GPU) */
+    const char *refiner;                  /* SDXL refiner model name; NULL = omitted */
+    double refiner_switch;                /* "Refiner switch at", written with refiner */
     const char *lora_hashes;              /* NULL = omitted */
     const char *version;                  /* NULL = omitted */
 };
@@ -35,6 +37,11 @@ void sd_infotext_init(struct sd_infotext *it);
 
 /* Returns the text (malloc'd, caller frees), or NULL when out of memory. */
 char *sd_infotext_format(const struct sd_infotext *it);
+
+/* The double nearest the shortest decimal that reads back as f: a float
+ * option such as 0.6f is written "0.6" as A1111 (whose values are Python
+ * floats parsed from decimals) writes it, not 0.6000000238418579. */
+double sd_infotext_from_float(float f);
 
 /* Python str() of a float into buf (>= 32 bytes). */
 void sd_infotext_float(double v, char *buf, size_t size);

@@ -221,7 +221,7 @@ int sd_lora_file_open(struct sd_ctx *ctx, const char *path, struct sd_lora_file 
                 rc = sd_errorf(ctx, SD_ERR_NOMEM, "lora: out of memory");
                 break;
             }
-            m->te = !strncmp(mod, "lora_te_", 8);
+            m->te = !strncmp(mod, "lora_te", 7); /* lora_te_, and SDXL's lora_te1_ / lora_te2_ */
             m->key = t->name;
             slot[s] = ++lf->n_mods;
         } else {

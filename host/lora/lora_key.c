@@ -72,16 +72,19 @@ int sd_lora_parse_key(const char *key, char *module, size_t n, enum sd_lora_role
     size_t stem = len - best, o = 0;
     enum sd_lora_style st = suffixes[hit].style;
     module[0] = 0;
-    if (!strncmp(key, "lora_unet_", 10) || !strncmp(key, "lora_te_", 8)) {
+    if (!strncmp(key, "lora_unet_", 10) || !strncmp(key, "lora_te_", 8) || !strncmp(key, "lora_te1_", 9) ||
+        !strncmp(key, "lora_te2_", 9)) { /* te1 / te2: SDXL's CLIP ViT-L / bigG */
         if (st == SD_LS_PEFT && memchr(key, '.', stem)) return 0; /* dots inside a kohya name */
         if (st == SD_LS_DIFFUSERS_OLD) return 0;
         if (!put(module, n, &o, key, stem, 1)) return 0;
         st = SD_LS_KOHYA;
     } else {
+        /* te: 1 = text encoder (lora_te_), 2 = SDXL's second (lora_te2_) */
         static const struct { const char *prefix; int te; } pre[] = {
-            {"unet.", 0}, {"base_model.model.", 0}, {"text_encoder.", 1}, {"lora_unet.", 0}, {"lora_te.", 1}};
+            {"unet.", 0}, {"base_model.model.", 0}, {"text_encoder.", 1}, {"text_encoder_2.", 2}, {"lora_unet.", 0},
+            {"lora_te.", 1}};
         int p = -1;
-        for (int i = 0; i < 5 && p < 0; i++)
+        for (int i = 0; i < 6 && p < 0; i++)
             if (!strncmp(key, pre[i].prefix, strlen(pre[i].prefix))) p = i;
         if (p < 0) return 0;
         size_t pl = strlen(pre[p].prefix);
@@ -95,7 +98,8 @@ int sd_lora_parse_key(const char *key, char *module, size_t n, enum sd_lora_role
         } else if (st == SD_LS_KOHYA) {
             st = SD_LS_PEFT; /* diffusers-converted kohya keys (".alpha", LyCORIS) with a dotted path */
         }
-        if (!put(module, n, &o, pre[p].te ? "lora_te_" : "lora_unet_", pre[p].te ? 8 : 10, 0)) return 0;
+        const char *mp = pre[p].te == 2 ? "lora_te2_" : pre[p].te ? "lora_te_" : "lora_unet_";
+        if (!put(module, n, &o, mp, strlen(mp), 0)) return 0;
         if (!put(module, n, &o, path, plen, 1)) return 0;
     }
     if (role) *role = suffixes[hit].role;

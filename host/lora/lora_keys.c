@@ -29,6 +29,7 @@ struct sd_lora_keymap {
     int n, cap;
     uint32_t *slot, mask;
     int layers_per_block;
+    int xl;                 /* SDXL: te is lora_te1_ (lora_te_ accepted too), te2 lora_te2_ */
 };
 
 static uint32_t hash_str(const char *s) {
@@ -81,7 +82,7 @@ void sd_lora_keymap_free(struct sd_lora_keymap *km) {
 
 struct sd_lora_keymap *sd_lora_keymap_new(struct sd_ctx *ctx, struct sd_model *m) {
     struct sd_lora_keymap *km = calloc(1, sizeof *km);
-    int n = sd_weights_count(m->te) + sd_weights_count(m->un);
+    int n = sd_weights_count(m->te) + sd_weights_count(m->te2) + sd_weights_count(m->un);
     uint32_t cap = 64;
     while (cap < 2u * (uint32_t)n + 2) cap *= 2;
     if (km) {
@@ -90,8 +91,10 @@ struct sd_lora_keymap *sd_lora_keymap_new(struct sd_ctx *ctx, struct sd_model *m
         km->slot = calloc(cap, sizeof *km->slot);
         km->mask = cap - 1;
         km->layers_per_block = m->unet.layers_per_block;
+        km->xl = sd_family_is_xl(m->family);
     }
-    if (!km || !km->e || !km->slot || add_weights(km, m->te, "lora_te_") || add_weights(km, m->un, "lora_unet_")) {
+    if (!km || !km->e || !km->slot || add_weights(km, m->te, km->xl ? "lora_te1_" : "lora_te_") ||
+        add_weights(km, m->te2, "lora_te2_") || add_weights(km, m->un, "lora_unet_")) {
         sd_lora_keymap_free(km);
         sd_errorf(ctx, SD_ERR_NOMEM, "lora: out of memory for the model's key table");
         return NULL;
@@ -142,6 +145,10 @@ int sd_lora_keymap_find(const struct sd_lora_keymap *km, const char *mod, int bi
     const struct km_entry *e = km_lookup(km, mod);
     char alt[512];
     if (!e && !strncmp(mod, "lora_unet_", 10) && from_ldm(km, mod, alt, sizeof alt)) e = km_lookup(km, alt);
+    if (!e && km->xl && !strncmp(mod, "lora_te_", 8)) { /* SDXL: a plain text_encoder. (PEFT) / lora_te_ is te1 */
+        snprintf(alt, sizeof alt, "lora_te1_%s", mod + 8);
+        e = km_lookup(km, alt);
+    }
     if (!e) return 0;
     int i = bias ? e->bias : e->weight;
     if (i < 0) return 0;
@@ -162,7 +169,7 @@ void sd_lora_keymap_examples(const struct sd_lora_keymap *km, int te, char *buf,
     buf[0] = 0;
     for (int i = 0; i < km->n && shown < 3 && o < n; i++) {
         const struct km_entry *e = &km->e[i];
-        if (e->weight < 0 || !!strncmp(e->kohya, "lora_te_", 8) == !!te) continue;
+        if (e->weight < 0 || !!strncmp(e->kohya, "lora_te", 7) == !!te) continue;
         if (!strstr(e->kohya, te ? "q_proj" : "to_q")) continue;
         o += (size_t)snprintf(buf + o, n - o, "%s'%s'", shown ? ", " : "", e->kohya);
         shown++;

@@ -1,4 +1,4 @@
-/* model.h - SD 1.x/2.x model description: configs, weights, graph builders.
+/* model.h - SD 1.x/2.x and SDXL model description: configs, weights, graph builders.
  *
  * Models are described once, as plain forward functions that append nodes to
  * a graph (graph.h) and read weights by their diffusers names from the
@@ -15,7 +15,16 @@
 
 struct sd_weights;
 
-enum sd_family { SD_FAMILY_UNKNOWN = 0, SD_FAMILY_SD1, SD_FAMILY_SD1_INPAINT, SD_FAMILY_SD2, SD_FAMILY_SD2_INPAINT };
+enum sd_family {
+    SD_FAMILY_UNKNOWN = 0, SD_FAMILY_SD1, SD_FAMILY_SD1_INPAINT, SD_FAMILY_SD2, SD_FAMILY_SD2_INPAINT,
+    SD_FAMILY_SDXL, SD_FAMILY_SDXL_REFINER, SD_FAMILY_SDXL_INPAINT,
+};
+
+/* SDXL base, refiner or inpainting: two text encoders (the refiner: bigG
+ * only), pooled text + size conditioning through the UNet's add_embedding. */
+static inline bool sd_family_is_xl(enum sd_family f) {
+    return f == SD_FAMILY_SDXL || f == SD_FAMILY_SDXL_REFINER || f == SD_FAMILY_SDXL_INPAINT;
+}
 
 #define SD_MAX_LEVELS 6
 
@@ -24,6 +33,7 @@ struct sd_clip_config {
     int quick_gelu;     /* SD1: quick_gelu; SD2: exact gelu */
     float eps;
     int pad_id;         /* 49407 (SD1) or 0 (SD2) */
+    int projection;     /* SDXL bigG: width of text_projection (pooled output); 0 = none */
 };
 
 struct sd_unet_config {
@@ -38,6 +48,10 @@ struct sd_unet_config {
     int linear_proj;                /* proj_in/out are Linear (SD2) rather than 1x1 conv */
     int norm_groups;
     float norm_eps;
+    /* SDXL add_embedding (diffusers addition_embed_type "text_time"): input
+     * width add_in = pooled text width + add_n_ids * add_time_dim (base: 1280
+     * + 6 * 256 = 2816; refiner: 1280 + 5 * 256 = 2560). 0 = none. */
+    int add_in, add_time_dim, add_n_ids;
 };
 
 struct sd_vae_config {
@@ -71,6 +85,9 @@ struct sd_model {
     struct sd_unet_config unet;
     struct sd_vae_config vae;
     struct sd_weights *te, *un, *va; /* text encoder, UNet, VAE weights (diffusers names) */
+    struct sd_clip_config clip2;    /* SDXL: the OpenCLIP bigG encoder (text_encoder_2) */
+    struct sd_weights *te2;         /* SDXL: its weights (HF CLIPTextModelWithProjection names); the
+                                     * refiner has te2 only (te NULL) */
     void *files[8];                 /* open safetensors files backing the weights */
     int n_files;
     double load_seconds;
@@ -86,10 +103,29 @@ const char *sd_family_name(enum sd_family f);
 struct sd_tensor *sd_clip_build(struct sd_graph *g, const struct sd_clip_config *c, struct sd_weights *w,
                                 struct sd_tensor *ids, int clip_skip);
 
+/* SDXL text encoders (sdxl_clip.c): ids i32 [B, 77]. The output of the
+ * penultimate layer (hidden_states[-2], no final LayerNorm) [B, 77*hidden]
+ * flattened per row; with eos (i32 [B], flat index b*77 + position of the
+ * EOS token) and c->projection > 0, followed in each row by the pooled
+ * output: final_layer_norm(last layer)[eos] x text_projection
+ * -> [B, 77*hidden + projection]. */
+struct sd_tensor *sd_clip_xl_build(struct sd_graph *g, const struct sd_clip_config *c, struct sd_weights *w,
+                                   struct sd_tensor *ids, struct sd_tensor *eos);
+/* The rows the pooled output is read from: for each of the B sequences of L
+ * ids, b*L + the first position of its largest id (the EOS token, 49407: as
+ * transformers' CLIPTextModelWithProjection and OpenCLIP take argmax). */
+void sd_clip_eos_rows(const int32_t *ids, int B, int L, int32_t *eos);
+
 /* x: [B, in_ch, h, w]; t: f32 [B] timesteps; context: [B, 77, context_dim].
  * Returns the model output [B, out_ch, h, w]. */
 struct sd_tensor *sd_unet_build(struct sd_graph *g, const struct sd_unet_config *c, struct sd_weights *w,
                                 struct sd_tensor *x, struct sd_tensor *t, struct sd_tensor *context);
+/* The same with SDXL's add_embedding inputs (c->add_in > 0): text_embeds
+ * [B, pooled], time_ids f32 [B * add_n_ids] (base: original h, w, crop top,
+ * left, target h, w per image). */
+struct sd_tensor *sd_unet_build_xl(struct sd_graph *g, const struct sd_unet_config *c, struct sd_weights *w,
+                                   struct sd_tensor *x, struct sd_tensor *t, struct sd_tensor *context,
+                                   struct sd_tensor *text_embeds, struct sd_tensor *time_ids);
 
 /* z: [B, latent, h, w] in the decoder's input space (already divided by the
  * scaling factor). Returns [B, 3, f*h, f*w] in about [-1, 1], f =

@@ -9,6 +9,7 @@
  * config.json files when the model has them, else from the family defaults.
  */
 #include "model_util.h"
+#include "model_load_int.h"
 #include "json.h"
 
 #include <math.h>
@@ -22,6 +23,9 @@ const char *sd_family_name(enum sd_family f) {
     case SD_FAMILY_SD1_INPAINT: return "SD1.x inpainting";
     case SD_FAMILY_SD2: return "SD2.x";
     case SD_FAMILY_SD2_INPAINT: return "SD2.x inpainting";
+    case SD_FAMILY_SDXL: return "SDXL base";
+    case SD_FAMILY_SDXL_REFINER: return "SDXL refiner";
+    case SD_FAMILY_SDXL_INPAINT: return "SDXL inpainting";
     default: return "unknown";
     }
 }
@@ -42,6 +46,15 @@ void sd_model_config_defaults(struct sd_model *m) {
     memset(&m->vae, 0, sizeof m->vae);
     m->vae.norm_groups = 32;
     m->vae.scaling_factor = 0.18215f;
+    if (sd_family_is_xl(m->family)) { /* CLIP ViT-L above; OpenCLIP ViT-bigG/14; 64-wide heads; SDXL VAE */
+        m->clip2 = (struct sd_clip_config){
+            .hidden = 1280, .layers = 32, .heads = 20, .intermediate = 5120, .max_pos = 77, .vocab = 49408,
+            .quick_gelu = 0, .eps = 1e-5f, .pad_id = 0, .projection = 1280,
+        };
+        m->unet.head_dim = 64;
+        m->unet.add_time_dim = 256;
+        m->vae.scaling_factor = 0.13025f;
+    }
 }
 
 static const struct sd_tensor *find(struct sd_weights *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -129,7 +142,7 @@ int sd_model_infer_clip(struct sd_ctx *ctx, struct sd_clip_config *c, struct sd_
 }
 
 /* Reads dir/name into a JSON DOM; returns NULL (no error) if absent. */
-static struct sd_json *read_json(struct sd_ctx *ctx, const char *dir, const char *name, int *rc) {
+struct sd_json *sd_model_read_json(struct sd_ctx *ctx, const char *dir, const char *name, int *rc) {
     char path[2048];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "rb");
@@ -199,7 +212,7 @@ static int read_scheduler(struct sd_ctx *ctx, struct sd_model *m, const char *di
 
 enum sd_family sd_model_family_from_text_config(struct sd_ctx *ctx, const char *dir, char *why, size_t why_size,
                                                 int *rc) {
-    struct sd_json *j = read_json(ctx, dir, "text_encoder/config.json", rc);
+    struct sd_json *j = sd_model_read_json(ctx, dir, "text_encoder/config.json", rc);
     enum sd_family f = SD_FAMILY_UNKNOWN;
     if (!j) return f;
     const char *act = sd_json_str(sd_json_get(j, "hidden_act"));
@@ -248,7 +261,7 @@ static int check_configs(struct sd_ctx *ctx, const struct sd_model *m, const cha
 
 int sd_model_read_configs(struct sd_ctx *ctx, struct sd_model *m, const char *dir) {
     int rc;
-    struct sd_json *j = read_json(ctx, dir, "unet/config.json", &rc);
+    struct sd_json *j = sd_model_read_json(ctx, dir, "unet/config.json", &rc);
     if (rc) return rc;
     if (j) {
         const struct sd_json *h = sd_json_get(j, "num_attention_heads");
@@ -261,7 +274,7 @@ int sd_model_read_configs(struct sd_ctx *ctx, struct sd_model *m, const char *di
         m->unet.norm_eps = (float)sd_json_num(sd_json_get(j, "norm_eps"), m->unet.norm_eps);
         sd_json_free(j);
     }
-    j = read_json(ctx, dir, "vae/config.json", &rc);
+    j = sd_model_read_json(ctx, dir, "vae/config.json", &rc);
     if (rc) return rc;
     if (j) {
         m->vae.norm_groups = (int)sd_json_int(sd_json_get(j, "norm_num_groups"), m->vae.norm_groups);
@@ -271,7 +284,7 @@ int sd_model_read_configs(struct sd_ctx *ctx, struct sd_model *m, const char *di
         m->vae.sample_size = ss[0];
         sd_json_free(j);
     }
-    j = read_json(ctx, dir, "text_encoder/config.json", &rc);
+    j = sd_model_read_json(ctx, dir, "text_encoder/config.json", &rc);
     if (rc) return rc;
     if (j) {
         m->clip.heads = (int)sd_json_int(sd_json_get(j, "num_attention_heads"), m->clip.heads);
@@ -280,14 +293,14 @@ int sd_model_read_configs(struct sd_ctx *ctx, struct sd_model *m, const char *di
         if (act) m->clip.quick_gelu = strcmp(act, "quick_gelu") == 0;
         sd_json_free(j);
     }
-    j = read_json(ctx, dir, "scheduler/scheduler_config.json", &rc);
+    j = sd_model_read_json(ctx, dir, "scheduler/scheduler_config.json", &rc);
     if (rc) return rc;
     if (j) {
         rc = read_scheduler(ctx, m, dir, j);
         sd_json_free(j);
         if (rc) return rc;
     }
-    j = read_json(ctx, dir, "tokenizer/tokenizer_config.json", &rc);
+    j = sd_model_read_json(ctx, dir, "tokenizer/tokenizer_config.json", &rc);
     if (rc) return rc;
     if (j) {
         const struct sd_json *pad = sd_json_get(j, "pad_token");

@@ -36,6 +36,8 @@ int sd_keys_unet_from_ldm(const char *k, int layers_per_block, char *out, size_t
     if ((r = eat(k, "time_embed.0."))) return snprintf(out, n, "time_embedding.linear_1.%s", r), 1;
     if ((r = eat(k, "time_embed.2."))) return snprintf(out, n, "time_embedding.linear_2.%s", r), 1;
     if ((r = eat(k, "input_blocks.0.0."))) return snprintf(out, n, "conv_in.%s", r), 1;
+    if ((r = eat(k, "label_emb.0.0."))) return snprintf(out, n, "add_embedding.linear_1.%s", r), 1; /* SDXL */
+    if ((r = eat(k, "label_emb.0.2."))) return snprintf(out, n, "add_embedding.linear_2.%s", r), 1;
     if ((r = eat(k, "out.0."))) return snprintf(out, n, "conv_norm_out.%s", r), 1;
     if ((r = eat(k, "out.2."))) return snprintf(out, n, "conv_out.%s", r), 1;
     if (sscanf(k, "input_blocks.%d.%d.%n", &a, &b, &used) == 2 && used > 0) {

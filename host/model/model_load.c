@@ -8,12 +8,13 @@
  * in_proj is split into q/k/v and whose last resblock is dropped: SD2 uses
  * the penultimate layer). EMA copies ("model_ema.*") and training buffers lie
  * outside these prefixes and are ignored. Detection follows diffusers
- * (sd-reference §0.4): SDXL keys -> unsupported; OpenCLIP text encoder or a
+ * (sd-reference §0.4): SDXL keys -> sdxl_load.c; OpenCLIP text encoder or a
  * 1024-wide context -> SD2; conv_in with 9 input channels -> inpainting.
  * Weights load lazily (weights.h): `sdrt info` reads headers only.
  */
 #include "model_load.h"
 
+#include "model_load_int.h"
 #include "model_keys.h"
 #include "weights.h"
 
@@ -22,35 +23,33 @@
 #include <string.h>
 #include <sys/stat.h>
 
-struct rename_ctx { int n; };
-
-static const char *ren_unet(const char *name, char *buf, size_t size, void *user) {
+const char *sd_ren_unet(const char *name, char *buf, size_t size, void *user) {
     return sd_keys_unet_from_ldm(name, ((struct rename_ctx *)user)->n, buf, size) ? buf : NULL;
 }
-static const char *ren_vae(const char *name, char *buf, size_t size, void *user) {
+const char *sd_ren_vae(const char *name, char *buf, size_t size, void *user) {
     return sd_keys_vae_from_ldm(name, ((struct rename_ctx *)user)->n, buf, size) ? buf : NULL;
 }
-static const char *ren_clip1(const char *name, char *buf, size_t size, void *user) {
+const char *sd_ren_clip1(const char *name, char *buf, size_t size, void *user) {
     (void)user;
     return sd_keys_clip_sd1_from_ldm(name, buf, size) ? buf : NULL;
 }
 static const char *ren_openclip(const char *name, char *buf, size_t size, void *user) {
     return sd_keys_clip_openclip(name, ((struct rename_ctx *)user)->n, buf, size) ? buf : NULL;
 }
-static const char *ren_diffusers_clip(const char *name, char *buf, size_t size, void *user) {
+const char *sd_ren_diffusers_clip(const char *name, char *buf, size_t size, void *user) {
     (void)user;
     if (strstr(name, "position_ids")) return NULL;
     return sd_keys_clip_sd1_from_ldm(name, buf, size) ? buf : NULL;
 }
 
-static bool has_prefix_key(const struct sd_st_file *f, const char *prefix) {
+bool sd_has_prefix_key(const struct sd_st_file *f, const char *prefix) {
     size_t n = strlen(prefix);
     for (int i = 0; i < f->n_tensors; i++)
         if (strncmp(f->tensors[i].name, prefix, n) == 0) return true;
     return false;
 }
 
-static int count_indexed(const struct sd_st_file *f, const char *fmt) {
+int sd_count_indexed(const struct sd_st_file *f, const char *fmt) {
     char name[256];
     int n = 0;
     for (;; n++) {
@@ -59,7 +58,7 @@ static int count_indexed(const struct sd_st_file *f, const char *fmt) {
     }
 }
 
-static int keep_file(struct sd_ctx *ctx, struct sd_model *m, struct sd_st_file *f) {
+int sd_keep_file(struct sd_ctx *ctx, struct sd_model *m, struct sd_st_file *f) {
     if (m->n_files == (int)(sizeof m->files / sizeof m->files[0])) {
         sd_st_close(f);
         return sd_errorf(ctx, SD_ERR_INVALID, "model: too many weight files");
@@ -69,7 +68,7 @@ static int keep_file(struct sd_ctx *ctx, struct sd_model *m, struct sd_st_file *
 }
 
 /* SD2 OpenCLIP: in_proj [3d, d] -> q/k/v [d, d] slices. */
-static int split_in_proj(struct sd_ctx *ctx, struct sd_weights *w, int layers, int64_t d) {
+int sd_split_in_proj(struct sd_ctx *ctx, struct sd_weights *w, int layers, int64_t d) {
     static const char *qkv[3] = {"q_proj", "k_proj", "v_proj"};
     char src[256], dst[256];
     for (int l = 0; l < layers; l++)
@@ -84,7 +83,7 @@ static int split_in_proj(struct sd_ctx *ctx, struct sd_weights *w, int layers, i
 
 /* LDM VAE attention projections are 1x1 convs [C, C, 1, 1]; the graph uses
  * them as Linear [C, C] (same bytes). */
-static void vae_attn_to_linear(struct sd_weights *w) {
+void sd_vae_attn_to_linear(struct sd_weights *w) {
     static const char *parts[2] = {"encoder", "decoder"};
     static const char *names[4] = {"to_q", "to_k", "to_v", "to_out.0"};
     char n[160];
@@ -101,11 +100,10 @@ static int load_single_file(struct sd_ctx *ctx, struct sd_model *m, const char *
     struct sd_st_file *f = NULL;
     int rc = sd_st_open(ctx, path, &f);
     if (rc) return rc;
-    if ((rc = keep_file(ctx, m, f))) return rc;
+    if ((rc = sd_keep_file(ctx, m, f))) return rc;
     m->single_file = 1;
-    if (has_prefix_key(f, "conditioner.embedders.") || sd_st_find(f, "model.diffusion_model.label_emb.0.0.weight"))
-        return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "%s: SDXL checkpoints are not supported (yet); sdrt runs SD 1.x and 2.x",
-                         path);
+    if (sd_has_prefix_key(f, "conditioner.embedders.") || sd_st_find(f, "model.diffusion_model.label_emb.0.0.weight"))
+        return sd_sdxl_load_single(ctx, m, f, path);
     const struct sd_st_tensor *cin = sd_st_find(f, "model.diffusion_model.input_blocks.0.0.weight");
     if (!cin)
         return sd_errorf(ctx, SD_ERR_UNSUPPORTED,
@@ -115,7 +113,7 @@ static int load_single_file(struct sd_ctx *ctx, struct sd_model *m, const char *
                          path, cin->n_dims);
     m->file_dtype = cin->type;
     bool openclip = sd_st_find(f, "cond_stage_model.model.token_embedding.weight") != NULL;
-    bool hfclip = has_prefix_key(f, "cond_stage_model.transformer.");
+    bool hfclip = sd_has_prefix_key(f, "cond_stage_model.transformer.");
     bool inpaint = cin->shape[1] == 9;
     bool v2 = openclip;
     if (openclip || hfclip) {
@@ -139,24 +137,24 @@ static int load_single_file(struct sd_ctx *ctx, struct sd_model *m, const char *
         if (sd_st_find(f, name)) { un.n = k - 1; break; }
     }
     if (!(m->un = sd_weights_new(ctx))) return ctx->status;
-    if ((rc = sd_weights_add_file(m->un, f, "model.diffusion_model.", ren_unet, &un))) return rc;
+    if ((rc = sd_weights_add_file(m->un, f, "model.diffusion_model.", sd_ren_unet, &un))) return rc;
 
-    if (has_prefix_key(f, "first_stage_model.")) {
-        struct rename_ctx va = {count_indexed(f, "first_stage_model.decoder.up.%d.block.0.conv1.weight")};
+    if (sd_has_prefix_key(f, "first_stage_model.")) {
+        struct rename_ctx va = {sd_count_indexed(f, "first_stage_model.decoder.up.%d.block.0.conv1.weight")};
         if (!(m->va = sd_weights_new(ctx))) return ctx->status;
-        if ((rc = sd_weights_add_file(m->va, f, "first_stage_model.", ren_vae, &va))) return rc;
-        vae_attn_to_linear(m->va);
+        if ((rc = sd_weights_add_file(m->va, f, "first_stage_model.", sd_ren_vae, &va))) return rc;
+        sd_vae_attn_to_linear(m->va);
     }
     if (hfclip) {
         if (!(m->te = sd_weights_new(ctx))) return ctx->status;
-        if ((rc = sd_weights_add_file(m->te, f, "cond_stage_model.transformer.", ren_clip1, NULL))) return rc;
+        if ((rc = sd_weights_add_file(m->te, f, "cond_stage_model.transformer.", sd_ren_clip1, NULL))) return rc;
     } else if (openclip) {
-        int stored = count_indexed(f, "cond_stage_model.model.transformer.resblocks.%d.ln_1.weight");
+        int stored = sd_count_indexed(f, "cond_stage_model.model.transformer.resblocks.%d.ln_1.weight");
         struct rename_ctx oc = {stored > 1 ? stored - 1 : stored};
         if (!(m->te = sd_weights_new(ctx))) return ctx->status;
         if ((rc = sd_weights_add_file(m->te, f, "cond_stage_model.model.", ren_openclip, &oc))) return rc;
         const struct sd_st_tensor *tok = sd_st_find(f, "cond_stage_model.model.token_embedding.weight");
-        if ((rc = split_in_proj(ctx, m->te, oc.n, tok->n_dims == 2 ? tok->shape[1] : 0))) return rc;
+        if ((rc = sd_split_in_proj(ctx, m->te, oc.n, tok->n_dims == 2 ? tok->shape[1] : 0))) return rc;
     }
     return SD_OK;
 }
@@ -167,7 +165,7 @@ static bool file_exists(const char *p) {
 }
 
 /* Opens dir/sub/<first existing name> into *w with the given renamer. */
-static int load_component(struct sd_ctx *ctx, struct sd_model *m, const char *dir, const char *sub,
+int sd_load_component(struct sd_ctx *ctx, struct sd_model *m, const char *dir, const char *sub,
                           const char *const *names, sd_weights_rename_fn ren, void *user, struct sd_weights **w) {
     char path[2048];
     for (int i = 0; names[i]; i++) {
@@ -176,7 +174,7 @@ static int load_component(struct sd_ctx *ctx, struct sd_model *m, const char *di
         struct sd_st_file *f = NULL;
         int rc = sd_st_open(ctx, path, &f);
         if (rc) return rc;
-        if ((rc = keep_file(ctx, m, f))) return rc;
+        if ((rc = sd_keep_file(ctx, m, f))) return rc;
         if (!(*w = sd_weights_new(ctx))) return ctx->status;
         if (m->file_dtype == SD_F32 && f->n_tensors) m->file_dtype = f->tensors[0].type;
         return sd_weights_add_file(*w, f, NULL, ren, user);
@@ -222,17 +220,17 @@ static int load_diffusers(struct sd_ctx *ctx, struct sd_model *m, const char *di
     struct stat st;
     if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode))
         return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "%s: not a diffusers Stable Diffusion folder (no unet/)", dir);
-    snprintf(p, sizeof p, "%s/text_encoder_2", dir);
-    if (stat(p, &st) == 0) return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "%s: SDXL pipelines are not supported (yet)", dir);
     m->file_dtype = SD_F32;
     int rc;
-    if ((rc = load_component(ctx, m, dir, "unet", unet_names, NULL, NULL, &m->un))) return rc;
+    if ((rc = sd_load_component(ctx, m, dir, "unet", unet_names, NULL, NULL, &m->un))) return rc;
+    snprintf(p, sizeof p, "%s/text_encoder_2", dir);
+    if (stat(p, &st) == 0 || sd_weights_find(m->un, "add_embedding.linear_1.weight")) return sd_sdxl_load_folder(ctx, m, dir);
     int64_t dims[SD_ST_MAX_DIMS];
     int nd = sd_weights_shape(m->un, "conv_in.weight", dims);
     if (nd != 4) return sd_errorf(ctx, SD_ERR_FORMAT, "%s: unet has no 4-d 'conv_in.weight'", dir);
-    if ((rc = load_component(ctx, m, dir, "vae", unet_names, NULL, NULL, &m->va))) return rc;
-    vae_attn_to_linear(m->va);
-    if ((rc = load_component(ctx, m, dir, "text_encoder", te_names, ren_diffusers_clip, NULL, &m->te))) return rc;
+    if ((rc = sd_load_component(ctx, m, dir, "vae", unet_names, NULL, NULL, &m->va))) return rc;
+    sd_vae_attn_to_linear(m->va);
+    if ((rc = sd_load_component(ctx, m, dir, "text_encoder", te_names, sd_ren_diffusers_clip, NULL, &m->te))) return rc;
     /* Family: inpainting from conv_in; SD1 vs SD2 from the text encoder (the
      * UNet's projection kind says nothing: SD1 finetunes with linear
      * projections exist), see family_of_folder. */
@@ -265,9 +263,12 @@ int sd_model_load(struct sd_ctx *ctx, const char *path, const char *config_dir, 
     if (!S_ISDIR(st.st_mode)) sd_model_detect_prediction(m);
     if (config_dir && (rc = sd_model_read_configs(ctx, m, config_dir))) goto fail;
     if (!m->prediction_why[0]) snprintf(m->prediction_why, sizeof m->prediction_why, "no scheduler config: epsilon (default)");
+    if (sd_family_is_xl(m->family) && (rc = sd_sdxl_read_configs(ctx, m, S_ISDIR(st.st_mode) ? path : NULL, config_dir)))
+        goto fail;
     if ((rc = sd_model_infer_unet(ctx, &m->unet, m->un))) goto fail;
     if (m->va && (rc = sd_model_infer_vae(ctx, &m->vae, m->va))) goto fail;
     if (m->te && (rc = sd_model_infer_clip(ctx, &m->clip, m->te))) goto fail;
+    if (sd_family_is_xl(m->family) && (rc = sd_sdxl_finish(ctx, m))) goto fail;
     /* The UNet works in the VAE's latent space: C channels, or 2C+1 for
      * inpainting (latent, mask, masked-image latent). */
     if (m->va) {
@@ -307,6 +308,7 @@ void sd_model_free(struct sd_model *m) {
     sd_weights_free(m->un);
     sd_weights_free(m->va);
     sd_weights_free(m->te);
+    sd_weights_free(m->te2);
     for (int i = 0; i < m->n_files; i++) sd_st_close(m->files[i]);
     free(m);
 }
@@ -316,5 +318,6 @@ int sd_model_load_weights(struct sd_model *m) {
     if (m->un && (rc = sd_weights_load_all(m->un))) return rc;
     if (m->va && (rc = sd_weights_load_all(m->va))) return rc;
     if (m->te && (rc = sd_weights_load_all(m->te))) return rc;
+    if (m->te2 && (rc = sd_weights_load_all(m->te2))) return rc;
     return SD_OK;
 }

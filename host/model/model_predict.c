@@ -30,6 +30,10 @@ void sd_model_detect_prediction(struct sd_model *m) {
         snprintf(m->prediction_why, sizeof m->prediction_why, "SD 1.x single file: epsilon");
         return;
     }
+    if (sd_family_is_xl(m->family)) {
+        snprintf(m->prediction_why, sizeof m->prediction_why, "SDXL single file: epsilon");
+        return;
+    }
     if (m->family == SD_FAMILY_SD2_INPAINT) {
         snprintf(m->prediction_why, sizeof m->prediction_why, "SD 2.x inpainting single file: epsilon");
         return;

@@ -5,7 +5,7 @@
 
 #include "weights.h"
 
-enum { RUN_CLIP = 1, RUN_UNET, RUN_VAE_DEC, RUN_VAE_ENC };
+enum { RUN_CLIP = 1, RUN_UNET, RUN_VAE_DEC, RUN_VAE_ENC, RUN_CLIP_XL1, RUN_CLIP_XL2 };
 
 struct run_args {
     struct sd_model *m;
@@ -19,6 +19,16 @@ static struct sd_tensor *build_clip(struct sd_graph *g, void *user, struct sd_te
     return sd_clip_build(g, &r->m->clip, r->m->te, in[0], r->a);
 }
 
+static struct sd_tensor *build_clip_xl(struct sd_graph *g, void *user, struct sd_tensor **in, int *n_in) {
+    struct run_args *r = user;
+    const bool second = r->a == 2;
+    const struct sd_clip_config *c = second ? &r->m->clip2 : &r->m->clip;
+    in[0] = sd_graph_input(g, "ids", SD_I32, 2, (int64_t[]){r->B, c->max_pos});
+    *n_in = 1;
+    if (second) in[(*n_in)++] = sd_graph_input(g, "eos", SD_I32, 1, (int64_t[]){r->B});
+    return sd_clip_xl_build(g, c, second ? r->m->te2 : r->m->te, in[0], second ? in[1] : NULL);
+}
+
 static struct sd_tensor *build_unet(struct sd_graph *g, void *user, struct sd_tensor **in, int *n_in) {
     struct run_args *r = user;
     const struct sd_unet_config *c = &r->m->unet;
@@ -26,7 +36,11 @@ static struct sd_tensor *build_unet(struct sd_graph *g, void *user, struct sd_te
     in[1] = sd_graph_input(g, "timestep", SD_F32, 1, (int64_t[]){r->B});
     in[2] = sd_graph_input(g, "context", SD_F32, 3, (int64_t[]){r->B, r->c, c->context_dim});
     *n_in = 3;
-    return sd_unet_build(g, c, r->m->un, in[0], in[1], in[2]);
+    if (c->add_in <= 0) return sd_unet_build(g, c, r->m->un, in[0], in[1], in[2]);
+    in[3] = sd_graph_input(g, "text_embeds", SD_F32, 2, (int64_t[]){r->B, c->add_in - c->add_n_ids * c->add_time_dim});
+    in[4] = sd_graph_input(g, "time_ids", SD_F32, 1, (int64_t[]){(int64_t)r->B * c->add_n_ids});
+    *n_in = 5;
+    return sd_unet_build_xl(g, c, r->m->un, in[0], in[1], in[2], in[3], in[4]);
 }
 
 /* The caller's buffer is sized from the documented shape (model_run.h): a
@@ -70,11 +84,31 @@ int sd_run_clip(struct sd_runtime *rt, struct sd_model *m, const int32_t *ids, i
     return sd_runtime_run(rt, &k, build_clip, &r, in, out);
 }
 
+int sd_run_clip_xl(struct sd_runtime *rt, struct sd_model *m, int which, const int32_t *ids, const int32_t *eos, int B,
+                   float *out) {
+    struct sd_weights *w = which == 2 ? m->te2 : which == 1 ? m->te : NULL;
+    if (!w || !sd_family_is_xl(m->family))
+        return sd_errorf(sd_runtime_ctx(rt), SD_ERR_INVALID, "%s: the model has no SDXL text encoder %d", m->path, which);
+    if (which == 2 && !eos) return sd_errorf(sd_runtime_ctx(rt), SD_ERR_INVALID, "SDXL text encoder 2: EOS positions needed");
+    struct run_args r = {m, B, which, 0, 0};
+    struct sd_graph_key k = {which == 2 ? RUN_CLIP_XL2 : RUN_CLIP_XL1, m->id, {B, which}, "text encoder"};
+    const void *in[2] = {ids, eos};
+    return sd_runtime_run(rt, &k, build_clip_xl, &r, in, out);
+}
+
 int sd_run_unet(struct sd_runtime *rt, struct sd_model *m, const float *x, int B, int h, int w, const float *t,
                 const float *context, int ctx_len, float *out) {
+    return sd_run_unet_xl(rt, m, x, B, h, w, t, context, ctx_len, NULL, NULL, out);
+}
+
+int sd_run_unet_xl(struct sd_runtime *rt, struct sd_model *m, const float *x, int B, int h, int w, const float *t,
+                   const float *context, int ctx_len, const float *text_embeds, const float *time_ids, float *out) {
+    if (m->unet.add_in > 0 && (!text_embeds || !time_ids))
+        return sd_errorf(sd_runtime_ctx(rt), SD_ERR_INVALID, "%s: the SDXL UNet needs pooled text embeddings and time ids",
+                         m->path);
     struct run_args r = {m, B, h, w, ctx_len};
     struct sd_graph_key k = {RUN_UNET, m->id, {B, h, w, ctx_len}, "unet"};
-    const void *in[3] = {x, t, context};
+    const void *in[5] = {x, t, context, text_embeds, time_ids};
     return sd_runtime_run(rt, &k, build_unet, &r, in, out);
 }
 
@@ -118,11 +152,11 @@ int sd_vae_arena_estimate(struct sd_ctx *ctx, struct sd_model *m, int decode, in
 
 /* Every weight tensor of m (all components), malloc'd; *n gets the count. */
 static struct sd_tensor **model_weights(const struct sd_model *m, int *n) {
-    struct sd_weights *parts[3] = {m->te, m->un, m->va};
+    struct sd_weights *parts[4] = {m->te, m->un, m->va, m->te2};
     int total = 0, k = 0;
-    for (int p = 0; p < 3; p++) total += sd_weights_count(parts[p]);
+    for (int p = 0; p < 4; p++) total += sd_weights_count(parts[p]);
     struct sd_tensor **w = malloc((size_t)(total > 0 ? total : 1) * sizeof *w);
-    for (int p = 0; w && p < 3; p++)
+    for (int p = 0; w && p < 4; p++)
         for (int i = 0; i < sd_weights_count(parts[p]); i++) w[k++] = sd_weights_tensor(parts[p], i);
     *n = w ? k : 0;
     return w;

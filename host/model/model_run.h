@@ -15,6 +15,16 @@ int sd_run_clip(struct sd_runtime *rt, struct sd_model *m, const int32_t *ids, i
 /* UNet: x [B, in_ch, h, w], t [B], context [B, L, ctx_dim] -> out [B, out_ch, h, w]. */
 int sd_run_unet(struct sd_runtime *rt, struct sd_model *m, const float *x, int B, int h, int w, const float *t,
                 const float *context, int ctx_len, float *out);
+/* SDXL text encoder `which` (1: CLIP ViT-L, 2: OpenCLIP bigG): ids i32 [B, 77]
+ * -> out [B, 77*hidden] (penultimate layer, no final LayerNorm); encoder 2
+ * also needs eos i32 [B] (flat index b*77 + EOS position) and appends the
+ * pooled projection: out [B, 77*hidden + projection]. */
+int sd_run_clip_xl(struct sd_runtime *rt, struct sd_model *m, int which, const int32_t *ids, const int32_t *eos, int B,
+                   float *out);
+/* UNet with SDXL's add_embedding inputs: text_embeds [B, pooled], time_ids [B, add_n_ids]
+ * (NULL for SD 1.x/2.x). */
+int sd_run_unet_xl(struct sd_runtime *rt, struct sd_model *m, const float *x, int B, int h, int w, const float *t,
+                   const float *context, int ctx_len, const float *text_embeds, const float *time_ids, float *out);
 /* VAE: z [B, latent, h, w] (decoder space, already / scaling) -> img [B, 3, f*h, f*w],
  * f = sd_vae_downscale(&m->vae) = 2^(levels-1) (SD 1.x/2.x: 8). */
 int sd_run_vae_decode(struct sd_runtime *rt, struct sd_model *m, const float *z, int B, int h, int w, float *img);

@@ -75,9 +75,40 @@ static int level_heads(const struct sd_unet_config *c, int level, int64_t ch) {
     return c->heads[level];
 }
 
+/* SDXL: add_embedding(cat(text_embeds, Fourier(time_ids))) [B, T], added to
+ * the time embedding (diffusers addition_embed_type "text_time"; SGM
+ * label_emb). */
+static struct sd_tensor *add_embedding(struct sd_graph *g, const struct sd_unet_config *c, struct sd_weights *w,
+                                       struct sd_tensor *text_embeds, struct sd_tensor *time_ids) {
+    if (!text_embeds || !time_ids) return NULL;
+    const int64_t B = sd_tensor_dim(text_embeds, 0);
+    if (sd_tensor_dim(text_embeds, 1) + (int64_t)c->add_n_ids * c->add_time_dim != c->add_in ||
+        sd_tensor_nelements(time_ids) != B * c->add_n_ids) {
+        g->status = sd_errorf(g->ctx, SD_ERR_INVALID, "unet add_embedding: text_embeds [%lld, %lld] and %lld time ids do not "
+                              "make its %d inputs (%d ids x %d)", (long long)B, (long long)sd_tensor_dim(text_embeds, 1),
+                              (long long)sd_tensor_nelements(time_ids), c->add_in, c->add_n_ids, c->add_time_dim);
+        return NULL;
+    }
+    struct sd_tensor *te = sd_timestep_embed(g, time_ids, c->add_time_dim, 1, 0.0f);     /* [B*n, dt] */
+    te = sd_reshape(g, te, 2, (int64_t[]){B, (int64_t)c->add_n_ids * c->add_time_dim});
+    struct sd_tensor *a = sd_concat(g, text_embeds, te, 1);                              /* [B, add_in] */
+    a = mb_linear(g, w, a, "add_embedding.linear_1");
+    return mb_linear(g, w, sd_silu(g, a), "add_embedding.linear_2");                    /* [B, T] */
+}
+
 struct sd_tensor *sd_unet_build(struct sd_graph *g, const struct sd_unet_config *c, struct sd_weights *w,
                                 struct sd_tensor *x, struct sd_tensor *t, struct sd_tensor *context) {
+    return sd_unet_build_xl(g, c, w, x, t, context, NULL, NULL);
+}
+
+struct sd_tensor *sd_unet_build_xl(struct sd_graph *g, const struct sd_unet_config *c, struct sd_weights *w,
+                                   struct sd_tensor *x, struct sd_tensor *t, struct sd_tensor *context,
+                                   struct sd_tensor *text_embeds, struct sd_tensor *time_ids) {
     if (!x || !t || !context) return NULL;
+    if (c->add_in > 0 && (!text_embeds || !time_ids)) {
+        g->status = sd_errorf(g->ctx, SD_ERR_INVALID, "unet: this SDXL UNet needs pooled text embeddings and time ids");
+        return NULL;
+    }
     const int G = c->norm_groups, L = c->layers_per_block, nl = c->n_levels;
     const float eps = c->norm_eps;
     char p[160];
@@ -85,6 +116,7 @@ struct sd_tensor *sd_unet_build(struct sd_graph *g, const struct sd_unet_config 
     struct sd_tensor *temb = sd_timestep_embed(g, t, c->block_out[0], 1, 0.0f);   /* [B, C0] */
     temb = mb_linear(g, w, temb, "time_embedding.linear_1");
     temb = mb_linear(g, w, sd_silu(g, temb), "time_embedding.linear_2");          /* [B, 4*C0] */
+    if (c->add_in > 0) temb = sd_add(g, temb, add_embedding(g, c, w, text_embeds, time_ids));
     struct sd_tensor *temb_act = sd_name(sd_silu(g, temb), "temb_act");           /* shared by every resnet */
 
     struct sd_tensor *skips[4 * SD_MAX_LEVELS * 4];
