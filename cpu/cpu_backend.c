@@ -7,7 +7,9 @@
  * resort).
  */
 #include "cpu.h"
+#include "cpu_dnnl.h"
 #include "poison.h"
+#include "weights.h"
 
 #include <omp.h>
 #include <stdlib.h>
@@ -76,6 +78,16 @@ int sd_cpu_run_node(struct sd_cpu *cpu, struct sd_tensor *node) {
     if (sd_tensor_in_arena(node) && !(node->flags & SD_TF_INPUT) && node->data)
         sd_poison_f32(node->data, sd_tensor_nbytes(node) / sizeof(float));
 #endif
+    /* Weights read in place must have their bytes (weights.h: deferred);
+     * conv2d and linear read src[1] through their own copies (or make the
+     * bytes themselves where they read it in place). */
+    for (int i = 0; i < SD_MAX_SRC; i++) {
+        struct sd_tensor *s = node->src[i];
+        if (!s || !(s->flags & SD_TF_DEFERRED) || (i == 1 && (node->op == SD_OP_CONV2D || node->op == SD_OP_LINEAR)))
+            continue;
+        if (sd_weight_materialize(cpu->ctx, s) != SD_OK)
+            return sd_error_wrap(cpu->ctx, "cpu %s [%s]", sd_op_name(node->op), node->name);
+    }
     if (fn(cpu, node) != SD_OK) return sd_error_wrap(cpu->ctx, "cpu %s [%s]", sd_op_name(node->op), node->name);
     return SD_OK;
 }
@@ -83,11 +95,10 @@ int sd_cpu_run_node(struct sd_cpu *cpu, struct sd_tensor *node) {
 static int cpu_compute(struct sd_backend *b, struct sd_graph *g, int i0, int i1) {
     struct sd_cpu *cpu = sd_cpu_of(b);
     omp_set_num_threads(cpu->n_threads);
-    for (int i = i0; i < i1; i++) {
-        int rc = sd_cpu_run_node(cpu, g->nodes[i]);
-        if (rc != SD_OK) return rc;
-    }
-    return SD_OK;
+    int rc = SD_OK;
+    for (int i = i0; i < i1 && rc == SD_OK; i++) rc = sd_cpu_run_node(cpu, g->nodes[i]);
+    sd_cpu_dnnl_staging_release(cpu);
+    return rc;
 }
 
 static void cpu_free(struct sd_backend *b) {

@@ -101,6 +101,7 @@
  * `build/bench/bench_ops --conv [--cpu-time]` re-measures the table.
  */
 #include "cpu_dnnl.h"
+#include "weights.h"
 
 #include <omp.h>
 #include <string.h>
@@ -201,7 +202,7 @@ fail:
     return rc;
 }
 
-static int conv_run_dnnl(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const float *x, const float *w,
+static int conv_run_dnnl(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const float *x, struct sd_tensor *w,
                          const float *b, float *y) {
     int rc = SD_OK;
     dnnl_memory_t wmem;
@@ -384,7 +385,8 @@ int sd_cpu_op_conv2d(struct sd_cpu *cpu, struct sd_tensor *node) {
     struct conv_shape s;
     int rc = conv_check(cpu, node, &s);
     if (rc != SD_OK) return rc;
-    const float *x = node->src[0]->data, *w = node->src[1]->data;
+    const float *x = node->src[0]->data;
+    struct sd_tensor *w = node->src[1];
     const float *b = node->src[2] ? node->src[2]->data : NULL;
     float *y = node->data;
 
@@ -412,6 +414,9 @@ int sd_cpu_op_conv2d(struct sd_cpu *cpu, struct sd_tensor *node) {
             return rc;
         }
     }
-    if (e->algo == SD_CONV_GEMM) return conv_run_gemm(cpu, e, &s, x, w, b, y);
+    if (e->algo == SD_CONV_GEMM) { /* reads w in place */
+        if ((rc = sd_weight_materialize(cpu->ctx, w)) != SD_OK) return rc;
+        return conv_run_gemm(cpu, e, &s, x, w->data, b, y);
+    }
     return conv_run_dnnl(cpu, e, x, w, b, y);
 }
