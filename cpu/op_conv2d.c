@@ -89,12 +89,14 @@
  *   2,1280,16,16 -> 1280 3x3 s2         -        384         272       181 (direct)
  *   2,320,64,64 -> 320 1x1              -        220         339       204 (gemm)
  *   2,1280,16,16 -> 1280 1x1            -        361         387       209 (gemm)
- * So in bf16 the rule is: the tiny convs as above (gemm, f32); the
- * Winograd shapes keep f32 Winograd (policy auto; a UNet CFG step measured
- * 4.96 s vs 5.44 s with bf16 direct there, at 4x the weight bytes in
- * copies); 1x1 -> nchw (bf16); everything else -> direct (bf16). The lowmem
- * policy in bf16 takes bf16 direct also on the Winograd shapes: no f32
- * copies, only bf16 ones.
+ * So in bf16 the rule is: the tiny convs as above (gemm, f32); 1x1 ->
+ * nchw (bf16); everything else -> direct (bf16), also on the shapes where
+ * f32 Winograd is faster: its f32 copies are 4x the f32 weight (8x the
+ * bf16 copy), ~4.3 GB for SD 1.5's UNet, which alone is over the memory
+ * target (a UNet CFG step measured 4.96 s with f32 Winograd there vs 5.44 s
+ * with bf16 direct, i.e. Winograd buys ~10% for ~4 GB). opts.conv = wino
+ * (`SDRT_CONV_ALGO=wino`) forces Winograd for whoever has the memory; auto and
+ * lowmem are the same rule in bf16.
  *
  * opts.conv = <name> (or sd_cpu_dnnl_set_conv_algo) forces one
  * algorithm; one that oneDNN cannot build for a shape falls back to direct.
@@ -127,8 +129,8 @@ static int conv_pick(const struct conv_shape *s, int policy, int bf16) {
     const int wino = s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1 && s->Ci >= 64 && s->Co >= 64 &&
                      s->OH * s->OW >= 256;
     if (tiny) return SD_CONV_GEMM;
-    if (bf16) { /* see "bf16" above */
-        if (wino && policy != SD_CONV_LOWMEM) return SD_CONV_WINO; /* f32 Winograd */
+    if (bf16) { /* see "bf16" above: no Winograd unless forced (opts.conv = wino) */
+        (void)wino, (void)policy;
         return is_pointwise(s) ? SD_CONV_NCHW : SD_CONV_DIRECT;
     }
     if (is_pointwise(s)) return SD_CONV_GEMM;
