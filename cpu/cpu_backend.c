@@ -54,11 +54,11 @@ static bool cpu_supports(struct sd_backend *b, const struct sd_tensor *node, cha
 static int cpu_arena_reserve(struct sd_backend *b, size_t size, void **host) {
     struct sd_cpu *cpu = sd_cpu_of(b);
     if (size > cpu->arena_size || !cpu->arena) {
-        void *p = sd_malloc_aligned(size);
+        void *p = sd_cpu_alloc(size);
         if (!p)
             return sd_errorf(cpu->ctx, SD_ERR_NOMEM, "cpu: cannot allocate a %.1f MiB activation arena",
                              (double)size / 1048576.0);
-        sd_free_aligned(cpu->arena);
+        sd_cpu_free(cpu->arena);
         cpu->arena = p;
         cpu->arena_size = size;
 #ifdef SDRT_POISON
@@ -105,8 +105,8 @@ static void cpu_free(struct sd_backend *b) {
     struct sd_cpu *cpu = sd_cpu_of(b);
     if (cpu) {
         sd_cpu_dnnl_free(cpu);
-        sd_free_aligned(cpu->arena);
-        sd_free_aligned(cpu->scratch);
+        sd_cpu_free(cpu->arena);
+        sd_cpu_free(cpu->scratch);
         free(cpu);
     }
     free(b);

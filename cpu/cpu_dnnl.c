@@ -30,7 +30,8 @@ struct sd_dnnl_weight {
     const float *src;
     size_t src_bytes;
     dnnl_memory_desc_t user_md, want_md;
-    dnnl_memory_t mem;       /* owns its buffer unless it wraps src */
+    dnnl_memory_t mem;       /* on buf, or wrapping src */
+    void *buf;               /* the copy (sd_cpu_alloc), NULL when mem wraps src */
     size_t bytes;            /* of that buffer (0 when it wraps src) */
     uint64_t fingerprint;    /* of src's bytes at reorder time (soft guard; not for deferred weights) */
     int deferred;            /* src is a deferred weight (weights.h): its bytes are not read in place */
@@ -168,6 +169,8 @@ int sd_dnnl_exec(struct sd_cpu *cpu, dnnl_primitive_t p, int nargs, const dnnl_e
 static void weight_release(struct sd_cpu_dnnl *d, struct sd_dnnl_weight *w) {
     if (w->mem) dnnl_memory_destroy(w->mem);
     w->mem = NULL;
+    sd_cpu_free(w->buf);
+    w->buf = NULL;
     d->weight_bytes -= w->bytes;
     w->bytes = 0;
 }
@@ -183,9 +186,9 @@ static void weight_destroy(struct sd_cpu_dnnl *d, struct sd_dnnl_weight *w) {
 static float *staging(struct sd_cpu *cpu, size_t n) {
     struct sd_cpu_dnnl *d = cpu->dnnl;
     if (n > d->staging_size) {
-        sd_free_aligned(d->staging);
+        sd_cpu_free(d->staging);
         d->staging_size = 0;
-        if (!(d->staging = sd_malloc_aligned(n))) {
+        if (!(d->staging = sd_cpu_alloc(n))) {
             sd_errorf(cpu->ctx, SD_ERR_NOMEM, "oneDNN weights cache: cannot stage %.1f MiB", (double)n / 1048576.0);
             return NULL;
         }
@@ -197,7 +200,7 @@ static float *staging(struct sd_cpu *cpu, size_t n) {
 void sd_cpu_dnnl_staging_release(struct sd_cpu *cpu) {
     struct sd_cpu_dnnl *d = cpu ? cpu->dnnl : NULL;
     if (!d) return;
-    sd_free_aligned(d->staging);
+    sd_cpu_free(d->staging);
     d->staging = NULL;
     d->staging_size = 0;
 }
@@ -227,9 +230,15 @@ static int weight_fill(struct sd_cpu *cpu, struct sd_dnnl_weight *w, struct sd_t
             SD_TRY(sd_weight_read_f32(cpu->ctx, t, buf));
             from = buf;
         }
-        SD_DNNL_TRY(cpu, dnnl_memory_create(&w->mem, &w->want_md, d->engine, DNNL_MEMORY_ALLOCATE));
         w->bytes = dnnl_memory_desc_get_size(&w->want_md);
+        if (!(w->buf = sd_cpu_alloc(w->bytes))) {
+            w->bytes = 0;
+            rc = sd_errorf(cpu->ctx, SD_ERR_NOMEM, "oneDNN weights cache: cannot allocate %.1f MiB",
+                           (double)dnnl_memory_desc_get_size(&w->want_md) / 1048576.0);
+            goto fail;
+        }
         d->weight_bytes += w->bytes;
+        SD_DNNL_TRY(cpu, dnnl_memory_create(&w->mem, &w->want_md, d->engine, w->buf));
         SD_DNNL_TRY(cpu, dnnl_memory_create(&user, user_md, d->engine, (void *)from));
         SD_TRY(sd_dnnl_reorder_new(cpu, user_md, &w->want_md, &r));
         dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, w->mem}};
