@@ -72,7 +72,7 @@ static const struct cli_opt options[] = {
                                                             "the CPU has bf16 instructions)", NULL, 0},
     {"cpu-time", 0, CLI_FLAG, O(cpu_time), NULL, "time phases by process CPU seconds / threads (stable on a shared\n"
                                                   "machine; run with OMP_WAIT_POLICY=passive)", NULL, 0},
-    {"profile", 0, CLI_FLAG, O(profile), NULL, "add a per-op table (one profiled run after the timed ones)", NULL, 0},
+    {"profile", 0, CLI_FLAG, O(profile), NULL, "add a per-op table (the warm-up and one profiled run after the timed ones)", NULL, 0},
     {NULL, 0, 0, 0, NULL, NULL, NULL, 0},
 };
 #undef O
@@ -82,7 +82,8 @@ static void usage(unsigned mode, FILE *f) {
     fprintf(f, "usage: sdrt bench --model MODEL [options]\n"
                "  Times one CLIP encode (2 prompts), one UNet evaluation (batch 2 = one CFG step) and one\n"
                "  VAE decode per backend, side by side: median seconds; --profile adds a per-op table\n"
-               "  (seconds and GFLOP/s per backend, one profiled run after the timed ones).\n");
+               "  (seconds, GFLOP/s and minor page faults per backend, of the warm-up and of one profiled\n"
+               "  run after the timed ones).\n");
     cli_usage(f, options, 0);
 }
 
@@ -150,8 +151,9 @@ int sd_cmd_bench(int argc, char **argv) {
     const char *names[MAXB];
     double med[MAXB][3] = {{0}};
     int have[MAXB][3] = {{0}};
-    struct sd_op_profile prof[MAXB][SD_OP_COUNT];
+    struct sd_op_profile prof[MAXB][SD_OP_COUNT], first[MAXB][SD_OP_COUNT];
     memset(prof, 0, sizeof prof);
+    memset(first, 0, sizeof first);
     int nb = 0;
     for (char *save = NULL, *bn = strtok_r(list, ",", &save); bn && nb < MAXB; bn = strtok_r(NULL, ",", &save)) {
         int kind = sd_backend_kind_parse(bn);
@@ -164,7 +166,7 @@ int sd_cmd_bench(int argc, char **argv) {
         const int last = runs + (profile ? 1 : 0);
         for (int r = 0; r <= last && rc == 0; r++) {
             const int prof_run = profile && r == last;
-            sd_runtime_set_profile(rt, prof_run);
+            sd_runtime_set_profile(rt, prof_run || (profile && r == 0)); /* the warm-up too: first-run costs */
             double s;
             if (strstr(comps, "clip") && m->te) {
                 s = bench_clock();
@@ -182,6 +184,11 @@ int sd_cmd_bench(int argc, char **argv) {
                 if (r > 0 && !prof_run) ph[2].t[ph[2].n++] = bench_clock() - s;
             }
             if (r == 0) printf("[%s] warm-up done; activation arena %.1f MiB\n", bn, sd_runtime_arena_bytes(rt) / 1048576.0);
+            for (int b = 0; profile && r == 0 && b < sd_runtime_n_backends(rt); b++)
+                for (int op = 0; op < SD_OP_COUNT; op++) {
+                    const struct sd_op_profile *q = sd_runtime_profile(rt, b, (enum sd_op)op);
+                    first[nb][op].seconds += q->seconds, first[nb][op].faults += q->faults, first[nb][op].calls += q->calls;
+                }
         }
         if (rc) { fprintf(stderr, "sdrt: %s\n", ctx.msg); sd_runtime_free(rt); goto done; }
         names[nb] = bn;
@@ -193,6 +200,7 @@ int sd_cmd_bench(int argc, char **argv) {
             for (int op = 0; op < SD_OP_COUNT; op++) {
                 const struct sd_op_profile *q = sd_runtime_profile(rt, b, (enum sd_op)op);
                 prof[nb][op].seconds += q->seconds, prof[nb][op].flops += q->flops, prof[nb][op].calls += q->calls;
+                prof[nb][op].faults += q->faults;
             }
         if (profile && sd_runtime_n_backends(rt) > 1) {
             printf("[%s] per backend:\n", bn);
@@ -214,8 +222,10 @@ int sd_cmd_bench(int argc, char **argv) {
         printf("\n");
     }
     if (profile) {
+        /* First run (the warm-up: primitive creation, weight copies, fresh
+         * buffers) beside a steady one; faults = minor page faults. */
         printf("\n%-20s", "op (one run each)");
-        for (int b = 0; b < nb; b++) printf(" %12s s %8s", names[b], "GFLOP/s");
+        for (int b = 0; b < nb; b++) printf(" %10s 1st s %9s %12s s %8s %8s", names[b], "1st flt", names[b], "GFLOP/s", "faults");
         printf("\n");
         for (int op = 0; op < SD_OP_COUNT; op++) {
             int any = 0;
@@ -224,7 +234,8 @@ int sd_cmd_bench(int argc, char **argv) {
             printf("%-20s", sd_op_name((enum sd_op)op));
             for (int b = 0; b < nb; b++) {
                 const struct sd_op_profile *q = &prof[b][op];
-                printf(" %14.3f %8.1f", q->seconds, q->seconds > 0 ? q->flops / q->seconds * 1e-9 : 0.0);
+                printf(" %16.3f %9ld %14.3f %8.1f %8ld", first[b][op].seconds, first[b][op].faults, q->seconds,
+                       q->seconds > 0 ? q->flops / q->seconds * 1e-9 : 0.0, q->faults);
             }
             printf("\n");
         }

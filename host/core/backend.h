@@ -135,6 +135,7 @@ struct sd_sched {
     int *split_start, n_splits;
     double *split_time;        /* seconds per split of the last compute (when profile) */
     double *node_time;         /* seconds per node of the last compute (when profile) */
+    long *node_faults;         /* minor page faults per node of the last compute (when profile) */
     size_t bytes_copied;       /* by the last compute */
     int n_copies;
 };

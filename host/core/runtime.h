@@ -146,7 +146,7 @@ void sd_runtime_weights_changed(struct sd_runtime *rt, struct sd_tensor *const *
 
 /* Profiling: when on, every run times each node (synchronised; a little
  * slower) and accumulates seconds, FLOPs and calls per (backend, op). */
-struct sd_op_profile { double seconds, flops; int calls; };
+struct sd_op_profile { double seconds, flops; int calls; long faults; /* minor page faults */ };
 void sd_runtime_set_profile(struct sd_runtime *rt, int on); /* also resets the counters */
 const struct sd_op_profile *sd_runtime_profile(const struct sd_runtime *rt, int backend, enum sd_op op);
 int sd_runtime_n_backends(const struct sd_runtime *rt);
