@@ -80,10 +80,12 @@ int sd_cpu_run_node(struct sd_cpu *cpu, struct sd_tensor *node) {
 #endif
     /* Weights read in place must have their bytes (weights.h: deferred);
      * conv2d and linear read src[1] through their own copies (or make the
-     * bytes themselves where they read it in place). */
+     * bytes themselves where they read it in place), embedding reads the
+     * rows it needs. */
     for (int i = 0; i < SD_MAX_SRC; i++) {
         struct sd_tensor *s = node->src[i];
-        if (!s || !(s->flags & SD_TF_DEFERRED) || (i == 1 && (node->op == SD_OP_CONV2D || node->op == SD_OP_LINEAR)))
+        if (!s || !(s->flags & SD_TF_DEFERRED) ||
+            (i == 1 && (node->op == SD_OP_CONV2D || node->op == SD_OP_LINEAR || node->op == SD_OP_EMBEDDING)))
             continue;
         if (sd_weight_materialize(cpu->ctx, s) != SD_OK)
             return sd_error_wrap(cpu->ctx, "cpu %s [%s]", sd_op_name(node->op), node->name);

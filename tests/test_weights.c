@@ -327,6 +327,9 @@ static void test_deferred(void) {
     int ok = th && eh && sd_weight_read_f32(&ctx, th, got) == SD_OK && memcmp(got, eh->data, R * C * 4) == 0;
     CHECK(ok && sd_weights_nbytes(w) == 16 * sizeof(float), "read_f32 of a deferred f16 tensor equals the eager "
           "conversion bit for bit and keeps nothing");
+    ok = th && sd_weight_read_rows(&ctx, th, 5, 3, got) == SD_OK && memcmp(got, (float *)eh->data + 5 * C, 3 * C * 4) == 0;
+    CHECK(ok && sd_weights_nbytes(w) == 16 * sizeof(float) && sd_weight_read_rows(&ctx, th, R - 1, 2, got) == SD_ERR_INVALID,
+          "read_rows of a deferred tensor gives the eager rows, keeps nothing, refuses rows past the end (%s)", ctx.msg);
     ok = tf && sd_weight_read_f32(&ctx, tf, got) == SD_OK && memcmp(got, f, R * C * 4) == 0;
     CHECK(ok, "read_f32 of a deferred zero-copy F32 tensor gives the file's values");
     ok = th && sd_weight_materialize(&ctx, th) == SD_OK && memcmp(th->data, eh->data, R * C * 4) == 0 &&

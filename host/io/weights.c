@@ -236,28 +236,35 @@ static void drop_pages(const struct sd_weights *w, const void *p, size_t n) {
     if (pb > pa) madvise((void *)pa, pb - pa, MADV_DONTNEED);
 }
 
-/* Converts the file's bytes of W_FILE entry e into dst (f32, e's element
- * count): the same values every time. Errors go to ctx (may be NULL). */
-static int entry_convert(struct sd_ctx *ctx, const struct w_entry *e, float *dst) {
+/* Converts elements [first, first + n) of the file's bytes of W_FILE entry
+ * e into dst (f32): the same values every time. Errors go to ctx (may be
+ * NULL). */
+static int entry_convert_range(struct sd_ctx *ctx, const struct w_entry *e, float *dst, int64_t first, int64_t n) {
     const struct sd_st_tensor *t = e->src;
     const struct sd_st_file *f = e->file;
-    uintptr_t a = (uintptr_t)t->data, pg = (uintptr_t)e->w->page;
-    if (f->mapped && t->nbytes >= (1u << 20)) madvise((void *)(a & ~(pg - 1)), a + t->nbytes - (a & ~(pg - 1)), MADV_WILLNEED);
-    const void *from = t->data;
+    const size_t es = sd_dtype_size(t->type), nbytes = (size_t)n * es;
+    const char *src = (const char *)t->data + (size_t)first * es;
+    uintptr_t a = (uintptr_t)src, pg = (uintptr_t)e->w->page;
+    if (f->mapped && nbytes >= (1u << 20)) madvise((void *)(a & ~(pg - 1)), a + nbytes - (a & ~(pg - 1)), MADV_WILLNEED);
+    const void *from = src;
     void *tmp = NULL;
-    if ((uintptr_t)from % sd_dtype_size(t->type)) {
+    if ((uintptr_t)from % es) {
         /* Misaligned (only in hand-made files): sd_convert_to_f32 reads
          * whole elements, so convert from an aligned copy. */
-        if (!(tmp = sd_malloc_aligned(t->nbytes)))
+        if (!(tmp = sd_malloc_aligned(nbytes)))
             return sd_errorf(ctx, SD_ERR_NOMEM, "weights: out of memory loading '%s'", e->name);
-        memcpy(tmp, from, t->nbytes);
+        memcpy(tmp, from, nbytes);
         from = tmp;
     }
-    sd_convert_to_f32(dst, from, t->type, sd_tensor_nelements(&e->t));
+    sd_convert_to_f32(dst, from, t->type, n);
     sd_free_aligned(tmp);
     /* The source pages are no longer needed in our resident set. */
-    if (f->mapped) drop_pages(e->w, t->data, t->nbytes);
+    if (f->mapped) drop_pages(e->w, src, nbytes);
     return SD_OK;
+}
+
+static int entry_convert(struct sd_ctx *ctx, const struct w_entry *e, float *dst) {
+    return entry_convert_range(ctx, e, dst, 0, sd_tensor_nelements(&e->t));
 }
 
 /* Makes the f32 bytes of a loaded W_FILE entry readable: converts into its
@@ -540,16 +547,25 @@ int sd_weight_materialize(struct sd_ctx *ctx, struct sd_tensor *t) {
     return rc;
 }
 
-int sd_weight_read_f32(struct sd_ctx *ctx, const struct sd_tensor *t, float *dst) {
+int sd_weight_read_rows(struct sd_ctx *ctx, const struct sd_tensor *t, int64_t row0, int64_t n_rows, float *dst) {
     struct w_entry *e = deferred_entry(t);
     if (!t || !t->data) return sd_errorf(ctx, SD_ERR_INVALID, "weights: read of a tensor without data");
-    size_t nb = sd_tensor_nbytes(t);
+    const int64_t rows = sd_tensor_dim(t, 0), row = rows > 0 ? sd_tensor_nelements(t) / rows : 0;
+    if (row0 < 0 || n_rows < 0 || row0 + n_rows > rows)
+        return sd_errorf(ctx, SD_ERR_INVALID, "weights: rows [%lld, %lld) of '%s' with %lld rows", (long long)row0,
+                         (long long)(row0 + n_rows), t->name, (long long)rows);
+    const float *at = (const float *)t->data + row0 * row;
+    const size_t nb = (size_t)(n_rows * row) * sizeof(float);
     if (!e || atomic_load_explicit(&e->ready, memory_order_acquire) || (e->dst && t->data != e->dst)) {
-        memcpy(dst, t->data, nb); /* resident (or a caller's replacement: sd_weights_set_data) */
+        memcpy(dst, at, nb); /* resident (or a caller's replacement: sd_weights_set_data) */
         return SD_OK;
     }
-    if (e->dst) return entry_convert(ctx, e, dst);
-    memcpy(dst, t->data, nb); /* zero copy: read the mapping, then let its pages go */
-    if (e->file->mapped) drop_pages(e->w, t->data, nb);
+    if (e->dst) return entry_convert_range(ctx, e, dst, row0 * row, n_rows * row);
+    memcpy(dst, at, nb); /* zero copy: read the mapping, then let its pages go */
+    if (e->file->mapped) drop_pages(e->w, at, nb);
     return SD_OK;
+}
+
+int sd_weight_read_f32(struct sd_ctx *ctx, const struct sd_tensor *t, float *dst) {
+    return sd_weight_read_rows(ctx, t, 0, t ? sd_tensor_dim(t, 0) : 0, dst);
 }

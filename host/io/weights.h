@@ -121,6 +121,9 @@ int sd_weight_materialize(struct sd_ctx *ctx, struct sd_tensor *t);
  * (a zero-copy mapping's pages are dropped from the resident set after).
  * The values are the ones sd_weight_materialize would make. Thread-safe. */
 int sd_weight_read_f32(struct sd_ctx *ctx, const struct sd_tensor *t, float *dst);
+/* The same for rows [row0, row0 + n_rows) along the outermost dim (e.g. an
+ * embedding table's looked-up rows). SD_ERR_INVALID outside the tensor. */
+int sd_weight_read_rows(struct sd_ctx *ctx, const struct sd_tensor *t, int64_t row0, int64_t n_rows, float *dst);
 
 /* Number of tensors, including slices. */
 int sd_weights_count(const struct sd_weights *w);
