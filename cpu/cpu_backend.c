@@ -54,11 +54,15 @@ static bool cpu_supports(struct sd_backend *b, const struct sd_tensor *node, cha
 static int cpu_arena_reserve(struct sd_backend *b, size_t size, void **host) {
     struct sd_cpu *cpu = sd_cpu_of(b);
     if (size > cpu->arena_size || !cpu->arena) {
+        /* The old arena goes first: its contents do not outlive a run, and
+         * old + new at once would be the peak. */
+        sd_cpu_free(cpu->arena);
+        cpu->arena = NULL;
+        cpu->arena_size = 0;
         void *p = sd_cpu_alloc(size);
         if (!p)
             return sd_errorf(cpu->ctx, SD_ERR_NOMEM, "cpu: cannot allocate a %.1f MiB activation arena",
                              (double)size / 1048576.0);
-        sd_cpu_free(cpu->arena);
         cpu->arena = p;
         cpu->arena_size = size;
 #ifdef SDRT_POISON
@@ -103,6 +107,15 @@ static int cpu_compute(struct sd_backend *b, struct sd_graph *g, int i0, int i1)
     return rc;
 }
 
+static void cpu_trim(struct sd_backend *b) {
+    struct sd_cpu *cpu = sd_cpu_of(b);
+    sd_cpu_free(cpu->arena);
+    sd_cpu_free(cpu->scratch);
+    cpu->arena = cpu->scratch = NULL;
+    cpu->arena_size = cpu->scratch_size = 0;
+    sd_cpu_dnnl_staging_release(cpu);
+}
+
 static void cpu_free(struct sd_backend *b) {
     struct sd_cpu *cpu = sd_cpu_of(b);
     if (cpu) {
@@ -122,6 +135,7 @@ static const struct sd_backend_i cpu_iface = {
     .compute = cpu_compute,
     .weights_released = sd_cpu_weights_released,
     .weights_changed = sd_cpu_weights_changed,
+    .trim = cpu_trim,
     .free = cpu_free,
 };
 

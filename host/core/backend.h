@@ -72,6 +72,10 @@ struct sd_backend_i {
      * new bytes (a device re-uploads exactly these; a reordered copy is made
      * again); copies of other weights stay. */
     void (*weights_changed)(struct sd_backend *b, struct sd_tensor *const *w, int n);
+    /* Optional: frees what the next compute can make again (activation
+     * arena, scratch) while no graph runs; the next arena_reserve allocates
+     * anew. */
+    void (*trim)(struct sd_backend *b);
     /* Required: frees the backend. */
     void (*free)(struct sd_backend *b);
 };

@@ -29,6 +29,7 @@ struct sd_runtime {
     uint64_t tick;
     size_t peak_arena;
     int profile;
+    int low_memory;       /* opts.low_memory */
     struct sd_op_profile prof[SD_MAX_BACKENDS][SD_OP_COUNT];
 };
 
@@ -51,6 +52,7 @@ struct sd_runtime *sd_runtime_new(struct sd_ctx *ctx, const struct sd_runtime_op
     rt->ctx = ctx;
     rt->log = opts->log;
     rt->debug = opts->debug;
+    rt->low_memory = opts->low_memory;
     if (opts->backend != SD_BACKEND_CPU) {
         /* OpenCL first, the CPU last (host and per-op fallback). auto runs
          * on the CPU alone when no OpenCL device works (and says why). */
@@ -104,6 +106,17 @@ void sd_runtime_release_owner(struct sd_runtime *rt, uint64_t owner, struct sd_t
 void sd_runtime_weights_changed(struct sd_runtime *rt, struct sd_tensor *const *weights, int n) {
     for (int i = 0; rt && i < rt->n_backends; i++) sd_backend_weights_changed(rt->backends[i], weights, n);
 }
+
+void sd_runtime_drop_copies(struct sd_runtime *rt, struct sd_tensor *const *weights, int n) {
+    for (int i = 0; rt && i < rt->n_backends; i++) sd_backend_weights_released(rt->backends[i], weights, n);
+}
+
+void sd_runtime_trim(struct sd_runtime *rt) {
+    for (int i = 0; rt && i < rt->n_backends; i++)
+        if (rt->backends[i]->iface->trim) rt->backends[i]->iface->trim(rt->backends[i]);
+}
+
+int sd_runtime_low_memory(const struct sd_runtime *rt) { return rt ? rt->low_memory : 0; }
 
 void sd_runtime_set_profile(struct sd_runtime *rt, int on) {
     rt->profile = on;
