@@ -90,16 +90,17 @@
  *   2,320,64,64 -> 320 1x1              -        220         339       204 (gemm)
  *   2,1280,16,16 -> 1280 1x1            -        361         387       209 (gemm)
  * So in bf16 the rule is: the tiny convs as above (gemm, f32); 1x1 ->
- * nchw (bf16); f32 Winograd where the f32 rule takes it AND the output has
- * at least WINO_BF16_MIN_PIXELS (N*OH*OW) - the VAE decoder's 128..512 px
- * planes, ~0.3 GB of copies for SD 1.5, a full-size VAE decode 6.65 s CPU
- * with bf16 direct there vs 4.56 s with Winograd; everything else -> direct
- * (bf16). The UNet's planes (batch 2 x 64x64 = 8192 at most) stay bf16
- * direct: there f32 Winograd's copies (4x the f32 weight, 8x the bf16
- * copy) come to ~4.3 GB, alone over the memory target, for ~10% per step
- * (UNet CFG step 4.52 s CPU with Winograd vs 5.07 s without). The lowmem
- * policy in bf16 takes no Winograd at all; opts.conv = wino
- * (`SDRT_CONV_ALGO=wino`) forces it everywhere for whoever has the memory.
+ * nchw (bf16); everything else -> direct (bf16), also where f32 Winograd is
+ * faster, for memory (full-size SD 1.5, 512x512, bf16, this machine):
+ *   - the UNet's planes: f32 Winograd's copies are 4x the f32 weight (8x
+ *     the bf16 copy), ~4.3 GB, alone over the memory target, for a CFG step
+ *     of 4.52 s CPU vs 5.07 s with bf16 direct (12%);
+ *   - the VAE decoder's 128..512 px planes: its copies are small (~0.3 GB)
+ *     but oneDNN's Winograd scratchpad for such planes is not: a txt2img
+ *     peak of 4.90 GB with Winograd only from 16384 output pixels on, vs
+ *     3.32 GB without, for a VAE decode of 4.56 s CPU vs 6.65 s.
+ * auto and lowmem are the same rule in bf16; opts.conv = wino
+ * (`SDRT_CONV_ALGO=wino`) forces Winograd for whoever has the memory.
  *
  * opts.conv = <name> (or sd_cpu_dnnl_set_conv_algo) forces one
  * algorithm; one that oneDNN cannot build for a shape falls back to direct.
@@ -112,7 +113,6 @@
 #include <string.h>
 
 #define CONV_TILE_BYTES ((size_t)2 << 20) /* im2col tile per thread (about L2) */
-#define WINO_BF16_MIN_PIXELS 16384         /* bf16 mode: f32 Winograd from this output size (N*OH*OW) on */
 
 /* Memory slots of a oneDNN conv entry. */
 enum { M_SRC_USER, M_SRC, M_BIAS, M_DST, M_DST_USER };
@@ -133,8 +133,8 @@ static int conv_pick(const struct conv_shape *s, int policy, int bf16) {
     const int wino = s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1 && s->Ci >= 64 && s->Co >= 64 &&
                      s->OH * s->OW >= 256;
     if (tiny) return SD_CONV_GEMM;
-    if (bf16) { /* see "bf16" above: f32 Winograd only on big planes, never for lowmem */
-        if (wino && policy != SD_CONV_LOWMEM && s->N * s->OH * s->OW >= WINO_BF16_MIN_PIXELS) return SD_CONV_WINO;
+    if (bf16) { /* see "bf16" above: no Winograd unless forced (opts.conv = wino) */
+        (void)wino, (void)policy;
         return is_pointwise(s) ? SD_CONV_NCHW : SD_CONV_DIRECT;
     }
     if (is_pointwise(s)) return SD_CONV_GEMM;

@@ -293,10 +293,11 @@ static void test_conv_rule(struct sd_cpu *cpu) {
           cpu->dnnl->weight_bytes);
 }
 
-/* The bf16 rule (op_conv2d.c): f32 Winograd only from WINO_BF16_MIN_PIXELS
- * output pixels on (the VAE's big planes), bf16 direct on the UNet's, none
- * for lowmem. On a CPU without AVX-512 a bf16 request computes in f32
- * (checked instead; its rule is test_conv_rule's). */
+/* The bf16 rule (op_conv2d.c): bf16 direct on the shapes where the f32 rule
+ * takes Winograd (its copies and scratchpad cost GBs), small or big planes,
+ * auto or lowmem; Winograd only when forced. On a CPU without AVX-512 a
+ * bf16 request computes in f32 (checked instead; its rule is
+ * test_conv_rule's). */
 static void test_conv_rule_bf16(void) {
     struct sd_ctx ctx = {0};
     struct sd_cpu cpu = {.ctx = &ctx, .n_threads = omp_get_max_threads()};
@@ -314,9 +315,10 @@ static void test_conv_rule_bf16(void) {
         int64_t N, Ci, H, Co;
         int policy, want;
     } cases[] = {
-        {1, 64, 128, 64, SD_CONV_AUTO, SD_CONV_WINO},    /* 16384 px: the VAE's planes */
-        {2, 64, 64, 64, SD_CONV_AUTO, SD_CONV_DIRECT},   /* 8192 px: the UNet's largest */
+        {1, 64, 128, 64, SD_CONV_AUTO, SD_CONV_DIRECT},  /* the VAE's planes */
+        {2, 64, 64, 64, SD_CONV_AUTO, SD_CONV_DIRECT},   /* the UNet's largest */
         {1, 64, 128, 64, SD_CONV_LOWMEM, SD_CONV_DIRECT},
+        {1, 64, 128, 64, SD_CONV_WINO, SD_CONV_WINO},    /* forced: f32 Winograd */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct sd_tensor *x = tensor_new("x", 4, (int64_t[]){cases[i].N, cases[i].Ci, cases[i].H, cases[i].H}, 1, 1.0f);
