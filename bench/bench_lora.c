@@ -41,8 +41,12 @@ static uint64_t weights_hash(struct sd_model *m) {
     for (int c = 0; c < 2; c++)
         for (int i = 0; i < sd_weights_count(ws[c]); i++) {
             const struct sd_tensor *t = sd_weights_tensor(ws[c], i);
-            const unsigned char *p = t->data;
+            /* Deferred weights (weights.h) are read without making them resident. */
+            unsigned char *tmp = t->data && (t->flags & SD_TF_DEFERRED) ? malloc(sd_tensor_nbytes(t)) : NULL;
+            if (tmp && sd_weight_read_f32(NULL, t, (float *)tmp)) free(tmp), tmp = NULL;
+            const unsigned char *p = tmp ? tmp : (t->flags & SD_TF_DEFERRED) ? NULL : t->data;
             for (size_t k = 0; p && k < sd_tensor_nbytes(t); k++) h = (h ^ p[k]) * 0x100000001b3ull;
+            free(tmp);
         }
     return h;
 }

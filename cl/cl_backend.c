@@ -25,6 +25,7 @@
  * only) makes those ops fail as if the device had returned an error.
  */
 #include "cl_impl.h"
+#include "weights.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +102,8 @@ static int weight_buf(struct sd_cl *cl, const struct sd_tensor *t, bool transpos
     size_t nbytes = sd_tensor_nbytes(t);
     const struct sd_tensor *key = transposed ? (const struct sd_tensor *)((const char *)t + 1) : t;
     if (!t->data) return sd_errorf(cl->ctx, SD_ERR_INVALID, "cl: weight %s has no data", t->name);
+    /* Uploads read the plain f32 bytes: make a deferred weight's (weights.h). */
+    if (sd_weight_materialize(cl->ctx, (struct sd_tensor *)(uintptr_t)t) != SD_OK) return cl->ctx->status;
     const uint64_t h = sd_hash_ptr(key);
     struct sd_hmap_iter it;
     uint32_t j = sd_hmap_find(&cl->weight_index, h, &it);

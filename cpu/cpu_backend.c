@@ -7,7 +7,9 @@
  * resort).
  */
 #include "cpu.h"
+#include "cpu_dnnl.h"
 #include "poison.h"
+#include "weights.h"
 
 #include <omp.h>
 #include <stdlib.h>
@@ -52,11 +54,15 @@ static bool cpu_supports(struct sd_backend *b, const struct sd_tensor *node, cha
 static int cpu_arena_reserve(struct sd_backend *b, size_t size, void **host) {
     struct sd_cpu *cpu = sd_cpu_of(b);
     if (size > cpu->arena_size || !cpu->arena) {
-        void *p = sd_malloc_aligned(size);
+        /* The old arena goes first: its contents do not outlive a run, and
+         * old + new at once would be the peak. */
+        sd_cpu_free(cpu->arena);
+        cpu->arena = NULL;
+        cpu->arena_size = 0;
+        void *p = sd_cpu_alloc(size);
         if (!p)
             return sd_errorf(cpu->ctx, SD_ERR_NOMEM, "cpu: cannot allocate a %.1f MiB activation arena",
                              (double)size / 1048576.0);
-        sd_free_aligned(cpu->arena);
         cpu->arena = p;
         cpu->arena_size = size;
 #ifdef SDRT_POISON
@@ -76,6 +82,18 @@ int sd_cpu_run_node(struct sd_cpu *cpu, struct sd_tensor *node) {
     if (sd_tensor_in_arena(node) && !(node->flags & SD_TF_INPUT) && node->data)
         sd_poison_f32(node->data, sd_tensor_nbytes(node) / sizeof(float));
 #endif
+    /* Weights read in place must have their bytes (weights.h: deferred);
+     * conv2d and linear read src[1] through their own copies (or make the
+     * bytes themselves where they read it in place), embedding reads the
+     * rows it needs. */
+    for (int i = 0; i < SD_MAX_SRC; i++) {
+        struct sd_tensor *s = node->src[i];
+        if (!s || !(s->flags & SD_TF_DEFERRED) ||
+            (i == 1 && (node->op == SD_OP_CONV2D || node->op == SD_OP_LINEAR || node->op == SD_OP_EMBEDDING)))
+            continue;
+        if (sd_weight_materialize(cpu->ctx, s) != SD_OK)
+            return sd_error_wrap(cpu->ctx, "cpu %s [%s]", sd_op_name(node->op), node->name);
+    }
     if (fn(cpu, node) != SD_OK) return sd_error_wrap(cpu->ctx, "cpu %s [%s]", sd_op_name(node->op), node->name);
     return SD_OK;
 }
@@ -83,19 +101,27 @@ int sd_cpu_run_node(struct sd_cpu *cpu, struct sd_tensor *node) {
 static int cpu_compute(struct sd_backend *b, struct sd_graph *g, int i0, int i1) {
     struct sd_cpu *cpu = sd_cpu_of(b);
     omp_set_num_threads(cpu->n_threads);
-    for (int i = i0; i < i1; i++) {
-        int rc = sd_cpu_run_node(cpu, g->nodes[i]);
-        if (rc != SD_OK) return rc;
-    }
-    return SD_OK;
+    int rc = SD_OK;
+    for (int i = i0; i < i1 && rc == SD_OK; i++) rc = sd_cpu_run_node(cpu, g->nodes[i]);
+    sd_cpu_dnnl_staging_release(cpu);
+    return rc;
+}
+
+static void cpu_trim(struct sd_backend *b) {
+    struct sd_cpu *cpu = sd_cpu_of(b);
+    sd_cpu_free(cpu->arena);
+    sd_cpu_free(cpu->scratch);
+    cpu->arena = cpu->scratch = NULL;
+    cpu->arena_size = cpu->scratch_size = 0;
+    sd_cpu_dnnl_staging_release(cpu);
 }
 
 static void cpu_free(struct sd_backend *b) {
     struct sd_cpu *cpu = sd_cpu_of(b);
     if (cpu) {
         sd_cpu_dnnl_free(cpu);
-        sd_free_aligned(cpu->arena);
-        sd_free_aligned(cpu->scratch);
+        sd_cpu_free(cpu->arena);
+        sd_cpu_free(cpu->scratch);
         free(cpu);
     }
     free(b);
@@ -109,6 +135,7 @@ static const struct sd_backend_i cpu_iface = {
     .compute = cpu_compute,
     .weights_released = sd_cpu_weights_released,
     .weights_changed = sd_cpu_weights_changed,
+    .trim = cpu_trim,
     .free = cpu_free,
 };
 

@@ -18,6 +18,7 @@
  * reordered weight copies (Winograd's are 1.8-4x the weights).
  */
 #include "cpu_dnnl.h"
+#include "weights.h"
 
 #include <dnnl_debug.h>
 #include <omp.h>
@@ -29,9 +30,11 @@ struct sd_dnnl_weight {
     const float *src;
     size_t src_bytes;
     dnnl_memory_desc_t user_md, want_md;
-    dnnl_memory_t mem;       /* owns its buffer unless it wraps src */
+    dnnl_memory_t mem;       /* on buf, or wrapping src */
+    void *buf;               /* the copy (sd_cpu_alloc), NULL when mem wraps src */
     size_t bytes;            /* of that buffer (0 when it wraps src) */
-    uint64_t fingerprint;    /* of src's bytes at reorder time (soft guard) */
+    uint64_t fingerprint;    /* of src's bytes at reorder time (soft guard; not for deferred weights) */
+    int deferred;            /* src is a deferred weight (weights.h): its bytes are not read in place */
 };
 
 static const char *conv_algo_names[SD_CONV_ALGO_COUNT] = {"auto", "lowmem", "direct", "nchw", "gemm", "wino"};
@@ -166,6 +169,8 @@ int sd_dnnl_exec(struct sd_cpu *cpu, dnnl_primitive_t p, int nargs, const dnnl_e
 static void weight_release(struct sd_cpu_dnnl *d, struct sd_dnnl_weight *w) {
     if (w->mem) dnnl_memory_destroy(w->mem);
     w->mem = NULL;
+    sd_cpu_free(w->buf);
+    w->buf = NULL;
     d->weight_bytes -= w->bytes;
     w->bytes = 0;
 }
@@ -176,20 +181,65 @@ static void weight_destroy(struct sd_cpu_dnnl *d, struct sd_dnnl_weight *w) {
     free(w);
 }
 
-/* Fills w->mem with src in w->want_md (a reorder, or a wrapper of src). */
-static int weight_fill(struct sd_cpu *cpu, struct sd_dnnl_weight *w, const dnnl_memory_desc_t *user_md) {
+/* The staging buffer a deferred weight's f32 values are read into for its
+ * reorder (grown on demand, released by sd_cpu_dnnl_staging_release). */
+static float *staging(struct sd_cpu *cpu, size_t n) {
+    struct sd_cpu_dnnl *d = cpu->dnnl;
+    if (n > d->staging_size) {
+        sd_cpu_free(d->staging);
+        d->staging_size = 0;
+        if (!(d->staging = sd_cpu_alloc(n))) {
+            sd_errorf(cpu->ctx, SD_ERR_NOMEM, "oneDNN weights cache: cannot stage %.1f MiB", (double)n / 1048576.0);
+            return NULL;
+        }
+        d->staging_size = n;
+    }
+    return d->staging;
+}
+
+void sd_cpu_dnnl_staging_release(struct sd_cpu *cpu) {
+    struct sd_cpu_dnnl *d = cpu ? cpu->dnnl : NULL;
+    if (!d) return;
+    sd_cpu_free(d->staging);
+    d->staging = NULL;
+    d->staging_size = 0;
+}
+
+/* Fills w->mem with t's bytes (w->src) in w->want_md: a reorder, or a
+ * wrapper of src (then src is read in place, so a deferred weight is
+ * materialised). A reorder of a deferred weight reads its values through
+ * the staging buffer, so the plain f32 copy is never made resident. */
+static int weight_fill(struct sd_cpu *cpu, struct sd_dnnl_weight *w, struct sd_tensor *t,
+                       const dnnl_memory_desc_t *user_md) {
     struct sd_cpu_dnnl *d = cpu->dnnl;
     dnnl_memory_t user = NULL;
     dnnl_primitive_t r = NULL;
     int rc = SD_OK;
     weight_release(d, w);
     if (dnnl_memory_desc_equal(user_md, &w->want_md)) {
+        SD_TRY(sd_weight_materialize(cpu->ctx, t));
         SD_DNNL_TRY(cpu, dnnl_memory_create(&w->mem, user_md, d->engine, (void *)w->src));
     } else {
-        SD_DNNL_TRY(cpu, dnnl_memory_create(&w->mem, &w->want_md, d->engine, DNNL_MEMORY_ALLOCATE));
+        const void *from = w->src;
+        if (w->deferred) {
+            float *buf = staging(cpu, w->src_bytes);
+            if (!buf) {
+                rc = cpu->ctx && cpu->ctx->status ? cpu->ctx->status : SD_ERR_NOMEM;
+                goto fail;
+            }
+            SD_TRY(sd_weight_read_f32(cpu->ctx, t, buf));
+            from = buf;
+        }
         w->bytes = dnnl_memory_desc_get_size(&w->want_md);
+        if (!(w->buf = sd_cpu_alloc(w->bytes))) {
+            w->bytes = 0;
+            rc = sd_errorf(cpu->ctx, SD_ERR_NOMEM, "oneDNN weights cache: cannot allocate %.1f MiB",
+                           (double)dnnl_memory_desc_get_size(&w->want_md) / 1048576.0);
+            goto fail;
+        }
         d->weight_bytes += w->bytes;
-        SD_DNNL_TRY(cpu, dnnl_memory_create(&user, user_md, d->engine, (void *)w->src));
+        SD_DNNL_TRY(cpu, dnnl_memory_create(&w->mem, &w->want_md, d->engine, w->buf));
+        SD_DNNL_TRY(cpu, dnnl_memory_create(&user, user_md, d->engine, (void *)from));
         SD_TRY(sd_dnnl_reorder_new(cpu, user_md, &w->want_md, &r));
         dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, w->mem}};
         SD_TRY(sd_dnnl_exec(cpu, r, 2, args, 1));
@@ -197,7 +247,7 @@ static int weight_fill(struct sd_cpu *cpu, struct sd_dnnl_weight *w, const dnnl_
         dnnl_primitive_destroy(r);
         dnnl_memory_destroy(user);
     }
-    w->fingerprint = weight_fingerprint(w->src, w->src_bytes);
+    if (!w->deferred) w->fingerprint = weight_fingerprint(w->src, w->src_bytes);
     return SD_OK;
 fail:
     if (r) dnnl_primitive_destroy(r);
@@ -206,9 +256,11 @@ fail:
     return rc;
 }
 
-int sd_dnnl_weights_get(struct sd_cpu *cpu, const float *src, const dnnl_memory_desc_t *user_md,
+int sd_dnnl_weights_get(struct sd_cpu *cpu, struct sd_tensor *t, const dnnl_memory_desc_t *user_md,
                         const dnnl_memory_desc_t *want_md, dnnl_memory_t *out) {
     struct sd_cpu_dnnl *d = cpu->dnnl;
+    const float *src = t->data;
+    const int deferred = (t->flags & SD_TF_DEFERRED) != 0;
     size_t bytes = dnnl_memory_desc_get_size(user_md);
     uint64_t h = sd_fnv1a(&src, sizeof src, SD_FNV1A_SEED);
     h = sd_fnv1a(&bytes, sizeof bytes, h);
@@ -218,9 +270,9 @@ int sd_dnnl_weights_get(struct sd_cpu *cpu, const float *src, const dnnl_memory_
         if (w->src != src || w->src_bytes != bytes || !dnnl_memory_desc_equal(&w->want_md, want_md) ||
             !dnnl_memory_desc_equal(&w->user_md, user_md))
             continue;
-        if (!w->mem || w->fingerprint != weight_fingerprint(src, bytes)) {
+        if (!w->mem || (!w->deferred && w->fingerprint != weight_fingerprint(src, bytes))) {
             /* The bytes changed under us (contract broken): redo it. */
-            int rc = weight_fill(cpu, w, user_md);
+            int rc = weight_fill(cpu, w, t, user_md);
             if (rc != SD_OK) return rc;
         } else {
             d->weight_hits++;
@@ -241,7 +293,8 @@ int sd_dnnl_weights_get(struct sd_cpu *cpu, const float *src, const dnnl_memory_
     w->src_bytes = bytes;
     w->user_md = *user_md;
     w->want_md = *want_md;
-    int rc = weight_fill(cpu, w, user_md);
+    w->deferred = deferred;
+    int rc = weight_fill(cpu, w, t, user_md);
     if (rc == SD_OK && sd_hmap_put(&d->w_index, h, (uint32_t)d->n_weights) != SD_OK)
         rc = sd_errorf(cpu->ctx, SD_ERR_NOMEM, "oneDNN weights cache: out of memory");
     if (rc != SD_OK) {
@@ -373,6 +426,7 @@ void sd_cpu_dnnl_free(struct sd_cpu *cpu) {
     free(d->prims);
     sd_hmap_free(&d->prim_index);
     sd_cpu_dnnl_weights_forget(cpu);
+    sd_cpu_dnnl_staging_release(cpu);
     free(d->weights);
     sd_hmap_free(&d->w_index);
     if (d->stream) dnnl_stream_destroy(d->stream);

@@ -103,6 +103,8 @@ struct sd_cpu_dnnl {
     /* Counters (tests and profiling). */
     long prims_created, prim_hits, weight_reorders, weight_hits;
     size_t weight_bytes;              /* bytes held by reordered weight copies */
+    float *staging;                   /* f32 values of a deferred weight being reordered */
+    size_t staging_size;
 };
 
 /* Returns SD_OK when s is dnnl_success; otherwise sets SD_ERR_BACKEND on
@@ -128,12 +130,18 @@ struct sd_dnnl_prim *sd_dnnl_prim_get(struct sd_cpu *cpu, const struct sd_dnnl_k
 /* Removes a (failed) entry from the cache and destroys what it holds. */
 void sd_dnnl_prim_drop(struct sd_cpu *cpu, struct sd_dnnl_prim *e);
 
-/* Returns (in *out, owned by the cache) a memory object holding weight
- * data `src` (whose plain layout is user_md) in layout want_md, reordering
- * once per (src, want_md). When want_md equals user_md the memory object
- * wraps src without copying. Returns SD_OK or SD_ERR_* with ctx set. */
-int sd_dnnl_weights_get(struct sd_cpu *cpu, const float *src, const dnnl_memory_desc_t *user_md,
+/* Returns (in *out, owned by the cache) a memory object holding weight t's
+ * data (t->data, whose plain layout is user_md) in layout want_md,
+ * reordering once per (t->data, want_md). When want_md equals user_md the
+ * memory object wraps t->data without copying (a deferred weight is then
+ * materialised); otherwise a deferred weight's values are read through a
+ * staging buffer and its plain bytes are never made resident. Returns SD_OK
+ * or SD_ERR_* with ctx set. */
+int sd_dnnl_weights_get(struct sd_cpu *cpu, struct sd_tensor *t, const dnnl_memory_desc_t *user_md,
                         const dnnl_memory_desc_t *want_md, dnnl_memory_t *out);
+/* Frees the staging buffer (the backend does at the end of each compute:
+ * weights are reordered on a graph's first run, not in the steady state). */
+void sd_cpu_dnnl_staging_release(struct sd_cpu *cpu);
 /* Drops every cached reordered weight. */
 void sd_cpu_dnnl_weights_forget(struct sd_cpu *cpu);
 /* Drops the cached copies made from the bytes of w[0..n) (every copy whose

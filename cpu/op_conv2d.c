@@ -89,18 +89,25 @@
  *   2,1280,16,16 -> 1280 3x3 s2         -        384         272       181 (direct)
  *   2,320,64,64 -> 320 1x1              -        220         339       204 (gemm)
  *   2,1280,16,16 -> 1280 1x1            -        361         387       209 (gemm)
- * So in bf16 the rule is: the tiny convs as above (gemm, f32); the
- * Winograd shapes keep f32 Winograd (policy auto; a UNet CFG step measured
- * 4.96 s vs 5.44 s with bf16 direct there, at 4x the weight bytes in
- * copies); 1x1 -> nchw (bf16); everything else -> direct (bf16). The lowmem
- * policy in bf16 takes bf16 direct also on the Winograd shapes: no f32
- * copies, only bf16 ones.
+ * So in bf16 the rule is: the tiny convs as above (gemm, f32); 1x1 ->
+ * nchw (bf16); everything else -> direct (bf16), also where f32 Winograd is
+ * faster, for memory (full-size SD 1.5, 512x512, bf16, this machine):
+ *   - the UNet's planes: f32 Winograd's copies are 4x the f32 weight (8x
+ *     the bf16 copy), ~4.3 GB, alone over the memory target, for a CFG step
+ *     of 4.52 s CPU vs 5.07 s with bf16 direct (12%);
+ *   - the VAE decoder's 128..512 px planes: its copies are small (~0.3 GB)
+ *     but oneDNN's Winograd scratchpad for such planes is not: a txt2img
+ *     peak of 4.90 GB with Winograd only from 16384 output pixels on, vs
+ *     3.32 GB without, for a VAE decode of 4.56 s CPU vs 6.65 s.
+ * auto and lowmem are the same rule in bf16; opts.conv = wino
+ * (`SDRT_CONV_ALGO=wino`) forces Winograd for whoever has the memory.
  *
  * opts.conv = <name> (or sd_cpu_dnnl_set_conv_algo) forces one
  * algorithm; one that oneDNN cannot build for a shape falls back to direct.
  * `build/bench/bench_ops --conv [--cpu-time]` re-measures the table.
  */
 #include "cpu_dnnl.h"
+#include "weights.h"
 
 #include <omp.h>
 #include <string.h>
@@ -126,8 +133,8 @@ static int conv_pick(const struct conv_shape *s, int policy, int bf16) {
     const int wino = s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1 && s->Ci >= 64 && s->Co >= 64 &&
                      s->OH * s->OW >= 256;
     if (tiny) return SD_CONV_GEMM;
-    if (bf16) { /* see "bf16" above */
-        if (wino && policy != SD_CONV_LOWMEM) return SD_CONV_WINO; /* f32 Winograd */
+    if (bf16) { /* see "bf16" above: no Winograd unless forced (opts.conv = wino) */
+        (void)wino, (void)policy;
         return is_pointwise(s) ? SD_CONV_NCHW : SD_CONV_DIRECT;
     }
     if (is_pointwise(s)) return SD_CONV_GEMM;
@@ -201,7 +208,7 @@ fail:
     return rc;
 }
 
-static int conv_run_dnnl(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const float *x, const float *w,
+static int conv_run_dnnl(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const float *x, struct sd_tensor *w,
                          const float *b, float *y) {
     int rc = SD_OK;
     dnnl_memory_t wmem;
@@ -384,7 +391,8 @@ int sd_cpu_op_conv2d(struct sd_cpu *cpu, struct sd_tensor *node) {
     struct conv_shape s;
     int rc = conv_check(cpu, node, &s);
     if (rc != SD_OK) return rc;
-    const float *x = node->src[0]->data, *w = node->src[1]->data;
+    const float *x = node->src[0]->data;
+    struct sd_tensor *w = node->src[1];
     const float *b = node->src[2] ? node->src[2]->data : NULL;
     float *y = node->data;
 
@@ -412,6 +420,9 @@ int sd_cpu_op_conv2d(struct sd_cpu *cpu, struct sd_tensor *node) {
             return rc;
         }
     }
-    if (e->algo == SD_CONV_GEMM) return conv_run_gemm(cpu, e, &s, x, w, b, y);
+    if (e->algo == SD_CONV_GEMM) { /* reads w in place */
+        if ((rc = sd_weight_materialize(cpu->ctx, w)) != SD_OK) return rc;
+        return conv_run_gemm(cpu, e, &s, x, w->data, b, y);
+    }
     return conv_run_dnnl(cpu, e, x, w, b, y);
 }

@@ -73,7 +73,8 @@ fail:
 }
 
 int sd_cpu_op_linear(struct sd_cpu *cpu, struct sd_tensor *node) {
-    const struct sd_tensor *x = node->src[0], *w = node->src[1], *b = node->src[2];
+    const struct sd_tensor *x = node->src[0], *b = node->src[2];
+    struct sd_tensor *w = node->src[1];
     char sx[64], sw[64], sy[64];
     int rc = SD_OK;
     if (!x || !w) return sd_errorf(cpu->ctx, SD_ERR_INVALID, "linear(%s): missing x or w", node->name);
@@ -103,7 +104,7 @@ int sd_cpu_op_linear(struct sd_cpu *cpu, struct sd_tensor *node) {
         return rc;
     }
     dnnl_memory_t wmem;
-    SD_TRY(sd_dnnl_weights_get(cpu, w->data, &e->user_weights_md, &e->weights_md, &wmem));
+    SD_TRY(sd_dnnl_weights_get(cpu, w, &e->user_weights_md, &e->weights_md, &wmem));
     if (e->pre) {
         void *xs = sd_cpu_scratch(cpu, e->scratch[0]);
         if (!xs) return cpu->ctx ? cpu->ctx->status : SD_ERR_NOMEM;

@@ -293,6 +293,49 @@ static void test_conv_rule(struct sd_cpu *cpu) {
           cpu->dnnl->weight_bytes);
 }
 
+/* The bf16 rule (op_conv2d.c): bf16 direct on the shapes where the f32 rule
+ * takes Winograd (its copies and scratchpad cost GBs), small or big planes,
+ * auto or lowmem; Winograd only when forced. On a CPU without AVX-512 a
+ * bf16 request computes in f32 (checked instead; its rule is
+ * test_conv_rule's). */
+static void test_conv_rule_bf16(void) {
+    struct sd_ctx ctx = {0};
+    struct sd_cpu cpu = {.ctx = &ctx, .n_threads = omp_get_max_threads()};
+    if (sd_cpu_dnnl_init(&cpu, SD_CONV_POLICY_AUTO, SD_PRECISION_BF16, NULL) != SD_OK) {
+        CHECK(0, "bf16 backend: %s", ctx.msg);
+        return;
+    }
+    if (!sd_cpu_precision_bf16(SD_PRECISION_BF16)) { /* no AVX-512: bf16 asked for computes in f32 (its rule above) */
+        CHECK(cpu.dnnl->bf16 == 0, "conv2d bf16 rule: without AVX-512 (oneDNN ISA %s) bf16 falls back to f32",
+              sd_cpu_isa());
+        sd_cpu_dnnl_free(&cpu);
+        return;
+    }
+    static const struct {
+        int64_t N, Ci, H, Co;
+        int policy, want;
+    } cases[] = {
+        {1, 64, 128, 64, SD_CONV_AUTO, SD_CONV_DIRECT},  /* the VAE's planes */
+        {2, 64, 64, 64, SD_CONV_AUTO, SD_CONV_DIRECT},   /* the UNet's largest */
+        {1, 64, 128, 64, SD_CONV_LOWMEM, SD_CONV_DIRECT},
+        {1, 64, 128, 64, SD_CONV_WINO, SD_CONV_WINO},    /* forced: f32 Winograd */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct sd_tensor *x = tensor_new("x", 4, (int64_t[]){cases[i].N, cases[i].Ci, cases[i].H, cases[i].H}, 1, 1.0f);
+        struct sd_tensor *w = tensor_new("w", 4, (int64_t[]){cases[i].Co, cases[i].Ci, 3, 3}, 2, 0.1f);
+        struct sd_tensor *y = conv_node(x, w, NULL, (struct sd_conv2d_params){1, 1, 1, 1, 1, 1});
+        sd_cpu_dnnl_set_conv_algo(&cpu, cases[i].policy);
+        int rc = sd_cpu_op_conv2d(&cpu, y);
+        int got = rc == SD_OK && cpu.dnnl->last ? cpu.dnnl->last->algo : -1;
+        CHECK(got == cases[i].want, "conv2d bf16 rule: %s [%lld,%lld,%lld,%lld] 3x3 s1 picks %s (got %s)",
+              sd_conv_algo_name(cases[i].policy), (long long)cases[i].N, (long long)cases[i].Ci, (long long)cases[i].H,
+              (long long)cases[i].H, sd_conv_algo_name(cases[i].want), sd_conv_algo_name(got));
+        tensor_free(x), tensor_free(w), tensor_free(y);
+    }
+    sd_cpu_dnnl_free(&cpu);
+    sd_free_aligned(cpu.scratch);
+}
+
 static void test_conv_errors(struct sd_cpu *cpu) {
     struct sd_tensor *x = tensor_new("x", 4, (int64_t[]){1, 4, 8, 8}, 1, 1.0f);
     struct sd_tensor *w = tensor_new("w", 4, (int64_t[]){2, 5, 3, 3}, 2, 1.0f); /* Ci mismatch */
@@ -442,6 +485,7 @@ int main(void) {
     test_conv(&cpu);
     test_conv_cache(&cpu);
     test_conv_rule(&cpu);
+    test_conv_rule_bf16();
     test_conv_errors(&cpu);
     test_linear(&cpu);
     test_matmul(&cpu);

@@ -16,13 +16,19 @@
  *    one runtime with the default conv policy (oneDNN reordered and
  *    Winograd copies fill). After every release the oneDNN weight cache is
  *    empty, and resident memory (VmRSS) after the last release is within
- *    64 MiB of after the first (both printed).
+ *    64 MiB of after the first (both printed). The model's weights are
+ *    deferred (weights.h): after a generate the UNet's weight set holds
+ *    less than half of its f32 bytes (the rest live only in the backend's
+ *    copies and the file).
+ * 4. opts.low_memory: copies and arena dropped after each phase, images
+ *    unchanged.
  */
 #include "cpu_dnnl.h"
 #include "model_load.h"
 #include "pipeline.h"
 #include "test.h"
 #include "tokenizer.h"
+#include "weights.h"
 
 /* ---- 1, 2: a two-conv graph ---- */
 
@@ -237,7 +243,7 @@ static void test_release_loop(void) {
     g.sampler.steps = 3;
     float *img = malloc(3 * 64 * 64 * sizeof(float));
     double rss_first = 0, rss_last = 0, rss_before = rss_mib();
-    size_t copies = 0;
+    size_t copies = 0, held = 0, total = 0;
     int ok = 0, empty = 0, failed = 0;
     for (int i = 0; i < LOOPS && !failed; i++) {
         struct sd_model *m = NULL;
@@ -250,6 +256,7 @@ static void test_release_loop(void) {
             ok++;
         }
         if (i == 0) copies = cpu->dnnl->weight_bytes + cpu->dnnl->n_weights;
+        if (i == 0 && m) held = sd_weights_nbytes(m->un), total = (size_t)sd_weights_n_params(m->un) * sizeof(float);
         sd_runtime_release_model(rt, m);
         empty += cpu->dnnl->n_weights == 0 && cpu->dnnl->weight_bytes == 0;
         sd_model_free(m);
@@ -262,7 +269,9 @@ static void test_release_loop(void) {
            "(growth %+.1f MiB)\n", rss_before, rss_first, rss_last, LOOPS, rss_last - rss_first);
     CHECK(ok == LOOPS && copies > 0, "%d load/generate/release cycles; the default conv policy filled the oneDNN cache",
           ok);
-    CHECK(empty == ok, "after every release the oneDNN weight cache is empty (%d of %d)", empty, ok);
+    CHECK(held > 0 && held * 2 < total, "deferred weights: after a generate the UNet holds %zu of its %zu f32 bytes "
+          "(only what is read in place; the backends keep their own copies)", held, total);
+        CHECK(empty == ok, "after every release the oneDNN weight cache is empty (%d of %d)", empty, ok);
     CHECK(ok == LOOPS && rss_first > 0 && rss_last - rss_first < 64.0,
           "resident memory after release %d within 64 MiB of after the first (%.1f -> %.1f MiB)", LOOPS, rss_first,
           rss_last);
@@ -272,8 +281,59 @@ static void test_release_loop(void) {
     sd_runtime_free(rt);
 }
 
+/* 4. opts.low_memory: sd_generate drops each component's copies and the
+ * arena after its phase; the images are the default runtime's, byte for
+ * byte, also for a second image (copies made again). */
+static void test_low_memory(void) {
+    struct sd_ctx ctx = {0};
+    struct sd_runtime_opts o;
+    sd_runtime_opts_init(&o);
+    o.threads = 2;
+    struct sd_runtime *rt = sd_runtime_new(&ctx, &o);
+    o.low_memory = 1;
+    struct sd_runtime *lm = sd_runtime_new(&ctx, &o);
+    struct sd_tokenizer *tok = sd_tokenizer_load_bpe_gz(&ctx, vocab_path());
+    struct sd_embed_cache *cache = sd_embed_cache_new(1u << 20);
+    struct sd_model *m = NULL;
+    int ok = rt && lm && tok && cache && !sd_tokenizer_set_family(tok, SD_TOKENIZER_SD1) &&
+             sd_model_load(&ctx, MODEL, MODEL_CONFIG, &m) == SD_OK;
+    CHECK(ok, "low memory: runtimes, tokenizer, model (%s)", ctx.msg);
+    struct sd_cpu *cpu = ok ? sd_cpu_of(sd_runtime_backend(lm, 0)) : NULL;
+    struct sd_gen_params g;
+    sd_gen_params_init(&g);
+    g.prompt = "a lighthouse";
+    g.width = g.height = 64;
+    g.sampler.steps = 3;
+    const size_t n = 3 * 64 * 64;
+    float *a = malloc(2 * n * sizeof(float)), *b = malloc(2 * n * sizeof(float));
+    int same = 0, dropped = 0;
+    for (int i = 0; ok && i < 2; i++) {
+        g.seed = 7 + (uint64_t)i;
+        struct sd_pipeline p = {.ctx = &ctx, .rt = rt, .tok = tok, .cache = cache, .model = m};
+        struct sd_pipeline q = {.ctx = &ctx, .rt = lm, .tok = tok, .cache = cache, .model = m};
+        if (sd_generate(&p, &g, a + i * n) || sd_generate(&q, &g, b + i * n)) {
+            printf("  %s\n", ctx.msg);
+            break;
+        }
+        same += memcmp(a + i * n, b + i * n, n * sizeof(float)) == 0;
+        dropped += cpu->dnnl->n_weights == 0 && cpu->dnnl->weight_bytes == 0 && !cpu->arena && !cpu->scratch;
+    }
+    CHECK(same == 2, "low memory: two images equal the default runtime's bit for bit (%d of 2)", same);
+    CHECK(dropped == 2, "low memory: after each image the CPU backend holds no weight copy, arena or scratch (%d of 2)",
+          dropped);
+    if (rt) sd_runtime_release_model(rt, m);
+    if (lm) sd_runtime_release_model(lm, m);
+    sd_model_free(m);
+    free(a), free(b);
+    sd_embed_cache_free(cache);
+    sd_tokenizer_free(tok);
+    sd_runtime_free(rt);
+    sd_runtime_free(lm);
+}
+
 int main(void) {
     test_changed_released();
     test_release_loop();
+    test_low_memory();
     return test_summary();
 }

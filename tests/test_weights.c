@@ -1,7 +1,8 @@
 /* test_weights.c - the weights container: prefix strip + rename, lazy f16/bf16
  * conversion against an independent decoder, zero-copy F32, misaligned F32,
  * shape-mismatch / missing / unsupported errors, slices, added tensors,
- * name clashes, and the file mapping outliving its opener. */
+ * name clashes, the file mapping outliving its opener, and deferred mode
+ * (no f32 bytes until materialised; read_f32 gives the same values). */
 #include <unistd.h>
 
 #include "test.h"
@@ -285,11 +286,79 @@ static void test_misaligned(void) {
     sd_weights_free(w);
 }
 
+
+/* Deferred mode: big rank >= 2 tensors get no f32 bytes until asked for;
+ * sd_weight_read_f32 gives the values sd_weight_materialize then makes,
+ * equal to an eager load, from f16 (converted) and F32 (zero copy). */
+static void test_deferred(void) {
+    memset(&ctx, 0, sizeof ctx);
+    enum { R = 128, C = 256 }; /* 32768 elements >= SD_WEIGHTS_DEFER_MIN */
+    uint16_t *h = malloc(R * C * sizeof *h);
+    float *f = malloc(R * C * sizeof *f), *got = malloc(R * C * sizeof *got);
+    fill_bits(h, R * C, 7, 0);
+    for (int k = 0; k < R * C; k++) f[k] = (float)k * 0.5f - 3.0f;
+    uint16_t small[16];
+    fill_bits(small, 16, 8, 0);
+    struct sd_st_tensor ts[3] = {
+        {.name = "h", .type = SD_F16, .n_dims = 2, .shape = {R, C}, .nbytes = R * C * 2, .data = h},
+        {.name = "f", .type = SD_F32, .n_dims = 2, .shape = {R, C}, .nbytes = R * C * 4, .data = f},
+        {.name = "s", .type = SD_F16, .n_dims = 2, .shape = {4, 4}, .nbytes = 32, .data = small},
+    };
+    char p[64];
+    snprintf(p, sizeof p, "/tmp/sdrt_test_w_%d.deferred.safetensors", (int)getpid());
+    struct sd_st_file *file = NULL;
+    struct sd_weights *w = sd_weights_new(&ctx), *eager = sd_weights_new(&ctx);
+    sd_weights_set_deferred(w, 1);
+    int rc = sd_st_write(&ctx, p, ts, 3, NULL);
+    if (rc == SD_OK) rc = sd_st_open(&ctx, p, &file);
+    if (rc == SD_OK) rc = sd_weights_add_file(w, file, NULL, NULL, NULL);
+    if (rc == SD_OK) rc = sd_weights_add_file(eager, file, NULL, NULL, NULL);
+    sd_st_close(file);
+    unlink(p);
+    CHECK(rc == SD_OK && sd_weights_load_all(w) == SD_OK, "deferred set loads (%s)", ctx.msg);
+    struct sd_tensor *th = sd_weights_get(w, "h", 2, (int64_t[]){R, C}), *tf = sd_weights_get(w, "f", 2, (int64_t[]){R, C});
+    struct sd_tensor *ts_ = sd_weights_get(w, "s", 2, (int64_t[]){4, 4});
+    struct sd_tensor *eh = sd_weights_get(eager, "h", -1, NULL), *es = sd_weights_get(eager, "s", -1, NULL);
+    CHECK(th && tf && ts_ && eh && es && (th->flags & SD_TF_DEFERRED) && (tf->flags & SD_TF_DEFERRED) &&
+              !(ts_->flags & SD_TF_DEFERRED) && !(eh->flags & SD_TF_DEFERRED) && th->data && (uintptr_t)th->data % 64 == 0,
+          "big tensors are deferred with a fixed aligned address, small ones and eager sets are not");
+    CHECK(sd_weights_nbytes(w) == 16 * sizeof(float), "a deferred set holds only its small tensor's bytes (%zu)",
+          sd_weights_nbytes(w));
+    int ok = th && eh && sd_weight_read_f32(&ctx, th, got) == SD_OK && memcmp(got, eh->data, R * C * 4) == 0;
+    CHECK(ok && sd_weights_nbytes(w) == 16 * sizeof(float), "read_f32 of a deferred f16 tensor equals the eager "
+          "conversion bit for bit and keeps nothing");
+    ok = th && sd_weight_read_rows(&ctx, th, 5, 3, got) == SD_OK && memcmp(got, (float *)eh->data + 5 * C, 3 * C * 4) == 0;
+    CHECK(ok && sd_weights_nbytes(w) == 16 * sizeof(float) && sd_weight_read_rows(&ctx, th, R - 1, 2, got) == SD_ERR_INVALID,
+          "read_rows of a deferred tensor gives the eager rows, keeps nothing, refuses rows past the end (%s)", ctx.msg);
+    ok = tf && sd_weight_read_f32(&ctx, tf, got) == SD_OK && memcmp(got, f, R * C * 4) == 0;
+    CHECK(ok, "read_f32 of a deferred zero-copy F32 tensor gives the file's values");
+    ok = th && sd_weight_materialize(&ctx, th) == SD_OK && memcmp(th->data, eh->data, R * C * 4) == 0 &&
+         sd_weight_materialize(&ctx, th) == SD_OK;
+    CHECK(ok && sd_weights_nbytes(w) == (16 + R * C) * sizeof(float),
+          "materialize makes the same bytes readable in place, once (%zu bytes held)", sd_weights_nbytes(w));
+    ok = th && sd_weight_read_f32(&ctx, th, got) == SD_OK && memcmp(got, eh->data, R * C * 4) == 0;
+    CHECK(ok && sd_weight_materialize(&ctx, es) == SD_OK, "read_f32 after materialising reads them; materialize "
+          "of a tensor that is not deferred is a no-op");
+    /* A replacement (LoRA's merged copy) is what read_f32 reads. */
+    float *mine = malloc(R * C * sizeof *mine);
+    for (int k = 0; k < R * C; k++) mine[k] = (float)-k;
+    struct sd_tensor *th2 = NULL;
+    ok = tf && sd_weights_set_data(w, sd_weights_index(w, "f"), mine) == SD_OK &&
+         sd_weight_read_f32(&ctx, tf, got) == SD_OK && got[5] == -5.0f;
+    th2 = sd_weights_find(w, "f");
+    CHECK(ok && th2 == tf, "read_f32 follows sd_weights_set_data");
+    free(mine);
+    sd_weights_free(w);
+    sd_weights_free(eager);
+    free(h), free(f), free(got);
+}
+
 int main(void) {
     snprintf(path, sizeof path, "/tmp/sdrt_test_w_%d.model.safetensors", (int)getpid());
     test_load();
     test_misaligned();
     test_all_halves();
+    test_deferred();
     unlink(path);
     return test_summary();
 }

@@ -76,7 +76,7 @@ static const struct cli_opt options[] = {
                                                             "the CPU has bf16 instructions)", NULL, 0},
     {"cpu-time", 0, CLI_FLAG, O(cpu_time), NULL, "time phases by process CPU seconds / threads (stable on a shared\n"
                                                   "machine; run with OMP_WAIT_POLICY=passive)", NULL, 0},
-    {"profile", 0, CLI_FLAG, O(profile), NULL, "add a per-op table (one profiled run after the timed ones)", NULL, 0},
+    {"profile", 0, CLI_FLAG, O(profile), NULL, "add a per-op table (the warm-up and one profiled run after the timed ones)", NULL, 0},
     {"json", 0, CLI_FLAG, O(json), NULL, "one JSON object on stdout (runs, medians, per op and backend); the\n"
                                           "tables go to stderr", NULL, 0},
     {NULL, 0, 0, 0, NULL, NULL, NULL, 0},
@@ -88,7 +88,8 @@ static void usage(unsigned mode, FILE *f) {
     fprintf(f, "usage: sdrt bench --model MODEL [options]\n"
                "  Times one CLIP encode (2 prompts), one UNet evaluation (batch 2 = one CFG step) and one\n"
                "  VAE decode per backend, side by side: median seconds; --profile adds a per-op table\n"
-               "  (seconds and GFLOP/s per backend, one profiled run after the timed ones).\n");
+               "  (seconds, GFLOP/s and minor page faults per backend, of the warm-up and of one profiled\n"
+               "  run after the timed ones).\n");
     cli_usage(f, options, 0);
 }
 
@@ -171,12 +172,13 @@ int sd_cmd_bench(int argc, char **argv) {
     double med[MAXB][3] = {{0}}, arena[MAXB] = {0};
     int have[MAXB][3] = {{0}};
     struct phase all[MAXB][3];
-    struct sd_op_profile prof[MAXB][SD_OP_COUNT];
+    struct sd_op_profile prof[MAXB][SD_OP_COUNT], first_run[MAXB][SD_OP_COUNT];
     /* Per backend of each runtime (an `auto` runtime has a device and the CPU). */
     static struct sd_op_profile prof_be[MAXB][MAXRT][SD_OP_COUNT];
     char be_names[MAXB][MAXRT][32];
     int n_be[MAXB] = {0};
     memset(prof, 0, sizeof prof);
+    memset(first_run, 0, sizeof first_run);
     memset(prof_be, 0, sizeof prof_be);
     int nb = 0;
     for (char *save = NULL, *bn = strtok_r(list, ",", &save); bn && nb < MAXB; bn = strtok_r(NULL, ",", &save)) {
@@ -190,7 +192,7 @@ int sd_cmd_bench(int argc, char **argv) {
         const int last = runs + (profile ? 1 : 0);
         for (int r = 0; r <= last && rc == 0; r++) {
             const int prof_run = profile && r == last;
-            sd_runtime_set_profile(rt, prof_run);
+            sd_runtime_set_profile(rt, prof_run || (profile && r == 0)); /* the warm-up too: first-run costs */
             double s;
             if (strstr(comps, "clip") && (m->te || m->te2)) { /* SDXL: both encoders */
                 s = bench_clock();
@@ -216,6 +218,12 @@ int sd_cmd_bench(int argc, char **argv) {
                 arena[nb] = sd_runtime_arena_bytes(rt) / 1048576.0;
                 fprintf(txt, "[%s] warm-up done; activation arena %.1f MiB\n", bn, arena[nb]);
             }
+            for (int b = 0; profile && r == 0 && b < sd_runtime_n_backends(rt); b++)
+                for (int op = 0; op < SD_OP_COUNT; op++) {
+                    const struct sd_op_profile *q = sd_runtime_profile(rt, b, (enum sd_op)op);
+                    first_run[nb][op].seconds += q->seconds, first_run[nb][op].faults += q->faults;
+                    first_run[nb][op].calls += q->calls;
+                }
         }
         if (rc) { fprintf(stderr, "sdrt: %s\n", ctx.msg); sd_runtime_free(rt); goto done; }
         names[nb] = bn;
@@ -228,6 +236,7 @@ int sd_cmd_bench(int argc, char **argv) {
             for (int op = 0; op < SD_OP_COUNT; op++) {
                 const struct sd_op_profile *q = sd_runtime_profile(rt, b, (enum sd_op)op);
                 prof[nb][op].seconds += q->seconds, prof[nb][op].flops += q->flops, prof[nb][op].calls += q->calls;
+                prof[nb][op].faults += q->faults;
                 if (b < MAXRT) prof_be[nb][b][op] = *q;
             }
         for (int b = 0; profile && b < sd_runtime_n_backends(rt) && b < MAXRT; b++, n_be[nb]++)
@@ -252,8 +261,10 @@ int sd_cmd_bench(int argc, char **argv) {
         fprintf(txt, "\n");
     }
     if (profile) {
+        /* First run (the warm-up: primitive creation, weight copies, fresh
+         * buffers) beside a steady one; faults = minor page faults. */
         fprintf(txt, "\n%-20s", "op (one run each)");
-        for (int b = 0; b < nb; b++) fprintf(txt, " %12s s %8s", names[b], "GFLOP/s");
+        for (int b = 0; b < nb; b++) fprintf(txt, " %10s 1st s %9s %12s s %8s %8s", names[b], "1st flt", names[b], "GFLOP/s", "faults");
         fprintf(txt, "\n");
         for (int op = 0; op < SD_OP_COUNT; op++) {
             int any = 0;
@@ -262,7 +273,8 @@ int sd_cmd_bench(int argc, char **argv) {
             fprintf(txt, "%-20s", sd_op_name((enum sd_op)op));
             for (int b = 0; b < nb; b++) {
                 const struct sd_op_profile *q = &prof[b][op];
-                fprintf(txt, " %14.3f %8.1f", q->seconds, q->seconds > 0 ? q->flops / q->seconds * 1e-9 : 0.0);
+                fprintf(txt, " %16.3f %9ld %14.3f %8.1f %8ld", first_run[b][op].seconds, first_run[b][op].faults, q->seconds,
+                        q->seconds > 0 ? q->flops / q->seconds * 1e-9 : 0.0, q->faults);
             }
             fprintf(txt, "\n");
         }

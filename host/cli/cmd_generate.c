@@ -196,8 +196,9 @@ static const struct cli_opt options[] = {
     {"device", 0, CLI_STR, O(device), "N", "the OpenCL device, numbered as `sdrt devices` lists them\n"
                                           "(default: the first GPU, else the first device)", NULL, 0},
     {"threads", 0, CLI_INT, O(threads), "N", "CPU threads (default: all cores)", NULL, 0},
-    {"low-memory", 0, CLI_FLAG, O(low_memory), NULL, "CPU convolutions keep no transformed weight copies: SD 1.5 at 512x512\n"
-                                                      "peaks at ~6 GB instead of ~13 GB, ~1.4x slower UNet", NULL, 0},
+    {"low-memory", 0, CLI_FLAG, O(low_memory), NULL, "least memory: no transformed (Winograd) weight copies, and each\n"
+                                                      "component's copies and the activation arena dropped after its phase\n"
+                                                      "(remade per image); see docs/benchmarks.md for the figures", NULL, 0},
     {"vae-tiling", 0, CLI_FLAG, O(vae_tiling), NULL, "decode (and encode) in overlapping tiles blended as diffusers'\n"
      "enable_tiling(): bounded memory for large images (differs slightly from untiled)", NULL, 0},
     {"vae-tile", 0, CLI_INT, O(vae_tile), "PX", "tile side in pixels, a multiple of 32 (default: the VAE's sample_size, 512)", NULL, 0},
@@ -443,7 +444,7 @@ static int generate(struct opts *o) {
     ro.backend = (enum sd_backend_kind)kind;
     if (o->threads < 0) { sd_errorf(&ctx, SD_ERR_INVALID, "--threads must be >= 0 (got %d)", o->threads); goto usage_err; }
     if (o->threads) ro.threads = o->threads;
-    if (o->low_memory) ro.conv = SD_CONV_POLICY_LOWMEM;
+    if (o->low_memory) ro.conv = SD_CONV_POLICY_LOWMEM, ro.low_memory = 1;
     if (cli_precision(&ctx, &ro, o->precision)) goto usage_err;
     if (o->device && kind == SD_BACKEND_CPU) {
         sd_errorf(&ctx, SD_ERR_INVALID, "--device %s picks an OpenCL device: give --backend opencl (or auto)", o->device);

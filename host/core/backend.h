@@ -72,6 +72,10 @@ struct sd_backend_i {
      * new bytes (a device re-uploads exactly these; a reordered copy is made
      * again); copies of other weights stay. */
     void (*weights_changed)(struct sd_backend *b, struct sd_tensor *const *w, int n);
+    /* Optional: frees what the next compute can make again (activation
+     * arena, scratch) while no graph runs; the next arena_reserve allocates
+     * anew. */
+    void (*trim)(struct sd_backend *b);
     /* Required: frees the backend. */
     void (*free)(struct sd_backend *b);
 };
@@ -135,6 +139,7 @@ struct sd_sched {
     int *split_start, n_splits;
     double *split_time;        /* seconds per split of the last compute (when profile) */
     double *node_time;         /* seconds per node of the last compute (when profile) */
+    long *node_faults;         /* minor page faults per node of the last compute (when profile) */
     size_t bytes_copied;       /* by the last compute */
     int n_copies;
 };

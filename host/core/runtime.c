@@ -29,6 +29,7 @@ struct sd_runtime {
     uint64_t tick;
     size_t peak_arena;
     int profile;
+    int low_memory;       /* opts.low_memory */
     struct sd_op_profile prof[SD_MAX_BACKENDS][SD_OP_COUNT];
 };
 
@@ -51,6 +52,7 @@ struct sd_runtime *sd_runtime_new(struct sd_ctx *ctx, const struct sd_runtime_op
     rt->ctx = ctx;
     rt->log = opts->log;
     rt->debug = opts->debug;
+    rt->low_memory = opts->low_memory;
     if (opts->backend != SD_BACKEND_CPU) {
         /* OpenCL first, the CPU last (host and per-op fallback). auto runs
          * on the CPU alone when no OpenCL device works (and says why). */
@@ -105,6 +107,17 @@ void sd_runtime_weights_changed(struct sd_runtime *rt, struct sd_tensor *const *
     for (int i = 0; rt && i < rt->n_backends; i++) sd_backend_weights_changed(rt->backends[i], weights, n);
 }
 
+void sd_runtime_drop_copies(struct sd_runtime *rt, struct sd_tensor *const *weights, int n) {
+    for (int i = 0; rt && i < rt->n_backends; i++) sd_backend_weights_released(rt->backends[i], weights, n);
+}
+
+void sd_runtime_trim(struct sd_runtime *rt) {
+    for (int i = 0; rt && i < rt->n_backends; i++)
+        if (rt->backends[i]->iface->trim) rt->backends[i]->iface->trim(rt->backends[i]);
+}
+
+int sd_runtime_low_memory(const struct sd_runtime *rt) { return rt ? rt->low_memory : 0; }
+
 void sd_runtime_set_profile(struct sd_runtime *rt, int on) {
     rt->profile = on;
     memset(rt->prof, 0, sizeof rt->prof);
@@ -124,19 +137,21 @@ const char *sd_runtime_backend_name(const struct sd_runtime *rt, int i) {
 
 void sd_runtime_profile_print(const struct sd_runtime *rt, FILE *f) {
     double total = 0, total_flops = 0;
+    long total_faults = 0;
     for (int b = 0; b < rt->n_backends; b++)
-        for (int op = 0; op < SD_OP_COUNT; op++) total += rt->prof[b][op].seconds, total_flops += rt->prof[b][op].flops;
-    fprintf(f, "%-8s %-20s %7s %10s %7s %10s\n", "backend", "op", "calls", "seconds", "share", "GFLOP/s");
+        for (int op = 0; op < SD_OP_COUNT; op++)
+            total += rt->prof[b][op].seconds, total_flops += rt->prof[b][op].flops, total_faults += rt->prof[b][op].faults;
+    fprintf(f, "%-8s %-20s %7s %10s %7s %10s %10s\n", "backend", "op", "calls", "seconds", "share", "GFLOP/s", "faults");
     for (int b = 0; b < rt->n_backends; b++)
         for (int op = 0; op < SD_OP_COUNT; op++) {
             const struct sd_op_profile *p = &rt->prof[b][op];
             if (!p->calls) continue;
-            fprintf(f, "%-8s %-20s %7d %10.3f %6.1f%% %10.1f\n", sd_backend_name(rt->backends[b]), sd_op_name((enum sd_op)op),
-                    p->calls, p->seconds, total > 0 ? 100.0 * p->seconds / total : 0.0,
-                    p->seconds > 0 ? p->flops / p->seconds * 1e-9 : 0.0);
+            fprintf(f, "%-8s %-20s %7d %10.3f %6.1f%% %10.1f %10ld\n", sd_backend_name(rt->backends[b]),
+                    sd_op_name((enum sd_op)op), p->calls, p->seconds, total > 0 ? 100.0 * p->seconds / total : 0.0,
+                    p->seconds > 0 ? p->flops / p->seconds * 1e-9 : 0.0, p->faults);
         }
-    fprintf(f, "%-8s %-20s %7s %10.3f %6.1f%% %10.1f\n", "all", "total", "", total, 100.0,
-            total > 0 ? total_flops / total * 1e-9 : 0.0);
+    fprintf(f, "%-8s %-20s %7s %10.3f %6.1f%% %10.1f %10ld\n", "all", "total", "", total, 100.0,
+            total > 0 ? total_flops / total * 1e-9 : 0.0, total_faults);
 }
 size_t sd_runtime_arena_bytes(const struct sd_runtime *rt) { return rt->peak_arena; }
 
@@ -216,6 +231,7 @@ static int run(struct sd_runtime *rt, struct rt_entry *e, const void *const *inp
             if (t->op == SD_OP_NONE || t->op == SD_OP_RESHAPE) continue;
             struct sd_op_profile *p = &rt->prof[e->g->backend[i]][t->op];
             p->seconds += e->s->node_time[i];
+            p->faults += e->s->node_faults[i];
             p->flops += sd_node_flops(t);
             p->calls++;
         }

@@ -77,6 +77,9 @@ struct sd_runtime_opts {
     const char *cl_test_break;      /* tests: programs whose source gets a syntax error appended */
     struct sd_log log;              /* warnings and debug output; default: none delivered */
     unsigned debug;                 /* SD_DEBUG_* flags; default 0 */
+    int low_memory;                 /* 1: sd_generate drops each component's backend weight copies and the
+                                     * activation arena once its phase is over (least peak memory; the
+                                     * copies are made again for the next image); default 0 */
 };
 void sd_runtime_opts_init(struct sd_runtime_opts *o);
 
@@ -143,10 +146,18 @@ void sd_runtime_release_owner(struct sd_runtime *rt, uint64_t owner, struct sd_t
 /* The bytes of weights[0..n) changed in place (e.g. a LoRA merge): every
  * backend makes its copies of exactly these again before their next use. */
 void sd_runtime_weights_changed(struct sd_runtime *rt, struct sd_tensor *const *weights, int n);
+/* Memory between phases: the backends drop their copies (reordered, device)
+ * of weights[0..n) - still valid weights, made again on their next use -
+ * and free their activation arenas and scratch (made again by the next
+ * run). Graphs stay cached. Not while a graph of rt runs. */
+void sd_runtime_drop_copies(struct sd_runtime *rt, struct sd_tensor *const *weights, int n);
+void sd_runtime_trim(struct sd_runtime *rt);
+/* opts.low_memory of the runtime. */
+int sd_runtime_low_memory(const struct sd_runtime *rt);
 
 /* Profiling: when on, every run times each node (synchronised; a little
  * slower) and accumulates seconds, FLOPs and calls per (backend, op). */
-struct sd_op_profile { double seconds, flops; int calls; };
+struct sd_op_profile { double seconds, flops; int calls; long faults; /* minor page faults */ };
 void sd_runtime_set_profile(struct sd_runtime *rt, int on); /* also resets the counters */
 const struct sd_op_profile *sd_runtime_profile(const struct sd_runtime *rt, int backend, enum sd_op op);
 int sd_runtime_n_backends(const struct sd_runtime *rt);

@@ -20,6 +20,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 bool sd_backend_supports(struct sd_backend *b, const struct sd_tensor *node, char *why, size_t why_n) {
     if (!b || !b->iface->supports) {
@@ -141,6 +142,7 @@ void sd_sched_free(struct sd_sched *s) {
     free(s->split_start);
     free(s->split_time);
     free(s->node_time);
+    free(s->node_faults);
     free(s);
 }
 
@@ -238,6 +240,7 @@ int sd_sched_alloc(struct sd_sched *s, struct sd_graph *g) {
     free(s->split_start);
     free(s->split_time);
     free(s->node_time);
+    free(s->node_faults);
     free(s->refused);
     s->refused = NULL;
     s->n_refused = 0;
@@ -245,12 +248,13 @@ int sd_sched_alloc(struct sd_sched *s, struct sd_graph *g) {
     free(g->valid);
     g->placed_by = NULL;
     s->node_time = calloc((size_t)n + 1, sizeof(double));
+    s->node_faults = calloc((size_t)n + 1, sizeof(long));
     s->cause = calloc((size_t)n + 1, sizeof *s->cause);
     s->split_start = malloc(((size_t)n + 2) * sizeof(int));
     s->split_time = calloc((size_t)n + 1, sizeof(double));
     g->backend = calloc((size_t)n + 1, sizeof *g->backend);
     g->valid = calloc((size_t)n + 1, sizeof *g->valid);
-    if (!s->cause || !s->split_start || !s->split_time || !s->node_time || !g->backend || !g->valid)
+    if (!s->cause || !s->split_start || !s->split_time || !s->node_time || !s->node_faults || !g->backend || !g->valid)
         return sd_errorf(s->ctx, SD_ERR_NOMEM, "scheduler: out of memory");
     if ((rc = place(s, g)) != SD_OK) return rc;
     if ((rc = reserve_arenas(s, g)) != SD_OK) return rc;
@@ -289,6 +293,13 @@ static int make_current(struct sd_sched *s, struct sd_graph *g, struct sd_tensor
     return SD_OK;
 }
 
+/* Minor page faults of the process so far (profiling: pages touched for
+ * the first time, e.g. fresh buffers and weight copies). */
+static long minor_faults(void) {
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_minflt : 0;
+}
+
 /* Runs nodes [i0, i1) of one split on backend b (node by node when
  * profiling). */
 static int run_split(struct sd_sched *s, struct sd_graph *g, int k, int b, int i0, int i1) {
@@ -300,8 +311,10 @@ static int run_split(struct sd_sched *s, struct sd_graph *g, int k, int b, int i
         for (int i = i0; i < i1 && rc == SD_OK; i++) {
             if (is_free_node(g->nodes[i])) continue;
             double tn = sd_time_s();
+            long f0 = minor_faults();
             if ((rc = be->iface->compute(be, g, i, i + 1)) == SD_OK) rc = sd_backend_synchronize(be);
             s->node_time[i] = sd_time_s() - tn;
+            s->node_faults[i] = minor_faults() - f0;
         }
     } else {
         rc = be->iface->compute(be, g, i0, i1);

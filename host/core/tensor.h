@@ -69,6 +69,8 @@ enum sd_tensor_flag {
     SD_TF_INPUT = 1,   /* graph input: caller writes it before compute */
     SD_TF_OUTPUT = 2,  /* graph output: kept alive to the end, caller reads it */
     SD_TF_WEIGHT = 4,  /* model-owned constant; data points at host memory */
+    SD_TF_DEFERRED = 8, /* weight whose f32 bytes may not exist yet: copy them with sd_weight_read_f32
+                         * or call sd_weight_materialize before reading t->data (host/io/weights.h) */
 };
 
 #define SD_MAX_SRC 3

@@ -12,6 +12,7 @@
 #include "weights.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,8 @@
 enum { W_FILE, W_ADDED, W_SLICE };
 
 struct w_entry {
-    struct sd_tensor t;              /* f32; t.data is NULL until loaded */
+    struct sd_tensor t;              /* f32; t.data is NULL until loaded; first member (sd_weight_* cast) */
+    struct sd_weights *w;            /* owner */
     char *name;                      /* full name (t.name may be truncated) */
     int kind;                        /* W_FILE, W_ADDED (data owned), W_SLICE (aliases another) */
     int loaded, used;
@@ -36,12 +38,15 @@ struct w_entry {
     struct w_entry *slice_of;        /* W_SLICE: the tensor it aliases */
     int64_t slice_row;               /* W_SLICE: its first row in slice_of */
     int pos;                         /* position in w->e */
+    size_t slot_bytes;               /* W_FILE conversion: dst's page-rounded size */
+    atomic_int ready;                /* bytes at t.data readable (deferred: once materialised) */
 };
 
 struct w_source {
     struct sd_st_file *file;         /* one reference held */
     char *desc;                      /* "path" or "path (prefix 'p.')" */
-    float *arena;                    /* conversions of this file's tensors (sd_malloc_aligned) */
+    void *arena;                     /* conversions of this file's tensors (reserved mapping) */
+    size_t arena_bytes;
 };
 
 struct sd_weights {
@@ -51,7 +56,9 @@ struct sd_weights {
     struct sd_hmap index;            /* FNV-1a of a name -> entry position */
     struct w_source *src;
     int n_src;
-    pthread_mutex_t lock;            /* lazy loads and `used` marks */
+    pthread_mutex_t lock;            /* lazy loads, materialisations and `used` marks */
+    int deferred;                    /* sd_weights_set_deferred */
+    size_t page;
 };
 
 static struct w_entry *lookup(const struct sd_weights *w, const char *name) {
@@ -86,6 +93,7 @@ static struct w_entry *entry_new(struct sd_weights *w, const char *name, int n_d
     if (n_dims <= 4) sd_tensor_set_shape(&e->t, SD_F32, n_dims, shape);
     e->t.flags = SD_TF_WEIGHT;
     e->t.index = -1;
+    e->w = w;
     snprintf(e->t.name, sizeof e->t.name, "%s", name);
     e->pos = w->n;
     w->e[w->n++] = e;
@@ -103,7 +111,11 @@ struct sd_weights *sd_weights_new(struct sd_ctx *ctx) {
         free(w);
         sd_errorf(ctx, SD_ERR_NOMEM, "weights: cannot create a mutex");
         return NULL;
-    } else w->ctx = ctx;
+    } else {
+        w->ctx = ctx;
+        long page = sysconf(_SC_PAGESIZE);
+        w->page = page > 0 ? (size_t)page : 4096;
+    }
     return w;
 }
 
@@ -111,7 +123,7 @@ void sd_weights_free(struct sd_weights *w) {
     if (!w) return;
     for (int k = 0; k < w->n; k++) entry_free(w->e[k]);
     for (int k = 0; k < w->n_src; k++) {
-        sd_free_aligned(w->src[k].arena);
+        if (w->src[k].arena) munmap(w->src[k].arena, w->src[k].arena_bytes);
         free(w->src[k].desc);
         sd_st_close(w->src[k].file);
     }
@@ -163,16 +175,26 @@ int sd_weights_add_file(struct sd_weights *w, struct sd_st_file *f, const char *
         e->src = t;
         e->file = f;
         e->from = s->desc;
-        /* Conversions get a 64-byte aligned slot in this file's arena; the
-         * offset is kept in dst until the arena exists. */
+        /* Conversions get a page-aligned slot of whole pages in this file's
+         * arena (made accessible when converted into); the offset is kept
+         * in dst until the arena exists. */
         int zero_copy = (t->type == SD_F32 && ((uintptr_t)t->data & 3) == 0) || t->nbytes == 0;
-        if (!zero_copy && t->type != SD_DTYPE_COUNT && e->n_dims <= 4) {
+        int ok = t->type != SD_DTYPE_COUNT && e->n_dims <= 4;
+        if (!zero_copy && ok) {
             e->dst = (float *)(uintptr_t)(arena_bytes + 1);
-            arena_bytes += ((size_t)sd_tensor_nelements(&e->t) * sizeof(float) + 63) & ~(size_t)63;
+            e->slot_bytes = ((size_t)sd_tensor_nelements(&e->t) * sizeof(float) + w->page - 1) & ~(w->page - 1);
+            arena_bytes += e->slot_bytes;
         }
+        if (w->deferred && ok && e->n_dims >= 2 && sd_tensor_nelements(&e->t) >= SD_WEIGHTS_DEFER_MIN)
+            e->t.flags |= SD_TF_DEFERRED;
     }
     if (arena_bytes) {
-        s->arena = sd_malloc_aligned(arena_bytes);
+        /* Reserved, not committed: pages cost memory once converted into;
+         * slots not yet converted stay inaccessible (a read of bytes never
+         * materialised faults instead of reading zeros). */
+        s->arena = mmap(NULL, arena_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (s->arena == MAP_FAILED) s->arena = NULL;
+        else s->arena_bytes = arena_bytes;
         if (!s->arena) {
             rc = sd_errorf(ctx, SD_ERR_NOMEM, "weights: cannot reserve %.1f MiB for converting %s",
                            (double)arena_bytes / 1048576.0, s->desc);
@@ -193,10 +215,8 @@ fail:
     return rc;
 }
 
-/* Converts e's data into place, or points it into the mapping. Errors go
- * to ctx (may be NULL: the message is dropped). */
-static int entry_load(struct sd_ctx *ctx, struct w_entry *e) {
-    if (e->loaded) return SD_OK;
+/* Checks that e can be loaded at all. */
+static int entry_check(struct sd_ctx *ctx, const struct w_entry *e) {
     const struct sd_st_tensor *t = e->src;
     if (t->type == SD_DTYPE_COUNT)
         return sd_errorf(ctx, SD_ERR_UNSUPPORTED,
@@ -205,33 +225,73 @@ static int entry_load(struct sd_ctx *ctx, struct w_entry *e) {
     if (e->n_dims > 4)
         return sd_errorf(ctx, SD_ERR_UNSUPPORTED, "tensor '%s' in %s has %d dims; sdrt tensors hold at most 4",
                          e->name, e->from, e->n_dims);
-    if (!e->dst) { /* aligned F32, or empty */
-        e->t.data = (void *)t->data; /* read-only: see weights.h */
-    } else {
-        const struct sd_st_file *f = e->file;
-        long page = sysconf(_SC_PAGESIZE);
-        uintptr_t a = (uintptr_t)t->data, b = a + t->nbytes;
-        if (f->mapped && t->nbytes >= (1u << 20)) madvise((void *)(a & ~(uintptr_t)(page - 1)), b - (a & ~(uintptr_t)(page - 1)), MADV_WILLNEED);
-        const void *from = t->data;
-        void *tmp = NULL;
-        if ((uintptr_t)from % sd_dtype_size(t->type)) {
-            /* Misaligned (only in hand-made files): sd_convert_to_f32 reads
-             * whole elements, so convert from an aligned copy. */
-            if (!(tmp = sd_malloc_aligned(t->nbytes)))
-                return sd_errorf(ctx, SD_ERR_NOMEM, "weights: out of memory loading '%s'", e->name);
-            memcpy(tmp, from, t->nbytes);
-            from = tmp;
-        }
-        sd_convert_to_f32(e->dst, from, t->type, sd_tensor_nelements(&e->t));
-        sd_free_aligned(tmp);
-        e->t.data = e->dst;
-        /* Drop the whole pages of source data we no longer need from the
-         * resident set; they come back from the page cache if read again. */
-        uintptr_t pa = (a + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1), pb = b & ~(uintptr_t)(page - 1);
-        if (f->mapped && pb > pa) madvise((void *)pa, pb - pa, MADV_DONTNEED);
-    }
-    e->loaded = 1;
     return SD_OK;
+}
+
+/* Drops the whole pages of [a, a + n) of a read-only file mapping from our
+ * resident set; they come back from the page cache if read again. */
+static void drop_pages(const struct sd_weights *w, const void *p, size_t n) {
+    uintptr_t a = (uintptr_t)p, b = a + n, pg = (uintptr_t)w->page;
+    uintptr_t pa = (a + pg - 1) & ~(pg - 1), pb = b & ~(pg - 1);
+    if (pb > pa) madvise((void *)pa, pb - pa, MADV_DONTNEED);
+}
+
+/* Converts elements [first, first + n) of the file's bytes of W_FILE entry
+ * e into dst (f32): the same values every time. Errors go to ctx (may be
+ * NULL). */
+static int entry_convert_range(struct sd_ctx *ctx, const struct w_entry *e, float *dst, int64_t first, int64_t n) {
+    const struct sd_st_tensor *t = e->src;
+    const struct sd_st_file *f = e->file;
+    const size_t es = sd_dtype_size(t->type), nbytes = (size_t)n * es;
+    const char *src = (const char *)t->data + (size_t)first * es;
+    uintptr_t a = (uintptr_t)src, pg = (uintptr_t)e->w->page;
+    if (f->mapped && nbytes >= (1u << 20)) madvise((void *)(a & ~(pg - 1)), a + nbytes - (a & ~(pg - 1)), MADV_WILLNEED);
+    const void *from = src;
+    void *tmp = NULL;
+    if ((uintptr_t)from % es) {
+        /* Misaligned (only in hand-made files): sd_convert_to_f32 reads
+         * whole elements, so convert from an aligned copy. */
+        if (!(tmp = sd_malloc_aligned(nbytes)))
+            return sd_errorf(ctx, SD_ERR_NOMEM, "weights: out of memory loading '%s'", e->name);
+        memcpy(tmp, from, nbytes);
+        from = tmp;
+    }
+    sd_convert_to_f32(dst, from, t->type, n);
+    sd_free_aligned(tmp);
+    /* The source pages are no longer needed in our resident set. */
+    if (f->mapped) drop_pages(e->w, src, nbytes);
+    return SD_OK;
+}
+
+static int entry_convert(struct sd_ctx *ctx, const struct w_entry *e, float *dst) {
+    return entry_convert_range(ctx, e, dst, 0, sd_tensor_nelements(&e->t));
+}
+
+/* Makes the f32 bytes of a loaded W_FILE entry readable: converts into its
+ * slot (made accessible first). Caller holds w->lock. */
+static int entry_materialise(struct sd_ctx *ctx, struct w_entry *e) {
+    if (atomic_load_explicit(&e->ready, memory_order_relaxed)) return SD_OK;
+    if (e->dst && e->t.data == e->dst) {
+        if (mprotect(e->dst, e->slot_bytes, PROT_READ | PROT_WRITE) != 0)
+            return sd_errorf(ctx, SD_ERR_NOMEM, "weights: cannot commit %.1f MiB for '%s'",
+                             (double)e->slot_bytes / 1048576.0, e->name);
+        int rc = entry_convert(ctx, e, e->dst);
+        if (rc != SD_OK) return rc;
+    }
+    atomic_store_explicit(&e->ready, 1, memory_order_release);
+    return SD_OK;
+}
+
+/* Points e's data into its slot or the mapping and, unless e is deferred,
+ * makes the bytes readable. Errors go to ctx (may be NULL: the message is
+ * dropped). Caller holds w->lock (or is the only thread). */
+static int entry_load(struct sd_ctx *ctx, struct w_entry *e) {
+    if (e->loaded) return SD_OK;
+    int rc = entry_check(ctx, e);
+    if (rc != SD_OK) return rc;
+    e->t.data = e->dst ? (void *)e->dst : (void *)e->src->data; /* zero copy is read-only: see weights.h */
+    e->loaded = 1;
+    return e->t.flags & SD_TF_DEFERRED ? SD_OK : entry_materialise(ctx, e);
 }
 
 static int load(struct sd_weights *w, struct sd_ctx *ctx, struct w_entry *e) {
@@ -354,6 +414,11 @@ struct sd_tensor *sd_weights_add_slice(struct sd_weights *w, const char *name, c
         return NULL;
     }
     if (check_new_name(w, name)) return NULL;
+    /* A slice reads its rows of the source's bytes: they must be there. */
+    pthread_mutex_lock(&w->lock);
+    int rc = se->kind == W_FILE ? entry_materialise(w->ctx, se) : SD_OK;
+    pthread_mutex_unlock(&w->lock);
+    if (rc != SD_OK) return NULL;
     int64_t shape[SD_ST_MAX_DIMS];
     memcpy(shape, se->shape, sizeof shape);
     shape[0] = end - begin;
@@ -409,7 +474,9 @@ struct sd_tensor *sd_weights_tensor(struct sd_weights *w, int i) {
 size_t sd_weights_nbytes(const struct sd_weights *w) {
     size_t n = 0;
     for (int k = 0; w && k < w->n; k++)
-        if (w->e[k]->kind != W_SLICE && w->e[k]->loaded) n += sd_tensor_nbytes(&w->e[k]->t);
+        if (w->e[k]->kind != W_SLICE && w->e[k]->loaded &&
+            (w->e[k]->kind == W_ADDED || atomic_load_explicit(&w->e[k]->ready, memory_order_acquire)))
+            n += sd_tensor_nbytes(&w->e[k]->t);
     return n;
 }
 
@@ -459,4 +526,46 @@ int sd_weights_set_data(struct sd_weights *w, int i, float *data) {
     for (int k = 0; k < w->n; k++)
         if (w->e[k]->kind == W_SLICE && w->e[k]->slice_of == e) w->e[k]->t.data = data + (size_t)w->e[k]->slice_row * row;
     return SD_OK;
+}
+
+void sd_weights_set_deferred(struct sd_weights *w, int on) {
+    if (w) w->deferred = on != 0;
+}
+
+/* A tensor flagged SD_TF_DEFERRED is the `t` of a W_FILE entry. */
+static struct w_entry *deferred_entry(const struct sd_tensor *t) {
+    return t && (t->flags & SD_TF_DEFERRED) ? (struct w_entry *)(uintptr_t)t : NULL;
+}
+
+int sd_weight_materialize(struct sd_ctx *ctx, struct sd_tensor *t) {
+    struct w_entry *e = deferred_entry(t);
+    if (!e || atomic_load_explicit(&e->ready, memory_order_acquire)) return SD_OK;
+    pthread_mutex_lock(&e->w->lock);
+    int rc = e->loaded ? entry_materialise(ctx, e)
+                       : sd_errorf(ctx, SD_ERR_INVALID, "weights: '%s' is not loaded: nothing to materialise", e->name);
+    pthread_mutex_unlock(&e->w->lock);
+    return rc;
+}
+
+int sd_weight_read_rows(struct sd_ctx *ctx, const struct sd_tensor *t, int64_t row0, int64_t n_rows, float *dst) {
+    struct w_entry *e = deferred_entry(t);
+    if (!t || !t->data) return sd_errorf(ctx, SD_ERR_INVALID, "weights: read of a tensor without data");
+    const int64_t rows = sd_tensor_dim(t, 0), row = rows > 0 ? sd_tensor_nelements(t) / rows : 0;
+    if (row0 < 0 || n_rows < 0 || row0 + n_rows > rows)
+        return sd_errorf(ctx, SD_ERR_INVALID, "weights: rows [%lld, %lld) of '%s' with %lld rows", (long long)row0,
+                         (long long)(row0 + n_rows), t->name, (long long)rows);
+    const float *at = (const float *)t->data + row0 * row;
+    const size_t nb = (size_t)(n_rows * row) * sizeof(float);
+    if (!e || atomic_load_explicit(&e->ready, memory_order_acquire) || (e->dst && t->data != e->dst)) {
+        memcpy(dst, at, nb); /* resident (or a caller's replacement: sd_weights_set_data) */
+        return SD_OK;
+    }
+    if (e->dst) return entry_convert_range(ctx, e, dst, row0 * row, n_rows * row);
+    memcpy(dst, at, nb); /* zero copy: read the mapping, then let its pages go */
+    if (e->file->mapped) drop_pages(e->w, at, nb);
+    return SD_OK;
+}
+
+int sd_weight_read_f32(struct sd_ctx *ctx, const struct sd_tensor *t, float *dst) {
+    return sd_weight_read_rows(ctx, t, 0, t ? sd_tensor_dim(t, 0) : 0, dst);
 }

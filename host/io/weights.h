@@ -21,6 +21,19 @@
  *   file, the source pages are dropped from our resident set
  *   (madvise DONTNEED), so a model never holds both the f16 and f32 copies.
  *   Tensors never asked for cost no memory.
+ * - Deferred mode (sd_weights_set_deferred before adding files, for a
+ *   model whose backends keep weights in layouts of their own): a file
+ *   tensor of rank >= 2 with at least SD_WEIGHTS_DEFER_MIN elements is
+ *   flagged SD_TF_DEFERRED. Getting it validates it and fixes its data
+ *   address (stable for w's life) but makes no f32 bytes: a backend builds
+ *   its own copy with sd_weight_read_f32 (converted from the mapped file
+ *   into the caller's buffer, nothing kept), and whoever reads the plain
+ *   bytes in place (an op without its own copy, LoRA, an upload) first calls
+ *   sd_weight_materialize, which converts them into the arena once; they
+ *   then stay. Until then the address is not readable (reading faults).
+ *   So a model's plain f32 copy is resident only for the tensors read in
+ *   place; the rest live in the file (page cache) and in the backends'
+ *   copies.
  * - Threads: build a model's weights (add_file, add, add_slice, reshape)
  *   from one thread. Once built, sd_weights_get/find/load_all may be called
  *   from any number of threads at once (the lazy load runs under a mutex),
@@ -96,6 +109,22 @@ int sd_weights_reshape(struct sd_weights *w, const char *name, int n_dims, const
  * Returns SD_OK, or the first error (every loadable tensor is loaded). */
 int sd_weights_load_all(struct sd_weights *w);
 
+/* Deferred mode (see the contract above); call before sd_weights_add_file. */
+#define SD_WEIGHTS_DEFER_MIN 1024 /* elements: a page of f32; biases and norms (rank 1) never are */
+void sd_weights_set_deferred(struct sd_weights *w, int on);
+/* Makes the f32 bytes of weight t readable at t->data (converting a
+ * deferred tensor once, under w's lock; thread-safe; a no-op for any
+ * tensor not flagged SD_TF_DEFERRED). SD_OK or SD_ERR_* on ctx. */
+int sd_weight_materialize(struct sd_ctx *ctx, struct sd_tensor *t);
+/* Writes weight t's f32 values (sd_tensor_nelements(t)) into dst: from its
+ * bytes when readable, else converted from the file without keeping them
+ * (a zero-copy mapping's pages are dropped from the resident set after).
+ * The values are the ones sd_weight_materialize would make. Thread-safe. */
+int sd_weight_read_f32(struct sd_ctx *ctx, const struct sd_tensor *t, float *dst);
+/* The same for rows [row0, row0 + n_rows) along the outermost dim (e.g. an
+ * embedding table's looked-up rows). SD_ERR_INVALID outside the tensor. */
+int sd_weight_read_rows(struct sd_ctx *ctx, const struct sd_tensor *t, int64_t row0, int64_t n_rows, float *dst);
+
 /* Number of tensors, including slices. */
 int sd_weights_count(const struct sd_weights *w);
 /* The i-th tensor (insertion order; data NULL while not loaded), e.g. to
@@ -103,8 +132,9 @@ int sd_weights_count(const struct sd_weights *w);
 struct sd_tensor *sd_weights_tensor(struct sd_weights *w, int i);
 /* Total elements of all tensors except slices (which alias their source). */
 int64_t sd_weights_n_params(const struct sd_weights *w);
-/* Bytes of f32 data currently held: converted and added tensors, plus
- * zero-copy tensors mapped from files (not slices). */
+/* Bytes of f32 data currently held: converted (materialised) and added
+ * tensors, plus zero-copy tensors mapped from files (not slices, not
+ * deferred tensors never materialised). */
 size_t sd_weights_nbytes(const struct sd_weights *w);
 /* Name of the i-th tensor (in insertion order) and whether it was asked for
  * by sd_weights_get/find/add_slice - a model loader can list unused tensors. */

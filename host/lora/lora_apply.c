@@ -235,11 +235,14 @@ int sd_lora_apply(struct sd_lora_state *ls, const struct sd_lora_req *reqs, int 
     int nc = 0, rc = n > 0 ? collect(ls, reqs, n, log, &c, &nc, rep) : SD_OK;
     if (rc) return rc;
     if (nc > 1) qsort(c, (size_t)nc, sizeof *c, by_target_total);
-    /* Load every target (the lazy loader gives its original bytes). */
+    /* Load every target with its original bytes readable (the lazy loader
+     * converts them; a deferred weight is materialised: weights.h). */
     for (int i = 0; i < nc; i++)
-        if (!sd_weights_find(c[i].t.w, sd_weights_name(c[i].t.w, c[i].t.idx))) {
+        if (!sd_weights_find(c[i].t.w, sd_weights_name(c[i].t.w, c[i].t.idx)) ||
+            sd_weight_materialize(ctx, sd_weights_tensor(c[i].t.w, c[i].t.idx))) {
+            rc = sd_errorf(ctx, SD_ERR_FORMAT, "lora: cannot load the model's '%s'", sd_weights_name(c[i].t.w, c[i].t.idx));
             free(c);
-            return sd_errorf(ctx, SD_ERR_FORMAT, "lora: cannot load the model's '%s'", sd_weights_name(c[i].t.w, c[i].t.idx));
+            return rc;
         }
     /* New groups and their signatures. */
     int ng = 0;

@@ -23,6 +23,15 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* A model's weight sets are deferred (weights.h): the backends keep their
+ * own layouts of the big tensors, so no plain f32 copy of those is made
+ * unless something reads one in place. */
+struct sd_weights *sd_deferred_weights(struct sd_ctx *ctx) {
+    struct sd_weights *w = sd_weights_new(ctx);
+    if (w) sd_weights_set_deferred(w, 1);
+    return w;
+}
+
 const char *sd_ren_unet(const char *name, char *buf, size_t size, void *user) {
     return sd_keys_unet_from_ldm(name, ((struct rename_ctx *)user)->n, buf, size) ? buf : NULL;
 }
@@ -136,22 +145,22 @@ static int load_single_file(struct sd_ctx *ctx, struct sd_model *m, const char *
         snprintf(name, sizeof name, "model.diffusion_model.input_blocks.%d.0.op.weight", k);
         if (sd_st_find(f, name)) { un.n = k - 1; break; }
     }
-    if (!(m->un = sd_weights_new(ctx))) return ctx->status;
+    if (!(m->un = sd_deferred_weights(ctx))) return ctx->status;
     if ((rc = sd_weights_add_file(m->un, f, "model.diffusion_model.", sd_ren_unet, &un))) return rc;
 
     if (sd_has_prefix_key(f, "first_stage_model.")) {
         struct rename_ctx va = {sd_count_indexed(f, "first_stage_model.decoder.up.%d.block.0.conv1.weight")};
-        if (!(m->va = sd_weights_new(ctx))) return ctx->status;
+        if (!(m->va = sd_deferred_weights(ctx))) return ctx->status;
         if ((rc = sd_weights_add_file(m->va, f, "first_stage_model.", sd_ren_vae, &va))) return rc;
         sd_vae_attn_to_linear(m->va);
     }
     if (hfclip) {
-        if (!(m->te = sd_weights_new(ctx))) return ctx->status;
+        if (!(m->te = sd_deferred_weights(ctx))) return ctx->status;
         if ((rc = sd_weights_add_file(m->te, f, "cond_stage_model.transformer.", sd_ren_clip1, NULL))) return rc;
     } else if (openclip) {
         int stored = sd_count_indexed(f, "cond_stage_model.model.transformer.resblocks.%d.ln_1.weight");
         struct rename_ctx oc = {stored > 1 ? stored - 1 : stored};
-        if (!(m->te = sd_weights_new(ctx))) return ctx->status;
+        if (!(m->te = sd_deferred_weights(ctx))) return ctx->status;
         if ((rc = sd_weights_add_file(m->te, f, "cond_stage_model.model.", ren_openclip, &oc))) return rc;
         const struct sd_st_tensor *tok = sd_st_find(f, "cond_stage_model.model.token_embedding.weight");
         if ((rc = sd_split_in_proj(ctx, m->te, oc.n, tok->n_dims == 2 ? tok->shape[1] : 0))) return rc;
@@ -175,7 +184,7 @@ int sd_load_component(struct sd_ctx *ctx, struct sd_model *m, const char *dir, c
         int rc = sd_st_open(ctx, path, &f);
         if (rc) return rc;
         if ((rc = sd_keep_file(ctx, m, f))) return rc;
-        if (!(*w = sd_weights_new(ctx))) return ctx->status;
+        if (!(*w = sd_deferred_weights(ctx))) return ctx->status;
         if (m->file_dtype == SD_F32 && f->n_tensors) m->file_dtype = f->tensors[0].type;
         return sd_weights_add_file(*w, f, NULL, ren, user);
     }

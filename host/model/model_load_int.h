@@ -8,6 +8,9 @@
 
 struct rename_ctx { int n; };
 
+/* A new weight set in deferred mode (weights.h): what every model component loads into. */
+struct sd_weights *sd_deferred_weights(struct sd_ctx *ctx);
+
 /* Renamers for sd_weights_add_file (model_keys.c does the work). */
 const char *sd_ren_unet(const char *name, char *buf, size_t size, void *user);  /* user: rename_ctx{layers_per_block} */
 const char *sd_ren_vae(const char *name, char *buf, size_t size, void *user);   /* user: rename_ctx{levels} */

@@ -162,6 +162,15 @@ static struct sd_tensor **model_weights(const struct sd_model *m, int *n) {
     return w;
 }
 
+void sd_runtime_drop_weights(struct sd_runtime *rt, struct sd_weights *w) {
+    const int n = sd_weights_count(w);
+    struct sd_tensor **t = n > 0 ? malloc((size_t)n * sizeof *t) : NULL;
+    for (int i = 0; t && i < n; i++) t[i] = sd_weights_tensor(w, i);
+    if (t) sd_runtime_drop_copies(rt, t, n);
+    free(t);
+    sd_runtime_trim(rt);
+}
+
 void sd_runtime_release_model(struct sd_runtime *rt, const struct sd_model *m) {
     if (!rt || !m) return;
     int n = 0;

@@ -40,5 +40,9 @@ int sd_vae_arena_estimate(struct sd_ctx *ctx, struct sd_model *m, int decode, in
  * of m's weights (device uploads, oneDNN reordered and Winograd copies):
  * call it on every runtime that ran m, before sd_model_free(m). */
 void sd_runtime_release_model(struct sd_runtime *rt, const struct sd_model *m);
+/* Drops every backend's copies of one weight set's tensors (e.g. m->un)
+ * and trims the backends' arenas (sd_runtime_drop_copies, sd_runtime_trim):
+ * the low-memory pipeline between phases. The weights stay usable. */
+void sd_runtime_drop_weights(struct sd_runtime *rt, struct sd_weights *w);
 
 #endif

@@ -64,17 +64,17 @@ int sd_sdxl_load_single(struct sd_ctx *ctx, struct sd_model *m, struct sd_st_fil
         if (sd_st_find(f, p)) { un.n = k - 1; break; }
     }
     int rc;
-    if (!(m->un = sd_weights_new(ctx))) return ctx->status;
+    if (!(m->un = sd_deferred_weights(ctx))) return ctx->status;
     if ((rc = sd_weights_add_file(m->un, f, "model.diffusion_model.", sd_ren_unet, &un))) return rc;
     if (sd_has_prefix_key(f, "first_stage_model.")) {
         struct rename_ctx va = {sd_count_indexed(f, "first_stage_model.decoder.up.%d.block.0.conv1.weight")};
-        if (!(m->va = sd_weights_new(ctx))) return ctx->status;
+        if (!(m->va = sd_deferred_weights(ctx))) return ctx->status;
         if ((rc = sd_weights_add_file(m->va, f, "first_stage_model.", sd_ren_vae, &va))) return rc;
         sd_vae_attn_to_linear(m->va);
     }
     if (clipl >= 0) {
         snprintf(p, sizeof p, "conditioner.embedders.%d.transformer.", clipl);
-        if (!(m->te = sd_weights_new(ctx))) return ctx->status;
+        if (!(m->te = sd_deferred_weights(ctx))) return ctx->status;
         if ((rc = sd_weights_add_file(m->te, f, p, sd_ren_clip1, NULL))) return rc;
     }
     if (bigg >= 0) {
@@ -84,7 +84,7 @@ int sd_sdxl_load_single(struct sd_ctx *ctx, struct sd_model *m, struct sd_st_fil
         snprintf(p, sizeof p, "conditioner.embedders.%d.model.token_embedding.weight", bigg);
         const struct sd_st_tensor *tok = sd_st_find(f, p);
         snprintf(p, sizeof p, "conditioner.embedders.%d.model.", bigg);
-        if (!(m->te2 = sd_weights_new(ctx))) return ctx->status;
+        if (!(m->te2 = sd_deferred_weights(ctx))) return ctx->status;
         if ((rc = sd_weights_add_file(m->te2, f, p, ren_bigg, NULL))) return rc;
         if ((rc = sd_split_in_proj(ctx, m->te2, layers, tok->n_dims == 2 ? tok->shape[1] : 0))) return rc;
     }
