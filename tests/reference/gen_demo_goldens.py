@@ -46,7 +46,7 @@ CASES = [
     ("t2i_euler_a", "txt2img", "Euler a", 20, 32, 7.5, "a blue triangle on a black background", "", 1.0, 42),
     ("t2i_dpmpp_2m_neg", "txt2img", "DPM++ 2M", 12, 32, 5.0, "a yellow square on a gray background",
      "a red circle on a white background", 1.0, 43),
-    ("i2i_euler_a_s07", "img2img", "Euler a", 20, 32, 7.5, "a green square on a black background", "", 0.7, 44),
+    ("i2i_euler_a_s075", "img2img", "Euler a", 20, 32, 7.5, "a green square on a black background", "", 0.75, 44),
 ]
 
 

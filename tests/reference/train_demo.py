@@ -44,11 +44,16 @@ default_rng(seed + 2) for phase 3; one thread, see tests/reference/README.md):
  2. Text encoder + UNet together on the VAE's posterior means of a fixed dataset
     (--dataset scenes, every caption equally often), SD's DDPM schedule
     (scaled_linear betas 0.00085..0.012, 1000 steps, epsilon prediction, uniform t),
-    batch --batch, AdamW lr --lr (warm-up 100 steps, cosine to 10 % at --steps),
-    weight decay 1e-2, gradient norm clipped at 1, caption dropout 10 % (the empty
-    prompt, so classifier-free guidance works), for --steps steps or --minutes of
-    wall time, whichever ends first; the exported weights are an exponential moving
-    average (--ema) of the trained ones.
+    batch --batch, AdamW (weight decay 1e-2, gradient norm clipped at 1), caption
+    dropout 10 % (the empty prompt, so classifier-free guidance works); the weights
+    kept are an exponential moving average (--ema) of the trained ones. In legs
+    (--leg-steps, --leg-stop, --leg-lr): leg 1 from the fresh models, warm-up 100,
+    cosine to 10 % of its peak lr over its schedule length, ended after its stop
+    count; each later leg starts from the previous leg's averaged weights with a
+    fresh optimizer and generators (torch and numpy seeded with seed + 1 + leg),
+    warm-up 50, cosine to 5 %. Each leg also stops at the wall-time limit
+    (--minutes), which makes a run shorter but no longer exactly reproducible: the
+    metadata records the steps each leg ran.
  3. Decoder fine-tune: decoder + post_quant_conv only (encoder frozen, so the
     UNet's latents do not change), --decoder-steps steps of batch 16, Adam lr 1e-3
     (cosine), loss MSE + 0.5 L1.
@@ -276,14 +281,12 @@ def main():
     ap.add_argument("--vae-steps", type=int, default=250)
     ap.add_argument("--dataset", type=int, default=36 * 80)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--minutes", type=float, default=40.0, help="wall-time limit of the UNet phase")
-    ap.add_argument("--steps2", type=int, default=2000, help="leg 2 of phase 2")
-    ap.add_argument("--minutes2", type=float, default=28.0)
-    ap.add_argument("--lr2", type=float, default=5e-4)
-    ap.add_argument("--continue", dest="continue_", action="store_true",
-                    help="run leg 2 of phase 2 (and phase 3 unless ckpt-dir/decoder.pt exists) from ckpt-dir/leg1.pt")
+    ap.add_argument("--leg-steps", default="1500,1400,500", help="per leg of phase 2: lr schedule length")
+    ap.add_argument("--leg-stop", default="1000,1400,500", help="per leg: steps run")
+    ap.add_argument("--leg-lr", default="1e-3,5e-4,3e-4", help="per leg: peak lr")
+    ap.add_argument("--minutes", type=float, default=40.0, help="wall-time limit of each leg")
+    ap.add_argument("--continue-from", type=int, default=0,
+                    help="start after leg K from ckpt-dir/legK.pt (phase 1 from vae.pt, phase 3 from decoder.pt if there)")
     ap.add_argument("--ema", type=float, default=0.995, help="EMA decay of the exported weights")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ckpt-dir", default="build/demo-train")
@@ -336,7 +339,7 @@ def main():
     t_start = time.time()
 
     vae_ckpt = os.path.join(a.ckpt_dir, "vae.pt")
-    if a.continue_:
+    if a.continue_from:
         a.reuse_vae = True
     if a.reuse_vae:  # the VAE phase of an earlier run with the same seed and settings
         c = torch.load(vae_ckpt)
@@ -364,32 +367,37 @@ def main():
     ids = tok(caps, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     data = (lat, torch.tensor(labels), ids, len(combos))
     meta = {"seed": a.seed, "vae_steps": a.vae_steps, "vae_batch": 16, "dataset": n, "batch": a.batch,
-            "lr": a.lr, "ema": a.ema, "threads": a.threads, "vae_seconds": round(t_vae), "latent_scale": k,
+            "ema": a.ema, "threads": a.threads, "vae_seconds": round(t_vae), "latent_scale": k,
             "torch": torch.__version__}
-    leg1 = os.path.join(a.ckpt_dir, "leg1.pt")
-    if a.continue_:
-        c = torch.load(leg1)
+    # phase 2 in legs: leg 1 from the fresh models, each later leg from the previous
+    # leg's EMA weights with a fresh optimizer and generators (seed + 1 + leg)
+    legs = list(zip([int(x) for x in a.leg_steps.split(",")], [int(x) for x in a.leg_stop.split(",")],
+                    [float(x) for x in a.leg_lr.split(",")]))
+    first = 1
+    if a.continue_from:
+        c = torch.load(os.path.join(a.ckpt_dir, f"leg{a.continue_from}.pt"))
         text.load_state_dict(c["text"])
         unet.load_state_dict(c["unet"])
         meta = c["meta"]
-    else:
-        steps = 3 if a.bench else a.steps
-        text, unet, step, secs, loss = train_leg(text, unet, data, a, steps, a.minutes, a.lr, 100, 0.1, rng, log,
-                                                 lambda t_, u_, st_: save_ckpt(ckpt, t_, u_, vae, st_, meta))
-        meta.update(unet_steps=step, unet_seconds=round(secs), final_loss=loss)
-        log(f"leg 1 done: {meta}")
+        first = a.continue_from + 1
+    for k in range(first, len(legs) + 1):
+        steps, stop, lr = legs[k - 1]
+        if k > 1:
+            torch.manual_seed(a.seed + 1 + k)
+            rng = np.random.default_rng(a.seed + 1 + k)
+        if a.bench:
+            steps = stop = 3
+        text, unet, step, secs, loss = train_leg(
+            text, unet, data, a, steps, a.minutes, lr, 100 if k == 1 else 50, 0.1 if k == 1 else 0.05, rng, log,
+            lambda t_, u_, st_: save_ckpt(ckpt, t_, u_, vae, st_, meta), stop)
+        meta.setdefault("legs", []).append(dict(schedule_steps=steps, steps=step, lr=lr, seconds=round(secs),
+                                                final_loss=round(loss, 5)))
+        log(f"leg {k} done: {meta}")
         if a.bench:
             return
-        save_ckpt(leg1, text, unet, vae, step, meta)
-    # leg 2: from leg 1's EMA weights, fresh optimizer and generators
-    torch.manual_seed(a.seed + 3)
-    rng2 = np.random.default_rng(a.seed + 3)
-    text, unet, step2, secs2, loss2 = train_leg(text, unet, data, a, a.steps2, a.minutes2, a.lr2, 50, 0.05, rng2, log,
-                                                lambda t_, u_, st_: save_ckpt(ckpt, t_, u_, vae, st_, meta))
-    meta.update(unet_steps2=step2, unet_seconds2=round(secs2), final_loss2=loss2, lr2=a.lr2)
-    save_ckpt(ckpt, text, unet, vae, step2, meta)
-    log(f"leg 2 done: {meta}")
-    if not os.path.exists(dec_ckpt) or a.continue_ is False:
+        save_ckpt(os.path.join(a.ckpt_dir, f"leg{k}.pt"), text, unet, vae, step, meta)
+    save_ckpt(ckpt, text, unet, vae, step, meta)
+    if not os.path.exists(dec_ckpt) or not a.continue_from:
         secs = finetune_decoder(vae, a.decoder_steps, a.seed, log)
         torch.save({"vae": vae.state_dict(), "steps": a.decoder_steps, "seconds": secs}, dec_ckpt)
     d = torch.load(dec_ckpt)
@@ -399,8 +407,9 @@ def main():
     log("exported")
 
 
-def train_leg(text, unet, data, a, steps, minutes, lr0, warm, floor, rng, log, save):
-    """Text encoder + UNet on the latents; returns the EMA models, steps, seconds, loss."""
+def train_leg(text, unet, data, a, steps, minutes, lr0, warm, floor, rng, log, save, stop=None):
+    """Text encoder + UNet on the latents, lr schedule over `steps`, stopped after
+    `stop` steps (default all) or `minutes`; returns the EMA models, steps, seconds, loss."""
     lat, labels, ids, n_caps = data
     sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                           beta_schedule="scaled_linear", prediction_type="epsilon")
@@ -417,7 +426,7 @@ def train_leg(text, unet, data, a, steps, minutes, lr0, warm, floor, rng, log, s
     ema_params = list(ema_text.parameters()) + list(ema_unet.parameters())
     t1 = time.time()
     step, avg = 0, None
-    while step < steps and time.time() - t1 < minutes * 60:
+    while step < (stop or steps) and time.time() - t1 < minutes * 60:
         lr = lr0 * cosine(step, steps, warm=warm, floor=floor)
         for g in opt.param_groups:
             g["lr"] = lr
