@@ -26,10 +26,10 @@
  *   - the grid: every color x shape x background the model knows (36 prompts,
  *     seeds 1000 + i) at CFG 7.5; the ok line gives the agreement (all three
  *     attributes, and per attribute). The issue asked for >= 90 %; the
- *     committed model, trained for 66 minutes on the shared 2-core machine,
+ *     committed model, trained for 80 minutes on the shared 2-core machine,
  *     reaches what the ok line says, and the bounds GRID_MIN / COLOR_MIN sit
  *     a few prompts below that (see tests/reference/README.md, "Demo model");
- *   - CFG matters: the same 36 seeds at CFG 1 judge at least 4 of the 108
+ *   - CFG matters: the same 36 seeds at CFG 1 judge at least 6 of the 108
  *     attributes fewer right, and each image differs;
  *   - img2img: a drawn red circle on white, prompt "a green square on a black
  *     background", 4 seeds: strength 0.8 moves the judged attributes to the
@@ -53,20 +53,19 @@ const char *__lsan_default_suppressions(void) { return "leak:libpocl.so\nleak:li
 /* Grid bounds: below the committed model's measured figures (in the ok
  * line) by a few prompts, so that another CPU's rounding cannot flip the
  * test, far above chance (all three attributes right by chance: 1 in 36). */
-#define GRID_MIN 7
-#define COLOR_MIN 21
+#define GRID_MIN 8
+#define COLOR_MIN 24
 #define S 32 /* the model's image size */
-#define LAT_ATOL 3e-3
-#define LAT_RTOL 1e-4
-#define IMG_ATOL 1e-3
-#define IMG_RTOL 1e-4
-/* Parity bounds (as test_pipeline.c, images 10x looser): measured worst on
- * the CPU 1.3e-4 on latents and 8.0e-5 on images (img2img: the sampled VAE
- * posterior and the decode amplify the ~1e-6 per-op differences), txt2img
- * 1e-5 / 2e-6. OpenCL (PoCL) runs other kernels with per-op errors of the
- * same size (test_cl_models.c): measured 1.4e-4 / 8.5e-5. */
-#define CL_LAT_ATOL 3e-3
-#define CL_IMG_ATOL 1e-3
+/* Parity bounds, about 10x the measured worst (the ~1e-6 per-op differences
+ * of float32 kernels, amplified by CFG and the sampler): CPU latents 6.2e-6,
+ * images 3.9e-6; OpenCL (PoCL, other kernels, test_cl_models.c) 5.4e-6 and
+ * 3.9e-6. */
+#define LAT_ATOL 6e-5
+#define LAT_RTOL 1e-5
+#define IMG_ATOL 4e-5
+#define IMG_RTOL 1e-5
+#define CL_LAT_ATOL 6e-5
+#define CL_IMG_ATOL 4e-5
 
 static const char *COLOR[4] = {"red", "green", "blue", "yellow"};
 static const float COLOR_RGB[4][3] = {{220, 40, 40}, {40, 170, 60}, {40, 70, 220}, {240, 215, 40}};
@@ -302,9 +301,9 @@ static void test_grid_and_cfg(struct env *e) {
         min_diff = fmin(min_diff, d);
     }
     int t_hi = a_hi[0] + a_hi[1] + a_hi[2], t_lo = a_lo[0] + a_lo[1] + a_lo[2];
-    CHECK(n_hi >= 0 && n_lo >= 0 && t_hi >= t_lo + 4 && min_diff > 0.1,
+    CHECK(n_hi >= 0 && n_lo >= 0 && t_hi >= t_lo + 6 && min_diff > 0.1,
           "demo CFG matters: the same seeds at CFG 1 judge %d of the 108 attributes right (color %d, shape %d, "
-          "background %d; %d/36 prompts) vs %d at CFG 7.5 (>= 4 more); every image differs (min over prompts of the "
+          "background %d; %d/36 prompts) vs %d at CFG 7.5 (>= 6 more); every image differs (min over prompts of the "
           "max pixel difference %.2f of 2)", t_lo, a_lo[0], a_lo[1], a_lo[2], n_lo, t_hi, min_diff);
 }
 

@@ -281,9 +281,9 @@ def main():
     ap.add_argument("--vae-steps", type=int, default=250)
     ap.add_argument("--dataset", type=int, default=36 * 80)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--leg-steps", default="1500,1400,500", help="per leg of phase 2: lr schedule length")
-    ap.add_argument("--leg-stop", default="1000,1400,500", help="per leg: steps run")
-    ap.add_argument("--leg-lr", default="1e-3,5e-4,3e-4", help="per leg: peak lr")
+    ap.add_argument("--leg-steps", default="1500,1400,500,1100", help="per leg of phase 2: lr schedule length")
+    ap.add_argument("--leg-stop", default="1000,1400,500,1100", help="per leg: steps run")
+    ap.add_argument("--leg-lr", default="1e-3,5e-4,3e-4,4e-4", help="per leg: peak lr")
     ap.add_argument("--minutes", type=float, default=40.0, help="wall-time limit of each leg")
     ap.add_argument("--continue-from", type=int, default=0,
                     help="start after leg K from ckpt-dir/legK.pt (phase 1 from vae.pt, phase 3 from decoder.pt if there)")
