@@ -331,6 +331,34 @@ static int cancel_at_step(void *user, const struct sd_gen_event *ev) {
 /* decode_on_cancel (A1111's interrupt): cancelled at step 2, the images are
  * the VAE decode of that step's x0 prediction, bit for bit; without it,
  * nothing is decoded. */
+static int count_steps(void *user, const struct sd_gen_event *ev) {
+    if (ev->kind == SD_EV_STEP) ++*(int *)user;
+    return 0;
+}
+
+/* img2img runs int(steps * strength) steps with strength the decimal the user
+ * wrote, computed in double as diffusers does: 20 x 0.7 = 14.000000000000002
+ * -> 14 (0.7f * 20 in float precision would give 13), 100 x 0.29 =
+ * 28.999999999999996 -> 28. */
+static void test_strength_steps(struct env envs[3], const struct sd_st_file *gf) {
+    static const struct { int steps; float strength; int want; } k[] = {{20, 0.7f, 14}, {100, 0.29f, 28}, {10, 0.3f, 3}};
+    const struct pcase *c = case_named("i2i_ddim_s05");
+    struct env *e = env_get(envs, c->model);
+    if (!e) { test_fail("strength steps: no model"); return; }
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        struct sd_gen_params g;
+        float *init, *mask;
+        params_for(c, gf, &g, &init, &mask);
+        int n = 0;
+        g.sampler.steps = k[i].steps, g.strength = k[i].strength, g.on_event = count_steps, g.user = &n;
+        float *img = malloc(sizeof(float) * 3 * (size_t)c->height * c->width);
+        int rc = img ? sd_generate(&e->p, &g, img) : -1;
+        CHECK(!rc && n == k[i].want, "img2img %d steps x strength %g: %d denoising steps (diffusers: %d)", k[i].steps,
+              (double)k[i].strength, n, k[i].want);
+        free(img), free(init), free(mask);
+    }
+}
+
 static void test_decode_on_cancel(struct env envs[3], const struct sd_st_file *gf) {
     const struct pcase *c = case_named("t2i_euler_a");
     struct env *e = env_get(envs, c->model);
@@ -419,6 +447,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < N_CASES; i++) test_case(envs, &cases[i], gf);
     test_repeat_and_cache(envs, gf);
     test_decode_on_cancel(envs, gf);
+    test_strength_steps(envs, gf);
     for (int i = 0; i < 3; i++) env_free(&envs[i]);
     test_threads(gf);
     sd_st_close(gf);

@@ -16,6 +16,22 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
+
+/* The double a user meant by a float strength: the shortest decimal that
+ * reads back as the same float (0.7f -> 0.7, not 0.699999988), as Python
+ * holds it. diffusers counts img2img steps as int(steps * strength) in
+ * double: 20 * 0.7 = 14.000000000000002 -> 14, where 20 * 0.7f = 13.9999998
+ * would give 13. */
+static double decimal_of(float f) {
+    char buf[32];
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
+        double d = strtod(buf, NULL);
+        if ((float)d == f) return d;
+    }
+    return (double)f;
+}
 
 void sd_gen_params_init(struct sd_gen_params *g) {
     memset(g, 0, sizeof *g);
@@ -490,7 +506,7 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
          * also at strength 1; only the inpaint pipeline starts from pure
          * noise * init_noise_sigma at strength 1 (is_strength_max). */
         const bool pure_noise = g->mask && g->strength >= 1.0f;
-        start = sd_sampler_start_index(G.s, g->strength);
+        start = sd_sampler_start_index(G.s, decimal_of(g->strength));
         if (start < 0) { rc = p->ctx->status; goto done; }
         if (g->mask) {
             /* Binarised mask, nearest-resized to the latent grid (pixel (f*y, f*x)). */
