@@ -142,4 +142,19 @@ static const char *vocab_path(void) {
 static int test_summary(void) __attribute__((unused));
 static int test_summary(void) { return test_failures ? 1 : 0; }
 
+/* The bytes of a file (NUL-terminated, length in *n), NULL if it cannot be read. */
+static inline char *test_read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = sz >= 0 ? malloc((size_t)sz + 1) : NULL;
+    if (!b) { fclose(f); return NULL; }
+    *n = fread(b, 1, (size_t)sz, f);
+    b[*n] = 0;
+    fclose(f);
+    return b;
+}
+
 #endif

@@ -137,18 +137,6 @@ static int start_fe(int k) {
     return rc;
 }
 
-static char *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)sz + 1);
-    *n = fread(b, 1, (size_t)sz, f);
-    fclose(f);
-    return b;
-}
-
 /* `sdrt txt2img` with the settings every job here uses. */
 static char *reference_png(long long seed, int side, int steps, size_t *n) {
     char cmd[PATH_MAX * 2], out[128];
@@ -156,7 +144,7 @@ static char *reference_png(long long seed, int side, int steps, size_t *n) {
     snprintf(cmd, sizeof cmd, "%s/../sdrt txt2img --model tests/models/tiny-sd1 -p 'a red cube' -n 'blurry' --steps %d "
              "-W %d -H %d --sampler 'Euler a' --cfg-scale 7.5 --seed %lld --threads 1 -q -o %s", bindir, steps, side, side, seed, out);
     if (system(cmd) != 0) return NULL;
-    return read_file(out, n);
+    return test_read_file(out, n);
 }
 
 static char *job_body(long long seed, int side, int steps) {

@@ -52,18 +52,6 @@ static json_t *call_json(const char *method, const char *path, const char *body,
     return j;
 }
 
-static char *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)sz + 1);
-    *n = fread(b, 1, (size_t)sz, f);
-    fclose(f);
-    return b;
-}
-
 static long rss_kb(void) {
     char p[64], line[256];
     snprintf(p, sizeof p, "/proc/%d/status", (int)server_pid);
@@ -95,7 +83,7 @@ static char *reference_png(long long seed, size_t *n) {
     snprintf(cmd, sizeof cmd, "%s/../sdrt txt2img --model tests/models/tiny-sd1 -p 'a red cube' -n 'blurry' --steps 2 "
              "-W 64 -H 64 --sampler 'Euler a' --cfg-scale 7.5 --seed %lld -q -o %s", bindir, seed, out);
     if (system(cmd) != 0) return NULL;
-    char *b = read_file(out, n);
+    char *b = test_read_file(out, n);
     unlink(out);
     return b;
 }
@@ -171,7 +159,7 @@ static void test_endpoints(void) {
         pclose(p);
         snprintf(cmd, sizeof cmd, "/tmp/sdrt-test-server-%d.png", (int)getpid());
         size_t n = 0;
-        char *got = read_file(cmd, &n);
+        char *got = test_read_file(cmd, &n);
         unlink(cmd);
         CHECK(got && n == ref_len && !memcmp(got, ref, n), "a1111: txt2img PNG byte-identical to sdrt txt2img (%zu bytes)", n);
         free(got);

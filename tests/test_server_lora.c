@@ -51,18 +51,6 @@ static json_t *call_json(const char *method, const char *path, const char *body,
     return j;
 }
 
-static char *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)sz + 1);
-    *n = fread(b, 1, (size_t)sz, f);
-    fclose(f);
-    return b;
-}
-
 /* `sdrt txt2img` as the jobs run it: prompt (tags resolved in tests/lora),
  * optional --lora, seed. */
 static char *reference_png_of(const char *model, const char *prompt, const char *lora, long long seed, size_t *n) {
@@ -72,7 +60,7 @@ static char *reference_png_of(const char *model, const char *prompt, const char 
              "-W 64 -H 64 --sampler 'Euler a' --cfg-scale 7.5 --seed %lld --lora-dir tests/lora %s%s -q -o %s 2>/dev/null",
              bindir, model, prompt, seed, lora ? "--lora " : "", lora ? lora : "", out);
     if (system(cmd) != 0) return NULL;
-    char *b = read_file(out, n);
+    char *b = test_read_file(out, n);
     unlink(out);
     return b;
 }
@@ -88,7 +76,7 @@ static char *b64_decode_cmd(const char *b64, size_t *n) {
     FILE *p = popen(cmd, "w");
     fputs(b64, p);
     pclose(p);
-    char *got = read_file(path, n);
+    char *got = test_read_file(path, n);
     unlink(path);
     return got;
 }

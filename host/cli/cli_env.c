@@ -5,6 +5,9 @@
 
 #include "cl.h"
 
+#include <limits.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -158,4 +161,22 @@ int cli_device_index(struct sd_ctx *ctx, const char *what, const char *s, int *i
             return SD_OK;
         }
     return sd_errorf(ctx, SD_ERR_INVALID, "%s %s: no such OpenCL device (%d available; sdrt devices lists them)", what, s, n);
+}
+
+/* The CLIP BPE vocabulary when no --vocab is given: $SDRT_VOCAB, else
+ * vocab/ beside the executable (make vocab), else build/vocab/. */
+const char *cli_default_vocab(char *buf, size_t size) {
+    const char *env = getenv("SDRT_VOCAB");
+    if (env && *env) return env;
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        snprintf(buf, size, "%s/vocab/bpe_simple_vocab_16e6.txt.gz", exe);
+        if (access(buf, R_OK) == 0) return buf;
+    }
+    snprintf(buf, size, "build/vocab/bpe_simple_vocab_16e6.txt.gz");
+    return buf;
 }

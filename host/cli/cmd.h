@@ -35,6 +35,10 @@ int cli_runtime_opts(struct sd_ctx *ctx, struct sd_runtime_opts *o, struct cli_l
  * ("1") or as PLATFORM:DEVICE ("0:1") into *index; `what` names it in the
  * error ("--device"). Returns SD_OK or SD_ERR_INVALID with ctx set. */
 int cli_device_index(struct sd_ctx *ctx, const char *what, const char *s, int *index);
+/* The CLIP BPE vocabulary when no --vocab is given: $SDRT_VOCAB, else
+ * vocab/bpe_simple_vocab_16e6.txt.gz beside the executable, else build/vocab/
+ * (returns env or buf). */
+const char *cli_default_vocab(char *buf, size_t size);
 /* --precision S into o->precision (S NULL: unchanged); SD_ERR_INVALID on an unknown name. */
 int cli_precision(struct sd_ctx *ctx, struct sd_runtime_opts *o, const char *s);
 

@@ -322,22 +322,6 @@ static int on_event(void *user, const struct sd_gen_event *ev) {
     return 0;
 }
 
-static const char *default_vocab(char *buf, size_t size) {
-    const char *env = getenv("SDRT_VOCAB");
-    if (env && *env) return env;
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash) *slash = 0;
-        snprintf(buf, size, "%s/vocab/bpe_simple_vocab_16e6.txt.gz", exe);
-        if (access(buf, R_OK) == 0) return buf;
-    }
-    snprintf(buf, size, "build/vocab/bpe_simple_vocab_16e6.txt.gz");
-    return buf;
-}
-
 static struct sd_tokenizer *load_tokenizer(struct sd_ctx *ctx, const struct opts *o, const struct sd_model *m) {
     char p[PATH_MAX];
     struct stat st;
@@ -345,7 +329,7 @@ static struct sd_tokenizer *load_tokenizer(struct sd_ctx *ctx, const struct opts
         snprintf(p, sizeof p, "%s/tokenizer/vocab.json", o->model);
         if (stat(p, &st) == 0) return sd_tokenizer_load_diffusers(ctx, o->model);
     }
-    const char *path = o->vocab ? o->vocab : default_vocab(p, sizeof p);
+    const char *path = o->vocab ? o->vocab : cli_default_vocab(p, sizeof p);
     struct sd_tokenizer *tok = sd_tokenizer_load_bpe_gz(ctx, path);
     if (!tok) {
         sd_error_wrap(ctx, "tokenizer (give --vocab PATH to bpe_simple_vocab_16e6.txt.gz, or run `make vocab`)");

@@ -85,22 +85,7 @@ int sd_cmd_worker(int argc, char **argv) {
     if (o.w.max_attempts < 1 || o.w.result_ttl_s < 1) { sd_errorf(&ctx, SD_ERR_INVALID, "--max-attempts and --result-ttl must be >= 1"); goto usage_err; }
     if (o.devices && parse_devices(&ctx, s, o.devices)) goto usage_err;
     char vocab[PATH_MAX];
-    if (!s->vocab) {
-        const char *env = getenv("SDRT_VOCAB");
-        char exe[PATH_MAX];
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        snprintf(vocab, sizeof vocab, "build/vocab/bpe_simple_vocab_16e6.txt.gz");
-        if (env && *env) snprintf(vocab, sizeof vocab, "%s", env);
-        else if (n > 0) {
-            exe[n] = 0;
-            char *slash = strrchr(exe, '/');
-            if (slash) *slash = 0;
-            char p[PATH_MAX + 64];
-            snprintf(p, sizeof p, "%s/vocab/bpe_simple_vocab_16e6.txt.gz", exe);
-            if (access(p, R_OK) == 0) snprintf(vocab, sizeof vocab, "%s", p);
-        }
-        s->vocab = vocab;
-    }
+    if (!s->vocab) s->vocab = cli_default_vocab(vocab, sizeof vocab);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
