@@ -350,6 +350,20 @@ static void test_errors(void) {
     free(txt);
     json_decref(fs);
     free(id);
+    /* The same through A1111's synchronous txt2img: the request's fault, so a
+     * 422 naming the file (was 500), as an OpenAI images request. */
+    j = call_json("POST", "/sdapi/v1/txt2img", "{\"prompt\":\"cat <lora:nomatch:1>\",\"steps\":2,\"width\":64,\"height\":64}", &st);
+    txt = j ? json_dumps(j, 0) : NULL;
+    CHECK(st == 422 && txt && strstr(txt, "nomatch"), "errors: A1111 txt2img with a LoRA that does not fit -> 422 naming it (%d: %.200s)",
+          st, txt ? txt : "");
+    free(txt);
+    json_decref(j);
+    j = call_json("POST", "/v1/images/generations", "{\"prompt\":\"cat <lora:nomatch:1>\",\"size\":\"64x64\"}", &st);
+    txt = j ? json_dumps(j, 0) : NULL;
+    CHECK(st == 422 && txt && strstr(txt, "nomatch"), "errors: OpenAI images with a LoRA that does not fit -> 422 naming it (%d: %.200s)",
+          st, txt ? txt : "");
+    free(txt);
+    json_decref(j);
     id = submit(plain);
     fs = id ? wait_job(id) : NULL;
     size_t n = 0;

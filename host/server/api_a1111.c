@@ -127,8 +127,8 @@ json_t *a1111_result(struct srv *s, struct job *j, int *status) {
     json_t *out;
     if (j->state == JOB_FAILED) {
         struct reply rp = {0};
-        reply_errorf(&rp, 500, NULL, 0, "%s", j->err);
-        *status = 500;
+        *status = job_http_status(j);
+        reply_errorf(&rp, *status, NULL, 0, "%s", j->err);
         out = rp.json;
     } else {
         json_t *imgs = json_array();

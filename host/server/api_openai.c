@@ -13,8 +13,8 @@ static json_t *result(struct srv *s, struct job *j, int *status) {
     json_t *out;
     if (j->state == JOB_FAILED || (j->state == JOB_CANCELLED && !j->n_images)) {
         struct reply rp = {0};
-        reply_errorf(&rp, j->state == JOB_FAILED ? 500 : 409, NULL, 1, "%s", j->state == JOB_FAILED ? j->err : "cancelled");
-        *status = j->state == JOB_FAILED ? 500 : 409;
+        *status = j->state == JOB_FAILED ? job_http_status(j) : 409;
+        reply_errorf(&rp, *status, NULL, 1, "%s", j->state == JOB_FAILED ? j->err : "cancelled");
         out = rp.json;
     } else {
         json_t *data = json_array();

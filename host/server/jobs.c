@@ -12,6 +12,8 @@ static const char *const state_names[JOB_STATE_COUNT] = {"queued", "running", "d
 
 const char *job_state_name(enum job_state st) { return state_names[st]; }
 
+int job_http_status(const struct job *j) { return j->client_error ? 422 : 500; }
+
 struct job *job_new(struct srv *s, enum job_origin origin) {
     struct job *j = calloc(1, sizeof *j);
     if (!j) return NULL;

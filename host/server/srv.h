@@ -77,6 +77,8 @@ struct job {
     struct job_image *images;
     int n_images;
     char err[600];
+    int client_error;             /* the failure is the request's (its LoRA does not fit the model,
+                                   * invalid or unsupported input): 422, not 500 (job_http_status) */
     char **events;                /* SSE frames "id: k\nevent: ...\ndata: ...\n\n", k = index */
     int n_events, cap_events;
     uint8_t *preview;             /* the latest preview PNG */
@@ -202,6 +204,9 @@ void job_cancel(struct srv *s, struct job *j);
 /* Marks a job finished (under mu): state, metrics, events, resumes its waiter. */
 void job_finish(struct srv *s, struct job *j, enum job_state st);
 const char *job_state_name(enum job_state st);
+/* The HTTP status of a failed job's synchronous answer: 422 when the request
+ * caused it (client_error), else 500. */
+int job_http_status(const struct job *j);
 json_t *job_status_json(struct srv *s, struct job *j);        /* under mu */
 void jobs_announce_positions(struct srv *s);                  /* under mu */
 void hist_add(struct hist *h, double v);

@@ -400,6 +400,9 @@ static void *worker_main(void *arg) {
         sd_runtime_set_ctx(w->rt, &ctx);
         double t0 = sd_time_s();
         int err = activate ? srv_lora_activate(s, j, &ctx) : SD_OK;
+        /* The request's fault, not the server's: a LoRA set that does not fit
+         * the model (its files parsed at submit), invalid or unsupported input. */
+        const int lora_err = err == SD_ERR_FORMAT || err == SD_ERR_INVALID || err == SD_ERR_UNSUPPORTED;
         if (!err) err = run_job(w, j, &ctx);
         double t1 = sd_time_s();
 
@@ -433,6 +436,7 @@ static void *worker_main(void *arg) {
             job_finish(s, j, JOB_CANCELLED);
         } else if (err) {
             snprintf(j->err, sizeof j->err, "%s", ctx.msg);
+            j->client_error = lora_err || err == SD_ERR_INVALID || err == SD_ERR_UNSUPPORTED;
             sd_logf(&s->o.log, SD_LOG_WARN, "job %s failed: %s", j->id, ctx.msg);
             job_finish(s, j, JOB_FAILED);
         } else {
