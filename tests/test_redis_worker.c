@@ -10,6 +10,7 @@
  * exiting 0; two devices; SIGTERM during a Redis outage. */
 #include "redis_harness.h"
 #include "redis_worker_harness.h"
+#include "safetensors.h"
 #include "test.h"
 
 static struct redis_srv rs;
@@ -291,6 +292,21 @@ static void test_failing(struct sd_rq *q, redisContext *c) {
               took < 5 && pending(c, "sdrt:jobs:tiny-sd1") == 0,
           "worker: an invalid request (5000 steps) fails at once on its first delivery (%.2f s): %s", took, r.error ? r.error : "");
     if (got) sd_rq_result_free(&r);
+    /* A LoRA that does not fit the model (matches none of its weights) fails
+     * the same on every worker: failed at once with the error naming it, not
+     * retried --max-attempts times. */
+    struct rw_job lj = {"x <lora:nomatch:1>", 32, 2, 1, 1};
+    req = rw_wire(&lj, "tiny-sd1");
+    t0 = sd_time_s();
+    st = sd_rq_submit(&ctx, q, "tiny-sd1", "lora-misfit", req);
+    free(req);
+    got = wait_result(q, "lora-misfit", &r, 60);
+    took = sd_time_s() - t0;
+    CHECK(st == SD_OK && got && !strcmp(r.state, "failed") && r.error && strstr(r.error, "invalid request: ") &&
+              strstr(r.error, "nomatch") && took < 5 && pending(c, "sdrt:jobs:tiny-sd1") == 0,
+          "worker: a LoRA that does not fit the model fails at once on its first delivery (%.2f s): %s %.200s", took,
+          got ? r.state : "no result", got && r.error ? r.error : "");
+    if (got) sd_rq_result_free(&r);
 }
 
 static void test_sigterm(struct sd_rq *q, struct rw_proc *w) {
@@ -470,8 +486,20 @@ int main(int argc, char **argv) {
     if (!realpath("tests/models/tiny-sd1", tiny) || symlink(tiny, link)) test_fail("worker: cannot link %s", link);
     FILE *f = fopen(broken, "wb");
     if (f) fputs("this is not a safetensors file", f), fclose(f);
+    /* A well-formed kohya LoRA for a module no SD model has: it parses, and
+     * applying it fails (matches nothing) on every worker. */
+    char loras[300], nomatch[400];
+    snprintf(loras, sizeof loras, "%s/loras", dir);
+    mkdir(loras, 0755);
+    snprintf(nomatch, sizeof nomatch, "%s/nomatch.safetensors", loras);
+    static float down[4 * 8], up[8 * 4];
+    struct sd_st_tensor lt[2] = {
+        {.name = "lora_unet_no_such_block_proj.lora_down.weight", .type = SD_F32, .n_dims = 2, .shape = {4, 8}, .nbytes = sizeof down, .data = down},
+        {.name = "lora_unet_no_such_block_proj.lora_up.weight", .type = SD_F32, .n_dims = 2, .shape = {8, 4}, .nbytes = sizeof up, .data = up}};
+    struct sd_ctx lctx = {0};
+    if (sd_st_write(&lctx, nomatch, lt, 2, NULL)) test_fail("worker: %s", lctx.msg);
     const char *args[] = {"--model", "tests/models/tiny-sd1", "--models-dir", models, "--claim-idle", "1000",
-                          "--threads", "1", "--no-warmup", NULL};
+                          "--threads", "1", "--no-warmup", "--lora-dir", loras, NULL};
     struct rw_proc w;
     struct sd_rq *q = open_q();
     redisContext *c = redis_raw(&rs);

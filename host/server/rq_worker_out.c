@@ -144,10 +144,12 @@ static int publish_finish(struct sd_rq_worker *w, struct item *it, struct sd_ctx
     if (it->state == JOB_FAILED) {
         /* Failed here (a device, a model that does not load here...): the
          * entry stays pending for another worker, unless this was the last
-         * attempt. */
-        if (sl->e.deliveries >= w->o.max_attempts) {
+         * attempt. A failure that is the request's (a LoRA that does not fit
+         * the model: client_error) fails the same everywhere: at once. */
+        if (sl->e.deliveries >= w->o.max_attempts || j->client_error) {
             char why[1024];
-            snprintf(why, sizeof why, "job failed %d times; last error: %s", sl->e.deliveries, j->err);
+            if (j->client_error) snprintf(why, sizeof why, "invalid request: %s", j->err);
+            else snprintf(why, sizeof why, "job failed %d times; last error: %s", sl->e.deliveries, j->err);
             struct sd_ctx c2 = {0};
             const char *kv[2] = {"error", j->err};
             sd_rq_job_set(&c2, w->q_pub, j->id, 1, kv);
