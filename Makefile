@@ -108,7 +108,13 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	@$(if $(V),,echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) -Ibench -Itests -o $@ $< $(LIB) $(LDLIBS)
 
-tests: vocab testenv $(TEST_BIN) $(FUZZ_REPLAY)
+tests: vocab testenv $(TEST_BIN) $(FUZZ_REPLAY) $(BUILD)/models/demo.safetensors
+
+# The demo model as one LDM single file: the folder's F16 tensors under the
+# single file's names (byte-identical to what train_demo.py writes).
+$(BUILD)/models/demo.safetensors: tests/reference/demo_single.py tests/models/demo.single.json $(wildcard tests/models/demo/*/*.safetensors)
+	@mkdir -p $(dir $@)
+	python3 tests/reference/demo_single.py build tests/models/demo tests/models/demo.single.json $@
 
 # The real client packages the server tests drive (tests/server_clients.py),
 # pinned, from PyPI into build/testenv (Debian's python3 -m venv).
@@ -168,8 +174,9 @@ check: test-deps
 # "a <red|green|blue|yellow> <circle|square|triangle> on a <white|black|gray>
 # background". `make demo` draws one such prompt at random and prints it
 # (DEMO_PROMPT="a red circle on a white background" picks one; DEMO_MODEL=path
-# runs another model, e.g. tests/models/demo.safetensors, the same model as one
-# LDM file).
+# runs another model, e.g. build/models/demo.safetensors, the same model as one
+# LDM file, built from the folder by tests/reference/demo_single.py and the
+# recipe tests/models/demo.single.json: weights are never committed twice).
 DEMO_MODEL ?= tests/models/demo
 DEMO_PROMPT ?=
 DEMO_ARGS ?= --steps 20 --sampler "Euler a" --cfg-scale 7.5 --width 32 --height 32 --seed -1

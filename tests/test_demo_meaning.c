@@ -405,7 +405,7 @@ int main(void) {
         test_parity(&e, "cpu folder", gf, LAT_ATOL, IMG_ATOL);
         env_free(&e);
     }
-    if (!env_open(&e, "tests/models/demo.safetensors", 0)) {
+    if (!env_open(&e, "build/models/demo.safetensors", 0)) {
         test_parity(&e, "cpu single file", gf, LAT_ATOL, IMG_ATOL);
         env_free(&e);
     }

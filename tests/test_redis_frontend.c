@@ -46,7 +46,8 @@ static int fe_port[2];
 static char worker_name[2][32];
 static int worker_gen;
 
-static int broken; /* a worker died unexpectedly: the remaining checks are skipped */
+static int broken; /* a worker died unexpectedly: the run has already failed (test_fail names the worker and its
+                    * log), and the later waits end at once instead of running to their timeouts */
 
 static double now_s(void) {
     struct timespec ts;

@@ -6,7 +6,9 @@ Run from the repository root with the reference venv after `make vocab`:
     nice -n 19 .venv/bin/python tests/reference/train_demo.py
 
 Writes tests/models/demo/ (diffusers folder) and tests/models/demo.safetensors
-(LDM single file, the names of ldm_keys.py), both F16. Checkpoints go to
+(LDM single file, the names of ldm_keys.py), both F16; the single file is not committed:
+`demo_single.py recipe tests/models/demo tests/models/demo.safetensors tests/models/demo.single.json`
+records its layout, from which `make tests` rebuilds it. Checkpoints go to
 build/demo-train/ (vae.pt after phase 1, last.pt every --ckpt-every steps of phase 2,
 with the EMA weights), and --resume-export writes the model from the last checkpoint
 (so a cut run still yields a model).
