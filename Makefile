@@ -108,11 +108,11 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	@$(if $(V),,echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) -Ibench -Itests -o $@ $< $(LIB) $(LDLIBS)
 
-tests: vocab testenv $(TEST_BIN) $(FUZZ_REPLAY) $(BUILD)/models/demo.safetensors
+tests: vocab testenv $(TEST_BIN) $(FUZZ_REPLAY) build/models/demo.safetensors
 
 # The demo model as one LDM single file: the folder's F16 tensors under the
 # single file's names (byte-identical to what train_demo.py writes).
-$(BUILD)/models/demo.safetensors: tests/reference/demo_single.py tests/models/demo.single.json $(wildcard tests/models/demo/*/*.safetensors)
+build/models/demo.safetensors: tests/reference/demo_single.py tests/models/demo.single.json $(wildcard tests/models/demo/*/*.safetensors)
 	@mkdir -p $(dir $@)
 	python3 tests/reference/demo_single.py build tests/models/demo tests/models/demo.single.json $@
 
