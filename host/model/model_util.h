@@ -31,6 +31,13 @@ struct sd_tensor *mb_conv(struct sd_graph *g, struct sd_weights *w, struct sd_te
 struct sd_tensor *mb_resnet(struct sd_graph *g, struct sd_weights *w, struct sd_tensor *x, struct sd_tensor *temb_act,
                             int groups, float eps, const char *prefix);
 /* [B, C, H, W] -> [B, H*W, C] and back. */
+/* clip.c: a CLIP text encoder's embeddings and its encoder layer l (shared by
+ * SD 1.x/2.x and both SDXL encoders). */
+struct sd_clip_config;
+struct sd_tensor *mb_clip_embed(struct sd_graph *g, const struct sd_clip_config *c, struct sd_weights *w,
+                                struct sd_tensor *ids);
+struct sd_tensor *mb_clip_layer(struct sd_graph *g, const struct sd_clip_config *c, struct sd_weights *w,
+                                struct sd_tensor *h, int l);
 struct sd_tensor *mb_to_tokens(struct sd_graph *g, struct sd_tensor *x);
 struct sd_tensor *mb_from_tokens(struct sd_graph *g, struct sd_tensor *x, int64_t h, int64_t wd);
 

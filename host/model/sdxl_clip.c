@@ -11,33 +11,7 @@
  */
 #include "model_util.h"
 
-#include <math.h>
 #include <stdio.h>
-
-static struct sd_tensor *layer(struct sd_graph *g, const struct sd_clip_config *c, struct sd_weights *w,
-                               struct sd_tensor *h, int l) {
-    const float scale = 1.0f / sqrtf((float)(c->hidden / c->heads));
-    char p[160], n[200];
-    snprintf(p, sizeof p, "text_model.encoder.layers.%d", l);
-    snprintf(n, sizeof n, "%s.layer_norm1", p);
-    struct sd_tensor *x = mb_layer_norm(g, w, h, c->eps, n);
-    snprintf(n, sizeof n, "%s.self_attn.q_proj", p);
-    struct sd_tensor *q = mb_linear(g, w, x, n);
-    snprintf(n, sizeof n, "%s.self_attn.k_proj", p);
-    struct sd_tensor *k = mb_linear(g, w, x, n);
-    snprintf(n, sizeof n, "%s.self_attn.v_proj", p);
-    struct sd_tensor *v = mb_linear(g, w, x, n);
-    struct sd_tensor *a = sd_name(sd_attention(g, q, k, v, c->heads, scale, 1), "%s.self_attn", p);
-    snprintf(n, sizeof n, "%s.self_attn.out_proj", p);
-    h = sd_add(g, h, mb_linear(g, w, a, n));
-    snprintf(n, sizeof n, "%s.layer_norm2", p);
-    x = mb_layer_norm(g, w, h, c->eps, n);
-    snprintf(n, sizeof n, "%s.mlp.fc1", p);
-    x = mb_linear(g, w, x, n);
-    x = c->quick_gelu ? sd_quick_gelu(g, x) : sd_gelu(g, x);
-    snprintf(n, sizeof n, "%s.mlp.fc2", p);
-    return sd_name(sd_add(g, h, mb_linear(g, w, x, n)), "%s", p);          /* [B, L, d] */
-}
 
 struct sd_tensor *sd_clip_xl_build(struct sd_graph *g, const struct sd_clip_config *c, struct sd_weights *w,
                                    struct sd_tensor *ids, struct sd_tensor *eos) {
@@ -48,13 +22,11 @@ struct sd_tensor *sd_clip_xl_build(struct sd_graph *g, const struct sd_clip_conf
                               c->layers);
         return NULL;
     }
-    struct sd_tensor *tok = wt(g, w, 2, (int64_t[]){c->vocab, d}, "text_model.embeddings.token_embedding.weight");
-    struct sd_tensor *pos = wt(g, w, 2, (int64_t[]){c->max_pos, d}, "text_model.embeddings.position_embedding.weight");
-    struct sd_tensor *h = sd_name(sd_add(g, sd_embedding(g, ids, tok), pos), "text_model.embeddings");
-    for (int l = 0; l < c->layers - 1; l++) h = layer(g, c, w, h, l);
+    struct sd_tensor *h = mb_clip_embed(g, c, w, ids);
+    for (int l = 0; l < c->layers - 1; l++) h = mb_clip_layer(g, c, w, h, l);
     struct sd_tensor *pen = sd_reshape(g, h, 2, (int64_t[]){B, L * d});               /* hidden_states[-2] */
     if (!eos || c->projection <= 0) return pen;
-    h = layer(g, c, w, h, c->layers - 1);
+    h = mb_clip_layer(g, c, w, h, c->layers - 1);
     h = mb_layer_norm(g, w, h, c->eps, "text_model.final_layer_norm");                /* [B, L, d] */
     struct sd_tensor *rows = sd_reshape(g, h, 2, (int64_t[]){B * L, d});
     struct sd_tensor *at = sd_reshape(g, eos, 2, (int64_t[]){1, B});
