@@ -75,7 +75,6 @@ static int start_server(const char *const *extra) {
     return start_server_args(argv);
 }
 
-
 /* `sdrt txt2img` with the settings the concurrency jobs use. */
 static char *reference_png(long long seed, size_t *n) {
     char cmd[PATH_MAX * 2], out[64];

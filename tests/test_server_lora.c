@@ -38,8 +38,6 @@
 static char bindir[PATH_MAX];
 static char lora_dir[64];
 
-
-
 static const char *A = "Bearer " KEY;
 
 static json_t *call_json(const char *method, const char *path, const char *body, int *status) {
