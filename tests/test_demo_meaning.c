@@ -37,6 +37,8 @@
  *   - parity: sdrt equals diffusers (tests/golden/demo.safetensors,
  *     tests/reference/gen_demo_goldens.py) for the same seed, on the diffusers
  *     folder and on the single file, on the CPU and on OpenCL (PoCL).
+ * `test_demo_meaning FOLDER` runs only the meaning checks on another folder
+ * (a training checkpoint exported with train_demo.py --resume-export).
  */
 #include "embed_cache.h"
 #include "model_load.h"
@@ -393,8 +395,17 @@ static void test_parity(struct env *e, const char *label, const struct sd_st_fil
     free(init);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     test_classifier();
+    if (argc > 1) { /* a training checkpoint's folder (train_demo.py --resume-export): the meaning checks only */
+        struct env e;
+        if (!env_open(&e, argv[1], 0)) {
+            test_grid_and_cfg(&e);
+            test_img2img(&e);
+            env_free(&e);
+        }
+        return test_summary();
+    }
     struct sd_ctx ctx = {0};
     struct sd_st_file *gf = NULL;
     if (sd_st_open(&ctx, GOLDEN, &gf)) test_fail("open %s: %s", GOLDEN, ctx.msg);

@@ -300,6 +300,12 @@ def main():
                     help="run phase 3 alone on ckpt-dir/vae.pt -> ckpt-dir/decoder.pt (used by --resume-export)")
     ap.add_argument("--reuse-vae", action="store_true", help="take the VAE phase from ckpt-dir/vae.pt")
     ap.add_argument("--bench", action="store_true", help="time a few steps of each phase and exit")
+    ap.add_argument("--init-from", default=None,
+                    help="more phase-2 legs on a committed model: load text encoder, UNet and VAE from this diffusers "
+                         "folder (its decoder already fine-tuned: phases 1 and 3 are not run), take the earlier legs "
+                         "from --init-meta, run the legs of --leg-* (numbered after them), export")
+    ap.add_argument("--init-meta", default="tests/models/demo.single.json",
+                    help="with --init-from: the recipe whose header holds the earlier run's sdrt_training metadata")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -315,6 +321,8 @@ def main():
 
     text, unet, vae = make_models()
     ckpt = os.path.join(a.ckpt_dir, "last.pt")
+    if a.init_from:
+        return continue_committed(a, log, ckpt)
     dec_ckpt = os.path.join(a.ckpt_dir, "decoder.pt")
     if a.decoder_only:
         vae.load_state_dict(torch.load(os.path.join(a.ckpt_dir, "vae.pt"))["vae"])
@@ -405,6 +413,53 @@ def main():
     d = torch.load(dec_ckpt)
     vae.load_state_dict(d["vae"])
     meta.update(decoder_steps=d["steps"], decoder_seconds=round(d["seconds"]))
+    export(a.out, text, unet, vae, meta)
+    log("exported")
+
+
+def continue_committed(a, log, ckpt):
+    """--init-from: more legs of phase 2 on the committed model. The dataset is drawn
+    again with numpy default_rng(seed + 100) (the first run's dataset depended on the
+    generator state after its VAE phase); the latents come from the committed encoder,
+    whose normalisation is already in its weights. Leg k (numbered after the earlier
+    legs) seeds torch and numpy with seed + 1 + k, as in a sequential run."""
+    text = CLIPTextModel.from_pretrained(os.path.join(a.init_from, "text_encoder")).float()
+    unet = UNet2DConditionModel.from_pretrained(os.path.join(a.init_from, "unet")).float()
+    vae = AutoencoderKL.from_pretrained(os.path.join(a.init_from, "vae")).float().eval()
+    header = json.loads(json.load(open(a.init_meta))["header"])
+    meta = json.loads(header["__metadata__"]["sdrt_training"])
+    done = len(meta.get("legs", []))
+    log(f"init from {a.init_from}: {done} legs done, {sum(x['steps'] for x in meta['legs'])} steps")
+    tmp = tempfile.mkdtemp(prefix="sdrt-demo-")
+    tok = tokenizer(tmp)
+    shutil.rmtree(tmp)
+    combos = grid()
+    rng = np.random.default_rng(a.seed + 100)
+    labels = [i % len(combos) for i in range(a.dataset)]
+    imgs = [scene(*combos[i], rng) for i in labels]
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        lat = encode_all(vae, imgs)
+    log(f"latents std {lat.std().item():.3f}")
+    caps = [caption(*c) for c in combos] + [""]
+    ids = tok(caps, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    data = (lat, torch.tensor(labels), ids, len(combos))
+    legs = list(zip([int(x) for x in a.leg_steps.split(",")], [int(x) for x in a.leg_stop.split(",")],
+                    [float(x) for x in a.leg_lr.split(",")]))
+    meta["init_dataset_seed"] = a.seed + 100
+    meta["threads"] = a.threads
+    for j, (steps, stop, lr) in enumerate(legs):
+        k = done + 1 + j
+        torch.manual_seed(a.seed + 1 + k)
+        rng = np.random.default_rng(a.seed + 1 + k)
+        text, unet, step, secs, loss = train_leg(
+            text, unet, data, a, steps, a.minutes, lr, 50, 0.05, rng, log,
+            lambda t_, u_, st_: save_ckpt(ckpt, t_, u_, vae, st_, meta), stop)
+        meta["legs"].append(dict(schedule_steps=steps, steps=step, lr=lr, seconds=round(secs),
+                                 final_loss=round(loss, 5), dataset_seed=a.seed + 100))
+        log(f"leg {k} done: {meta['legs'][-1]}")
+        save_ckpt(os.path.join(a.ckpt_dir, f"leg{k}.pt"), text, unet, vae, step, meta)
     export(a.out, text, unet, vae, meta)
     log("exported")
 
