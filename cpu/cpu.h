@@ -61,7 +61,9 @@ const char *sd_cpu_isa(void);
 /* oneDNN plumbing (cpu_dnnl.c). */
 /* conv_policy: enum sd_conv_policy; precision: enum sd_precision (AUTO is
  * resolved here from the CPU's ISA and the choice logged at SD_LOG_DEBUG). */
-int sd_cpu_dnnl_init(struct sd_cpu *cpu, int conv_policy, int precision, const struct sd_log *log);
+/* weight_cache_dir: opts.weight_cache_dir (NULL = no disk cache). */
+int sd_cpu_dnnl_init(struct sd_cpu *cpu, int conv_policy, int precision, const struct sd_log *log,
+                     const char *weight_cache_dir);
 void sd_cpu_dnnl_free(struct sd_cpu *cpu);
 /* The weight lifecycle slots (backend.h): drop the oneDNN copies (reordered,
  * Winograd) of exactly these weights. */

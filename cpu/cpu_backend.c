@@ -104,6 +104,7 @@ static int cpu_compute(struct sd_backend *b, struct sd_graph *g, int i0, int i1)
     int rc = SD_OK;
     for (int i = i0; i < i1 && rc == SD_OK; i++) rc = sd_cpu_run_node(cpu, g->nodes[i]);
     sd_cpu_dnnl_staging_release(cpu);
+    sd_cpu_dnnl_cache_flush(cpu); /* the copies this run made, to disk (also after a failed node) */
     return rc;
 }
 
@@ -168,7 +169,7 @@ struct sd_backend *sd_cpu_backend_new(struct sd_ctx *ctx, const struct sd_runtim
     b->is_host = 1;
     cpu->ctx = ctx;
     cpu->n_threads = opts->threads > 0 ? opts->threads : omp_get_num_procs();
-    if (parse_disabled(cpu, opts->cpu_disable) != SD_OK || sd_cpu_dnnl_init(cpu, opts->conv, opts->precision, &opts->log) != SD_OK) {
+    if (parse_disabled(cpu, opts->cpu_disable) != SD_OK || sd_cpu_dnnl_init(cpu, opts->conv, opts->precision, &opts->log, opts->weight_cache_dir) != SD_OK) {
         cpu_free(b);
         return NULL;
     }

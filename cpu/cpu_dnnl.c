@@ -18,6 +18,7 @@
  * reordered weight copies (Winograd's are 1.8-4x the weights).
  */
 #include "cpu_dnnl.h"
+#include "cpu_wcache.h"
 #include "weights.h"
 
 #include <dnnl_debug.h>
@@ -31,8 +32,10 @@ struct sd_dnnl_weight {
     size_t src_bytes;
     dnnl_memory_desc_t user_md, want_md;
     dnnl_memory_t mem;       /* on buf, or wrapping src */
-    void *buf;               /* the copy (sd_cpu_alloc), NULL when mem wraps src */
+    void *buf;               /* the copy (sd_cpu_alloc), NULL when mem wraps src or a cache entry */
     size_t bytes;            /* of that buffer (0 when it wraps src) */
+    const void *mapped;      /* the copy mapped from the disk cache (cpu_wcache.h), or NULL */
+    size_t mapped_bytes;
     uint64_t fingerprint;    /* of src's bytes at reorder time (soft guard; not for deferred weights) */
     int deferred;            /* src is a deferred weight (weights.h): its bytes are not read in place */
 };
@@ -169,6 +172,11 @@ int sd_dnnl_exec(struct sd_cpu *cpu, dnnl_primitive_t p, int nargs, const dnnl_e
 static void weight_release(struct sd_cpu_dnnl *d, struct sd_dnnl_weight *w) {
     if (w->mem) dnnl_memory_destroy(w->mem);
     w->mem = NULL;
+    if (w->mapped) sd_wcache_release(d->wcache, w->mapped, w->mapped_bytes);
+    d->weight_mapped_bytes -= w->mapped_bytes;
+    w->mapped = NULL;
+    w->mapped_bytes = 0;
+    if (w->buf) sd_wcache_unput(d->wcache, w->buf);
     sd_cpu_free(w->buf);
     w->buf = NULL;
     d->weight_bytes -= w->bytes;
@@ -220,6 +228,20 @@ static int weight_fill(struct sd_cpu *cpu, struct sd_dnnl_weight *w, struct sd_t
         SD_TRY(sd_weight_materialize(cpu->ctx, t));
         SD_DNNL_TRY(cpu, dnnl_memory_create(&w->mem, user_md, d->engine, (void *)w->src));
     } else {
+        /* The disk cache first: a deferred weight with its file's values. */
+        struct sd_wkey key;
+        uint64_t content;
+        const int keyed = d->wcache && w->deferred && sd_weight_file_hash(t, &content) &&
+                          sd_wcache_key(&key, content, user_md, &w->want_md);
+        const void *hit = keyed ? sd_wcache_find(d->wcache, &key, &w->want_md) : NULL;
+        if (hit) {
+            SD_DNNL_TRY(cpu, dnnl_memory_create(&w->mem, &w->want_md, d->engine, (void *)hit));
+            w->mapped = hit;
+            w->mapped_bytes = dnnl_memory_desc_get_size(&w->want_md);
+            d->weight_mapped_bytes += w->mapped_bytes;
+            d->weight_cache_hits++;
+            return SD_OK;
+        }
         const void *from = w->src;
         if (w->deferred) {
             float *buf = staging(cpu, w->src_bytes);
@@ -246,6 +268,7 @@ static int weight_fill(struct sd_cpu *cpu, struct sd_dnnl_weight *w, struct sd_t
         d->weight_reorders++;
         dnnl_primitive_destroy(r);
         dnnl_memory_destroy(user);
+        if (keyed) sd_wcache_put(d->wcache, &key, &w->want_md, w->buf, w->bytes);
     }
     if (!w->deferred) w->fingerprint = weight_fingerprint(w->src, w->src_bytes);
     return SD_OK;
@@ -304,6 +327,11 @@ int sd_dnnl_weights_get(struct sd_cpu *cpu, struct sd_tensor *t, const dnnl_memo
     d->weights[d->n_weights++] = w;
     *out = w->mem;
     return SD_OK;
+}
+
+void sd_cpu_dnnl_cache_flush(struct sd_cpu *cpu) {
+    struct sd_cpu_dnnl *d = cpu ? cpu->dnnl : NULL;
+    if (d) sd_wcache_flush(d->wcache);
 }
 
 void sd_cpu_dnnl_weights_forget(struct sd_cpu *cpu) {
@@ -384,7 +412,8 @@ int sd_cpu_precision_bf16(int precision) {
 
 const char *sd_cpu_isa(void) { return sd_dnnl_isa_name(); }
 
-int sd_cpu_dnnl_init(struct sd_cpu *cpu, int conv_policy, int precision, const struct sd_log *log) {
+int sd_cpu_dnnl_init(struct sd_cpu *cpu, int conv_policy, int precision, const struct sd_log *log,
+                     const char *weight_cache_dir) {
     struct sd_cpu_dnnl *d = calloc(1, sizeof *d);
     int rc = SD_OK;
     if (!d) return sd_errorf(cpu->ctx, SD_ERR_NOMEM, "oneDNN: out of memory");
@@ -413,6 +442,8 @@ int sd_cpu_dnnl_init(struct sd_cpu *cpu, int conv_policy, int precision, const s
     else if (d->bf16 && !sd_dnnl_has_bf16())
         sd_logf(log, SD_LOG_WARN, "cpu: precision bf16 on a CPU without bf16 instructions (oneDNN ISA %s): "
                 "oneDNN emulates it, slower than f32", sd_dnnl_isa_name());
+    if (log) d->log = *log;
+    d->wcache = sd_wcache_new(weight_cache_dir, log);
     return SD_OK;
 fail:
     sd_cpu_dnnl_free(cpu);
@@ -427,6 +458,7 @@ void sd_cpu_dnnl_free(struct sd_cpu *cpu) {
     sd_hmap_free(&d->prim_index);
     sd_cpu_dnnl_weights_forget(cpu);
     sd_cpu_dnnl_staging_release(cpu);
+    sd_wcache_free(d->wcache); /* after the weights: their copies may live in its mappings */
     free(d->weights);
     sd_hmap_free(&d->w_index);
     if (d->stream) dnnl_stream_destroy(d->stream);

@@ -22,6 +22,11 @@
  *               hit also compares a 64-value fingerprint of the source
  *               weight and re-reorders on a mismatch; it catches most
  *               accidents, it is not a proof.
+ *   disk        (opts.weight_cache_dir, cpu_wcache.h) a copy missing here is
+ *               first looked up on disk by its content key (deferred file
+ *               weights only) and mapped read-only when found; one made by
+ *               a reorder is queued and written at the end of the compute
+ *               (sd_cpu_dnnl_cache_flush).
  *
  * Every oneDNN status is mapped at this boundary to SD_ERR_BACKEND with the
  * function's name and the code (sd_dnnl_check). Nothing here aborts.
@@ -102,7 +107,11 @@ struct sd_cpu_dnnl {
     struct sd_dnnl_prim *last;        /* entry of the latest sd_dnnl_prim_get (bench/ prints its impl) */
     /* Counters (tests and profiling). */
     long prims_created, prim_hits, weight_reorders, weight_hits;
-    size_t weight_bytes;              /* bytes held by reordered weight copies */
+    size_t weight_bytes;              /* bytes held by reordered weight copies (allocated here) */
+    size_t weight_mapped_bytes;       /* bytes of copies mapped from the disk cache */
+    long weight_cache_hits;           /* copies mapped from the disk cache instead of reordered */
+    struct sd_wcache *wcache;         /* disk cache of prepared weights (cpu_wcache.h); NULL = off */
+    struct sd_log log;                /* opts.log, for the cache's messages */
     float *staging;                   /* f32 values of a deferred weight being reordered */
     size_t staging_size;
 };
@@ -142,6 +151,9 @@ int sd_dnnl_weights_get(struct sd_cpu *cpu, struct sd_tensor *t, const dnnl_memo
 /* Frees the staging buffer (the backend does at the end of each compute:
  * weights are reordered on a graph's first run, not in the steady state). */
 void sd_cpu_dnnl_staging_release(struct sd_cpu *cpu);
+/* Writes the reordered copies made since the last flush to the disk cache
+ * (one pack; nothing without a cache). */
+void sd_cpu_dnnl_cache_flush(struct sd_cpu *cpu);
 /* Drops every cached reordered weight. */
 void sd_cpu_dnnl_weights_forget(struct sd_cpu *cpu);
 /* Drops the cached copies made from the bytes of w[0..n) (every copy whose

@@ -301,7 +301,7 @@ static void test_conv_rule(struct sd_cpu *cpu) {
 static void test_conv_rule_bf16(void) {
     struct sd_ctx ctx = {0};
     struct sd_cpu cpu = {.ctx = &ctx, .n_threads = omp_get_max_threads()};
-    if (sd_cpu_dnnl_init(&cpu, SD_CONV_POLICY_AUTO, SD_PRECISION_BF16, NULL) != SD_OK) {
+    if (sd_cpu_dnnl_init(&cpu, SD_CONV_POLICY_AUTO, SD_PRECISION_BF16, NULL, NULL) != SD_OK) {
         CHECK(0, "bf16 backend: %s", ctx.msg);
         return;
     }
@@ -357,7 +357,7 @@ static void test_conv_errors(struct sd_cpu *cpu) {
 
     struct sd_ctx ctx = {0};
     struct sd_cpu bad = {.ctx = &ctx, .n_threads = 1};
-    rc = sd_cpu_dnnl_init(&bad, SD_CONV_POLICY_COUNT, SD_PRECISION_F32, NULL);
+    rc = sd_cpu_dnnl_init(&bad, SD_CONV_POLICY_COUNT, SD_PRECISION_F32, NULL, NULL);
     CHECK(rc == SD_ERR_INVALID && bad.dnnl == NULL && strstr(ctx.msg, "convolution policy") && sd_conv_policy_parse("fastest") < 0 &&
               sd_conv_policy_parse("lowmem") == SD_CONV_POLICY_LOWMEM,
           "init: an unknown convolution policy is SD_ERR_INVALID (%s); names parse", ctx.msg);
@@ -477,7 +477,7 @@ int main(void) {
     san = getenv("SDRT_TEST_SAN") && atoi(getenv("SDRT_TEST_SAN"));
     struct sd_ctx ctx = {0};
     struct sd_cpu cpu = {.ctx = &ctx, .n_threads = omp_get_max_threads()};
-    if (sd_cpu_dnnl_init(&cpu, SD_CONV_POLICY_AUTO, SD_PRECISION_F32, NULL) != SD_OK) {
+    if (sd_cpu_dnnl_init(&cpu, SD_CONV_POLICY_AUTO, SD_PRECISION_F32, NULL, NULL) != SD_OK) {
         printf("FAIL sd_cpu_dnnl_init: %s\n", ctx.msg);
         return 1;
     }

@@ -83,8 +83,8 @@ static int cl_precompiled(struct sd_runtime_opts *o, const char *var, const char
 static int cl_export(struct sd_runtime_opts *o, const char *var, const char *v) { (void)var; o->cl_export_dir = v; return 0; }
 
 /* The variables, in the order of docs/running.md. An empty value counts as
- * unset. SDRT_VOCAB (cmd_generate.c), SDRT_CACHE_DIR and SDRT_CL_CACHE
- * (cache_root below) are read elsewhere in this file's callers. */
+ * unset. SDRT_VOCAB (cmd_generate.c), SDRT_CACHE_DIR, SDRT_CL_CACHE and
+ * SDRT_WEIGHT_CACHE (cache_root below) are read elsewhere in this file's callers. */
 static const struct {
     const char *name, *alias;
     int (*apply)(struct sd_runtime_opts *o, const char *var, const char *v);
@@ -106,13 +106,11 @@ static const struct {
     {"SDRT_CL_EXPORT", NULL, cl_export},
 };
 
-/* The program-cache root: $SDRT_CACHE_DIR, else $XDG_CACHE_HOME/sdrt, else
- * $HOME/.cache/sdrt; none with SDRT_CL_CACHE=0. */
+/* The cache root: $SDRT_CACHE_DIR, else $XDG_CACHE_HOME/sdrt, else
+ * $HOME/.cache/sdrt (NULL without any). */
 static const char *cache_root(void) {
     static char dir[1024];
-    const char *off = getenv("SDRT_CL_CACHE"), *root = getenv("SDRT_CACHE_DIR");
-    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    if (off && !strcmp(off, "0")) return NULL;
+    const char *root = getenv("SDRT_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
     if (root && *root) return root;
     if (xdg && *xdg) snprintf(dir, sizeof dir, "%s/sdrt", xdg);
     else if (home && *home) snprintf(dir, sizeof dir, "%s/.cache/sdrt", home);
@@ -120,11 +118,31 @@ static const char *cache_root(void) {
     return dir;
 }
 
+/* The program cache goes under the root unless SDRT_CL_CACHE=0; the
+ * prepared-weight cache under SDRT_WEIGHT_CACHE (a root of its own, or 0
+ * for none), else under the root. */
+static const char *cl_cache_root(void) {
+    const char *off = getenv("SDRT_CL_CACHE");
+    return off && !strcmp(off, "0") ? NULL : cache_root();
+}
+
+static const char *weight_cache_root(void) {
+    const char *v = getenv("SDRT_WEIGHT_CACHE");
+    if (v && *v) return strcmp(v, "0") && strcmp(v, "off") ? v : NULL;
+    return cache_root();
+}
+
+int cli_weight_cache(struct sd_runtime_opts *o, const char *s) {
+    if (s) o->weight_cache_dir = strcmp(s, "off") && strcmp(s, "0") ? s : NULL;
+    return 0;
+}
+
 int cli_runtime_opts(struct sd_ctx *ctx, struct sd_runtime_opts *o, struct cli_log *log) {
     env_ctx = ctx;
     o->log.fn = cli_log;
     o->log.user = log;
-    o->cl_cache_dir = cache_root();
+    o->cl_cache_dir = cl_cache_root();
+    o->weight_cache_dir = weight_cache_root();
     o->precision = SD_PRECISION_AUTO; /* the command's default; the library's is f32 */
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
         const char *name = vars[i].name, *v = getenv(name);

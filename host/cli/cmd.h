@@ -41,6 +41,9 @@ int cli_device_index(struct sd_ctx *ctx, const char *what, const char *s, int *i
 const char *cli_default_vocab(char *buf, size_t size);
 /* --precision S into o->precision (S NULL: unchanged); SD_ERR_INVALID on an unknown name. */
 int cli_precision(struct sd_ctx *ctx, struct sd_runtime_opts *o, const char *s);
+/* --weight-cache DIR|off: the prepared-weight cache root (NULL s: keep the
+ * default from the environment). Returns 0. */
+int cli_weight_cache(struct sd_runtime_opts *o, const char *s);
 
 /* cli_log.c: the library's log callback: stderr ("sdrt: warning: ..."), or
  * with json set one {"event": "log", ...} line on stdout. */

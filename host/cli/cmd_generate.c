@@ -38,6 +38,7 @@ enum mode { MODE_TXT2IMG = 1, MODE_IMG2IMG = 2, MODE_INPAINT = 4 };
 struct opts {
     enum mode mode;
     const char *model, *config, *prompt, *negative, *sampler, *scheduler, *output, *init, *mask, *vocab, *precision;
+    const char *weight_cache;
     const char *preview_dir, *backend, *device;
     int n_iter;
     int steps, width, height, batch, clip_skip, threads, preview_every, quiet, json, low_memory;
@@ -213,6 +214,9 @@ static const struct cli_opt options[] = {
     {"precision", 0, CLI_STR, O(precision), "auto|f32|bf16", "convolutions, linears and attention in bf16 with f32\n"
                                                             "accumulation, or f32 (default auto: bf16 where the CPU has\n"
                                                             "bf16 instructions, avx512_bf16 or AMX; the choice is logged)", NULL, 0},
+    {"weight-cache", 0, CLI_STR, O(weight_cache), "DIR|off", "CPU: prepared (reordered) weights are cached in DIR/weights and mapped\n"
+     "by later runs instead of made on their first step (default: the cache root,\n"
+     "$SDRT_WEIGHT_CACHE or $SDRT_CACHE_DIR; off: none)", NULL, 0},
     {"output", 'o', CLI_STR, O(output), "PATH", "PNG to write (default out.png; several images: %d in PATH or -N before .png)", NULL, 0},
     {"preview-every", 0, CLI_INT, O(preview_every), "N", "write a cheap latent preview every N steps to --preview-dir", NULL, 0},
     {"preview-dir", 0, CLI_STR, O(preview_dir), "DIR", "where previews go (default: the output's directory)", NULL, 0},
@@ -430,6 +434,7 @@ static int generate(struct opts *o) {
     if (o->threads) ro.threads = o->threads;
     if (o->low_memory) ro.conv = SD_CONV_POLICY_LOWMEM, ro.low_memory = 1;
     if (cli_precision(&ctx, &ro, o->precision)) goto usage_err;
+    cli_weight_cache(&ro, o->weight_cache);
     if (o->device && kind == SD_BACKEND_CPU) {
         sd_errorf(&ctx, SD_ERR_INVALID, "--device %s picks an OpenCL device: give --backend opencl (or auto)", o->device);
         goto usage_err;

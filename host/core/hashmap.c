@@ -2,6 +2,7 @@
 #include "hashmap.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 enum { MIN_CAP = 16 };
 
@@ -101,4 +102,46 @@ uint32_t sd_hmap_each(const struct sd_hmap *m, uint32_t *pos) {
     for (; *pos < m->cap; (*pos)++)
         if (m->slots[*pos].val != SD_HMAP_NONE) return m->slots[(*pos)++].val;
     return SD_HMAP_NONE;
+}
+
+/* ---- sd_hash_bulk ---- */
+
+#define BULK_CHUNK ((size_t)1 << 20)
+#define BULK_P1 0x9E3779B185EBCA87ull
+#define BULK_P2 0xC2B2AE3D27D4EB4Full
+
+static inline uint64_t bulk_rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+static uint64_t bulk_chunk(const unsigned char *p, size_t n, uint64_t seed) {
+    uint64_t a[4] = {seed + BULK_P1, seed ^ BULK_P2, seed - BULK_P1, ~seed};
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int l = 0; l < 4; l++) {
+            uint64_t v;
+            memcpy(&v, p + i + 8 * l, 8);
+            a[l] = bulk_rotl(a[l] + v * BULK_P2, 31) * BULK_P1;
+        }
+    uint64_t h = n;
+    for (int l = 0; l < 4; l++) h = sd_hash_u64(h ^ bulk_rotl(a[l], 7 + 13 * l));
+    for (; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull; /* the tail (< 32 bytes) */
+    return sd_hash_u64(h);
+}
+
+uint64_t sd_hash_bulk(const void *p, size_t n, uint64_t seed) {
+    const unsigned char *b = p;
+    const size_t nc = n ? (n + BULK_CHUNK - 1) / BULK_CHUNK : 0;
+    uint64_t h = sd_hash_u64(seed ^ n);
+    if (nc <= 1) return sd_hash_u64(h ^ bulk_chunk(b, n, seed));
+    uint64_t small[64], *c = nc <= 64 ? small : malloc(nc * sizeof *c);
+    if (!c) { /* no memory for the chunk hashes: the same values, one at a time */
+        for (size_t k = 0; k < nc; k++)
+            h = sd_hash_u64(h ^ bulk_chunk(b + k * BULK_CHUNK, k + 1 < nc ? BULK_CHUNK : n - k * BULK_CHUNK, seed));
+        return h;
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t k = 0; k < nc; k++)
+        c[k] = bulk_chunk(b + k * BULK_CHUNK, k + 1 < nc ? BULK_CHUNK : n - k * BULK_CHUNK, seed);
+    for (size_t k = 0; k < nc; k++) h = sd_hash_u64(h ^ c[k]);
+    if (c != small) free(c);
+    return h;
 }

@@ -164,4 +164,12 @@ static inline uint64_t sd_hash_u64(uint64_t x) {
 
 static inline uint64_t sd_hash_ptr(const void *p) { return sd_hash_u64((uint64_t)(uintptr_t)p); }
 
+/* A fast 64-bit hash of a large buffer (content keys and checksums of
+ * multi-megabyte weights, hashmap.c): 1 MiB chunks hashed in parallel
+ * (OpenMP) with four multiply-rotate lanes, the chunk hashes folded in
+ * order, so the value depends only on (p[0..n), seed), never on the thread
+ * count. Not cryptographic: it detects corruption and tells contents
+ * apart; it does not resist someone forging a collision. */
+uint64_t sd_hash_bulk(const void *p, size_t n, uint64_t seed);
+
 #endif

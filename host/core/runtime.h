@@ -71,6 +71,8 @@ struct sd_runtime_opts {
     enum sd_cl_attn cl_attn;        /* default AUTO */
     const char *cl_cache_dir;       /* program-binary cache root (binaries go to DIR/cl, created);
                                      * NULL (default) = no disk cache */
+    const char *weight_cache_dir;   /* CPU backend's prepared-weight cache root (packs go to DIR/weights,
+                                     * created; cpu/cpu_wcache.h); NULL (default) = none */
     const char *cl_precompiled_dir; /* load every program from DIR/<program>.bin, never compile */
     const char *cl_export_dir;      /* write every program binary built or loaded to DIR/<program>.bin */
     const char *cl_test_fail;       /* tests: "op,op" fail on the device as if it returned an error */

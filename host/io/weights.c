@@ -40,6 +40,7 @@ struct w_entry {
     int pos;                         /* position in w->e */
     size_t slot_bytes;               /* W_FILE conversion: dst's page-rounded size */
     atomic_int ready;                /* bytes at t.data readable (deferred: once materialised) */
+    _Atomic uint64_t file_hash;      /* sd_weight_file_hash, 0 = not computed yet */
 };
 
 struct w_source {
@@ -568,4 +569,25 @@ int sd_weight_read_rows(struct sd_ctx *ctx, const struct sd_tensor *t, int64_t r
 
 int sd_weight_read_f32(struct sd_ctx *ctx, const struct sd_tensor *t, float *dst) {
     return sd_weight_read_rows(ctx, t, 0, t ? sd_tensor_dim(t, 0) : 0, dst);
+}
+
+int sd_weight_file_hash(const struct sd_tensor *t, uint64_t *h) {
+    struct w_entry *e = deferred_entry(t);
+    if (!e || e->kind != W_FILE || !e->loaded || !t->data) return 0;
+    /* Still the file's values: not pointed elsewhere by sd_weights_set_data. */
+    if (t->data != (e->dst ? (const void *)e->dst : e->src->data)) return 0;
+    uint64_t v = atomic_load_explicit(&e->file_hash, memory_order_relaxed);
+    if (!v) {
+        const struct sd_st_tensor *s = e->src;
+        const size_t nbytes = s->nbytes;
+        uint64_t seed = sd_hash_u64(0x5d7e1ull ^ (uint64_t)s->type);
+        for (int i = 0; i < e->n_dims; i++) seed = sd_hash_u64(seed ^ (uint64_t)e->shape[i]);
+        v = sd_hash_bulk(s->data, nbytes, seed) | 1; /* never 0 (= not computed) */
+        /* Let the pages go unless they are the tensor's bytes read in place. */
+        if (e->file->mapped && (e->dst || !atomic_load_explicit(&e->ready, memory_order_acquire)))
+            drop_pages(e->w, s->data, nbytes);
+        atomic_store_explicit(&e->file_hash, v, memory_order_relaxed);
+    }
+    *h = v;
+    return 1;
 }

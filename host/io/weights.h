@@ -125,6 +125,17 @@ int sd_weight_read_f32(struct sd_ctx *ctx, const struct sd_tensor *t, float *dst
  * embedding table's looked-up rows). SD_ERR_INVALID outside the tensor. */
 int sd_weight_read_rows(struct sd_ctx *ctx, const struct sd_tensor *t, int64_t row0, int64_t n_rows, float *dst);
 
+/* The content key of a deferred weight, for caches of data derived from it
+ * that outlive the process (the CPU backend's prepared-weight disk cache):
+ * sd_hash_bulk (hashmap.h) over the file's bytes of the tensor, its dtype
+ * and shape. Returns 1 with *h set when t's values are exactly those bytes
+ * converted (a deferred file tensor whose data was not replaced by
+ * sd_weights_set_data, e.g. by a LoRA merge), 0 otherwise (a patched,
+ * computed or sliced tensor, or one never deferred: derive nothing from its
+ * key). The file's bytes are read once per tensor (the hash is kept) and
+ * their mapped pages dropped from the resident set after. Thread-safe. */
+int sd_weight_file_hash(const struct sd_tensor *t, uint64_t *h);
+
 /* Number of tensors, including slices. */
 int sd_weights_count(const struct sd_weights *w);
 /* The i-th tensor (insertion order; data NULL while not loaded), e.g. to

@@ -1,0 +1,382 @@
+/* cpu_wcache.c - the disk cache of prepared weights (contract and file
+ * format in cpu_wcache.h). */
+#include "cpu_wcache.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hashmap.h"
+
+#define MD_N 96 /* int64 values of a canonical memory descriptor (md_canon) */
+#define ALIGN 4096
+
+static const char magic[8] = {'S', 'D', 'R', 'T', 'W', 'P', 'K', 0};
+
+struct pack_hdr {
+    char magic[8];
+    uint32_t format, n;
+    uint64_t file_size, index_hash;
+};
+
+struct pack_ent {
+    uint64_t ka, kb, off, size, hash;
+    int64_t md[MD_N];
+};
+
+struct pack {
+    char *path;
+    const unsigned char *base;
+    size_t size;
+};
+
+struct entry {              /* an entry of a mapped pack */
+    const struct pack_ent *e;
+    size_t pack;            /* position in packs */
+    int state;              /* 0 unchecked, 1 payload verified, -1 corrupt */
+};
+
+struct pending {
+    struct sd_wkey k;
+    int64_t md[MD_N];
+    const void *data;
+    size_t n;
+};
+
+struct sd_wcache {
+    char dir[1024];
+    struct sd_log log;
+    int scanned, no_write;
+    struct pack *packs;
+    size_t n_packs;
+    struct entry *ents;
+    size_t n_ents;
+    struct sd_hmap index;   /* key a -> position in ents */
+    struct pending *q;
+    size_t n_q, cap_q;
+    struct sd_wcache_stats st;
+};
+
+/* ---- keys ---- */
+
+/* A canonical form of md: every field that defines the layout, as int64
+ * values in a fixed order, unused ones 0 (no struct padding hashed).
+ * Returns 0 for a format kind not stored (only blocked and Winograd are). */
+static int md_canon(const dnnl_memory_desc_t *md, int64_t out[MD_N]) {
+    memset(out, 0, MD_N * sizeof *out);
+    int64_t *o = out;
+    const int nd = md->ndims;
+    if (nd < 0 || nd > DNNL_MAX_NDIMS) return 0;
+    *o++ = nd;
+    *o++ = md->data_type;
+    *o++ = md->offset0;
+    *o++ = md->format_kind;
+    for (int i = 0; i < nd; i++) *o++ = md->dims[i], *o++ = md->padded_dims[i], *o++ = md->padded_offsets[i];
+    o = out + 4 + 3 * DNNL_MAX_NDIMS; /* 40 */
+    if (md->format_kind == dnnl_blocked) {
+        const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+        if (b->inner_nblks < 0 || b->inner_nblks > DNNL_MAX_NDIMS) return 0;
+        for (int i = 0; i < nd; i++) *o++ = b->strides[i];
+        *o++ = b->inner_nblks;
+        for (int i = 0; i < b->inner_nblks; i++) *o++ = b->inner_blks[i], *o++ = b->inner_idxs[i];
+    } else if (md->format_kind == dnnl_format_kind_wino) {
+        const dnnl_wino_desc_t *w = &md->format_desc.wino_desc;
+        uint32_t adj;
+        memcpy(&adj, &w->adj_scale, sizeof adj);
+        int64_t v[] = {w->wino_format, w->r, w->alpha, w->ic, w->oc, w->ic_block, w->oc_block, w->ic2_block,
+                       w->oc2_block, adj, (int64_t)w->size};
+        memcpy(o, v, sizeof v);
+    } else {
+        return 0;
+    }
+    o = out + 40 + 1 + 3 * DNNL_MAX_NDIMS; /* 77 */
+    uint32_t sa;
+    memcpy(&sa, &md->extra.scale_adjust, sizeof sa);
+    *o++ = (int64_t)md->extra.flags;
+    *o++ = md->extra.compensation_mask;
+    *o++ = sa;
+    *o++ = md->extra.asymm_compensation_mask;
+    return 1;
+}
+
+_Static_assert(77 + 4 <= MD_N, "canonical descriptor fits");
+
+struct hash2 { uint64_t a, b; };
+
+static void h2(struct hash2 *h, const void *p, size_t n) {
+    h->a = sd_fnv1a(&n, sizeof n, h->a);
+    h->a = sd_fnv1a(p, n, h->a);
+    h->b = sd_hash_bulk(p, n, h->b ^ n);
+}
+
+int sd_wcache_key(struct sd_wkey *k, uint64_t content, const dnnl_memory_desc_t *user_md,
+                  const dnnl_memory_desc_t *want_md) {
+    int64_t u[MD_N], w[MD_N];
+    if (!md_canon(user_md, u) || !md_canon(want_md, w)) return 0;
+    const dnnl_version_t *v = dnnl_version();
+    struct hash2 h = {SD_FNV1A_SEED, 0x243f6a8885a308d3ull};
+    const uint32_t fmt = SD_WCACHE_FORMAT;
+    const int64_t ver[4] = {v->major, v->minor, v->patch, (int64_t)dnnl_get_effective_cpu_isa()};
+    h2(&h, &fmt, sizeof fmt);
+    h2(&h, ver, sizeof ver);
+    h2(&h, v->hash ? v->hash : "", v->hash ? strlen(v->hash) : 0);
+    h2(&h, &content, sizeof content);
+    h2(&h, u, sizeof u);
+    h2(&h, w, sizeof w);
+    k->a = h.a, k->b = h.b;
+    return 1;
+}
+
+/* ---- open / scan ---- */
+
+static int mkdir_p(const char *path) {
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+struct sd_wcache *sd_wcache_new(const char *root, const struct sd_log *log) {
+    if (!root || !*root) return NULL;
+    struct sd_wcache *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    if (log) c->log = *log;
+    snprintf(c->dir, sizeof c->dir, "%s/weights", root);
+    if (mkdir_p(c->dir) != 0) {
+        sd_logf(&c->log, SD_LOG_WARN, "cpu: weight cache %s: %s (prepared weights are not cached)", c->dir,
+                strerror(errno));
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static uint64_t index_hash(const struct pack_hdr *h, const struct pack_ent *e, size_t n) {
+    struct pack_hdr z = *h;
+    z.index_hash = 0;
+    return sd_hash_bulk(e, n * sizeof *e, sd_hash_bulk(&z, sizeof z, 0x5344525457504bull));
+}
+
+static void reject(struct sd_wcache *c, const char *path, const char *why) {
+    c->st.rejected++;
+    sd_logf(&c->log, SD_LOG_WARN, "cpu: weight cache: %s %s: ignored, the weights are prepared again", path, why);
+}
+
+/* Maps pack `path` and indexes its entries; a pack that fails a check is
+ * ignored (logged). */
+static void pack_open(struct sd_wcache *c, const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    struct stat sb;
+    void *m = MAP_FAILED;
+    if (fstat(fd, &sb) == 0 && sb.st_size >= (off_t)sizeof(struct pack_hdr))
+        m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) {
+        reject(c, path, "is shorter than its header");
+        return;
+    }
+    const size_t size = (size_t)sb.st_size;
+    struct pack_hdr h;
+    memcpy(&h, m, sizeof h);
+    const struct pack_ent *e = (const struct pack_ent *)((const char *)m + sizeof h);
+    const char *why = NULL;
+    if (memcmp(h.magic, magic, 8) || h.format != SD_WCACHE_FORMAT) why = "has another magic or format";
+    else if (h.file_size != size) why = "has the wrong size (truncated?)";
+    else if (h.n == 0 || (size - sizeof h) / sizeof *e < h.n) why = "has a short index";
+    else if (index_hash(&h, e, h.n) != h.index_hash) why = "has a corrupt index";
+    for (uint32_t i = 0; !why && i < h.n; i++)
+        if (e[i].off % ALIGN || e[i].off > size || e[i].size > size - e[i].off) why = "has an entry out of bounds";
+    struct pack *np = why ? NULL : realloc(c->packs, (c->n_packs + 1) * sizeof *np);
+    struct entry *ne = np ? realloc(c->ents, (c->n_ents + h.n) * sizeof *ne) : NULL;
+    if (np) c->packs = np;
+    if (ne) c->ents = ne;
+    char *pcopy = ne ? strdup(path) : NULL;
+    if (!pcopy) {
+        if (why) reject(c, path, why);
+        munmap(m, size);
+        return;
+    }
+    struct pack *p = &c->packs[c->n_packs++];
+    *p = (struct pack){pcopy, m, size};
+    c->st.packs_read++;
+    for (uint32_t i = 0; i < h.n; i++) {
+        if (sd_hmap_put(&c->index, e[i].ka, (uint32_t)c->n_ents) != SD_OK) break;
+        c->ents[c->n_ents++] = (struct entry){&e[i], c->n_packs - 1, 0};
+    }
+}
+
+static void scan(struct sd_wcache *c) {
+    c->scanned = 1;
+    DIR *d = opendir(c->dir);
+    if (!d) return;
+    char path[1400];
+    for (struct dirent *de; (de = readdir(d));) {
+        size_t n = strlen(de->d_name);
+        if (n != 36 || strcmp(de->d_name + 32, ".sdw") != 0) continue;
+        snprintf(path, sizeof path, "%s/%s", c->dir, de->d_name);
+        pack_open(c, path);
+    }
+    closedir(d);
+}
+
+/* ---- lookup ---- */
+
+const void *sd_wcache_find(struct sd_wcache *c, const struct sd_wkey *k, const dnnl_memory_desc_t *want_md) {
+    if (!c) return NULL;
+    if (!c->scanned) scan(c);
+    int64_t md[MD_N];
+    if (!md_canon(want_md, md)) return NULL;
+    const size_t want = dnnl_memory_desc_get_size(want_md);
+    struct sd_hmap_iter it;
+    for (uint32_t v = sd_hmap_find(&c->index, k->a, &it); v != SD_HMAP_NONE; v = sd_hmap_next(&c->index, &it)) {
+        struct entry *en = &c->ents[v];
+        const struct pack_ent *e = en->e;
+        if (en->state < 0 || e->ka != k->a || e->kb != k->b || e->size != want || memcmp(e->md, md, sizeof md))
+            continue;
+        const struct pack *p = &c->packs[en->pack];
+        const unsigned char *bytes = p->base + e->off;
+        if (en->state == 0) {
+            /* Read ahead (a pack not in the page cache), then check every byte. */
+            madvise((void *)((uintptr_t)bytes & ~(uintptr_t)(ALIGN - 1)), (size_t)e->size, MADV_WILLNEED);
+            if (sd_hash_bulk(bytes, (size_t)e->size, e->ka) != e->hash) {
+                en->state = -1;
+                char why[96];
+                snprintf(why, sizeof why, "entry %016llx has a corrupt payload", (unsigned long long)e->ka);
+                reject(c, p->path, why);
+                continue;
+            }
+            en->state = 1;
+        }
+        c->st.hits++;
+        return bytes;
+    }
+    return NULL;
+}
+
+void sd_wcache_release(struct sd_wcache *c, const void *p, size_t n) {
+    (void)c;
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(ALIGN - 1);
+    if (p && n) madvise((void *)a, (uintptr_t)p + n - a, MADV_DONTNEED);
+}
+
+/* ---- writing ---- */
+
+void sd_wcache_put(struct sd_wcache *c, const struct sd_wkey *k, const dnnl_memory_desc_t *want_md,
+                   const void *data, size_t n) {
+    if (!c || c->no_write || !data || !n) return;
+    struct pending pe = {.k = *k, .data = data, .n = n};
+    if (!md_canon(want_md, pe.md)) return;
+    if (c->n_q == c->cap_q) {
+        size_t cap = c->cap_q ? 2 * c->cap_q : 64;
+        struct pending *q = realloc(c->q, cap * sizeof *q);
+        if (!q) return; /* not cached */
+        c->q = q, c->cap_q = cap;
+    }
+    c->q[c->n_q++] = pe;
+}
+
+void sd_wcache_unput(struct sd_wcache *c, const void *data) {
+    if (!c || !data) return;
+    size_t kept = 0;
+    for (size_t i = 0; i < c->n_q; i++)
+        if (c->q[i].data != data) c->q[kept++] = c->q[i];
+    c->n_q = kept;
+}
+
+static int write_all(int fd, const void *p, size_t n, off_t off) {
+    const char *b = p;
+    while (n) {
+        ssize_t w = pwrite(fd, b, n > ((size_t)1 << 30) ? (size_t)1 << 30 : n, off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        b += w, n -= (size_t)w, off += w;
+    }
+    return 0;
+}
+
+void sd_wcache_flush(struct sd_wcache *c) {
+    if (!c || !c->n_q) return;
+    const size_t n = c->n_q;
+    struct pack_hdr h = {.format = SD_WCACHE_FORMAT, .n = (uint32_t)n};
+    memcpy(h.magic, magic, 8);
+    struct pack_ent *e = calloc(n, sizeof *e);
+    if (!e) {
+        c->n_q = 0;
+        return;
+    }
+    struct hash2 name = {SD_FNV1A_SEED, 0x13198a2e03707344ull};
+    size_t off = (sizeof h + n * sizeof *e + ALIGN - 1) & ~(size_t)(ALIGN - 1), bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct pending *q = &c->q[i];
+        e[i].ka = q->k.a, e[i].kb = q->k.b;
+        e[i].off = off;
+        e[i].size = q->n;
+        e[i].hash = sd_hash_bulk(q->data, q->n, q->k.a);
+        memcpy(e[i].md, q->md, sizeof q->md);
+        off = (off + q->n + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+        bytes += q->n;
+        h2(&name, &q->k, sizeof q->k);
+    }
+    h.file_size = e[n - 1].off + e[n - 1].size;
+    h.index_hash = index_hash(&h, e, n);
+    char path[1100], tmp[1200];
+    snprintf(path, sizeof path, "%s/%016llx%016llx.sdw", c->dir, (unsigned long long)name.a,
+             (unsigned long long)name.b);
+    static atomic_uint seq;
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&seq, 1));
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int ok = fd >= 0 && write_all(fd, &h, sizeof h, 0) == 0 && write_all(fd, e, n * sizeof *e, sizeof h) == 0;
+    for (size_t i = 0; ok && i < n; i++) ok = write_all(fd, c->q[i].data, c->q[i].n, (off_t)e[i].off) == 0;
+    if (fd >= 0) ok = close(fd) == 0 && ok;
+    if (ok) ok = rename(tmp, path) == 0;
+    if (!ok) {
+        int err = errno;
+        if (fd >= 0) unlink(tmp);
+        c->no_write = 1;
+        sd_logf(&c->log, SD_LOG_WARN, "cpu: weight cache: cannot write %s: %s (no more writes in this runtime)", path,
+                strerror(err));
+    } else {
+        c->st.stored += (long)n;
+        c->st.packs_written++;
+        sd_logf(&c->log, SD_LOG_DEBUG, "cpu: weight cache: wrote %zu prepared weights (%.1f MiB) to %s", n,
+                (double)bytes / 1048576.0, path);
+    }
+    free(e);
+    c->n_q = 0;
+}
+
+struct sd_wcache_stats sd_wcache_stats(const struct sd_wcache *c) {
+    struct sd_wcache_stats z = {0};
+    return c ? c->st : z;
+}
+
+const char *sd_wcache_dir(const struct sd_wcache *c) { return c ? c->dir : ""; }
+
+void sd_wcache_free(struct sd_wcache *c) {
+    if (!c) return;
+    if (c->st.hits || c->st.stored || c->st.rejected)
+        sd_logf(&c->log, SD_LOG_DEBUG, "cpu: weight cache %s: %ld prepared weights mapped, %ld written, %ld rejected",
+                c->dir, c->st.hits, c->st.stored, c->st.rejected);
+    for (size_t i = 0; i < c->n_packs; i++) {
+        munmap((void *)c->packs[i].base, c->packs[i].size);
+        free(c->packs[i].path);
+    }
+    free(c->packs);
+    free(c->ents);
+    free(c->q);
+    sd_hmap_free(&c->index);
+    free(c);
+}
