@@ -1,0 +1,274 @@
+/* test_weight_cache.c - the CPU backend's disk cache of prepared weights
+ * (cpu/cpu_wcache.h, opts.weight_cache_dir) on the tiny SD1 model (f16
+ * single file, 64x64, 1 step), in f32 (1-4) and, where oneDNN has AVX-512,
+ * bf16 (1: the same packs, other layouts):
+ *
+ * 1. Off / cold / warm: a runtime without the cache, one with an empty
+ *    cache directory (writes every prepared weight) and a new runtime with a
+ *    freshly loaded model (as a second process: a new index, the packs
+ *    mapped) give the same image byte for byte; the warm one reorders none
+ *    of the cached weights (every one a hit, nothing written).
+ * 2. Corruption: one flipped byte in an entry's payload is detected (that
+ *    entry rejected, rebuilt and written again, the rest still hits); a
+ *    truncated pack and a junk file with a pack's name are ignored; the
+ *    images stay byte-identical and the next runtime hits everything again.
+ * 3. A patched weight (data replaced as the LoRA merge does, with
+ *    sd_weights_set_data) never reads the unpatched entry: the image equals
+ *    the uncached patched image and differs from the unpatched one; nothing
+ *    is written for it; restoring the original hits the entry again.
+ * 4. Two processes (this binary run twice as children at once) filling one
+ *    empty cache leave a valid cache: the next runtime maps every weight,
+ *    rejects nothing, and no temporary file is left.
+ */
+#include "cpu_dnnl.h"
+#include "cpu_wcache.h"
+#include "model_load.h"
+#include "pipeline.h"
+#include "test.h"
+#include "tokenizer.h"
+#include "weights.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MODEL "tests/models/tiny-sd1-f16.safetensors"
+#define MODEL_CONFIG "tests/models/tiny-sd1"
+#define NPIX (3 * 64 * 64)
+
+extern char **environ;
+
+struct run {
+    struct sd_wcache_stats st;
+    long reorders;
+    int ok;
+};
+
+static struct sd_tokenizer *tok;
+
+/* One 64x64 image through a new runtime (cache root `dir`, NULL = off) with
+ * model m, or a model loaded for the run when m is NULL. */
+static struct run gen(const char *dir, int precision, struct sd_model *m, float *img) {
+    struct run r = {0};
+    struct sd_ctx ctx = {0};
+    struct sd_runtime_opts o;
+    sd_runtime_opts_init(&o);
+    o.threads = 2;
+    o.precision = precision;
+    o.weight_cache_dir = dir;
+    struct sd_runtime *rt = sd_runtime_new(&ctx, &o);
+    struct sd_embed_cache *cache = sd_embed_cache_new(1u << 20);
+    struct sd_model *own = NULL;
+    if (!m && sd_model_load(&ctx, MODEL, MODEL_CONFIG, &own) == SD_OK) m = own;
+    struct sd_gen_params g;
+    sd_gen_params_init(&g);
+    g.prompt = "a lighthouse";
+    g.width = g.height = 64;
+    g.sampler.steps = 1;
+    g.seed = 11;
+    struct sd_pipeline p = {.ctx = &ctx, .rt = rt, .tok = tok, .cache = cache, .model = m};
+    if (rt && cache && m && sd_generate(&p, &g, img) == SD_OK) {
+        struct sd_cpu *cpu = sd_cpu_of(sd_runtime_backend(rt, 0));
+        r.st = sd_wcache_stats(cpu->dnnl->wcache);
+        r.reorders = cpu->dnnl->weight_reorders;
+        r.ok = (dir != NULL) == (cpu->dnnl->wcache != NULL);
+    } else {
+        printf("  generate: %s\n", ctx.msg);
+    }
+    if (rt && m) sd_runtime_release_model(rt, m);
+    sd_model_free(own);
+    sd_embed_cache_free(cache);
+    sd_runtime_free(rt);
+    return r;
+}
+
+/* The packs of dir/weights: count, the largest, and temporary files left. */
+static int packs(const char *dir, char *largest, size_t n, int *tmp_left) {
+    char wd[512], path[1024];
+    snprintf(wd, sizeof wd, "%s/weights", dir);
+    DIR *d = opendir(wd);
+    int count = 0;
+    off_t best = -1;
+    *tmp_left = 0;
+    for (struct dirent *de; d && (de = readdir(d));) {
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s", wd, de->d_name);
+        if (strstr(de->d_name, ".tmp.")) ++*tmp_left;
+        if (!strstr(de->d_name, ".sdw") || strstr(de->d_name, ".tmp.") || stat(path, &sb) != 0) continue;
+        count++;
+        if (sb.st_size > best) best = sb.st_size, snprintf(largest, n, "%s", path);
+    }
+    if (d) closedir(d);
+    return count;
+}
+
+static void rm_cache(const char *dir) {
+    char wd[512], path[1024];
+    snprintf(wd, sizeof wd, "%s/weights", dir);
+    DIR *d = opendir(wd);
+    for (struct dirent *de; d && (de = readdir(d));) {
+        if (de->d_name[0] == '.') continue;
+        snprintf(path, sizeof path, "%s/%s", wd, de->d_name);
+        unlink(path);
+    }
+    if (d) closedir(d);
+    rmdir(wd);
+    rmdir(dir);
+}
+
+static int same(const float *a, const float *b) { return memcmp(a, b, NPIX * sizeof(float)) == 0; }
+
+static void test_precision(int precision, int full) {
+    const char *pn = sd_precision_name(precision);
+    char dir[] = "/tmp/sdrt-wcache-XXXXXX", big[1024] = "";
+    if (!mkdtemp(dir)) {
+        CHECK(0, "%s: mkdtemp", pn);
+        return;
+    }
+    float *off = malloc(NPIX * sizeof(float)), *img = malloc(NPIX * sizeof(float));
+    int tmp_left;
+
+    /* 1. off, cold, warm */
+    struct run r0 = gen(NULL, precision, NULL, off);
+    struct run cold = gen(dir, precision, NULL, img);
+    const long n = cold.st.stored;
+    CHECK(r0.ok && cold.ok && n > 0 && cold.st.hits == 0 && cold.st.packs_written >= 1 && same(off, img),
+          "%s cold: %ld prepared weights written in %ld packs (%d files), image = cache off byte for byte", pn, n,
+          cold.st.packs_written, packs(dir, big, sizeof big, &tmp_left));
+    struct run warm = gen(dir, precision, NULL, img);
+    CHECK(warm.ok && warm.st.hits == n && warm.st.stored == 0 && warm.st.rejected == 0 &&
+              warm.reorders == cold.reorders - n && same(off, img),
+          "%s warm (new runtime, model loaded again): %ld of %ld mapped, %ld reorders left (uncached small "
+          "weights; cold %ld), nothing written, image = cache off byte for byte", pn, warm.st.hits, n, warm.reorders,
+          cold.reorders);
+
+    if (!full) goto done;
+
+    /* 2. a flipped payload byte: the pack's last byte is its last entry's */
+    packs(dir, big, sizeof big, &tmp_left);
+    int fd = open(big, O_RDWR);
+    struct stat sb;
+    unsigned char c = 0;
+    int flipped = fd >= 0 && fstat(fd, &sb) == 0 && pread(fd, &c, 1, sb.st_size - 1) == 1 &&
+                  (c ^= 0x10, pwrite(fd, &c, 1, sb.st_size - 1) == 1);
+    if (fd >= 0) close(fd);
+    struct run flip = gen(dir, precision, NULL, img);
+    CHECK(flipped && flip.ok && flip.st.rejected == 1 && flip.st.hits == n - 1 && flip.st.stored == 1 && same(off, img),
+          "%s flipped byte: %ld entry rejected, %ld mapped, %ld rebuilt and written; image unchanged", pn,
+          flip.st.rejected, flip.st.hits, flip.st.stored);
+    struct run after = gen(dir, precision, NULL, img);
+    CHECK(after.ok && after.st.hits == n && after.st.stored == 0 && same(off, img),
+          "%s after the rebuild: %ld of %ld mapped (the corrupt entry rejected again: %ld), nothing written", pn,
+          after.st.hits, n, after.st.rejected);
+
+    /* truncated pack */
+    packs(dir, big, sizeof big, &tmp_left);
+    int cut = stat(big, &sb) == 0 && truncate(big, sb.st_size - 1000) == 0;
+    struct run trunc = gen(dir, precision, NULL, img);
+    CHECK(cut && trunc.ok && trunc.st.rejected >= 1 && trunc.st.stored > 0 && trunc.st.hits + trunc.st.stored == n &&
+              same(off, img),
+          "%s truncated pack: ignored (%ld rejected), %ld rebuilt and written, %ld mapped; image unchanged", pn,
+          trunc.st.rejected, trunc.st.stored, trunc.st.hits);
+
+    /* junk with a pack's name */
+    char junk[1024];
+    snprintf(junk, sizeof junk, "%s/weights/0123456789abcdef0123456789abcdef.sdw", dir);
+    FILE *f = fopen(junk, "wb");
+    int wrote = f && fwrite("SDRTWPK\0 not a pack, only its magic", 1, 36, f) == 36;
+    if (f) fclose(f);
+    struct run j = gen(dir, precision, NULL, img);
+    CHECK(wrote && j.ok && j.st.hits == n && j.st.stored == 0 && j.st.rejected >= 1 && same(off, img),
+          "%s junk pack ignored (%ld rejected), %ld of %ld mapped, image unchanged", pn, j.st.rejected, j.st.hits, n);
+    unlink(junk);
+
+    /* 3. a patched weight: the largest deferred UNet matrix, scaled */
+    struct sd_ctx ctx = {0};
+    struct sd_model *m = NULL;
+    if (sd_model_load(&ctx, MODEL, MODEL_CONFIG, &m) == SD_OK) {
+        float *plain = malloc(NPIX * sizeof(float)), *patched = malloc(NPIX * sizeof(float));
+        struct run base = gen(dir, precision, m, plain); /* loads the UNet's tensors */
+        int best = -1;
+        int64_t best_n = 0;
+        for (int i = 0; i < sd_weights_count(m->un); i++) {
+            struct sd_tensor *t = sd_weights_tensor(m->un, i);
+            if ((t->flags & SD_TF_DEFERRED) && t->data && sd_weights_slice_of(m->un, i, NULL) < 0 &&
+                sd_tensor_nelements(t) > best_n)
+                best = i, best_n = sd_tensor_nelements(t);
+        }
+        struct sd_tensor *t = best >= 0 ? sd_weights_tensor(m->un, best) : NULL;
+        float *orig = t ? t->data : NULL, *copy = t ? malloc((size_t)best_n * sizeof(float)) : NULL;
+        int set = copy && sd_weight_read_f32(&ctx, t, copy) == SD_OK;
+        for (int64_t i = 0; set && i < best_n; i++) copy[i] = copy[i] * 1.5f + 0.01f;
+        set = set && sd_weights_set_data(m->un, best, copy) == SD_OK;
+        struct run pc = gen(dir, precision, m, patched);
+        struct run pu = gen(NULL, precision, m, img);
+        CHECK(base.ok && set && pc.ok && pu.ok && same(patched, img) && !same(patched, plain) && pc.st.stored == 0 &&
+                  pc.st.hits == n - 1 && base.st.hits == n,
+              "%s patched weight '%s' (%lld values): not read from the cache (%ld of %ld mapped, %ld written), image "
+              "= uncached patched image, != unpatched", pn, t ? t->name : "?", (long long)best_n, pc.st.hits, n,
+              pc.st.stored);
+        int back = set && sd_weights_set_data(m->un, best, orig) == SD_OK;
+        struct run rb = gen(dir, precision, m, img);
+        CHECK(back && rb.ok && rb.st.hits == n && same(img, off) && same(plain, off),
+              "%s original restored: %ld of %ld mapped again, image = unpatched", pn, rb.st.hits, n);
+        free(copy), free(plain), free(patched);
+        sd_model_free(m);
+    } else {
+        CHECK(0, "%s: load %s: %s", pn, MODEL, ctx.msg);
+    }
+
+    /* 4. two processes filling one empty cache at once */
+    rm_cache(dir);
+    int made = mkdir(dir, 0755) == 0;
+    pid_t pid[2] = {0, 0};
+    char *argv[2][4];
+    for (int i = 0; made && i < 2; i++) {
+        argv[i][0] = "test_weight_cache", argv[i][1] = dir, argv[i][2] = (char *)pn, argv[i][3] = NULL;
+        if (posix_spawn(&pid[i], "/proc/self/exe", NULL, NULL, argv[i], environ) != 0) pid[i] = 0;
+    }
+    int children_ok = 0;
+    for (int i = 0; i < 2; i++) {
+        int st = 0;
+        if (pid[i] > 0 && waitpid(pid[i], &st, 0) == pid[i] && WIFEXITED(st) && WEXITSTATUS(st) == 0) children_ok++;
+    }
+    struct run two = gen(dir, precision, NULL, img);
+    int np = packs(dir, big, sizeof big, &tmp_left);
+    CHECK(children_ok == 2 && two.ok && two.st.hits == n && two.st.rejected == 0 && two.st.stored == 0 && !tmp_left &&
+              same(off, img),
+          "%s two processes writing at once: %d packs, no temporary file left; then %ld of %ld mapped, none rejected, "
+          "image unchanged", pn, np, two.st.hits, n);
+done:
+    rm_cache(dir);
+    free(off), free(img);
+}
+
+/* Child of test 4: one image with the cache in argv[1] (precision argv[2]);
+ * exit 0 when it ran and wrote or mapped every weight. */
+static int child(const char *dir, const char *precision) {
+    float *img = malloc(NPIX * sizeof(float));
+    struct run r = gen(dir, sd_precision_parse(precision), NULL, img);
+    free(img);
+    return r.ok && r.st.hits + r.st.stored > 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+    struct sd_ctx ctx = {0};
+    tok = sd_tokenizer_load_bpe_gz(&ctx, vocab_path());
+    if (!tok || sd_tokenizer_set_family(tok, SD_TOKENIZER_SD1)) {
+        printf("FAIL tokenizer: %s\n", ctx.msg);
+        return 1;
+    }
+    if (argc == 3) {
+        int rc = child(argv[1], argv[2]);
+        sd_tokenizer_free(tok);
+        return rc;
+    }
+    test_precision(SD_PRECISION_F32, 1);
+    if (sd_cpu_precision_bf16(SD_PRECISION_BF16)) test_precision(SD_PRECISION_BF16, 0);
+    else printf("# bf16: oneDNN ISA %s has no AVX-512: f32 only on this CPU\n", sd_cpu_isa());
+    sd_tokenizer_free(tok);
+    return test_summary();
+}
