@@ -8,6 +8,9 @@ set -u
 # parallel regions of the tiny-model tests (a 10x difference on a busy
 # 2-core machine; no effect on results).
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+# The sdrt commands the tests run keep their prepared-weight cache out of
+# $HOME (shared by test runs: entries are content-keyed, writes atomic).
+export SDRT_WEIGHT_CACHE=${SDRT_WEIGHT_CACHE:-/tmp/sdrt-test-cache}
 pass=0; fail=0
 # Source checks (tests/check_*.sh) once, then every test binary of each build.
 for c in "$(dirname "$0")"/check_*.sh; do
