@@ -45,7 +45,7 @@ static double bench_clock(void) {
     return ((double)ts.tv_sec + ts.tv_nsec * 1e-9) / cpu_clock_threads;
 }
 
-struct phase { const char *name; double flops; double t[32]; int n; };
+struct phase { const char *name; double flops; double t[32]; int n; double first; /* the warm-up run */ };
 
 enum { MAXB = 4, MAXRT = 4 };
 
@@ -188,7 +188,7 @@ int sd_cmd_bench(int argc, char **argv) {
         ro.backend = (enum sd_backend_kind)kind;
         struct sd_runtime *rt = sd_runtime_new(&ctx, &ro);
         if (!rt) { fprintf(stderr, "sdrt: %s\n", ctx.msg); rc = 1; goto done; }
-        struct phase ph[3] = {{"clip", 0, {0}, 0}, {"unet", 0, {0}, 0}, {"vae_decode", 0, {0}, 0}};
+        struct phase ph[3] = {{"clip", 0, {0}, 0, 0}, {"unet", 0, {0}, 0, 0}, {"vae_decode", 0, {0}, 0, 0}};
         /* r = 0: warm-up; 1..runs: timed; runs + 1 (with --profile): the profiled run. */
         const int last = runs + (profile ? 1 : 0);
         for (int r = 0; r <= last && rc == 0; r++) {
@@ -204,16 +204,19 @@ int sd_cmd_bench(int argc, char **argv) {
                     rc = 1;
                 }
                 if (r > 0 && !prof_run) ph[0].t[ph[0].n++] = bench_clock() - s;
+                else if (r == 0) ph[0].first = bench_clock() - s;
             }
             if (!rc && strstr(comps, "unet")) {
                 s = bench_clock();
                 if (sd_run_unet_xl(rt, m, x, batch, h, w, t, ctxv, L, pooled, tids, out)) rc = 1;
                 if (r > 0 && !prof_run) ph[1].t[ph[1].n++] = bench_clock() - s;
+                else if (r == 0) ph[1].first = bench_clock() - s;
             }
             if (!rc && strstr(comps, "vae") && m->va) {
                 s = bench_clock();
                 if (sd_run_vae_decode(rt, m, z, 1, h, w, img)) rc = 1;
                 if (r > 0 && !prof_run) ph[2].t[ph[2].n++] = bench_clock() - s;
+                else if (r == 0) ph[2].first = bench_clock() - s;
             }
             if (r == 0) {
                 arena[nb] = sd_runtime_arena_bytes(rt) / 1048576.0;
@@ -260,6 +263,14 @@ int sd_cmd_bench(int argc, char **argv) {
             if (have[b][p]) fprintf(txt, " %12.3f s", med[b][p]);
             else fprintf(txt, " %14s", "-");
         fprintf(txt, "\n");
+        int any = 0;
+        for (int b = 0; b < nb; b++) any |= have[b][p];
+        if (!any) continue;
+        fprintf(txt, "%-12s", " first run"); /* the warm-up: graph build, primitives, weight copies */
+        for (int b = 0; b < nb; b++)
+            if (have[b][p]) fprintf(txt, " %12.3f s", all[b][p].first);
+            else fprintf(txt, " %14s", "-");
+        fprintf(txt, "\n");
     }
     if (profile) {
         /* First run (the warm-up: primitive creation, weight copies, fresh
@@ -298,7 +309,7 @@ int sd_cmd_bench(int argc, char **argv) {
                 if (!have[b][p]) continue;
                 printf("%s\"%s\": {\"median_s\": %.5f, \"runs_s\": [", first ? "" : ", ", all[b][p].name, med[b][p]);
                 for (int k = 0; k < all[b][p].n; k++) printf("%s%.5f", k ? ", " : "", all[b][p].t[k]);
-                printf("]}");
+                printf("], \"first_s\": %.5f}", all[b][p].first);
                 first = 0;
             }
             printf("}, \"ops\": [");
