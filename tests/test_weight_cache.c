@@ -1,7 +1,7 @@
 /* test_weight_cache.c - the CPU backend's disk cache of prepared weights
  * (cpu/cpu_wcache.h, opts.weight_cache_dir) on the tiny SD1 model (f16
  * single file, 64x64, 1 step), in f32 (1-4) and, where oneDNN has AVX-512,
- * bf16 (1: the same packs, other layouts):
+ * bf16 and f32 with Winograd forced (1: the same packs, other layouts):
  *
  * 1. Off / cold / warm: a runtime without the cache, one with an empty
  *    cache directory (writes every prepared weight) and a new runtime with a
@@ -44,10 +44,11 @@ extern char **environ;
 struct run {
     struct sd_wcache_stats st;
     long reorders;
-    int ok;
+    int ok, wino; /* wino: convolutions that run oneDNN's Winograd */
 };
 
 static struct sd_tokenizer *tok;
+static int conv_policy = SD_CONV_POLICY_AUTO; /* opts.conv of every runtime gen makes */
 
 /* One 64x64 image through a new runtime (cache root `dir`, NULL = off) with
  * model m, or a model loaded for the run when m is NULL. */
@@ -59,6 +60,7 @@ static struct run gen(const char *dir, int precision, struct sd_model *m, float 
     o.threads = 2;
     o.precision = precision;
     o.weight_cache_dir = dir;
+    o.conv = conv_policy;
     struct sd_runtime *rt = sd_runtime_new(&ctx, &o);
     struct sd_embed_cache *cache = sd_embed_cache_new(1u << 20);
     struct sd_model *own = NULL;
@@ -75,6 +77,7 @@ static struct run gen(const char *dir, int precision, struct sd_model *m, float 
         r.st = sd_wcache_stats(cpu->dnnl->wcache);
         r.reorders = cpu->dnnl->weight_reorders;
         r.ok = (dir != NULL) == (cpu->dnnl->wcache != NULL);
+        for (size_t i = 0; i < cpu->dnnl->n_prims; i++) r.wino += cpu->dnnl->prims[i]->algo == SD_CONV_WINO;
     } else {
         printf("  generate: %s\n", ctx.msg);
     }
@@ -122,7 +125,7 @@ static void rm_cache(const char *dir) {
 static int same(const float *a, const float *b) { return memcmp(a, b, NPIX * sizeof(float)) == 0; }
 
 static void test_precision(int precision, int full) {
-    const char *pn = sd_precision_name(precision);
+    const char *pn = conv_policy == SD_CONV_POLICY_WINO ? "f32 wino" : sd_precision_name(precision);
     char dir[] = "/tmp/sdrt-wcache-XXXXXX", big[1024] = "";
     if (!mkdtemp(dir)) {
         CHECK(0, "%s: mkdtemp", pn);
@@ -140,10 +143,10 @@ static void test_precision(int precision, int full) {
           cold.st.packs_written, packs(dir, big, sizeof big, &tmp_left));
     struct run warm = gen(dir, precision, NULL, img);
     CHECK(warm.ok && warm.st.hits == n && warm.st.stored == 0 && warm.st.rejected == 0 &&
-              warm.reorders == cold.reorders - n && same(off, img),
+              warm.reorders == cold.reorders - n && same(off, img) && (conv_policy != SD_CONV_POLICY_WINO || warm.wino > 0),
           "%s warm (new runtime, model loaded again): %ld of %ld mapped, %ld reorders left (uncached small "
-          "weights; cold %ld), nothing written, image = cache off byte for byte", pn, warm.st.hits, n, warm.reorders,
-          cold.reorders);
+          "weights; cold %ld), nothing written, image = cache off byte for byte (%d Winograd convolutions)", pn,
+          warm.st.hits, n, warm.reorders, cold.reorders, warm.wino);
 
     if (!full) goto done;
 
@@ -267,8 +270,13 @@ int main(int argc, char **argv) {
         return rc;
     }
     test_precision(SD_PRECISION_F32, 1);
-    if (sd_cpu_precision_bf16(SD_PRECISION_BF16)) test_precision(SD_PRECISION_BF16, 0);
-    else printf("# bf16: oneDNN ISA %s has no AVX-512: f32 only on this CPU\n", sd_cpu_isa());
+    if (sd_cpu_precision_bf16(SD_PRECISION_BF16)) {
+        test_precision(SD_PRECISION_BF16, 0);
+        conv_policy = SD_CONV_POLICY_WINO; /* Winograd-transformed copies (AVX-512 only) */
+        test_precision(SD_PRECISION_F32, 0);
+    } else {
+        printf("# bf16 and Winograd: oneDNN ISA %s has no AVX-512: f32 only on this CPU\n", sd_cpu_isa());
+    }
     sd_tokenizer_free(tok);
     return test_summary();
 }
