@@ -35,12 +35,16 @@ struct pack {
     char *path;
     const unsigned char *base;
     size_t size;
+    dev_t dev;
+    ino_t ino;
+    int removed;            /* found corrupt: its file was removed, its entries are written again */
 };
 
 struct entry {              /* an entry of a mapped pack */
     const struct pack_ent *e;
     size_t pack;            /* position in packs */
     int state;              /* 0 unchecked, 1 payload verified, -1 corrupt */
+    int queued;             /* put again (its pack was removed) */
 };
 
 struct pending {
@@ -169,23 +173,35 @@ static uint64_t index_hash(const struct pack_hdr *h, const struct pack_ent *e, s
     return sd_hash_bulk(e, n * sizeof *e, sd_hash_bulk(&z, sizeof z, 0x5344525457504bull));
 }
 
+/* Removes the pack file at path if it still is the file (dev, ino) that
+ * was read: a pack another process renamed into place since is left alone
+ * (the worst a race can do is remove a good pack: a cache miss later). */
+static void pack_remove(const char *path, dev_t dev, ino_t ino) {
+    struct stat sb;
+    if (stat(path, &sb) == 0 && sb.st_dev == dev && sb.st_ino == ino) unlink(path);
+}
+
 static void reject(struct sd_wcache *c, const char *path, const char *why) {
     c->st.rejected++;
-    sd_logf(&c->log, SD_LOG_WARN, "cpu: weight cache: %s %s: ignored, the weights are prepared again", path, why);
+    sd_logf(&c->log, SD_LOG_WARN, "cpu: weight cache: %s %s: removed, the weights are prepared again", path, why);
 }
+
+static void put_canon(struct sd_wcache *c, const struct sd_wkey *k, const int64_t md[MD_N], const void *data,
+                      size_t n);
 
 /* Maps pack `path` and indexes its entries; a pack that fails a check is
  * ignored (logged). */
 static void pack_open(struct sd_wcache *c, const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return;
-    struct stat sb;
+    struct stat sb = {0};
     void *m = MAP_FAILED;
     if (fstat(fd, &sb) == 0 && sb.st_size >= (off_t)sizeof(struct pack_hdr))
         m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
     close(fd);
     if (m == MAP_FAILED) {
         reject(c, path, "is shorter than its header");
+        pack_remove(path, sb.st_dev, sb.st_ino);
         return;
     }
     const size_t size = (size_t)sb.st_size;
@@ -193,7 +209,11 @@ static void pack_open(struct sd_wcache *c, const char *path) {
     memcpy(&h, m, sizeof h);
     const struct pack_ent *e = (const struct pack_ent *)((const char *)m + sizeof h);
     const char *why = NULL;
-    if (memcmp(h.magic, magic, 8) || h.format != SD_WCACHE_FORMAT) why = "has another magic or format";
+    if (!memcmp(h.magic, magic, 8) && h.format != SD_WCACHE_FORMAT) { /* another sdrt's format: not ours to judge */
+        munmap(m, (size_t)sb.st_size);
+        return;
+    }
+    if (memcmp(h.magic, magic, 8)) why = "is not a pack (magic)";
     else if (h.file_size != size) why = "has the wrong size (truncated?)";
     else if (h.n == 0 || (size - sizeof h) / sizeof *e < h.n) why = "has a short index";
     else if (index_hash(&h, e, h.n) != h.index_hash) why = "has a corrupt index";
@@ -205,16 +225,19 @@ static void pack_open(struct sd_wcache *c, const char *path) {
     if (ne) c->ents = ne;
     char *pcopy = ne ? strdup(path) : NULL;
     if (!pcopy) {
-        if (why) reject(c, path, why);
+        if (why) {
+            reject(c, path, why);
+            pack_remove(path, sb.st_dev, sb.st_ino);
+        }
         munmap(m, size);
         return;
     }
     struct pack *p = &c->packs[c->n_packs++];
-    *p = (struct pack){pcopy, m, size};
+    *p = (struct pack){pcopy, m, size, sb.st_dev, sb.st_ino, 0};
     c->st.packs_read++;
     for (uint32_t i = 0; i < h.n; i++) {
         if (sd_hmap_put(&c->index, e[i].ka, (uint32_t)c->n_ents) != SD_OK) break;
-        c->ents[c->n_ents++] = (struct entry){&e[i], c->n_packs - 1, 0};
+        c->ents[c->n_ents++] = (struct entry){&e[i], c->n_packs - 1, 0, 0};
     }
 }
 
@@ -246,7 +269,7 @@ const void *sd_wcache_find(struct sd_wcache *c, const struct sd_wkey *k, const d
         const struct pack_ent *e = en->e;
         if (en->state < 0 || e->ka != k->a || e->kb != k->b || e->size != want || memcmp(e->md, md, sizeof md))
             continue;
-        const struct pack *p = &c->packs[en->pack];
+        struct pack *p = &c->packs[en->pack];
         const unsigned char *bytes = p->base + e->off;
         if (en->state == 0) {
             /* Read ahead (a pack not in the page cache), then check every byte. */
@@ -256,9 +279,27 @@ const void *sd_wcache_find(struct sd_wcache *c, const struct sd_wkey *k, const d
                 char why[96];
                 snprintf(why, sizeof why, "entry %016llx has a corrupt payload", (unsigned long long)e->ka);
                 reject(c, p->path, why);
+                if (!p->removed) {
+                    /* The file goes; the entries of it this process has used
+                     * (and uses from now on) are written again with the
+                     * rebuilt one, so the next pack holds them all. */
+                    p->removed = 1;
+                    pack_remove(p->path, p->dev, p->ino);
+                    for (size_t i = 0; i < c->n_ents; i++) {
+                        struct entry *o = &c->ents[i];
+                        if (o->pack != en->pack || o->state != 1 || o->queued) continue;
+                        o->queued = 1;
+                        put_canon(c, &(struct sd_wkey){o->e->ka, o->e->kb}, o->e->md, p->base + o->e->off,
+                                  (size_t)o->e->size);
+                    }
+                }
                 continue;
             }
             en->state = 1;
+        }
+        if (p->removed && !en->queued) {
+            en->queued = 1;
+            put_canon(c, k, e->md, bytes, (size_t)e->size);
         }
         c->st.hits++;
         return bytes;
@@ -276,9 +317,15 @@ void sd_wcache_release(struct sd_wcache *c, const void *p, size_t n) {
 
 void sd_wcache_put(struct sd_wcache *c, const struct sd_wkey *k, const dnnl_memory_desc_t *want_md,
                    const void *data, size_t n) {
-    if (!c || c->no_write || !data || !n) return;
+    int64_t md[MD_N];
+    if (c && md_canon(want_md, md)) put_canon(c, k, md, data, n);
+}
+
+static void put_canon(struct sd_wcache *c, const struct sd_wkey *k, const int64_t md[MD_N], const void *data,
+                      size_t n) {
+    if (c->no_write || !data || !n) return;
     struct pending pe = {.k = *k, .data = data, .n = n};
-    if (!md_canon(want_md, pe.md)) return;
+    memcpy(pe.md, md, sizeof pe.md);
     if (c->n_q == c->cap_q) {
         size_t cap = c->cap_q ? 2 * c->cap_q : 64;
         struct pending *q = realloc(c->q, cap * sizeof *q);

@@ -19,11 +19,14 @@
  *   payloads, each at a 4096-byte aligned offset.
  * Written to a unique temporary file in the same directory and renamed into
  * place, so a reader sees a whole pack or none (two processes writing the
- * same pack: the last rename wins, both files are whole). A pack whose size
- * or index hash is wrong is ignored; an entry's payload hash is checked on
- * its first use in the process, and a mismatch rejects the entry (logged as
- * a warning), which is then prepared again and written to a new pack. The
- * cache never makes a run fail: every error here means "not cached".
+ * same pack: the last rename wins, both files are whole). A pack that is
+ * short, has no magic, the wrong size or a bad index hash is rejected and
+ * removed (a warning); a pack of another format version is left alone. An
+ * entry's payload hash is checked on its first use in the process; a
+ * mismatch rejects the entry (a warning), which is then prepared again, and
+ * removes its pack, whose entries this process uses are written again with
+ * the rebuilt one (so the next pack holds them all). The cache never makes
+ * a run fail: every error here means "not cached".
  *
  * Packs are mapped MAP_SHARED, PROT_READ: processes share one copy of the
  * pages (the page cache). An entry dropped by the backend (low memory,
