@@ -10,6 +10,7 @@
 #   make parity-full  full-size random SD1.5/SD2.1 checkpoints through sdrt and diffusers
 #   make parity-full-sdxl  the same for a full-size random SDXL checkpoint
 #   make bench-peers  sdrt side by side with OpenVINO and stable-diffusion.cpp (full-size SD 1.5, slow)
+#   make bench-peers-sdxl  sdrt side by side with OpenVINO, full-size SDXL at 1024x1024 (slower)
 #   make reference-venv  .venv/ with PyTorch/diffusers for tests/reference/ (tooling only)
 #
 # snprintf truncation is intended everywhere it happens (names, messages),
@@ -63,7 +64,7 @@ DEB_PKGS := gcc make libc6-dev libdnnl-dev libclblast-dev ocl-icd-opencl-dev ope
 TEST_DEB_PKGS := chromium
 
 .PHONY: all deps test-deps install-debs check test test-asan demo bench fuzz clean tests benches vocab reference-venv parity-full parity-full-sdxl \
-        testenv peers-venv bench-peers bench-chart
+        testenv peers-venv bench-peers bench-peers-sdxl bench-chart
 
 all: $(BUILD)/sdrt $(LIB)
 
@@ -218,7 +219,7 @@ PEERS_STEPS   ?= 4
 PEERS_THREADS ?= $(shell nproc)
 PEERS_LOCK    ?=
 PEERS_ONLY    ?= openvino-default,sdrt-auto,sdrt-f32,openvino-f32,sdcpp,sdrt-bench-f32,sdrt-bench-auto
-PEERS_VENV    := build/peers-venv
+PEERS_VENV    ?= build/peers-venv
 PEERS_CKPT    := $(PEERS_MODELS)/sd15-random-f16.safetensors
 PEERS_FOLDER  := $(PEERS_MODELS)/sd15-random-f16
 PEERS_IR      := build/peers/sd15-random-ov
@@ -253,6 +254,38 @@ bench-peers: all vocab peers-venv $(PEERS_CKPT) $(PEERS_IR)/unet/openvino_model.
 	/usr/bin/python3 bench/bench_peers.py --model $(PEERS_CKPT) --ir $(PEERS_IR) --python $(PEERS_VENV)/bin/python \
 	  --steps $(PEERS_STEPS) --threads $(PEERS_THREADS) --only $(PEERS_ONLY) --out $(PEERS_OUT) $(if $(PEERS_LOCK),--lock $(PEERS_LOCK) --nice 5,)
 	$(MAKE) bench-chart
+
+# The same for the full-size random SDXL base (issue 12): OpenVINO default and sdrt
+# --precision auto back to back, 1024x1024, Euler, CFG 7.5, PEERS_SDXL_STEPS steps,
+# negative prompt "blurry". The single file comes from tests/reference/gen_full_sdxl.py
+# (~10 GB of memory); its diffusers folder, with exactly its tensors, from
+# tests/reference/sdxl_single_to_folder.py (streamed, verified against diffusers'
+# converters); OpenVINO's IR is exported with fp16 weights (the file's precision)
+# once into build/peers/. Every heavy step runs under PEERS_LOCK when set.
+PEERS_SDXL_STEPS  ?= 3
+PEERS_SDXL_ONLY   ?= openvino-default,sdrt-auto
+PEERS_SDXL_CKPT   := $(PEERS_MODELS)/sdxl-random-f16.safetensors
+PEERS_SDXL_FOLDER := $(PEERS_MODELS)/sdxl-random-f16
+PEERS_SDXL_IR     := build/peers/sdxl-random-ov
+PEERS_SDXL_OUT    := build/bench-peers-sdxl
+
+$(PEERS_SDXL_CKPT):
+	$(MAKE) reference-venv
+	mkdir -p $(PEERS_MODELS)
+	$(PEERS_RUN)nice -n 10 .venv/bin/python tests/reference/gen_full_sdxl.py --out $(PEERS_MODELS)
+
+$(PEERS_SDXL_FOLDER)/unet/config.json: | $(PEERS_SDXL_CKPT)
+	$(MAKE) reference-venv
+	$(PEERS_RUN).venv/bin/python tests/reference/sdxl_single_to_folder.py $(PEERS_SDXL_CKPT) $(PEERS_SDXL_FOLDER)
+
+$(PEERS_SDXL_IR)/unet/openvino_model.xml: | $(PEERS_SDXL_FOLDER)/unet/config.json $(PEERS_VENV)/.stamp $(VOCAB_GZ)
+	$(PEERS_RUN)$(PEERS_VENV)/bin/python bench/peer_openvino.py export --vocab $(VOCAB_GZ) --weight-format fp16 \
+	  $(PEERS_SDXL_FOLDER) $(PEERS_SDXL_IR)
+
+bench-peers-sdxl: all vocab peers-venv $(PEERS_SDXL_CKPT) $(PEERS_SDXL_IR)/unet/openvino_model.xml
+	/usr/bin/python3 bench/bench_peers.py --family sdxl --model $(PEERS_SDXL_CKPT) --ir $(PEERS_SDXL_IR) \
+	  --python $(PEERS_VENV)/bin/python --steps $(PEERS_SDXL_STEPS) --threads $(PEERS_THREADS) --only $(PEERS_SDXL_ONLY) \
+	  --out $(PEERS_SDXL_OUT) $(if $(PEERS_LOCK),--lock $(PEERS_LOCK) --nice 5,)
 
 # Charts (bench/chart.py, Debian's matplotlib): the bench-peers table and, when
 # present, `sdrt bench --json` files (CHART_BENCH) per phase and per op, as SVG

@@ -17,6 +17,13 @@ seconds / threads: per UNet/VAE/text-encoder call for OpenVINO and stable-diffus
 process's user + sys time; each run's load average and the page-cache share of its model
 files at its start are recorded beside it.
 
+--family sdxl (`make bench-peers-sdxl`): the full-size random SDXL base instead
+(models/sdxl-random-f16.safetensors for sdrt; its diffusers folder, written by
+tests/reference/sdxl_single_to_folder.py, exported with fp16 weights for OpenVINO),
+1024x1024, 3 steps, negative prompt "blurry", OpenVINO default and sdrt --precision auto
+(the defaults of --size, --steps, --negative and --only follow the family); text
+encoding = both encoders (OpenVINO: text_encoder + text_encoder_2 calls).
+
 Standard library only. Results: OUT/results.json (the chart script reads it), OUT/*.json
 (one per process), OUT/*.log (each process's output). --table reprints the table from
 OUT/results.json without running anything.
@@ -129,7 +136,8 @@ def run_openvino(a, prec):
     name = f"openvino-{prec}"
     js = os.path.join(a.out, name + ".json")
     out, t = run_one(name, [a.python, "bench/peer_openvino.py", "run", a.ir, "--precision", prec, "--steps", str(a.steps),
-                            "--size", str(a.size), "--threads", str(a.threads), "--png", os.path.join(a.out, name + ".png"),
+                            "--size", str(a.size), "--threads", str(a.threads), "--negative", a.negative,
+                            "--png", os.path.join(a.out, name + ".png"),
                             "--json", js], a, files=[a.ir])
     if out is None:
         return None
@@ -147,6 +155,7 @@ def run_sdrt(a, prec):
            "--sampler", "Euler", "--cfg-scale", "7.5", "--width", str(a.size), "--height", str(a.size), "--seed", "1",
            "--threads", str(a.threads), "--precision", prec, "--json", "--output", os.path.join(a.out, name + ".png")]
     env = dict(os.environ, OMP_WAIT_POLICY="passive", SDRT_LOG_LEVEL="debug")
+    cmd[cmd.index("--negative-prompt") + 1] = a.negative
     out, t = run_one(name, cmd, a, env, files=[a.model])
     if out is None:
         return None
@@ -236,9 +245,18 @@ def table(res):
         """The first OpenVINO-default run with this figure (a rerun's only where the first lacks it)."""
         return next((r for r in runs if r["name"].startswith("openvino-default") and r.get(key) is not None), None)
     base = base_for("step_median_s")
+    sdxl = res.get("family") == "sdxl"
+    arch = "SDXL base architecture" if sdxl else "SD 1.5 architecture"
+    neg = res.get("negative", "")
     lines = [res["isa"]["line"], f"command: {res['command']}",
-             f"SD 1.5 architecture, random weights, {res['size']}x{res['size']}, Euler, CFG 7.5, {res['steps']} steps, "
-             f"{res['threads']} threads, seed 1; ratio = runtime / OpenVINO default (< 1: less time or memory)"]
+             f"{arch}, random weights, {res['size']}x{res['size']}, Euler, CFG 7.5, {res['steps']} steps, "
+             f"{res['threads']} threads, seed 1, negative prompt {json.dumps(neg)}; "
+             "ratio = runtime / OpenVINO default (< 1: less time or memory)"]
+    ov = next((r for r in runs if r["runtime"] == "openvino"), None)
+    if ov and ov.get("weight_format"):
+        lines.append("OpenVINO IR weights (UNet constants by element type): "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(ov["weight_format"].items()))
+                     + "; inference precision: " + ", ".join(f"{k} {v}" for k, v in ov.get("precision", {}).items()))
     for m in res.get("merged", []):
         lines.append(f"rerun at {m['started']} and added (a repeated configuration as NAME-2; ratios against the first "
                      f"OpenVINO default run that has the figure): {', '.join(m['rerun'])}")
@@ -248,6 +266,8 @@ def table(res):
     for key, label, _ in ROWS:
         if key == "step_median_s":
             label = f"UNet CFG step (median of steps 2-{res['steps']})"
+        elif key == "text_encode_s" and sdxl:
+            label = "both text encoders, 2 prompts"
         cells = []
         b = base_for(key)
         for r in runs:
@@ -300,23 +320,35 @@ def main():
     if len(sys.argv) > 3 and sys.argv[1] == "--cached-then":
         cached_then(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="models/sd15-random-f16.safetensors", help="single-file checkpoint (sdrt, sd.cpp)")
-    ap.add_argument("--ir", default="build/peers/sd15-random-ov", help="OpenVINO IR folder (peer_openvino.py export)")
+    ap.add_argument("--family", choices=["sd15", "sdxl"], default="sd15",
+                    help="sd15: full-size SD 1.5 at 512x512; sdxl: full-size SDXL base at 1024x1024 (defaults below follow it)")
+    ap.add_argument("--model", help="single-file checkpoint (sdrt, sd.cpp); default models/{sd15,sdxl}-random-f16.safetensors")
+    ap.add_argument("--ir", help="OpenVINO IR folder (peer_openvino.py export); default build/peers/{sd15,sdxl}-random-ov")
     ap.add_argument("--sdrt", default="build/sdrt")
     ap.add_argument("--python", default="build/peers-venv/bin/python", help="the peers' virtualenv interpreter")
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--steps", type=int, help="default 4 (sd15), 3 (sdxl)")
+    ap.add_argument("--size", type=int, help="default 512 (sd15), 1024 (sdxl)")
+    ap.add_argument("--negative", help='negative prompt of every run; default "" (sd15), "blurry" (sdxl)')
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--only", default="openvino-default,sdrt-auto,sdrt-f32,openvino-f32,sdcpp",
-                    help="which runs, in this order (of openvino-default, openvino-f32, sdrt-f32, sdrt-auto, sdcpp; "
-                         "sdrt-bench-f32 and sdrt-bench-auto add `sdrt bench --json --profile` files for the charts)")
+    ap.add_argument("--only", help="which runs, in this order (of openvino-default, openvino-f32, sdrt-f32, sdrt-auto, sdcpp; "
+                         "sdrt-bench-f32 and sdrt-bench-auto add `sdrt bench --json --profile` files for the charts); "
+                         "default openvino-default,sdrt-auto,sdrt-f32,openvino-f32,sdcpp (sd15), "
+                         "openvino-default,sdrt-auto (sdxl)")
     ap.add_argument("--lock", help="flock this file around each process (one heavy process at a time)")
     ap.add_argument("--nice", type=int, default=0)
-    ap.add_argument("--out", default="build/bench-peers")
+    ap.add_argument("--out", help="default build/bench-peers (sd15), build/bench-peers-sdxl (sdxl)")
     ap.add_argument("--table", action="store_true", help="reprint the table of OUT/results.json")
     ap.add_argument("--merge", action="store_true",
                     help="keep OUT/results.json's other runs, replacing those rerun now (say so when quoting ratios)")
     a = ap.parse_args()
+    sdxl = a.family == "sdxl"
+    defaults = {"model": f"models/{a.family}-random-f16.safetensors", "ir": f"build/peers/{a.family}-random-ov",
+                "steps": 3 if sdxl else 4, "size": 1024 if sdxl else 512, "negative": "blurry" if sdxl else "",
+                "only": "openvino-default,sdrt-auto" if sdxl else "openvino-default,sdrt-auto,sdrt-f32,openvino-f32,sdcpp",
+                "out": "build/bench-peers-sdxl" if sdxl else "build/bench-peers"}
+    for k, v in defaults.items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
     os.makedirs(a.out, exist_ok=True)
     path = os.path.join(a.out, "results.json")
     if a.table:
@@ -332,7 +364,7 @@ def main():
         print(table(res))
         return 0
     res = {"isa": cpu_isa(), "command": "python3 " + " ".join(shlex.quote(x) for x in sys.argv),
-           "size": a.size, "steps": a.steps, "threads": a.threads, "model": a.model, "ir": a.ir,
+           "family": a.family, "negative": a.negative, "size": a.size, "steps": a.steps, "threads": a.threads, "model": a.model, "ir": a.ir,
            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": []}
     if a.merge and os.path.exists(path):
         with open(path) as f:
