@@ -4,8 +4,8 @@
  * tests/demo_judge.c, shared with bench/bench_demo.c).
  *
  * The classifier is first checked on scenes drawn here (every caption, three
- * sizes and positions: 100 %). Then, with sdrt (CPU backend, f32, 32x32,
- * Euler a 20 steps):
+ * sizes and positions, also with the demo LoRA's orange: 100 %). Then, with
+ * sdrt (CPU backend, f32, 32x32, Euler a 20 steps):
  *   - the grid: every color x shape x background the model knows (36 prompts,
  *     seeds 1000 + i) at CFG 7.5; the ok line gives the agreement (all three
  *     attributes, and per attribute). The issue asked for >= 90 %; the

@@ -68,6 +68,7 @@ import json
 import math
 import os
 import shutil
+import struct
 import sys
 import tempfile
 import time
@@ -351,8 +352,9 @@ def main():
     ap.add_argument("--init-meta", default="tests/models/demo.single.json",
                     help="with --init-from: the recipe whose header holds the earlier run's sdrt_training metadata")
     ap.add_argument("--reexport", default=None, metavar="FOLDER",
-                    help="load an exported diffusers folder and export it again with the current code (weights and "
-                         "the sdrt_training metadata of --init-meta unchanged; adds the preview factors) to --out")
+                    help="load an exported diffusers folder and export it again with the current code to --out (weights "
+                         "and sdrt_training metadata unchanged: from FOLDER/../demo.safetensors, else --init-meta; "
+                         "adds the preview factors)")
     a = ap.parse_args()
     if a.reexport:
         return reexport(a)
@@ -466,17 +468,31 @@ def main():
     log("exported")
 
 
+def training_meta(path):
+    """The sdrt_training metadata of a single file (.safetensors header) or of a
+    recipe (demo_single.py's .json, whose "header" is the single file's)."""
+    if path.endswith(".json"):
+        header = json.loads(json.load(open(path))["header"])
+    else:
+        with open(path, "rb") as f:
+            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    return json.loads(header["__metadata__"]["sdrt_training"])
+
+
 def reexport(a):
     """--reexport FOLDER: the exported model again, through export() (F16 weights
-    round-trip exactly; the training metadata comes from the recipe --init-meta)."""
+    round-trip exactly). The training metadata comes from the single file exported
+    beside FOLDER (FOLDER/../demo.safetensors) if there, else from the recipe
+    --init-meta."""
     torch.set_num_threads(a.threads)
     text = CLIPTextModel.from_pretrained(os.path.join(a.reexport, "text_encoder")).float()
     unet = UNet2DConditionModel.from_pretrained(os.path.join(a.reexport, "unet")).float()
     vae = AutoencoderKL.from_pretrained(os.path.join(a.reexport, "vae")).float()
-    header = json.loads(json.load(open(a.init_meta))["header"])
-    meta = json.loads(header["__metadata__"]["sdrt_training"])
+    single = os.path.join(os.path.dirname(os.path.abspath(a.reexport)), "demo.safetensors")
+    src = single if os.path.exists(single) else a.init_meta
+    meta = training_meta(src)
     export(a.out, text, unet, vae, meta)
-    print(f"re-exported {a.reexport} -> {a.out}/demo and {a.out}/demo.safetensors")
+    print(f"re-exported {a.reexport} (training metadata from {src}) -> {a.out}/demo and {a.out}/demo.safetensors")
 
 
 def continue_committed(a, log, ckpt):
