@@ -134,6 +134,10 @@ void demo_caption(char *buf, size_t n, int c, int s, int b) {
 }
 
 void demo_env_free(struct demo_env *e) {
+    if (e->lora) {
+        sd_lora_apply(e->lora, NULL, 0, &e->rt, 1, NULL, NULL);
+        sd_lora_state_free(e->lora);
+    }
     if (e->rt && e->m) sd_runtime_release_model(e->rt, e->m);
     sd_runtime_free(e->rt);
     sd_embed_cache_free(e->cache);
@@ -163,6 +167,12 @@ int demo_env_open(struct demo_env *e, const char *path, const struct sd_runtime_
     return 0;
 }
 
+int demo_env_lora(struct demo_env *e) {
+    if (!(e->lora = sd_lora_state_new(&e->ctx, e->m))) return 1;
+    e->p.lora = e->lora;
+    return 0;
+}
+
 int demo_gen(struct demo_env *e, const struct demo_run *r, float *img, float *lat) {
     struct sd_gen_params g;
     sd_gen_params_init(&g);
@@ -172,6 +182,7 @@ int demo_gen(struct demo_env *e, const struct demo_run *r, float *img, float *la
     g.init_image = r->init, g.strength = r->init ? r->strength : 1.0f;
     g.latents_out = lat;
     g.on_event = r->on_event, g.user = r->user;
+    g.lora_dir = r->lora_dir;
     int rc = sd_sampler_parse_name(&e->ctx, r->sampler ? r->sampler : "Euler a", &g.sampler);
     if (!rc) g.sampler.steps = r->steps, rc = sd_generate(&e->p, &g, img);
     if (rc) printf("  %s: %s\n", r->prompt, e->ctx.msg);

@@ -48,12 +48,16 @@ struct demo_env {
     struct sd_tokenizer *tok;
     struct sd_runtime *rt;
     struct sd_embed_cache *cache;
+    struct sd_lora_state *lora; /* demo_env_lora: the prompt's <lora:...> tags apply */
     struct sd_pipeline p;
 };
 /* Opens path on the runtime options o (NULL: CPU, f32, 1 thread); vocab is
  * the CLIP vocabulary. Returns 0, or non-zero with e->ctx.msg set (e freed). */
 int demo_env_open(struct demo_env *e, const char *path, const struct sd_runtime_opts *o, const char *vocab);
 void demo_env_free(struct demo_env *e);
+/* Gives e a LoRA state (e->p.lora), so that runs with lora_dir apply the
+ * prompt's tags; 0 or non-zero with e->ctx.msg set. */
+int demo_env_lora(struct demo_env *e);
 
 /* One generation at the model's size: img [3, S, S] in [-1, 1]; lat
  * [4, S/4, S/4] or NULL. sampler NULL = "Euler a". */
@@ -63,6 +67,7 @@ struct demo_run {
     float cfg, strength;
     uint64_t seed;
     const float *init;
+    const char *lora_dir;   /* where <lora:NAME:W> tags look (needs demo_env_lora) */
     sd_gen_event_fn on_event;
     void *user;
 };
