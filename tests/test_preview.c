@@ -208,6 +208,8 @@ static void test_malformed(void) {
     snprintf(p, sizeof p, "%s/single.safetensors", dir);
     CHECK(!write_single(p, "{\"factors\": [[1, 2, 3]], \"bias\": [0, 0, 0]}"), "write single file");
     expect_load_error("single file with 1 row", p, "metadata sdrt_latent_rgb: latent_rgb_factors must be 4 rows");
+    CHECK(!write_single(p, "{\"bias\": [0, 0, 0]}"), "write single file");
+    expect_load_error("single file with a bias only", p, "metadata sdrt_latent_rgb: latent_rgb_bias without latent_rgb_factors");
     CHECK(!write_single(p, "[1, 2]"), "write single file");
     expect_load_error("single file with an array", p, "metadata sdrt_latent_rgb: expected a JSON object");
     CHECK(!write_single(p, "{factors"), "write single file");

@@ -161,7 +161,6 @@ int sd_model_infer_clip(struct sd_ctx *ctx, struct sd_clip_config *c, struct sd_
 /* Overrides heads/groups/eps/activation/scaling/prediction/pad from a
  * diffusers folder's config files (absent files are fine). */
 int sd_model_read_configs(struct sd_ctx *ctx, struct sd_model *m, const char *dir);
-
 /* The family a diffusers folder's text_encoder/config.json describes: SD1 for
  * OpenAI CLIP ViT-L (quick_gelu), SD2 for OpenCLIP ViT-H (gelu); absent file
  * or key: SD_FAMILY_UNKNOWN. *why names the evidence. */

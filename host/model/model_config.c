@@ -278,8 +278,9 @@ int sd_latent_rgb_read(struct sd_ctx *ctx, const struct sd_json *factors, const 
         if (sd_json_type(factors) == SD_JSON_ARR)
             return sd_errorf(ctx, SD_ERR_FORMAT, "%s: latent_rgb_factors must be 4 rows (one per latent channel) of 3 "
                              "numbers (R, G, B), got %zu rows", where, sd_json_len(factors));
+        if (!factors) return sd_errorf(ctx, SD_ERR_FORMAT, "%s: latent_rgb_bias without latent_rgb_factors", where);
         return sd_errorf(ctx, SD_ERR_FORMAT, "%s: latent_rgb_factors must be 4 rows (one per latent channel) of 3 "
-                         "numbers (R, G, B), got a %s", where, factors ? sd_json_type_name(sd_json_type(factors)) : "missing value");
+                         "numbers (R, G, B), got a %s", where, sd_json_type_name(sd_json_type(factors)));
     }
     for (size_t c = 0; c < 4; c++)
         if (!num_row(sd_json_at(factors, c), r.factors[c], 3))
