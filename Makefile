@@ -102,12 +102,17 @@ $(BUILD)/sdrt: $(CMD_OBJ) $(LIB)
 $(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(LIB)
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  LD      $@")
-	$(Q)$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) -Itests -o $@ $(filter %.c,$^) $(LIB) $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  LD      $@")
-	$(Q)$(CC) $(CFLAGS) -Ibench -Itests -o $@ $< $(LIB) $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) -Ibench -Itests -o $@ $(filter %.c,$^) $(LIB) $(LDLIBS)
+
+# The demo model's judge, shared by its tests and the bench (tests/demo_judge.h).
+DEMO_JUDGE_USERS := $(BUILD)/tests/test_demo_meaning $(BUILD)/tests/test_demo_lora $(BUILD)/tests/test_preview \
+                    $(BUILD)/bench/bench_demo
+$(DEMO_JUDGE_USERS): tests/demo_judge.c tests/demo_judge.h
 
 tests: vocab testenv $(TEST_BIN) $(FUZZ_REPLAY) build/models/demo.safetensors
 

@@ -209,8 +209,8 @@ static const struct cli_opt options[] = {
      "(taesd_encoder beside it is picked up); used by --vae taesd and --preview taesd", NULL, 0},
     {"vae", 0, CLI_STR, O(vae), "full|taesd", "decoder of the final image: the model's VAE (default) or the --taesd one\n"
      "(several times faster, approximate)", NULL, 0},
-    {"preview", 0, CLI_STR, O(preview), "latent|taesd", "--preview-every previews: the latent->RGB map at 1/8 size (default)\n"
-     "or a full-size TAESD decode", NULL, 0},
+    {"preview", 0, CLI_STR, O(preview), "latent|taesd", "--preview-every previews: the latent->RGB map at latent size\n"
+     "(1/8; the model's own map if it carries one; default) or a full-size TAESD decode", NULL, 0},
     {"precision", 0, CLI_STR, O(precision), "auto|f32|bf16", "convolutions, linears and attention in bf16 with f32\n"
                                                             "accumulation, or f32 (default auto: bf16 where the CPU has\n"
                                                             "bf16 instructions, avx512_bf16 or AMX; the choice is logged)", NULL, 0},
@@ -313,7 +313,7 @@ static int on_event(void *user, const struct sd_gen_event *ev) {
         if (rgb && t && sd_preview_taesd_rgb8(r->rt, t, ev->x0, ev->w, ev->h, rgb)) {
             fprintf(stderr, "sdrt: taesd preview: %s\n", r->ctx->msg);
         } else if (rgb) {
-            if (!t) sd_preview_rgb8(ev->x0, ev->w, ev->h, ev->sdxl ? SD_PREVIEW_SDXL : SD_PREVIEW_SD15, rgb);
+            if (!t) sd_preview_rgb8_for(ev->x0, ev->w, ev->h, ev->latent_rgb, ev->sdxl, rgb);
             if (sd_png_write_rgb8(r->ctx, path, rgb, pw, ph, NULL) == SD_OK && o->json) {
                 printf("{\"event\": \"preview\", \"step\": %d, \"path\": ", ev->step + 1);
                 cli_json_str(stdout, path);

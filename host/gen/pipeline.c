@@ -224,7 +224,8 @@ static int on_step(void *user, const struct sd_step_info *info) {
     double now = sd_time_s();
     struct sd_gen_event ev = {.kind = SD_EV_STEP, .step = info->step, .n_steps = info->n_steps, .t = info->t,
                               .seconds = now - G->t_step, .x0 = info->x0, .batch = G->B, .channels = G->lc,
-                              .h = G->h, .w = G->w, .sdxl = sd_family_is_xl(G->p->model->family)};
+                              .h = G->h, .w = G->w, .sdxl = sd_family_is_xl(G->p->model->family),
+                              .latent_rgb = G->p->model->has_latent_rgb ? &G->p->model->latent_rgb : NULL};
     G->t_step = now;
     if (G->g->on_event && G->g->on_event(G->g->user, &ev)) return 1;
     return 0;

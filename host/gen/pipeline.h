@@ -38,6 +38,7 @@ struct sd_gen_event {
     const float *x0;        /* STEP: predicted clean latents [batch, channels, h, w] (UNet space) */
     int batch, channels, h, w; /* latent size (SD: 4 channels, image / 8) */
     int sdxl;               /* STEP: the latents are SDXL's (its latent -> RGB preview coefficients) */
+    const struct sd_latent_rgb *latent_rgb; /* STEP: the model's own preview map (sd_model.latent_rgb), or NULL */
     const struct sd_lora_report *lora;  /* LORA: matched / unmatched modules, tensors merged */
     const char *lora_hashes;            /* LORA: A1111 "name: hash, name: hash" of the active set */
 };

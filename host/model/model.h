@@ -71,6 +71,14 @@ static inline int sd_vae_downscale(const struct sd_vae_config *c) {
     return c->n_levels > 0 ? 1 << (c->n_levels - 1) : 8;
 }
 
+/* The cheap preview's latent -> RGB map (gen/preview.h) fitted for one VAE:
+ * rgb = sum_c latent[c] * factors[c] + bias, rgb in [-1, 1], latent in UNet
+ * space (the sampler's x0). */
+struct sd_latent_rgb {
+    float factors[4][3];            /* rows: latent channel; columns: R, G, B */
+    float bias[3];
+};
+
 struct sd_model {
     enum sd_family family;
     char family_why[160];           /* the evidence the family was decided from */
@@ -91,6 +99,11 @@ struct sd_model {
     void *files[8];                 /* open safetensors files backing the weights */
     int n_files;
     double load_seconds;
+    /* The model's own preview map: vae/config.json latent_rgb_factors (+
+     * latent_rgb_bias) of a diffusers folder, or the single file's metadata
+     * sdrt_latent_rgb ({"factors": 4x3, "bias": 3}); else the family's. */
+    int has_latent_rgb;
+    struct sd_latent_rgb latent_rgb;
     uint64_t id;                    /* unique per loaded model (cache keys; pointers get reused) */
 };
 

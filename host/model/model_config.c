@@ -259,6 +259,39 @@ static int check_configs(struct sd_ctx *ctx, const struct sd_model *m, const cha
     return SD_OK;
 }
 
+/* n finite numbers of the JSON array v into out; 0 when it is not one. */
+static int num_row(const struct sd_json *v, float *out, size_t n) {
+    if (sd_json_type(v) != SD_JSON_ARR || sd_json_len(v) != n) return 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct sd_json *x = sd_json_at(v, i);
+        double d = sd_json_num(x, NAN);
+        if (sd_json_type(x) != SD_JSON_NUM || !isfinite(d) || fabs(d) > 1e6) return 0;
+        out[i] = (float)d;
+    }
+    return 1;
+}
+
+int sd_latent_rgb_read(struct sd_ctx *ctx, const struct sd_json *factors, const struct sd_json *bias, const char *where,
+                       struct sd_latent_rgb *out) {
+    struct sd_latent_rgb r = {0};
+    if (sd_json_type(factors) != SD_JSON_ARR || sd_json_len(factors) != 4) {
+        if (sd_json_type(factors) == SD_JSON_ARR)
+            return sd_errorf(ctx, SD_ERR_FORMAT, "%s: latent_rgb_factors must be 4 rows (one per latent channel) of 3 "
+                             "numbers (R, G, B), got %zu rows", where, sd_json_len(factors));
+        if (!factors) return sd_errorf(ctx, SD_ERR_FORMAT, "%s: latent_rgb_bias without latent_rgb_factors", where);
+        return sd_errorf(ctx, SD_ERR_FORMAT, "%s: latent_rgb_factors must be 4 rows (one per latent channel) of 3 "
+                         "numbers (R, G, B), got a %s", where, sd_json_type_name(sd_json_type(factors)));
+    }
+    for (size_t c = 0; c < 4; c++)
+        if (!num_row(sd_json_at(factors, c), r.factors[c], 3))
+            return sd_errorf(ctx, SD_ERR_FORMAT, "%s: latent_rgb_factors row %zu must be 3 finite numbers (R, G, B)",
+                             where, c);
+    if (bias && sd_json_type(bias) != SD_JSON_NULL && !num_row(bias, r.bias, 3))
+        return sd_errorf(ctx, SD_ERR_FORMAT, "%s: latent_rgb_bias must be 3 finite numbers (R, G, B)", where);
+    *out = r;
+    return SD_OK;
+}
+
 int sd_model_read_configs(struct sd_ctx *ctx, struct sd_model *m, const char *dir) {
     int rc;
     struct sd_json *j = sd_model_read_json(ctx, dir, "unet/config.json", &rc);
@@ -282,7 +315,15 @@ int sd_model_read_configs(struct sd_ctx *ctx, struct sd_model *m, const char *di
         int ss[1] = {m->vae.sample_size};
         int_list(sd_json_get(j, "sample_size"), ss, 1);
         m->vae.sample_size = ss[0];
+        const struct sd_json *f = sd_json_get(j, "latent_rgb_factors"), *b = sd_json_get(j, "latent_rgb_bias");
+        if ((f && sd_json_type(f) != SD_JSON_NULL) || (b && sd_json_type(b) != SD_JSON_NULL)) {
+            char where[1100];
+            snprintf(where, sizeof where, "%s/vae/config.json", dir);
+            rc = sd_latent_rgb_read(ctx, f, b, where, &m->latent_rgb);
+            m->has_latent_rgb = rc == SD_OK;
+        }
         sd_json_free(j);
+        if (rc) return rc;
     }
     j = sd_model_read_json(ctx, dir, "text_encoder/config.json", &rc);
     if (rc) return rc;

@@ -16,6 +16,7 @@
 
 #include "model_load_int.h"
 #include "model_keys.h"
+#include "json.h"
 #include "weights.h"
 
 #include <stdio.h>
@@ -105,12 +106,32 @@ void sd_vae_attn_to_linear(struct sd_weights *w) {
         }
 }
 
+/* The single file's own preview map: metadata sdrt_latent_rgb, a JSON object
+ * {"factors": [[r, g, b] x 4], "bias": [r, g, b]} (sd_model.latent_rgb). */
+static int read_latent_rgb(struct sd_ctx *ctx, struct sd_model *m, const struct sd_st_file *f, const char *path) {
+    const char *s = sd_st_metadata(f, "sdrt_latent_rgb");
+    if (!s) return SD_OK;
+    char where[1100];
+    snprintf(where, sizeof where, "%s: metadata sdrt_latent_rgb", path);
+    struct sd_json *j = NULL;
+    int rc = sd_json_parse(ctx, s, strlen(s), &j);
+    if (rc) return sd_error_wrap(ctx, "%s", where);
+    if (sd_json_type(j) != SD_JSON_OBJ)
+        rc = sd_errorf(ctx, SD_ERR_FORMAT, "%s: expected a JSON object {\"factors\": ..., \"bias\": ...}", where);
+    else
+        rc = sd_latent_rgb_read(ctx, sd_json_get(j, "factors"), sd_json_get(j, "bias"), where, &m->latent_rgb);
+    m->has_latent_rgb = rc == SD_OK;
+    sd_json_free(j);
+    return rc;
+}
+
 static int load_single_file(struct sd_ctx *ctx, struct sd_model *m, const char *path) {
     struct sd_st_file *f = NULL;
     int rc = sd_st_open(ctx, path, &f);
     if (rc) return rc;
     if ((rc = sd_keep_file(ctx, m, f))) return rc;
     m->single_file = 1;
+    if ((rc = read_latent_rgb(ctx, m, f, path))) return rc;
     if (sd_has_prefix_key(f, "conditioner.embedders.") || sd_st_find(f, "model.diffusion_model.label_emb.0.0.weight"))
         return sd_sdxl_load_single(ctx, m, f, path);
     const struct sd_st_tensor *cin = sd_st_find(f, "model.diffusion_model.input_blocks.0.0.weight");

@@ -32,6 +32,11 @@ int sd_load_component(struct sd_ctx *ctx, struct sd_model *m, const char *dir, c
 struct sd_json;
 /* dir/name parsed (model_config.c); NULL without an error when absent. */
 struct sd_json *sd_model_read_json(struct sd_ctx *ctx, const char *dir, const char *name, int *rc);
+/* Preview factors (4 rows of 3 finite numbers) and bias (3 finite numbers;
+ * absent or null = 0) into out; SD_ERR_FORMAT naming `where` and what is
+ * wrong otherwise. */
+int sd_latent_rgb_read(struct sd_ctx *ctx, const struct sd_json *factors, const struct sd_json *bias, const char *where,
+                       struct sd_latent_rgb *out);
 
 /* sdxl_load.c */
 int sd_sdxl_load_single(struct sd_ctx *ctx, struct sd_model *m, struct sd_st_file *f, const char *path);

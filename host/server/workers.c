@@ -171,7 +171,7 @@ static int on_event(void *user, const struct sd_gen_event *ev) {
         uint8_t *rgb = malloc((size_t)ev->h * ev->w * 3);
         struct sd_ctx ctx = {0};
         if (rgb) {
-            sd_preview_rgb8(ev->x0, ev->w, ev->h, ev->sdxl ? SD_PREVIEW_SDXL : SD_PREVIEW_SD15, rgb);
+            sd_preview_rgb8_for(ev->x0, ev->w, ev->h, ev->latent_rgb, ev->sdxl, rgb);
             sd_png_encode_rgb8(&ctx, rgb, ev->w, ev->h, NULL, &png, &len);
             free(rgb);
         }

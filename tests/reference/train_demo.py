@@ -68,6 +68,7 @@ import json
 import math
 import os
 import shutil
+import struct
 import sys
 import tempfile
 import time
@@ -241,23 +242,66 @@ def round_f16(*models):
                 p.copy_(p.half().float())
 
 
+@torch.no_grad()
+def fit_latent_rgb(vae, seed=5, per_caption=10):
+    """The cheap preview's latent -> RGB map for this VAE (ComfyUI style: rgb = latent
+    @ factors + bias, rgb in [-1, 1]): least squares from the scaled latents (UNet
+    space, what the sampler's x0 is) of per_caption scenes of every caption (numpy
+    default_rng(seed)) to their decoded images average-pooled to the latent
+    resolution (the VAE's factor: 4 here). Returns {"factors": 4x3, "bias": 3}
+    rounded to 5 decimals, and the fit's mean absolute error in 8-bit units."""
+    rng = np.random.default_rng(seed)
+    imgs = [scene(*c, rng) for c in grid() for _ in range(per_caption)]
+    lat = encode_all(vae, imgs)
+    f = 2 ** (len(vae.config.block_out_channels) - 1)
+    dec = torch.cat([vae.decode(lat[i:i + 64] / vae.config.scaling_factor).sample for i in range(0, len(lat), 64)])
+    small = F.avg_pool2d(dec.clamp(-1, 1), f)
+    x = lat.permute(0, 2, 3, 1).reshape(-1, lat.shape[1]).double().numpy()
+    y = small.permute(0, 2, 3, 1).reshape(-1, 3).double().numpy()
+    x1 = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+    sol = np.linalg.lstsq(x1, y, rcond=None)[0]
+    sol = np.round(sol, 5)
+    err = np.abs(np.clip(x1 @ sol, -1, 1) - y).mean() * 127.5
+    return {"factors": sol[:-1].tolist(), "bias": sol[-1].tolist()}, float(err)
+
+
+def tidy_config(comp_dir, rgb=None):
+    """A component's config.json as a freshly built model writes it (no
+    _name_or_path of a model loaded for --reexport / --init-from); with rgb, the
+    VAE's gains latent_rgb_factors / latent_rgb_bias (diffusers ignores keys its
+    class does not take). Written as diffusers writes its configs."""
+    path = os.path.join(comp_dir, "config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg.pop("_name_or_path", None)
+    if rgb:
+        cfg.update(latent_rgb_factors=rgb["factors"], latent_rgb_bias=rgb["bias"])
+    with open(path, "w") as f:
+        f.write(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
 def scheduler_config():
     return dict(model_io.SCHEDULER_SD15)
 
 
 def export(root, text, unet, vae, meta):
-    """tests/models/demo/ (diffusers, F16) + tests/models/demo.safetensors (LDM, F16)."""
+    """tests/models/demo/ (diffusers, F16) + tests/models/demo.safetensors (LDM, F16),
+    both with the preview factors fitted to the exported VAE (fit_latent_rgb)."""
     text, unet, vae = [m.eval() for m in (text, unet, vae)]
     round_f16(text, unet, vae)
+    rgb, err = fit_latent_rgb(vae)
+    print(f"preview factors {rgb}: fit error {err:.2f} / 255", flush=True)
     d = os.path.join(root, "demo")
     if os.path.exists(d):
         shutil.rmtree(d)
     os.makedirs(d)
     for sub, comp in (("unet", unet), ("vae", vae)):
         comp.save_pretrained(os.path.join(d, sub), safe_serialization=True)
+        tidy_config(os.path.join(d, sub), rgb if sub == "vae" else None)
         model_io.save_tensors(os.path.join(d, sub, "diffusion_pytorch_model.safetensors"), comp.state_dict(),
                               float_dtype=torch.float16)
     text.save_pretrained(os.path.join(d, "text_encoder"), safe_serialization=True)
+    tidy_config(os.path.join(d, "text_encoder"))
     tsd = {k: v for k, v in text.state_dict().items() if k != "text_model.embeddings.position_ids"}
     model_io.save_tensors(os.path.join(d, "text_encoder", "model.safetensors"), tsd, float_dtype=torch.float16)
     model_io.write_pipeline_meta(d, scheduler_config(), "<|endoftext|>")
@@ -267,7 +311,8 @@ def export(root, text, unet, vae, meta):
     single = model_io.cast_floats(single, torch.float16)
     model_io.save_tensors(os.path.join(root, "demo.safetensors"), single,
                           {"sdrt_note": "sdrt demo model (tests/reference/train_demo.py)",
-                           "sdrt_training": json.dumps(meta, sort_keys=True)})
+                           "sdrt_training": json.dumps(meta, sort_keys=True),
+                           "sdrt_latent_rgb": json.dumps(rgb, sort_keys=True)})
 
 
 def save_ckpt(path, text, unet, vae, step, meta):
@@ -306,7 +351,13 @@ def main():
                          "from --init-meta, run the legs of --leg-* (numbered after them), export")
     ap.add_argument("--init-meta", default="tests/models/demo.single.json",
                     help="with --init-from: the recipe whose header holds the earlier run's sdrt_training metadata")
+    ap.add_argument("--reexport", default=None, metavar="FOLDER",
+                    help="load an exported diffusers folder and export it again with the current code to --out (weights "
+                         "and sdrt_training metadata unchanged: from FOLDER/../demo.safetensors, else --init-meta; "
+                         "adds the preview factors)")
     a = ap.parse_args()
+    if a.reexport:
+        return reexport(a)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
@@ -415,6 +466,33 @@ def main():
     meta.update(decoder_steps=d["steps"], decoder_seconds=round(d["seconds"]))
     export(a.out, text, unet, vae, meta)
     log("exported")
+
+
+def training_meta(path):
+    """The sdrt_training metadata of a single file (.safetensors header) or of a
+    recipe (demo_single.py's .json, whose "header" is the single file's)."""
+    if path.endswith(".json"):
+        header = json.loads(json.load(open(path))["header"])
+    else:
+        with open(path, "rb") as f:
+            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    return json.loads(header["__metadata__"]["sdrt_training"])
+
+
+def reexport(a):
+    """--reexport FOLDER: the exported model again, through export() (F16 weights
+    round-trip exactly). The training metadata comes from the single file exported
+    beside FOLDER (FOLDER/../demo.safetensors) if there, else from the recipe
+    --init-meta."""
+    torch.set_num_threads(a.threads)
+    text = CLIPTextModel.from_pretrained(os.path.join(a.reexport, "text_encoder")).float()
+    unet = UNet2DConditionModel.from_pretrained(os.path.join(a.reexport, "unet")).float()
+    vae = AutoencoderKL.from_pretrained(os.path.join(a.reexport, "vae")).float()
+    single = os.path.join(os.path.dirname(os.path.abspath(a.reexport)), "demo.safetensors")
+    src = single if os.path.exists(single) else a.init_meta
+    meta = training_meta(src)
+    export(a.out, text, unet, vae, meta)
+    print(f"re-exported {a.reexport} (training metadata from {src}) -> {a.out}/demo and {a.out}/demo.safetensors")
 
 
 def continue_committed(a, log, ckpt):
