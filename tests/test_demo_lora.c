@@ -22,10 +22,12 @@
 #define S DEMO_S
 #define LORA_DIR "tests/models/demo-lora"
 #define GOLDEN "tests/golden/demo_lora.safetensors"
-/* Judged orange out of 18 (measured in the ok line: 6 with the LoRA, 3
- * without): the bounds sit one below / above the committed LoRA's figures. */
-#define ORANGE_MIN 5
-#define BASE_MAX 4
+/* Judged orange out of 18 (measured in the ok line: 18 with the LoRA, 8
+ * without: the base model draws the unknown word "orange" as a red or yellow
+ * that the five-color judge sometimes calls orange): the bounds sit two
+ * below / above the committed LoRA's figures. */
+#define ORANGE_MIN 16
+#define BASE_MAX 10
 #define GRID_COLOR_DROP 2
 #define LAT_RTOL 1e-5
 #define IMG_RTOL 1e-5

@@ -8,15 +8,19 @@
  * sdrt (CPU backend, f32, 32x32, Euler a 20 steps):
  *   - the grid: every color x shape x background the model knows (36 prompts,
  *     seeds 1000 + i) at CFG 7.5; the ok line gives the agreement (all three
- *     attributes, and per attribute). The issue asked for >= 90 %; the
- *     committed model, trained for 80 minutes on the shared 2-core machine,
- *     reaches what the ok line says, and the bounds GRID_MIN / COLOR_MIN sit
- *     a few prompts below that (see tests/reference/README.md, "Demo model");
- *   - CFG matters: the same 36 seeds at CFG 1 judge at least 6 of the 108
- *     attributes fewer right, and each image differs;
+ *     attributes, and per attribute). The issue asks for >= 90 %: GRID_MIN is
+ *     33 of 36. The committed model judges 36/36 here (and 36/36, 35/36 with
+ *     seeds 5000 + i, 9000 + i: tests/reference/README.md, "Demo model");
+ *   - CFG: the same 36 seeds at CFG 1 judge no more attributes right than at
+ *     CFG 7.5, and every image differs;
+ *   - negative prompt and CFG: an empty prompt with a whole caption as the
+ *     negative prompt (36 captions, seeds 500 + i): at CFG 7.5 the image
+ *     avoids the negative's color and background, at CFG 1 (no guidance, so
+ *     no negative prompt) they come at about chance;
  *   - img2img: a drawn red circle on white, prompt "a green square on a black
- *     background", 4 seeds: strength 0.8 moves the judged attributes to the
- *     prompt's, strength 0.2 keeps more of the init image's;
+ *     background", 4 seeds: at strength 0.05 (one step) the judged
+ *     attributes are the init image's, at 0.2 partly and at 0.8 all the
+ *     prompt's;
  *   - parity: sdrt equals diffusers (tests/golden/demo.safetensors,
  *     tests/reference/gen_demo_goldens.py) for the same seed, on the diffusers
  *     folder and on the single file, on the CPU and on OpenCL (PoCL).
@@ -32,11 +36,11 @@ const char *__lsan_default_suppressions(void);
 const char *__lsan_default_suppressions(void) { return "leak:libpocl.so\nleak:libLLVM\nleak:libclang\n"; }
 
 #define GOLDEN "tests/golden/demo.safetensors"
-/* Grid bounds: below the committed model's measured figures (in the ok
- * line) by a few prompts, so that another CPU's rounding cannot flip the
- * test, far above chance (all three attributes right by chance: 1 in 36). */
-#define GRID_MIN 8
-#define COLOR_MIN 24
+/* Grid bounds: the issue's 90 % (33 of 36), a few prompts below the
+ * committed model's measured 36/36 so that another CPU's rounding cannot flip
+ * the test; chance is 1 in 36. */
+#define GRID_MIN 33
+#define COLOR_MIN 34
 #define S DEMO_S
 /* Parity bounds, about 10x the measured worst (the ~1e-6 per-op differences
  * of float32 kernels, amplified by CFG and the sampler): CPU latents 6.2e-6,
@@ -104,25 +108,53 @@ static void test_grid_and_cfg(struct demo_env *e) {
         min_diff = fmin(min_diff, d);
     }
     int t_hi = a_hi[0] + a_hi[1] + a_hi[2], t_lo = a_lo[0] + a_lo[1] + a_lo[2];
-    CHECK(n_hi >= 0 && n_lo >= 0 && t_hi >= t_lo + 6 && min_diff > 0.1,
-          "demo CFG matters: the same seeds at CFG 1 judge %d of the 108 attributes right (color %d, shape %d, "
-          "background %d; %d/36 prompts) vs %d at CFG 7.5 (>= 6 more); every image differs (min over prompts of the "
+    CHECK(n_hi >= 0 && n_lo >= 0 && t_hi >= t_lo && min_diff > 0.1,
+          "demo CFG 1 vs 7.5: the same seeds at CFG 1 judge %d of the 108 attributes right (color %d, shape %d, "
+          "background %d; %d/36 prompts) vs %d at CFG 7.5 (no fewer); every image differs (min over prompts of the "
           "max pixel difference %.2f of 2)", t_lo, a_lo[0], a_lo[1], a_lo[2], n_lo, t_hi, min_diff);
+}
+
+/* An empty prompt with one whole caption as the negative prompt, for each of
+ * the 36 captions: with guidance (CFG 7.5) the image moves away from the
+ * negative's color and background; at CFG 1 the negative prompt is not used
+ * and the unconditional image has them at about chance (9 colors and 12
+ * backgrounds of 36 expected). Measured: 1 + 1 of 72 at CFG 7.5, 13 + 10 at
+ * CFG 1. */
+static void test_negative(struct demo_env *e) {
+    static float out[3 * S * S];
+    int same[2][3] = {{0}}, rc = 0;
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 36; i++) {
+            int c = i / 9, s = (i / 3) % 3, b = i % 3;
+            char neg[96];
+            demo_caption(neg, sizeof neg, c, s, b);
+            struct demo_run r = {.prompt = "", .negative = neg, .steps = 20, .cfg = k ? 1.0f : 7.5f,
+                                 .seed = 500 + (uint64_t)i};
+            rc |= demo_gen(e, &r, out, NULL);
+            struct demo_verdict v = demo_judge(out, DEMO_COLORS);
+            same[k][0] += v.color == c, same[k][1] += v.shape == s, same[k][2] += v.bg == b;
+        }
+    int n75 = same[0][0] + same[0][2], n1 = same[1][0] + same[1][2];
+    CHECK(!rc && n75 <= 6 && n1 >= n75 + 10,
+          "demo negative prompt: an empty prompt with a caption as the negative (36 captions), the negative's color "
+          "and background judged %d of 72 times at CFG 7.5 (color %d, background %d; <= 6) vs %d at CFG 1 (no "
+          "guidance: color %d, background %d; >= 10 more); the negative's shape %d vs %d", n75, same[0][0],
+          same[0][2], n1, same[1][0], same[1][2], same[0][1], same[1][1]);
 }
 
 static int same_attrs(struct demo_verdict v, int c, int s, int b) { return (v.color == c) + (v.shape == s) + (v.bg == b); }
 
 /* img2img from a drawn red circle on white toward "a green square on a black
- * background", 4 seeds: at strength 0.8 the judged attributes are the
- * prompt's far more often than at 0.2, and at 0.2 the init image's more
- * often than at 0.8. */
+ * background", 4 seeds, strengths 0.05 (one of 20 steps), 0.2 and 0.8: the
+ * prompt's attributes are judged more often as the strength grows (measured
+ * 0, 7, 12 of 12), the init image's less (12, 0, 0). */
 static void test_img2img(struct demo_env *e) {
     static float init[3 * S * S], out[3 * S * S];
     demo_draw(init, 0, 0, 0, 16, 16, 8); /* a red circle on a white background */
     const char *p = "a green square on a black background";
-    const float strength[2] = {0.8f, 0.2f};
-    int to_prompt[2] = {0}, to_init[2] = {0}, rc = 0;
-    for (int k = 0; k < 2; k++)
+    const float strength[3] = {0.05f, 0.2f, 0.8f};
+    int to_prompt[3] = {0}, to_init[3] = {0}, rc = 0;
+    for (int k = 0; k < 3; k++)
         for (int seed = 0; seed < 4; seed++) {
             struct demo_run r = {.prompt = p, .steps = 20, .cfg = 7.5f, .seed = 77 + (uint64_t)seed, .init = init,
                             .strength = strength[k]};
@@ -130,10 +162,12 @@ static void test_img2img(struct demo_env *e) {
             struct demo_verdict v = demo_judge(out, DEMO_COLORS);
             to_prompt[k] += same_attrs(v, 1, 1, 1), to_init[k] += same_attrs(v, 0, 0, 0);
         }
-    CHECK(!rc && to_prompt[0] >= to_prompt[1] + 4 && to_init[1] >= to_init[0] + 2,
-          "demo img2img from a red circle on white toward \"%s\" (4 seeds, 12 attributes): the prompt's attributes "
-          "judged %d times at strength 0.8 vs %d at 0.2 (>= 4 more); the init image's %d times at 0.2 vs %d at 0.8 "
-          "(>= 2 more)", p, to_prompt[0], to_prompt[1], to_init[1], to_init[0]);
+    CHECK(!rc && to_prompt[2] >= to_prompt[1] && to_prompt[1] >= to_prompt[0] && to_prompt[2] >= to_prompt[0] + 8 &&
+              to_init[0] >= to_init[1] && to_init[1] >= to_init[2] && to_init[0] >= to_init[2] + 8,
+          "demo img2img from a red circle on white toward \"%s\" (4 seeds, 12 attributes), strength 0.05 / 0.2 / "
+          "0.8: the prompt's attributes judged %d / %d / %d times (growing, >= 8 more at 0.8), the init image's "
+          "%d / %d / %d (falling, >= 8 fewer at 0.8)", p, to_prompt[0], to_prompt[1], to_prompt[2], to_init[0],
+          to_init[1], to_init[2]);
 }
 
 /* Same as CASES in tests/reference/gen_demo_goldens.py. */
@@ -213,6 +247,7 @@ int main(int argc, char **argv) {
     struct demo_env e;
     if (!env_open(&e, "tests/models/demo", 0)) {
         test_grid_and_cfg(&e);
+        test_negative(&e);
         test_img2img(&e);
         test_parity(&e, "cpu folder", gf, LAT_ATOL, IMG_ATOL);
         demo_env_free(&e);
