@@ -200,7 +200,9 @@ demo: deps all vocab
 # by side (the built-in tiny model; BENCH_MODEL=path for a real checkpoint).
 BENCH_MODEL ?= tests/models/tiny-sd1
 bench: all benches testenv
-	@for b in $(BENCH_BIN); do $$b || exit 1; done
+	@for b in $(filter-out %/bench_lora %/bench_vae,$(BENCH_BIN)); do $$b || exit 1; done
+	$(BUILD)/bench/bench_lora tests/models/demo tests/models/demo-lora/orange.safetensors --size 8
+	$(BUILD)/bench/bench_vae -m $(BENCH_MODEL) -s 256
 	OMP_WAIT_POLICY=passive $(BUILD)/sdrt bench --model $(BENCH_MODEL) --backends cpu,opencl --width 256 --height 256 --runs 3 --profile
 	OMP_WAIT_POLICY=passive build/testenv/bin/python bench/server_bench.py $(BUILD)/sdrt
 	OMP_WAIT_POLICY=passive build/testenv/bin/python bench/scaleout_bench.py $(BUILD)/sdrt
