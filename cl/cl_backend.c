@@ -34,6 +34,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 struct cl_op { sd_cl_op_fn fn; const char *progs[3]; int gemm; };
 
@@ -407,6 +410,24 @@ static int cl_compute(struct sd_backend *b, struct sd_graph *g, int i0, int i1) 
     return SD_OK;
 }
 
+/* Frees the arena and the scratch (the next arena_reserve and op make them
+ * again; --low-memory trims after each phase) and hands the host memory that
+ * freed buffers leave behind back to the system: PoCL's buffers are C-heap
+ * memory, which the C library otherwise keeps after free (measured: after
+ * dropping the full-size SDXL UNet's 10.3 GB of buffers the process stayed
+ * at 8.3 GB resident). */
+static void cl_trim(struct sd_backend *b) {
+    struct sd_cl *cl = b->impl;
+    if (cl->queue) clFinish(cl->queue);
+    if (cl->arena) clReleaseMemObject(cl->arena);
+    if (cl->scratch) clReleaseMemObject(cl->scratch);
+    cl->arena = cl->scratch = NULL;
+    cl->arena_size = cl->scratch_size = 0;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 static void cl_free(struct sd_backend *b) {
     if (!b) return;
     struct sd_cl *cl = b->impl;
@@ -438,6 +459,7 @@ static const struct sd_backend_i cl_iface = {
     .synchronize = cl_synchronize,
     .weights_released = weights_drop,
     .weights_changed = weights_drop,
+    .trim = cl_trim,
     .free = cl_free,
 };
 

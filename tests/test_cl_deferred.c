@@ -16,8 +16,8 @@
  *    64x64 txt2img: with the default runtime no deferred weight of any
  *    component is materialised; with --low-memory (opts.low_memory) the
  *    UNet steps run while the backend holds no copy of either text
- *    encoder's weights, nothing is left after the image, and the image is
- *    the default runtime's bit for bit.
+ *    encoder's weights, nothing (weights, arena, scratch) is left after the
+ *    image, and the image is the default runtime's bit for bit.
  */
 #include "cl_impl.h"
 #include "cl_test_util.h"
@@ -265,8 +265,9 @@ static void test_pipeline(void) {
     CHECK(ok && wt.steps == 2 && wt.te_held == 0 && wt.un_held > 0,
           "low memory: during the %d UNet steps opencl holds %zu copies of the text encoders' weights (and %zu of the "
           "UNet's) (%s)", wt.steps, wt.te_held, wt.un_held, ok ? "" : ctx.msg);
-    CHECK(ok && wt.cl && wt.cl->n_weights == 0 && wt.cl->weight_bytes == 0 && wt.cl->uploads > 0,
-          "low memory: after the image opencl holds no weight copy (%zu left of %zu uploads)",
+    CHECK(ok && wt.cl && wt.cl->n_weights == 0 && wt.cl->weight_bytes == 0 && wt.cl->uploads > 0 && !wt.cl->arena &&
+              !wt.cl->scratch,
+          "low memory: after the image opencl holds no weight copy, arena or scratch (%zu left of %zu uploads)",
           wt.cl ? wt.cl->n_weights : 0, wt.cl ? wt.cl->uploads : 0);
     CHECK(ok && !memcmp(a, b, n * sizeof(float)), "low memory: the image equals the default runtime's bit for bit");
     free(a), free(b);
