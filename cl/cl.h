@@ -5,7 +5,8 @@
  * The backend implements struct sd_backend_i (host/backend.h) over one
  * OpenCL device: one cl_context per platform per process, one in-order
  * queue per backend, one arena cl_mem addressed by byte offsets, weights
- * uploaded once and kept resident (keyed by the weight tensor). GEMMs go
+ * uploaded once from their file's bytes and kept resident on the device only
+ * (keyed by the weight tensor; no host copy). GEMMs go
  * through CLBlast on GPUs/accelerators and our kernels/gemm.cl on CPU-type
  * devices (opts.cl_gemm overrides; always ours in precompiled mode); every
  * other op is a kernel of ours in cl/kernels/.

@@ -9,8 +9,12 @@
  * by (buffer, byte offset) passed to kernels and CLBlast. Weights are
  * uploaded on first use into their own cl_mem and stay resident, keyed by the
  * weight tensor's address (and re-uploaded if its data pointer, size or a
- * fingerprint of its bytes changed), so later graphs over the same model
- * upload nothing. weights_released and weights_changed (backend.h) drop the
+ * fingerprint of its resident bytes changed), so later graphs over the same
+ * model upload nothing. An upload maps the new buffer for writing and fills
+ * it from the weight's bytes, or for a deferred weight (weights.h) converts
+ * them from the file's f16/bf16/f32 straight into it: the backend keeps no
+ * host copy and makes no plain f32 copy resident (on PoCL, whose buffers are
+ * host memory, each weight is then held once, in f32, in its buffer). weights_released and weights_changed (backend.h) drop the
  * device copies of exactly the weights named (by their bytes, so the q/k/v
  * slices of a changed in_proj go too); changed ones are uploaded again from
  * their new bytes on next use.
@@ -30,6 +34,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 struct cl_op { sd_cl_op_fn fn; const char *progs[3]; int gemm; };
 
@@ -95,22 +102,72 @@ static uint64_t weight_probe(const void *data, size_t n) {
     return sd_fnv1a(p + n - k, k, sd_fnv1a(p, k, SD_FNV1A_SEED ^ n));
 }
 
-/* Device copy of weight t, transposed ([R, C] -> [C, R] over the inner two
- * dims) when `transposed`; the transposed copy has its own table entry,
- * keyed by the tensor address + 1 (tensors are aligned, so it is unique). */
+/* Writes weight t's f32 values into dst, transposed ([R, C] -> [C, R] over
+ * the inner two dims) when `transposed`: read from its bytes when they are
+ * resident, else converted from its file (weights.h: sd_weight_read_f32), so
+ * no plain f32 host copy is made or kept. A transpose goes through a
+ * transient buffer of the weight's size (counted in host_bytes while held). */
+static int weight_values(struct sd_cl *cl, const struct sd_tensor *t, bool transposed, float *dst) {
+    if (!transposed) return sd_weight_read_f32(cl->ctx, t, dst);
+    const size_t nbytes = sd_tensor_nbytes(t);
+    float *x = malloc(nbytes ? nbytes : 1);
+    if (!x) return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory (transposing %s)", t->name);
+    cl->host_bytes += nbytes;
+    if (cl->host_bytes > cl->host_bytes_peak) cl->host_bytes_peak = cl->host_bytes;
+    int rc = sd_weight_read_f32(cl->ctx, t, x);
+    const size_t R = t->ne[2], C = t->ne[3], outer = (size_t)(t->ne[0] * t->ne[1]);
+    for (size_t o = 0; rc == SD_OK && o < outer; o++)
+        for (size_t r = 0; r < R; r++)
+            for (size_t c = 0; c < C; c++) dst[o * R * C + c * R + r] = x[o * R * C + r * C + c];
+    free(x);
+    cl->host_bytes -= nbytes;
+    return rc;
+}
+
+/* A new device buffer holding weight t's values (transposed when asked):
+ * the buffer is mapped for writing (on a CPU device such as PoCL that is the
+ * buffer's own memory; on a GPU the driver's transient staging area, copied
+ * to the device on unmap) and filled from the weight's bytes or its file. */
+static int weight_upload(struct sd_cl *cl, const struct sd_tensor *t, bool transposed, cl_mem *out) {
+    const size_t nbytes = sd_tensor_nbytes(t);
+    cl_int err = CL_SUCCESS;
+    cl_mem m = clCreateBuffer(cl->context, CL_MEM_READ_ONLY, nbytes ? nbytes : 64, NULL, &err);
+    if (err != CL_SUCCESS) return sd_cl_check(cl->ctx, err, "clCreateBuffer", t->name);
+    void *p = clEnqueueMapBuffer(cl->queue, m, CL_TRUE, CL_MAP_WRITE_INVALIDATE_REGION, 0, nbytes ? nbytes : 64, 0,
+                                 NULL, NULL, &err);
+    int rc = sd_cl_check(cl->ctx, err, "clEnqueueMapBuffer", t->name);
+    if (rc == SD_OK) {
+        rc = weight_values(cl, t, transposed, p);
+        err = clEnqueueUnmapMemObject(cl->queue, m, p, 0, NULL, NULL);
+        if (rc == SD_OK) rc = sd_cl_check(cl->ctx, err, "clEnqueueUnmapMemObject", t->name);
+    }
+    if (rc != SD_OK) {
+        clReleaseMemObject(m);
+        return rc;
+    }
+    cl->uploads++;
+    *out = m;
+    return SD_OK;
+}
+
+/* Device copy of weight t, transposed when `transposed`; the transposed
+ * copy has its own table entry, keyed by the tensor address + 1 (tensors
+ * are aligned, so it is unique). The fingerprint is taken only of bytes
+ * that are resident: a deferred weight's are not (reading them would fault),
+ * and it changes only through sd_weights_set_data (a new data pointer) or
+ * materialise-and-patch followed by weights_changed. */
 static int weight_buf(struct sd_cl *cl, const struct sd_tensor *t, bool transposed, cl_mem *out) {
     size_t nbytes = sd_tensor_nbytes(t);
     const struct sd_tensor *key = transposed ? (const struct sd_tensor *)((const char *)t + 1) : t;
     if (!t->data) return sd_errorf(cl->ctx, SD_ERR_INVALID, "cl: weight %s has no data", t->name);
-    /* Uploads read the plain f32 bytes: make a deferred weight's (weights.h). */
-    if (sd_weight_materialize(cl->ctx, (struct sd_tensor *)(uintptr_t)t) != SD_OK) return cl->ctx->status;
     const uint64_t h = sd_hash_ptr(key);
     struct sd_hmap_iter it;
     uint32_t j = sd_hmap_find(&cl->weight_index, h, &it);
     while (j != SD_HMAP_NONE && cl->weights[j].key != key) j = sd_hmap_next(&cl->weight_index, &it);
     struct sd_cl_weight *w = j != SD_HMAP_NONE ? &cl->weights[j] : NULL;
-    const uint64_t probe = weight_probe(t->data, nbytes);
-    if (w && w->data == t->data && w->nbytes == nbytes && w->probe == probe) {
+    const bool resident = sd_weight_resident(t);
+    const uint64_t probe = resident ? weight_probe(t->data, nbytes) : 0;
+    if (w && w->data == t->data && w->nbytes == nbytes && (!w->probed || !resident || w->probe == probe)) {
         *out = w->mem;
         return SD_OK;
     }
@@ -120,21 +177,9 @@ static int weight_buf(struct sd_cl *cl, const struct sd_tensor *t, bool transpos
         if (!p) return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory (weight table)");
         cl->weights = p, cl->cap_weights = cap;
     }
-    const void *src = t->data;
-    float *tr = NULL;
-    if (transposed) {
-        const size_t R = t->ne[2], C = t->ne[3], outer = (size_t)(t->ne[0] * t->ne[1]);
-        if (!(tr = malloc(nbytes))) return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory (transposing %s)", t->name);
-        const float *x = t->data;
-        for (size_t o = 0; o < outer; o++)
-            for (size_t r = 0; r < R; r++)
-                for (size_t c = 0; c < C; c++) tr[o * R * C + c * R + r] = x[o * R * C + r * C + c];
-        src = tr;
-    }
-    cl_int err = CL_SUCCESS;
-    cl_mem m = clCreateBuffer(cl->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nbytes, (void *)src, &err);
-    free(tr);
-    if (err != CL_SUCCESS) return sd_cl_check(cl->ctx, err, "clCreateBuffer", t->name);
+    cl_mem m = NULL;
+    int rc = weight_upload(cl, t, transposed, &m);
+    if (rc != SD_OK) return rc;
     if (w) { /* same tensor, new data: replace */
         clReleaseMemObject(w->mem);
         cl->weight_bytes -= w->nbytes;
@@ -144,7 +189,7 @@ static int weight_buf(struct sd_cl *cl, const struct sd_tensor *t, bool transpos
         clReleaseMemObject(m);
         return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory (weight table)");
     }
-    *w = (struct sd_cl_weight){key, t->data, nbytes, probe, m};
+    *w = (struct sd_cl_weight){key, t->data, nbytes, probe, resident, m};
     cl->weight_bytes += nbytes;
     *out = m;
     return SD_OK;
@@ -365,6 +410,24 @@ static int cl_compute(struct sd_backend *b, struct sd_graph *g, int i0, int i1) 
     return SD_OK;
 }
 
+/* Frees the arena and the scratch (the next arena_reserve and op make them
+ * again; --low-memory trims after each phase) and hands the host memory that
+ * freed buffers leave behind back to the system: PoCL's buffers are C-heap
+ * memory, which the C library otherwise keeps after free (measured: after
+ * dropping the full-size SDXL UNet's 10.3 GB of buffers the process stayed
+ * at 8.3 GB resident). */
+static void cl_trim(struct sd_backend *b) {
+    struct sd_cl *cl = b->impl;
+    if (cl->queue) clFinish(cl->queue);
+    if (cl->arena) clReleaseMemObject(cl->arena);
+    if (cl->scratch) clReleaseMemObject(cl->scratch);
+    cl->arena = cl->scratch = NULL;
+    cl->arena_size = cl->scratch_size = 0;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 static void cl_free(struct sd_backend *b) {
     if (!b) return;
     struct sd_cl *cl = b->impl;
@@ -396,6 +459,7 @@ static const struct sd_backend_i cl_iface = {
     .synchronize = cl_synchronize,
     .weights_released = weights_drop,
     .weights_changed = weights_drop,
+    .trim = cl_trim,
     .free = cl_free,
 };
 

@@ -40,6 +40,7 @@ struct sd_cl_weight {
     const void *data;
     size_t nbytes;
     uint64_t probe;              /* fingerprint of the bytes (cl_backend.c) */
+    int probed;                  /* probe taken (the bytes were resident at upload) */
     cl_mem mem;
 };
 
@@ -58,7 +59,10 @@ struct sd_cl {
     struct sd_cl_weight *weights; /* resident weights, in upload order */
     size_t n_weights, cap_weights;
     struct sd_hmap weight_index; /* sd_hash_ptr(key) -> position in weights */
-    size_t weight_bytes;
+    size_t weight_bytes;         /* device bytes of the resident weights */
+    size_t host_bytes;           /* host bytes held for weights now: only during an upload (a transpose) */
+    size_t host_bytes_peak;      /* the most host_bytes ever held */
+    size_t uploads;              /* weight uploads so far (plain and transposed) */
     struct sd_cl_program progs[SD_CL_MAX_PROGRAMS];
     struct sd_cl_kernel_slot kernels[SD_CL_MAX_KERNELS];
     int n_kernels;

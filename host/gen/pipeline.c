@@ -482,7 +482,11 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
         if ((rc = sd_sdxl_cond_rows(&rp, g, G.cfg, G.B, &G.rctx, &G.rchunks, &G.rpooled, &G.rtime))) goto done;
     }
     if ((rc = phase(&G, "clip", sd_time_s() - t0, cached_c && cached_u))) goto done;
-    if (sd_runtime_low_memory(p->rt)) sd_runtime_drop_weights(p->rt, m->te); /* made again for the next prompt */
+    if (sd_runtime_low_memory(p->rt)) { /* every text encoder's copies go (made again for the next prompt) */
+        sd_runtime_drop_weights(p->rt, m->te);
+        sd_runtime_drop_weights(p->rt, m->te2);
+        if (G.ref) sd_runtime_drop_weights(p->rt, G.ref->te2);
+    }
 
     /* 2. Sampler and starting latents. */
     struct sd_sampler_params sp = g->sampler;
@@ -581,7 +585,10 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
 
     /* 4. Decode. Low memory: the UNet's copies and arena go first (made
      * again by the next image's first step), the VAE's after. */
-    if (sd_runtime_low_memory(p->rt)) sd_runtime_drop_weights(p->rt, m->un);
+    if (sd_runtime_low_memory(p->rt)) {
+        sd_runtime_drop_weights(p->rt, m->un);
+        if (G.ref) sd_runtime_drop_weights(p->rt, G.ref->un);
+    }
     t0 = sd_time_s();
     if (g->latents_out) memcpy(g->latents_out, x, sizeof(float) * (size_t)G.B * G.lat);
     const size_t n_img = (size_t)3 * g->height * g->width;
@@ -614,7 +621,10 @@ int sd_generate(struct sd_pipeline *p, const struct sd_gen_params *g, float *ima
     } else if (!rc) {
         rc = phase(&G, "vae_decode", sd_time_s() - t0, 0);
     }
-    if (sd_runtime_low_memory(p->rt)) sd_runtime_drop_weights(p->rt, m->va);
+    if (sd_runtime_low_memory(p->rt)) {
+        sd_runtime_drop_weights(p->rt, m->va);
+        if (G.ref) sd_runtime_drop_weights(p->rt, G.ref->va);
+    }
 done:
     sd_sampler_free(G.s);
     free(cond); free(unc); free(x);

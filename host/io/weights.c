@@ -548,6 +548,12 @@ int sd_weight_materialize(struct sd_ctx *ctx, struct sd_tensor *t) {
     return rc;
 }
 
+int sd_weight_resident(const struct sd_tensor *t) {
+    const struct w_entry *e = deferred_entry(t);
+    if (!t || !t->data) return 0; /* not loaded */
+    return !e || !e->dst || t->data != e->dst || atomic_load_explicit(&e->ready, memory_order_acquire);
+}
+
 int sd_weight_read_rows(struct sd_ctx *ctx, const struct sd_tensor *t, int64_t row0, int64_t n_rows, float *dst) {
     struct w_entry *e = deferred_entry(t);
     if (!t || !t->data) return sd_errorf(ctx, SD_ERR_INVALID, "weights: read of a tensor without data");

@@ -116,6 +116,12 @@ void sd_weights_set_deferred(struct sd_weights *w, int on);
  * deferred tensor once, under w's lock; thread-safe; a no-op for any
  * tensor not flagged SD_TF_DEFERRED). SD_OK or SD_ERR_* on ctx. */
 int sd_weight_materialize(struct sd_ctx *ctx, struct sd_tensor *t);
+/* Whether t->data holds t's f32 values now: true for every loaded tensor
+ * except a deferred one converted from f16/bf16 and not yet materialised
+ * (its address is then not readable) - a replacement from
+ * sd_weights_set_data and a zero-copy mapping are readable; false for a
+ * tensor not loaded (no data). Thread-safe. */
+int sd_weight_resident(const struct sd_tensor *t);
 /* Writes weight t's f32 values (sd_tensor_nelements(t)) into dst: from its
  * bytes when readable, else converted from the file without keeping them
  * (a zero-copy mapping's pages are dropped from the resident set after).
