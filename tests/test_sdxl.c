@@ -189,7 +189,7 @@ static float *gcopy(struct sd_st_file *f, const char *name, int64_t n) {
 }
 
 static void test_pipeline(const char *path, const char *config, const char *rpath, const char *rconfig, const char *ipath,
-                          const char *label) {
+                          const char *iconfig, const char *label) {
     struct sd_ctx ctx = {0};
     struct sd_model *m = NULL, *ref = NULL, *inp = NULL;
     struct sd_tokenizer *tok = NULL;
@@ -198,7 +198,7 @@ static void test_pipeline(const char *path, const char *config, const char *rpat
     struct sd_st_file *gf = golden("sdxl_pipeline");
     if (sd_model_load(&ctx, path, config, &m) || !(tok = sd_tokenizer_load_bpe_gz(&ctx, vocab_path())) ||
         !(rt = sd_runtime_new(&ctx, NULL)) || !gf || sd_model_load(&ctx, rpath, rconfig, &ref) ||
-        (ipath && sd_model_load(&ctx, ipath, NULL, &inp))) {
+        (ipath && sd_model_load(&ctx, ipath, iconfig, &inp))) {
         test_fail("%s pipeline setup: %s", label, ctx.msg);
         goto out;
     }
@@ -514,8 +514,11 @@ int main(int argc, char **argv) {
     test_lora("tests/models/tiny-sdxl", NULL, "tiny-sdxl (diffusers)");
     test_lora("tests/models/tiny-sdxl.safetensors", "tests/models/tiny-sdxl", "tiny-sdxl (SGM f16)");
     test_pipeline("tests/models/tiny-sdxl", NULL, "tests/models/tiny-sdxl-refiner", NULL, "tests/models/tiny-sdxl-inpaint",
-                  "tiny-sdxl (diffusers)");
+                  NULL, "tiny-sdxl (diffusers)");
+    /* the inpainting single file (SGM names, 9-channel conv_in) with the folder as config for what
+       the tiny widths do not tell (head counts) */
     test_pipeline("tests/models/tiny-sdxl.safetensors", "tests/models/tiny-sdxl", "tests/models/tiny-sdxl-refiner.safetensors",
-                  "tests/models/tiny-sdxl-refiner", NULL, "tiny-sdxl (SGM f16)");
+                  "tests/models/tiny-sdxl-refiner", "tests/models/tiny-sdxl-inpaint.safetensors",
+                  "tests/models/tiny-sdxl-inpaint", "tiny-sdxl (SGM f16)");
     return test_summary();
 }

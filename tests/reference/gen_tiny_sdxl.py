@@ -298,6 +298,10 @@ def main():
     torch.manual_seed(0)
     inpaint = model_io.randomise(UNet2DConditionModel(**UNET_INPAINT), SEEDS["inpaint"]).eval()
     write_inpaint_folder(os.path.join(models, "tiny-sdxl-inpaint"), inpaint)
+    isingle = os.path.join(models, "tiny-sdxl-inpaint.safetensors")
+    model_io.save_tensors(isingle, model_io.cast_floats(sgm_single(te1, te2, inpaint, vae), torch.float16),
+                          {"sdrt_note": "tiny random-weight SDXL inpainting model (9-channel UNet) for tests "
+                                        "(tests/reference/gen_tiny_sdxl.py)"})
     dr = os.path.join(models, "tiny-sdxl-refiner")
     write_refiner_folder(dr)
     refiner.save_pretrained(os.path.join(dr, "unet"), safe_serialization=True)
@@ -312,6 +316,8 @@ def main():
     for a, b, what in ((r1, te1, "te1"), (r2, te2, "te2"), (ru, unet, "unet"), (rv, vae, "vae"), (rr, refiner, "refiner")):
         check_equal(f"folder reload {what}", a.state_dict(), b.state_dict())
     verify_single(single, r1, r2, ru, rv)
+    ri = UNet2DConditionModel.from_pretrained(os.path.join(models, "tiny-sdxl-inpaint", "unet")).eval()
+    verify_single(isingle, r1, r2, ri, rv)
     ck = {k: v.float() if v.is_floating_point() else v for k, v in load_file(rsingle).items()}
     check_equal("refiner unet", sfu.convert_ldm_unet_checkpoint(ck, rr.config), rr.state_dict())
     t2 = sfu.convert_open_clip_checkpoint(r2, ck, prefix=SGM_REFINER_TE)
