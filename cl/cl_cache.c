@@ -15,6 +15,7 @@
  * command passes $SDRT_CACHE_DIR, else $XDG_CACHE_HOME/sdrt, else
  * $HOME/.cache/sdrt; SDRT_CL_CACHE=0 passes none.)
  */
+#include "fs_util.h"
 #include "cl_impl.h"
 
 #include <errno.h>
@@ -69,24 +70,11 @@ void sd_cl_cache_key(const char *const *srcs, int n_srcs, const char *opts, cons
     snprintf(hex, 33, "%016llx%016llx", (unsigned long long)h.a, (unsigned long long)h.b);
 }
 
-static int mkdir_p(const char *path) {
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
-    return 0;
-}
-
 bool sd_cl_cache_dir_make(const char *root, char *out, size_t n) {
     if (n) out[0] = 0;
     if (!root || !*root || n == 0) return false;
     snprintf(out, n, "%s/cl", root);
-    if (mkdir_p(out) == 0) return true;
+    if (sd_mkdir_p(out) == 0) return true;
     out[0] = 0;
     return false;
 }

@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fs_util.h"
+
 #include "hashmap.h"
 
 #define MD_N 96 /* int64 values of a canonical memory descriptor (md_canon) */
@@ -140,25 +142,13 @@ int sd_wcache_key(struct sd_wkey *k, uint64_t content, const dnnl_memory_desc_t 
 
 /* ---- open / scan ---- */
 
-static int mkdir_p(const char *path) {
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 struct sd_wcache *sd_wcache_new(const char *root, const struct sd_log *log) {
     if (!root || !*root) return NULL;
     struct sd_wcache *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     if (log) c->log = *log;
     snprintf(c->dir, sizeof c->dir, "%s/weights", root);
-    if (mkdir_p(c->dir) != 0) {
+    if (sd_mkdir_p(c->dir) != 0) {
         sd_logf(&c->log, SD_LOG_WARN, "cpu: weight cache %s: %s (prepared weights are not cached)", c->dir,
                 strerror(errno));
         free(c);
