@@ -33,6 +33,26 @@ struct sd_weights *sd_deferred_weights(struct sd_ctx *ctx) {
     return w;
 }
 
+int sd_ldm_load_unet_vae(struct sd_ctx *ctx, struct sd_model *m, struct sd_st_file *f) {
+    /* layers_per_block: the first downsampler is input_blocks.(L+1).0.op */
+    struct rename_ctx un = {2};
+    for (int k = 1; k < 16; k++) {
+        char name[128];
+        snprintf(name, sizeof name, "model.diffusion_model.input_blocks.%d.0.op.weight", k);
+        if (sd_st_find(f, name)) { un.n = k - 1; break; }
+    }
+    int rc;
+    if (!(m->un = sd_deferred_weights(ctx))) return ctx->status;
+    if ((rc = sd_weights_add_file(m->un, f, "model.diffusion_model.", sd_ren_unet, &un))) return rc;
+    if (sd_has_prefix_key(f, "first_stage_model.")) {
+        struct rename_ctx va = {sd_count_indexed(f, "first_stage_model.decoder.up.%d.block.0.conv1.weight")};
+        if (!(m->va = sd_deferred_weights(ctx))) return ctx->status;
+        if ((rc = sd_weights_add_file(m->va, f, "first_stage_model.", sd_ren_vae, &va))) return rc;
+        sd_vae_attn_to_linear(m->va);
+    }
+    return SD_OK;
+}
+
 const char *sd_ren_unet(const char *name, char *buf, size_t size, void *user) {
     return sd_keys_unet_from_ldm(name, ((struct rename_ctx *)user)->n, buf, size) ? buf : NULL;
 }
@@ -159,22 +179,7 @@ static int load_single_file(struct sd_ctx *ctx, struct sd_model *m, const char *
     m->family = v2 ? (inpaint ? SD_FAMILY_SD2_INPAINT : SD_FAMILY_SD2) : (inpaint ? SD_FAMILY_SD1_INPAINT : SD_FAMILY_SD1);
     sd_model_config_defaults(m);
 
-    /* layers_per_block: the first downsampler is input_blocks.(L+1).0.op */
-    struct rename_ctx un = {2};
-    for (int k = 1; k < 16; k++) {
-        char name[128];
-        snprintf(name, sizeof name, "model.diffusion_model.input_blocks.%d.0.op.weight", k);
-        if (sd_st_find(f, name)) { un.n = k - 1; break; }
-    }
-    if (!(m->un = sd_deferred_weights(ctx))) return ctx->status;
-    if ((rc = sd_weights_add_file(m->un, f, "model.diffusion_model.", sd_ren_unet, &un))) return rc;
-
-    if (sd_has_prefix_key(f, "first_stage_model.")) {
-        struct rename_ctx va = {sd_count_indexed(f, "first_stage_model.decoder.up.%d.block.0.conv1.weight")};
-        if (!(m->va = sd_deferred_weights(ctx))) return ctx->status;
-        if ((rc = sd_weights_add_file(m->va, f, "first_stage_model.", sd_ren_vae, &va))) return rc;
-        sd_vae_attn_to_linear(m->va);
-    }
+    if ((rc = sd_ldm_load_unet_vae(ctx, m, f))) return rc;
     if (hfclip) {
         if (!(m->te = sd_deferred_weights(ctx))) return ctx->status;
         if ((rc = sd_weights_add_file(m->te, f, "cond_stage_model.transformer.", sd_ren_clip1, NULL))) return rc;

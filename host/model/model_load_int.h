@@ -18,6 +18,10 @@ const char *sd_ren_clip1(const char *name, char *buf, size_t size, void *user);
 const char *sd_ren_diffusers_clip(const char *name, char *buf, size_t size, void *user);
 
 bool sd_has_prefix_key(const struct sd_st_file *f, const char *prefix);
+/* An LDM/SGM single file's UNet (model.diffusion_model.*, layers per block from
+ * the first downsampler's index) into m->un and its VAE (first_stage_model.*,
+ * when there) into m->va: what SD 1.x/2.x and SDXL single files share. */
+int sd_ldm_load_unet_vae(struct sd_ctx *ctx, struct sd_model *m, struct sd_st_file *f);
 /* How many names fmt % 0, 1, ... exist in f, counting from 0. */
 int sd_count_indexed(const struct sd_st_file *f, const char *fmt);
 /* m keeps f open (closed by sd_model_free); on failure f is closed. */

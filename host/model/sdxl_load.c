@@ -58,20 +58,8 @@ int sd_sdxl_load_single(struct sd_ctx *ctx, struct sd_model *m, struct sd_st_fil
              : bigg >= 0 ? "conditioner.embedders.0 OpenCLIP bigG only" : "model.diffusion_model.label_emb (no text encoders)");
     sd_model_config_defaults(m);
 
-    struct rename_ctx un = {2};
-    for (int k = 1; k < 16; k++) {
-        snprintf(p, sizeof p, "model.diffusion_model.input_blocks.%d.0.op.weight", k);
-        if (sd_st_find(f, p)) { un.n = k - 1; break; }
-    }
     int rc;
-    if (!(m->un = sd_deferred_weights(ctx))) return ctx->status;
-    if ((rc = sd_weights_add_file(m->un, f, "model.diffusion_model.", sd_ren_unet, &un))) return rc;
-    if (sd_has_prefix_key(f, "first_stage_model.")) {
-        struct rename_ctx va = {sd_count_indexed(f, "first_stage_model.decoder.up.%d.block.0.conv1.weight")};
-        if (!(m->va = sd_deferred_weights(ctx))) return ctx->status;
-        if ((rc = sd_weights_add_file(m->va, f, "first_stage_model.", sd_ren_vae, &va))) return rc;
-        sd_vae_attn_to_linear(m->va);
-    }
+    if ((rc = sd_ldm_load_unet_vae(ctx, m, f))) return rc;
     if (clipl >= 0) {
         snprintf(p, sizeof p, "conditioner.embedders.%d.transformer.", clipl);
         if (!(m->te = sd_deferred_weights(ctx))) return ctx->status;
