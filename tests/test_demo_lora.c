@@ -17,6 +17,7 @@
  */
 #include "demo_judge.h"
 #include "safetensors.h"
+#include "test_golden.h"
 #include "test.h"
 
 #define S DEMO_S
@@ -130,26 +131,15 @@ static const struct gcase {
     {"orange_m06_dpmpp", "DPM++ 2M", 12, 5.0f, "a orange triangle on a white background", 0.6f, 43, 5e-4, 1.6e-4},
 };
 
-static float *gcopy(const struct sd_st_file *f, const char *name, int64_t n) {
-    const struct sd_st_tensor *t = f ? sd_st_find(f, name) : NULL;
-    if (!t || t->type != SD_F32 || t->nbytes != (size_t)n * sizeof(float)) {
-        printf("  golden: %s missing or not f32 with %lld elements\n", name, (long long)n);
-        return NULL;
-    }
-    float *out = malloc(t->nbytes);
-    memcpy(out, t->data, t->nbytes);
-    return out;
-}
-
 static void test_parity(struct demo_env *e, const struct sd_st_file *gf) {
     const int64_t nl = 4 * (S / 4) * (S / 4), ni = 3 * S * S;
     for (size_t i = 0; i < sizeof gcases / sizeof *gcases; i++) {
         const struct gcase *c = &gcases[i];
         char key[96], p[160];
         snprintf(key, sizeof key, "%s.latents", c->name);
-        float *rl = gcopy(gf, key, nl);
+        float *rl = test_golden_copy(gf, key, nl);
         snprintf(key, sizeof key, "%s.image", c->name);
-        float *ri = gcopy(gf, key, ni);
+        float *ri = test_golden_copy(gf, key, ni);
         float *lat = malloc(sizeof(float) * nl), *img = malloc(sizeof(float) * ni);
         snprintf(p, sizeof p, "%s <lora:orange:%g>", c->prompt, (double)c->mult);
         struct demo_run r = {.prompt = p, .sampler = c->sampler, .steps = c->steps, .cfg = c->cfg, .seed = c->seed,

@@ -29,6 +29,7 @@
  */
 #include "demo_judge.h"
 #include "safetensors.h"
+#include "test_golden.h"
 #include "test.h"
 
 /* See cl_test_util.h: PoCL/LLVM-internal allocations are not our leaks. */
@@ -186,28 +187,17 @@ static const struct gcase {
     {"i2i_euler_a_s075", "Euler a", 20, 7.5f, "a green square on a black background", "", 0.75f, 44, 1},
 };
 
-static float *gcopy(const struct sd_st_file *f, const char *name, int64_t n) {
-    const struct sd_st_tensor *t = f ? sd_st_find(f, name) : NULL;
-    if (!t || t->type != SD_F32 || t->nbytes != (size_t)n * sizeof(float)) {
-        printf("  golden: %s missing or not f32 with %lld elements\n", name, (long long)n);
-        return NULL;
-    }
-    float *out = malloc(t->nbytes);
-    memcpy(out, t->data, t->nbytes);
-    return out;
-}
-
 static void test_parity(struct demo_env *e, const char *label, const struct sd_st_file *gf, double lat_atol,
                         double img_atol) {
     const int64_t nl = 4 * (S / 4) * (S / 4), ni = 3 * S * S;
-    float *init = gcopy(gf, "init_image", ni);
+    float *init = test_golden_copy(gf, "init_image", ni);
     for (size_t i = 0; i < sizeof gcases / sizeof *gcases; i++) {
         const struct gcase *c = &gcases[i];
         char key[96];
         snprintf(key, sizeof key, "%s.latents", c->name);
-        float *rl = gcopy(gf, key, nl);
+        float *rl = test_golden_copy(gf, key, nl);
         snprintf(key, sizeof key, "%s.image", c->name);
-        float *ri = gcopy(gf, key, ni);
+        float *ri = test_golden_copy(gf, key, ni);
         float *lat = malloc(sizeof(float) * nl), *img = malloc(sizeof(float) * ni);
         struct demo_run r = {.prompt = c->prompt, .negative = c->negative, .sampler = c->sampler, .steps = c->steps,
                         .cfg = c->cfg, .strength = c->strength, .seed = c->seed, .init = c->img2img ? init : NULL};

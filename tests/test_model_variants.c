@@ -16,6 +16,7 @@
 #include "model_load.h"
 #include "pipeline.h"
 #include "safetensors.h"
+#include "test_golden.h"
 #include "test.h"
 #include "tokenizer.h"
 
@@ -112,17 +113,6 @@ fail:
     return 1;
 }
 
-static float *golden(const struct sd_st_file *f, const char *name, int64_t n) {
-    const struct sd_st_tensor *t = f ? sd_st_find(f, name) : NULL;
-    if (!t || t->type != SD_F32 || t->nbytes != (size_t)n * sizeof(float)) {
-        printf("  golden: %s missing or not f32 with %lld elements\n", name, (long long)n);
-        return NULL;
-    }
-    float *out = malloc(t->nbytes);
-    memcpy(out, t->data, t->nbytes);
-    return out;
-}
-
 static int64_t lat_size(const struct sd_model *m, const struct vcase *c) {
     const int f = sd_vae_downscale(&m->vae);
     return (int64_t)m->vae.latent_channels * (c->height / f) * (c->width / f);
@@ -141,12 +131,12 @@ static int generate(struct env *e, const struct vcase *c, const struct sd_st_fil
     float *init = NULL, *mask = NULL;
     if (c->mode != TXT2IMG) {
         snprintf(key, sizeof key, "init_image.%dx%d", c->width, c->height);
-        g.init_image = init = golden(gf, key, 3LL * c->width * c->height);
+        g.init_image = init = test_golden_copy(gf, key, 3LL * c->width * c->height);
         rc |= !init;
     }
     if (c->mode == INPAINT) {
         snprintf(key, sizeof key, "mask.%dx%d", c->width, c->height);
-        g.mask = mask = golden(gf, key, (int64_t)c->width * c->height);
+        g.mask = mask = test_golden_copy(gf, key, (int64_t)c->width * c->height);
         rc |= !mask;
     }
     const int64_t ni = 3LL * c->width * c->height;
@@ -168,9 +158,9 @@ static void test_case(const struct vcase *c, const struct sd_st_file *gf) {
     const int64_t nl = lat_size(e.m, c), ni = 3LL * c->width * c->height;
     char key[96];
     snprintf(key, sizeof key, "%s.latents", c->name);
-    float *ref_lat = golden(gf, key, nl);
+    float *ref_lat = test_golden_copy(gf, key, nl);
     snprintf(key, sizeof key, "%s.image", c->name);
-    float *ref_img = golden(gf, key, ni);
+    float *ref_img = test_golden_copy(gf, key, ni);
     float *lat = NULL, *img = NULL;
     double e_lat = 0, e_img = 0, mag = 0;
     int bad = !ref_lat || !ref_img || generate(&e, c, gf, &lat, &img);
@@ -216,14 +206,14 @@ static void test_vae3(const struct sd_st_file *gf) {
     const struct sd_model *m = e.m;
     CHECK(m->vae.n_levels == 3 && sd_vae_downscale(&m->vae) == 4 && m->vae.latent_channels == 4,
           "vae3: 3 levels, image = 4 x latent (levels %d, factor %d)", m->vae.n_levels, sd_vae_downscale(&m->vae));
-    float *z = golden(gf, "vae3.decode.z", 2 * 4 * 6 * 5), *ref = golden(gf, "vae3.decode.image", 2 * 3 * 24 * 20);
+    float *z = test_golden_copy(gf, "vae3.decode.z", 2 * 4 * 6 * 5), *ref = test_golden_copy(gf, "vae3.decode.image", 2 * 3 * 24 * 20);
     float *out = malloc(sizeof(float) * 2 * 3 * 24 * 20);
     double err = 0;
     int bad = !z || !ref || sd_run_vae_decode(e.rt, e.m, z, 2, 6, 5, out) ||
               check_close("vae3 decode", out, ref, 2 * 3 * 24 * 20, VAE_ATOL, 0, &err);
     CHECK(!bad, "vae3 decode [2,4,6,5] -> [2,3,24,20] as diffusers (max abs err %.2e)", err);
     free(z), free(ref), free(out);
-    float *img = golden(gf, "vae3.encode.image", 3 * 48 * 40), *mom = golden(gf, "vae3.encode.moments", 8 * 12 * 10);
+    float *img = test_golden_copy(gf, "vae3.encode.image", 3 * 48 * 40), *mom = test_golden_copy(gf, "vae3.encode.moments", 8 * 12 * 10);
     out = malloc(sizeof(float) * 8 * 12 * 10);
     err = 0;
     bad = !img || !mom || sd_run_vae_encode(e.rt, e.m, img, 1, 48, 40, out) ||

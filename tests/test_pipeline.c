@@ -30,6 +30,7 @@
 #include "model_load.h"
 #include "pipeline.h"
 #include "safetensors.h"
+#include "test_golden.h"
 #include "test.h"
 #include "tokenizer.h"
 
@@ -141,17 +142,6 @@ fail:
 
 /* A golden tensor as a malloc'd float copy (the mapping need not be aligned);
  * NULL (printed) if absent or of the wrong size. */
-static float *golden(const struct sd_st_file *f, const char *name, int64_t n) {
-    const struct sd_st_tensor *t = sd_st_find(f, name);
-    if (!t || t->type != SD_F32 || t->nbytes != (size_t)n * sizeof(float)) {
-        printf("  golden: %s missing or not f32 with %lld elements\n", name, (long long)n);
-        return NULL;
-    }
-    float *out = malloc(t->nbytes);
-    memcpy(out, t->data, t->nbytes);
-    return out;
-}
-
 static void params_for(const struct pcase *c, const struct sd_st_file *gf, struct sd_gen_params *g, float **init,
                        float **mask) {
     struct sd_ctx ctx = {0};
@@ -169,11 +159,11 @@ static void params_for(const struct pcase *c, const struct sd_st_file *gf, struc
     *init = *mask = NULL;
     if (c->mode != TXT2IMG) {
         snprintf(key, sizeof key, "init_image.%dx%d", c->width, c->height);
-        g->init_image = *init = golden(gf, key, 3LL * c->width * c->height);
+        g->init_image = *init = test_golden_copy(gf, key, 3LL * c->width * c->height);
     }
     if (c->mode == INPAINT) {
         snprintf(key, sizeof key, "mask.%dx%d", c->width, c->height);
-        g->mask = *mask = golden(gf, key, (int64_t)c->width * c->height);
+        g->mask = *mask = test_golden_copy(gf, key, (int64_t)c->width * c->height);
     }
 }
 
@@ -214,9 +204,9 @@ static void test_case(struct env envs[3], const struct pcase *c, const struct sd
     const int64_t ni = (int64_t)c->batch * 3 * c->height * c->width;
     char key[96];
     snprintf(key, sizeof key, "%s.latents", c->name);
-    float *ref_lat = golden(gf, key, nl);
+    float *ref_lat = test_golden_copy(gf, key, nl);
     snprintf(key, sizeof key, "%s.image", c->name);
-    float *ref_img = golden(gf, key, ni);
+    float *ref_img = test_golden_copy(gf, key, ni);
     float *lat = NULL, *img = NULL;
     double e_lat = 0, e_img = 0, mag = 0;
     int bad = !ref_lat || !ref_img || generate(e, c, gf, &lat, &img);
