@@ -164,6 +164,7 @@ static struct sd_tensor **model_weights(const struct sd_model *m, int *n) {
 
 void sd_runtime_drop_weights(struct sd_runtime *rt, struct sd_weights *w) {
     const int n = sd_weights_count(w);
+    if (n == 0) return; /* no such component (m->te2 of an SD 1.x model): nothing to drop or trim */
     struct sd_tensor **t = n > 0 ? malloc((size_t)n * sizeof *t) : NULL;
     for (int i = 0; t && i < n; i++) t[i] = sd_weights_tensor(w, i);
     if (t) sd_runtime_drop_copies(rt, t, n);

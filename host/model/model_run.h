@@ -42,7 +42,8 @@ int sd_vae_arena_estimate(struct sd_ctx *ctx, struct sd_model *m, int decode, in
 void sd_runtime_release_model(struct sd_runtime *rt, const struct sd_model *m);
 /* Drops every backend's copies of one weight set's tensors (e.g. m->un)
  * and trims the backends' arenas (sd_runtime_drop_copies, sd_runtime_trim):
- * the low-memory pipeline between phases. The weights stay usable. */
+ * the low-memory pipeline between phases. The weights stay usable. A NULL
+ * or empty set does nothing. */
 void sd_runtime_drop_weights(struct sd_runtime *rt, struct sd_weights *w);
 
 #endif
