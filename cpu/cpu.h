@@ -58,6 +58,12 @@ int sd_cpu_run_node(struct sd_cpu *cpu, struct sd_tensor *node);
 int sd_cpu_precision_bf16(int precision);
 const char *sd_cpu_isa(void);
 
+/* Attention with bf16 operands and f32 accumulation (op_attention_bf16.c),
+ * which sd_cpu_op_attention runs for non-causal attention on a backend
+ * computing in bf16 when _available() (built with AVX-512 BF16). */
+int sd_cpu_attention_bf16(struct sd_cpu *cpu, struct sd_tensor *node);
+int sd_cpu_attention_bf16_available(void);
+
 /* oneDNN plumbing (cpu_dnnl.c). */
 /* conv_policy: enum sd_conv_policy; precision: enum sd_precision (AUTO is
  * resolved here from the CPU's ISA and the choice logged at SD_LOG_DEBUG). */

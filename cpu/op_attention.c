@@ -4,6 +4,9 @@
  * -> out [B, Lq, H*dv] = softmax(scale * q.k^T) . v per (batch, head); with
  * p.attention.causal, query i sees keys j <= i.
  *
+ * A backend computing in bf16 runs non-causal attention in
+ * op_attention_bf16.c; this file is the f32 path (and the causal one).
+ *
  * Flash-attention style: the Lq x Lk score matrix is never stored. A task is
  * one (batch, head, block of ATT_BQ queries); it walks the keys in blocks of
  * ATT_BK, computing the score tile S = (scale*Q_blk) . K_blk^T with
@@ -24,6 +27,7 @@
  * l), sized in the serial part before the parallel region.
  */
 #include "cpu.h"
+#include "cpu_dnnl.h"
 #include "cpu_math.h"
 
 #include <dnnl.h>
@@ -113,6 +117,8 @@ int sd_cpu_op_attention(struct sd_cpu *cpu, struct sd_tensor *node) {
     const int H = node->p.attention.n_heads;
     const float scale = node->p.attention.scale;
     const int causal = node->p.attention.causal;
+    if (!causal && cpu->dnnl && cpu->dnnl->bf16 && sd_cpu_attention_bf16_available())
+        return sd_cpu_attention_bf16(cpu, node);
     const int64_t B = qt->ne[0] * qt->ne[1], Lq = qt->ne[2], Lk = kt->ne[2];
     const int64_t Cq = qt->ne[3], Cv = vt->ne[3];
     if (H < 1 || Cq % H || Cv % H || kt->ne[3] != Cq || vt->ne[2] != Lk || kt->ne[0] * kt->ne[1] != B ||

@@ -243,6 +243,57 @@ static void test_attention_case(int64_t B, int64_t Lq, int64_t Lk, int H, int64_
     tfree(q), tfree(k), tfree(v), tfree(y);
 }
 
+/* Rounds to bf16 (nearest even), as the bf16 kernel rounds its operands. */
+static float bf16r(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* The bf16 attention kernel (op_attention_bf16.c) against the double
+ * reference fed the bf16-rounded operands (scale*q, k, v: the kernel's
+ * remaining error is its bf16 probabilities and f32 sums), and against the
+ * exact f32 reference (what bf16 costs). */
+static void test_attention_bf16_case(int64_t B, int64_t Lq, int64_t Lk, int H, int64_t d, int64_t dv, int64_t step,
+                                     double tol_rounded, double tol_exact, const char *what) {
+    struct sd_tensor *q = mk(3, (int64_t[]){B, Lq, H * d}, 41, 1.0f, 0.0f);
+    struct sd_tensor *k = mk(3, (int64_t[]){B, Lk, H * d}, 42, 1.0f, 0.0f);
+    struct sd_tensor *v = mk(3, (int64_t[]){B, Lk, H * dv}, 43, 1.0f, 0.0f);
+    const float scale = 3.0f / sqrtf((float)d);
+    struct sd_tensor *y = node_new(SD_OP_ATTENTION, 3, (int64_t[]){B, Lq, H * dv}, q, k, v);
+    y->p.attention = (struct sd_attention_params){H, scale, 0};
+    const int64_t nq = sd_tensor_nelements(q), nk = sd_tensor_nelements(k), nv = sd_tensor_nelements(v);
+    float *qr = malloc((size_t)nq * sizeof *qr), *kr = malloc((size_t)nk * sizeof *kr), *vr = malloc((size_t)nv * sizeof *vr);
+    for (int64_t i = 0; i < nq; i++) qr[i] = bf16r(((float *)q->data)[i] * scale);
+    for (int64_t i = 0; i < nk; i++) kr[i] = bf16r(((float *)k->data)[i]);
+    for (int64_t i = 0; i < nv; i++) vr[i] = bf16r(((float *)v->data)[i]);
+    float *ref_r = ref_new(y), *ref_x = ref_new(y);
+    ref_attention(qr, kr, vr, ref_r, B, Lq, Lk, H, d, dv, 1.0, 0, step);
+    ref_attention(q->data, k->data, v->data, ref_x, B, Lq, Lk, H, d, dv, scale, 0, step);
+    double t0 = omp_get_wtime();
+    int rc = sd_cpu_attention_bf16(&cpu, y);
+    double t = omp_get_wtime() - t0;
+    int64_t rows = 0, C = H * dv;
+    float *got = malloc((size_t)sd_tensor_nelements(y) * sizeof *got), *er = ref_new(y), *ex = ref_new(y);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i < Lq; i += step, rows++) {
+            memcpy(got + rows * C, (float *)y->data + (b * Lq + i) * C, (size_t)C * sizeof *got);
+            memcpy(er + rows * C, ref_r + (b * Lq + i) * C, (size_t)C * sizeof *got);
+            memcpy(ex + rows * C, ref_x + (b * Lq + i) * C, (size_t)C * sizeof *got);
+        }
+    double e_r = 0, e_x = 0, flops = 2.0 * (double)B * H * Lq * Lk * (double)(d + dv);
+    int bad = rc != SD_OK || check_close("attention bf16", got, er, rows * C, tol_rounded, 0, &e_r) ||
+              check_close("attention bf16 vs f32", got, ex, rows * C, tol_exact, 0, &e_x);
+    CHECK(!bad, "attention bf16 %s B=%lld Lq=%lld Lk=%lld H=%d d=%lld dv=%lld: max abs err %.2g vs bf16-rounded operands "
+                "(tol %.1g), %.2g vs f32 (tol %.1g); %lld rows checked; %.1f ms, %.1f GFLOP/s",
+          what, (long long)B, (long long)Lq, (long long)Lk, H, (long long)d, (long long)dv, e_r, tol_rounded, e_x, tol_exact,
+          (long long)rows, t * 1e3, flops / t * 1e-9);
+    free(got), free(er), free(ex), free(ref_r), free(ref_x), free(qr), free(kr), free(vr);
+    tfree(q), tfree(k), tfree(v), tfree(y);
+}
+
 static void test_attention(void) {
     test_attention_case(2, 200, 333, 2, 40, 40, 0, 1, "odd Lq/Lk");
     test_attention_case(1, 300, 300, 1, 512, 512, 0, 1, "1 head x 512 (VAE-like)");
@@ -253,6 +304,19 @@ static void test_attention(void) {
     test_attention_case(2, 1024, 77, 8, 80, 80, 0, 7, "cross-attention");
     if (san) test_attention_case(2, 1024, 1024, 8, 40, 40, 0, 37, "self-attention (shrunk for ASan)");
     else test_attention_case(2, 4096, 4096, 8, 40, 40, 0, 37, "SD1 self-attention 64x64");
+    if (!sd_cpu_attention_bf16_available()) {
+        printf("note: attention bf16: this build has no AVX-512 BF16 (the f32 kernel runs in every mode)\n");
+        return;
+    }
+    /* Tolerances 2-3x the measured error (Zen 4; in the messages). */
+    test_attention_bf16_case(2, 200, 333, 2, 40, 40, 1, 2e-3, 2e-3, "odd Lq/Lk");
+    test_attention_bf16_case(1, 130, 97, 3, 23, 17, 1, 3e-3, 3e-3, "odd d and dv");
+    test_attention_bf16_case(2, 70, 1, 2, 8, 8, 1, 1e-6, 4e-3, "Lk=1");
+    test_attention_bf16_case(2, 1024, 77, 8, 80, 80, 7, 4e-3, 5e-3, "cross-attention");
+    test_attention_bf16_case(1, 300, 300, 1, 512, 512, 3, 2e-3, 2e-3, "1 head x 512 (VAE-like)");
+    test_attention_bf16_case(2, 256, 600, 4, 160, 160, 5, 1.5e-3, 1.5e-3, "d=160");
+    if (san) test_attention_bf16_case(2, 1024, 1024, 8, 40, 40, 37, 1e-3, 1e-3, "self-attention (shrunk for ASan)");
+    else test_attention_bf16_case(2, 4096, 4096, 8, 40, 40, 37, 6e-4, 6e-4, "SD1 self-attention 64x64");
 }
 
 /* ------------------------------------------------------- elementwise ops */
