@@ -38,6 +38,7 @@ struct sd_dnnl_weight {
     size_t mapped_bytes;
     uint64_t fingerprint;    /* of src's bytes at reorder time (soft guard; not for deferred weights) */
     int deferred;            /* src is a deferred weight (weights.h): its bytes are not read in place */
+    sd_dnnl_weight_prep_fn *prep; /* our own preparation instead of a oneDNN reorder, or NULL */
 };
 
 static const char *conv_algo_names[SD_CONV_ALGO_COUNT] = {"auto", "lowmem", "direct", "nchw", "gemm", "wino"};
@@ -261,13 +262,18 @@ static int weight_fill(struct sd_cpu *cpu, struct sd_dnnl_weight *w, struct sd_t
         }
         d->weight_bytes += w->bytes;
         SD_DNNL_TRY(cpu, dnnl_memory_create(&w->mem, &w->want_md, d->engine, w->buf));
-        SD_DNNL_TRY(cpu, dnnl_memory_create(&user, user_md, d->engine, (void *)from));
-        SD_TRY(sd_dnnl_reorder_new(cpu, user_md, &w->want_md, &r));
-        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, w->mem}};
-        SD_TRY(sd_dnnl_exec(cpu, r, 2, args, 1));
+        if (w->prep) {
+            w->prep(from, user_md, w->buf);
+        } else {
+            SD_DNNL_TRY(cpu, dnnl_memory_create(&user, user_md, d->engine, (void *)from));
+            SD_TRY(sd_dnnl_reorder_new(cpu, user_md, &w->want_md, &r));
+            dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, w->mem}};
+            SD_TRY(sd_dnnl_exec(cpu, r, 2, args, 1));
+            dnnl_primitive_destroy(r);
+            dnnl_memory_destroy(user);
+            r = NULL, user = NULL;
+        }
         d->weight_reorders++;
-        dnnl_primitive_destroy(r);
-        dnnl_memory_destroy(user);
         if (keyed) sd_wcache_put(d->wcache, &key, &w->want_md, w->buf, w->bytes);
     }
     if (!w->deferred) w->fingerprint = weight_fingerprint(w->src, w->src_bytes);
@@ -281,6 +287,11 @@ fail:
 
 int sd_dnnl_weights_get(struct sd_cpu *cpu, struct sd_tensor *t, const dnnl_memory_desc_t *user_md,
                         const dnnl_memory_desc_t *want_md, dnnl_memory_t *out) {
+    return sd_dnnl_weights_get_prep(cpu, t, user_md, want_md, NULL, out);
+}
+
+int sd_dnnl_weights_get_prep(struct sd_cpu *cpu, struct sd_tensor *t, const dnnl_memory_desc_t *user_md,
+                             const dnnl_memory_desc_t *want_md, sd_dnnl_weight_prep_fn *prep, dnnl_memory_t *out) {
     struct sd_cpu_dnnl *d = cpu->dnnl;
     const float *src = t->data;
     const int deferred = (t->flags & SD_TF_DEFERRED) != 0;
@@ -290,7 +301,7 @@ int sd_dnnl_weights_get(struct sd_cpu *cpu, struct sd_tensor *t, const dnnl_memo
     struct sd_hmap_iter it;
     for (uint32_t v = sd_hmap_find(&d->w_index, h, &it); v != SD_HMAP_NONE; v = sd_hmap_next(&d->w_index, &it)) {
         struct sd_dnnl_weight *w = d->weights[v];
-        if (w->src != src || w->src_bytes != bytes || !dnnl_memory_desc_equal(&w->want_md, want_md) ||
+        if (w->src != src || w->src_bytes != bytes || w->prep != prep || !dnnl_memory_desc_equal(&w->want_md, want_md) ||
             !dnnl_memory_desc_equal(&w->user_md, user_md))
             continue;
         if (!w->mem || (!w->deferred && w->fingerprint != weight_fingerprint(src, bytes))) {
@@ -317,6 +328,7 @@ int sd_dnnl_weights_get(struct sd_cpu *cpu, struct sd_tensor *t, const dnnl_memo
     w->user_md = *user_md;
     w->want_md = *want_md;
     w->deferred = deferred;
+    w->prep = prep;
     int rc = weight_fill(cpu, w, t, user_md);
     if (rc == SD_OK && sd_hmap_put(&d->w_index, h, (uint32_t)d->n_weights) != SD_OK)
         rc = sd_errorf(cpu->ctx, SD_ERR_NOMEM, "oneDNN weights cache: out of memory");

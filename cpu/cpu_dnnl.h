@@ -148,6 +148,16 @@ void sd_dnnl_prim_drop(struct sd_cpu *cpu, struct sd_dnnl_prim *e);
  * or SD_ERR_* with ctx set. */
 int sd_dnnl_weights_get(struct sd_cpu *cpu, struct sd_tensor *t, const dnnl_memory_desc_t *user_md,
                         const dnnl_memory_desc_t *want_md, dnnl_memory_t *out);
+/* A preparation of our own instead of a oneDNN reorder: writes the copy of
+ * src (f32 values in user_md's plain layout) into dst (want_md's size). The
+ * copy is then cached, dropped and kept on disk like a reordered one, so
+ * want_md must name the prepared layout unambiguously: its dims differ from
+ * user_md's (a reorder's never do); changing what a prep writes for the same
+ * want_md needs a new SD_WCACHE format version. */
+typedef void sd_dnnl_weight_prep_fn(const float *src, const dnnl_memory_desc_t *user_md, void *dst);
+/* sd_dnnl_weights_get with prep (NULL = the oneDNN reorder). */
+int sd_dnnl_weights_get_prep(struct sd_cpu *cpu, struct sd_tensor *t, const dnnl_memory_desc_t *user_md,
+                             const dnnl_memory_desc_t *want_md, sd_dnnl_weight_prep_fn *prep, dnnl_memory_t *out);
 /* Frees the staging buffer (the backend does at the end of each compute:
  * weights are reordered on a graph's first run, not in the steady state). */
 void sd_cpu_dnnl_staging_release(struct sd_cpu *cpu);

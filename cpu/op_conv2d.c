@@ -89,23 +89,35 @@
  *   2,1280,16,16 -> 1280 3x3 s2         -        384         272       181 (direct)
  *   2,320,64,64 -> 320 1x1              -        220         339       204 (gemm)
  *   2,1280,16,16 -> 1280 1x1            -        361         387       209 (gemm)
- * So in bf16 the rule is: the tiny convs as above (gemm, f32); 1x1 ->
- * nchw (bf16); everything else -> direct (bf16), also where f32 Winograd is
- * faster, for memory (full-size SD 1.5, 512x512, bf16, this machine):
- *   - the UNet's planes: f32 Winograd's copies are 4x the f32 weight (8x
- *     the bf16 copy), ~4.3 GB, alone over the memory target, for a CFG step
- *     of 4.52 s CPU vs 5.07 s with bf16 direct (12%);
- *   - the VAE decoder's 128..512 px planes: its copies are small (~0.3 GB)
- *     but oneDNN's Winograd scratchpad for such planes is not: a txt2img
- *     peak of 4.90 GB with Winograd only from 16384 output pixels on, vs
- *     3.32 GB without, for a VAE decode of 4.56 s CPU vs 6.65 s.
- * auto and lowmem are the same rule in bf16; opts.conv = wino
- * (`SDRT_CONV_ALGO=wino`) forces Winograd for whoever has the memory.
+ * So oneDNN's f32 Winograd is no answer in bf16 mode: its copies are 4x
+ * the f32 weight (8x the bf16 copy, ~4.3 GB for the UNet) and its
+ * scratchpad for the VAE's 128..512 px planes is GBs. Instead the bf16 rule
+ * takes our own bf16 Winograd F(2x2,3x3) (conv_wino_bf16.c: bf16 GEMMs
+ * with vdpbf16ps, transformed weights 16/9 of the bf16 copy, scratch a few
+ * MB per thread) for 3x3 stride-1 pad-1 convs with >= 64 channels on output
+ * planes >= 32x32 (same machine, GFLOP/s at direct-conv FLOPs, vs bf16
+ * direct above):
+ *   shape                          sdrt wino bf16
+ *   2,320,64,64 -> 320 3x3 s1         707-719
+ *   2,640,32,32 -> 640 3x3 s1             824
+ *   2,1920,32,32 -> 640 3x3 s1            876
+ *   1,512,128,128 -> 512 3x3 s1           812
+ *   1,128,512,512 -> 128 3x3 s1       631-643
+ *   2,1280,16,16 -> 1280 3x3 s1           296 (direct 434: not taken)
+ * The 16x16 and 8x8 planes keep bf16 direct (too few tiles per weight:
+ * the GEMMs' weight traffic dominates), so do lowmem (no transformed
+ * copies). The rest: tiny convs as above (gemm, f32); 1x1 -> nchw (bf16);
+ * everything else -> direct (bf16). Full-size SD 1.5, 512x512, bf16: UNet
+ * CFG step 4.14 -> 3.58 s, VAE decode 6.65 -> 4.17 s, ~0.12 GB more
+ * weight copies (the 64x64 and 32x32 levels' convs are small).
+ * opts.conv = wino (`SDRT_CONV_ALGO=wino`) forces ours on any 3x3 s1 pad-1
+ * conv, oneDNN's f32 Winograd on other eligible shapes.
  *
  * opts.conv = <name> (or sd_cpu_dnnl_set_conv_algo) forces one
  * algorithm; one that oneDNN cannot build for a shape falls back to direct.
  * `build/bench/bench_ops --conv [--cpu-time]` re-measures the table.
  */
+#include "conv_wino.h"
 #include "cpu_dnnl.h"
 #include "weights.h"
 
@@ -126,6 +138,13 @@ static int is_pointwise(const struct conv_shape *s) {
     return s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 && !s->pt && !s->pl && !s->pb && !s->pr;
 }
 
+/* Whether our bf16 Winograd (conv_wino.h) runs this conv: 3x3, stride 1,
+ * padded by 1 on every side, in a build with AVX-512 BF16. */
+static int wino_bf16_fits(const struct conv_shape *s) {
+    return sd_wino_bf16_available() && s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1 && s->pt == 1 &&
+           s->pl == 1 && s->pb == 1 && s->pr == 1;
+}
+
 /* The per-shape rule, from the measurements in the header comment.
  * `policy` is SD_CONV_AUTO or SD_CONV_LOWMEM. */
 static int conv_pick(const struct conv_shape *s, int policy, int bf16) {
@@ -133,8 +152,8 @@ static int conv_pick(const struct conv_shape *s, int policy, int bf16) {
     const int wino = s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1 && s->Ci >= 64 && s->Co >= 64 &&
                      s->OH * s->OW >= 256;
     if (tiny) return SD_CONV_GEMM;
-    if (bf16) { /* see "bf16" above: no Winograd unless forced (opts.conv = wino) */
-        (void)wino, (void)policy;
+    if (bf16) { /* see "bf16" above: our bf16 Winograd from 32x32 planes on, unless lowmem */
+        if (wino && s->OH * s->OW >= 1024 && policy != SD_CONV_LOWMEM && wino_bf16_fits(s)) return SD_CONV_WINO;
         return is_pointwise(s) ? SD_CONV_NCHW : SD_CONV_DIRECT;
     }
     if (is_pointwise(s)) return SD_CONV_GEMM;
@@ -242,6 +261,48 @@ static int conv_run_dnnl(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const float
         dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, e->mem[M_DST_USER]}};
         SD_TRY(sd_dnnl_exec(cpu, e->post, 2, a, 1));
     }
+fail:
+    return rc;
+}
+
+/* ---- ours: Winograd F(2x2,3x3) in bf16 (conv_wino_bf16.c) ---- */
+
+static void wino_prep(const float *src, const dnnl_memory_desc_t *user_md, void *dst) {
+    sd_wino_bf16_weights(src, user_md->dims[0], user_md->dims[1], dst);
+}
+
+static struct sd_wino_shape wino_shape(const struct conv_shape *s) {
+    return (struct sd_wino_shape){s->N, s->Ci, s->H, s->W, s->Co};
+}
+
+static int conv_plan_wino_bf16(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const struct conv_shape *s) {
+    int rc = SD_OK;
+    const struct sd_wino_shape ws = wino_shape(s);
+    /* The prepared layout: [16][Co rounded up to 6][Ci/2] bf16 pairs. */
+    const int64_t words = sd_wino_bf16_weight_words(s->Co, s->Ci), co6 = words / 16 / ((s->Ci + 1) / 2);
+    dnnl_dims_t wdims = {s->Co, s->Ci, 3, 3}, udims = {16, co6, (s->Ci + 1) / 2, 2};
+    SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&e->user_weights_md, 4, wdims, dnnl_f32, dnnl_oihw));
+    SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&e->weights_md, 4, udims, dnnl_bf16, dnnl_abcd));
+    e->algo = SD_CONV_WINO;
+    e->iparam[0] = sd_wino_bf16_chunk_rows(&ws, e->key.n_threads);
+    e->iparam[1] = 1; /* ours, not oneDNN's */
+    e->scratch[0] = (sd_wino_bf16_scratch(&ws, e->iparam[0]) + 63) & ~(size_t)63;
+    snprintf(e->impl, sizeof e->impl, "sdrt:wino_bf16 F(2x2,3x3)");
+fail:
+    return rc;
+}
+
+static int conv_run_wino_bf16(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const struct conv_shape *s, const float *x,
+                              struct sd_tensor *w, const float *b, float *y) {
+    int rc = SD_OK;
+    dnnl_memory_t wmem;
+    void *u = NULL;
+    SD_TRY(sd_dnnl_weights_get_prep(cpu, w, &e->user_weights_md, &e->weights_md, wino_prep, &wmem));
+    SD_DNNL_TRY(cpu, dnnl_memory_get_data_handle(wmem, &u));
+    void *scratch = sd_cpu_scratch(cpu, e->scratch[0] * (size_t)e->key.n_threads);
+    if (!scratch) return cpu->ctx ? cpu->ctx->status : SD_ERR_NOMEM;
+    const struct sd_wino_shape ws = wino_shape(s);
+    sd_wino_bf16_run(&ws, e->iparam[0], x, u, b, y, scratch, e->key.n_threads);
 fail:
     return rc;
 }
@@ -414,7 +475,9 @@ int sd_cpu_op_conv2d(struct sd_cpu *cpu, struct sd_tensor *node) {
     if (!e) return SD_ERR_NOMEM;
     if (created) {
         int algo = key.algo == SD_CONV_AUTO || key.algo == SD_CONV_LOWMEM ? conv_pick(&s, key.algo, key.bf16) : key.algo;
-        rc = algo == SD_CONV_GEMM ? conv_plan_gemm(cpu, e, &s) : conv_plan_dnnl(cpu, e, &s, algo);
+        if (algo == SD_CONV_GEMM) rc = conv_plan_gemm(cpu, e, &s);
+        else if (algo == SD_CONV_WINO && key.bf16 && wino_bf16_fits(&s)) rc = conv_plan_wino_bf16(cpu, e, &s);
+        else rc = conv_plan_dnnl(cpu, e, &s, algo);
         if (rc != SD_OK) {
             sd_dnnl_prim_drop(cpu, e);
             return rc;
@@ -424,5 +487,6 @@ int sd_cpu_op_conv2d(struct sd_cpu *cpu, struct sd_tensor *node) {
         if ((rc = sd_weight_materialize(cpu->ctx, w)) != SD_OK) return rc;
         return conv_run_gemm(cpu, e, &s, x, w->data, b, y);
     }
+    if (e->algo == SD_CONV_WINO && e->iparam[1]) return conv_run_wino_bf16(cpu, e, &s, x, w, b, y);
     return conv_run_dnnl(cpu, e, x, w, b, y);
 }
