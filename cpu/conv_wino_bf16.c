@@ -65,33 +65,54 @@ static void wino_filter(const float *g, float u[16]) {
 
 void sd_wino_bf16_weights(const float *w, int64_t Co, int64_t Ci, uint32_t *u) {
     const int64_t Co6 = up(Co, WR), Ci2 = (Ci + 1) / 2;
-    memset(u, 0, (size_t)sd_wino_bf16_weight_words(Co, Ci) * sizeof *u);
     #pragma omp parallel for schedule(static)
-    for (int64_t co = 0; co < Co; co++)
-        for (int64_t ci = 0; ci < Ci; ci++) {
-            float f[16];
-            wino_filter(w + (co * Ci + ci) * 9, f);
-            for (int e = 0; e < 16; e++)
-                u[((int64_t)e * Co6 + co) * Ci2 + ci / 2] |= bf16_bits(f[e]) << (ci % 2 ? 16 : 0);
+    for (int64_t co = 0; co < Co6; co++)
+        for (int64_t c2 = 0; c2 < Ci2; c2++) { /* 16 rows u[e][co][.], each written in order */
+            float f0[16] = {0}, f1[16] = {0};
+            if (co < Co) {
+                wino_filter(w + (co * Ci + 2 * c2) * 9, f0);
+                if (2 * c2 + 1 < Ci) wino_filter(w + (co * Ci + 2 * c2 + 1) * 9, f1);
+            }
+            for (int e = 0; e < 16; e++) u[((int64_t)e * Co6 + co) * Ci2 + c2] = bf16_bits(f0[e]) | bf16_bits(f1[e]) << 16;
         }
 }
 
 /* ---- plan ---- */
 
-static int64_t tw16(const struct sd_wino_shape *s) { return up((s->W + 1) / 2, 16); }
+/* Lanes: tile row g (= n*TH + ty) of a chunk starting at g0 owns lanes
+ * [(g-g0)*twp, (g-g0+1)*twp) of the chunk's T. twp is TW = ceil(W/2)
+ * rounded up to 16 on wide planes (a row spans whole vectors), or to a
+ * power of two <= 8 on narrow ones, where one vector holds rpv = 16/twp
+ * tile rows (the 16x16 planes: no half-empty vectors). */
+struct wino_geo {
+    int64_t TH, TW, twp, rpv;
+};
+
+static struct wino_geo wino_geo(const struct sd_wino_shape *s) {
+    struct wino_geo g = {(s->H + 1) / 2, (s->W + 1) / 2, 0, 1};
+    if (g.TW > 8) g.twp = up(g.TW, 16);
+    else {
+        g.twp = 1;
+        while (g.twp < g.TW) g.twp *= 2;
+        g.rpv = 16 / g.twp;
+    }
+    return g;
+}
 
 int64_t sd_wino_bf16_chunk_rows(const struct sd_wino_shape *s, int nthreads) {
     /* About 512 KiB of VT per position (one e's GEMM operand stays in L2),
-     * 64..512 tiles, at least one tile row; then as many chunks as fit
-     * that, rounded up to a multiple of the threads (even shares). */
-    const int64_t Ci2 = (s->Ci + 1) / 2, tw = tw16(s), grows = s->N * ((s->H + 1) / 2);
+     * 64..512 tiles, whole vectors; then as many chunks as fit that,
+     * rounded up to a multiple of the threads (even shares). */
+    const struct wino_geo G = wino_geo(s);
+    const int64_t Ci2 = (s->Ci + 1) / 2, grows = s->N * G.TH;
     int64_t T = 131072 / Ci2;
     T = T < 64 ? 64 : T > 512 ? 512 : T;
-    int64_t rows = T / tw < 1 ? 1 : T / tw;
+    int64_t rows = T / G.twp / G.rpv * G.rpv;
+    if (rows < G.rpv) rows = G.rpv;
     const int64_t nth = nthreads < 1 ? 1 : nthreads;
     const int64_t nchunks = up((grows + rows - 1) / rows, nth);
-    rows = (grows + nchunks - 1) / nchunks;
-    return rows < 1 ? 1 : rows;
+    rows = up((grows + nchunks - 1) / nchunks, G.rpv);
+    return rows;
 }
 
 /* Per-thread scratch, in floats/words, each part 64-byte aligned. */
@@ -99,13 +120,16 @@ struct wino_ws {
     int64_t vt, m, rowbuf, total;
 };
 
+static int64_t rb_ld(const struct wino_geo *G) { return 2 * (G->twp > 16 ? G->twp : 16) + 48; }
+
 static struct wino_ws wino_layout(const struct sd_wino_shape *s, int64_t rows) {
-    const int64_t T = rows * tw16(s), Ci2 = (s->Ci + 1) / 2, Co6 = up(s->Co, WR);
+    const struct wino_geo G = wino_geo(s);
+    const int64_t T = rows * G.twp, Ci2 = (s->Ci + 1) / 2, Co6 = up(s->Co, WR);
     struct wino_ws w;
     w.vt = 0;
     w.m = w.vt + 16 * Ci2 * T;
     w.rowbuf = w.m + 16 * Co6 * T;
-    w.total = w.rowbuf + up(4 * (2 * tw16(s) + 48), 16);
+    w.total = w.rowbuf + up(G.rpv * 4 * rb_ld(&G), 16);
     return w;
 }
 
@@ -115,14 +139,15 @@ size_t sd_wino_bf16_scratch(const struct sd_wino_shape *s, int64_t rows) {
 
 /* ---- input transform ---- */
 
-/* V = B^T d B for 16 tiles of one channel: rb holds the 4 input rows of the
- * tile row, each starting at input column -1 (zero padded), 16 tiles from
- * tile tx0 on. */
-static inline void wino_input16(const float *rb, int64_t ld, int64_t tx0, __m512 v[16]) {
-    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+/* V = B^T d B for the 16 tiles of one channel in a vector: lane i belongs
+ * to the tile row whose 4 input rows are in rb + (i / twp)*4*ld (each row
+ * starting at input column -1, zero padded), tile tx0 + i % twp. */
+static inline void wino_input16(const float *rb, int64_t ld, int64_t tx0, const struct wino_geo *G, __m512 v[16]) {
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i tx = G->rpv > 1 ? _mm512_and_si512(lane, _mm512_set1_epi32((int)G->twp - 1)) : lane;
+    const __m512i even = _mm512_add_epi32(tx, tx), odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     __m512 d[4][4];
-    for (int r = 0; r < 4; r++) {
+    for (int r = 0; r < 4; r++) { /* tile row 0 of the vector (all lanes), then blend in the others */
         const float *p = rb + r * ld + 2 * tx0;
         const __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
         const __m512 a2 = _mm512_loadu_ps(p + 2), b2 = _mm512_loadu_ps(p + 18);
@@ -130,6 +155,18 @@ static inline void wino_input16(const float *rb, int64_t ld, int64_t tx0, __m512
         d[r][1] = _mm512_permutex2var_ps(a, odd, b);
         d[r][2] = _mm512_permutex2var_ps(a2, even, b2);
         d[r][3] = _mm512_permutex2var_ps(a2, odd, b2);
+    }
+    for (int64_t sub = 1; sub < G->rpv; sub++) {
+        const __mmask16 k = (__mmask16)(((1u << G->twp) - 1) << (sub * G->twp));
+        for (int r = 0; r < 4; r++) {
+            const float *p = rb + (sub * 4 + r) * ld;
+            const __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
+            const __m512 a2 = _mm512_loadu_ps(p + 2), b2 = _mm512_loadu_ps(p + 18);
+            d[r][0] = _mm512_mask_blend_ps(k, d[r][0], _mm512_permutex2var_ps(a, even, b));
+            d[r][1] = _mm512_mask_blend_ps(k, d[r][1], _mm512_permutex2var_ps(a, odd, b));
+            d[r][2] = _mm512_mask_blend_ps(k, d[r][2], _mm512_permutex2var_ps(a2, even, b2));
+            d[r][3] = _mm512_mask_blend_ps(k, d[r][3], _mm512_permutex2var_ps(a2, odd, b2));
+        }
     }
     __m512 t[4][4];
     for (int c = 0; c < 4; c++) {
@@ -147,7 +184,7 @@ static inline void wino_input16(const float *rb, int64_t ld, int64_t tx0, __m512
 }
 
 /* Copies the 4 input rows 2ty-1 .. 2ty+2 of channel xc (H x W) into rb,
- * each as columns -1 .. 2*tw+46 with zeros outside the image. */
+ * each as columns -1 .. ld-2 with zeros outside the image. */
 static void wino_rows(const float *xc, int64_t H, int64_t W, int64_t ty, int64_t ld, float *rb) {
     for (int r = 0; r < 4; r++) {
         float *dst = rb + r * ld;
@@ -162,26 +199,34 @@ static void wino_rows(const float *xc, int64_t H, int64_t W, int64_t ty, int64_t
     }
 }
 
-/* VT of a chunk (row stride T tiles): tile rows g0 .. g0+rows-1 (global:
- * n*TH + ty). Channel ci's 16 bf16 go to the low halves of the pairs, then
- * ci+1's are interleaved in (zeros past an odd Ci). */
+/* VT of a chunk (row stride T lanes): tile rows g0 .. g0+rows-1 (global:
+ * n*TH + ty), in vectors of 16 lanes (see struct wino_geo). Channel ci's
+ * 16 bf16 go to the low halves of the pairs, then ci+1's are interleaved
+ * in (zeros past an odd Ci; tile rows past the last give zero lanes). */
 static void wino_input(const struct sd_wino_shape *s, const float *x, int64_t g0, int64_t rows, int64_t T,
                        uint32_t *vt, float *rb) {
-    const int64_t TH = (s->H + 1) / 2, tw = tw16(s), Ci2 = (s->Ci + 1) / 2, ld = 2 * tw + 48;
+    const struct wino_geo G = wino_geo(s);
+    const int64_t Ci2 = (s->Ci + 1) / 2, ld = rb_ld(&G), grows = s->N * G.TH;
     const __m512i il = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
                                         21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    for (int64_t lr = 0; lr < rows; lr++) {
-        const int64_t g = g0 + lr, n = g / TH, ty = g % TH;
+    for (int64_t lr = 0; lr < rows; lr += G.rpv) {
         for (int64_t ci = 0; ci < 2 * Ci2; ci++) {
             const int half = (int)(ci % 2), have = ci < s->Ci;
-            if (have) wino_rows(x + (n * s->Ci + ci) * s->H * s->W, s->H, s->W, ty, ld, rb);
-            for (int64_t tx0 = 0; tx0 < tw; tx0 += 16) {
+            for (int64_t sub = 0; have && sub < G.rpv; sub++) {
+                const int64_t g = g0 + lr + sub;
+                if (lr + sub < rows && g < grows)
+                    wino_rows(x + ((g / G.TH) * s->Ci + ci) * s->H * s->W, s->H, s->W, g % G.TH, ld, rb + sub * 4 * ld);
+                else
+                    memset(rb + sub * 4 * ld, 0, (size_t)(4 * ld) * sizeof *rb);
+            }
+            const int64_t span = G.rpv > 1 ? 16 : G.twp; /* lanes of this step */
+            for (int64_t tx0 = 0; tx0 < span; tx0 += 16) {
                 __m512 v[16];
-                if (have) wino_input16(rb, ld, tx0, v);
+                if (have) wino_input16(rb, ld, G.rpv > 1 ? 0 : tx0, &G, v);
                 else
                     for (int e = 0; e < 16; e++) v[e] = _mm512_setzero_ps();
                 for (int e = 0; e < 16; e++) {
-                    uint32_t *p = vt + (e * Ci2 + ci / 2) * T + lr * tw + tx0;
+                    uint32_t *p = vt + (e * Ci2 + ci / 2) * T + lr * G.twp + tx0;
                     const __m256i h = (__m256i)_mm512_cvtneps_pbh(v[e]);
                     if (!half) {
                         _mm256_storeu_si256((__m256i *)p, h);
@@ -237,19 +282,18 @@ static void wino_gemm(const struct sd_wino_shape *s, const uint32_t *u, const ui
 
 /* ---- output transform ---- */
 
-/* y (+ bias) of the chunk's tile rows from M (row stride T). */
+/* y (+ bias) of the chunk's tile rows from M (row stride T lanes). */
 static void wino_output(const struct sd_wino_shape *s, const float *m, int64_t g0, int64_t rows, int64_t T,
                         const float *b, float *y) {
-    const int64_t TH = (s->H + 1) / 2, tw = tw16(s), Co6 = up(s->Co, WR), H = s->H, W = s->W;
+    const struct wino_geo G = wino_geo(s);
+    const int64_t Co6 = up(s->Co, WR), H = s->H, W = s->W, span = G.rpv > 1 ? 16 : G.twp;
     const __m512i lo_idx = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
     for (int64_t co = 0; co < s->Co; co++) {
         const __m512 bias = _mm512_set1_ps(b ? b[co] : 0.0f);
-        for (int64_t lr = 0; lr < rows; lr++) {
-            const int64_t g = g0 + lr, n = g / TH, ty = g % TH;
-            float *yc = y + (n * s->Co + co) * H * W;
-            for (int64_t tx0 = 0; tx0 < tw; tx0 += 16) {
-                const float *mp = m + co * T + lr * tw + tx0;
+        for (int64_t lr = 0; lr < rows; lr += G.rpv) {
+            for (int64_t tx0 = 0; tx0 < span; tx0 += 16) {
+                const float *mp = m + co * T + lr * G.twp + tx0;
                 __m512 q[16];
                 for (int e = 0; e < 16; e++) q[e] = _mm512_loadu_ps(mp + (int64_t)e * Co6 * T);
                 __m512 s0[4], s1[4];
@@ -257,22 +301,23 @@ static void wino_output(const struct sd_wino_shape *s, const float *m, int64_t g
                     s0[c] = _mm512_add_ps(_mm512_add_ps(q[c], q[4 + c]), q[8 + c]);
                     s1[c] = _mm512_sub_ps(_mm512_sub_ps(q[4 + c], q[8 + c]), q[12 + c]);
                 }
-                __m512 yr[2][2];
+                /* out[r][0..32): output row 2ty+r of the vector's 16 tiles, x interleaved */
+                float out[2][32] __attribute__((aligned(64)));
                 for (int r = 0; r < 2; r++) {
                     const __m512 *t = r ? s1 : s0;
-                    yr[r][0] = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(t[0], t[1]), t[2]), bias);
-                    yr[r][1] = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(t[1], t[2]), t[3]), bias);
+                    const __m512 y0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(t[0], t[1]), t[2]), bias);
+                    const __m512 y1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(t[1], t[2]), t[3]), bias);
+                    _mm512_store_ps(out[r], _mm512_permutex2var_ps(y0, lo_idx, y1));
+                    _mm512_store_ps(out[r] + 16, _mm512_permutex2var_ps(y0, hi_idx, y1));
                 }
-                const int64_t x0 = 2 * tx0, nx = W - x0 < 32 ? W - x0 : 32;
-                if (nx <= 0) break;
-                const __mmask16 k0 = nx >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nx) - 1);
-                const __mmask16 k1 = nx >= 32 ? (__mmask16)0xffff : nx > 16 ? (__mmask16)((1u << (nx - 16)) - 1) : 0;
-                for (int r = 0; r < 2; r++) {
-                    const int64_t oy = 2 * ty + r;
-                    if (oy >= H) break;
-                    float *yrow = yc + oy * W + x0;
-                    _mm512_mask_storeu_ps(yrow, k0, _mm512_permutex2var_ps(yr[r][0], lo_idx, yr[r][1]));
-                    if (k1) _mm512_mask_storeu_ps(yrow + 16, k1, _mm512_permutex2var_ps(yr[r][0], hi_idx, yr[r][1]));
+                /* Wide planes: one tile row, x from 2*tx0 (up to 32 values);
+                 * narrow: tile row lr+sub's W values start at 2*sub*twp. */
+                const int64_t xs = 2 * tx0, nx = G.rpv > 1 ? W : W - xs < 32 ? W - xs : 32;
+                for (int64_t sub = 0; sub < G.rpv && lr + sub < rows && nx > 0; sub++) {
+                    const int64_t g = g0 + lr + sub, ty = g % G.TH;
+                    float *yc = y + ((g / G.TH) * s->Co + co) * H * W + xs;
+                    for (int r = 0; r < 2 && 2 * ty + r < H; r++)
+                        memcpy(yc + (2 * ty + r) * W, out[r] + 2 * sub * G.twp, (size_t)nx * sizeof(float));
                 }
             }
         }
@@ -281,17 +326,18 @@ static void wino_output(const struct sd_wino_shape *s, const float *m, int64_t g
 
 void sd_wino_bf16_run(const struct sd_wino_shape *s, int64_t rows, const float *x, const uint32_t *u, const float *b,
                       float *y, void *scratch, int nthreads) {
+    const struct wino_geo G = wino_geo(s);
     const struct wino_ws L = wino_layout(s, rows);
-    const int64_t grows = s->N * ((s->H + 1) / 2), nchunks = (grows + rows - 1) / rows, tw = tw16(s);
+    const int64_t grows = s->N * G.TH, nchunks = (grows + rows - 1) / rows;
     #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
     for (int64_t c = 0; c < nchunks; c++) {
         float *ws = (float *)scratch + L.total * omp_get_thread_num();
         uint32_t *vt = (uint32_t *)ws + L.vt;
         float *m = ws + L.m, *rb = ws + L.rowbuf;
         const int64_t g0 = c * rows, nr = grows - g0 < rows ? grows - g0 : rows;
-        const int64_t T = rows * tw; /* the layout's stride, also for a short last chunk */
+        const int64_t T = rows * G.twp; /* the layout's stride, also for a short last chunk */
         wino_input(s, x, g0, nr, T, vt, rb);
-        wino_gemm(s, u, vt, T, nr * tw, m);
+        wino_gemm(s, u, vt, T, up(nr * G.twp, 16), m);
         wino_output(s, m, g0, nr, T, b, y);
     }
 }

@@ -95,21 +95,22 @@
  * takes our own bf16 Winograd F(2x2,3x3) (conv_wino_bf16.c: bf16 GEMMs
  * with vdpbf16ps, transformed weights 16/9 of the bf16 copy, scratch a few
  * MB per thread) for 3x3 stride-1 pad-1 convs with >= 64 channels on output
- * planes >= 32x32 (same machine, GFLOP/s at direct-conv FLOPs, vs bf16
- * direct above):
+ * planes >= 16x16 (the f32 rule's Winograd shapes; same machine, GFLOP/s at
+ * direct-conv FLOPs, vs bf16 direct above):
  *   shape                          sdrt wino bf16
- *   2,320,64,64 -> 320 3x3 s1         707-719
- *   2,640,32,32 -> 640 3x3 s1             824
+ *   2,320,64,64 -> 320 3x3 s1         707-731
+ *   2,640,32,32 -> 640 3x3 s1         821-824
  *   2,1920,32,32 -> 640 3x3 s1            876
+ *   2,1280,16,16 -> 1280 3x3 s1           874 (two tile rows per vector)
+ *   2,2560,16,16 -> 1280 3x3 s1           926
  *   1,512,128,128 -> 512 3x3 s1           812
- *   1,128,512,512 -> 128 3x3 s1       631-643
- *   2,1280,16,16 -> 1280 3x3 s1           296 (direct 434: not taken)
- * The 16x16 and 8x8 planes keep bf16 direct (too few tiles per weight:
- * the GEMMs' weight traffic dominates), so do lowmem (no transformed
- * copies). The rest: tiny convs as above (gemm, f32); 1x1 -> nchw (bf16);
- * everything else -> direct (bf16). Full-size SD 1.5, 512x512, bf16: UNet
- * CFG step 4.14 -> 3.58 s, VAE decode 6.65 -> 4.17 s, ~0.12 GB more
- * weight copies (the 64x64 and 32x32 levels' convs are small).
+ *   1,128,512,512 -> 128 3x3 s1       617-643
+ *   2,1280,8,8 -> 1280 3x3 s1             578 (bf16 direct 445: not taken)
+ * The 8x8 planes keep bf16 direct (1.3x would cost ~0.35 GB more copies
+ * for ~0.03 s per step), so does lowmem (no transformed copies). The
+ * rest: tiny convs as above (gemm, f32); 1x1 -> nchw (bf16); everything
+ * else -> direct (bf16). Full-size SD 1.5, 512x512, bf16: UNet CFG step
+ * 4.14 -> 3.58 s with planes >= 32x32, VAE decode 6.65 -> 4.17 s.
  * opts.conv = wino (`SDRT_CONV_ALGO=wino`) forces ours on any 3x3 s1 pad-1
  * conv, oneDNN's f32 Winograd on other eligible shapes.
  *
@@ -153,7 +154,7 @@ static int conv_pick(const struct conv_shape *s, int policy, int bf16) {
                      s->OH * s->OW >= 256;
     if (tiny) return SD_CONV_GEMM;
     if (bf16) { /* see "bf16" above: our bf16 Winograd from 32x32 planes on, unless lowmem */
-        if (wino && s->OH * s->OW >= 1024 && policy != SD_CONV_LOWMEM && wino_bf16_fits(s)) return SD_CONV_WINO;
+        if (wino && policy != SD_CONV_LOWMEM && wino_bf16_fits(s)) return SD_CONV_WINO;
         return is_pointwise(s) ? SD_CONV_NCHW : SD_CONV_DIRECT;
     }
     if (is_pointwise(s)) return SD_CONV_GEMM;

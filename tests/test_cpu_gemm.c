@@ -355,8 +355,8 @@ static void test_conv_wino_bf16(void) {
 }
 
 /* The bf16 rule (op_conv2d.c): our bf16 Winograd for 3x3 stride-1 pad-1
- * convs with >= 64 channels on output planes >= 32x32 (where it measured
- * 1.5-2x oneDNN's bf16 direct), bf16 direct on smaller planes and under
+ * convs with >= 64 channels on output planes >= 16x16 (where it measured
+ * 1.5-2x oneDNN's bf16 direct), bf16 direct on 8x8 planes and under
  * lowmem (no 16/9-sized transformed copies). On a CPU without AVX-512 a
  * bf16 request computes in f32 (checked instead; its rule is
  * test_conv_rule's). */
@@ -380,7 +380,8 @@ static void test_conv_rule_bf16(void) {
         {1, 64, 128, 64, SD_CONV_AUTO, SD_CONV_WINO},    /* the VAE's planes */
         {2, 64, 64, 64, SD_CONV_AUTO, SD_CONV_WINO},     /* the UNet's largest */
         {2, 64, 32, 64, SD_CONV_AUTO, SD_CONV_WINO},
-        {2, 64, 16, 64, SD_CONV_AUTO, SD_CONV_DIRECT},   /* 16x16: direct was faster */
+        {2, 64, 16, 64, SD_CONV_AUTO, SD_CONV_WINO},
+        {2, 64, 8, 64, SD_CONV_AUTO, SD_CONV_DIRECT},    /* 8x8: direct (Winograd 1.3x for its copies) */
         {1, 64, 128, 64, SD_CONV_LOWMEM, SD_CONV_DIRECT},
         {1, 64, 128, 64, SD_CONV_WINO, SD_CONV_WINO},    /* forced */
     };
