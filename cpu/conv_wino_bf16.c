@@ -32,10 +32,9 @@
 #include <string.h>
 
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
-#include <immintrin.h>
+#include "gemm_bf16.h"
 
-#define WR 6 /* output channels per micro-tile */
-#define WINLINE static inline __attribute__((always_inline))
+#define WR SD_GEMM_R /* output channels per micro-tile */
 
 static int64_t up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
@@ -207,8 +206,6 @@ static void wino_input(const struct sd_wino_shape *s, const float *x, int64_t g0
                        uint32_t *vt, float *rb) {
     const struct wino_geo G = wino_geo(s);
     const int64_t Ci2 = (s->Ci + 1) / 2, ld = rb_ld(&G), grows = s->N * G.TH;
-    const __m512i il = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
-                                        21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (int64_t lr = 0; lr < rows; lr += G.rpv) {
         for (int64_t ci = 0; ci < 2 * Ci2; ci++) {
             const int half = (int)(ci % 2), have = ci < s->Ci;
@@ -232,8 +229,7 @@ static void wino_input(const struct sd_wino_shape *s, const float *x, int64_t g0
                         _mm256_storeu_si256((__m256i *)p, h);
                         continue;
                     }
-                    const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p)), h, 1);
-                    _mm512_storeu_si512(p, _mm512_permutexvar_epi16(il, both));
+                    _mm512_storeu_si512(p, sd_bf16_interleave(_mm256_loadu_si256((const __m256i *)p), h));
                 }
             }
         }
@@ -242,23 +238,6 @@ static void wino_input(const struct sd_wino_shape *s, const float *x, int64_t g0
 
 /* ---- GEMM ---- */
 
-/* M[r][16v + i] = sum_k U[r][k] . VT[k][16v + i], r < WR, v < NJ, k < K. */
-WINLINE void wino_tile(const uint32_t *u, int64_t K, const uint32_t *vt, int64_t T, float *m, const int NJ) {
-    __m512 acc[WR][4];
-    for (int r = 0; r < WR; r++)
-        for (int v = 0; v < NJ; v++) acc[r][v] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < K; k++) {
-        __m512bh b[4];
-        for (int v = 0; v < NJ; v++) b[v] = (__m512bh)_mm512_loadu_si512(vt + k * T + 16 * v);
-        for (int r = 0; r < WR; r++) {
-            const __m512bh a = (__m512bh)_mm512_set1_epi32((int)u[r * K + k]);
-            for (int v = 0; v < NJ; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], a, b[v]);
-        }
-    }
-    for (int r = 0; r < WR; r++)
-        for (int v = 0; v < NJ; v++) _mm512_storeu_ps(m + r * T + 16 * v, acc[r][v]);
-}
-
 /* M = U . VT per position e over the first ntile tiles (row stride T). */
 static void wino_gemm(const struct sd_wino_shape *s, const uint32_t *u, const uint32_t *vt, int64_t T, int64_t ntile,
                       float *m) {
@@ -266,17 +245,7 @@ static void wino_gemm(const struct sd_wino_shape *s, const uint32_t *u, const ui
     for (int e = 0; e < 16; e++) {
         const uint32_t *ue = u + (int64_t)e * Co6 * Ci2, *ve = vt + (int64_t)e * Ci2 * T;
         float *me = m + (int64_t)e * Co6 * T;
-        for (int64_t co = 0; co < Co6; co += WR)
-            for (int64_t v0 = 0; v0 < nv; v0 += 4) {
-                const uint32_t *ur = ue + co * Ci2, *vv = ve + 16 * v0;
-                float *mm = me + co * T + 16 * v0;
-                switch (nv - v0 < 4 ? nv - v0 : 4) {
-                case 1: wino_tile(ur, Ci2, vv, T, mm, 1); break;
-                case 2: wino_tile(ur, Ci2, vv, T, mm, 2); break;
-                case 3: wino_tile(ur, Ci2, vv, T, mm, 3); break;
-                default: wino_tile(ur, Ci2, vv, T, mm, 4); break;
-                }
-            }
+        for (int64_t co = 0; co < Co6; co += WR) sd_gemm_bf16_rows(ue + co * Ci2, Ci2, Ci2, ve, T, me + co * T, T, nv);
     }
 }
 

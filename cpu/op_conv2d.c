@@ -118,6 +118,7 @@
  * algorithm; one that oneDNN cannot build for a shape falls back to direct.
  * `build/bench/bench_ops --conv [--cpu-time]` re-measures the table.
  */
+#include "conv1x1.h"
 #include "conv_wino.h"
 #include "cpu_dnnl.h"
 #include "weights.h"
@@ -155,7 +156,8 @@ static int conv_pick(const struct conv_shape *s, int policy, int bf16) {
     if (tiny) return SD_CONV_GEMM;
     if (bf16) { /* see "bf16" above: our bf16 Winograd from 32x32 planes on, unless lowmem */
         if (wino && policy != SD_CONV_LOWMEM && wino_bf16_fits(s)) return SD_CONV_WINO;
-        return is_pointwise(s) ? SD_CONV_NCHW : SD_CONV_DIRECT;
+        if (is_pointwise(s)) return sd_conv1x1_bf16_available() ? SD_CONV_GEMM : SD_CONV_NCHW;
+        return SD_CONV_DIRECT;
     }
     if (is_pointwise(s)) return SD_CONV_GEMM;
     if (policy == SD_CONV_LOWMEM) return SD_CONV_NCHW;
@@ -308,6 +310,42 @@ fail:
     return rc;
 }
 
+/* ---- ours: 1x1 convolutions as bf16 GEMMs (conv1x1_bf16.c) ---- */
+
+static void c1x1_prep(const float *src, const dnnl_memory_desc_t *user_md, void *dst) {
+    sd_conv1x1_bf16_weights(src, user_md->dims[0], user_md->dims[1], dst);
+}
+
+static int conv_plan_1x1_bf16(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const struct conv_shape *s) {
+    int rc = SD_OK;
+    const int64_t Ci2 = (s->Ci + 1) / 2, co6 = sd_conv1x1_bf16_weight_words(s->Co, s->Ci) / Ci2;
+    /* The prepared layout: [Co rounded up to 6][Ci/2] bf16 pairs. */
+    dnnl_dims_t wdims = {s->Co, s->Ci, 1, 1}, adims = {co6, Ci2, 2};
+    SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&e->user_weights_md, 4, wdims, dnnl_f32, dnnl_oihw));
+    SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&e->weights_md, 3, adims, dnnl_bf16, dnnl_abc));
+    e->algo = SD_CONV_GEMM;
+    e->iparam[0] = sd_conv1x1_bf16_chunk(s->N, s->Ci, s->OH * s->OW, e->key.n_threads);
+    e->iparam[1] = 1; /* bf16, ours */
+    e->scratch[0] = (sd_conv1x1_bf16_scratch(s->Ci, e->iparam[0]) + 63) & ~(size_t)63;
+    snprintf(e->impl, sizeof e->impl, "sdrt:1x1_bf16");
+fail:
+    return rc;
+}
+
+static int conv_run_1x1_bf16(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const struct conv_shape *s, const float *x,
+                             struct sd_tensor *w, const float *b, float *y) {
+    int rc = SD_OK;
+    dnnl_memory_t wmem;
+    void *a = NULL;
+    SD_TRY(sd_dnnl_weights_get_prep(cpu, w, &e->user_weights_md, &e->weights_md, c1x1_prep, &wmem));
+    SD_DNNL_TRY(cpu, dnnl_memory_get_data_handle(wmem, &a));
+    void *scratch = sd_cpu_scratch(cpu, e->scratch[0] * (size_t)e->key.n_threads);
+    if (!scratch) return cpu->ctx ? cpu->ctx->status : SD_ERR_NOMEM;
+    sd_conv1x1_bf16_run(s->N, s->Ci, s->OH * s->OW, s->Co, e->iparam[0], x, a, b, y, scratch, e->key.n_threads);
+fail:
+    return rc;
+}
+
 /* ---- ours: tiled im2col + sgemm ---- */
 
 /* Writes rows kk0..kk1 of the im2col matrix of image xn for output rows
@@ -344,7 +382,8 @@ static void im2col_band(const float *xn, const struct conv_shape *s, int64_t oy0
 }
 
 static int conv_plan_gemm(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const struct conv_shape *s) {
-    (void)cpu;
+    if (e->key.bf16 && is_pointwise(s) && sd_conv1x1_bf16_available() && s->Ci * s->kh * s->kw >= 64 && s->Co >= 16)
+        return conv_plan_1x1_bf16(cpu, e, s);
     const int nth = e->key.n_threads;
     const int64_t K = s->Ci * s->kh * s->kw, P = s->OH * s->OW;
     /* Enough jobs (images x bands) for every thread. */
@@ -484,6 +523,7 @@ int sd_cpu_op_conv2d(struct sd_cpu *cpu, struct sd_tensor *node) {
             return rc;
         }
     }
+    if (e->algo == SD_CONV_GEMM && e->iparam[1]) return conv_run_1x1_bf16(cpu, e, &s, x, w, b, y);
     if (e->algo == SD_CONV_GEMM) { /* reads w in place */
         if ((rc = sd_weight_materialize(cpu->ctx, w)) != SD_OK) return rc;
         return conv_run_gemm(cpu, e, &s, x, w->data, b, y);
