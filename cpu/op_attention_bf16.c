@@ -167,11 +167,14 @@ static inline __m256bh row16(const float *src, int64_t n, float a) {
     return _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, src), _mm512_set1_ps(a)));
 }
 
-/* A row of n values times a as bf16 pairs (a zero pads an odd n). */
+/* A row of n values times a as (n+1)/2 bf16 pairs (a zero pads an odd n);
+ * writes exactly those words. */
 static void pack_row(const float *src, int64_t n, float a, uint32_t *dst) {
-    for (int64_t c = 0; c < n; c += 16)
-        _mm256_storeu_si256((__m256i *)((uint16_t *)dst + c), (__m256i)row16(src + c, n - c, a));
-    if (n % 2) ((uint16_t *)dst)[n] = 0;
+    const int64_t n2 = (n + 1) / 2 * 2;
+    for (int64_t c = 0; c < n2; c += 16) {
+        const __mmask16 k = n2 - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n2 - c)) - 1);
+        _mm256_mask_storeu_epi16((uint16_t *)dst + c, k, (__m256i)row16(src + c, n - c, a));
+    }
 }
 
 /* Packs one head's K ([Lk] rows of stride ldk, d columns) into KP and V

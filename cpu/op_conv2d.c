@@ -108,9 +108,11 @@
  *   2,1280,8,8 -> 1280 3x3 s1             578 (bf16 direct 445: not taken)
  * The 8x8 planes keep bf16 direct (1.3x would cost ~0.35 GB more copies
  * for ~0.03 s per step), so does lowmem (no transformed copies). The
- * rest: tiny convs as above (gemm, f32); 1x1 -> nchw (bf16); everything
- * else -> direct (bf16). Full-size SD 1.5, 512x512, bf16: UNet CFG step
- * 4.14 -> 3.58 s with planes >= 32x32, VAE decode 6.65 -> 4.17 s.
+ * rest: tiny convs as above (gemm, f32); pointwise -> our bf16 1x1 GEMM
+ * (conv1x1_bf16.c, the same micro-kernel: 370 -> 418 GFLOP/s on
+ * 2,640,32,32 1x1 vs oneDNN's nchw); everything else -> direct (bf16).
+ * Full-size SD 1.5, 512x512, bf16: UNet CFG step 4.14 -> 3.58 s with
+ * planes >= 32x32, 3.41-3.50 s with 16x16 too; VAE decode 6.65 -> 4.17 s.
  * opts.conv = wino (`SDRT_CONV_ALGO=wino`) forces ours on any 3x3 s1 pad-1
  * conv, oneDNN's f32 Winograd on other eligible shapes.
  *
