@@ -1,7 +1,7 @@
 /* bench_vae.c - time one VAE decode (whole or tiled) of a random latent.
  *
  *   build/bench/bench_vae -m MODEL [-s PX] [--tiling] [--tile PX] [--budget BYTES] [-r N] [-t THREADS]
- *                         [--low-memory] [--taesd PATH]
+ *                         [--low-memory] [--taesd PATH] [--precision f32|bf16|auto]
  *
  * Decodes a seeded random latent of PX x PX pixels (default 512) with the
  * model's VAE: untiled, tiled (--tiling), or tiled only when the untiled
@@ -9,7 +9,8 @@
  * Prints the untiled arena estimate, the arena the runtime allocated, and
  * the first (graph build, weight preparation) and following decode times.
  * --low-memory: the CPU conv policy of `sdrt --low-memory` (no transformed
- * weight copies). --taesd PATH: decode with that TAESD instead (without
+ * weight copies). --precision: the CPU backend's (default f32, the
+ * library's default; `sdrt` defaults to auto). --taesd PATH: decode with that TAESD instead (without
  * -m); with -m too, the model's VAE and the TAESD decode the same latent
  * alternately, N times each, in one process (a fair ratio on a busy
  * machine), and the medians are printed.
@@ -27,7 +28,7 @@
 
 int main(int argc, char **argv) {
     const char *model = NULL, *taesd = NULL;
-    int px = 512, tiling = 0, tile = 0, reps = 2, threads = 0, lowmem = 0;
+    int px = 512, tiling = 0, tile = 0, reps = 2, threads = 0, lowmem = 0, precision = SD_PRECISION_F32;
     unsigned long long budget = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -40,8 +41,10 @@ int main(int argc, char **argv) {
         else if (v && !strcmp(a, "--budget")) budget = strtoull(v, NULL, 10), i++;
         else if (v && !strcmp(a, "-r")) reps = atoi(v), i++;
         else if (v && !strcmp(a, "-t")) threads = atoi(v), i++;
+        else if (v && !strcmp(a, "--precision") && sd_precision_parse(v) >= 0) precision = sd_precision_parse(v), i++;
         else {
-            fprintf(stderr, "usage: %s -m MODEL [-s PX] [--tiling] [--tile PX] [--budget BYTES] [-r N] [-t THREADS]\n", argv[0]);
+            fprintf(stderr, "usage: %s -m MODEL [-s PX] [--tiling] [--tile PX] [--budget BYTES] [-r N] [-t THREADS] "
+                            "[--low-memory] [--taesd PATH] [--precision f32|bf16|auto]\n", argv[0]);
             return 2;
         }
     }
@@ -53,6 +56,7 @@ int main(int argc, char **argv) {
     struct sd_runtime_opts ro;
     sd_runtime_opts_init(&ro);
     ro.threads = threads;
+    ro.precision = (enum sd_precision)precision;
     if (lowmem) ro.conv = SD_CONV_POLICY_LOWMEM;
     struct sd_model *m = NULL;
     struct sd_runtime *rt = NULL;
