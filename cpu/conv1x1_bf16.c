@@ -11,6 +11,7 @@
  * step's 46 such convs on a 2-core Zen 4; the micro-kernel runs at 400+.
  */
 #include "conv1x1.h"
+#include "cpu_math.h"
 
 #include <omp.h>
 #include <string.h>
@@ -24,13 +25,6 @@ int sd_conv1x1_bf16_available(void) { return 1; }
 
 int64_t sd_conv1x1_bf16_weight_words(int64_t Co, int64_t Ci) { return up(Co, SD_GEMM_R) * ((Ci + 1) / 2); }
 
-static inline uint32_t bf16_bits(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u;
-    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-}
-
 void sd_conv1x1_bf16_weights(const float *w, int64_t Co, int64_t Ci, uint32_t *a) {
     const int64_t Co6 = up(Co, SD_GEMM_R), Ci2 = (Ci + 1) / 2;
     #pragma omp parallel for schedule(static)
@@ -38,7 +32,7 @@ void sd_conv1x1_bf16_weights(const float *w, int64_t Co, int64_t Ci, uint32_t *a
         for (int64_t c2 = 0; c2 < Ci2; c2++) {
             const float lo = co < Co ? w[co * Ci + 2 * c2] : 0.0f;
             const float hi = co < Co && 2 * c2 + 1 < Ci ? w[co * Ci + 2 * c2 + 1] : 0.0f;
-            a[co * Ci2 + c2] = bf16_bits(lo) | bf16_bits(hi) << 16;
+            a[co * Ci2 + c2] = sd_bf16_bits(lo) | sd_bf16_bits(hi) << 16;
         }
 }
 

@@ -27,6 +27,7 @@
  * own VT and M.
  */
 #include "conv_wino.h"
+#include "cpu_math.h"
 
 #include <omp.h>
 #include <string.h>
@@ -41,13 +42,6 @@ static int64_t up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 int sd_wino_bf16_available(void) { return 1; }
 
 int64_t sd_wino_bf16_weight_words(int64_t Co, int64_t Ci) { return 16 * up(Co, WR) * ((Ci + 1) / 2); }
-
-static inline uint32_t bf16_bits(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u;
-    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-}
 
 /* U = G g G^T of one 3x3 filter. */
 static void wino_filter(const float *g, float u[16]) {
@@ -72,7 +66,7 @@ void sd_wino_bf16_weights(const float *w, int64_t Co, int64_t Ci, uint32_t *u) {
                 wino_filter(w + (co * Ci + 2 * c2) * 9, f0);
                 if (2 * c2 + 1 < Ci) wino_filter(w + (co * Ci + 2 * c2 + 1) * 9, f1);
             }
-            for (int e = 0; e < 16; e++) u[((int64_t)e * Co6 + co) * Ci2 + c2] = bf16_bits(f0[e]) | bf16_bits(f1[e]) << 16;
+            for (int e = 0; e < 16; e++) u[((int64_t)e * Co6 + co) * Ci2 + c2] = sd_bf16_bits(f0[e]) | sd_bf16_bits(f1[e]) << 16;
         }
 }
 

@@ -32,6 +32,15 @@
 #define SD_HAVE_AVX512 1
 #endif
 
+/* f32 -> bf16 bits, rounded to nearest even (NaN stays a quiet NaN), as
+ * vcvtneps2bf16 does: the bf16 kernels' scalar packing. */
+static inline uint32_t sd_bf16_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u;
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
 static inline float sd_expf(float x) {
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;

@@ -31,6 +31,7 @@
 #include <string.h>
 
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
+#include "gemm_bf16.h" /* sd_bf16_interleave */
 
 #define AB_R 6    /* query rows per micro-tile */
 #define AB_BQ 96  /* query rows per task, a multiple of AB_R */
@@ -40,15 +41,6 @@
 
 static int64_t up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-/* f32 -> bf16 bits, round to nearest even (NaN stays NaN). */
-static inline uint32_t bf16_bits(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u;
-    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-}
-
-static inline uint32_t bf16_pair(float lo, float hi) { return bf16_bits(lo) | bf16_bits(hi) << 16; }
 
 /* S[r][16v + i] = sum_p QW[r][p] . KP[v][p][i] for r < AB_R, v < NJ; mv[r]
  * (16 lanes) keeps the running lane-wise max of row r's valid scores (the
@@ -188,17 +180,14 @@ static void pack_kv(const float *K, int64_t ldk, const float *V, int64_t ldv, in
         if (j < Lk) pack_row(K + j * ldk, d, 1.0f, row);
         for (int64_t p = 0; p < np; p++) dst[p * 16] = j < Lk ? row[p] : 0;
     }
-    /* Interleaves 16 bf16 of row 2t with 16 of row 2t+1: lane i = (v0[i], v1[i]). */
-    const __m512i il = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
-                                        21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    /* VP row t: the pairs (v[2t][c], v[2t+1][c]), zeros past Lk and dv. */
     for (int64_t t = 0; t < lkp / 2; t++) {
         const float *v0 = V + 2 * t * ldv, *v1 = v0 + ldv;
         const float a0 = 2 * t < Lk ? 1.0f : 0.0f, a1 = 2 * t + 1 < Lk ? 1.0f : 0.0f;
         for (int64_t c = 0; c < cpad; c += 16) {
             const __m256bh b0 = row16(a0 != 0 ? v0 + c : v0, a0 != 0 ? dv - c : 0, a0);
             const __m256bh b1 = row16(a1 != 0 ? v1 + c : v1, a1 != 0 ? dv - c : 0, a1);
-            const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512((__m256i)b0), (__m256i)b1, 1);
-            _mm512_storeu_si512(vp + t * cpad + c, _mm512_permutexvar_epi16(il, both));
+            _mm512_storeu_si512(vp + t * cpad + c, sd_bf16_interleave((__m256i)b0, (__m256i)b1));
         }
     }
 }

@@ -297,18 +297,28 @@ fail:
     return rc;
 }
 
-static int conv_run_wino_bf16(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const struct conv_shape *s, const float *x,
-                              struct sd_tensor *w, const float *b, float *y) {
+/* The prepared weight (through the weights cache) and the per-thread
+ * scratch of one of our bf16 kernels' runs. */
+static int ours_operands(struct sd_cpu *cpu, struct sd_dnnl_prim *e, struct sd_tensor *w, sd_dnnl_weight_prep_fn *prep,
+                         void **weights, void **scratch) {
     int rc = SD_OK;
     dnnl_memory_t wmem;
-    void *u = NULL;
-    SD_TRY(sd_dnnl_weights_get_prep(cpu, w, &e->user_weights_md, &e->weights_md, wino_prep, &wmem));
-    SD_DNNL_TRY(cpu, dnnl_memory_get_data_handle(wmem, &u));
-    void *scratch = sd_cpu_scratch(cpu, e->scratch[0] * (size_t)e->key.n_threads);
-    if (!scratch) return cpu->ctx ? cpu->ctx->status : SD_ERR_NOMEM;
-    const struct sd_wino_shape ws = wino_shape(s);
-    sd_wino_bf16_run(&ws, e->iparam[0], x, u, b, y, scratch, e->key.n_threads);
+    SD_TRY(sd_dnnl_weights_get_prep(cpu, w, &e->user_weights_md, &e->weights_md, prep, &wmem));
+    SD_DNNL_TRY(cpu, dnnl_memory_get_data_handle(wmem, weights));
+    if (!(*scratch = sd_cpu_scratch(cpu, e->scratch[0] * (size_t)e->key.n_threads)))
+        rc = cpu->ctx && cpu->ctx->status ? cpu->ctx->status : SD_ERR_NOMEM;
 fail:
+    return rc;
+}
+
+static int conv_run_wino_bf16(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const struct conv_shape *s, const float *x,
+                              struct sd_tensor *w, const float *b, float *y) {
+    void *u = NULL, *scratch = NULL;
+    int rc = ours_operands(cpu, e, w, wino_prep, &u, &scratch);
+    if (rc == SD_OK) {
+        const struct sd_wino_shape ws = wino_shape(s);
+        sd_wino_bf16_run(&ws, e->iparam[0], x, u, b, y, scratch, e->key.n_threads);
+    }
     return rc;
 }
 
@@ -336,15 +346,10 @@ fail:
 
 static int conv_run_1x1_bf16(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const struct conv_shape *s, const float *x,
                              struct sd_tensor *w, const float *b, float *y) {
-    int rc = SD_OK;
-    dnnl_memory_t wmem;
-    void *a = NULL;
-    SD_TRY(sd_dnnl_weights_get_prep(cpu, w, &e->user_weights_md, &e->weights_md, c1x1_prep, &wmem));
-    SD_DNNL_TRY(cpu, dnnl_memory_get_data_handle(wmem, &a));
-    void *scratch = sd_cpu_scratch(cpu, e->scratch[0] * (size_t)e->key.n_threads);
-    if (!scratch) return cpu->ctx ? cpu->ctx->status : SD_ERR_NOMEM;
-    sd_conv1x1_bf16_run(s->N, s->Ci, s->OH * s->OW, s->Co, e->iparam[0], x, a, b, y, scratch, e->key.n_threads);
-fail:
+    void *a = NULL, *scratch = NULL;
+    int rc = ours_operands(cpu, e, w, c1x1_prep, &a, &scratch);
+    if (rc == SD_OK)
+        sd_conv1x1_bf16_run(s->N, s->Ci, s->OH * s->OW, s->Co, e->iparam[0], x, a, b, y, scratch, e->key.n_threads);
     return rc;
 }
 

@@ -85,6 +85,17 @@ static void test_fail(const char *fmt, ...) {
 /* Returns 0 when got matches ref within atol + rtol*|ref| everywhere and
  * has no NaN/Inf; otherwise prints details and returns 1. Always prints the
  * max abs / rel error into *max_abs when non-NULL. */
+/* x rounded to bf16 (nearest even), as the bf16 kernels round their
+ * operands: for references fed the values a bf16 kernel multiplies. */
+static float test_bf16_round(float x) __attribute__((unused));
+static float test_bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
 static int check_close(const char *name, const float *got, const float *ref, int64_t n, double atol, double rtol,
                        double *max_abs) __attribute__((unused));
 static int check_close(const char *name, const float *got, const float *ref, int64_t n, double atol, double rtol,

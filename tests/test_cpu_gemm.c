@@ -481,15 +481,6 @@ static void test_linear(struct sd_cpu *cpu) {
     test_linear_case(cpu, 4, (int64_t[]){2, 3, 5, 11}, 13, 1, 350);       /* 4-d x */
 }
 
-/* bf16 (nearest even), as the bf16 kernels round their operands. */
-static float bf16_round(float v) {
-    uint32_t u;
-    memcpy(&u, &v, sizeof u);
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    memcpy(&v, &u, sizeof v);
-    return v;
-}
-
 /* A bf16 backend's linear (oneDNN's bf16 matmul) against a double
  * reference fed the bf16-rounded x and w: what is left is the f32
  * accumulation. (A linear on the bf16 micro-kernel of our convolutions was
@@ -523,8 +514,8 @@ static void test_linear_bf16(void) {
         y->src[0] = x, y->src[1] = w, y->src[2] = b;
         float *xr = malloc((size_t)(R * I) * sizeof *xr), *wr = malloc((size_t)(O * I) * sizeof *wr);
         float *ref = malloc((size_t)(R * O) * sizeof *ref);
-        for (int64_t k = 0; k < R * I; k++) xr[k] = bf16_round(((float *)x->data)[k]);
-        for (int64_t k = 0; k < O * I; k++) wr[k] = bf16_round(((float *)w->data)[k]);
+        for (int64_t k = 0; k < R * I; k++) xr[k] = test_bf16_round(((float *)x->data)[k]);
+        for (int64_t k = 0; k < O * I; k++) wr[k] = test_bf16_round(((float *)w->data)[k]);
         ref_linear(xr, wr, b ? b->data : NULL, ref, R, I, O);
         double err = 0;
         int rc = sd_cpu_op_linear(&cpu, y);

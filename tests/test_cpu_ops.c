@@ -243,15 +243,6 @@ static void test_attention_case(int64_t B, int64_t Lq, int64_t Lk, int H, int64_
     tfree(q), tfree(k), tfree(v), tfree(y);
 }
 
-/* Rounds to bf16 (nearest even), as the bf16 kernel rounds its operands. */
-static float bf16r(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
-
 /* The bf16 attention kernel (op_attention_bf16.c) against the double
  * reference fed the bf16-rounded operands (scale*q, k, v: the kernel's
  * remaining error is its bf16 probabilities and f32 sums), and against the
@@ -266,9 +257,9 @@ static void test_attention_bf16_case(int64_t B, int64_t Lq, int64_t Lk, int H, i
     y->p.attention = (struct sd_attention_params){H, scale, 0};
     const int64_t nq = sd_tensor_nelements(q), nk = sd_tensor_nelements(k), nv = sd_tensor_nelements(v);
     float *qr = malloc((size_t)nq * sizeof *qr), *kr = malloc((size_t)nk * sizeof *kr), *vr = malloc((size_t)nv * sizeof *vr);
-    for (int64_t i = 0; i < nq; i++) qr[i] = bf16r(((float *)q->data)[i] * scale);
-    for (int64_t i = 0; i < nk; i++) kr[i] = bf16r(((float *)k->data)[i]);
-    for (int64_t i = 0; i < nv; i++) vr[i] = bf16r(((float *)v->data)[i]);
+    for (int64_t i = 0; i < nq; i++) qr[i] = test_bf16_round(((float *)q->data)[i] * scale);
+    for (int64_t i = 0; i < nk; i++) kr[i] = test_bf16_round(((float *)k->data)[i]);
+    for (int64_t i = 0; i < nv; i++) vr[i] = test_bf16_round(((float *)v->data)[i]);
     float *ref_r = ref_new(y), *ref_x = ref_new(y);
     ref_attention(qr, kr, vr, ref_r, B, Lq, Lk, H, d, dv, 1.0, 0, step);
     ref_attention(q->data, k->data, v->data, ref_x, B, Lq, Lk, H, d, dv, scale, 0, step);
