@@ -19,6 +19,7 @@
  *    encoder's weights, nothing (weights, arena, scratch) is left after the
  *    image, and the image is the default runtime's bit for bit.
  */
+#include "cl_test_opts.h"
 #include "cl_impl.h"
 #include "cl_test_util.h"
 #include "model_load.h"
@@ -66,7 +67,7 @@ static void test_graph(void) {
     struct sd_runtime_opts o;
     sd_runtime_opts_init(&o);
     o.threads = 1;
-    o.cl_cache_dir = getenv("SDRT_CACHE_DIR") ? getenv("SDRT_CACHE_DIR") : "/tmp/sdrt-test-cache";
+    o.cl_cache_dir = cl_test_cache_dir();
     struct sd_backend *cpu = sd_cpu_backend_new(&ctx, &o);
     struct sd_backend *cl = sd_cl_backend_new(&ctx, &o);
     CHECK(cpu && cl, "cpu and opencl backends (%s)", ctx.msg);
@@ -220,11 +221,7 @@ static int on_event(void *user, const struct sd_gen_event *ev) {
 
 static void test_pipeline(void) {
     struct sd_runtime_opts o;
-    sd_runtime_opts_init(&o);
-    o.backend = SD_BACKEND_OPENCL;
-    o.cl_cache_dir = getenv("SDRT_CACHE_DIR") ? getenv("SDRT_CACHE_DIR") : "/tmp/sdrt-test-cache";
-    o.cpu_disable = "conv2d,linear,matmul,group_norm,layer_norm,softmax,attention,gelu,quick_gelu,silu,"
-                    "geglu,add,mul,scale,concat,upsample_nearest,embedding,timestep_embedding,permute";
+    cl_test_device_only(&o);
     struct sd_ctx ctx = {0};
     struct sd_runtime *rt = sd_runtime_new(&ctx, &o);
     o.low_memory = 1;

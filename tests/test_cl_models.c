@@ -8,6 +8,7 @@
  * measured on PoCL (AVX-512 host): CLIP 2.3e-6, UNet 2.0e-6, VAE decode
  * 4.5e-6, encode 1.3e-6 (the old 2e-4 + 2e-3|ref| was 52x..370x).
  */
+#include "cl_test_opts.h"
 #include "cl.h"
 #include "model_load.h"
 #include "model_run.h"
@@ -80,15 +81,9 @@ static void run_model(struct sd_runtime *rt, struct sd_model *m, const char *lab
 }
 
 int main(void) {
+    /* every op on the device: a node it refused is an error, not a CPU fallback */
     struct sd_runtime_opts o;
-    sd_runtime_opts_init(&o);
-    o.backend = SD_BACKEND_OPENCL;
-    o.cl_cache_dir = getenv("SDRT_CACHE_DIR") ? getenv("SDRT_CACHE_DIR") : "/tmp/sdrt-test-cache";
-    /* Any node the OpenCL backend refused would run on the CPU silently
-     * here; refuse that by disabling every op on the CPU backend, so a
-     * placement on it is an error ("no backend runs ..."). */
-    o.cpu_disable = "conv2d,linear,matmul,group_norm,layer_norm,softmax,attention,gelu,quick_gelu,silu,"
-                    "geglu,add,mul,scale,concat,upsample_nearest,embedding,timestep_embedding,permute";
+    cl_test_device_only(&o);
     struct sd_ctx ctx = {0};
     struct sd_runtime *rt = sd_runtime_new(&ctx, &o);
     CHECK(rt != NULL, "opencl runtime (%s)", ctx.msg);

@@ -11,6 +11,7 @@
  * the table: 1e-5-ish for elementwise ops, looser for reductions and GEMMs
  * whose summation order differs). The max error is printed.
  */
+#include "cl_test_opts.h"
 #include "cl_impl.h"
 #include "cl_op_cases.h"
 
@@ -223,7 +224,7 @@ int main(void) {
     cl_cases_small = sv && *sv && *sv != '0';
     /* Program binaries: a test-only cache (kept across runs for speed). */
     sd_runtime_opts_init(&clo);
-    clo.cl_cache_dir = getenv("SDRT_CACHE_DIR") ? getenv("SDRT_CACHE_DIR") : "/tmp/sdrt-test-cache";
+    clo.cl_cache_dir = cl_test_cache_dir();
     const char *gemm = getenv("SDRT_CL_GEMM");
     if (gemm && sd_cl_gemm_parse(gemm) >= 0) clo.cl_gemm = (enum sd_cl_gemm_engine)sd_cl_gemm_parse(gemm);
     struct sd_ctx ctx = {0};

@@ -5,6 +5,7 @@
  * embedding op on activations and, for the SGM file, a permute of
  * text_projection), the UNet with add_embedding, the VAE - against the
  * diffusers goldens, with the CPU bounds of test_sdxl.c (sdxl_parity.h). */
+#include "cl_test_opts.h"
 #include "sdxl_parity.h"
 
 /* See cl_test_util.h: PoCL/LLVM-internal allocations are not our leaks. */
@@ -13,11 +14,7 @@ const char *__lsan_default_suppressions(void) { return "leak:libpocl.so\nleak:li
 
 int main(void) {
     struct sd_runtime_opts o;
-    sd_runtime_opts_init(&o);
-    o.backend = SD_BACKEND_OPENCL;
-    o.cl_cache_dir = getenv("SDRT_CACHE_DIR") ? getenv("SDRT_CACHE_DIR") : "/tmp/sdrt-test-cache";
-    o.cpu_disable = "conv2d,linear,matmul,group_norm,layer_norm,softmax,attention,gelu,quick_gelu,silu,"
-                    "geglu,add,mul,scale,concat,upsample_nearest,embedding,timestep_embedding,permute";
+    cl_test_device_only(&o);
     struct sd_ctx ctx = {0};
     struct sd_runtime *rt = sd_runtime_new(&ctx, &o);
     CHECK(rt != NULL, "opencl runtime (%s)", ctx.msg);

@@ -11,6 +11,7 @@
  * result follows the new bytes. Tolerance 1e-4 + 1e-4*|ref| (f32 GEMMs of
  * length <= 48 on outputs up to ~10; measured max abs error ~1e-5).
  */
+#include "cl_test_opts.h"
 #include "cl_impl.h"
 #include "cl_op_cases.h"
 
@@ -52,7 +53,7 @@ int main(void) {
     struct sd_runtime_opts o;
     sd_runtime_opts_init(&o);
     o.threads = 1;
-    o.cl_cache_dir = getenv("SDRT_CACHE_DIR") ? getenv("SDRT_CACHE_DIR") : "/tmp/sdrt-test-cache";
+    o.cl_cache_dir = cl_test_cache_dir();
     struct sd_backend *cpu = sd_cpu_backend_new(&ctx, &o);
     struct sd_backend *cl = sd_cl_backend_new(&ctx, &o);
     CHECK(cpu && cl, "cpu and opencl backends (%s)", ctx.msg);

@@ -17,6 +17,7 @@
  * 6e-8; bound 1e-6. Images in [0, 1]: measured 2.4e-6 .. 8.3e-6; bound 1e-4
  * (test_pipeline's image bound), well inside the issue's 1/255.
  */
+#include "cl_test_opts.h"
 #include "embed_cache.h"
 #include "lora.h"
 #include "model_load.h"
@@ -440,13 +441,9 @@ static void test_sd2(const struct sd_st_file *gf) {
 /* OpenCL: merged weights reach the device (weights_changed re-uploads exactly
  * the changed tensors), switching sets, and back to the no-LoRA bytes. */
 static void test_opencl(const struct sd_st_file *gf) {
-    struct sd_runtime_opts o;
-    sd_runtime_opts_init(&o);
-    o.backend = SD_BACKEND_OPENCL;
-    o.cl_cache_dir = getenv("SDRT_CACHE_DIR") ? getenv("SDRT_CACHE_DIR") : "/tmp/sdrt-test-cache";
     /* every op on the device: a CPU fallback would not exercise the uploads */
-    o.cpu_disable = "conv2d,linear,matmul,group_norm,layer_norm,softmax,attention,gelu,quick_gelu,silu,"
-                    "geglu,add,mul,scale,concat,upsample_nearest,embedding,timestep_embedding,permute";
+    struct sd_runtime_opts o;
+    cl_test_device_only(&o);
     struct env e;
     if (env_open_opts(&e, "tests/models/tiny-sd1", NULL, &o)) return test_fail("lora: opencl runtime on tiny-sd1");
     printf("# opencl\n");

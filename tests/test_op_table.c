@@ -7,6 +7,7 @@
  * An op added to ops.def without a line in `cases` below fails here, as does
  * an OpenCL backend that neither implements nor declares it.
  */
+#include "cl_test_opts.h"
 #include "cl.h"
 #include "cpu.h"
 #include "graph.h"
@@ -149,7 +150,7 @@ int main(void) {
     struct sd_runtime_opts o;
     sd_runtime_opts_init(&o);
     o.threads = 1;
-    o.cl_cache_dir = getenv("SDRT_CACHE_DIR") ? getenv("SDRT_CACHE_DIR") : "/tmp/sdrt-test-cache";
+    o.cl_cache_dir = cl_test_cache_dir();
     struct sd_backend *cpu = sd_cpu_backend_new(&ctx, &o);
     CHECK(cpu != NULL, "cpu backend: %s", cpu ? "created" : ctx.msg);
     if (!cpu) return 1;
