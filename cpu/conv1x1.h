@@ -10,8 +10,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-int sd_conv1x1_bf16_available(void);
-
 /* The weight w [Co][Ci] as bf16 pairs along Ci: up(Co, 6) x ceil(Ci/2) words. */
 int64_t sd_conv1x1_bf16_weight_words(int64_t Co, int64_t Ci);
 void sd_conv1x1_bf16_weights(const float *w, int64_t Co, int64_t Ci, uint32_t *a);

@@ -16,12 +16,10 @@
 #include <omp.h>
 #include <string.h>
 
-#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#if SD_HAVE_AVX512_BF16
 #include "gemm_bf16.h"
 
 static int64_t up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
-
-int sd_conv1x1_bf16_available(void) { return 1; }
 
 int64_t sd_conv1x1_bf16_weight_words(int64_t Co, int64_t Ci) { return up(Co, SD_GEMM_R) * ((Ci + 1) / 2); }
 
@@ -90,7 +88,6 @@ void sd_conv1x1_bf16_run(int64_t N, int64_t Ci, int64_t P, int64_t Co, int64_t c
 
 #else /* no AVX-512 BF16 in this build */
 
-int sd_conv1x1_bf16_available(void) { return 0; }
 int64_t sd_conv1x1_bf16_weight_words(int64_t Co, int64_t Ci) { return (void)Co, (void)Ci, 0; }
 void sd_conv1x1_bf16_weights(const float *w, int64_t Co, int64_t Ci, uint32_t *a) { (void)w, (void)Co, (void)Ci, (void)a; }
 int64_t sd_conv1x1_bf16_chunk(int64_t N, int64_t Ci, int64_t P, int nthreads) {

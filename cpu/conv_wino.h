@@ -14,9 +14,6 @@ struct sd_wino_shape {
     int64_t N, Ci, H, W, Co; /* x [N,Ci,H,W] -> y [N,Co,H,W] */
 };
 
-/* Whether this build has the kernels (compiled with AVX-512 BF16). */
-int sd_wino_bf16_available(void);
-
 /* The transformed weights U = G g G^T of w [Co][Ci][3][3], as bf16 pairs
  * along Ci: 16 x up(Co, 6) x ceil(Ci/2) 32-bit words. */
 int64_t sd_wino_bf16_weight_words(int64_t Co, int64_t Ci);

@@ -32,14 +32,12 @@
 #include <omp.h>
 #include <string.h>
 
-#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#if SD_HAVE_AVX512_BF16
 #include "gemm_bf16.h"
 
 #define WR SD_GEMM_R /* output channels per micro-tile */
 
 static int64_t up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
-
-int sd_wino_bf16_available(void) { return 1; }
 
 int64_t sd_wino_bf16_weight_words(int64_t Co, int64_t Ci) { return 16 * up(Co, WR) * ((Ci + 1) / 2); }
 
@@ -307,7 +305,6 @@ void sd_wino_bf16_run(const struct sd_wino_shape *s, int64_t rows, const float *
 
 #else /* no AVX-512 BF16 in this build */
 
-int sd_wino_bf16_available(void) { return 0; }
 int64_t sd_wino_bf16_weight_words(int64_t Co, int64_t Ci) { return (void)Co, (void)Ci, 0; }
 void sd_wino_bf16_weights(const float *w, int64_t Co, int64_t Ci, uint32_t *u) { (void)w, (void)Co, (void)Ci, (void)u; }
 int64_t sd_wino_bf16_chunk_rows(const struct sd_wino_shape *s, int nthreads) { return (void)s, (void)nthreads, 1; }

@@ -60,9 +60,8 @@ const char *sd_cpu_isa(void);
 
 /* Attention with bf16 operands and f32 accumulation (op_attention_bf16.c),
  * which sd_cpu_op_attention runs for non-causal attention on a backend
- * computing in bf16 when _available() (built with AVX-512 BF16). */
+ * computing in bf16 in builds with AVX-512 BF16 (sd_bf16_kernels_built). */
 int sd_cpu_attention_bf16(struct sd_cpu *cpu, struct sd_tensor *node);
-int sd_cpu_attention_bf16_available(void);
 
 /* oneDNN plumbing (cpu_dnnl.c). */
 /* conv_policy: enum sd_conv_policy; precision: enum sd_precision (AUTO is

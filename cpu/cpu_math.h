@@ -31,6 +31,15 @@
 #include <immintrin.h>
 #define SD_HAVE_AVX512 1
 #endif
+/* sdrt's own bf16 kernels (op_attention_bf16.c, conv_wino_bf16.c,
+ * conv1x1_bf16.c) exist in builds with AVX-512 BF16; elsewhere they are
+ * stubs and the ops keep oneDNN's or the f32 paths. */
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#define SD_HAVE_AVX512_BF16 1
+#else
+#define SD_HAVE_AVX512_BF16 0
+#endif
+static inline int sd_bf16_kernels_built(void) { return SD_HAVE_AVX512_BF16; }
 
 /* f32 -> bf16 bits, rounded to nearest even (NaN stays a quiet NaN), as
  * vcvtneps2bf16 does: the bf16 kernels' scalar packing. */

@@ -117,7 +117,7 @@ int sd_cpu_op_attention(struct sd_cpu *cpu, struct sd_tensor *node) {
     const int H = node->p.attention.n_heads;
     const float scale = node->p.attention.scale;
     const int causal = node->p.attention.causal;
-    if (!causal && cpu->dnnl && cpu->dnnl->bf16 && sd_cpu_attention_bf16_available())
+    if (!causal && cpu->dnnl && cpu->dnnl->bf16 && sd_bf16_kernels_built())
         return sd_cpu_attention_bf16(cpu, node);
     const int64_t B = qt->ne[0] * qt->ne[1], Lq = qt->ne[2], Lk = kt->ne[2];
     const int64_t Cq = qt->ne[3], Cv = vt->ne[3];

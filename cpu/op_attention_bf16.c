@@ -30,7 +30,7 @@
 #include <omp.h>
 #include <string.h>
 
-#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#if SD_HAVE_AVX512_BF16
 #include "gemm_bf16.h" /* sd_bf16_interleave */
 
 #define AB_R 6    /* query rows per micro-tile */
@@ -278,15 +278,11 @@ int sd_cpu_attention_bf16(struct sd_cpu *cpu, struct sd_tensor *node) {
     return SD_OK;
 }
 
-int sd_cpu_attention_bf16_available(void) { return 1; }
-
 #else /* no AVX-512 BF16 in this build: attention stays in f32 */
 
 int sd_cpu_attention_bf16(struct sd_cpu *cpu, struct sd_tensor *node) {
     (void)node;
     return sd_errorf(cpu->ctx, SD_ERR_UNSUPPORTED, "attention bf16: built without AVX-512 BF16");
 }
-
-int sd_cpu_attention_bf16_available(void) { return 0; }
 
 #endif

@@ -123,6 +123,7 @@
 #include "conv1x1.h"
 #include "conv_wino.h"
 #include "cpu_dnnl.h"
+#include "cpu_math.h"
 #include "weights.h"
 
 #include <omp.h>
@@ -145,7 +146,7 @@ static int is_pointwise(const struct conv_shape *s) {
 /* Whether our bf16 Winograd (conv_wino.h) runs this conv: 3x3, stride 1,
  * padded by 1 on every side, in a build with AVX-512 BF16. */
 static int wino_bf16_fits(const struct conv_shape *s) {
-    return sd_wino_bf16_available() && s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1 && s->pt == 1 &&
+    return sd_bf16_kernels_built() && s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1 && s->pt == 1 &&
            s->pl == 1 && s->pb == 1 && s->pr == 1;
 }
 
@@ -158,7 +159,7 @@ static int conv_pick(const struct conv_shape *s, int policy, int bf16) {
     if (tiny) return SD_CONV_GEMM;
     if (bf16) { /* see "bf16" above: our bf16 Winograd from 32x32 planes on, unless lowmem */
         if (wino && policy != SD_CONV_LOWMEM && wino_bf16_fits(s)) return SD_CONV_WINO;
-        if (is_pointwise(s)) return sd_conv1x1_bf16_available() ? SD_CONV_GEMM : SD_CONV_NCHW;
+        if (is_pointwise(s)) return sd_bf16_kernels_built() ? SD_CONV_GEMM : SD_CONV_NCHW;
         return SD_CONV_DIRECT;
     }
     if (is_pointwise(s)) return SD_CONV_GEMM;
@@ -389,7 +390,7 @@ static void im2col_band(const float *xn, const struct conv_shape *s, int64_t oy0
 }
 
 static int conv_plan_gemm(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const struct conv_shape *s) {
-    if (e->key.bf16 && is_pointwise(s) && sd_conv1x1_bf16_available() && s->Ci * s->kh * s->kw >= 64 && s->Co >= 16)
+    if (e->key.bf16 && is_pointwise(s) && sd_bf16_kernels_built() && s->Ci * s->kh * s->kw >= 64 && s->Co >= 16)
         return conv_plan_1x1_bf16(cpu, e, s);
     const int nth = e->key.n_threads;
     const int64_t K = s->Ci * s->kh * s->kw, P = s->OH * s->OW;

@@ -15,8 +15,8 @@
  */
 #include <omp.h>
 
-#include "conv_wino.h"
 #include "cpu_dnnl.h"
+#include "cpu_math.h"
 #include "test.h"
 
 static int san;
@@ -303,7 +303,7 @@ static void test_conv_rule(struct sd_cpu *cpu) {
 static void test_conv_bf16_ours(void) {
     struct sd_ctx ctx = {0};
     struct sd_cpu cpu = {.ctx = &ctx, .n_threads = omp_get_max_threads()};
-    if (!sd_wino_bf16_available() || !sd_cpu_precision_bf16(SD_PRECISION_BF16)) {
+    if (!sd_bf16_kernels_built() || !sd_cpu_precision_bf16(SD_PRECISION_BF16)) {
         printf("note: conv2d bf16 Winograd and 1x1: not in this build (no AVX-512 BF16)\n");
         return;
     }

@@ -12,6 +12,7 @@
 #include <omp.h>
 
 #include "cpu.h"
+#include "cpu_math.h"
 #include "test.h"
 
 static int san;
@@ -295,7 +296,7 @@ static void test_attention(void) {
     test_attention_case(2, 1024, 77, 8, 80, 80, 0, 7, "cross-attention");
     if (san) test_attention_case(2, 1024, 1024, 8, 40, 40, 0, 37, "self-attention (shrunk for ASan)");
     else test_attention_case(2, 4096, 4096, 8, 40, 40, 0, 37, "SD1 self-attention 64x64");
-    if (!sd_cpu_attention_bf16_available()) {
+    if (!sd_bf16_kernels_built()) {
         printf("note: attention bf16: this build has no AVX-512 BF16 (the f32 kernel runs in every mode)\n");
         return;
     }
