@@ -275,14 +275,15 @@ static void run_table(struct sd_backend **bes, struct sd_backend *host, struct s
 
 /* ---- --conv: every conv2d algorithm, direct op calls ---- */
 
-static struct sd_tensor *conv_node(int64_t N, int64_t Ci, int64_t H, int64_t W, int64_t Co, int k, int s, int pad) {
+static struct sd_tensor *conv_node(int64_t N, int64_t Ci, int64_t H, int64_t W, int64_t Co, int k, int s, int pad,
+                                   int wino4) {
     int64_t OH = (H + 2 * pad - k) / s + 1, OW = (W + 2 * pad - k) / s + 1;
     struct sd_tensor *y = tensor(4, (int64_t[]){N, Co, OH, OW}, 0, 0.0f);
     y->op = SD_OP_CONV2D;
     y->src[0] = tensor(4, (int64_t[]){N, Ci, H, W}, 1, 1.0f);
     y->src[1] = tensor(4, (int64_t[]){Co, Ci, k, k}, 2, 0.05f);
     y->src[2] = tensor(1, (int64_t[]){Co}, 3, 1.0f);
-    y->p.conv2d = (struct sd_conv2d_params){s, s, pad, pad, pad, pad};
+    y->p.conv2d = (struct sd_conv2d_params){s, s, pad, pad, pad, pad, wino4};
     return y;
 }
 
@@ -317,7 +318,9 @@ static void run_conv_algos(struct sd_cpu *cpu, double peak) {
     for (int a = 0; a < NA; a++) printf(" %9s", sd_conv_algo_name(algos[a]));
     printf(" %14s  %s\n", "auto:picks", "impl(direct)");
     for (size_t i = 0; i < sizeof sh / sizeof sh[0]; i++) {
-        struct sd_tensor *y = conv_node(sh[i].N, sh[i].Ci, sh[i].H, sh[i].W, sh[i].Co, sh[i].k, sh[i].s, sh[i].pad);
+        /* wino4 as the models' graphs set it: the UNet's (batch 2), not the VAE's */
+        struct sd_tensor *y =
+            conv_node(sh[i].N, sh[i].Ci, sh[i].H, sh[i].W, sh[i].Co, sh[i].k, sh[i].s, sh[i].pad, sh[i].N == 2);
         double flop = 2.0 * (double)sd_tensor_nelements(y) * (double)(sh[i].Ci * sh[i].k * sh[i].k);
         char shape[64];
         snprintf(shape, sizeof shape, "[%lld,%lld,%lld,%lld]->%lld k%d s%d", (long long)sh[i].N, (long long)sh[i].Ci,

@@ -113,6 +113,17 @@
  * 2,640,32,32 1x1 vs oneDNN's nchw); everything else -> direct (bf16).
  * Full-size SD 1.5, 512x512, bf16: UNet CFG step 4.14 -> 3.58 s with
  * planes >= 32x32, 3.41-3.50 s with 16x16 too; VAE decode 6.65 -> 4.17 s.
+ * F(4x4,3x3) where the model accepts its rounding (p.wino4: the UNet's
+ * convs; conv error ~10x the direct bf16 conv's vs F(2x2)'s ~1.9x) on planes
+ * >= 32x32: 36 products per 16 outputs instead of 64, weights 36/9 of the
+ * bf16 copy (+0.27 GB for SD 1.5's UNet; the 16x16 planes keep F(2x2): their
+ * 1280-channel convs would cost +0.9 GB):
+ *   shape                          F(2x2)  F(4x4)
+ *   2,320,64,64 -> 320 3x3 s1        618     972
+ *   2,960,64,64 -> 320 3x3 s1        725     950
+ *   2,640,32,32 -> 640 3x3 s1        737    1250 (two tile rows per vector)
+ *   2,1920,32,32 -> 640 3x3 s1       814    1382
+ * UNet CFG step 3.50-3.67 -> 3.30-3.45 s (convs 1.28-1.50 -> 1.11 s).
  * opts.conv = wino (`SDRT_CONV_ALGO=wino`) forces ours on any 3x3 s1 pad-1
  * conv, oneDNN's f32 Winograd on other eligible shapes.
  *
@@ -136,7 +147,7 @@ enum { M_SRC_USER, M_SRC, M_BIAS, M_DST, M_DST_USER };
 
 struct conv_shape {
     int64_t N, Ci, H, W, Co, kh, kw, OH, OW;
-    int sh, sw, pt, pl, pb, pr, bias;
+    int sh, sw, pt, pl, pb, pr, bias, wino4;
 };
 
 static int is_pointwise(const struct conv_shape *s) {
@@ -149,6 +160,11 @@ static int wino_bf16_fits(const struct conv_shape *s) {
     return sd_bf16_kernels_built() && s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1 && s->pt == 1 &&
            s->pl == 1 && s->pb == 1 && s->pr == 1;
 }
+
+/* The output tile of our bf16 Winograd: F(4x4,3x3) where the model accepts
+ * its rounding (p.wino4) on planes of at least 32x32, F(2x2,3x3) otherwise
+ * (see "bf16" above). */
+static int wino_tile(const struct conv_shape *s) { return s->wino4 && s->OH >= 32 && s->OW >= 32 ? 4 : 2; }
 
 /* The per-shape rule, from the measurements in the header comment.
  * `policy` is SD_CONV_AUTO or SD_CONV_LOWMEM. */
@@ -273,27 +289,34 @@ fail:
 
 /* ---- ours: Winograd F(2x2,3x3) in bf16 (conv_wino_bf16.c) ---- */
 
-static void wino_prep(const float *src, const dnnl_memory_desc_t *user_md, void *dst) {
-    sd_wino_bf16_weights(src, user_md->dims[0], user_md->dims[1], dst);
+static void wino_prep2(const float *src, const dnnl_memory_desc_t *user_md, void *dst) {
+    sd_wino_bf16_weights(src, user_md->dims[0], user_md->dims[1], 2, dst);
 }
 
-static struct sd_wino_shape wino_shape(const struct conv_shape *s) {
-    return (struct sd_wino_shape){s->N, s->Ci, s->H, s->W, s->Co};
+static void wino_prep4(const float *src, const dnnl_memory_desc_t *user_md, void *dst) {
+    sd_wino_bf16_weights(src, user_md->dims[0], user_md->dims[1], 4, dst);
+}
+
+static struct sd_wino_shape wino_shape(const struct conv_shape *s, int m) {
+    return (struct sd_wino_shape){s->N, s->Ci, s->H, s->W, s->Co, m};
 }
 
 static int conv_plan_wino_bf16(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const struct conv_shape *s) {
     int rc = SD_OK;
-    const struct sd_wino_shape ws = wino_shape(s);
-    /* The prepared layout: [16][Co rounded up to 6][Ci/2] bf16 pairs. */
-    const int64_t words = sd_wino_bf16_weight_words(s->Co, s->Ci), co6 = words / 16 / ((s->Ci + 1) / 2);
-    dnnl_dims_t wdims = {s->Co, s->Ci, 3, 3}, udims = {16, co6, (s->Ci + 1) / 2, 2};
+    const int m = wino_tile(s);
+    const struct sd_wino_shape ws = wino_shape(s, m);
+    /* The prepared layout: [(m+2)^2][Co rounded up to 6][Ci/2] bf16 pairs. */
+    const int64_t E = (m + 2) * (m + 2), Ci2 = (s->Ci + 1) / 2;
+    const int64_t co6 = sd_wino_bf16_weight_words(s->Co, s->Ci, m) / E / Ci2;
+    dnnl_dims_t wdims = {s->Co, s->Ci, 3, 3}, udims = {E, co6, Ci2, 2};
     SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&e->user_weights_md, 4, wdims, dnnl_f32, dnnl_oihw));
     SD_DNNL_TRY(cpu, dnnl_memory_desc_init_by_tag(&e->weights_md, 4, udims, dnnl_bf16, dnnl_abcd));
     e->algo = SD_CONV_WINO;
     e->iparam[0] = sd_wino_bf16_chunk_rows(&ws, e->key.n_threads);
     e->iparam[1] = 1; /* ours, not oneDNN's */
+    e->iparam[2] = m;
     e->scratch[0] = (sd_wino_bf16_scratch(&ws, e->iparam[0]) + 63) & ~(size_t)63;
-    snprintf(e->impl, sizeof e->impl, "sdrt:wino_bf16 F(2x2,3x3)");
+    snprintf(e->impl, sizeof e->impl, "sdrt:wino_bf16 F(%dx%d,3x3)", m, m);
 fail:
     return rc;
 }
@@ -315,9 +338,10 @@ fail:
 static int conv_run_wino_bf16(struct sd_cpu *cpu, struct sd_dnnl_prim *e, const struct conv_shape *s, const float *x,
                               struct sd_tensor *w, const float *b, float *y) {
     void *u = NULL, *scratch = NULL;
-    int rc = ours_operands(cpu, e, w, wino_prep, &u, &scratch);
+    const int m = (int)e->iparam[2];
+    int rc = ours_operands(cpu, e, w, m == 4 ? wino_prep4 : wino_prep2, &u, &scratch);
     if (rc == SD_OK) {
-        const struct sd_wino_shape ws = wino_shape(s);
+        const struct sd_wino_shape ws = wino_shape(s, m);
         sd_wino_bf16_run(&ws, e->iparam[0], x, u, b, y, scratch, e->key.n_threads);
     }
     return rc;
@@ -474,7 +498,7 @@ static int conv_check(struct sd_cpu *cpu, const struct sd_tensor *node, struct c
     *s = (struct conv_shape){
         .N = x->ne[0], .Ci = x->ne[1], .H = x->ne[2], .W = x->ne[3], .Co = w->ne[0], .kh = w->ne[2], .kw = w->ne[3],
         .sh = p->stride_h, .sw = p->stride_w, .pt = p->pad_t, .pl = p->pad_l, .pb = p->pad_b, .pr = p->pad_r,
-        .bias = b != NULL,
+        .bias = b != NULL, .wino4 = p->wino4 != 0,
     };
     int ok = x->type == SD_F32 && w->type == SD_F32 && node->type == SD_F32 && x->n_dims == 4 && w->n_dims == 4 &&
              sd_tensor_is_contiguous(x) && sd_tensor_is_contiguous(w) && sd_tensor_is_contiguous(node) &&
@@ -510,7 +534,7 @@ int sd_cpu_op_conv2d(struct sd_cpu *cpu, struct sd_tensor *node) {
     key.version = SD_DNNL_KEY_VERSION;
     key.kind = SD_DNNL_CONV;
     key.algo = cpu->dnnl->conv_algo;
-    key.flags = s.bias;
+    key.flags = s.bias | s.wino4 << 1;
     int64_t dims[] = {s.N, s.Ci, s.H, s.W, s.Co, s.kh, s.kw, s.OH, s.OW};
     memcpy(key.dims, dims, sizeof dims);
     int64_t geo[] = {s.sh, s.sw, s.pt, s.pl, s.pb, s.pr};

@@ -25,7 +25,7 @@ static struct sd_tensor *b_conv_down(struct sd_graph *g, struct tc *tc) {
     return sd_conv2d(g, IN(tc, g, 4, 2, 64, 32, 32), W(tc, 4, 64, 64, 3, 3), W(tc, 1, 64), 2, 1);
 }
 static struct sd_tensor *b_conv_asym(struct sd_graph *g, struct tc *tc) {
-    struct sd_conv2d_params p = {2, 2, 0, 0, 1, 1}; /* VAE encoder downsample */
+    struct sd_conv2d_params p = {2, 2, 0, 0, 1, 1, 0}; /* VAE encoder downsample */
     return sd_conv2d_ex(g, IN(tc, g, 4, 1, 32, 17, 16), W(tc, 4, 48, 32, 3, 3), W(tc, 1, 48), p);
 }
 static struct sd_tensor *b_conv1x1(struct sd_graph *g, struct tc *tc) {

@@ -38,6 +38,44 @@ static void compare(const char *what, const float *got, const struct sd_st_tenso
     else test_ok("%s matches diffusers", what);
 }
 
+/* Counts g's conv2d nodes and those marked wino4. */
+static void count_convs(const struct sd_graph *g, int *n, int *n4) {
+    *n = *n4 = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i]->op == SD_OP_CONV2D) ++*n, *n4 += g->nodes[i]->p.conv2d.wino4 != 0;
+}
+
+/* Which convolutions accept F(4x4,3x3) Winograd rounding in bf16 (graph.h):
+ * every one of the UNet's, none of the VAE's (decoder and encoder), whose
+ * rounding lands in the pixels. */
+static void test_wino4_marks(struct sd_model *m, const char *label) {
+    struct sd_ctx ctx = {0};
+    struct sd_graph *g = sd_graph_new(&ctx);
+    const struct sd_unet_config *u = &m->unet;
+    struct sd_tensor *x = sd_graph_input(g, "x", SD_F32, 4, (int64_t[]){2, u->in_channels, 8, 8});
+    struct sd_tensor *t = sd_graph_input(g, "t", SD_F32, 1, (int64_t[]){2});
+    struct sd_tensor *c = sd_graph_input(g, "c", SD_F32, 3, (int64_t[]){2, 77, u->context_dim});
+    int n = 0, n4 = 0;
+    if (sd_unet_build(g, u, m->un, x, t, c)) count_convs(g, &n, &n4);
+    CHECK(n > 0 && n4 == n, "%s: the UNet's %d convolutions accept F(4x4) Winograd (%d marked; %s)", label, n, n4,
+          g->status ? ctx.msg : "built");
+    sd_graph_free(g);
+    for (int dec = 0; dec < 2; dec++) {
+        if (!dec && !m->vae.has_encoder) continue;
+        g = sd_graph_new(&ctx);
+        const int f = sd_vae_downscale(&m->vae);
+        struct sd_tensor *o =
+            dec ? sd_vae_decode_build(g, &m->vae, m->va,
+                                      sd_graph_input(g, "z", SD_F32, 4, (int64_t[]){1, m->vae.latent_channels, 4, 4}))
+                : sd_vae_encode_build(g, &m->vae, m->va, sd_graph_input(g, "x", SD_F32, 4, (int64_t[]){1, 3, 4 * f, 4 * f}));
+        n = n4 = 0;
+        if (o) count_convs(g, &n, &n4);
+        CHECK(n > 0 && n4 == 0, "%s: none of the VAE %s's %d convolutions take F(4x4) Winograd (%d marked; %s)", label,
+              dec ? "decoder" : "encoder", n, n4, g->status ? ctx.msg : "built");
+        sd_graph_free(g);
+    }
+}
+
 static void test_clip(struct sd_runtime *rt, struct sd_model *m, const char *label, const char *gname, struct tols tols) {
     const struct tol tol = tols.clip;
     struct sd_st_file *g = golden(gname);
@@ -156,6 +194,7 @@ int main(void) {
         }
         CHECK(m->family == c->family && m->single_file == c->single_file, "%s detected as %s, %s", c->label,
               sd_family_name(m->family), m->single_file ? "single file" : "diffusers folder");
+        if (i == 0) test_wino4_marks(m, c->label);
         if (c->clip_golden) test_clip(rt, m, c->label, c->clip_golden, c->tol);
         test_unet(rt, m, c->label, c->unet_golden, c->tol);
         test_vae(rt, m, c->label, c->vae_golden, c->tol);

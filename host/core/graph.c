@@ -176,13 +176,14 @@ struct sd_tensor *sd_conv2d_ex(struct sd_graph *g, struct sd_tensor *x, struct s
     struct sd_tensor *t = new_tensor(g, SD_OP_CONV2D, SD_F32, 4, (int64_t[]){x->ne[0], w->ne[0], oh, ow});
     if (!t) return NULL;
     t->src[0] = x, t->src[1] = w, t->src[2] = b;
+    if (g->wino4) p.wino4 = 1;
     t->p.conv2d = p;
     return t;
 }
 
 struct sd_tensor *sd_conv2d(struct sd_graph *g, struct sd_tensor *x, struct sd_tensor *w, struct sd_tensor *b,
                             int stride, int pad) {
-    struct sd_conv2d_params p = {stride, stride, pad, pad, pad, pad};
+    struct sd_conv2d_params p = {stride, stride, pad, pad, pad, pad, 0};
     return sd_conv2d_ex(g, x, w, b, p);
 }
 

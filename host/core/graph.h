@@ -49,6 +49,11 @@ struct sd_graph {
     int *backend;
     unsigned *valid;
     const void *placed_by;      /* the scheduler the placement belongs to */
+    /* Set by a model builder before it adds its convolutions: they accept
+     * F(4x4,3x3) Winograd rounding in bf16 (struct sd_conv2d_params). The
+     * UNet builders set it; the VAE's convs, whose rounding lands in the
+     * pixels, keep F(2x2). */
+    int wino4;
 };
 
 /* Returns a new empty graph owned by the caller (free with sd_graph_free). */

@@ -38,7 +38,10 @@ enum sd_op {
 
 /* Per-op parameters: an op reads the member of its name (upsample_nearest:
  * upsample, timestep_embedding: timestep); ops without parameters none. */
-struct sd_conv2d_params { int stride_h, stride_w, pad_t, pad_l, pad_b, pad_r; };
+/* wino4: the model accepts, for this conv, the rounding of a Winograd
+ * F(4x4,3x3) in bf16 (a reduced-precision CPU backend may then use it;
+ * sd_conv2d_ex sets it from the graph's wino4). */
+struct sd_conv2d_params { int stride_h, stride_w, pad_t, pad_l, pad_b, pad_r, wino4; };
 struct sd_matmul_params { int trans_a, trans_b; float alpha; };
 struct sd_group_norm_params { int groups; float eps; int silu; };
 struct sd_layer_norm_params { float eps; };

@@ -76,7 +76,7 @@ struct sd_tensor *sd_vae_encode_build(struct sd_graph *g, const struct sd_vae_co
             snprintf(p, sizeof p, "encoder.down_blocks.%d.downsamplers.0.conv", i);
             struct sd_tensor *dw = wt(g, w, 4, (int64_t[]){h->ne[1], h->ne[1], 3, 3}, "%s.weight", p);
             struct sd_tensor *db = wt_opt(g, w, "%s.bias", p);
-            struct sd_conv2d_params cp = {2, 2, 0, 0, 1, 1};                       /* F.pad(x, (0,1,0,1)) */
+            struct sd_conv2d_params cp = {2, 2, 0, 0, 1, 1, 0};                      /* F.pad(x, (0,1,0,1)) */
             h = sd_name(sd_conv2d_ex(g, h, dw, db, cp), "%s", p);
         }
     }
