@@ -90,24 +90,25 @@ AB_INLINE void pv_tile(const uint32_t *pw, const uint32_t *vp, int64_t cpad, int
         for (int v = 0; v < NC; v++) _mm512_storeu_ps(o + r * cpad + v * 16, acc[r][v]);
 }
 
-/* 2^t for t <= 0 (16 lanes): n = round(t), 2^(t-n) by its degree-4 Taylor
- * polynomial (relative error < 4.5e-5, a fortieth of the bf16 rounding the
- * result gets), scaled by 2^n with vscalefps (underflows to 0). */
+/* 2^t for t <= 0 (16 lanes): n = round(t), 2^(t-n) by a degree-3
+ * polynomial fitted for the least relative error on [-1/2, 1/2] (7.5e-5, a
+ * thirtieth of the bf16 rounding the result gets), scaled by 2^n with
+ * vscalefps (underflows to 0). */
 static inline __m512 exp2_16(__m512 t) {
     const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 f = _mm512_sub_ps(t, n);
-    __m512 p = _mm512_set1_ps(9.6181291e-3f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    __m512 p = _mm512_set1_ps(5.5171672e-2f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4261114e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9326097e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.9992806e-1f));
     return _mm512_scalef_ps(p, n);
 }
 
 /* One score row s[0..nkp) with nk valid entries, whose lane-wise max is mv,
  * in units of log2 (q was scaled by log2(e)): updates the running max *m and
- * sum *l, writes the bf16 probabilities (0 past nk) to pw and returns the
- * factor 2^(m_old - m_new) to rescale the row of O by. */
+ * (l != NULL) the sum *l, writes the bf16 probabilities (0 past nk) to pw
+ * and returns the factor 2^(m_old - m_new) to rescale the row of O by. With
+ * l NULL the sum is P.V's: a column of ones in VP (see pack_kv). */
 static inline float softmax_row(const float *s, const float *mv, int64_t nk, int64_t nkp, uint16_t *pw, float *m,
                                 float *l) {
     const float mnew = fmaxf(*m, _mm512_reduce_max_ps(_mm512_loadu_ps(mv)));
@@ -117,16 +118,16 @@ static inline float softmax_row(const float *s, const float *mv, int64_t nk, int
     for (; j + 16 <= nk; j += 16) {
         const __m512 p = exp2_16(_mm512_sub_ps(_mm512_loadu_ps(s + j), vm));
         _mm256_storeu_si256((__m256i *)(pw + j), (__m256i)_mm512_cvtneps_pbh(p));
-        sum = _mm512_add_ps(sum, p);
+        if (l) sum = _mm512_add_ps(sum, p);
     }
     if (j < nkp) { /* the tail: nk - j valid of 16 */
         const __mmask16 k = (__mmask16)((1u << (nk - j)) - 1);
         const __m512 p = _mm512_maskz_mov_ps(k, exp2_16(_mm512_sub_ps(_mm512_loadu_ps(s + j), vm)));
         _mm256_storeu_si256((__m256i *)(pw + j), (__m256i)_mm512_cvtneps_pbh(p));
-        sum = _mm512_add_ps(sum, p);
+        if (l) sum = _mm512_add_ps(sum, p);
     }
     const float corr = *m == -INFINITY ? 0.0f : exp2f(*m - mnew);
-    *l = *l * corr + _mm512_reduce_add_ps(sum);
+    if (l) *l = *l * corr + _mm512_reduce_add_ps(sum);
     *m = mnew;
     return corr;
 }
@@ -170,7 +171,10 @@ static void pack_row(const float *src, int64_t n, float a, uint32_t *dst) {
 }
 
 /* Packs one head's K ([Lk] rows of stride ldk, d columns) into KP and V
- * (stride ldv, dv columns) into VP, zero-padded to 16 keys and cpad columns. */
+ * (stride ldv, dv columns) into VP, zero-padded to 16 keys and cpad columns,
+ * except that column dv, where dv < cpad, holds ones for the Lk keys: P.V
+ * then sums the probabilities (as rounded to bf16) into O's column dv, and
+ * rescales that sum with O (the softmax's l, at no cost in the padding). */
 static void pack_kv(const float *K, int64_t ldk, const float *V, int64_t ldv, int64_t Lk, int64_t d, int64_t dv,
                     int64_t np, int64_t cpad, uint32_t *kp, uint32_t *vp) {
     const int64_t lkp = up(Lk, 16);
@@ -189,6 +193,7 @@ static void pack_kv(const float *K, int64_t ldk, const float *V, int64_t ldv, in
             const __m256bh b1 = row16(a1 != 0 ? v1 + c : v1, a1 != 0 ? dv - c : 0, a1);
             _mm512_storeu_si512(vp + t * cpad + c, sd_bf16_interleave((__m256i)b0, (__m256i)b1));
         }
+        if (dv < cpad) vp[t * cpad + dv] = (a0 != 0 ? 0x3f80u : 0) | (a1 != 0 ? 0x3f80u : 0) << 16; /* bf16 1.0 */
     }
 }
 
@@ -203,6 +208,7 @@ int sd_cpu_attention_bf16(struct sd_cpu *cpu, struct sd_tensor *node) {
         vt->ne[0] * vt->ne[1] != B || Lk < 1)
         return sd_errorf(cpu->ctx, SD_ERR_INVALID, "attention: incompatible q/k/v shapes for %d heads", H);
     const int64_t d = Cq / H, dv = Cv / H, np = (d + 1) / 2, cpad = up(dv, 16), ncv = cpad / 16;
+    const int ones = dv < cpad; /* the softmax's sums come from P.V (pack_kv) */
     /* Scores in units of log2: the softmax then needs 2^x, not e^x. */
     const float qscale = node->p.attention.scale * 1.44269504088896341f;
     const float *q = qt->data, *k = kt->data, *v = vt->data;
@@ -254,7 +260,7 @@ int sd_cpu_attention_bf16(struct sd_cpu *cpu, struct sd_tensor *node) {
                     }
                 for (int64_t r = 0; r < nqp; r++)
                     corr[r] = softmax_row(S + r * AB_BK, mv + r * 16, nk, nkp, (uint16_t *)(PW + r * (AB_BK / 2)),
-                                          m + r, l + r);
+                                          m + r, ones ? NULL : l + r);
                 const uint32_t *vb = VP + (j0 / 2) * cpad;
                 for (int64_t r0 = 0; r0 < nqp; r0 += AB_R)
                     for (int64_t c0 = 0; c0 < ncv; c0 += 4) {
@@ -269,7 +275,7 @@ int sd_cpu_attention_bf16(struct sd_cpu *cpu, struct sd_tensor *node) {
                     }
             }
             for (int64_t r = 0; r < nq; r++) {
-                const float inv = 1.0f / l[r];
+                const float inv = 1.0f / (ones ? O[r * cpad + dv] : l[r]);
                 float *y = out + (b * Lq + i0 + r) * Cv + h * dv;
                 for (int64_t c = 0; c < dv; c++) y[c] = O[r * cpad + c] * inv;
             }
