@@ -70,24 +70,33 @@ AB_INLINE void qk_tile(const uint32_t *qw, int64_t np, const uint32_t *kp, float
 }
 
 /* O[r][16v + i] = corr[r] * O[r][16v + i] + sum_t PW[r][t] . VP[t][16v + i]
- * for r < AB_R, v < NC, t < npair. */
+ * for r < AB_R, v < NC, t < npair; with HALF, also the 8 columns after
+ * those, in 256-bit vectors (head dim 40 = 2 x 16 + 8: a 256-bit vdpbf16ps
+ * costs half a 512-bit one, so P.V does no work on padding). */
 AB_INLINE void pv_tile(const uint32_t *pw, const uint32_t *vp, int64_t cpad, int64_t npair, float *o,
-                       const float *corr, const int NC) {
+                       const float *corr, const int NC, const int HALF) {
     __m512 acc[AB_R][4];
+    __m256 acch[AB_R];
     for (int r = 0; r < AB_R; r++) {
         const __m512 c = _mm512_set1_ps(corr[r]);
         for (int v = 0; v < NC; v++) acc[r][v] = _mm512_mul_ps(c, _mm512_loadu_ps(o + r * cpad + v * 16));
+        if (HALF) acch[r] = _mm256_mul_ps(_mm512_castps512_ps256(c), _mm256_loadu_ps(o + r * cpad + NC * 16));
     }
     for (int64_t t = 0; t < npair; t++) {
         __m512bh vv[4];
+        __m256bh vh = (__m256bh)_mm256_setzero_si256();
         for (int v = 0; v < NC; v++) vv[v] = (__m512bh)_mm512_loadu_si512(vp + t * cpad + v * 16);
+        if (HALF) vh = (__m256bh)_mm256_loadu_si256((const __m256i *)(vp + t * cpad + NC * 16));
         for (int r = 0; r < AB_R; r++) {
             const __m512bh pb = (__m512bh)_mm512_set1_epi32((int)pw[r * (AB_BK / 2) + t]);
             for (int v = 0; v < NC; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], pb, vv[v]);
+            if (HALF) acch[r] = _mm256_dpbf16_ps(acch[r], (__m256bh)_mm512_castsi512_si256((__m512i)pb), vh);
         }
     }
-    for (int r = 0; r < AB_R; r++)
+    for (int r = 0; r < AB_R; r++) {
         for (int v = 0; v < NC; v++) _mm512_storeu_ps(o + r * cpad + v * 16, acc[r][v]);
+        if (HALF) _mm256_storeu_ps(o + r * cpad + NC * 16, acch[r]);
+    }
 }
 
 /* 2^t for t <= 0 (16 lanes): n = round(t), 2^(t-n) by a degree-3
@@ -104,9 +113,13 @@ static inline __m512 exp2_16(__m512 t) {
     return _mm512_scalef_ps(p, n);
 }
 
+/* 16 bf16 back to f32 (exact). */
+static inline __m512 bf16_to_ps(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+
 /* One score row s[0..nkp) with nk valid entries, whose lane-wise max is mv,
  * in units of log2 (q was scaled by log2(e)): updates the running max *m and
- * (l != NULL) the sum *l, writes the bf16 probabilities (0 past nk) to pw
+ * (l != NULL) the sum *l of the probabilities as rounded to bf16 (so that
+ * P.V / l sums P to one), writes the bf16 probabilities (0 past nk) to pw
  * and returns the factor 2^(m_old - m_new) to rescale the row of O by. With
  * l NULL the sum is P.V's: a column of ones in VP (see pack_kv). */
 static inline float softmax_row(const float *s, const float *mv, int64_t nk, int64_t nkp, uint16_t *pw, float *m,
@@ -116,15 +129,16 @@ static inline float softmax_row(const float *s, const float *mv, int64_t nk, int
     __m512 sum = _mm512_setzero_ps();
     int64_t j = 0;
     for (; j + 16 <= nk; j += 16) {
-        const __m512 p = exp2_16(_mm512_sub_ps(_mm512_loadu_ps(s + j), vm));
-        _mm256_storeu_si256((__m256i *)(pw + j), (__m256i)_mm512_cvtneps_pbh(p));
-        if (l) sum = _mm512_add_ps(sum, p);
+        const __m256i h = (__m256i)_mm512_cvtneps_pbh(exp2_16(_mm512_sub_ps(_mm512_loadu_ps(s + j), vm)));
+        _mm256_storeu_si256((__m256i *)(pw + j), h);
+        if (l) sum = _mm512_add_ps(sum, bf16_to_ps(h));
     }
     if (j < nkp) { /* the tail: nk - j valid of 16 */
         const __mmask16 k = (__mmask16)((1u << (nk - j)) - 1);
         const __m512 p = _mm512_maskz_mov_ps(k, exp2_16(_mm512_sub_ps(_mm512_loadu_ps(s + j), vm)));
-        _mm256_storeu_si256((__m256i *)(pw + j), (__m256i)_mm512_cvtneps_pbh(p));
-        if (l) sum = _mm512_add_ps(sum, p);
+        const __m256i h = (__m256i)_mm512_cvtneps_pbh(p);
+        _mm256_storeu_si256((__m256i *)(pw + j), h);
+        if (l) sum = _mm512_add_ps(sum, bf16_to_ps(h));
     }
     const float corr = *m == -INFINITY ? 0.0f : exp2f(*m - mnew);
     if (l) *l = *l * corr + _mm512_reduce_add_ps(sum);
@@ -172,11 +186,11 @@ static void pack_row(const float *src, int64_t n, float a, uint32_t *dst) {
 
 /* Packs one head's K ([Lk] rows of stride ldk, d columns) into KP and V
  * (stride ldv, dv columns) into VP, zero-padded to 16 keys and cpad columns,
- * except that column dv, where dv < cpad, holds ones for the Lk keys: P.V
+ * except that column dv, with `ones`, holds ones for the Lk keys: P.V
  * then sums the probabilities (as rounded to bf16) into O's column dv, and
  * rescales that sum with O (the softmax's l, at no cost in the padding). */
 static void pack_kv(const float *K, int64_t ldk, const float *V, int64_t ldv, int64_t Lk, int64_t d, int64_t dv,
-                    int64_t np, int64_t cpad, uint32_t *kp, uint32_t *vp) {
+                    int64_t np, int64_t cpad, int ones, uint32_t *kp, uint32_t *vp) {
     const int64_t lkp = up(Lk, 16);
     uint32_t row[np];
     for (int64_t j = 0; j < lkp; j++) {
@@ -193,7 +207,7 @@ static void pack_kv(const float *K, int64_t ldk, const float *V, int64_t ldv, in
             const __m256bh b1 = row16(a1 != 0 ? v1 + c : v1, a1 != 0 ? dv - c : 0, a1);
             _mm512_storeu_si512(vp + t * cpad + c, sd_bf16_interleave((__m256i)b0, (__m256i)b1));
         }
-        if (dv < cpad) vp[t * cpad + dv] = (a0 != 0 ? 0x3f80u : 0) | (a1 != 0 ? 0x3f80u : 0) << 16; /* bf16 1.0 */
+        if (ones) vp[t * cpad + dv] = (a0 != 0 ? 0x3f80u : 0) | (a1 != 0 ? 0x3f80u : 0) << 16; /* bf16 1.0 */
     }
 }
 
@@ -207,8 +221,12 @@ int sd_cpu_attention_bf16(struct sd_cpu *cpu, struct sd_tensor *node) {
     if (H < 1 || Cq % H || Cv % H || kt->ne[3] != Cq || vt->ne[2] != Lk || kt->ne[0] * kt->ne[1] != B ||
         vt->ne[0] * vt->ne[1] != B || Lk < 1)
         return sd_errorf(cpu->ctx, SD_ERR_INVALID, "attention: incompatible q/k/v shapes for %d heads", H);
-    const int64_t d = Cq / H, dv = Cv / H, np = (d + 1) / 2, cpad = up(dv, 16), ncv = cpad / 16;
-    const int ones = dv < cpad; /* the softmax's sums come from P.V (pack_kv) */
+    const int64_t d = Cq / H, dv = Cv / H, np = (d + 1) / 2, cpad = up(dv, 16);
+    /* P.V's columns: nvz 512-bit vectors, then 8 in a 256-bit one where that
+     * covers the rest (dv = 40: 2 + 8); where that leaves a column past dv,
+     * the softmax's sums come from P.V (ones in VP, pack_kv). */
+    const int64_t nvz = dv / 16 + (dv % 16 > 8), half = dv % 16 > 0 && dv % 16 <= 8;
+    const int ones = dv < nvz * 16 + 8 * half;
     /* Scores in units of log2: the softmax then needs 2^x, not e^x. */
     const float qscale = node->p.attention.scale * 1.44269504088896341f;
     const float *q = qt->data, *k = kt->data, *v = vt->data;
@@ -232,7 +250,7 @@ int sd_cpu_attention_bf16(struct sd_cpu *cpu, struct sd_tensor *node) {
         for (int64_t t = t0; t < t1; t++) {
             const int64_t bh = t / nqb, qb = t % nqb, b = bh / H, h = bh % H;
             if (packed != bh) {
-                pack_kv(k + b * Lk * Cq + h * d, Cq, v + b * Lk * Cv + h * dv, Cv, Lk, d, dv, np, cpad, KP, VP);
+                pack_kv(k + b * Lk * Cq + h * d, Cq, v + b * Lk * Cv + h * dv, Cv, Lk, d, dv, np, cpad, ones, KP, VP);
                 packed = bh;
             }
             const int64_t i0 = qb * AB_BQ, nq = Lq - i0 < AB_BQ ? Lq - i0 : AB_BQ, nqp = up(nq, AB_R);
@@ -263,15 +281,24 @@ int sd_cpu_attention_bf16(struct sd_cpu *cpu, struct sd_tensor *node) {
                                           m + r, ones ? NULL : l + r);
                 const uint32_t *vb = VP + (j0 / 2) * cpad;
                 for (int64_t r0 = 0; r0 < nqp; r0 += AB_R)
-                    for (int64_t c0 = 0; c0 < ncv; c0 += 4) {
+                    for (int64_t c0 = 0;; c0 += 4) { /* nvz full vectors, 4 a call, the half with the last */
+                        const int64_t nz = nvz - c0 >= 4 ? 4 : nvz - c0;
+                        const int hf = half && nz < 4;
+                        if (nz == 0 && !hf) break;
                         const uint32_t *pw = PW + r0 * (AB_BK / 2), *vv = vb + c0 * 16;
                         float *o = O + r0 * cpad + c0 * 16;
-                        switch (ncv - c0 < 4 ? ncv - c0 : 4) {
-                        case 1: pv_tile(pw, vv, cpad, nkp / 2, o, corr + r0, 1); break;
-                        case 2: pv_tile(pw, vv, cpad, nkp / 2, o, corr + r0, 2); break;
-                        case 3: pv_tile(pw, vv, cpad, nkp / 2, o, corr + r0, 3); break;
-                        default: pv_tile(pw, vv, cpad, nkp / 2, o, corr + r0, 4); break;
+                        const int64_t n2 = nkp / 2;
+                        switch (nz * 2 + hf) {
+                        case 1: pv_tile(pw, vv, cpad, n2, o, corr + r0, 0, 1); break;
+                        case 2: pv_tile(pw, vv, cpad, n2, o, corr + r0, 1, 0); break;
+                        case 3: pv_tile(pw, vv, cpad, n2, o, corr + r0, 1, 1); break;
+                        case 4: pv_tile(pw, vv, cpad, n2, o, corr + r0, 2, 0); break;
+                        case 5: pv_tile(pw, vv, cpad, n2, o, corr + r0, 2, 1); break;
+                        case 6: pv_tile(pw, vv, cpad, n2, o, corr + r0, 3, 0); break;
+                        case 7: pv_tile(pw, vv, cpad, n2, o, corr + r0, 3, 1); break;
+                        default: pv_tile(pw, vv, cpad, n2, o, corr + r0, 4, 0); break;
                         }
+                        if (nz < 4) break;
                     }
             }
             for (int64_t r = 0; r < nq; r++) {

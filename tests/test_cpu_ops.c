@@ -307,6 +307,11 @@ static void test_attention(void) {
     test_attention_bf16_case(2, 1024, 77, 8, 80, 80, 7, 4e-3, 5e-3, "cross-attention");
     test_attention_bf16_case(1, 300, 300, 1, 512, 512, 3, 2e-3, 2e-3, "1 head x 512 (VAE-like)");
     test_attention_bf16_case(2, 256, 600, 4, 160, 160, 5, 1.5e-3, 1.5e-3, "d=160");
+    /* P.V's column split (op_attention_bf16.c): dv = 72 = 4 x 16 + 8 (a call
+     * of the 256-bit half alone), dv = 28 (rem 12: a full vector, the sums
+     * from P.V's column of ones). */
+    test_attention_bf16_case(1, 100, 150, 2, 72, 72, 11, 2e-3, 2e-3, "dv=72");
+    test_attention_bf16_case(1, 100, 150, 2, 28, 28, 13, 2e-3, 2e-3, "dv=28");
     if (san) test_attention_bf16_case(2, 1024, 1024, 8, 40, 40, 37, 1e-3, 1e-3, "self-attention (shrunk for ASan)");
     else test_attention_bf16_case(2, 4096, 4096, 8, 40, 40, 37, 6e-4, 6e-4, "SD1 self-attention 64x64");
 }
