@@ -25,6 +25,14 @@ struct sd_cpu {
     size_t scratch_size;
     struct sd_cpu_dnnl *dnnl;
     unsigned disabled_ops[(SD_OP_COUNT + 31) / 32]; /* opts.cpu_disable (tests) */
+    uint64_t op_serial;     /* nodes run so far (sd_cpu_run_node) */
+    /* What the scratch holds after a bf16 linear: x (n values) as bf16,
+     * made by node op_serial == xbf16_serial; the next node, if a linear of
+     * the same x (q, k, v), reuses it. Reset at each compute. */
+    const float *xbf16_src;
+    const void *xbf16_buf;
+    int64_t xbf16_n;
+    uint64_t xbf16_serial;
 };
 
 typedef int sd_cpu_op_fn(struct sd_cpu *cpu, struct sd_tensor *node);

@@ -94,6 +94,7 @@ int sd_cpu_run_node(struct sd_cpu *cpu, struct sd_tensor *node) {
         if (sd_weight_materialize(cpu->ctx, s) != SD_OK)
             return sd_error_wrap(cpu->ctx, "cpu %s [%s]", sd_op_name(node->op), node->name);
     }
+    cpu->op_serial++;
     if (fn(cpu, node) != SD_OK) return sd_error_wrap(cpu->ctx, "cpu %s [%s]", sd_op_name(node->op), node->name);
     return SD_OK;
 }
@@ -101,6 +102,7 @@ int sd_cpu_run_node(struct sd_cpu *cpu, struct sd_tensor *node) {
 static int cpu_compute(struct sd_backend *b, struct sd_graph *g, int i0, int i1) {
     struct sd_cpu *cpu = sd_cpu_of(b);
     omp_set_num_threads(cpu->n_threads);
+    cpu->xbf16_src = NULL; /* the scratch's bf16 x is this compute's only (op_linear.c) */
     int rc = SD_OK;
     for (int i = i0; i < i1 && rc == SD_OK; i++) rc = sd_cpu_run_node(cpu, g->nodes[i]);
     sd_cpu_dnnl_staging_release(cpu);
@@ -113,6 +115,7 @@ static void cpu_trim(struct sd_backend *b) {
     sd_cpu_free(cpu->arena);
     sd_cpu_free(cpu->scratch);
     cpu->arena = cpu->scratch = NULL;
+    cpu->xbf16_src = NULL;
     cpu->arena_size = cpu->scratch_size = 0;
     sd_cpu_dnnl_staging_release(cpu);
 }

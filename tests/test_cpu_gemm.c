@@ -543,6 +543,37 @@ static void test_linear_bf16(void) {
         free(xr), free(wr), free(ref);
         tensor_free(x), tensor_free(w), tensor_free(b), tensor_free(y);
     }
+    /* Nodes run in a row (sd_cpu_run_node): q and k of one x share one bf16
+     * conversion of x (op_linear.c); a linear of another x between k and v
+     * overwrites the scratch, so v converts x again. Each output against its
+     * own reference. */
+    const int64_t R = 70, I = 96, O = 40;
+    struct sd_tensor *xs[2] = {tensor_new("x", 2, (int64_t[]){R, I}, 730, 1.0f),
+                               tensor_new("x2", 2, (int64_t[]){R, I}, 731, 1.0f)};
+    const char *names[4] = {"q", "k", "u (x2)", "v"};
+    const int which_x[4] = {0, 0, 1, 0};
+    for (int i = 0; i < 4; i++) {
+        struct sd_tensor *x = xs[which_x[i]];
+        struct sd_tensor *w = tensor_new("w", 2, (int64_t[]){O, I}, 740 + i, 1.0f / sqrtf((float)I));
+        struct sd_tensor *y = tensor_new("y", 2, (int64_t[]){R, O}, 0, 0);
+        y->op = SD_OP_LINEAR;
+        y->src[0] = x, y->src[1] = w;
+        float *xr = malloc((size_t)(R * I) * sizeof *xr), *wr = malloc((size_t)(O * I) * sizeof *wr);
+        float *ref = malloc((size_t)(R * O) * sizeof *ref);
+        for (int64_t k = 0; k < R * I; k++) xr[k] = test_bf16_round(((float *)x->data)[k]);
+        for (int64_t k = 0; k < O * I; k++) wr[k] = test_bf16_round(((float *)w->data)[k]);
+        ref_linear(xr, wr, NULL, ref, R, I, O);
+        const int reuse = i == 1; /* k after q: the same x, the node before */
+        double err = 0;
+        int rc = sd_cpu_run_node(&cpu, y);
+        int bad = rc != SD_OK || check_close("linear bf16 in a row", y->data, ref, R * O, 1e-6, 1e-6, &err);
+        CHECK(!bad && cpu.xbf16_src == x->data, "linear bf16 in a row, %s (%s x): max abs err %.2g vs its reference",
+              names[i], reuse ? "reusing the node before's bf16" : "converting its", err);
+        sd_cpu_dnnl_weights_forget(&cpu);
+        free(xr), free(wr), free(ref);
+        tensor_free(w), tensor_free(y);
+    }
+    tensor_free(xs[0]), tensor_free(xs[1]);
     sd_cpu_dnnl_free(&cpu);
     sd_free_aligned(cpu.scratch);
 }
