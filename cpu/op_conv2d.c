@@ -117,7 +117,8 @@
  * convs; conv error ~10x the direct bf16 conv's vs F(2x2)'s ~1.9x) on planes
  * >= 32x32: 36 products per 16 outputs instead of 64, weights 36/9 of the
  * bf16 copy (+0.27 GB for SD 1.5's UNet; the 16x16 planes keep F(2x2): their
- * 1280-channel convs would cost +0.9 GB):
+ * 1280-channel convs would cost +0.9 GB; so do convs of more than 1920 x
+ * 640 channels, such as SDXL's 1280-channel ones at 32x32: +1.3 GiB):
  *   shape                          F(2x2)  F(4x4)
  *   2,320,64,64 -> 320 3x3 s1        618     972
  *   2,960,64,64 -> 320 3x3 s1        725     950
@@ -162,9 +163,13 @@ static int wino_bf16_fits(const struct conv_shape *s) {
 }
 
 /* The output tile of our bf16 Winograd: F(4x4,3x3) where the model accepts
- * its rounding (p.wino4) on planes of at least 32x32, F(2x2,3x3) otherwise
- * (see "bf16" above). */
-static int wino_tile(const struct conv_shape *s) { return s->wino4 && s->OH >= 32 && s->OW >= 32 ? 4 : 2; }
+ * its rounding (p.wino4) on planes of at least 32x32 for weights of at most
+ * 1920 x 640 channels (F(4x4)'s copy is 4x the bf16 weight: 88 MB there;
+ * SDXL's 1280-channel convs at 32x32 would add 1.3 GiB for no measurable
+ * step time), F(2x2,3x3) otherwise (see "bf16" above). */
+static int wino_tile(const struct conv_shape *s) {
+    return s->wino4 && s->OH >= 32 && s->OW >= 32 && s->Ci * s->Co <= 1920 * 640 ? 4 : 2;
+}
 
 /* The per-shape rule, from the measurements in the header comment.
  * `policy` is SD_CONV_AUTO or SD_CONV_LOWMEM. */

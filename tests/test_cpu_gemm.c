@@ -344,7 +344,7 @@ static void test_conv_bf16_ours(void) {
                    y->ne[2], y->ne[3]);
         double err[2] = {0, 0};
         const int algos[2] = {SD_CONV_DIRECT, c->k == 3 ? SD_CONV_WINO : SD_CONV_GEMM};
-        const int f4 = c->p.wino4 && c->H >= 32 && c->W >= 32; /* the rule (op_conv2d.c) */
+        const int f4 = c->p.wino4 && c->H >= 32 && c->W >= 32 && c->Ci * c->Co <= 1920 * 640; /* the rule (op_conv2d.c) */
         const char *impl = c->k == 3 ? f4 ? "wino_bf16 F(4x4" : "wino_bf16 F(2x2" : "1x1_bf16";
         int rc = SD_OK, ours = 0;
         for (int a = 0; a < 2 && rc == SD_OK; a++) {
@@ -400,6 +400,8 @@ static void test_conv_rule_bf16(void) {
         {2, 64, 64, 64, SD_CONV_AUTO, SD_CONV_WINO, 1, 4},     /* the UNet's largest (its graph sets wino4) */
         {2, 64, 32, 64, SD_CONV_AUTO, SD_CONV_WINO, 1, 4},
         {2, 64, 16, 64, SD_CONV_AUTO, SD_CONV_WINO, 1, 2},     /* F(4x4) copies of the 1280-channel convs: 36/9 */
+        {1, 1280, 32, 1280, SD_CONV_AUTO, SD_CONV_WINO, 1, 2}, /* SDXL's 1280x1280 at 32x32: F(2x2) (memory) */
+        {1, 1920, 32, 640, SD_CONV_AUTO, SD_CONV_WINO, 1, 4},  /* SD 1.5's largest F(4x4) */
         {2, 64, 8, 64, SD_CONV_AUTO, SD_CONV_DIRECT, 1, 0},    /* 8x8: direct (Winograd 1.3x for its copies) */
         {1, 64, 128, 64, SD_CONV_LOWMEM, SD_CONV_DIRECT, 1, 0},
         {1, 64, 128, 64, SD_CONV_WINO, SD_CONV_WINO, 0, 2},    /* forced */
