@@ -334,11 +334,15 @@ static void wino_gemm(const struct sd_wino_shape *s, const uint32_t *u, const ui
 
 /* ---- output transform ---- */
 
+/* The low (hi = 0) or high 8 lanes of a and b interleaved: a[i], b[i], ... */
+static inline __m512 ilv(__m512 a, __m512 b, int hi) {
+    const __m512i lo_idx = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutex2var_ps(a, hi ? _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8)) : lo_idx, b);
+}
+
 /* F(2x2,3x3): out[r][0..32) = output row r of the 16 tiles of q[16], x
  * interleaved. */
 static inline void wino_out16(const __m512 q[16], __m512 bias, float out[4][64]) {
-    const __m512i lo_idx = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
     __m512 s0[4], s1[4];
     for (int c = 0; c < 4; c++) {
         s0[c] = _mm512_add_ps(_mm512_add_ps(q[c], q[4 + c]), q[8 + c]);
@@ -348,16 +352,14 @@ static inline void wino_out16(const __m512 q[16], __m512 bias, float out[4][64])
         const __m512 *t = r ? s1 : s0;
         const __m512 y0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(t[0], t[1]), t[2]), bias);
         const __m512 y1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(t[1], t[2]), t[3]), bias);
-        _mm512_store_ps(out[r], _mm512_permutex2var_ps(y0, lo_idx, y1));
-        _mm512_store_ps(out[r] + 16, _mm512_permutex2var_ps(y0, hi_idx, y1));
+        _mm512_store_ps(out[r], ilv(y0, y1, 0));
+        _mm512_store_ps(out[r] + 16, ilv(y0, y1, 1));
     }
 }
 
 /* F(4x4,3x3): out[r][0..64) = output row r of the 16 tiles of q[36]: the
  * 4 columns of each tile interleaved in two rounds of pairs. */
 static inline void wino_out16_f4(const __m512 q[36], __m512 bias, float out[4][64]) {
-    const __m512i lo_idx = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
     __m512 s[4][6];
     for (int j = 0; j < 6; j++) {
         const __m512 col[6] = {q[j], q[6 + j], q[12 + j], q[18 + j], q[24 + j], q[30 + j]};
@@ -370,12 +372,11 @@ static inline void wino_out16_f4(const __m512 q[36], __m512 bias, float out[4][6
         wino_at6(s[r], y);
         for (int c = 0; c < 4; c++) y[c] = _mm512_add_ps(y[c], bias);
         /* (y0, y2) and (y1, y3) interleaved, then those two: y0 y1 y2 y3 per tile */
-        const __m512 p0 = _mm512_permutex2var_ps(y[0], lo_idx, y[2]), p1 = _mm512_permutex2var_ps(y[0], hi_idx, y[2]);
-        const __m512 q0 = _mm512_permutex2var_ps(y[1], lo_idx, y[3]), q1 = _mm512_permutex2var_ps(y[1], hi_idx, y[3]);
-        _mm512_store_ps(out[r], _mm512_permutex2var_ps(p0, lo_idx, q0));
-        _mm512_store_ps(out[r] + 16, _mm512_permutex2var_ps(p0, hi_idx, q0));
-        _mm512_store_ps(out[r] + 32, _mm512_permutex2var_ps(p1, lo_idx, q1));
-        _mm512_store_ps(out[r] + 48, _mm512_permutex2var_ps(p1, hi_idx, q1));
+        const __m512 p0 = ilv(y[0], y[2], 0), p1 = ilv(y[0], y[2], 1), q0 = ilv(y[1], y[3], 0), q1 = ilv(y[1], y[3], 1);
+        _mm512_store_ps(out[r], ilv(p0, q0, 0));
+        _mm512_store_ps(out[r] + 16, ilv(p0, q0, 1));
+        _mm512_store_ps(out[r] + 32, ilv(p1, q1, 0));
+        _mm512_store_ps(out[r] + 48, ilv(p1, q1, 1));
     }
 }
 

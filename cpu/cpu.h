@@ -28,9 +28,9 @@ struct sd_cpu {
     uint64_t op_serial;     /* nodes run so far (sd_cpu_run_node) */
     /* What the scratch holds after a bf16 linear: x (n values) as bf16,
      * made by node op_serial == xbf16_serial; the next node, if a linear of
-     * the same x (q, k, v), reuses it. Reset at each compute. */
+     * the same x (q, k, v), reuses it (it asks for the same scratch size, so
+     * the scratch is still that one). Reset at each compute. */
     const float *xbf16_src;
-    const void *xbf16_buf;
     int64_t xbf16_n;
     uint64_t xbf16_serial;
 };

@@ -112,13 +112,12 @@ int sd_cpu_op_linear(struct sd_cpu *cpu, struct sd_tensor *node) {
         /* The node before converted this x into this scratch (q, k and v
          * read one x): no second conversion. */
         const int64_t n = rows * in;
-        if (cpu->xbf16_src != x->data || cpu->xbf16_buf != xs || cpu->xbf16_n != n ||
-            cpu->xbf16_serial + 1 != cpu->op_serial) {
+        if (cpu->xbf16_src != x->data || cpu->xbf16_n != n || cpu->xbf16_serial + 1 != cpu->op_serial) {
             SD_TRY(sd_dnnl_bind(cpu, e->mem[M_SRC_USER], x->data));
             dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, e->mem[M_SRC_USER]}, {DNNL_ARG_TO, e->mem[M_SRC]}};
             SD_TRY(sd_dnnl_exec(cpu, e->pre, 2, a, 0));
         }
-        cpu->xbf16_src = x->data, cpu->xbf16_buf = xs, cpu->xbf16_n = n, cpu->xbf16_serial = cpu->op_serial;
+        cpu->xbf16_src = x->data, cpu->xbf16_n = n, cpu->xbf16_serial = cpu->op_serial;
     } else {
         SD_TRY(sd_dnnl_bind(cpu, e->mem[M_SRC], x->data));
     }
