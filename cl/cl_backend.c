@@ -31,6 +31,7 @@
 #include "cl_impl.h"
 #include "weights.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,41 +125,72 @@ static int weight_values(struct sd_cl *cl, const struct sd_tensor *t, bool trans
     return rc;
 }
 
-/* A new device buffer holding weight t's values (transposed when asked):
- * the buffer is mapped for writing (on a CPU device such as PoCL that is the
+/* Weight t's values as halves (round to nearest even) into dst, through a
+ * transient f32 buffer of the weight's size (counted in host_bytes).
+ * *overflow is set (and dst unusable) when a finite value lies beyond
+ * half's range (65504): such a weight stays in f32. */
+static int weight_halves(struct sd_cl *cl, const struct sd_tensor *t, bool transposed, uint16_t *dst, bool *overflow) {
+    const size_t nbytes = sd_tensor_nbytes(t), n = nbytes / sizeof(float);
+    float *x = malloc(nbytes ? nbytes : 1);
+    if (!x) return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory (converting %s to half)", t->name);
+    cl->host_bytes += nbytes;
+    if (cl->host_bytes > cl->host_bytes_peak) cl->host_bytes_peak = cl->host_bytes;
+    int rc = weight_values(cl, t, transposed, x);
+    *overflow = false;
+    for (size_t i = 0; rc == SD_OK && i < n && !*overflow; i++) {
+        *overflow = fabsf(x[i]) > 65504.0f && isfinite(x[i]);
+        dst[i] = sd_f32_to_f16(x[i]);
+    }
+    free(x);
+    cl->host_bytes -= nbytes;
+    return rc;
+}
+
+/* A new device buffer holding weight t's values (transposed when asked),
+ * in half when `half` (and every value fits; *got_half says which): the
+ * buffer is mapped for writing (on a CPU device such as PoCL that is the
  * buffer's own memory; on a GPU the driver's transient staging area, copied
  * to the device on unmap) and filled from the weight's bytes or its file. */
-static int weight_upload(struct sd_cl *cl, const struct sd_tensor *t, bool transposed, cl_mem *out) {
-    const size_t nbytes = sd_tensor_nbytes(t);
+static int weight_upload(struct sd_cl *cl, const struct sd_tensor *t, bool transposed, bool half, cl_mem *out,
+                         bool *got_half) {
+    const size_t nbytes = half ? sd_tensor_nbytes(t) / 2 : sd_tensor_nbytes(t);
     cl_int err = CL_SUCCESS;
     cl_mem m = clCreateBuffer(cl->context, CL_MEM_READ_ONLY, nbytes ? nbytes : 64, NULL, &err);
     if (err != CL_SUCCESS) return sd_cl_check(cl->ctx, err, "clCreateBuffer", t->name);
     void *p = clEnqueueMapBuffer(cl->queue, m, CL_TRUE, CL_MAP_WRITE_INVALIDATE_REGION, 0, nbytes ? nbytes : 64, 0,
                                  NULL, NULL, &err);
     int rc = sd_cl_check(cl->ctx, err, "clEnqueueMapBuffer", t->name);
+    bool overflow = false;
     if (rc == SD_OK) {
-        rc = weight_values(cl, t, transposed, p);
+        rc = half ? weight_halves(cl, t, transposed, p, &overflow) : weight_values(cl, t, transposed, p);
         err = clEnqueueUnmapMemObject(cl->queue, m, p, 0, NULL, NULL);
         if (rc == SD_OK) rc = sd_cl_check(cl->ctx, err, "clEnqueueUnmapMemObject", t->name);
     }
-    if (rc != SD_OK) {
+    if (rc != SD_OK || overflow) {
         clReleaseMemObject(m);
-        return rc;
+        if (rc != SD_OK) return rc;
+        cl->half_fallbacks++;
+        sd_logf(&cl->log, SD_LOG_DEBUG, "opencl: %s has values beyond half's range: kept in f32", t->name);
+        return weight_upload(cl, t, transposed, false, out, got_half);
     }
     cl->uploads++;
+    cl->half_uploads += half;
     *out = m;
+    *got_half = half;
     return SD_OK;
 }
 
-/* Device copy of weight t, transposed when `transposed`; the transposed
- * copy has its own table entry, keyed by the tensor address + 1 (tensors
- * are aligned, so it is unique). The fingerprint is taken only of bytes
- * that are resident: a deferred weight's are not (reading them would fault),
- * and it changes only through sd_weights_set_data (a new data pointer) or
- * materialise-and-patch followed by weights_changed. */
-static int weight_buf(struct sd_cl *cl, const struct sd_tensor *t, bool transposed, cl_mem *out) {
+/* Device copy of weight t, transposed when `transposed`, in half when
+ * `half` (unless its values do not fit: *is_half says); each variant has
+ * its own table entry, keyed by the tensor address + (transposed + 2 *
+ * half) (tensors are aligned, so they are unique). The fingerprint is taken
+ * only of bytes that are resident: a deferred weight's are not (reading
+ * them would fault), and it changes only through sd_weights_set_data (a new
+ * data pointer) or materialise-and-patch followed by weights_changed. */
+static int weight_buf(struct sd_cl *cl, const struct sd_tensor *t, bool transposed, bool half, cl_mem *out,
+                      bool *is_half) {
     size_t nbytes = sd_tensor_nbytes(t);
-    const struct sd_tensor *key = transposed ? (const struct sd_tensor *)((const char *)t + 1) : t;
+    const struct sd_tensor *key = (const struct sd_tensor *)((const char *)t + (transposed ? 1 : 0) + (half ? 2 : 0));
     if (!t->data) return sd_errorf(cl->ctx, SD_ERR_INVALID, "cl: weight %s has no data", t->name);
     const uint64_t h = sd_hash_ptr(key);
     struct sd_hmap_iter it;
@@ -169,6 +201,7 @@ static int weight_buf(struct sd_cl *cl, const struct sd_tensor *t, bool transpos
     const uint64_t probe = resident ? weight_probe(t->data, nbytes) : 0;
     if (w && w->data == t->data && w->nbytes == nbytes && (!w->probed || !resident || w->probe == probe)) {
         *out = w->mem;
+        if (is_half) *is_half = w->half;
         return SD_OK;
     }
     if (!w && cl->n_weights == cl->cap_weights) { /* room for a new entry */
@@ -178,20 +211,24 @@ static int weight_buf(struct sd_cl *cl, const struct sd_tensor *t, bool transpos
         cl->weights = p, cl->cap_weights = cap;
     }
     cl_mem m = NULL;
-    int rc = weight_upload(cl, t, transposed, &m);
+    bool got_half = false;
+    int rc = weight_upload(cl, t, transposed, half, &m, &got_half);
     if (rc != SD_OK) return rc;
+    const size_t dev_bytes = got_half ? nbytes / 2 : nbytes;
     if (w) { /* same tensor, new data: replace */
         clReleaseMemObject(w->mem);
-        cl->weight_bytes -= w->nbytes;
+        cl->weight_bytes -= w->dev_bytes;
     } else if (sd_hmap_put(&cl->weight_index, h, (uint32_t)cl->n_weights) == SD_OK) {
         w = &cl->weights[cl->n_weights++];
     } else {
         clReleaseMemObject(m);
         return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory (weight table)");
     }
-    *w = (struct sd_cl_weight){key, t->data, nbytes, probe, resident, m};
-    cl->weight_bytes += nbytes;
+    *w = (struct sd_cl_weight){key, t->data, nbytes, probe, resident, got_half, dev_bytes, m};
+    cl->weight_bytes += dev_bytes;
+    if (cl->weight_bytes > cl->weight_bytes_peak) cl->weight_bytes_peak = cl->weight_bytes;
     *out = m;
+    if (is_half) *is_half = got_half;
     return SD_OK;
 }
 
@@ -207,7 +244,7 @@ int sd_cl_buf_of(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *
         return SD_OK;
     }
     out->offs = 0;
-    return weight_buf(cl, b, false, &out->mem);
+    return weight_buf(cl, b, false, false, &out->mem, NULL);
 }
 
 /* Drops the device copies (plain and transposed) whose source bytes lie in
@@ -224,7 +261,7 @@ static void weights_drop(struct sd_backend *b, struct sd_tensor *const *w, int n
         struct sd_cl_weight *e = &cl->weights[i];
         if (all || sd_weight_set_hits(&set, e->data, e->nbytes)) {
             clReleaseMemObject(e->mem);
-            cl->weight_bytes -= e->nbytes;
+            cl->weight_bytes -= e->dev_bytes;
         } else {
             cl->weights[kept++] = *e;
         }
@@ -236,11 +273,32 @@ static void weights_drop(struct sd_backend *b, struct sd_tensor *const *w, int n
     sd_weight_set_free(&set);
 }
 
-int sd_cl_weight_transposed(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *out) {
-    if (sd_tensor_in_arena(t) || t->view_src)
-        return sd_errorf(cl->ctx, SD_ERR_INVALID, "cl: %s is not a weight", t->name);
+int sd_cl_weight_f32(struct sd_cl *cl, const struct sd_tensor *w, bool transposed, struct sd_cl_buf *out) {
+    const bool weight = !sd_tensor_in_arena(w) && !w->view_src;
+    if (!weight && !transposed) return sd_cl_buf_of(cl, w, out);
+    if (!weight) return sd_errorf(cl->ctx, SD_ERR_INVALID, "cl: %s is not a weight", w->name);
+    bool half = false;
     out->offs = 0;
-    return weight_buf(cl, t, true, &out->mem);
+    int rc = weight_buf(cl, w, transposed, cl->half_weights != 0, &out->mem, &half);
+    if (rc != SD_OK || !half) return rc;
+    /* Halves: widen into the weight scratch (the queue is in order, so the
+     * GEMM that reads it runs before the next widen overwrites it). */
+    const size_t n = sd_tensor_nbytes(w) / sizeof(float);
+    if (n > cl->wscratch_size / sizeof(float) || !cl->wscratch) {
+        cl_int err = CL_SUCCESS;
+        cl_mem m = clCreateBuffer(cl->context, CL_MEM_READ_WRITE, n * sizeof(float), NULL, &err);
+        if (err != CL_SUCCESS) return sd_cl_check(cl->ctx, err, "clCreateBuffer", "weight scratch");
+        if (cl->wscratch) clReleaseMemObject(cl->wscratch);
+        cl->wscratch = m;
+        cl->wscratch_size = n * sizeof(float);
+    }
+    cl_kernel k = sd_cl_kernel(cl, "half", "kernel_widen_f16");
+    if (!k) return SD_ERR_BACKEND;
+    struct sd_cl_arg args[] = {SD_CL_MEM(out->mem), SD_CL_U64(0), SD_CL_MEM(cl->wscratch), SD_CL_U64(0),
+                               SD_CL_I32(1), SD_CL_I32(n), SD_CL_I32(n)};
+    size_t global[2] = {sd_cl_round_up((n + 3) / 4, 64), 1};
+    out->mem = cl->wscratch;
+    return sd_cl_run(cl, k, w->name, args, SD_CL_NARGS(args), 2, global, NULL);
 }
 
 int sd_cl_scratch(struct sd_cl *cl, size_t n, cl_mem *out) {
@@ -340,6 +398,8 @@ static bool cl_supports(struct sd_backend *b, const struct sd_tensor *node, char
     for (int i = 0; i < 3 && o->progs[i]; i++)
         if (!need_program(cl, o->progs[i])) return set_why(why, why_n, "build-failed");
     if (o->gemm && cl->gemm_own && !need_program(cl, "gemm")) return set_why(why, why_n, "build-failed");
+    if ((node->op == SD_OP_CONV2D || node->op == SD_OP_LINEAR) && cl->half_weights && !need_program(cl, "half"))
+        return set_why(why, why_n, "build-failed");
     return true;
 }
 
@@ -421,8 +481,9 @@ static void cl_trim(struct sd_backend *b) {
     if (cl->queue) clFinish(cl->queue);
     if (cl->arena) clReleaseMemObject(cl->arena);
     if (cl->scratch) clReleaseMemObject(cl->scratch);
-    cl->arena = cl->scratch = NULL;
-    cl->arena_size = cl->scratch_size = 0;
+    if (cl->wscratch) clReleaseMemObject(cl->wscratch);
+    cl->arena = cl->scratch = cl->wscratch = NULL;
+    cl->arena_size = cl->scratch_size = cl->wscratch_size = 0;
 #ifdef __GLIBC__
     malloc_trim(0);
 #endif
@@ -439,6 +500,7 @@ static void cl_free(struct sd_backend *b) {
         sd_hmap_free(&cl->weight_index);
         if (cl->arena) clReleaseMemObject(cl->arena);
         if (cl->scratch) clReleaseMemObject(cl->scratch);
+        if (cl->wscratch) clReleaseMemObject(cl->wscratch);
         if (cl->flag) clReleaseMemObject(cl->flag);
         sd_cl_programs_free(cl);
         if (cl->queue) clReleaseCommandQueue(cl->queue);
@@ -526,6 +588,17 @@ struct sd_backend *sd_cl_backend_new(struct sd_ctx *ctx, const struct sd_runtime
      * 512x512) UNet step 0.257 vs 0.305 s, VAE decode 0.290 vs 0.459 s. */
     cl->attn_gemm = opts->cl_attn != SD_CL_ATTN_FLASH;
     sd_cl_gemm_init(cl, opts->cl_xgemm_tuned);
+    if (opts->precision < 0 || opts->precision >= SD_PRECISION_COUNT) {
+        sd_errorf(ctx, SD_ERR_INVALID, "opencl: precision %d unknown (f32, auto, bf16, f16)", (int)opts->precision);
+        goto fail;
+    }
+    /* Precision: f16 keeps the conv/linear weights in half (any device:
+     * vload_half is core OpenCL); auto and bf16 keep f32 (no bf16 on OpenCL
+     * devices). */
+    cl->half_weights = opts->precision == SD_PRECISION_F16;
+    sd_logf(&cl->log, SD_LOG_DEBUG, "opencl: precision %s -> %s on %s (cl_khr_fp16: %s)",
+            sd_precision_name(opts->precision), cl->half_weights ? "half weights, f32 GEMMs" : "f32", cl->info.name,
+            cl->info.fp16 ? "yes" : "no");
     snprintf(cl->build_opts, sizeof cl->build_opts, "-cl-std=CL1.2 -DSD_DV_MAX=%d", SD_CL_ATTN_DV_MAX);
     cl_int err = CL_SUCCESS;
     cl->queue = clCreateCommandQueue(cl->context, cl->dev, 0, &err);

@@ -36,11 +36,13 @@ struct sd_cl_program {
 struct sd_cl_kernel_slot { int prog; char name[48]; cl_kernel k; };
 
 struct sd_cl_weight {
-    const struct sd_tensor *key; /* the tensor (+1 for its transposed copy) */
+    const struct sd_tensor *key; /* the tensor (+1 transposed, +2 half: weight_buf) */
     const void *data;
     size_t nbytes;
     uint64_t probe;              /* fingerprint of the bytes (cl_backend.c) */
     int probed;                  /* probe taken (the bytes were resident at upload) */
+    int half;                    /* mem holds halves (else floats) */
+    size_t dev_bytes;            /* bytes of mem */
     cl_mem mem;
 };
 
@@ -55,11 +57,17 @@ struct sd_cl {
     size_t arena_size;
     cl_mem scratch;              /* im2col columns etc., grown on demand */
     size_t scratch_size;
+    cl_mem wscratch;             /* a half weight widened to f32 for an f32 GEMM (sd_cl_weight_f32) */
+    size_t wscratch_size;
+    int half_weights;            /* precision f16: conv/linear weights resident in half */
     cl_mem flag;                 /* one int for kernels that report errors (embedding) */
     struct sd_cl_weight *weights; /* resident weights, in upload order */
     size_t n_weights, cap_weights;
     struct sd_hmap weight_index; /* sd_hash_ptr(key) -> position in weights */
     size_t weight_bytes;         /* device bytes of the resident weights */
+    size_t weight_bytes_peak;    /* the most weight_bytes ever held */
+    size_t half_uploads;         /* uploads in half (of uploads) */
+    size_t half_fallbacks;       /* weights kept in f32 in half mode (values beyond half's range) */
     size_t host_bytes;           /* host bytes held for weights now: only during an upload (a transpose) */
     size_t host_bytes_peak;      /* the most host_bytes ever held */
     size_t uploads;              /* weight uploads so far (plain and transposed) */
@@ -142,9 +150,11 @@ int sd_cl_file_write(struct sd_ctx *ctx, const char *path, const unsigned char *
 /* --- cl_backend.c --------------------------------------------------------- */
 /* Device address of a tensor: weights are uploaded on first use. */
 int sd_cl_buf_of(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *out);
-/* Device copy of weight t with its inner two dims transposed, uploaded once
- * and kept like the weight itself (linear with our GEMM kernels). */
-int sd_cl_weight_transposed(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *out);
+/* The f32 device values of GEMM weight w (transposed: its transposed copy)
+ * for an f32 GEMM: the resident copy itself, or in half mode its halves
+ * widened into the weight scratch (valid until the next call). A w that is
+ * not a weight (an arena tensor) is returned as sd_cl_buf_of does. */
+int sd_cl_weight_f32(struct sd_cl *cl, const struct sd_tensor *w, bool transposed, struct sd_cl_buf *out);
 /* Returns a scratch buffer of at least n bytes (grown on demand). */
 int sd_cl_scratch(struct sd_cl *cl, size_t n, cl_mem *out);
 /* Sets args and enqueues k over global[0..dims) with local (or NULL). */

@@ -47,6 +47,8 @@ void sd_cl_log_counts(const struct sd_cl *cl) {
             __atomic_load_n(&counts.built, __ATOMIC_RELAXED), __atomic_load_n(&counts.cached, __ATOMIC_RELAXED),
             __atomic_load_n(&counts.precompiled, __ATOMIC_RELAXED),
             __atomic_load_n(&counts.cache_rejected, __ATOMIC_RELAXED));
+    sd_logf(&cl->log, SD_LOG_INFO, "opencl: %zu weight uploads (%zu in half, %zu kept in f32 for range), at most %.1f MiB resident",
+            cl->uploads, cl->half_uploads, cl->half_fallbacks, (double)cl->weight_bytes_peak / 1048576.0);
 }
 
 static const char *source_text(const char *name) {

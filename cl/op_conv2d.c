@@ -17,7 +17,8 @@ int sd_cl_op_conv2d(struct sd_cl *cl, struct sd_tensor *t) {
     const size_t K = Ci * kh * kw, P = OH * OW;
     struct sd_cl_buf xb, wb, yb, bb;
     int rc;
-    if ((rc = sd_cl_buf_of(cl, x, &xb)) || (rc = sd_cl_buf_of(cl, w, &wb)) || (rc = sd_cl_buf_of(cl, t, &yb))) return rc;
+    if ((rc = sd_cl_buf_of(cl, x, &xb)) || (rc = sd_cl_weight_f32(cl, w, false, &wb)) || (rc = sd_cl_buf_of(cl, t, &yb)))
+        return rc;
     if (b && (rc = sd_cl_buf_of(cl, b, &bb))) return rc;
     bool direct = kh == 1 && kw == 1 && p.stride_h == 1 && p.stride_w == 1 && !p.pad_t && !p.pad_l && !p.pad_b &&
                   !p.pad_r;

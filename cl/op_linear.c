@@ -12,7 +12,7 @@ int sd_cl_op_linear(struct sd_cl *cl, struct sd_tensor *t) {
      * at upload); CLBlast takes w as it is with trans_b. */
     bool wt = cl->gemm_own && (w->flags & SD_TF_WEIGHT);
     if ((rc = sd_cl_buf_of(cl, x, &xb)) || (rc = sd_cl_buf_of(cl, t, &yb))) return rc;
-    if ((rc = wt ? sd_cl_weight_transposed(cl, w, &wb) : sd_cl_buf_of(cl, w, &wb))) return rc;
+    if ((rc = sd_cl_weight_f32(cl, w, wt, &wb))) return rc;
     if (b && (rc = sd_cl_buf_of(cl, b, &bb))) return rc;
     struct sd_cl_gemm g = {.trans_b = !wt, .m = M, .n = out, .k = in, .alpha = 1, .a = xb, .b = wb, .c = yb,
                            .lda = in, .ldb = wt ? out : in, .ldc = out, .batch = 1, .what = t->name};

@@ -439,7 +439,7 @@ int sd_cpu_dnnl_init(struct sd_cpu *cpu, int conv_policy, int precision, const s
     }
     d->conv_algo = conv_policy;
     if (precision < 0 || precision >= SD_PRECISION_COUNT) {
-        rc = sd_errorf(cpu->ctx, SD_ERR_INVALID, "cpu backend: precision %d unknown (f32, auto, bf16)", precision);
+        rc = sd_errorf(cpu->ctx, SD_ERR_INVALID, "cpu backend: precision %d unknown (f32, auto, bf16, f16)", precision);
         goto fail;
     }
     /* bf16 kernels: native with avx512_bf16/AMX; oneDNN emulates them on
@@ -448,6 +448,8 @@ int sd_cpu_dnnl_init(struct sd_cpu *cpu, int conv_policy, int precision, const s
     if (precision == SD_PRECISION_AUTO)
         sd_logf(log, SD_LOG_DEBUG, "cpu: precision auto -> %s (oneDNN ISA %s)", d->bf16 ? "bf16" : "f32",
                 sd_dnnl_isa_name());
+    else if (precision == SD_PRECISION_F16)
+        sd_logf(log, SD_LOG_DEBUG, "cpu: precision f16 is for OpenCL devices: the cpu computes in f32");
     else if (precision == SD_PRECISION_BF16 && !d->bf16)
         sd_logf(log, SD_LOG_WARN, "cpu: precision bf16 needs AVX-512 (oneDNN ISA %s): computing in f32",
                 sd_dnnl_isa_name());

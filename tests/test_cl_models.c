@@ -7,9 +7,11 @@
  * |got - ref| <= atol + rtol*|ref| per component, about 10x the worst error
  * measured on PoCL (AVX-512 host): CLIP 2.3e-6, UNet 2.0e-6, VAE decode
  * 4.5e-6, encode 1.3e-6 (the old 2e-4 + 2e-3|ref| was 52x..370x).
+ * tiny-sd1 once more with precision f16 (weights in half on the device),
+ * within the same limits: its weights are f16-exact.
  */
 #include "cl_test_opts.h"
-#include "cl.h"
+#include "cl_impl.h"
 #include "model_load.h"
 #include "model_run.h"
 #include "safetensors.h"
@@ -102,6 +104,24 @@ int main(void) {
         sd_runtime_release_model(rt, m);
         sd_model_free(m);
     }
+    sd_runtime_free(rt);
+
+    /* Precision f16: tiny-sd1 again, all on the device, its conv/linear
+     * weights held in half. They are f16-exact (gen_tiny.py rounds them, as
+     * an f16 checkpoint's are), so the outputs must meet the f32 limits: an
+     * f16 file loses nothing in this mode (PoCL's GEMMs stay f32). */
+    o.precision = SD_PRECISION_F16;
+    rt = sd_runtime_new(&ctx, &o);
+    struct sd_model *m = NULL;
+    CHECK(rt && sd_model_load(&ctx, models[0].path, NULL, &m) == SD_OK, "opencl runtime, precision f16 (%s)", ctx.msg);
+    if (rt && m) run_model(rt, m, "tiny-sd1 f16", models[0].clip, models[0].unet);
+    struct sd_backend *b = rt ? sd_runtime_backend(rt, 0) : NULL;
+    struct sd_cl *c = sd_cl_is_backend(b) ? b->impl : NULL;
+    CHECK(c && c->half_uploads >= 100 && c->half_fallbacks == 0,
+          "precision f16: the conv/linear weights went to the device in half (%zu of %zu uploads)",
+          c ? c->half_uploads : 0, c ? c->uploads : 0);
+    if (rt && m) sd_runtime_release_model(rt, m);
+    sd_model_free(m);
     sd_runtime_free(rt);
     return test_summary();
 }

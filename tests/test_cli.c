@@ -187,7 +187,7 @@ static void test_bad_inputs(void) {
               ARGS("--device 99", "no such OpenCL device"), out);
     bad_input("--device not a number", ARGS(T2I, "-o", out, "--backend", "opencl", "--device", "gpu"),
               ARGS("--device gpu", "device number"), out);
-    bad_input("bad --precision", ARGS(T2I, "-o", out, "--precision", "fp8"), ARGS("--precision fp8", "auto, f32 or bf16"), out);
+    bad_input("bad --precision", ARGS(T2I, "-o", out, "--precision", "fp8"), ARGS("--precision fp8", "auto, f32, bf16 or f16"), out);
     setenv("SDRT_CONV_ALGO", "fastest", 1);
     bad_input("bad SDRT_CONV_ALGO", ARGS(T2I, "-o", out), ARGS("SDRT_CONV_ALGO=fastest", "lowmem"), out);
     unsetenv("SDRT_CONV_ALGO");

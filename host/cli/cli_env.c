@@ -27,7 +27,7 @@ static int conv_algo(struct sd_runtime_opts *o, const char *var, const char *v) 
 }
 static int precision(struct sd_runtime_opts *o, const char *var, const char *v) {
     int p = sd_precision_parse(v);
-    if (p < 0) return bad(var, v, "auto, f32 or bf16");
+    if (p < 0) return bad(var, v, "auto, f32, bf16 or f16");
     o->precision = (enum sd_precision)p;
     return 0;
 }
@@ -158,7 +158,7 @@ int cli_runtime_opts(struct sd_ctx *ctx, struct sd_runtime_opts *o, struct cli_l
 int cli_precision(struct sd_ctx *ctx, struct sd_runtime_opts *o, const char *s) {
     if (!s) return SD_OK;
     int p = sd_precision_parse(s);
-    if (p < 0) return sd_errorf(ctx, SD_ERR_INVALID, "--precision %s: want auto, f32 or bf16", s);
+    if (p < 0) return sd_errorf(ctx, SD_ERR_INVALID, "--precision %s: want auto, f32, bf16 or f16", s);
     o->precision = (enum sd_precision)p;
     return SD_OK;
 }

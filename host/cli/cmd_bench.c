@@ -72,8 +72,8 @@ static const struct cli_opt options[] = {
     {"runs", 0, CLI_INT, O(runs), "N", "timed runs, 1..32 (default 3; the median is shown)", NULL, 0},
     {"threads", 0, CLI_INT, O(threads), "N", "CPU threads (default: all cores)", NULL, 0},
     {"low-memory", 0, CLI_FLAG, O(low_memory), NULL, "CPU convolutions keep no transformed weight copies", NULL, 0},
-    {"precision", 0, CLI_STR, O(precision), "auto|f32|bf16", "GEMM-class compute precision (default auto: bf16 where\n"
-                                                            "the CPU has bf16 instructions)", NULL, 0},
+    {"precision", 0, CLI_STR, O(precision), "auto|f32|bf16|f16", "GEMM-class compute precision (default auto: bf16 where\n"
+                                                            "the CPU has bf16 instructions; f16: OpenCL half weights)", NULL, 0},
     {"weight-cache", 0, CLI_STR, O(weight_cache), "DIR|off", "prepared-weight cache root as for txt2img (default: the cache root)", NULL, 0},
     {"cpu-time", 0, CLI_FLAG, O(cpu_time), NULL, "time phases by process CPU seconds / threads (stable on a shared\n"
                                                   "machine; run with OMP_WAIT_POLICY=passive)", NULL, 0},

@@ -211,9 +211,11 @@ static const struct cli_opt options[] = {
      "(several times faster, approximate)", NULL, 0},
     {"preview", 0, CLI_STR, O(preview), "latent|taesd", "--preview-every previews: the latent->RGB map at latent size\n"
      "(1/8; the model's own map if it carries one; default) or a full-size TAESD decode", NULL, 0},
-    {"precision", 0, CLI_STR, O(precision), "auto|f32|bf16", "convolutions, linears and attention in bf16 with f32\n"
+    {"precision", 0, CLI_STR, O(precision), "auto|f32|bf16|f16", "convolutions, linears and attention in bf16 with f32\n"
                                                             "accumulation, or f32 (default auto: bf16 where the CPU has\n"
-                                                            "bf16 instructions, avx512_bf16 or AMX; the choice is logged)", NULL, 0},
+                                                            "bf16 instructions, avx512_bf16 or AMX; the choice is logged);\n"
+                                                            "f16: OpenCL devices hold conv/linear weights in half (and\n"
+                                                            "multiply in half where they have cl_khr_fp16; auto picks that)", NULL, 0},
     {"weight-cache", 0, CLI_STR, O(weight_cache), "DIR|off", "CPU: prepared (reordered) weights are cached in DIR/weights and mapped\n"
      "by later runs instead of made on their first step (default: the cache root,\n"
      "$SDRT_WEIGHT_CACHE or $SDRT_CACHE_DIR; off: none)", NULL, 0},

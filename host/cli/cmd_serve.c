@@ -48,7 +48,7 @@ static const struct cli_opt options[] = {
     {"balance", 0, CLI_FN, 0, "least-busy|round-robin|random", "placement of jobs on the devices (default least-busy:\n"
                                                                 "a free device takes the oldest queued job)", parse_balance, 0},
     {"threads", 0, CLI_INT, O(threads_cpu), "N", "CPU threads per CPU worker (default: all cores)", NULL, 0},
-    {"precision", 0, CLI_STR, O(precision), "auto|f32|bf16", "CPU compute precision as for txt2img (default auto: bf16\n"
+    {"precision", 0, CLI_STR, O(precision), "auto|f32|bf16|f16", "compute precision as for txt2img (default auto: bf16\n"
                                                             "where the CPU has bf16 instructions)", NULL, 0},
     {"http-threads", 0, CLI_INT, O(s.threads), "N", "HTTP thread pool size (default 8)", NULL, 0},
     {"queue-max", 0, CLI_INT, O(s.queue_max), "N", "most queued jobs; more get 503 + Retry-After (default 64)", NULL, 0},

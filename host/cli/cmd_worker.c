@@ -45,7 +45,7 @@ static const struct cli_opt options[] = {
     {"vocab", 0, CLI_STR, O(w.srv.vocab), "PATH", "CLIP BPE vocabulary for single-file models (default as txt2img)", NULL, 0},
     {"devices", 0, CLI_STR, O(devices), "LIST", "devices: cpu,opencl:0,opencl:1 (default cpu); one job per device", NULL, 0},
     {"threads", 0, CLI_INT, O(threads_cpu), "N", "CPU threads per CPU device (default: all cores)", NULL, 0},
-    {"precision", 0, CLI_STR, O(precision), "auto|f32|bf16", "CPU compute precision as for txt2img (default auto)", NULL, 0},
+    {"precision", 0, CLI_STR, O(precision), "auto|f32|bf16|f16", "compute precision as for txt2img (default auto)", NULL, 0},
     {"backoff", 0, CLI_INT, O(w.srv.backoff_s), "S", "seconds a device rests after a device error (default 60)", NULL, 0},
     {"no-warmup", 0, CLI_FLAG, O(no_warmup), NULL, "skip the warm-up generation at start", NULL, 0},
     {"quiet", 'q', CLI_FLAG, O(quiet), NULL, "log warnings only", NULL, 0},

@@ -34,9 +34,15 @@ enum sd_conv_policy {
  * attention). F32: everything in f32 (the diffusers parity mode; the
  * library default). BF16: bf16 operands with f32 accumulation and f32
  * activations between ops (CPU: oneDNN bf16 kernels; weights reordered once
- * into bf16 copies). AUTO: BF16 where the CPU has bf16 instructions
- * (avx512_bf16, AMX), else F32; the backend logs what it picked. */
-enum sd_precision { SD_PRECISION_F32 = 0, SD_PRECISION_AUTO, SD_PRECISION_BF16, SD_PRECISION_COUNT };
+ * into bf16 copies; OpenCL devices compute in f32). F16: OpenCL devices
+ * keep the convolution and linear weights in half precision (half the
+ * device memory; read with vload_half, core OpenCL) and, where the device
+ * has cl_khr_fp16 and its half GEMM passes a check at start-up, multiply
+ * them in half (CLBlast HGEMM); the CPU computes in f32. AUTO: per backend
+ * - the CPU BF16 where it has bf16 instructions (avx512_bf16, AMX), else
+ * F32; an OpenCL device F16 where it has cl_khr_fp16 and a working half
+ * GEMM, else F32 (PoCL: F32); each backend logs what it picked. */
+enum sd_precision { SD_PRECISION_F32 = 0, SD_PRECISION_AUTO, SD_PRECISION_BF16, SD_PRECISION_F16, SD_PRECISION_COUNT };
 /* OpenCL attention: AUTO = blocked GEMMs (score blocks <= 64 MiB), or the flash kernel. */
 enum sd_cl_attn { SD_CL_ATTN_AUTO = 0, SD_CL_ATTN_GEMM, SD_CL_ATTN_FLASH };
 /* OpenCL GEMM engine: AUTO = our kernels on CPU-type devices and with a
@@ -90,7 +96,7 @@ void sd_runtime_opts_init(struct sd_runtime_opts *o);
 int sd_backend_kind_parse(const char *s);   /* "cpu" | "opencl" | "auto" */
 int sd_conv_policy_parse(const char *s);    /* "auto" | "lowmem" | "direct" | "nchw" | "gemm" | "wino" */
 const char *sd_conv_policy_name(int p);
-int sd_precision_parse(const char *s);      /* "f32" | "auto" | "bf16" */
+int sd_precision_parse(const char *s);      /* "f32" | "auto" | "bf16" | "f16" */
 const char *sd_precision_name(int p);
 int sd_cl_attn_parse(const char *s);        /* "auto" | "gemm" | "flash" */
 int sd_cl_gemm_parse(const char *s);        /* "auto" | "own" | "clblast" */

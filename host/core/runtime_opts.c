@@ -24,7 +24,7 @@ static int lookup(const char *const *names, int n, const char *s) {
 
 static const char *const backend_names[] = {"cpu", "opencl", "auto"};
 static const char *const conv_names[SD_CONV_POLICY_COUNT] = {"auto", "lowmem", "direct", "nchw", "gemm", "wino"};
-static const char *const precision_names[SD_PRECISION_COUNT] = {"f32", "auto", "bf16"};
+static const char *const precision_names[SD_PRECISION_COUNT] = {"f32", "auto", "bf16", "f16"};
 static const char *const attn_names[] = {"auto", "gemm", "flash"};
 static const char *const gemm_names[] = {"auto", "own", "clblast"};
 

@@ -1,0 +1,142 @@
+/* test_cl_half.c - precision f16 on the OpenCL backend (PoCL here): the
+ * convolution and linear weights are held on the device in half and widened
+ * to f32 for the GEMM (this device has no cl_khr_fp16, so the GEMMs stay
+ * f32).
+ *
+ * For each GEMM op case at SD shapes (3x3 conv through im2col, the strided
+ * and asymmetric-pad convs, 1x1 conv multiplied directly, linear through
+ * the transposed copy our GEMM kernels take): the f16 backend's output must
+ * be bit-identical to the f32 backend's on the same weights rounded to half
+ * by the host (round to nearest even): so the device copy holds exactly the
+ * rounded values and nothing else changed. That output also matches the CPU
+ * backend (f32) on the rounded weights within test_cl_ops' limits (the
+ * shared table of cl_op_cases.h; small shapes in the ASan run); it
+ * differs from the unrounded weights' output (by about 2^-11 relative: the
+ * half rounding, printed); the device holds the GEMM weights in half the
+ * bytes and the biases in f32. A weight with a value beyond half's range
+ * (65504) stays in f32 (counted), its output equal to f32 mode's.
+ */
+#include "cl_test_opts.h"
+#include "cl_impl.h"
+#include "cl_op_cases.h"
+
+static struct sd_tensor *b_lin_range(struct sd_graph *g, struct tc *tc) {
+    /* One weight per statement: tc->w[] order is creation order (w[0] the weight). */
+    struct sd_tensor *x = IN(tc, g, 2, 5, 96);
+    struct sd_tensor *w = W(tc, 2, 40, 96);
+    return sd_linear(g, x, w, W(tc, 1, 40));
+}
+
+/* Rounds the GEMM weights (2+ dims; biases stay) to half in place and
+ * returns the bytes the device should hold for them in half mode. */
+static size_t round_weights(struct tc *tc) {
+    size_t bytes = 0;
+    for (int i = 0; i < tc->n_w; i++) {
+        struct sd_tensor *w = tc->w[i];
+        int64_t n = sd_tensor_nelements(w);
+        if (w->n_dims < 2) {
+            bytes += (size_t)n * sizeof(float);
+            continue;
+        }
+        float *x = w->data;
+        for (int64_t j = 0; j < n; j++) x[j] = sd_f16_to_f32(sd_f32_to_f16(x[j]));
+        bytes += (size_t)n * 2;
+    }
+    return bytes;
+}
+
+static double max_abs(const float *x, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) m = fmax(m, fabs(x[i]));
+    return m;
+}
+
+static void run_case(struct sd_ctx *ctx, struct sd_backend *clh, struct sd_backend *clf, struct sd_backend *cpu,
+                     const struct op_case *c) {
+    struct sd_cl *h = clh->impl;
+    struct sd_backend *half_be[2] = {clh, cpu}, *f32_be[2] = {clf, cpu};
+    struct tc tc = {0};
+    int64_t n[4] = {0};
+    int on_cl = 0, nc = 0;
+    size_t uploads0 = h->half_uploads;
+    float *got_h = tc_run(ctx, half_be, 2, c->build, &tc, &n[0], &on_cl, &nc);
+    float *got_f = tc_run(ctx, f32_be, 2, c->build, &tc, &n[1], NULL, NULL);
+    size_t held = h->weight_bytes, want = round_weights(&tc);
+    sd_backend_weights_changed(clf, tc.w, tc.n_w); /* same pointers, new bytes */
+    float *got_r = tc_run(ctx, f32_be, 2, c->build, &tc, &n[2], NULL, NULL);
+    float *ref = tc_run(ctx, &cpu, 1, c->build, &tc, &n[3], NULL, NULL);
+    bool ok = got_h && got_f && got_r && ref && n[0] == n[1] && n[1] == n[2] && n[2] == n[3] && on_cl == nc;
+    CHECK(ok && !memcmp(got_h, got_r, (size_t)n[0] * sizeof(float)) && h->half_uploads > uploads0,
+          "%s: f16 mode on opencl (%d of %d nodes) = f32 mode on the weights rounded to half, bit for bit", c->name,
+          on_cl, nc);
+    double mx = 0;
+    CHECK(ok && !check_close(c->name, got_h, ref, n[0], c->atol, c->rtol, &mx),
+          "%s: f16 mode matches the cpu on the rounded weights (max abs err %.2g, limit %.0e + %.0e*|ref|)", c->name,
+          mx, c->atol, c->rtol);
+    double dev = 0, scale = ok ? max_abs(got_f, n[1]) : 0;
+    for (int64_t i = 0; ok && i < n[0]; i++) dev = fmax(dev, fabs(got_h[i] - got_f[i]));
+    CHECK(ok && dev > 0 && dev < 2e-3 * scale,
+          "%s: f16 mode differs from the unrounded weights' output by half's rounding (max %.2g = %.1e of max|out| %.3g)",
+          c->name, dev, scale > 0 ? dev / scale : 0, scale);
+    CHECK(held == want, "%s: device holds the GEMM weights in half, biases in f32 (%zu bytes, want %zu)", c->name, held,
+          want);
+    sd_backend_weights_released(clh, tc.w, tc.n_w);
+    sd_backend_weights_released(clf, tc.w, tc.n_w);
+    free(got_h), free(got_f), free(got_r), free(ref);
+    tc_free(&tc);
+}
+
+/* A weight with a value half cannot hold stays in f32 in half mode. */
+static void check_range(struct sd_ctx *ctx, struct sd_backend *clh, struct sd_backend *clf, struct sd_backend *cpu) {
+    struct sd_cl *h = clh->impl;
+    struct sd_backend *half_be[2] = {clh, cpu}, *f32_be[2] = {clf, cpu};
+    struct tc tc = {0};
+    int64_t n0 = 0, n1 = 0;
+    free(tc_run(ctx, &cpu, 1, b_lin_range, &tc, &n0, NULL, NULL)); /* makes the weights */
+    ((float *)tc.w[0]->data)[123] = 1.0e5f; /* > 65504 */
+    size_t fb0 = h->half_fallbacks;
+    float *got_h = tc_run(ctx, half_be, 2, b_lin_range, &tc, &n0, NULL, NULL);
+    float *got_f = tc_run(ctx, f32_be, 2, b_lin_range, &tc, &n1, NULL, NULL);
+    CHECK(got_h && got_f && n0 == n1 && !memcmp(got_h, got_f, (size_t)n0 * sizeof(float)) &&
+              h->half_fallbacks == fb0 + 1 && h->weight_bytes == 40 * 96 * 4 + 40 * 4,
+          "a weight holding 1e5 (beyond half's 65504) stays in f32 in f16 mode (%zu fallback, %zu bytes held); "
+          "output = f32 mode's",
+          h->half_fallbacks - fb0, h->weight_bytes);
+    sd_backend_weights_released(clh, tc.w, tc.n_w);
+    sd_backend_weights_released(clf, tc.w, tc.n_w);
+    free(got_h), free(got_f);
+    tc_free(&tc);
+}
+
+int main(void) {
+    struct sd_ctx ctx = {0};
+    struct sd_runtime_opts o;
+    sd_runtime_opts_init(&o);
+    o.threads = 1;
+    o.cl_cache_dir = cl_test_cache_dir();
+    struct sd_backend *cpu = sd_cpu_backend_new(&ctx, &o);
+    struct sd_backend *clf = sd_cl_backend_new(&ctx, &o);
+    o.precision = SD_PRECISION_F16;
+    struct sd_backend *clh = sd_cl_backend_new(&ctx, &o);
+    CHECK(cpu && clf && clh, "cpu, opencl f32 and opencl f16 backends (%s)", ctx.msg);
+    if (!cpu || !clf || !clh) return test_summary();
+    struct sd_cl *h = clh->impl, *f = clf->impl;
+    CHECK(h->half_weights && !f->half_weights && !h->info.fp16,
+          "precision f16 holds weights in half on %s (no cl_khr_fp16: GEMMs in f32); f32 does not", h->info.name);
+    const char *sv = getenv("SDRT_TEST_SAN"); /* the ASan run: small shapes, as test_cl_ops */
+    cl_cases_small = sv && *sv && *sv != '0';
+    /* The GEMM cases of the shared table, with its limits. */
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (!strncmp(cases[i].name, "conv2d", 6) || !strncmp(cases[i].name, "linear", 6))
+            run_case(&ctx, clh, clf, cpu, &cases[i]);
+    check_range(&ctx, clh, clf, cpu);
+    o.precision = SD_PRECISION_AUTO;
+    struct sd_backend *cla = sd_cl_backend_new(&ctx, &o);
+    CHECK(cla && !((struct sd_cl *)cla->impl)->half_weights,
+          "precision auto on a device without cl_khr_fp16 (PoCL) keeps f32 weights");
+    sd_backend_free(cla);
+    sd_backend_free(clh);
+    sd_backend_free(clf);
+    sd_backend_free(cpu);
+    return test_summary();
+}
