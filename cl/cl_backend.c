@@ -273,6 +273,21 @@ static void weights_drop(struct sd_backend *b, struct sd_tensor *const *w, int n
     sd_weight_set_free(&set);
 }
 
+/* A buffer of at least n bytes in *m (its size in *size), grown on demand:
+ * the old one is released at once (deferred by OpenCL until queued users
+ * finish). */
+static int grow(struct sd_cl *cl, cl_mem *m, size_t *size, size_t n, const char *what) {
+    if (n > *size || !*m) {
+        cl_int err = CL_SUCCESS;
+        cl_mem b = clCreateBuffer(cl->context, CL_MEM_READ_WRITE, n ? n : 64, NULL, &err);
+        if (err != CL_SUCCESS) return sd_cl_check(cl->ctx, err, "clCreateBuffer", what);
+        if (*m) clReleaseMemObject(*m);
+        *m = b;
+        *size = n;
+    }
+    return SD_OK;
+}
+
 int sd_cl_weight_f32(struct sd_cl *cl, const struct sd_tensor *w, bool transposed, struct sd_cl_buf *out) {
     const bool weight = !sd_tensor_in_arena(w) && !w->view_src;
     if (!weight && !transposed) return sd_cl_buf_of(cl, w, out);
@@ -284,34 +299,31 @@ int sd_cl_weight_f32(struct sd_cl *cl, const struct sd_tensor *w, bool transpose
     /* Halves: widen into the weight scratch (the queue is in order, so the
      * GEMM that reads it runs before the next widen overwrites it). */
     const size_t n = sd_tensor_nbytes(w) / sizeof(float);
-    if (n > cl->wscratch_size / sizeof(float) || !cl->wscratch) {
-        cl_int err = CL_SUCCESS;
-        cl_mem m = clCreateBuffer(cl->context, CL_MEM_READ_WRITE, n * sizeof(float), NULL, &err);
-        if (err != CL_SUCCESS) return sd_cl_check(cl->ctx, err, "clCreateBuffer", "weight scratch");
-        if (cl->wscratch) clReleaseMemObject(cl->wscratch);
-        cl->wscratch = m;
-        cl->wscratch_size = n * sizeof(float);
-    }
-    cl_kernel k = sd_cl_kernel(cl, "half", "kernel_widen_f16");
-    if (!k) return SD_ERR_BACKEND;
-    struct sd_cl_arg args[] = {SD_CL_MEM(out->mem), SD_CL_U64(0), SD_CL_MEM(cl->wscratch), SD_CL_U64(0),
-                               SD_CL_I32(1), SD_CL_I32(n), SD_CL_I32(n)};
-    size_t global[2] = {sd_cl_round_up((n + 3) / 4, 64), 1};
-    out->mem = cl->wscratch;
-    return sd_cl_run(cl, k, w->name, args, SD_CL_NARGS(args), 2, global, NULL);
+    if ((rc = grow(cl, &cl->wscratch, &cl->wscratch_size, n * sizeof(float), "weight scratch")) != SD_OK) return rc;
+    struct sd_cl_buf h = *out;
+    *out = (struct sd_cl_buf){cl->wscratch, 0};
+    return sd_cl_widen(cl, h, *out, 1, n, n, w->name);
+}
+
+bool sd_cl_weight_half(struct sd_cl *cl, const struct sd_tensor *w, struct sd_cl_buf *out, int *rc) {
+    *rc = SD_OK;
+    if (!cl->hgemm || sd_tensor_in_arena(w) || w->view_src) return false;
+    bool half = false;
+    out->offs = 0;
+    *rc = weight_buf(cl, w, false, true, &out->mem, &half);
+    return *rc == SD_OK && half;
 }
 
 int sd_cl_scratch(struct sd_cl *cl, size_t n, cl_mem *out) {
-    if (n > cl->scratch_size || !cl->scratch) {
-        cl_int err = CL_SUCCESS;
-        cl_mem m = clCreateBuffer(cl->context, CL_MEM_READ_WRITE, n ? n : 64, NULL, &err);
-        if (err != CL_SUCCESS) return sd_cl_check(cl->ctx, err, "clCreateBuffer", "scratch");
-        if (cl->scratch) clReleaseMemObject(cl->scratch); /* deferred until queued users finish */
-        cl->scratch = m;
-        cl->scratch_size = n;
-    }
+    int rc = grow(cl, &cl->scratch, &cl->scratch_size, n, "scratch");
     *out = cl->scratch;
-    return SD_OK;
+    return rc;
+}
+
+int sd_cl_hscratch(struct sd_cl *cl, size_t n, cl_mem *out) {
+    int rc = grow(cl, &cl->hscratch, &cl->hscratch_size, n, "half scratch");
+    *out = cl->hscratch;
+    return rc;
 }
 
 int sd_cl_run(struct sd_cl *cl, cl_kernel k, const char *what, const struct sd_cl_arg *args, int n_args, int dims,
@@ -476,14 +488,19 @@ static int cl_compute(struct sd_backend *b, struct sd_graph *g, int i0, int i1) 
  * memory, which the C library otherwise keeps after free (measured: after
  * dropping the full-size SDXL UNet's 10.3 GB of buffers the process stayed
  * at 8.3 GB resident). */
+static void buffers_release(struct sd_cl *cl) {
+    cl_mem *bufs[] = {&cl->arena, &cl->scratch, &cl->wscratch, &cl->hscratch, &cl->emu};
+    size_t *sizes[] = {&cl->arena_size, &cl->scratch_size, &cl->wscratch_size, &cl->hscratch_size, &cl->emu_size};
+    for (int i = 0; i < 5; i++) {
+        if (*bufs[i]) clReleaseMemObject(*bufs[i]);
+        *bufs[i] = NULL, *sizes[i] = 0;
+    }
+}
+
 static void cl_trim(struct sd_backend *b) {
     struct sd_cl *cl = b->impl;
     if (cl->queue) clFinish(cl->queue);
-    if (cl->arena) clReleaseMemObject(cl->arena);
-    if (cl->scratch) clReleaseMemObject(cl->scratch);
-    if (cl->wscratch) clReleaseMemObject(cl->wscratch);
-    cl->arena = cl->scratch = cl->wscratch = NULL;
-    cl->arena_size = cl->scratch_size = cl->wscratch_size = 0;
+    buffers_release(cl);
 #ifdef __GLIBC__
     malloc_trim(0);
 #endif
@@ -498,9 +515,7 @@ static void cl_free(struct sd_backend *b) {
         for (size_t i = 0; i < cl->n_weights; i++) clReleaseMemObject(cl->weights[i].mem);
         free(cl->weights);
         sd_hmap_free(&cl->weight_index);
-        if (cl->arena) clReleaseMemObject(cl->arena);
-        if (cl->scratch) clReleaseMemObject(cl->scratch);
-        if (cl->wscratch) clReleaseMemObject(cl->wscratch);
+        buffers_release(cl);
         if (cl->flag) clReleaseMemObject(cl->flag);
         sd_cl_programs_free(cl);
         if (cl->queue) clReleaseCommandQueue(cl->queue);
@@ -535,6 +550,41 @@ static int parse_ops(struct sd_cl *cl, const char *what, const char *list, unsig
         bit_set(mask, op);
     }
     return SD_OK;
+}
+
+/* Precision. f16 holds the conv/linear weights in half on any device
+ * (vload_half is core OpenCL) and multiplies in half (CLBlast HGEMM) where
+ * the device has cl_khr_fp16, the CLBlast engine is in use and the half
+ * GEMM passes sd_cl_hgemm_check; else its GEMMs stay f32 (weights widened
+ * per op). auto is f16 only with that half GEMM (else f32: PoCL, and
+ * NVIDIA's driver, which does not report cl_khr_fp16); bf16 is f32 here (no
+ * bf16 on OpenCL devices). Needs the queue. */
+static void precision_pick(struct sd_cl *cl, const struct sd_runtime_opts *opts) {
+    const int p = opts->precision;
+    const char *why = "";
+    if (p == SD_PRECISION_F16 && opts->cl_test_hgemm && !cl->info.fp16) {
+        cl->hgemm = cl->hgemm_emulated = 1; /* tests: the half-GEMM path on PoCL */
+        why = " (test hook: half GEMM emulated)";
+    } else if ((p == SD_PRECISION_F16 || p == SD_PRECISION_AUTO) && cl->info.fp16 && !cl->gemm_own) {
+        double err = INFINITY;
+        cl->hgemm = 1;
+        int rc = sd_cl_hgemm_check(cl, &err);
+        cl->hgemm = rc == SD_OK && err <= 0.02;
+        if (!cl->hgemm) {
+            sd_logf(&cl->log, SD_LOG_WARN, "opencl: %s reports cl_khr_fp16 but its half GEMM %s%.*s; GEMMs in f32",
+                    cl->info.name, rc ? "failed: " : "is off (check error above 2%)",
+                    rc ? (int)strcspn(cl->ctx->msg, "\n") : 0, rc ? cl->ctx->msg : "");
+            sd_ctx_clear(cl->ctx);
+        } else {
+            sd_logf(&cl->log, SD_LOG_DEBUG, "opencl: half GEMM check on %s: max error %.2g of max |result|",
+                    cl->info.name, err);
+        }
+    }
+    cl->half_weights = p == SD_PRECISION_F16 || cl->hgemm;
+    sd_logf(&cl->log, SD_LOG_DEBUG, "opencl: precision %s -> %s on %s (cl_khr_fp16: %s, gemm %s)%s",
+            sd_precision_name(p), cl->hgemm ? "f16 (half weights, half GEMMs)"
+                                  : cl->half_weights ? "half weights, f32 GEMMs" : "f32",
+            cl->info.name, cl->info.fp16 ? "yes" : "no", cl->gemm_own ? "gemm.cl" : "CLBlast", why);
 }
 
 struct sd_backend *sd_cl_backend_new(struct sd_ctx *ctx, const struct sd_runtime_opts *opts) {
@@ -592,19 +642,13 @@ struct sd_backend *sd_cl_backend_new(struct sd_ctx *ctx, const struct sd_runtime
         sd_errorf(ctx, SD_ERR_INVALID, "opencl: precision %d unknown (f32, auto, bf16, f16)", (int)opts->precision);
         goto fail;
     }
-    /* Precision: f16 keeps the conv/linear weights in half (any device:
-     * vload_half is core OpenCL); auto and bf16 keep f32 (no bf16 on OpenCL
-     * devices). */
-    cl->half_weights = opts->precision == SD_PRECISION_F16;
-    sd_logf(&cl->log, SD_LOG_DEBUG, "opencl: precision %s -> %s on %s (cl_khr_fp16: %s)",
-            sd_precision_name(opts->precision), cl->half_weights ? "half weights, f32 GEMMs" : "f32", cl->info.name,
-            cl->info.fp16 ? "yes" : "no");
     snprintf(cl->build_opts, sizeof cl->build_opts, "-cl-std=CL1.2 -DSD_DV_MAX=%d", SD_CL_ATTN_DV_MAX);
     cl_int err = CL_SUCCESS;
     cl->queue = clCreateCommandQueue(cl->context, cl->dev, 0, &err);
     if (sd_cl_check(ctx, err, "clCreateCommandQueue", cl->info.name) != SD_OK) goto fail;
     cl->flag = clCreateBuffer(cl->context, CL_MEM_READ_WRITE, sizeof(cl_int), NULL, &err);
     if (sd_cl_check(ctx, err, "clCreateBuffer", "flag") != SD_OK) goto fail;
+    precision_pick(cl, opts);
     if (cl->log_info)
         sd_logf(&cl->log, SD_LOG_INFO, "opencl: device %d (%d:%d) %s (%s, %s, %u CUs, %.0f MiB), gemm %s%s%s",
                 cl->info.index, cl->info.platform, cl->info.device, cl->info.name, cl->info.type, cl->info.cl_version,

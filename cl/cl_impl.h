@@ -60,6 +60,12 @@ struct sd_cl {
     cl_mem wscratch;             /* a half weight widened to f32 for an f32 GEMM (sd_cl_weight_f32) */
     size_t wscratch_size;
     int half_weights;            /* precision f16: conv/linear weights resident in half */
+    int hgemm;                   /* ... and multiplied in half: operands and C in half (sd_cl_gemm_half) */
+    int hgemm_emulated;          /* opts.cl_test_hgemm: the half GEMM as widen + f32 GEMM + narrow */
+    cl_mem hscratch;             /* half operands of a half GEMM (narrowed x / columns, C) */
+    size_t hscratch_size;
+    cl_mem emu;                  /* f32 operands of the emulated half GEMM */
+    size_t emu_size;
     cl_mem flag;                 /* one int for kernels that report errors (embedding) */
     struct sd_cl_weight *weights; /* resident weights, in upload order */
     size_t n_weights, cap_weights;
@@ -155,6 +161,13 @@ int sd_cl_buf_of(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *
  * widened into the weight scratch (valid until the next call). A w that is
  * not a weight (an arena tensor) is returned as sd_cl_buf_of does. */
 int sd_cl_weight_f32(struct sd_cl *cl, const struct sd_tensor *w, bool transposed, struct sd_cl_buf *out);
+/* For a half GEMM: true with w's resident half copy in *out when cl->hgemm
+ * and w is a weight held in half; false (nothing done, *rc = SD_OK) when
+ * the op should take the f32 path (not a weight, or kept in f32 for its
+ * range); false with *rc set on a device error. */
+bool sd_cl_weight_half(struct sd_cl *cl, const struct sd_tensor *w, struct sd_cl_buf *out, int *rc);
+/* Returns a scratch buffer of at least n bytes for half operands (grown on demand). */
+int sd_cl_hscratch(struct sd_cl *cl, size_t n, cl_mem *out);
 /* Returns a scratch buffer of at least n bytes (grown on demand). */
 int sd_cl_scratch(struct sd_cl *cl, size_t n, cl_mem *out);
 /* Sets args and enqueues k over global[0..dims) with local (or NULL). */
@@ -182,6 +195,23 @@ int sd_cl_gemm(struct sd_cl *cl, const struct sd_cl_gemm *g);
 /* Applies tuned CLBlast parameters where we have them (CPU-type devices),
  * unless xgemm_tuned is 0 (opts.cl_xgemm_tuned: CLBlast's own). */
 void sd_cl_gemm_init(struct sd_cl *cl, int xgemm_tuned);
+/* C = alpha*op(A)*op(B) (+ beta*C) with A, B and C in half (byte offsets;
+ * CLBlast's HGEMM, or its emulation under opts.cl_test_hgemm). */
+int sd_cl_gemm_half(struct sd_cl *cl, const struct sd_cl_gemm *g);
+/* A GEMM of an op whose weight (A if a_is_weight, else B) is resident in
+ * half, the other operand and C in f32 (beta 0; C rows of ldc, batches
+ * stride_c = m * ldc): the f32 operand narrowed into the half scratch, the
+ * half GEMM into a half C there, C widened into g->c. */
+int sd_cl_gemm_wh(struct sd_cl *cl, const struct sd_cl_gemm *g, bool a_is_weight);
+/* y (half) = x (f32) rounded to nearest even, n values. */
+int sd_cl_narrow(struct sd_cl *cl, struct sd_cl_buf x, struct sd_cl_buf y, size_t n, const char *what);
+/* y[r * ldy + c] (f32) = x[r * cols + c] (half), a rows x cols block. */
+int sd_cl_widen(struct sd_cl *cl, struct sd_cl_buf x, struct sd_cl_buf y, size_t rows, size_t cols, size_t ldy,
+                const char *what);
+/* Runs the device's half GEMM on a fixed problem against a host reference:
+ * *rel_err = max |error| / max |result| (INFINITY if unusable). Returns
+ * SD_OK, or the error of a failed call (CLBlast's kNoHalfPrecision, ...). */
+int sd_cl_hgemm_check(struct sd_cl *cl, double *rel_err);
 /* Adds bias[(i / inner) % channels] to n elements of y. */
 int sd_cl_bias(struct sd_cl *cl, struct sd_cl_buf y, struct sd_cl_buf bias, size_t n, size_t inner, size_t channels,
                const char *what);

@@ -17,8 +17,11 @@ int sd_cl_op_conv2d(struct sd_cl *cl, struct sd_tensor *t) {
     const size_t K = Ci * kh * kw, P = OH * OW;
     struct sd_cl_buf xb, wb, yb, bb;
     int rc;
-    if ((rc = sd_cl_buf_of(cl, x, &xb)) || (rc = sd_cl_weight_f32(cl, w, false, &wb)) || (rc = sd_cl_buf_of(cl, t, &yb)))
-        return rc;
+    /* Precision f16 with half GEMMs: W stays in half, the input or its
+     * columns are narrowed for each GEMM (sd_cl_gemm_wh). */
+    const bool half = sd_cl_weight_half(cl, w, &wb, &rc);
+    if (rc || (!half && (rc = sd_cl_weight_f32(cl, w, false, &wb)))) return rc;
+    if ((rc = sd_cl_buf_of(cl, x, &xb)) || (rc = sd_cl_buf_of(cl, t, &yb))) return rc;
     if (b && (rc = sd_cl_buf_of(cl, b, &bb))) return rc;
     bool direct = kh == 1 && kw == 1 && p.stride_h == 1 && p.stride_w == 1 && !p.pad_t && !p.pad_l && !p.pad_b &&
                   !p.pad_r;
@@ -26,7 +29,7 @@ int sd_cl_op_conv2d(struct sd_cl *cl, struct sd_tensor *t) {
         struct sd_cl_gemm g = {.m = Co, .n = P, .k = Ci, .alpha = 1, .a = wb, .b = xb, .c = yb, .lda = Ci, .ldb = P,
                                .ldc = P, .stride_a = 0, .stride_b = Ci * P, .stride_c = Co * P, .batch = N,
                                .what = t->name};
-        if ((rc = sd_cl_gemm(cl, &g)) != SD_OK) return rc;
+        if ((rc = half ? sd_cl_gemm_wh(cl, &g, true) : sd_cl_gemm(cl, &g)) != SD_OK) return rc;
     } else {
         cl_kernel k = sd_cl_kernel(cl, "im2col", "kernel_im2col_f32");
         if (!k) return SD_ERR_BACKEND;
@@ -48,7 +51,7 @@ int sd_cl_op_conv2d(struct sd_cl *cl, struct sd_tensor *t) {
                 struct sd_cl_gemm g = {.m = Co, .n = np, .k = K, .alpha = 1, .a = wb, .b = {col, 0},
                                        .c = {yb.mem, yb.offs + (n * Co * P + p0) * 4}, .lda = K, .ldb = np,
                                        .ldc = P, .batch = 1, .what = t->name};
-                if ((rc = sd_cl_gemm(cl, &g)) != SD_OK) return rc;
+                if ((rc = half ? sd_cl_gemm_wh(cl, &g, true) : sd_cl_gemm(cl, &g)) != SD_OK) return rc;
             }
     }
     if (b) return sd_cl_bias(cl, yb, bb, N * Co * P, P, Co, t->name);

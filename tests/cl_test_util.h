@@ -30,6 +30,7 @@ struct tc {
     struct sd_tensor *in[TC_MAX_IN];
     int n_in;
     float in_scale;  /* inputs are uniform in [-in_scale, in_scale) */
+    int in_half;     /* f32 inputs rounded to half (f16-exact) */
     int id_range;    /* for i32 inputs: ids in [0, id_range) */
 };
 
@@ -81,6 +82,7 @@ static void tc_fill_inputs(struct tc *tc) {
             fill_random(x, n, 17 + i);
             float sc = tc->in_scale ? tc->in_scale : 1.0f;
             for (int64_t j = 0; j < n; j++) x[j] *= sc;
+            for (int64_t j = 0; tc->in_half && j < n; j++) x[j] = sd_f16_to_f32(sd_f32_to_f16(x[j]));
         }
     }
 }

@@ -14,7 +14,14 @@
  * differs from the unrounded weights' output (by about 2^-11 relative: the
  * half rounding, printed); the device holds the GEMM weights in half the
  * bytes and the biases in f32. A weight with a value beyond half's range
- * (65504) stays in f32 (counted), its output equal to f32 mode's.
+ * (65504) stays in f32 (counted), its output equal to f32 mode's. auto
+ * keeps f32 here.
+ *
+ * The half-GEMM path of a device with cl_khr_fp16 (CLBlast HGEMM) runs here
+ * with the HGEMM emulated (opts.cl_test_hgemm: widen, f32 GEMM, narrow):
+ * on f16-exact inputs and weights it must match the CPU within C's
+ * rounding to half, and visibly round. The start-up check of a device's
+ * half GEMM passes the emulated one and fails CLBlast's on this device.
  */
 #include "cl_test_opts.h"
 #include "cl_impl.h"
@@ -86,6 +93,40 @@ static void run_case(struct sd_ctx *ctx, struct sd_backend *clh, struct sd_backe
     tc_free(&tc);
 }
 
+/* The half-GEMM path (a device with cl_khr_fp16; here its HGEMM emulated
+ * under opts.cl_test_hgemm): inputs and weights f16-exact, so the only
+ * rounding left is of C to half (2^-11 relative) before the f32 bias:
+ * |got - cpu| <= atol + 2^-11 max|bias| + (rtol + 2^-11)|cpu|, and C's
+ * rounding must show (the error exceeds the f32 limit somewhere). */
+static void run_case_hgemm(struct sd_ctx *ctx, struct sd_backend *clx, struct sd_backend *cpu,
+                           const struct op_case *c) {
+    struct sd_cl *x = clx->impl;
+    struct sd_backend *be[2] = {clx, cpu};
+    struct tc tc = {.in_half = 1};
+    int64_t n0 = 0, n1 = 0;
+    int on_cl = 0, nc = 0;
+    free(tc_run(ctx, &cpu, 1, c->build, &tc, &n0, NULL, NULL)); /* makes the weights */
+    size_t want = round_weights(&tc);
+    double bmax = 0;
+    for (int i = 0; i < tc.n_w; i++)
+        if (tc.w[i]->n_dims == 1) bmax = fmax(bmax, max_abs(tc.w[i]->data, sd_tensor_nelements(tc.w[i])));
+    float *ref = tc_run(ctx, &cpu, 1, c->build, &tc, &n0, NULL, NULL);
+    float *got = tc_run(ctx, be, 2, c->build, &tc, &n1, &on_cl, &nc);
+    const double u = 1.0 / 2048, atol = c->atol + u * bmax, rtol = c->rtol + u;
+    double mx = 0, f32_lim = 0;
+    bool ok = got && ref && n0 == n1 && on_cl == nc;
+    for (int64_t i = 0; ok && i < n0; i++)
+        f32_lim = fmax(f32_lim, fabs(got[i] - ref[i]) - (c->atol + c->rtol * fabs(ref[i])));
+    CHECK(ok && !check_close(c->name, got, ref, n0, atol, rtol, &mx) && f32_lim > 0 && x->weight_bytes == want,
+          "%s: half GEMM (emulated HGEMM; %d of %d nodes on opencl) matches the cpu on f16-exact operands within C's "
+          "rounding (max abs err %.2g, limit %.2g + %.2g*|ref|; beyond the f32 limit by up to %.2g), weights in half "
+          "(%zu bytes)",
+          c->name, on_cl, nc, mx, atol, rtol, f32_lim, x->weight_bytes);
+    sd_backend_weights_released(clx, tc.w, tc.n_w);
+    free(got), free(ref);
+    tc_free(&tc);
+}
+
 /* A weight with a value half cannot hold stays in f32 in half mode. */
 static void check_range(struct sd_ctx *ctx, struct sd_backend *clh, struct sd_backend *clf, struct sd_backend *cpu) {
     struct sd_cl *h = clh->impl;
@@ -130,6 +171,32 @@ int main(void) {
         if (!strncmp(cases[i].name, "conv2d", 6) || !strncmp(cases[i].name, "linear", 6))
             run_case(&ctx, clh, clf, cpu, &cases[i]);
     check_range(&ctx, clh, clf, cpu);
+    o.precision = SD_PRECISION_F16;
+    o.cl_test_hgemm = 1;
+    struct sd_backend *clx = sd_cl_backend_new(&ctx, &o);
+    o.cl_test_hgemm = 0;
+    CHECK(clx && ((struct sd_cl *)clx->impl)->hgemm && ((struct sd_cl *)clx->impl)->hgemm_emulated,
+          "precision f16 with the half-GEMM test hook takes the half-GEMM path, emulated on %s", h->info.name);
+    for (size_t i = 0; clx && i < sizeof cases / sizeof cases[0]; i++)
+        if (!strncmp(cases[i].name, "conv2d", 6) || !strncmp(cases[i].name, "linear", 6))
+            run_case_hgemm(&ctx, clx, cpu, &cases[i]);
+    /* The start-up check of a device's half GEMM: passes the emulated one
+     * (only C's rounding: <= 2^-11 of the largest result), and CLBlast's
+     * HGEMM on a device without cl_khr_fp16 fails with its error. */
+    double err = -1;
+    int rc = clx ? sd_cl_hgemm_check(clx->impl, &err) : -1;
+    CHECK(rc == SD_OK && err > 0 && err <= 1.0 / 2048, "half GEMM check passes the emulated HGEMM (error %.2g of max)", err);
+    sd_backend_free(clx);
+    o.precision = SD_PRECISION_F32;
+    o.cl_gemm = SD_CL_GEMM_CLBLAST;
+    struct sd_backend *clb = sd_cl_backend_new(&ctx, &o);
+    struct sd_cl *b = clb ? clb->impl : NULL;
+    if (b) b->hgemm = 1; /* as precision_pick does before the check */
+    rc = b ? sd_cl_hgemm_check(b, &err) : -1;
+    CHECK(rc == SD_ERR_BACKEND && strstr(ctx.msg, "CLBlastHgemm") && isinf(err),
+          "half GEMM check on CLBlast without cl_khr_fp16 fails: %s", ctx.msg);
+    sd_ctx_clear(&ctx);
+    sd_backend_free(clb);
     o.precision = SD_PRECISION_AUTO;
     struct sd_backend *cla = sd_cl_backend_new(&ctx, &o);
     CHECK(cla && !((struct sd_cl *)cla->impl)->half_weights,

@@ -83,6 +83,8 @@ struct sd_runtime_opts {
     const char *cl_export_dir;      /* write every program binary built or loaded to DIR/<program>.bin */
     const char *cl_test_fail;       /* tests: "op,op" fail on the device as if it returned an error */
     const char *cl_test_break;      /* tests: programs whose source gets a syntax error appended */
+    int cl_test_hgemm;              /* tests: precision f16 takes the half-GEMM path on a device without
+                                     * cl_khr_fp16, its HGEMM emulated (widen, f32 GEMM, narrow) */
     struct sd_log log;              /* warnings and debug output; default: none delivered */
     unsigned debug;                 /* SD_DEBUG_* flags; default 0 */
     int low_memory;                 /* 1: sd_generate drops each component's backend weight copies and the
