@@ -66,6 +66,11 @@ int sd_cl_export_programs(struct sd_backend *b, const char *dir);
 /* Returns the device the backend runs on. */
 const struct sd_cl_device_info *sd_cl_device_of(struct sd_backend *b);
 
+/* What the backend computes in after opts.precision: "f32", "f16 weights,
+ * f32 GEMMs" or "f16" (half weights and half GEMMs); NULL if b is not an
+ * OpenCL backend. */
+const char *sd_cl_precision_of(struct sd_backend *b);
+
 /* True for the kernel ops of ops.def this backend does not implement (its
  * declared list; supports() refuses them, the scheduler places them on
  * another backend). tests/test_op_table.c checks supports() against it. */

@@ -85,6 +85,12 @@ const struct sd_cl_device_info *sd_cl_device_of(struct sd_backend *b) {
     return sd_cl_is_backend(b) ? &((struct sd_cl *)b->impl)->info : NULL;
 }
 
+const char *sd_cl_precision_of(struct sd_backend *b) {
+    if (!sd_cl_is_backend(b)) return NULL;
+    const struct sd_cl *cl = b->impl;
+    return cl->hgemm ? "f16" : cl->half_weights ? "f16 weights, f32 GEMMs" : "f32";
+}
+
 static bool bit_get(const unsigned *m, int i) { return (m[i / 32] >> (i % 32)) & 1u; }
 static void bit_set(unsigned *m, int i) { m[i / 32] |= 1u << (i % 32); }
 
@@ -583,7 +589,7 @@ static void precision_pick(struct sd_cl *cl, const struct sd_runtime_opts *opts)
     cl->half_weights = p == SD_PRECISION_F16 || cl->hgemm;
     sd_logf(&cl->log, SD_LOG_DEBUG, "opencl: precision %s -> %s on %s (cl_khr_fp16: %s, gemm %s)%s",
             sd_precision_name(p), cl->hgemm ? "f16 (half weights, half GEMMs)"
-                                  : cl->half_weights ? "half weights, f32 GEMMs" : "f32",
+                                  : cl->half_weights ? "f16 weights, f32 GEMMs" : "f32",
             cl->info.name, cl->info.fp16 ? "yes" : "no", cl->gemm_own ? "gemm.cl" : "CLBlast", why);
 }
 

@@ -9,6 +9,7 @@
  * medians, per op and per backend of each runtime) as one JSON object on
  * stdout, the human-readable lines going to stderr; bench/chart.py draws it.
  */
+#include "cl.h"
 #include "cli_opts.h"
 #include "cmd.h"
 #include "cpu.h"
@@ -188,6 +189,12 @@ int sd_cmd_bench(int argc, char **argv) {
         ro.backend = (enum sd_backend_kind)kind;
         struct sd_runtime *rt = sd_runtime_new(&ctx, &ro);
         if (!rt) { fprintf(stderr, "sdrt: %s\n", ctx.msg); rc = 1; goto done; }
+        for (int b = 0; b < sd_runtime_n_backends(rt); b++) {
+            struct sd_backend *be = sd_runtime_backend(rt, b);
+            if (sd_cl_is_backend(be))
+                fprintf(txt, "opencl: %s, precision %s -> %s\n", sd_cl_device_of(be)->name,
+                        sd_precision_name(ro.precision), sd_cl_precision_of(be));
+        }
         struct phase ph[3] = {{"clip", 0, {0}, 0, 0}, {"unet", 0, {0}, 0, 0}, {"vae_decode", 0, {0}, 0, 0}};
         /* r = 0: warm-up; 1..runs: timed; runs + 1 (with --profile): the profiled run. */
         const int last = runs + (profile ? 1 : 0);
