@@ -8,6 +8,7 @@
  */
 #include "cpu.h"
 #include "cpu_dnnl.h"
+#include "cpu_wcache.h"
 #include "poison.h"
 #include "weights.h"
 
@@ -176,5 +177,6 @@ struct sd_backend *sd_cpu_backend_new(struct sd_ctx *ctx, const struct sd_runtim
         cpu_free(b);
         return NULL;
     }
+    sd_wcache_set_max(cpu->dnnl->wcache, opts->weight_cache_max);
     return b;
 }

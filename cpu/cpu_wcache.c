@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fs_util.h"
@@ -40,6 +42,7 @@ struct pack {
     dev_t dev;
     ino_t ino;
     int removed;            /* found corrupt: its file was removed, its entries are written again */
+    int touched;            /* its mtime set to now on its first hit (the LRU stamp) */
 };
 
 struct entry {              /* an entry of a mapped pack */
@@ -58,6 +61,7 @@ struct pending {
 
 struct sd_wcache {
     char dir[1024];
+    uint64_t max_bytes;     /* the most bytes of packs kept (sd_wcache_set_max) */
     struct sd_log log;
     int scanned, no_write;
     struct pack *packs;
@@ -147,6 +151,7 @@ struct sd_wcache *sd_wcache_new(const char *root, const struct sd_log *log) {
     struct sd_wcache *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     if (log) c->log = *log;
+    c->max_bytes = SD_WCACHE_MAX_DEFAULT;
     snprintf(c->dir, sizeof c->dir, "%s/weights", root);
     if (sd_mkdir_p(c->dir) != 0) {
         sd_logf(&c->log, SD_LOG_WARN, "cpu: weight cache %s: %s (prepared weights are not cached)", c->dir,
@@ -223,7 +228,7 @@ static void pack_open(struct sd_wcache *c, const char *path) {
         return;
     }
     struct pack *p = &c->packs[c->n_packs++];
-    *p = (struct pack){pcopy, m, size, sb.st_dev, sb.st_ino, 0};
+    *p = (struct pack){pcopy, m, size, sb.st_dev, sb.st_ino, 0, 0};
     c->st.packs_read++;
     for (uint32_t i = 0; i < h.n; i++) {
         if (sd_hmap_put(&c->index, e[i].ka, (uint32_t)c->n_ents) != SD_OK) break;
@@ -291,6 +296,10 @@ const void *sd_wcache_find(struct sd_wcache *c, const struct sd_wkey *k, const d
             en->queued = 1;
             put_canon(c, k, e->md, bytes, (size_t)e->size);
         }
+        if (!p->touched) { /* used: the pack is the most recently used (a read-only cache stays as it is) */
+            p->touched = 1;
+            utimensat(AT_FDCWD, p->path, NULL, 0);
+        }
         c->st.hits++;
         return bytes;
     }
@@ -344,6 +353,71 @@ static int write_all(int fd, const void *p, size_t n, off_t off) {
     return 0;
 }
 
+/* ---- size limit ---- */
+
+struct pack_file { char name[40]; uint64_t bytes; struct timespec mtime; };
+
+static int older(const void *a, const void *b) {
+    const struct timespec *x = &((const struct pack_file *)a)->mtime, *y = &((const struct pack_file *)b)->mtime;
+    return x->tv_sec != y->tv_sec ? (x->tv_sec < y->tv_sec ? -1 : 1)
+                                  : (x->tv_nsec != y->tv_nsec ? (x->tv_nsec < y->tv_nsec ? -1 : 1) : 0);
+}
+
+/* Removes the least recently used packs (oldest mtime first: a pack's mtime
+ * is set when written and when a process first maps an entry of it) until
+ * the packs total at most `budget` bytes, and temporary files of writers
+ * that died more than an hour ago. Other processes' mappings of a removed
+ * pack stay valid (the file goes when the last one is unmapped). */
+static void evict(struct sd_wcache *c, uint64_t budget) {
+    DIR *d = opendir(c->dir);
+    if (!d) return;
+    struct pack_file *f = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t total = 0;
+    const time_t now = time(NULL);
+    char path[1400];
+    for (struct dirent *de; (de = readdir(d));) {
+        const size_t len = strlen(de->d_name);
+        const int pack = len == 36 && !strcmp(de->d_name + 32, ".sdw");
+        const int tmp = len > 41 && !strncmp(de->d_name + 32, ".sdw.tmp.", 9);
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s", c->dir, de->d_name);
+        if ((!pack && !tmp) || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
+        if (tmp) {
+            if (now - sb.st_mtime > 3600) unlink(path);
+            continue;
+        }
+        if (n == cap) {
+            struct pack_file *g = realloc(f, (cap = cap ? 2 * cap : 64) * sizeof *g);
+            if (!g) break;
+            f = g;
+        }
+        snprintf(f[n].name, sizeof f[n].name, "%s", de->d_name);
+        f[n].bytes = (uint64_t)sb.st_size, f[n].mtime = sb.st_mtim;
+        total += f[n++].bytes;
+    }
+    closedir(d);
+    if (total > budget) {
+        qsort(f, n, sizeof *f, older);
+        size_t removed = 0;
+        uint64_t freed = 0;
+        for (size_t i = 0; i < n && total > budget; i++) {
+            snprintf(path, sizeof path, "%s/%s", c->dir, f[i].name);
+            if (unlink(path) != 0) continue;
+            total -= f[i].bytes, freed += f[i].bytes, removed++;
+        }
+        c->st.evicted += (long)removed;
+        sd_logf(&c->log, SD_LOG_INFO,
+                "cpu: weight cache %s: removed %zu least recently used packs (%.2f GiB) to stay within %.2f GiB", c->dir,
+                removed, (double)freed / 1073741824.0, (double)c->max_bytes / 1073741824.0);
+    }
+    free(f);
+}
+
+void sd_wcache_set_max(struct sd_wcache *c, uint64_t max_bytes) {
+    if (c) c->max_bytes = max_bytes ? max_bytes : SD_WCACHE_MAX_DEFAULT;
+}
+
 void sd_wcache_flush(struct sd_wcache *c) {
     if (!c || !c->n_q) return;
     const size_t n = c->n_q;
@@ -369,6 +443,31 @@ void sd_wcache_flush(struct sd_wcache *c) {
     }
     h.file_size = e[n - 1].off + e[n - 1].size;
     h.index_hash = index_hash(&h, e, n);
+    /* Room: older packs go to keep the total within max_bytes; a pack
+     * larger than that, or one the disk has no room for (keeping 1 GiB, or
+     * 5% of a smaller disk, free), is not written. */
+    struct statvfs fs;
+    const uint64_t need = h.file_size;
+    if (need > c->max_bytes) {
+        sd_logf(&c->log, SD_LOG_INFO, "cpu: weight cache: %zu prepared weights (%.2f GiB) exceed its limit of %.2f GiB: "
+                "not cached", n, (double)need / 1073741824.0, (double)c->max_bytes / 1073741824.0);
+        free(e);
+        c->n_q = 0;
+        return;
+    }
+    evict(c, c->max_bytes - need);
+    if (statvfs(c->dir, &fs) == 0) {
+        const uint64_t avail = (uint64_t)fs.f_bavail * fs.f_frsize, size = (uint64_t)fs.f_blocks * fs.f_frsize;
+        const uint64_t reserve = size / 20 < (1ull << 30) ? size / 20 : 1ull << 30;
+        if (avail < need + reserve) {
+            sd_logf(&c->log, SD_LOG_WARN, "cpu: weight cache %s: %.2f GiB free on its disk, %.2f GiB wanted (and %.2f "
+                    "GiB kept free): not cached", c->dir, (double)avail / 1073741824.0, (double)need / 1073741824.0,
+                    (double)reserve / 1073741824.0);
+            free(e);
+            c->n_q = 0;
+            return;
+        }
+    }
     char path[1100], tmp[1200];
     snprintf(path, sizeof path, "%s/%016llx%016llx.sdw", c->dir, (unsigned long long)name.a,
              (unsigned long long)name.b);

@@ -30,8 +30,15 @@
  *
  * Packs are mapped MAP_SHARED, PROT_READ: processes share one copy of the
  * pages (the page cache). An entry dropped by the backend (low memory,
- * weights released) has its pages dropped from the resident set. Packs are
- * never evicted: delete the directory to reclaim the space.
+ * weights released) has its pages dropped from the resident set.
+ *
+ * Size: the packs in the directory are kept within a limit
+ * (sd_wcache_set_max; default SD_WCACHE_MAX_DEFAULT). Before a pack is
+ * written, the least recently used packs are removed until it fits: a
+ * pack's mtime is its LRU stamp, set when it is written and when a process
+ * first maps an entry of it. A pack larger than the limit is not written,
+ * nor one that would leave less than min(1 GiB, 5%) of its disk free.
+ * Temporary files of writers that died over an hour ago are removed.
  */
 #ifndef SDRT_CPU_WCACHE_H
 #define SDRT_CPU_WCACHE_H
@@ -43,6 +50,7 @@
 #include "sdrt.h"
 
 #define SD_WCACHE_FORMAT 1u
+#define SD_WCACHE_MAX_DEFAULT (32ull << 30) /* 32 GiB */
 
 struct sd_wcache;
 struct sd_wkey { uint64_t a, b; };
@@ -54,11 +62,15 @@ struct sd_wcache_stats {
     long stored;        /* entries written */
     long packs_written;
     long packs_read;    /* packs whose index was accepted */
+    long evicted;       /* packs removed to stay within the size limit */
 };
 
 /* A cache in root/weights (created), or NULL when root is NULL or "" (off)
  * or the directory cannot be made (a warning on log). log is copied. */
 struct sd_wcache *sd_wcache_new(const char *root, const struct sd_log *log);
+/* The most bytes of packs the directory keeps (0: SD_WCACHE_MAX_DEFAULT).
+ * NULL-safe. */
+void sd_wcache_set_max(struct sd_wcache *c, uint64_t max_bytes);
 /* Unmaps every pack; frees the queue. NULL-safe. */
 void sd_wcache_free(struct sd_wcache *c);
 

@@ -212,6 +212,8 @@ static void test_bad_inputs(void) {
     bad_input("--vae other", ARGS(T2I, "-o", out, "--vae", "tiny"), ARGS("--vae is full or taesd", "tiny"), out);
     bad_input("--taesd not a taesd", ARGS(T2I, "-o", out, "--taesd", notpng, "--vae", "taesd"), ARGS(notpng), out);
     bad_input("--memory-budget unit", ARGS(T2I, "-o", out, "--memory-budget", "4TB"), ARGS("--memory-budget", "4TB"), out);
+    bad_input("--weight-cache-max", ARGS(T2I, "-o", out, "--weight-cache-max", "lots"),
+              ARGS("--weight-cache-max=lots", "a size"), out);
     bad_input("--vae-tile not a multiple of 32", ARGS(T2I, "-o", out, "--vae-tile", "48"),
               ARGS("--vae-tile 48", "multiple of 32"), out);
     {

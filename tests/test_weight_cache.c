@@ -22,6 +22,12 @@
  * 4. Two processes (this binary run twice as children at once) filling one
  *    empty cache leave a valid cache: the next runtime maps every weight,
  *    rejects nothing, and no temporary file is left.
+ * 5. The size limit (sd_wcache_set_max), on packs of one 256 KiB entry:
+ *    writing a pack that would pass the limit removes the least recently
+ *    used packs first (a pack a later cache mapped an entry of counts as
+ *    used then, so an older-written one goes instead); a pack larger than
+ *    the limit is not written; a writer's temporary file over an hour old is
+ *    removed, a fresh one kept.
  */
 #include "cpu_dnnl.h"
 #include "cpu_wcache.h"
@@ -284,6 +290,125 @@ done:
 
 /* Child of test 4: one image with the cache in argv[1] (precision argv[2]);
  * exit 0 when it ran and wrote or mapped every weight. */
+/* ---- 5. the size limit ---- */
+
+#define ENT_N (256 * 1024 / 4) /* f32 values of one entry */
+
+static struct sd_wkey put_one(struct sd_wcache *c, uint64_t content, const float *data) {
+    dnnl_memory_desc_t md;
+    dnnl_dims_t dims = {ENT_N / 64, 64};
+    dnnl_memory_desc_init_by_tag(&md, 2, dims, dnnl_f32, dnnl_ab);
+    struct sd_wkey k = {0};
+    if (sd_wcache_key(&k, content, &md, &md)) sd_wcache_put(c, &k, &md, data, ENT_N * sizeof(float));
+    return k;
+}
+
+static const void *find_one(struct sd_wcache *c, const struct sd_wkey *k) {
+    dnnl_memory_desc_t md;
+    dnnl_dims_t dims = {ENT_N / 64, 64};
+    dnnl_memory_desc_init_by_tag(&md, 2, dims, dnnl_f32, dnnl_ab);
+    return sd_wcache_find(c, k, &md);
+}
+
+/* The pack names in dir/weights into names (in directory order); returns the count. */
+static int pack_names(const char *dir, char names[][64], int max) {
+    char wd[512];
+    snprintf(wd, sizeof wd, "%s/weights", dir);
+    DIR *d = opendir(wd);
+    int n = 0;
+    for (struct dirent *de; d && (de = readdir(d)) && n < max;)
+        if (strlen(de->d_name) == 36 && strstr(de->d_name, ".sdw")) snprintf(names[n++], 64, "%s", de->d_name);
+    if (d) closedir(d);
+    return n;
+}
+
+static int has_name(char names[][64], int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(names[i], name)) return 1;
+    return 0;
+}
+
+/* The one name in b[0..nb) that is not in a[0..na) ("" if none). */
+static const char *new_name(char a[][64], int na, char b[][64], int nb) {
+    for (int i = 0; i < nb; i++)
+        if (!has_name(a, na, b[i])) return b[i];
+    return "";
+}
+
+static void set_age(const char *dir, const char *name, int seconds_ago) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/weights/%s", dir, name);
+    struct timespec t[2];
+    clock_gettime(CLOCK_REALTIME, &t[0]);
+    t[0].tv_sec -= seconds_ago;
+    t[1] = t[0];
+    utimensat(AT_FDCWD, path, t, 0);
+}
+
+static void test_limit(void) {
+    char dir[] = "/tmp/sdrt-wlimit-XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(0, "limit: mkdtemp");
+        return;
+    }
+    float *data = malloc(ENT_N * sizeof(float));
+    for (int i = 0; i < ENT_N; i++) data[i] = (float)i;
+    const uint64_t pack_bytes = 4096 + ENT_N * sizeof(float), limit = 2 * pack_bytes + pack_bytes / 2;
+    char n0[8][64], n1[8][64], n2[8][64], a[64], b[64];
+    /* A then B, written by one cache (as one process would) */
+    struct sd_wcache *c = sd_wcache_new(dir, NULL);
+    sd_wcache_set_max(c, limit);
+    struct sd_wkey ka = put_one(c, 1, data);
+    sd_wcache_flush(c);
+    int k0 = pack_names(dir, n0, 8);
+    snprintf(a, sizeof a, "%s", k0 == 1 ? n0[0] : "");
+    put_one(c, 2, data);
+    sd_wcache_flush(c);
+    int k1 = pack_names(dir, n1, 8);
+    snprintf(b, sizeof b, "%s", new_name(n0, k0, n1, k1));
+    sd_wcache_free(c);
+    set_age(dir, a, 300); /* A written first ... */
+    set_age(dir, b, 200);
+    /* ... but used by a later cache (a second process): A is the recent one */
+    c = sd_wcache_new(dir, NULL);
+    sd_wcache_set_max(c, limit);
+    const float *hit = find_one(c, &ka);
+    put_one(c, 3, data);
+    sd_wcache_flush(c);
+    int k2 = pack_names(dir, n2, 8);
+    struct sd_wcache_stats st = sd_wcache_stats(c);
+    CHECK(k0 == 1 && k1 == 2 && hit && hit[ENT_N - 1] == (float)(ENT_N - 1) && k2 == 2 && has_name(n2, k2, a) &&
+              !has_name(n2, k2, b) && *new_name(n1, k1, n2, k2) && st.evicted == 1,
+          "limit %.0f KiB (2.5 packs): a third pack removes the least recently used one - B, written after A but "
+          "not used since - and keeps A, which a later cache mapped (%d, %d, %d packs; %ld evicted)",
+          (double)limit / 1024, k0, k1, k2, st.evicted);
+    /* a pack over the limit is not written */
+    sd_wcache_set_max(c, pack_bytes - 1);
+    put_one(c, 4, data);
+    sd_wcache_flush(c);
+    st = sd_wcache_stats(c);
+    CHECK(pack_names(dir, n0, 8) == 2 && st.stored == 1, "a pack larger than the limit is not written (%ld stored)",
+          st.stored);
+    /* temporary files of dead writers go, fresh ones stay */
+    char stale_name[96], fresh_name[96], stale[1100], fresh[1100];
+    snprintf(stale_name, sizeof stale_name, "%s.tmp.1.0", a);
+    snprintf(fresh_name, sizeof fresh_name, "%s.tmp.2.0", a);
+    snprintf(stale, sizeof stale, "%s/weights/%s", dir, stale_name);
+    snprintf(fresh, sizeof fresh, "%s/weights/%s", dir, fresh_name);
+    close(open(stale, O_WRONLY | O_CREAT, 0644));
+    close(open(fresh, O_WRONLY | O_CREAT, 0644));
+    set_age(dir, stale_name, 7200);
+    sd_wcache_set_max(c, limit);
+    put_one(c, 5, data);
+    sd_wcache_flush(c);
+    CHECK(access(stale, F_OK) != 0 && access(fresh, F_OK) == 0,
+          "a temporary file 2 h old is removed, a fresh one (a writer at work) kept");
+    unlink(fresh);
+    sd_wcache_free(c);
+    free(data);
+    rm_cache(dir);
+}
+
 static int child(const char *dir, const char *precision) {
     float *img = malloc(NPIX * sizeof(float));
     struct run r = gen(dir, sd_precision_parse(precision), NULL, img);
@@ -303,6 +428,7 @@ int main(int argc, char **argv) {
         sd_tokenizer_free(tok);
         return rc;
     }
+    test_limit();
     test_precision(SD_PRECISION_F32, 1);
     if (sd_cpu_precision_bf16(SD_PRECISION_BF16)) {
         test_precision(SD_PRECISION_BF16, 0);

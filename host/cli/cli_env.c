@@ -5,11 +5,14 @@
 
 #include "cl.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static struct sd_ctx *env_ctx; /* where a bad value is reported (cli_runtime_opts) */
 
@@ -25,6 +28,36 @@ static int conv_algo(struct sd_runtime_opts *o, const char *var, const char *v) 
     o->conv = (enum sd_conv_policy)p;
     return 0;
 }
+int cli_size_parse(const char *v, unsigned long long *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    unsigned long long mul = 1;
+    if (end != v && *end) {
+        const char u = (char)toupper((unsigned char)*end);
+        const char *rest = end + 1;
+        if (!strcasecmp(rest, "iB") || !strcasecmp(rest, "B") || !*rest)
+            mul = u == 'K' ? 1ull << 10 : u == 'M' ? 1ull << 20 : u == 'G' ? 1ull << 30 : 0;
+        else
+            mul = 0;
+    }
+    if (end == v || errno || mul == 0 || !(x > 0) || x * (double)mul > 1e18) return -1;
+    *out = (unsigned long long)(x * (double)mul);
+    return 0;
+}
+
+static int weight_cache_max(struct sd_runtime_opts *o, const char *var, const char *v) {
+    unsigned long long n;
+    if (cli_size_parse(v, &n)) return bad(var, v, "a size: bytes, or N with K, M or G");
+    o->weight_cache_max = n;
+    return 0;
+}
+
+int cli_weight_cache_max(struct sd_ctx *ctx, struct sd_runtime_opts *o, const char *s) {
+    env_ctx = ctx;
+    return s ? weight_cache_max(o, "--weight-cache-max", s) : 0;
+}
+
 static int precision(struct sd_runtime_opts *o, const char *var, const char *v) {
     int p = sd_precision_parse(v);
     if (p < 0) return bad(var, v, "auto, f32, bf16 or f16");
@@ -94,6 +127,7 @@ static const struct {
     {"SDRT_GRAPH_DEBUG", NULL, graph_debug},
     {"SDRT_CONV_ALGO", NULL, conv_algo},
     {"SDRT_PRECISION", NULL, precision},
+    {"SDRT_WEIGHT_CACHE_MAX", NULL, weight_cache_max},
     {"SDRT_CPU_DISABLE", NULL, cpu_disable},
     {"SDRT_CL_DEVICE", NULL, cl_device},
     {"SDRT_CL_DISABLE", NULL, cl_disable},

@@ -44,6 +44,12 @@ int cli_precision(struct sd_ctx *ctx, struct sd_runtime_opts *o, const char *s);
 /* --weight-cache DIR|off: the prepared-weight cache root (NULL s: keep the
  * default from the environment). Returns 0. */
 int cli_weight_cache(struct sd_runtime_opts *o, const char *s);
+/* A size: BYTES, or N with a unit K, M, G (KiB, MiB, GiB; KB, MB, GB read as
+ * the same powers of 1024), > 0. Returns 0 with *out set, or -1. */
+int cli_size_parse(const char *v, unsigned long long *out);
+/* --weight-cache-max SIZE into o->weight_cache_max (NULL s: unchanged);
+ * SD_ERR_INVALID with ctx set on a bad size. */
+int cli_weight_cache_max(struct sd_ctx *ctx, struct sd_runtime_opts *o, const char *s);
 
 /* cli_log.c: the library's log callback: stderr ("sdrt: warning: ..."), or
  * with json set one {"event": "log", ...} line on stdout. */

@@ -56,7 +56,7 @@ static double median(struct phase *p) {
 }
 
 struct bench_opts {
-    const char *model, *config, *comps, *backends, *device, *precision, *weight_cache;
+    const char *model, *config, *comps, *backends, *device, *precision, *weight_cache, *weight_cache_max;
     int width, height, runs, threads, profile, batch, low_memory, cpu_time, json;
 };
 
@@ -76,6 +76,7 @@ static const struct cli_opt options[] = {
     {"precision", 0, CLI_STR, O(precision), "auto|f32|bf16|f16", "GEMM-class compute precision (default auto: bf16 where\n"
                                                             "the CPU has bf16 instructions; f16: OpenCL half weights)", NULL, 0},
     {"weight-cache", 0, CLI_STR, O(weight_cache), "DIR|off", "prepared-weight cache root as for txt2img (default: the cache root)", NULL, 0},
+    {"weight-cache-max", 0, CLI_STR, O(weight_cache_max), "SIZE", "its size limit as for txt2img (default 32G)", NULL, 0},
     {"cpu-time", 0, CLI_FLAG, O(cpu_time), NULL, "time phases by process CPU seconds / threads (stable on a shared\n"
                                                   "machine; run with OMP_WAIT_POLICY=passive)", NULL, 0},
     {"profile", 0, CLI_FLAG, O(profile), NULL, "add a per-op table (the warm-up and one profiled run after the timed ones)", NULL, 0},
@@ -113,7 +114,8 @@ int sd_cmd_bench(int argc, char **argv) {
     struct sd_runtime_opts ro;
     sd_runtime_opts_init(&ro);
     if (cli_runtime_opts(&ctx, &ro, &log) || (bo.device && cli_device_index(&ctx, "--device", bo.device, &ro.cl_device)) ||
-        cli_precision(&ctx, &ro, bo.precision) || cli_weight_cache(&ro, bo.weight_cache)) {
+        cli_precision(&ctx, &ro, bo.precision) || cli_weight_cache(&ro, bo.weight_cache) ||
+        cli_weight_cache_max(&ctx, &ro, bo.weight_cache_max)) {
         fprintf(stderr, "sdrt: %s\n", ctx.msg);
         return 2;
     }

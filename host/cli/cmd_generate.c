@@ -22,7 +22,6 @@
 
 #include <strings.h>
 
-#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -38,7 +37,7 @@ enum mode { MODE_TXT2IMG = 1, MODE_IMG2IMG = 2, MODE_INPAINT = 4 };
 struct opts {
     enum mode mode;
     const char *model, *config, *prompt, *negative, *sampler, *scheduler, *output, *init, *mask, *vocab, *precision;
-    const char *weight_cache;
+    const char *weight_cache, *weight_cache_max;
     const char *preview_dir, *backend, *device;
     int n_iter;
     int steps, width, height, batch, clip_skip, threads, preview_every, quiet, json, low_memory;
@@ -126,23 +125,10 @@ static int parse_rng(void *opts, const char *v) {
 /* BYTES, or N with a unit: KiB, MiB, GiB (K, M, G, KB, MB, GB are read as the same powers of 1024). */
 static int parse_budget(void *opts, const char *v) {
     struct opts *o = opts;
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    unsigned long long mul = 1;
-    if (end != v && *end) {
-        const char u = (char)toupper((unsigned char)*end);
-        const char *rest = end + 1;
-        if (!strcasecmp(rest, "iB") || !strcasecmp(rest, "B") || !*rest)
-            mul = u == 'K' ? 1ull << 10 : u == 'M' ? 1ull << 20 : u == 'G' ? 1ull << 30 : 0;
-        else
-            mul = 0;
-    }
-    if (end == v || errno || mul == 0 || !(x > 0) || x * (double)mul > 1e18) {
+    if (cli_size_parse(v, &o->memory_budget)) {
         fprintf(stderr, "sdrt: --memory-budget takes bytes or a size with KiB, MiB or GiB (got '%s')\n", v);
         return 2;
     }
-    o->memory_budget = (unsigned long long)(x * (double)mul);
     return 0;
 }
 
@@ -219,6 +205,8 @@ static const struct cli_opt options[] = {
     {"weight-cache", 0, CLI_STR, O(weight_cache), "DIR|off", "CPU: prepared (reordered) weights are cached in DIR/weights and mapped\n"
      "by later runs instead of made on their first step (default: the cache root,\n"
      "$SDRT_WEIGHT_CACHE or $SDRT_CACHE_DIR; off: none)", NULL, 0},
+    {"weight-cache-max", 0, CLI_STR, O(weight_cache_max), "SIZE", "the most disk the prepared-weight cache keeps, least recently used\n"
+     "packs removed first (default 32G, or $SDRT_WEIGHT_CACHE_MAX)", NULL, 0},
     {"output", 'o', CLI_STR, O(output), "PATH", "PNG to write (default out.png; several images: %d in PATH or -N before .png)", NULL, 0},
     {"preview-every", 0, CLI_INT, O(preview_every), "N", "write a cheap latent preview every N steps to --preview-dir", NULL, 0},
     {"preview-dir", 0, CLI_STR, O(preview_dir), "DIR", "where previews go (default: the output's directory)", NULL, 0},
@@ -437,6 +425,7 @@ static int generate(struct opts *o) {
     if (o->low_memory) ro.conv = SD_CONV_POLICY_LOWMEM, ro.low_memory = 1;
     if (cli_precision(&ctx, &ro, o->precision)) goto usage_err;
     cli_weight_cache(&ro, o->weight_cache);
+    if (cli_weight_cache_max(&ctx, &ro, o->weight_cache_max)) goto usage_err;
     if (o->device && kind == SD_BACKEND_CPU) {
         sd_errorf(&ctx, SD_ERR_INVALID, "--device %s picks an OpenCL device: give --backend opencl (or auto)", o->device);
         goto usage_err;

@@ -79,6 +79,8 @@ struct sd_runtime_opts {
                                      * NULL (default) = no disk cache */
     const char *weight_cache_dir;   /* CPU backend's prepared-weight cache root (packs go to DIR/weights,
                                      * created; cpu/cpu_wcache.h); NULL (default) = none */
+    uint64_t weight_cache_max;      /* the most bytes of packs it keeps, least recently used removed
+                                     * first; 0 (default) = 32 GiB */
     const char *cl_precompiled_dir; /* load every program from DIR/<program>.bin, never compile */
     const char *cl_export_dir;      /* write every program binary built or loaded to DIR/<program>.bin */
     const char *cl_test_fail;       /* tests: "op,op" fail on the device as if it returned an error */
