@@ -15,6 +15,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The end of a CLBlast call: its event released (the queue is in order),
+ * its status as ours, naming the call and the problem. */
+static int clblast_status(struct sd_cl *cl, const struct sd_cl_gemm *g, CLBlastStatusCode st, cl_event ev,
+                          const char *call) {
+    if (ev) clReleaseEvent(ev);
+    if (st == CLBlastSuccess) return SD_OK;
+    char what[128];
+    snprintf(what, sizeof what, "%s, %zux%zux%zu x%zu", g->what, g->m, g->n, g->k, g->batch);
+    return sd_cl_check(cl->ctx, (cl_int)st, call, what);
+}
+
 static int gemm_clblast(struct sd_cl *cl, const struct sd_cl_gemm *g) {
     cl_event ev = NULL;
     CLBlastTranspose ta = g->trans_a ? CLBlastTransposeYes : CLBlastTransposeNo;
@@ -32,13 +43,7 @@ static int gemm_clblast(struct sd_cl *cl, const struct sd_cl_gemm *g) {
                                         g->stride_b, g->beta, g->c.mem, g->c.offs / 4, g->ldc, g->stride_c, g->batch,
                                         &cl->queue, &ev);
     }
-    if (ev) clReleaseEvent(ev);
-    if (st != CLBlastSuccess) {
-        char what[128];
-        snprintf(what, sizeof what, "%s, %zux%zux%zu x%zu", g->what, g->m, g->n, g->k, g->batch);
-        return sd_cl_check(cl->ctx, (cl_int)st, call, what);
-    }
-    return SD_OK;
+    return clblast_status(cl, g, st, ev, call);
 }
 
 /* Our kernels: the register-blocked NT kernel when both operands are
@@ -191,13 +196,7 @@ int sd_cl_gemm_half(struct sd_cl *cl, const struct sd_cl_gemm *g) {
                                         g->stride_b, beta, g->c.mem, g->c.offs / 2, g->ldc, g->stride_c, g->batch,
                                         &cl->queue, &ev);
     }
-    if (ev) clReleaseEvent(ev);
-    if (st != CLBlastSuccess) {
-        char what[128];
-        snprintf(what, sizeof what, "%s, %zux%zux%zu x%zu", g->what, g->m, g->n, g->k, g->batch);
-        return sd_cl_check(cl->ctx, (cl_int)st, call, what);
-    }
-    return SD_OK;
+    return clblast_status(cl, g, st, ev, call);
 }
 
 int sd_cl_gemm_wh(struct sd_cl *cl, const struct sd_cl_gemm *g, bool a_is_weight) {

@@ -14,6 +14,14 @@ static inline const char *cl_test_cache_dir(void) {
     return d ? d : "/tmp/sdrt-test-cache";
 }
 
+/* Options of the backends the op-level tests make by hand: the defaults,
+ * one CPU thread, the tests' program cache. */
+static inline void cl_test_backend_opts(struct sd_runtime_opts *o) {
+    sd_runtime_opts_init(o);
+    o->threads = 1;
+    o->cl_cache_dir = cl_test_cache_dir();
+}
+
 /* Options of an OpenCL runtime that runs every op on the device: each op is
  * disabled on the CPU backend, so a node the device refused is an error
  * ("no backend runs ...") instead of a silent CPU fallback. */

@@ -65,9 +65,7 @@ static void reference(struct sd_ctx *ctx, const float *x, float *out) {
 static void test_graph(void) {
     struct sd_ctx ctx = {0};
     struct sd_runtime_opts o;
-    sd_runtime_opts_init(&o);
-    o.threads = 1;
-    o.cl_cache_dir = cl_test_cache_dir();
+    cl_test_backend_opts(&o);
     struct sd_backend *cpu = sd_cpu_backend_new(&ctx, &o);
     struct sd_backend *cl = sd_cl_backend_new(&ctx, &o);
     CHECK(cpu && cl, "cpu and opencl backends (%s)", ctx.msg);

@@ -152,9 +152,7 @@ static void check_range(struct sd_ctx *ctx, struct sd_backend *clh, struct sd_ba
 int main(void) {
     struct sd_ctx ctx = {0};
     struct sd_runtime_opts o;
-    sd_runtime_opts_init(&o);
-    o.threads = 1;
-    o.cl_cache_dir = cl_test_cache_dir();
+    cl_test_backend_opts(&o);
     struct sd_backend *cpu = sd_cpu_backend_new(&ctx, &o);
     struct sd_backend *clf = sd_cl_backend_new(&ctx, &o);
     o.precision = SD_PRECISION_F16;
