@@ -301,6 +301,33 @@ static void test_repeat_and_cache(struct env envs[3], const struct sd_st_file *g
         rc = sd_generate(&e->p, &g, i3);
     }
     CHECK(!rc && memcmp(l1, l3, sizeof(float) * nl), "pipeline another seed gives other latents");
+    /* One cache shared by runtimes (a server's pool): a runtime made as
+     * e's (1 thread, f32) is served e's embeddings; one that rounds
+     * differently (bf16) encodes the prompt itself, so its image never
+     * depends on which runtime encoded first. */
+    struct sd_runtime_opts o;
+    sd_runtime_opts_init(&o);
+    o.threads = 1;
+    struct sd_runtime *same = sd_runtime_new(&e->ctx, &o);
+    o.precision = SD_PRECISION_BF16;
+    struct sd_runtime *other = sd_runtime_new(&e->ctx, &o);
+    int hit[2] = {0};
+    struct sd_runtime *rts[2] = {same, other};
+    for (int k = 0; k < 2 && !rc; k++) {
+        struct sd_pipeline p = e->p;
+        p.rt = rts[k];
+        sd_embed_cache_stats(e->cache, &s0.hits, &s0.misses, &s0.bytes);
+        rc = !rts[k] || sd_generate(&p, &g, i3);
+        sd_embed_cache_stats(e->cache, &s1.hits, &s1.misses, &s1.bytes);
+        hit[k] = s1.hits - s0.hits;
+        if (rts[k]) sd_runtime_release_model(rts[k], e->m);
+    }
+    CHECK(!rc && hit[0] >= 2 && hit[1] == 0 && sd_runtime_numerics(same) == sd_runtime_numerics(e->rt) &&
+              sd_runtime_numerics(other) != sd_runtime_numerics(e->rt),
+          "embedding cache shared by runtimes: one made the same way hits (+%d), a bf16 one encodes its own (+%d hits)",
+          hit[0], hit[1]);
+    sd_runtime_free(same);
+    sd_runtime_free(other);
     free(l1), free(i1), free(l2), free(i2), free(l3), free(i3);
 }
 

@@ -1,6 +1,7 @@
 /* runtime.c - backends + a cache of planned graphs per component and shape
  * (see runtime.h). */
 #include "runtime.h"
+#include "hashmap.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@ struct sd_runtime {
     size_t peak_arena;
     int profile;
     int low_memory;       /* opts.low_memory */
+    uint64_t numerics;    /* sd_runtime_numerics */
     struct sd_op_profile prof[SD_MAX_BACKENDS][SD_OP_COUNT];
 };
 
@@ -74,8 +76,17 @@ struct sd_runtime *sd_runtime_new(struct sd_ctx *ctx, const struct sd_runtime_op
         return NULL;
     }
     rt->backends[rt->n_backends++] = cpu;
+    /* What can change a result's rounding: the backends made, the device,
+     * the precision, the convolution policy (low memory too), the threads. */
+    const int64_t v[] = {opts->precision, opts->conv, opts->low_memory, opts->threads, opts->cl_device, opts->cl_gemm,
+                         opts->cl_attn, opts->cl_rowwise, opts->cl_test_hgemm};
+    uint64_t h = sd_fnv1a(v, sizeof v, SD_FNV1A_SEED);
+    for (int i = 0; i < rt->n_backends; i++) h = sd_fnv1a(rt->backends[i]->iface->name, strlen(rt->backends[i]->iface->name), h);
+    rt->numerics = h;
     return rt;
 }
+
+uint64_t sd_runtime_numerics(const struct sd_runtime *rt) { return rt ? rt->numerics : 0; }
 
 void sd_runtime_set_ctx(struct sd_runtime *rt, struct sd_ctx *ctx) {
     if (rt) rt->ctx = ctx;

@@ -166,6 +166,12 @@ void sd_runtime_drop_copies(struct sd_runtime *rt, struct sd_tensor *const *weig
 void sd_runtime_trim(struct sd_runtime *rt);
 /* opts.low_memory of the runtime. */
 int sd_runtime_low_memory(const struct sd_runtime *rt);
+/* A signature of what in the runtime can change a result's rounding (its
+ * backends and device, precision, convolution policy, low memory, threads).
+ * Results kept across runtimes (the pipeline's embedding cache) are shared
+ * only between runtimes with the same signature, so an image never depends
+ * on which runtime of a pool encoded its prompt first. */
+uint64_t sd_runtime_numerics(const struct sd_runtime *rt);
 
 /* Profiling: when on, every run times each node (synchronised; a little
  * slower) and accumulates seconds, FLOPs and calls per (backend, op). */

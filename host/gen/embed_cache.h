@@ -4,8 +4,9 @@
  * Key: (model id, clip skip, the 77-id sequences); value: the CLIP output
  * [n_chunks * 77, hidden]. A repeated prompt costs no CLIP time. May be
  * shared by every pipeline, runtime and thread (a mutex guards it; a hit is
- * copied out under it), and by every backend (the embedding does not depend
- * on the backend beyond rounding). The pipeline also keeps VAE-encode
+ * copied out under it); the pipeline folds the runtime's numerics
+ * (sd_runtime_numerics) and the LoRA set into the model id, so runtimes
+ * that round differently (a pool's devices, precisions) keep apart. The pipeline also keeps VAE-encode
  * moments here, keyed by the image's bytes under a negative "clip skip" tag
  * (pipeline.c).
  */

@@ -107,9 +107,10 @@ int sd_encode_prompt(struct sd_pipeline *p, const char *prompt, int clip_skip, f
         free(w);
         return sd_errorf(p->ctx, SD_ERR_NOMEM, "prompt: out of memory");
     }
-    /* The cache holds the unweighted CLIP output, keyed by the ids. */
-    /* ... and by the text encoder's weights: its active LoRA set. */
-    const uint64_t key = p->model->id ^ sd_lora_te_signature(p->lora);
+    /* The cache holds the unweighted CLIP output, keyed by the ids, by the
+     * text encoder's weights (its active LoRA set) and by the runtime's
+     * numerics (a pool's devices round differently). */
+    const uint64_t key = p->model->id ^ sd_lora_te_signature(p->lora) ^ sd_runtime_numerics(p->rt);
     if (sd_embed_cache_get(p->cache, key, clip_skip, ids, nid, *emb, (int64_t)nid * d)) {
         *cached = 1;
     } else {
@@ -250,13 +251,14 @@ static int vae_encode_cached(struct gen *G, const float *img, float *moments) {
                                      &G->tiled, &tile);
     if (rc) return rc;
     if (G->tiled) return sd_vae_encode_tiled(p->rt, p->model, img, 1, H, W, tile, moments); /* not cached */
-    if (sd_embed_cache_get(p->cache, p->model->id, tag, (const int32_t *)(const void *)img, n_words, moments,
+    const uint64_t key = p->model->id ^ sd_runtime_numerics(p->rt);
+    if (sd_embed_cache_get(p->cache, key, tag, (const int32_t *)(const void *)img, n_words, moments,
                            (int64_t)n_mom)) {
         G->vae_cached = 1;
         return SD_OK;
     }
     rc = sd_run_vae_encode(p->rt, p->model, img, 1, H, W, moments);
-    if (!rc) sd_embed_cache_put(p->cache, p->model->id, tag, (const int32_t *)(const void *)img, n_words, moments, (int64_t)n_mom);
+    if (!rc) sd_embed_cache_put(p->cache, key, tag, (const int32_t *)(const void *)img, n_words, moments, (int64_t)n_mom);
     return rc;
 }
 
