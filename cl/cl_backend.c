@@ -575,10 +575,10 @@ static void precision_pick(struct sd_cl *cl, const struct sd_runtime_opts *opts)
         double err = INFINITY;
         cl->hgemm = 1;
         int rc = sd_cl_hgemm_check(cl, &err);
-        cl->hgemm = rc == SD_OK && err <= 0.02;
+        cl->hgemm = rc == SD_OK && err <= 0.05; /* sd_cl_hgemm_check */
         if (!cl->hgemm) {
             sd_logf(&cl->log, SD_LOG_WARN, "opencl: %s reports cl_khr_fp16 but its half GEMM %s%.*s; GEMMs in f32",
-                    cl->info.name, rc ? "failed: " : "is off (check error above 2%)",
+                    cl->info.name, rc ? "failed: " : "is off (check error above 5%)",
                     rc ? (int)strcspn(cl->ctx->msg, "\n") : 0, rc ? cl->ctx->msg : "");
             sd_ctx_clear(cl->ctx);
         } else {
