@@ -108,7 +108,8 @@ def bench_series(paths):
         with open(p) as f:
             d = json.load(f)
         for b in d["backends"]:
-            lab = f"{b['name']} {d.get('cpu_compute', '')}" + (" low-mem" if d.get("low_memory") else "")
+            compute = b.get("opencl_compute") or d.get("cpu_compute", "")
+            lab = f"{b['name']} {compute}" + (" low-mem" if d.get("low_memory") else "")
             series.append((lab.strip(), b, d))
     return series
 

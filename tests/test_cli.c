@@ -573,7 +573,9 @@ static void test_bench_json(void) {
         if (!strcmp(sd_json_str(sd_json_get(o, "op")), "conv2d")) conv_be = (long)sd_json_int(sd_json_get(o, "calls"), -1);
     }
     const char *prec = sd_json_str(sd_json_get(d, "cpu_compute"));
-    CHECK(phases_ok && conv > 0 && conv == conv_be && total > 0 && prec && !strcmp(prec, "f32") &&
+    const struct sd_json *clc = sd_json_get(b, "opencl_compute");
+    CHECK(phases_ok && conv > 0 && conv == conv_be && total > 0 && prec && !strcmp(prec, "f32") && clc &&
+              sd_json_type(clc) == SD_JSON_NULL &&
               sd_json_int(sd_json_get(d, "threads"), 0) == 2 && strstr(r.err, "vae_decode"),
           "cli bench --json: one object, 3 runs + median per phase, %ld conv2d calls (by backend %ld), %.3f s of ops, "
           "compute %s, tables on stderr",

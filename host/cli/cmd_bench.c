@@ -180,6 +180,7 @@ int sd_cmd_bench(int argc, char **argv) {
     /* Per backend of each runtime (an `auto` runtime has a device and the CPU). */
     static struct sd_op_profile prof_be[MAXB][MAXRT][SD_OP_COUNT];
     char be_names[MAXB][MAXRT][32];
+    const char *cl_compute[MAXB] = {0}; /* what an OpenCL device computes in (sd_cl_precision_of) */
     int n_be[MAXB] = {0};
     memset(prof, 0, sizeof prof);
     memset(first_run, 0, sizeof first_run);
@@ -193,9 +194,10 @@ int sd_cmd_bench(int argc, char **argv) {
         if (!rt) { fprintf(stderr, "sdrt: %s\n", ctx.msg); rc = 1; goto done; }
         for (int b = 0; b < sd_runtime_n_backends(rt); b++) {
             struct sd_backend *be = sd_runtime_backend(rt, b);
-            if (sd_cl_is_backend(be))
-                fprintf(txt, "opencl: %s, precision %s -> %s\n", sd_cl_device_of(be)->name,
-                        sd_precision_name(ro.precision), sd_cl_precision_of(be));
+            if (!sd_cl_is_backend(be)) continue;
+            cl_compute[nb] = sd_cl_precision_of(be);
+            fprintf(txt, "opencl: %s, precision %s -> %s\n", sd_cl_device_of(be)->name, sd_precision_name(ro.precision),
+                    cl_compute[nb]);
         }
         struct phase ph[3] = {{"clip", 0, {0}, 0, 0}, {"unet", 0, {0}, 0, 0}, {"vae_decode", 0, {0}, 0, 0}};
         /* r = 0: warm-up; 1..runs: timed; runs + 1 (with --profile): the profiled run. */
@@ -312,6 +314,9 @@ int sd_cmd_bench(int argc, char **argv) {
         for (int b = 0; b < nb; b++) {
             printf("%s\n  {\"name\": ", b ? "," : "");
             cli_json_str(stdout, names[b]);
+            printf(", \"opencl_compute\": ");
+            if (cl_compute[b]) cli_json_str(stdout, cl_compute[b]);
+            else printf("null");
             printf(", \"arena_mib\": %.1f, \"phases\": {", arena[b]);
             int first = 1;
             for (int p = 0; p < 3; p++) {
