@@ -143,6 +143,16 @@ static void check_range(struct sd_ctx *ctx, struct sd_backend *clh, struct sd_ba
           "a weight holding 1e5 (beyond half's 65504) stays in f32 in f16 mode (%zu fallback, %zu bytes held); "
           "output = f32 mode's",
           h->half_fallbacks - fb0, h->weight_bytes);
+    /* The value back in range and weights_changed (as after a LoRA merge):
+     * the weight's copy is dropped and uploaded again, now in half. */
+    ((float *)tc.w[0]->data)[123] = 0.5f;
+    sd_backend_weights_changed(clh, tc.w, 1);
+    const size_t dropped = h->weight_bytes, hu0 = h->half_uploads;
+    free(got_h);
+    got_h = tc_run(ctx, half_be, 2, b_lin_range, &tc, &n0, NULL, NULL);
+    CHECK(got_h && dropped == 40 * 4 && h->half_uploads == hu0 + 1 && h->weight_bytes == 40 * 96 * 2 + 40 * 4,
+          "weights_changed drops the weight's copy (%zu bytes left: the bias) and the next graph uploads it in half "
+          "(%zu bytes held)", dropped, h->weight_bytes);
     sd_backend_weights_released(clh, tc.w, tc.n_w);
     sd_backend_weights_released(clf, tc.w, tc.n_w);
     free(got_h), free(got_f);
