@@ -313,7 +313,7 @@ int sd_cl_weight_f32(struct sd_cl *cl, const struct sd_tensor *w, bool transpose
 
 bool sd_cl_weight_half(struct sd_cl *cl, const struct sd_tensor *w, struct sd_cl_buf *out, int *rc) {
     *rc = SD_OK;
-    if (!cl->hgemm || sd_tensor_in_arena(w) || w->view_src) return false;
+    if (!cl->hgemm || !cl->graph || !cl->graph->half_ok || sd_tensor_in_arena(w) || w->view_src) return false;
     bool half = false;
     out->offs = 0;
     *rc = weight_buf(cl, w, false, true, &out->mem, &half);

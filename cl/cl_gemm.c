@@ -210,6 +210,7 @@ int sd_cl_gemm_wh(struct sd_cl *cl, const struct sd_cl_gemm *g, bool a_is_weight
     cl_mem hs;
     int rc = sd_cl_hscratch(cl, oc + nc * 2, &hs);
     if (rc != SD_OK || (rc = sd_cl_narrow(cl, x, (struct sd_cl_buf){hs, 0}, nx, g->what)) != SD_OK) return rc;
+    cl->half_gemms++;
     struct sd_cl_gemm h = *g;
     if (a_is_weight) h.b = (struct sd_cl_buf){hs, 0};
     else h.a = (struct sd_cl_buf){hs, 0};

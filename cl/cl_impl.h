@@ -62,6 +62,7 @@ struct sd_cl {
     int half_weights;            /* precision f16: conv/linear weights resident in half */
     int hgemm;                   /* ... and multiplied in half: operands and C in half (sd_cl_gemm_half) */
     int hgemm_emulated;          /* opts.cl_test_hgemm: the half GEMM as widen + f32 GEMM + narrow */
+    size_t half_gemms;           /* half GEMMs run (sd_cl_gemm_wh; tests) */
     cl_mem hscratch;             /* half operands of a half GEMM (narrowed x / columns, C) */
     size_t hscratch_size;
     cl_mem emu;                  /* f32 operands of the emulated half GEMM */
@@ -161,8 +162,9 @@ int sd_cl_buf_of(struct sd_cl *cl, const struct sd_tensor *t, struct sd_cl_buf *
  * widened into the weight scratch (valid until the next call). A w that is
  * not a weight (an arena tensor) is returned as sd_cl_buf_of does. */
 int sd_cl_weight_f32(struct sd_cl *cl, const struct sd_tensor *w, bool transposed, struct sd_cl_buf *out);
-/* For a half GEMM: true with w's resident half copy in *out when cl->hgemm
- * and w is a weight held in half; false (nothing done, *rc = SD_OK) when
+/* For a half GEMM: true with w's resident half copy in *out when cl->hgemm,
+ * the graph accepts half activations (graph.h half_ok: not the VAE's) and w
+ * is a weight held in half; false (nothing done, *rc = SD_OK) when
  * the op should take the f32 path (not a weight, or kept in f32 for its
  * range); false with *rc set on a device error. */
 bool sd_cl_weight_half(struct sd_cl *cl, const struct sd_tensor *w, struct sd_cl_buf *out, int *rc);

@@ -97,7 +97,16 @@ static void run_case(struct sd_ctx *ctx, struct sd_backend *clh, struct sd_backe
  * under opts.cl_test_hgemm): inputs and weights f16-exact, so the only
  * rounding left is of C to half (2^-11 relative) before the f32 bias:
  * |got - cpu| <= atol + 2^-11 max|bias| + (rtol + 2^-11)|cpu|, and C's
- * rounding must show (the error exceeds the f32 limit somewhere). */
+ * rounding must show (the error exceeds the f32 limit somewhere). The
+ * graph says it accepts half activations (graph.h half_ok, as the UNet and
+ * text encoder builders do); the same graph without it (the VAE's case)
+ * runs no half GEMM and stays within the f32 limits. */
+static tc_build_fn half_inner;
+static struct sd_tensor *half_ok_build(struct sd_graph *g, struct tc *tc) {
+    g->half_ok = 1;
+    return half_inner(g, tc);
+}
+
 static void run_case_hgemm(struct sd_ctx *ctx, struct sd_backend *clx, struct sd_backend *cpu,
                            const struct op_case *c) {
     struct sd_cl *x = clx->impl;
@@ -111,19 +120,28 @@ static void run_case_hgemm(struct sd_ctx *ctx, struct sd_backend *clx, struct sd
     for (int i = 0; i < tc.n_w; i++)
         if (tc.w[i]->n_dims == 1) bmax = fmax(bmax, max_abs(tc.w[i]->data, sd_tensor_nelements(tc.w[i])));
     float *ref = tc_run(ctx, &cpu, 1, c->build, &tc, &n0, NULL, NULL);
-    float *got = tc_run(ctx, be, 2, c->build, &tc, &n1, &on_cl, &nc);
+    half_inner = c->build;
+    const size_t hg0 = x->half_gemms;
+    float *got = tc_run(ctx, be, 2, half_ok_build, &tc, &n1, &on_cl, &nc);
+    const size_t hg1 = x->half_gemms, held = x->weight_bytes;
+    int64_t n2 = 0;
+    float *plain = tc_run(ctx, be, 2, c->build, &tc, &n2, NULL, NULL);
     const double u = 1.0 / 2048, atol = c->atol + u * bmax, rtol = c->rtol + u;
     double mx = 0, f32_lim = 0;
     bool ok = got && ref && n0 == n1 && on_cl == nc;
     for (int64_t i = 0; ok && i < n0; i++)
         f32_lim = fmax(f32_lim, fabs(got[i] - ref[i]) - (c->atol + c->rtol * fabs(ref[i])));
-    CHECK(ok && !check_close(c->name, got, ref, n0, atol, rtol, &mx) && f32_lim > 0 && x->weight_bytes == want,
+    CHECK(ok && !check_close(c->name, got, ref, n0, atol, rtol, &mx) && f32_lim > 0 && held == want && hg1 > hg0,
           "%s: half GEMM (emulated HGEMM; %d of %d nodes on opencl) matches the cpu on f16-exact operands within C's "
           "rounding (max abs err %.2g, limit %.2g + %.2g*|ref|; beyond the f32 limit by up to %.2g), weights in half "
           "(%zu bytes)",
-          c->name, on_cl, nc, mx, atol, rtol, f32_lim, x->weight_bytes);
+          c->name, on_cl, nc, mx, atol, rtol, f32_lim, held);
+    double mp = 0;
+    CHECK(plain && n2 == n0 && x->half_gemms == hg1 && !check_close(c->name, plain, ref, n0, c->atol, c->rtol, &mp),
+          "%s: a graph without half_ok runs no half GEMM on the same backend: within the f32 limits (max abs err %.2g)",
+          c->name, mp);
     sd_backend_weights_released(clx, tc.w, tc.n_w);
-    free(got), free(ref);
+    free(got), free(ref), free(plain);
     tc_free(&tc);
 }
 

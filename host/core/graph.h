@@ -54,6 +54,12 @@ struct sd_graph {
      * UNet builders set it; the VAE's convs, whose rounding lands in the
      * pixels, keep F(2x2). */
     int wino4;
+    /* Set by a model builder: its activations may be rounded to half for a
+     * device's half GEMMs (precision f16 on a device with cl_khr_fp16). The
+     * UNet and text encoder builders set it; the VAE's activations can pass
+     * half's range (diffusers upcasts it: force_upcast), so its GEMMs stay
+     * f32 (its weights may still be held in half). */
+    int half_ok;
 };
 
 /* Returns a new empty graph owned by the caller (free with sd_graph_free). */

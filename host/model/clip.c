@@ -48,6 +48,7 @@ struct sd_tensor *mb_clip_layer(struct sd_graph *g, const struct sd_clip_config 
 struct sd_tensor *sd_clip_build(struct sd_graph *g, const struct sd_clip_config *c, struct sd_weights *w,
                                 struct sd_tensor *ids, int clip_skip) {
     if (!ids) return NULL;
+    g->half_ok = 1; /* graph.h: as fp16 text encoders run */
     struct sd_tensor *h = mb_clip_embed(g, c, w, ids);                     /* [B, 77, d] */
     int n_layers = c->layers;
     if (clip_skip >= 2) n_layers = c->layers - (clip_skip - 1);

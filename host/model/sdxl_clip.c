@@ -16,6 +16,7 @@
 struct sd_tensor *sd_clip_xl_build(struct sd_graph *g, const struct sd_clip_config *c, struct sd_weights *w,
                                    struct sd_tensor *ids, struct sd_tensor *eos) {
     if (!ids) return NULL;
+    g->half_ok = 1; /* graph.h: as fp16 text encoders run */
     const int64_t d = c->hidden, B = sd_tensor_dim(ids, 0), L = sd_tensor_dim(ids, 1);
     if (c->layers < 2) {
         g->status = sd_errorf(g->ctx, SD_ERR_FORMAT, "SDXL text encoder: %d layer(s); the penultimate layer is needed",

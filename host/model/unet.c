@@ -117,6 +117,7 @@ struct sd_tensor *sd_unet_build_xl(struct sd_graph *g, const struct sd_unet_conf
      * 0.017; PyTorch's own bf16 autocast 0.030), its 4-step image 42.8 dB
      * from f32 mode's (46.7), for a 6% faster step (docs/benchmarks.md). */
     g->wino4 = 1;
+    g->half_ok = 1; /* graph.h: activations within half's range (fp16 UNets are the norm) */
 
     struct sd_tensor *temb = sd_timestep_embed(g, t, c->block_out[0], 1, 0.0f);   /* [B, C0] */
     temb = mb_linear(g, w, temb, "time_embedding.linear_1");
