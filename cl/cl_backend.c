@@ -279,10 +279,7 @@ static void weights_drop(struct sd_backend *b, struct sd_tensor *const *w, int n
     sd_weight_set_free(&set);
 }
 
-/* A buffer of at least n bytes in *m (its size in *size), grown on demand:
- * the old one is released at once (deferred by OpenCL until queued users
- * finish). */
-static int grow(struct sd_cl *cl, cl_mem *m, size_t *size, size_t n, const char *what) {
+int sd_cl_grow(struct sd_cl *cl, cl_mem *m, size_t *size, size_t n, const char *what) {
     if (n > *size || !*m) {
         cl_int err = CL_SUCCESS;
         cl_mem b = clCreateBuffer(cl->context, CL_MEM_READ_WRITE, n ? n : 64, NULL, &err);
@@ -305,7 +302,8 @@ int sd_cl_weight_f32(struct sd_cl *cl, const struct sd_tensor *w, bool transpose
     /* Halves: widen into the weight scratch (the queue is in order, so the
      * GEMM that reads it runs before the next widen overwrites it). */
     const size_t n = sd_tensor_nbytes(w) / sizeof(float);
-    if ((rc = grow(cl, &cl->wscratch, &cl->wscratch_size, n * sizeof(float), "weight scratch")) != SD_OK) return rc;
+    rc = sd_cl_grow(cl, &cl->wscratch, &cl->wscratch_size, n * sizeof(float), "weight scratch");
+    if (rc != SD_OK) return rc;
     struct sd_cl_buf h = *out;
     *out = (struct sd_cl_buf){cl->wscratch, 0};
     return sd_cl_widen(cl, h, *out, 1, n, n, w->name);
@@ -321,13 +319,13 @@ bool sd_cl_weight_half(struct sd_cl *cl, const struct sd_tensor *w, struct sd_cl
 }
 
 int sd_cl_scratch(struct sd_cl *cl, size_t n, cl_mem *out) {
-    int rc = grow(cl, &cl->scratch, &cl->scratch_size, n, "scratch");
+    int rc = sd_cl_grow(cl, &cl->scratch, &cl->scratch_size, n, "scratch");
     *out = cl->scratch;
     return rc;
 }
 
 int sd_cl_hscratch(struct sd_cl *cl, size_t n, cl_mem *out) {
-    int rc = grow(cl, &cl->hscratch, &cl->hscratch_size, n, "half scratch");
+    int rc = sd_cl_grow(cl, &cl->hscratch, &cl->hscratch_size, n, "half scratch");
     *out = cl->hscratch;
     return rc;
 }

@@ -160,16 +160,10 @@ static int gemm_half_emulated(struct sd_cl *cl, const struct sd_cl_gemm *g) {
     const size_t nb = span(g->batch, g->stride_b, g->trans_b ? g->n : g->k, g->ldb);
     const size_t nc = span(g->batch, g->stride_c, g->m, g->ldc);
     const size_t ob = sd_cl_round_up(na, 16) * 4, oc = ob + sd_cl_round_up(nb, 16) * 4, bytes = oc + nc * 4;
-    if (bytes > cl->emu_size || !cl->emu) {
-        cl_int err = CL_SUCCESS;
-        cl_mem m = clCreateBuffer(cl->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
-        if (err != CL_SUCCESS) return sd_cl_check(cl->ctx, err, "clCreateBuffer", "half gemm emulation");
-        if (cl->emu) clReleaseMemObject(cl->emu);
-        cl->emu = m, cl->emu_size = bytes;
-    }
+    int rc = sd_cl_grow(cl, &cl->emu, &cl->emu_size, bytes, "half gemm emulation");
+    if (rc != SD_OK) return rc;
     struct sd_cl_gemm f = *g;
     f.a = (struct sd_cl_buf){cl->emu, 0}, f.b = (struct sd_cl_buf){cl->emu, ob}, f.c = (struct sd_cl_buf){cl->emu, oc};
-    int rc;
     if ((rc = sd_cl_widen(cl, g->a, f.a, 1, na, na, g->what)) || (rc = sd_cl_widen(cl, g->b, f.b, 1, nb, nb, g->what)) ||
         (g->beta != 0 && (rc = sd_cl_widen(cl, g->c, f.c, 1, nc, nc, g->what))) || (rc = sd_cl_gemm(cl, &f)))
         return rc;

@@ -170,6 +170,10 @@ int sd_cl_weight_f32(struct sd_cl *cl, const struct sd_tensor *w, bool transpose
 bool sd_cl_weight_half(struct sd_cl *cl, const struct sd_tensor *w, struct sd_cl_buf *out, int *rc);
 /* Returns a scratch buffer of at least n bytes for half operands (grown on demand). */
 int sd_cl_hscratch(struct sd_cl *cl, size_t n, cl_mem *out);
+/* A buffer of at least n bytes in *m (its size in *size), grown on demand:
+ * the old one is released at once (OpenCL defers that until queued users
+ * finish). */
+int sd_cl_grow(struct sd_cl *cl, cl_mem *m, size_t *size, size_t n, const char *what);
 /* Returns a scratch buffer of at least n bytes (grown on demand). */
 int sd_cl_scratch(struct sd_cl *cl, size_t n, cl_mem *out);
 /* Sets args and enqueues k over global[0..dims) with local (or NULL). */
