@@ -232,6 +232,11 @@ static void test_bad_inputs(void) {
         CHECK(r.status == 0 && exists(out) && !strstr(r.out, "tiled"), "cli --vae taesd (original layout) wrote %s", out);
         unlink(out);
         result_free(&r);
+        r = run(ARGS(T2I, "-o", out, "--precision", "f16"));
+        CHECK(r.status == 0 && exists(out) && strstr(r.err, "precision f16 is for OpenCL devices"),
+              "cli --precision f16 on the cpu alone: runs in f32 and says so");
+        unlink(out);
+        result_free(&r);
     }
     bad_input("img2img without --init-image", ARGS(I2I, "-o", out), ARGS("--init-image is required"), out);
     bad_input("unreadable init image", ARGS(I2I, "--init-image", no_init, "-o", out), ARGS("init image", no_init), out);

@@ -76,6 +76,9 @@ struct sd_runtime *sd_runtime_new(struct sd_ctx *ctx, const struct sd_runtime_op
         return NULL;
     }
     rt->backends[rt->n_backends++] = cpu;
+    if (opts->precision == SD_PRECISION_F16 && rt->n_backends == 1)
+        sd_logf(&rt->log, SD_LOG_WARN, "runtime: precision f16 is for OpenCL devices and this runtime has none: "
+                "computing in f32 (bf16 is the CPU's reduced precision)");
     /* What can change a result's rounding: the backends made, the device,
      * the precision, the convolution policy (low memory too), the threads. */
     const int64_t v[] = {opts->precision, opts->conv, opts->low_memory, opts->threads, opts->cl_device, opts->cl_gemm,
