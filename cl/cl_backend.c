@@ -109,6 +109,24 @@ static uint64_t weight_probe(const void *data, size_t n) {
     return sd_fnv1a(p + n - k, k, sd_fnv1a(p, k, SD_FNV1A_SEED ^ n));
 }
 
+/* A transient host buffer of n bytes for an upload (counted in host_bytes
+ * while held; host_free gives it back). NULL with ctx set on OOM. */
+static float *host_alloc(struct sd_cl *cl, size_t n, const char *doing, const char *name) {
+    float *x = malloc(n ? n : 1);
+    if (!x) {
+        sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory (%s %s)", doing, name);
+        return NULL;
+    }
+    cl->host_bytes += n;
+    if (cl->host_bytes > cl->host_bytes_peak) cl->host_bytes_peak = cl->host_bytes;
+    return x;
+}
+
+static void host_free(struct sd_cl *cl, float *x, size_t n) {
+    free(x);
+    cl->host_bytes -= n;
+}
+
 /* Writes weight t's f32 values into dst, transposed ([R, C] -> [C, R] over
  * the inner two dims) when `transposed`: read from its bytes when they are
  * resident, else converted from its file (weights.h: sd_weight_read_f32), so
@@ -117,17 +135,14 @@ static uint64_t weight_probe(const void *data, size_t n) {
 static int weight_values(struct sd_cl *cl, const struct sd_tensor *t, bool transposed, float *dst) {
     if (!transposed) return sd_weight_read_f32(cl->ctx, t, dst);
     const size_t nbytes = sd_tensor_nbytes(t);
-    float *x = malloc(nbytes ? nbytes : 1);
-    if (!x) return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory (transposing %s)", t->name);
-    cl->host_bytes += nbytes;
-    if (cl->host_bytes > cl->host_bytes_peak) cl->host_bytes_peak = cl->host_bytes;
+    float *x = host_alloc(cl, nbytes, "transposing", t->name);
+    if (!x) return SD_ERR_NOMEM;
     int rc = sd_weight_read_f32(cl->ctx, t, x);
     const size_t R = t->ne[2], C = t->ne[3], outer = (size_t)(t->ne[0] * t->ne[1]);
     for (size_t o = 0; rc == SD_OK && o < outer; o++)
         for (size_t r = 0; r < R; r++)
             for (size_t c = 0; c < C; c++) dst[o * R * C + c * R + r] = x[o * R * C + r * C + c];
-    free(x);
-    cl->host_bytes -= nbytes;
+    host_free(cl, x, nbytes);
     return rc;
 }
 
@@ -137,18 +152,15 @@ static int weight_values(struct sd_cl *cl, const struct sd_tensor *t, bool trans
  * half's range (65504): such a weight stays in f32. */
 static int weight_halves(struct sd_cl *cl, const struct sd_tensor *t, bool transposed, uint16_t *dst, bool *overflow) {
     const size_t nbytes = sd_tensor_nbytes(t), n = nbytes / sizeof(float);
-    float *x = malloc(nbytes ? nbytes : 1);
-    if (!x) return sd_errorf(cl->ctx, SD_ERR_NOMEM, "cl: out of memory (converting %s to half)", t->name);
-    cl->host_bytes += nbytes;
-    if (cl->host_bytes > cl->host_bytes_peak) cl->host_bytes_peak = cl->host_bytes;
+    float *x = host_alloc(cl, nbytes, "converting to half", t->name);
+    if (!x) return SD_ERR_NOMEM;
     int rc = weight_values(cl, t, transposed, x);
     *overflow = false;
     for (size_t i = 0; rc == SD_OK && i < n && !*overflow; i++) {
         *overflow = fabsf(x[i]) > 65504.0f && isfinite(x[i]);
         dst[i] = sd_f32_to_f16(x[i]);
     }
-    free(x);
-    cl->host_bytes -= nbytes;
+    host_free(cl, x, nbytes);
     return rc;
 }
 

@@ -236,14 +236,16 @@ static void pack_open(struct sd_wcache *c, const char *path) {
     }
 }
 
+/* "<32 hex>.sdw": a pack's file name. */
+static int is_pack_name(const char *name) { return strlen(name) == 36 && !strcmp(name + 32, ".sdw"); }
+
 static void scan(struct sd_wcache *c) {
     c->scanned = 1;
     DIR *d = opendir(c->dir);
     if (!d) return;
     char path[1400];
     for (struct dirent *de; (de = readdir(d));) {
-        size_t n = strlen(de->d_name);
-        if (n != 36 || strcmp(de->d_name + 32, ".sdw") != 0) continue;
+        if (!is_pack_name(de->d_name)) continue;
         snprintf(path, sizeof path, "%s/%s", c->dir, de->d_name);
         pack_open(c, path);
     }
@@ -377,9 +379,8 @@ static void evict(struct sd_wcache *c, uint64_t budget) {
     const time_t now = time(NULL);
     char path[1400];
     for (struct dirent *de; (de = readdir(d));) {
-        const size_t len = strlen(de->d_name);
-        const int pack = len == 36 && !strcmp(de->d_name + 32, ".sdw");
-        const int tmp = len > 41 && !strncmp(de->d_name + 32, ".sdw.tmp.", 9);
+        const int pack = is_pack_name(de->d_name);
+        const int tmp = strlen(de->d_name) > 41 && !strncmp(de->d_name + 32, ".sdw.tmp.", 9);
         struct stat sb;
         snprintf(path, sizeof path, "%s/%s", c->dir, de->d_name);
         if ((!pack && !tmp) || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;

@@ -49,6 +49,12 @@ void sd_gen_params_init(struct sd_gen_params *g) {
  * syntax is parsed (prompt.c), each fragment tokenised, and the tokens cut
  * into 75-token chunks (comma backtracking, BREAK). *ids and *w are
  * malloc'd [n_chunks * 77]. */
+/* The text encoder's weights (its active LoRA set) and the runtime's numerics
+ * (a pool's devices round differently) key the cached outputs too. */
+uint64_t sd_te_cache_key(const struct sd_pipeline *p) {
+    return p->model->id ^ sd_lora_te_signature(p->lora) ^ sd_runtime_numerics(p->rt);
+}
+
 int sd_tokenize_chunks(struct sd_pipeline *p, const char *text, int pad_zero, int32_t **ids, float **w, int *n_chunks) {
     struct sd_prompt *pr = sd_prompt_parse(p->ctx, text);
     if (!pr) return p->ctx->status ? p->ctx->status : SD_ERR_INVALID;
@@ -107,10 +113,9 @@ int sd_encode_prompt(struct sd_pipeline *p, const char *prompt, int clip_skip, f
         free(w);
         return sd_errorf(p->ctx, SD_ERR_NOMEM, "prompt: out of memory");
     }
-    /* The cache holds the unweighted CLIP output, keyed by the ids, by the
-     * text encoder's weights (its active LoRA set) and by the runtime's
-     * numerics (a pool's devices round differently). */
-    const uint64_t key = p->model->id ^ sd_lora_te_signature(p->lora) ^ sd_runtime_numerics(p->rt);
+    /* The cache holds the unweighted CLIP output, keyed by the ids and
+     * sd_te_cache_key. */
+    const uint64_t key = sd_te_cache_key(p);
     if (sd_embed_cache_get(p->cache, key, clip_skip, ids, nid, *emb, (int64_t)nid * d)) {
         *cached = 1;
     } else {

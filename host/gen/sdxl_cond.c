@@ -29,7 +29,7 @@ int sd_sdxl_pooled_width(const struct sd_model *m) { return m->te2 ? m->clip2.pr
 /* One encoder's output rows [n_chunks, row] for the ids, from the cache or run. */
 static int run_encoder(struct sd_pipeline *p, int which, const int32_t *ids, int nch, int row, float *out, int *cached) {
     const int L = p->model->clip2.max_pos, nid = nch * L;
-    const uint64_t key = p->model->id ^ sd_lora_te_signature(p->lora) ^ sd_runtime_numerics(p->rt); /* as pipeline.c */
+    const uint64_t key = sd_te_cache_key(p);
     const int tag = which == 1 ? TAG_TE1 : TAG_TE2;
     if (sd_embed_cache_get(p->cache, key, tag, ids, nid, out, (int64_t)nch * row)) {
         *cached = 1;

@@ -10,6 +10,9 @@
  * EOS, padding with 0 when pad_zero, else EOS) and per-token weights;
  * *ids and *w malloc'd [n_chunks * 77]. */
 int sd_tokenize_chunks(struct sd_pipeline *p, const char *text, int pad_zero, int32_t **ids, float **w, int *n_chunks);
+/* pipeline.c: the embedding cache's key for the text encoders' outputs: the
+ * model, its text encoders' LoRA set and the runtime's numerics. */
+uint64_t sd_te_cache_key(const struct sd_pipeline *p);
 
 /* Width of one context row: CLIP ViT-L + bigG penultimate states (base: 768
  * + 1280 = 2048), bigG only for the refiner. */
